@@ -1,0 +1,45 @@
+"""Installable package for okdhp_edge."""
+
+from setuptools import find_packages, setup
+
+RUNTIME = [
+    "numpy>=1.24",
+    "opencv-python-headless>=4.8",
+    "pycocotools>=2.0.7",
+    "pyyaml>=6.0",
+    "onnxruntime>=1.17",
+    "openvino>=2024.0",
+]
+
+setup(
+    name="okdhp_edge",
+    version="0.1.0",
+    description="Online Knowledge Distillation for Human Pose: train a student zoo, bench it on edge runtimes",
+    packages=find_packages(include=["okdhp_edge", "okdhp_edge.*"]),
+    python_requires=">=3.10",
+    install_requires=RUNTIME
+    + [
+        "torch==2.13.0",
+        "scipy>=1.10",
+        "onnx>=1.15",
+        "matplotlib>=3.7",
+        "tqdm>=4.60",
+        "safetensors>=0.4",
+        "psutil>=5.9",
+        "py-cpuinfo>=9.0",
+    ],
+    extras_require={
+        "tensorrt": ["tensorrt", "torch-tensorrt"],
+        "dev": ["pytest>=7", "pytest-benchmark>=4", "ruff>=0.4", "hypothesis>=6"],
+    },
+    entry_points={
+        "console_scripts": [
+            "okdhp-train=okdhp_edge.train:main",
+            "okdhp-evaluate=okdhp_edge.evaluate:main",
+            "okdhp-synthetic=okdhp_edge.data.synthetic:main",
+            "okdhp-models=okdhp_edge.models.__main__:main",
+            "okdhp-bench=okdhp_edge.bench.__main__:main",
+            "okdhp-zoo=okdhp_edge.zoo:main",
+        ]
+    },
+)
