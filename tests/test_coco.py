@@ -1,0 +1,118 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+from pycocotools.coco import COCO
+
+from okdhp_edge.data.coco import CocoKeypoints, load_coco
+from okdhp_edge.data.dataset import collate_skip_none
+from okdhp_edge.data.errors import DataError
+from okdhp_edge.evaluation.coco_eval import coco_keypoint_eval
+from okdhp_edge.evaluation.inference import oracle_heatmap_fn, predict, score
+
+
+def test_gt_as_prediction_ap_is_one(coco_tiny):
+    coco = COCO(str(coco_tiny / "person_keypoints_tiny.json"))
+    results = [{"image_id": a["image_id"], "category_id": 1, "keypoints": a["keypoints"],
+                "score": 1.0} for a in coco.dataset["annotations"] if a["num_keypoints"] > 0]
+    assert len(results) == 12
+    stats = coco_keypoint_eval(coco, results)
+    assert stats["AP"] == pytest.approx(1.0) and stats["AR"] == pytest.approx(1.0)
+
+
+def test_records_exclude_zero_keypoint_persons(coco_tiny):
+    ds = CocoKeypoints(coco_tiny / "person_keypoints_tiny.json", coco_tiny / "images",
+                       input_size=(192, 256))
+    assert len(ds) == 12
+    s = ds[0]
+    assert s["image"].shape == (3, 256, 192) and s["target"].shape == (17, 64, 48)
+    assert s["target_weight"].shape == (17,)
+
+
+def test_oracle_ap_on_coco_tiny(coco_tiny):
+    ds = CocoKeypoints(coco_tiny / "person_keypoints_tiny.json", coco_tiny / "images",
+                       input_size=(192, 256))
+    res = score(ds, predict(ds, oracle_heatmap_fn(ds)))
+    assert res["AP"] >= 0.97
+
+
+def test_detection_boxes_with_threshold(coco_tiny):
+    ds = CocoKeypoints(coco_tiny / "person_keypoints_tiny.json", coco_tiny / "images",
+                       input_size=(192, 256), det_file=coco_tiny / "person_detections_tiny.json",
+                       det_score_thr=0.5)
+    assert len(ds) == 18
+    assert all(r.score >= 0.5 for r in ds.records)
+
+
+def test_train_augmentation_is_deterministic_per_epoch(coco_tiny):
+    ds = CocoKeypoints(coco_tiny / "person_keypoints_tiny.json", coco_tiny / "images",
+                       input_size=(96, 128), train=True, seed=1)
+    a, b = ds[3], ds[3]
+    assert np.array_equal(a["image"], b["image"])
+    ds.set_epoch(1)
+    assert not np.array_equal(ds[3]["image"], a["image"])
+
+
+def _copy_tiny(coco_tiny, tmp_path):
+    shutil.copytree(coco_tiny, tmp_path / "c")
+    return tmp_path / "c"
+
+
+def test_missing_image_names_file_and_record(coco_tiny, tmp_path):
+    root = _copy_tiny(coco_tiny, tmp_path)
+    (root / "images" / "000000000785.jpg").unlink()
+    ds = CocoKeypoints(root / "person_keypoints_tiny.json", root / "images", input_size=(64, 64))
+    with pytest.raises(DataError, match=r"000000000785\.jpg: image file not found.*record 442619"):
+        ds[0]
+
+
+def test_truncated_jpeg_refused(coco_tiny, tmp_path):
+    root = _copy_tiny(coco_tiny, tmp_path)
+    p = root / "images" / "000000000785.jpg"
+    p.write_bytes(p.read_bytes()[:5000])
+    ds = CocoKeypoints(root / "person_keypoints_tiny.json", root / "images", input_size=(64, 64))
+    with pytest.raises(DataError, match="truncated JPEG"):
+        ds[0]
+
+
+def test_unreadable_image_refused_or_skipped(coco_tiny, tmp_path):
+    root = _copy_tiny(coco_tiny, tmp_path)
+    (root / "images" / "000000000785.jpg").write_bytes(b"not an image at all")
+    ds = CocoKeypoints(root / "person_keypoints_tiny.json", root / "images", input_size=(64, 64))
+    with pytest.raises(DataError, match="unreadable image"):
+        ds[0]
+    ds = CocoKeypoints(root / "person_keypoints_tiny.json", root / "images", input_size=(64, 64),
+                       train=True, bad_image="skip")
+    batch = collate_skip_none([ds[0], ds[1]])
+    assert batch["skipped"] == 1 and batch["image"].shape[0] == 1
+    assert ds.skipped == 1
+
+
+def _write(tmp_path, doc):
+    f = tmp_path / "bad.json"
+    f.write_text(json.dumps(doc))
+    return f
+
+
+def test_not_a_keypoints_file(tmp_path):
+    with pytest.raises(DataError, match="not a COCO keypoints file"):
+        load_coco(_write(tmp_path, {"images": []}))
+    with pytest.raises(DataError, match="no category declares 'keypoints'"):
+        load_coco(_write(tmp_path, {"images": [], "annotations": [],
+                                    "categories": [{"id": 1, "name": "person"}]}))
+    f = tmp_path / "x.json"
+    f.write_text("{broken")
+    with pytest.raises(DataError, match="not valid JSON"):
+        load_coco(f)
+
+
+def test_keypoint_count_and_non_finite(coco_tiny, tmp_path):
+    doc = json.loads((coco_tiny / "person_keypoints_tiny.json").read_text())
+    doc["annotations"][0]["keypoints"] = doc["annotations"][0]["keypoints"][:-3]
+    with pytest.raises(DataError, match=r"annotation id 442619: 16\.0 keypoints"):
+        load_coco(_write(tmp_path, doc))
+    doc = json.loads((coco_tiny / "person_keypoints_tiny.json").read_text())
+    doc["annotations"][1]["keypoints"][0] = float("nan")
+    with pytest.raises(DataError, match="non-finite"):
+        load_coco(_write(tmp_path, doc))

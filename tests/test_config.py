@@ -1,0 +1,65 @@
+import subprocess
+import sys
+
+import pytest
+
+from okdhp_edge.config import ConfigError, load_config, save_config
+
+
+def test_defaults_and_overrides():
+    cfg = load_config(overrides=["data.input_size=[192,256]", "train.epochs=3",
+                                 "model.branches=[2,4,6]", "train.lr=1e-3"])
+    assert cfg.data.input_size == [192, 256]
+    assert cfg.train.epochs == 3
+    assert cfg.model.branches == [2, 4, 6]
+    assert cfg.train.lr == pytest.approx(1e-3)
+
+
+def test_yaml_then_overrides(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("train:\n  epochs: 7\n  batch_size: 4\nmodel:\n  width: 32\n")
+    cfg = load_config(f, ["train.epochs=9"])
+    assert (cfg.train.epochs, cfg.train.batch_size, cfg.model.width) == (9, 4, 32)
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("train.epoch=3", "did you mean 'train.epochs'"),
+    ("trian.epochs=3", "did you mean 'train'"),
+    ("model.widht=3", "did you mean 'model.width'"),
+])
+def test_unknown_key_names_closest(override, needle):
+    with pytest.raises(ConfigError, match=needle):
+        load_config(overrides=[override])
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("train.epochs=abc", "train.epochs: expected int"),
+    ("data.input_size=[192,256,3]", "data.input_size: expected a list of 2"),
+    ("data.input_size=5", "data.input_size: expected a list of int"),
+    ("train.deterministic=3", "expected bool"),
+    ("model.fau=magic", "model.fau: expected one of"),
+])
+def test_wrong_type_names_key(override, needle):
+    with pytest.raises(ConfigError, match=needle):
+        load_config(overrides=[override])
+
+
+def test_unknown_key_in_yaml(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("loss:\n  lambda_kl: 2\n")
+    with pytest.raises(ConfigError, match="loss.lambda_kd"):
+        load_config(f)
+
+
+def test_resolved_config_round_trip(tmp_path):
+    cfg = load_config(overrides=["train.epochs=5", "model.branches=[1,2,3]"])
+    save_config(cfg, tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml") == cfg
+
+
+def test_cli_exits_2_with_one_line():
+    proc = subprocess.run([sys.executable, "-m", "okdhp_edge.train", "train.epoch=3"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "did you mean 'train.epochs'" in proc.stderr
+    assert "Traceback" not in proc.stderr

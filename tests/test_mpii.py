@@ -1,0 +1,61 @@
+import json
+
+import numpy as np
+import pytest
+
+from okdhp_edge.data.errors import DataError
+from okdhp_edge.data.mpii import MpiiKeypoints, load_headboxes
+from okdhp_edge.evaluation.inference import oracle_heatmap_fn, predict, score
+from okdhp_edge.evaluation.pckh import pckh
+
+
+def test_pckh_hand_computed():
+    # one person, head box 10x0 -> head size 6; joints at distances 0, 2.9, 3.1, 0.5
+    hb = np.array([[0, 0, 10, 0]], float)
+    gt = np.zeros((1, 16, 2))
+    pred = gt.copy()
+    pred[0, 0, 0] = 2.9   # hit @0.5 (<= 3)
+    pred[0, 1, 0] = 3.1   # miss @0.5
+    pred[0, 2, 0] = 0.5   # hit @0.1 (<= 0.6)
+    pred[0, 6, 0] = 100   # pelvis: excluded from the mean
+    vis = np.zeros((1, 16), bool)
+    vis[0, [0, 1, 2, 6]] = True
+    res = pckh(pred, gt, vis, hb)
+    assert res["PCKh@0.5"] == pytest.approx(200 / 3)
+    assert res["PCKh@0.1"] == pytest.approx(100 / 3)
+    assert res["PCKh@0.5_per_joint"]["pelvis"] == 0.0
+    assert res["PCKh@0.5_per_joint"]["head_top"] is None
+
+
+def test_headboxes_json(mpii_tiny):
+    hb = load_headboxes(mpii_tiny / "mpii_tiny_headboxes.json", 5)
+    head = 0.6 * np.linalg.norm(hb[:, 2:] - hb[:, :2], axis=1)
+    assert np.allclose(head, [117.96, 44.05, 78.48, 81.22, 84.37], atol=0.01)
+    with pytest.raises(DataError, match="5 head boxes for 6 persons"):
+        load_headboxes(mpii_tiny / "mpii_tiny_headboxes.json", 6)
+
+
+def test_headboxes_mat(tmp_path):
+    from scipy.io import savemat
+
+    hb = np.zeros((2, 2, 3))
+    hb[0] = [[1, 2, 3], [4, 5, 6]]  # x1 y1 per person
+    hb[1] = hb[0] + 10
+    savemat(tmp_path / "gt_valid.mat", {"headboxes_src": hb})
+    boxes = load_headboxes(tmp_path / "gt_valid.mat", 3)
+    assert boxes[0].tolist() == [1, 4, 11, 14]
+
+
+def test_oracle_pckh_is_100(mpii_tiny):
+    ds = MpiiKeypoints(mpii_tiny / "mpii_tiny.json", mpii_tiny / "images", input_size=(256, 256))
+    hb = load_headboxes(mpii_tiny / "mpii_tiny_headboxes.json", len(ds))
+    res = score(ds, predict(ds, oracle_heatmap_fn(ds)), headboxes=hb)
+    assert res["PCKh@0.5"] == 100.0
+
+
+def test_bad_mpii_record(tmp_path):
+    f = tmp_path / "m.json"
+    f.write_text(json.dumps([{"image": "a.jpg", "center": [1, 2], "scale": 1.0,
+                              "joints": [[1, 2]] * 15, "joints_vis": [1] * 15}]))
+    with pytest.raises(DataError, match=r"m\.json: record 0: 15 keypoints.*16"):
+        MpiiKeypoints(f, tmp_path, input_size=(64, 64))
