@@ -76,7 +76,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = _parser().parse_args(argv)
     setup_logging()
     if args.student:
-        from okdhp_edge.zoo import evaluate_student
+        from okdhp_edge.students import evaluate_student
 
         res = evaluate_student(args.student, dataset=args.dataset, ann=args.ann,
                                images=args.images, headboxes=args.headboxes, flip=args.flip,
