@@ -69,6 +69,7 @@ class HeatmapOnly(nn.Module):
     def __init__(self, model: StackedHourglass) -> None:
         super().__init__()
         self.model = model
+        self.train(model.training)  # a fresh wrapper must not flip the student to train mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x).heatmap
