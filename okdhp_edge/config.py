@@ -296,13 +296,15 @@ def validate(cfg: Config) -> None:
     """Cross-field checks that a type alone cannot express."""
     if min(cfg.data.input_size) < 16:
         raise ConfigError("data.input_size: each side must be at least 16 pixels")
-    multiple = cfg.data.heatmap_stride * 2**cfg.model.depth
     for side in cfg.data.input_size:
-        if side % multiple:
+        if side % cfg.data.heatmap_stride:
             raise ConfigError(
-                f"data.input_size: each side must divide by {multiple} "
-                f"(heatmap_stride {cfg.data.heatmap_stride} x 2**model.depth {cfg.model.depth})"
-            )
+                f"data.input_size: each side must divide by data.heatmap_stride "
+                f"({cfg.data.heatmap_stride})")
+        if side // cfg.data.heatmap_stride < 2**cfg.model.depth:
+            raise ConfigError(
+                f"data.input_size: {side} px is too small for model.depth {cfg.model.depth} "
+                f"(needs at least {cfg.data.heatmap_stride * 2**cfg.model.depth})")
     if not cfg.model.branches or min(cfg.model.branches) < 1:
         raise ConfigError("model.branches: expected a non-empty list of stack counts >= 1")
     if cfg.model.shared_stacks < 0:

@@ -24,8 +24,8 @@ def pixel_kl(pred: torch.Tensor, teacher: torch.Tensor, weight: torch.Tensor,
 
     Summed over joints and pixels, divided by B x H x W (``norm='pixels'``, released) or
     by B x K (``norm='joint'``: a mean per-joint KL). No T^2 factor: a temperature
-    below 1 is meant to sharpen the distributions and strengthen the term. Invisible joints (w = 0) give two uniform
-    distributions, hence 0.
+    below 1 is meant to sharpen the distributions and strengthen the term. Invisible
+    joints (w = 0) give two uniform distributions, hence 0.
 
     Shape: pred, teacher [B, K, H, W]; weight [B, K] -> scalar.
     """

@@ -33,3 +33,31 @@ def synthetic_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("synthetic")
     generate_dataset(root, 48, 16, seed=3, image_size=(160, 120), workers=1)
     return root
+
+
+TINY_OVERRIDES = [
+    "data.input_size=[32,32]", "data.select_fraction=0.25", "data.workers=0",
+    "model.width=8", "model.stem_width=8", "model.depth=1", "model.shared_stacks=1",
+    "model.branches=[1,2]", "model.fau_kernels=[3]", "model.fau_hidden=8",
+    "train.epochs=2", "train.batch_size=8", "train.lr=1e-3", "train.threads=1",
+    "eval.batch_size=16", "eval.flip_test=false",
+]
+
+
+def tiny_overrides(root, tmp, *extra):
+    return [f"data.root={root}", f"train.out_dir={tmp}/runs", f"zoo.root={tmp}/zoo",
+            *TINY_OVERRIDES, *extra]
+
+
+@pytest.fixture(scope="session")
+def tiny_zoo(synthetic_root, tmp_path_factory) -> Path:
+    """A zoo of two tiny students trained for 2 epochs (session-wide)."""
+    from okdhp_edge.config import load_config
+    from okdhp_edge.training.trainer import Trainer
+    from okdhp_edge.training.zoo_writer import write_zoo
+
+    tmp = tmp_path_factory.mktemp("tinyzoo")
+    cfg = load_config(overrides=tiny_overrides(synthetic_root, tmp, "zoo.name=tiny"))
+    trainer = Trainer(cfg, config_name="tiny")
+    trainer.fit()
+    return write_zoo(trainer)

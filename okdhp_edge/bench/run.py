@@ -152,7 +152,9 @@ def bench_candidates(cands: list[Candidate], opts: BenchOptions,
     runners = _load_runners(cands, opts, rows)
     steps = len(runners) * (2 * opts.timing.rounds + 2)
     bar = tqdm(total=steps, desc="bench", unit="step", disable=not progress)
-    tick = (lambda _k: bar.update(1))
+
+    def tick(_key: object) -> None:
+        bar.update(1)
 
     cand_of = {c.name: c for c in cands}
     engine_fns, e2e_fns = {}, {}

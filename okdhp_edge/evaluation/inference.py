@@ -11,8 +11,8 @@ from typing import Any, Callable, Iterable, Iterator, Optional
 
 import numpy as np
 
-from okdhp_edge.data.codec import HeatmapCodec
 from okdhp_edge.data.coco import CocoKeypoints
+from okdhp_edge.data.codec import HeatmapCodec
 from okdhp_edge.data.dataset import TopDownDataset, collate_skip_none
 from okdhp_edge.data.mpii import MpiiKeypoints
 from okdhp_edge.evaluation.coco_eval import coco_keypoint_eval, make_results

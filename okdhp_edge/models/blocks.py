@@ -38,7 +38,8 @@ class Hourglass(nn.Module):
 
     up = R(x); low = R(pool(x)); low = HG(depth-1, low) or R(low); low = R(low);
     out = up + upsample(low).  Shape: [B, F, H, W] -> [B, F, H, W] (H, W divisible by
-    2**depth).
+    2**depth, or any size with odd levels
+    handled by nearest upsampling to the skip's size).
     """
 
     def __init__(self, width: int, depth: int) -> None:
@@ -52,7 +53,8 @@ class Hourglass(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         up = self.up(x)
         low = self.low3(self.low2(self.low1(self.pool(x))))
-        return up + nn.functional.interpolate(low, scale_factor=2.0, mode="nearest")
+        # size, not scale_factor: odd sizes (e.g. 384x288 input -> 9 x 12 at the bottom)
+        return up + nn.functional.interpolate(low, size=up.shape[-2:], mode="nearest")
 
 
 class Stem(nn.Module):
@@ -91,6 +93,10 @@ class Stack(nn.Module):
         self.fc = nn.Sequential(nn.Conv2d(width, width, 1), nn.BatchNorm2d(width),
                                 nn.ReLU(inplace=True))
         self.score = nn.Conv2d(width, num_joints, 1)
+        # near-zero initial heatmaps (HRNet / SimpleBaseline init of the final layer): the
+        # network does not spend its first iterations unlearning random peaks
+        nn.init.normal_(self.score.weight, std=0.001)
+        nn.init.zeros_(self.score.bias)
         self.last = last
         if not last:
             self.fc_ = nn.Conv2d(width, width, 1)

@@ -34,7 +34,6 @@ from okdhp_edge.training.checkpoint import (
     set_rng_state,
 )
 from okdhp_edge.training.distributed import (
-    DistInfo,
     all_reduce_mean,
     barrier,
     broadcast_flag,

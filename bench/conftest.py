@@ -1,0 +1,6 @@
+"""Benchmarks (pytest-benchmark): run with `make bench` or `pytest bench --benchmark-only`."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -1,0 +1,70 @@
+"""Training throughput of the quickstart network on the CPU (images/s, peak RSS), ours
+against the same architecture written pytorch-pose style, same threads, same precision.
+
+Run: pytest bench/test_bench_train.py --benchmark-only
+"""
+
+import resource
+
+import pytest
+import torch
+from pytorch_pose_style import PoseStyleMultiBranch
+
+from okdhp_edge.config import load_config
+from okdhp_edge.models import create_model
+from okdhp_edge.models.registry import model_kwargs_from_config
+from okdhp_edge.training.trainer import cpu_has_native_bf16
+
+CFG = load_config("configs/quickstart.yaml")
+W, H = CFG.data.input_size
+BATCH = 32
+
+
+def _step_fn(model, amp: bool, channels_last: bool):
+    torch.manual_seed(0)
+    x = torch.randn(BATCH, 3, H, W)
+    t = torch.rand(BATCH, 17, H // 4, W // 4) * 0.1
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    model.train()
+
+    def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            out = model(x)
+        heatmaps = (out.all_heatmaps() + [out.ensemble]) if hasattr(out, "all_heatmaps") \
+            else out[0] + [out[1]]
+        loss = sum(((h.float() - t) ** 2).mean() for h in heatmaps)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    step()
+    return step
+
+
+def _ours():
+    return create_model("okdhp", **model_kwargs_from_config(CFG.model, 17))
+
+
+def _reference():
+    m = CFG.model
+    return PoseStyleMultiBranch(m.shared_stacks, m.branches, 17, m.width, m.stem_width, m.depth,
+                                m.fau_kernels)
+
+
+MODES = [("fp32_nchw", False, False), ("fp32_cl", False, True)]
+if cpu_has_native_bf16():
+    MODES.append(("bf16_cl", True, True))
+
+
+@pytest.mark.parametrize("impl", ["okdhp_edge", "pytorch_pose_style"])
+@pytest.mark.parametrize("mode,amp,cl", MODES, ids=[m[0] for m in MODES])
+def test_train_step(benchmark, impl, mode, amp, cl):
+    model = _ours() if impl == "okdhp_edge" else _reference()
+    step = _step_fn(model, amp, cl)
+    benchmark.pedantic(step, rounds=5, iterations=1, warmup_rounds=1)
+    benchmark.extra_info["images_per_s"] = BATCH / benchmark.stats.stats.median
+    benchmark.extra_info["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    benchmark.extra_info["threads"] = torch.get_num_threads()

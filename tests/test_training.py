@@ -1,0 +1,169 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from okdhp_edge.config import load_config
+from okdhp_edge.manifest import ManifestError, load_student_manifest, zoo_students
+from okdhp_edge.training.checkpoint import load_checkpoint
+from okdhp_edge.training.trainer import NonFiniteLossError, Trainer, TrainingInterrupted
+from okdhp_edge.utils.io import IntegrityError
+from tests.conftest import tiny_overrides
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
+
+
+def _cfg(root, tmp, *extra):
+    return load_config(overrides=tiny_overrides(root, tmp, "train.amp=off", *extra))
+
+
+def _state(path):
+    return load_checkpoint(path)["model"]
+
+
+def test_run_folder_and_zoo(tiny_zoo):
+    students = zoo_students(tiny_zoo)
+    assert [m["name"] for _, m in students] == ["hg2", "hg3"]  # ordered by size
+    run = Path(students[0][1]["provenance"]["run"])
+    assert load_config(run / "config.yaml").model.branches == [1, 2]
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1, 2]
+    assert set(json.loads(lines[-1])["select"]) == {"hg2", "hg3", "ensemble"}
+    for d, man in students:
+        assert man["accuracy"]["split"] == "report" and man["accuracy"]["metric"] == "AP"
+        assert man["provenance"]["distillation"]["lambda_kd"] == 2.0
+        assert (d / man["weights"]["file"]).is_file()
+    big = students[-1][1]
+    assert big["compression"]["params"] == 1.0
+    assert students[0][1]["compression"]["params"] > 1.0
+
+
+def test_checkpoint_loads_weights_only(tiny_zoo):
+    run = Path(zoo_students(tiny_zoo)[0][1]["provenance"]["run"])
+    ck = torch.load(run / "last.pt", weights_only=True)
+    assert ck["epoch"] == 2 and "optimizer" in ck and "rng" in ck
+
+
+def test_resume_matches_uninterrupted(synthetic_root, tmp_path):
+    full = Trainer(_cfg(synthetic_root, tmp_path / "a"))
+    full.fit()
+    part = Trainer(_cfg(synthetic_root, tmp_path / "b", "train.epochs=1"))
+    part.fit()
+    resumed = Trainer(_cfg(synthetic_root, tmp_path / "b"), run_dir=part.run_dir, resume=True)
+    resumed.fit()
+    a, b = _state(full.run_dir / "last.pt"), _state(resumed.run_dir / "last.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_interrupt_mid_epoch_then_resume(synthetic_root, tmp_path):
+    full = Trainer(_cfg(synthetic_root, tmp_path / "a"))
+    full.fit()
+
+    class Interrupted(Trainer):
+        def _loss(self, *a, **k):
+            if self.state.iteration == 3:
+                self._stop = True  # what SIGINT/SIGTERM set
+            return super()._loss(*a, **k)
+
+    t = Interrupted(_cfg(synthetic_root, tmp_path / "b"))
+    with pytest.raises(TrainingInterrupted, match="--resume"):
+        t.fit()
+    ck = load_checkpoint(t.run_dir / "last.pt")
+    assert (ck["epoch"], ck["iter_in_epoch"]) == (0, 4)
+    resumed = Trainer(_cfg(synthetic_root, tmp_path / "b"), run_dir=t.run_dir, resume=True)
+    resumed.fit()
+    a, b = _state(full.run_dir / "last.pt"), _state(resumed.run_dir / "last.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_non_finite_loss_keeps_last_good_checkpoint(synthetic_root, tmp_path):
+    class Exploding(Trainer):
+        def _loss(self, *a, **k):
+            terms = super()._loss(*a, **k)
+            if self.state.epoch == 1:
+                terms.total = terms.total * float("nan")
+            return terms
+
+    t = Exploding(_cfg(synthetic_root, tmp_path))
+    with pytest.raises(NonFiniteLossError, match="last good checkpoint"):
+        t.fit()
+    assert load_checkpoint(t.run_dir / "last.pt")["epoch"] == 1
+
+
+def test_plain_baseline(synthetic_root, tmp_path):
+    cfg = _cfg(synthetic_root, tmp_path, "model.name=hg2", "train.epochs=1")
+    t = Trainer(cfg)
+    t.fit()
+    assert [h.name for h in t.heads] == ["hg2"]
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_every_config_loads_and_builds(path):
+    from okdhp_edge import create_model
+    from okdhp_edge.models.registry import model_kwargs_from_config
+
+    cfg = load_config(path, ["model.width=8", "model.stem_width=8", "model.depth=1",
+                             "data.input_size=[32,32]"])
+    kwargs = model_kwargs_from_config(cfg.model, 16 if cfg.data.dataset == "mpii" else 17)
+    m = create_model(cfg.model.name, **kwargs).eval()
+    with torch.no_grad():
+        m(torch.zeros(1, 3, 32, 32))
+
+
+def test_evaluate_student_cli_and_sha(tiny_zoo, tmp_path):
+    d, man = zoo_students(tiny_zoo)[0]
+    out = tmp_path / "m.json"
+    proc = subprocess.run([sys.executable, "-m", "okdhp_edge.evaluate", "--student",
+                           str(d / "student.yaml"), "--no-flip", "--out", str(out)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(out.read_text())["AP"] == pytest.approx(man["accuracy"]["value"], abs=1e-6)
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(d, bad)
+    w = bad / man["weights"]["file"]
+    w.write_bytes(w.read_bytes()[:-10] + b"0123456789")
+    from okdhp_edge.students import load_student
+
+    with pytest.raises(IntegrityError, match="sha256 mismatch"):
+        load_student(bad / "student.yaml")
+
+
+@pytest.mark.parametrize("mutate,needle", [
+    (lambda m: m.pop("params"), "missing field 'params'"),
+    (lambda m: m["accuracy"].pop("split"), "missing field 'accuracy.split'"),
+    (lambda m: m.update(colour="red"), "unknown field 'colour'"),
+    (lambda m: m["architecture"].update(num_stacks="two"),
+     "'architecture.num_stacks' should be int"),
+])
+def test_manifest_errors_name_the_field(tiny_zoo, tmp_path, mutate, needle):
+    d, man = zoo_students(tiny_zoo)[0]
+    man = yaml.safe_load((d / "student.yaml").read_text())
+    mutate(man)
+    f = tmp_path / "student.yaml"
+    f.write_text(yaml.safe_dump(man))
+    with pytest.raises(ManifestError, match=needle):
+        load_student_manifest(f)
+
+
+def test_zoo_never_overwritten(tiny_zoo):
+    from okdhp_edge.manifest import unique_dir
+
+    assert unique_dir(tiny_zoo.parent, tiny_zoo.name) != tiny_zoo
+
+
+def test_ddp_two_cpu_processes(synthetic_root, tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+           "--master_port=29533", "-m", "okdhp_edge.train", "--no-zoo",
+           *tiny_overrides(synthetic_root, tmp_path, "train.epochs=1", "train.run_name=ddp")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = list((tmp_path / "runs").iterdir())
+    assert [r.name for r in runs] == ["ddp"]  # rank 0 alone wrote, one folder
+    ck = load_checkpoint(runs[0] / "last.pt")
+    assert ck["epoch"] == 1
