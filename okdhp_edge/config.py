@@ -233,6 +233,8 @@ def _apply(obj: Any, updates: dict[str, Any], prefix: str = "") -> None:
                 raise ConfigError(f"{key}: expected a mapping of its keys, got {value!r}")
             _apply(current, value, f"{key}.")
             continue
+        if key in _CHOICES and isinstance(value, bool):  # YAML 1.1 reads off/on as booleans
+            value = "on" if value else "off"
         value = _coerce(value, hints[name], key)
         if key in _FIXED_LENGTH and len(value) != _FIXED_LENGTH[key]:
             raise ConfigError(

@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 
 REPORT_VERSION = 1
 
-THROUGHPUT_FORMAT = {"onnxruntime": "onnx_dynamic", "openvino": "openvino_fp32"}
+# OpenVINO reads the dynamic-batch ONNX directly
+THROUGHPUT_FORMAT = {"onnxruntime": "onnx_dynamic", "openvino": "onnx_dynamic"}
 DEFAULT_PRECISIONS = {"torch": ("fp32",), "onnxruntime": ("fp32",),
                       "openvino": ("fp32", "bf16", "fp16"), "tensorrt": ("fp32", "fp16"),
                       "torch_tensorrt": ("fp32", "fp16")}
@@ -209,8 +210,6 @@ def _throughput(c: Candidate, row: Row, opts: BenchOptions) -> dict[str, Any]:
         if not entry.get("available"):
             return {"batch": opts.batch, "reason": "no dynamic-batch export"}
         path = str(c.export_dir / entry["file"])
-        if row.backend == "openvino":  # OpenVINO IR: reshape the static model
-            path = str(c.export_dir / c.export["formats"]["onnx_dynamic"]["file"])
     else:
         return {"batch": opts.batch, "reason": f"not measured for {row.backend}/{row.precision}"}
     w, h = c.manifest["preprocessing"]["input_size"]
