@@ -86,7 +86,7 @@ def mac_ratios(cfg: Any) -> dict[int, float]:
     return out
 
 
-def run_one(config: Path, overrides: list[str], run_dir: Path) -> dict[str, Any]:
+def run_one(config: Optional[Path], overrides: list[str], run_dir: Path) -> dict[str, Any]:
     """Train (or resume) one run and evaluate its students; cached in result.json."""
     from okdhp_edge.config import load_config
     from okdhp_edge.training.trainer import Trainer
@@ -115,8 +115,9 @@ def run_one(config: Path, overrides: list[str], run_dir: Path) -> dict[str, Any]
         "students": {m["name"]: m["accuracy"]["value"] for _, m in zoo_students(zoo)},
         "curves": [{"iteration": h["iteration"], "wall_s": h["wall_s"], **h["select"]}
                    for h in trainer.state.history if h["select"]],
-        "command": " ".join(shlex.quote(a) for a in ["python", "-m", "okdhp_edge.train",
-                                                     "--config", str(config), *overrides]),
+        "command": " ".join(shlex.quote(a) for a in [
+            "python", "-m", "okdhp_edge.train", *(["--config", str(config)] if config else []),
+            *overrides]),
     }
     atomic_write_json(result, res)
     return res
@@ -212,8 +213,17 @@ def _curves(results: dict, path: Path) -> None:
 def ablation(args: argparse.Namespace) -> int:
     from okdhp_edge.config import load_config
 
-    spec = yaml.safe_load(args.config.read_text()) if args.config.suffix == ".yaml" else {}
-    base = Path(spec.get("base_config", args.config))
+    if not args.config.is_file():
+        raise UsageError(f"{args.config}: ablation spec not found")
+    spec = yaml.safe_load(args.config.read_text()) or {}
+    spec_keys = {"base_config", "seeds", "arms", "overrides", "kl_temperature"}
+    if not (isinstance(spec, dict) and spec_keys & set(spec)):
+        spec = {"base_config": str(args.config)}  # a plain training config
+    unknown = set(spec) - spec_keys
+    if unknown:
+        raise UsageError(f"{args.config}: unknown ablation key '{sorted(unknown)[0]}' "
+                         f"(expected {', '.join(sorted(spec_keys))})")
+    base = Path(spec["base_config"]) if spec.get("base_config") else None
     seeds = spec.get("seeds", [0, 1, 2]) if args.seeds is None else args.seeds
     arms = spec.get("arms", list(ARMS)) if args.arms is None else args.arms
     extra_overrides = spec.get("overrides", []) + list(args.overrides)

@@ -1,0 +1,50 @@
+import json
+import subprocess
+import sys
+
+import cv2
+
+from okdhp_edge.manifest import zoo_students
+from tests.conftest import tiny_overrides
+
+
+def test_visualize_torch_and_onnx(tiny_zoo, synthetic_root, tmp_path):
+    d, _ = zoo_students(tiny_zoo)[-1]
+    img = next((synthetic_root / "images" / "val").iterdir())
+    for backend in ("torch", "onnxruntime"):
+        out = tmp_path / f"{backend}.png"
+        proc = subprocess.run([sys.executable, "-m", "okdhp_edge.visualize", "--student",
+                               str(d / "student.yaml"), "--image", str(img), "--box", "10", "10",
+                               "100", "100", "--backend", backend, "--out", str(out)],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        assert cv2.imread(str(out)).shape[:2] == cv2.imread(str(img)).shape[:2]
+
+
+def test_visualize_bad_box(tiny_zoo, synthetic_root, tmp_path):
+    d, _ = zoo_students(tiny_zoo)[-1]
+    img = next((synthetic_root / "images" / "val").iterdir())
+    proc = subprocess.run([sys.executable, "-m", "okdhp_edge.visualize", "--student",
+                           str(d / "student.yaml"), "--image", str(img), "--box", "0", "0", "0",
+                           "5", "--out", str(tmp_path / "x.png")], capture_output=True, text=True)
+    assert proc.returncode == 2 and "positive width" in proc.stderr
+
+
+def test_ablation_runner_is_resumable(synthetic_root, tmp_path):
+    out = tmp_path / "abl.md"
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(json.dumps({"seeds": [0], "arms": ["a", "c", "c_eq", "e"],
+                                "overrides": tiny_overrides(synthetic_root, tmp_path,
+                                                            "train.epochs=1")}))
+    cmd = [sys.executable, "-m", "okdhp_edge.experiments", "ablation", "--config", str(spec),
+           "--work-dir", str(tmp_path / "work"), "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rep = json.loads(out.with_suffix(".json").read_text())
+    assert set(rep["table"]) == {"a", "c", "c_eq", "e"}
+    assert set(rep["table"]["c"]["students"]) == {"hg2", "hg3"}
+    eq = rep["runs"]["c_eq"]["0"]
+    assert all(r["iterations"] >= rep["runs"]["c"]["0"][0]["iterations"] for r in eq)
+    assert "okdhp_edge.train" in out.read_text()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)  # all cached
+    assert proc.returncode == 0 and "ablation run" in proc.stderr
