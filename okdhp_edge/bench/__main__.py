@@ -140,7 +140,7 @@ def run_bench(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     return {
         "report_version": REPORT_VERSION, "zoo": zoo_name, "device_id": device_id(
             fp, args.device_name), "device": fp, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "command": cli_command(argv), "metric": metric,
+        "command": cli_command(argv), "metric": metric, "flip_test": bool(args.flip_test),
         "timing": {"warmup_iters": opts.timing.warmup_iters, "warmup_s": opts.timing.warmup_s,
                    "min_iters": opts.timing.min_iters, "min_time_s": opts.timing.min_time_s,
                    "rounds": opts.timing.rounds, "interleaved": True, "batch_latency": 1,

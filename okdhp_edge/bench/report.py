@@ -106,7 +106,10 @@ def markdown(rep: dict[str, Any], chart_name: Optional[str]) -> str:
              f"- OS: {fp['os']}; versions: " + ", ".join(f"{k} {v}" for k, v in
                                                           fp["versions"].items()),
              f"- okdhp_edge commit: {fp['git_commit']}; measured {rep['created']}",
-             f"- timing: {rep['timing']}", "",
+             f"- timing: {rep['timing']}",
+             f"- accuracy: {metric} on the report split through each backend, flip test "
+             f"{'on' if rep.get('flip_test') else 'off'} (the student manifests' own figure "
+             "may use flip test)", "",
              f"| student | params (M) | GMACs | backend | precision (ran as) | median ms | p90 ms "
              f"| e2e median ms | imgs/s @B | {metric} | Δ vs torch fp32 | parity max err |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
