@@ -68,3 +68,39 @@ def test_train_step(benchmark, impl, mode, amp, cl):
     benchmark.extra_info["images_per_s"] = BATCH / benchmark.stats.stats.median
     benchmark.extra_info["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     benchmark.extra_info["threads"] = torch.get_num_threads()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU")
+@pytest.mark.parametrize("mode", ["fp32_eager", "amp_channels_last"])
+def test_gpu_unbalanced_coco_256x192(benchmark, mode):
+    """4-stack unbalanced COCO network (shared 2 + [2, 4, 6], width 256) at 256x192:
+    AMP + channels_last must at least double fp32 eager images/s (compare the two rows)."""
+    from okdhp_edge.models import MultiBranchHourglass
+
+    dev = torch.device("cuda")
+    model = MultiBranchHourglass(2, (2, 4, 6), num_joints=17, width=256).to(dev).train()
+    x = torch.randn(16, 3, 256, 192, device=dev)
+    t = torch.rand(16, 17, 64, 48, device=dev) * 0.1
+    amp = mode == "amp_channels_last"
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if amp:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(model.parameters(), 2.5e-4)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp and dtype == torch.float16)
+
+    def step():
+        with torch.autocast("cuda", dtype=dtype, enabled=amp):
+            out = model(x)
+        loss = sum(((h.float() - t) ** 2).mean() for h in out.all_heatmaps() + [out.ensemble])
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        torch.cuda.synchronize()
+
+    step()
+    torch.cuda.reset_peak_memory_stats()
+    benchmark.pedantic(step, rounds=10, iterations=1, warmup_rounds=2)
+    benchmark.extra_info["images_per_s"] = 16 / benchmark.stats.stats.median
+    benchmark.extra_info["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30

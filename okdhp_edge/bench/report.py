@@ -168,6 +168,9 @@ def chart(reports: list[dict[str, Any]], path: Path, stat: str = "median",
             ax.scatter(latency_of(r, stat, scope), accuracy_of(r), s=60,
                        marker=markers.get(r["backend"], "x"), color=colors[r["student"]],
                        edgecolor="black", linewidth=0.5, zorder=3)
+            if r["precision"] != "fp32":
+                ax.annotate(r["precision"], (latency_of(r, stat, scope), accuracy_of(r)),
+                            textcoords="offset points", xytext=(4, -9), fontsize=6)
         front = pareto(rows, stat, scope)
         if front:
             ax.plot([latency_of(r, stat, scope) for r in front],
@@ -179,6 +182,11 @@ def chart(reports: list[dict[str, Any]], path: Path, stat: str = "median",
     for s in students:
         ax.scatter([], [], marker="o", color=colors[s], label=s)
     ax.set_xscale("log")
+    from matplotlib.ticker import FormatStrFormatter
+
+    ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(FormatStrFormatter("%g"))
+    ax.tick_params(axis="x", which="minor", labelsize=7)
     ax.set_xlabel(f"latency, {scope} {stat} (ms, log scale)")
     metric = reports[0].get("metric", "accuracy") if reports else "accuracy"
     ax.set_ylabel(f"{metric} on the report split")

@@ -210,6 +210,19 @@ class Trainer:
             self._attach_log_file(run_dir)
         return run_dir
 
+    def _tensorboard(self):
+        """A SummaryWriter in the run folder when tensorboard is installed, else None."""
+        if not self.dist.is_main:
+            return None
+        if not hasattr(self, "_tb"):
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tb = SummaryWriter(str(self.run_dir / "tensorboard"))
+            except ImportError:
+                self._tb = None
+        return self._tb
+
     def _attach_log_file(self, run_dir: Path) -> None:
         handler = logging.FileHandler(run_dir / "train.log")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -503,11 +516,20 @@ class Trainer:
                  record["epoch"], self.cfg.train.epochs, record["iteration"], record["loss"],
                  record["mse"], record["ens"], record["kl"], record["images_per_s"],
                  record["lr"], sel)
+        tb = self._tensorboard()
+        if tb is not None:
+            for k in ("loss", "mse", "ens", "kl", "images_per_s", "lr"):
+                tb.add_scalar(f"train/{k}", record[k], record["iteration"])
+            for k, v in record["select"].items():
+                tb.add_scalar(f"select/{k}", v, record["iteration"])
+            tb.flush()
         # rewritten from the checkpointed history: a resumed run never duplicates a line
         atomic_write_text(self.run_dir / "metrics.jsonl",
                           "".join(json.dumps(r) + "\n" for r in self.state.history))
 
     def close(self) -> None:
+        if getattr(self, "_tb", None) is not None:
+            self._tb.close()
         cleanup(self.dist)
 
 
