@@ -329,7 +329,7 @@ class Trainer:
                           sampler=self.sampler, num_workers=self.cfg.data.workers,
                           collate_fn=collate_skip_none, drop_last=True,
                           pin_memory=self.device.type == "cuda",
-                          persistent_workers=False)
+                          persistent_workers=False, worker_init_fn=_worker_init)
 
     def _to_device(self, batch: dict[str, Any]) -> tuple[torch.Tensor, ...]:
         x = torch.from_numpy(batch["image"]).to(self.device, non_blocking=True)
@@ -531,6 +531,15 @@ class Trainer:
         if getattr(self, "_tb", None) is not None:
             self._tb.close()
         cleanup(self.dist)
+
+
+def _worker_init(_worker_id: int) -> None:
+    """Data workers decode and warp on one thread each: no oversubscription of the cores
+    the training step uses."""
+    import cv2
+
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
 
 
 def _cfg_dict(cfg: Config) -> dict[str, Any]:
