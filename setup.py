@@ -1,4 +1,12 @@
-"""Installable package for okdhp_edge."""
+"""Installable package for okdhp_edge.
+
+Full install (training, export, bench): ``pip install .``
+Target devices without torch: ``OKDHP_EDGE_RUNTIME_ONLY=1 pip install .`` installs only the
+runtime subset (numpy, OpenCV, pycocotools, PyYAML, ONNX Runtime, OpenVINO, matplotlib,
+tqdm), enough for ``python -m okdhp_edge.bench --bundles`` and ``okdhp_edge.runtime``.
+"""
+
+import os
 
 from setuptools import find_packages, setup
 
@@ -9,7 +17,18 @@ RUNTIME = [
     "pyyaml>=6.0",
     "onnxruntime>=1.17",
     "openvino>=2024.0",
+    "matplotlib>=3.7",
+    "tqdm>=4.60",
 ]
+TRAINING = [
+    "torch==2.13.0",
+    "scipy>=1.10",
+    "onnx>=1.15",
+    "safetensors>=0.4",
+    "psutil>=5.9",
+    "py-cpuinfo>=9.0",
+]
+RUNTIME_ONLY = os.environ.get("OKDHP_EDGE_RUNTIME_ONLY", "") not in ("", "0")
 
 setup(
     name="okdhp_edge",
@@ -17,18 +36,9 @@ setup(
     description="Online Knowledge Distillation for Human Pose: train a student zoo, bench it on edge runtimes",
     packages=find_packages(include=["okdhp_edge", "okdhp_edge.*"]),
     python_requires=">=3.10",
-    install_requires=RUNTIME
-    + [
-        "torch==2.13.0",
-        "scipy>=1.10",
-        "onnx>=1.15",
-        "matplotlib>=3.7",
-        "tqdm>=4.60",
-        "safetensors>=0.4",
-        "psutil>=5.9",
-        "py-cpuinfo>=9.0",
-    ],
+    install_requires=RUNTIME if RUNTIME_ONLY else RUNTIME + TRAINING,
     extras_require={
+        "runtime": RUNTIME,
         "tensorrt": ["tensorrt", "torch-tensorrt"],
         "dev": ["pytest>=7", "pytest-benchmark>=4", "ruff>=0.4", "hypothesis>=6"],
     },

@@ -1,0 +1,1 @@
+"""Edge bench: timing protocol, device fingerprint, accuracy per backend, reports, pick."""

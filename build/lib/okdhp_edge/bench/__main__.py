@@ -1,0 +1,174 @@
+"""``python -m okdhp_edge.bench --zoo student_zoo/<zoo> [--backends torch,onnxruntime,openvino,
+tensorrt] [--precisions ...] [--threads N] [--device-name NAME]``
+
+Exports every student of the zoo, measures latency (engine call and end to end),
+throughput, accuracy and parity on each backend and precision, and writes
+``bench/reports/<device-id>/<zoo>.json``, ``<zoo>.md`` and ``<zoo>_pareto.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from okdhp_edge.bench.device import device_id, fingerprint
+from okdhp_edge.bench.report import write_report
+from okdhp_edge.bench.run import (
+    REPORT_VERSION,
+    BenchOptions,
+    Candidate,
+    Row,
+    bench_candidates,
+    cli_command,
+)
+from okdhp_edge.bench.timing import TimingConfig
+from okdhp_edge.runtime import BACKENDS
+from okdhp_edge.utils.cli import UsageError, run_cli, setup_logging
+
+log = logging.getLogger("okdhp_edge.bench")
+
+
+def _csv(text: Optional[str]) -> Optional[tuple[str, ...]]:
+    return tuple(s.strip() for s in text.split(",") if s.strip()) if text else None
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m okdhp_edge.bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--zoo", type=Path, help="a zoo directory (student_zoo/<zoo>)")
+    src.add_argument("--bundles", type=Path, help="a directory written by `zoo export --all`")
+    p.add_argument("--backends", default="torch,onnxruntime,openvino,tensorrt")
+    p.add_argument("--precisions", default=None,
+                   help="comma list (default per backend: torch fp32; onnxruntime fp32; "
+                        "openvino fp32,bf16,fp16; tensorrt fp32,fp16)")
+    p.add_argument("--students", default=None, help="comma list of student names (default all)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
+    p.add_argument("--batch", type=int, default=8, help="batch for the throughput figure")
+    p.add_argument("--device-name", default=None, help="device id to file the report under")
+    p.add_argument("--out-root", type=Path, default=Path("bench/reports"))
+    p.add_argument("--min-iters", type=int, default=60)
+    p.add_argument("--min-time", type=float, default=2.0, help="seconds per row, all rounds")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--no-accuracy", action="store_true")
+    p.add_argument("--accuracy-max-persons", type=int, default=0)
+    p.add_argument("--flip-test", action="store_true", help="accuracy with flip test")
+    return p
+
+
+def _zoo_candidates(zoo: Path, students: Optional[tuple[str, ...]]) -> list[Candidate]:
+    from okdhp_edge.export.exporter import export_student
+    from okdhp_edge.manifest import zoo_students
+
+    out = []
+    for d, man in zoo_students(zoo):
+        if students and man["name"] not in students:
+            continue
+        log.info("exporting %s (ONNX, OpenVINO IR, TensorRT where present)", man["name"])
+        exp = export_student(d / "student.yaml")
+        out.append(Candidate(man["name"], man, d / "student.yaml", d / "export", exp))
+    if not out:
+        raise UsageError(f"{zoo}: no students selected")
+    return out
+
+
+def _e2e_sample(c: Candidate):
+    """A real image and person box of the candidate's report split (for the e2e scope)."""
+    import json
+
+    import numpy as np
+
+    from okdhp_edge.data.dataset import read_image
+
+    acc = c.manifest["accuracy"]
+    try:
+        if acc["dataset"] == "mpii":
+            rec = json.loads(Path(acc["ann"]).read_text())[0]
+            img = read_image(Path(acc["images"]) / rec["image"])
+            s = rec["scale"] * 200
+            box = (rec["center"][0] - s / 2, rec["center"][1] - s / 2, s, s)
+        else:
+            doc = json.loads(Path(acc["ann"]).read_text())
+            ann = next(a for a in doc["annotations"] if a.get("num_keypoints", 1) > 0)
+            info = next(i for i in doc["images"] if i["id"] == ann["image_id"])
+            img = read_image(Path(acc["images"]) / info["file_name"])
+            box = tuple(ann["bbox"])
+        return img, box
+    except Exception as exc:  # noqa: BLE001
+        log.warning("no real image for the end-to-end scope (%s); using a grey one", exc)
+        return np.full((480, 640, 3), 127, np.uint8), (200.0, 100.0, 160.0, 300.0)
+
+
+def run_bench(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
+    backends = _csv(args.backends) or ()
+    bad = [b for b in backends if b not in BACKENDS]
+    if bad:
+        raise UsageError(f"unknown backend '{bad[0]}'; expected some of {', '.join(BACKENDS)}")
+    threads = args.threads or len(os.sched_getaffinity(0))
+    if args.zoo:
+        cands = _zoo_candidates(args.zoo, _csv(args.students))
+        zoo_name = args.zoo.resolve().name
+    else:
+        from okdhp_edge.bundles import bundle_candidates
+
+        cands, zoo_name = bundle_candidates(args.bundles, _csv(args.students))
+        backends = tuple(b for b in backends if b != "torch") or backends
+    img, box = _e2e_sample(cands[0])
+    opts = BenchOptions(
+        backends=backends, precisions=_csv(args.precisions), threads=threads, batch=args.batch,
+        timing=TimingConfig(min_iters=args.min_iters, min_time_s=args.min_time,
+                            rounds=args.rounds),
+        accuracy=not args.no_accuracy, accuracy_max_persons=args.accuracy_max_persons,
+        flip_test=args.flip_test, e2e_image=img, e2e_box=box)
+    src = ["--zoo", str(args.zoo)] if args.zoo else ["--bundles", str(args.bundles)]
+
+    def command_of(row: Row) -> str:
+        extra = ["--students", row.student, "--backends", row.backend, "--precisions",
+                 row.precision, "--threads", str(threads), "--batch", str(args.batch)]
+        if args.device_name:
+            extra += ["--device-name", args.device_name]
+        return cli_command(src + extra)
+
+    t0 = time.time()
+    rows = bench_candidates(cands, opts, command_of)
+    fp = fingerprint(threads)
+    metric = next((c.manifest["accuracy"]["metric"] for c in cands), "accuracy")
+    return {
+        "report_version": REPORT_VERSION, "zoo": zoo_name, "device_id": device_id(
+            fp, args.device_name), "device": fp, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "command": cli_command(argv), "metric": metric, "flip_test": bool(args.flip_test),
+        "timing": {"warmup_iters": opts.timing.warmup_iters, "warmup_s": opts.timing.warmup_s,
+                   "min_iters": opts.timing.min_iters, "min_time_s": opts.timing.min_time_s,
+                   "rounds": opts.timing.rounds, "interleaved": True, "batch_latency": 1,
+                   "batch_throughput": args.batch},
+        "students": [{"name": c.name, "params": c.manifest.get("params"),
+                      "macs": c.manifest.get("macs"),
+                      "accuracy_torch_manifest": c.manifest["accuracy"].get("value")}
+                     for c in cands],
+        "rows": rows, "wall_s": round(time.time() - t0, 1),
+    }
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "compare":
+        from okdhp_edge.bench.compare import main as compare_main
+
+        return compare_main(argv[1:])
+    args = _parser().parse_args(argv)
+    setup_logging()
+    rep = run_bench(args, argv)
+    paths = write_report(rep, args.out_root / rep["device_id"])
+    for k in ("json", "md", "png"):
+        print(f"{k}: {paths[k]}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

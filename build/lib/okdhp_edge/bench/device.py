@@ -1,0 +1,91 @@
+"""Device fingerprint and a stable, readable device id (no torch import)."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import re
+import subprocess
+from pathlib import Path
+from typing import Any, Optional
+
+_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile",
+          "amx_bf16", "amx_int8", "fma", "neon", "asimd", "sve")
+_LIBS = ("numpy", "opencv-python-headless", "onnxruntime", "onnxruntime-gpu", "openvino",
+         "torch", "tensorrt", "torch-tensorrt", "pycocotools")
+
+
+def _cpuinfo() -> tuple[str, set[str]]:
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return model, flags
+    m = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
+    if m:
+        model = m.group(1).strip()
+    f = re.search(r"^(flags|Features)\s*:\s*(.+)$", text, re.M)
+    if f:
+        flags = set(f.group(2).split())
+    return model, flags
+
+
+def _gpu() -> Optional[dict[str, str]]:
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total",
+                              "--format=csv,noheader"], capture_output=True, text=True,
+                             timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0 or not out.stdout.strip():
+        return None
+    name, driver, mem = (s.strip() for s in out.stdout.strip().splitlines()[0].split(","))
+    return {"name": name, "driver": driver, "memory": mem}
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).resolve().parent, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for lib in _LIBS:
+        try:
+            out[lib] = importlib.metadata.version(lib)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def slug(text: str) -> str:
+    s = re.sub(r"\(r\)|\(tm\)|cpu|processor|@.*$", "", text.lower())
+    return re.sub(r"[^a-z0-9]+", "-", s).strip("-")
+
+
+def fingerprint(threads: int) -> dict[str, Any]:
+    """CPU model and flags, cores, threads used, GPU and driver, OS, library versions,
+    git commit."""
+    model, flags = _cpuinfo()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {
+        "cpu_model": model, "cpu_flags": sorted(flags & set(_FLAGS)),
+        "cores": cores, "threads": threads, "machine": platform.machine(),
+        "gpu": _gpu(), "os": f"{platform.system()} {platform.release()}",
+        "versions": _versions(), "git_commit": _git_commit(),
+    }
+
+
+def device_id(fp: dict[str, Any], name: Optional[str] = None) -> str:
+    """Readable, stable id: ``--device-name`` if given, else CPU model + cores (+ GPU)."""
+    if name:
+        return slug(name)
+    parts = [slug(fp["cpu_model"]) or fp["machine"], f"{fp['cores']}c"]
+    if fp.get("gpu"):
+        parts.append(slug(fp["gpu"]["name"]))
+    return "-".join(parts)

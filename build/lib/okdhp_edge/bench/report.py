@@ -1,0 +1,211 @@
+"""Bench reports: JSON (the record), Markdown (tables + chart), the Pareto chart,
+and the constrained pick. No torch."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Optional
+
+from okdhp_edge.utils.io import atomic_write, atomic_write_json, atomic_write_text
+
+STATS = ("median", "p90", "p99")
+
+
+class ReportError(ValueError):
+    """A report that cannot be read or compared."""
+
+
+def load_report(path: str | Path) -> dict[str, Any]:
+    """Read a bench report JSON, checking its version."""
+    from okdhp_edge.bench.run import REPORT_VERSION
+
+    path = Path(path)
+    try:
+        rep = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ReportError(f"{path}: report not found") from None
+    except json.JSONDecodeError as exc:
+        raise ReportError(f"{path}: not valid JSON: {exc}") from None
+    if not isinstance(rep, dict) or "rows" not in rep or "report_version" not in rep:
+        raise ReportError(f"{path}: not an okdhp_edge bench report")
+    if rep["report_version"] != REPORT_VERSION:
+        raise ReportError(f"{path}: report version {rep['report_version']}, this okdhp_edge "
+                          f"reads version {REPORT_VERSION}")
+    return rep
+
+
+def latency_of(row: dict[str, Any], stat: str = "median", scope: str = "engine"
+               ) -> Optional[float]:
+    lat = row.get("latency_ms", {}).get(scope)
+    return None if not lat else float(lat[stat])
+
+
+def accuracy_of(row: dict[str, Any]) -> Optional[float]:
+    v = row.get("accuracy", {}).get("value")
+    return None if v is None else float(v)
+
+
+def measured(rows: list[dict[str, Any]], stat: str = "median", scope: str = "engine"
+             ) -> list[dict[str, Any]]:
+    """Rows that ran and have both a latency and an accuracy."""
+    return [r for r in rows if r.get("status") == "ok" and latency_of(r, stat, scope) is not None
+            and accuracy_of(r) is not None]
+
+
+def pareto(rows: list[dict[str, Any]], stat: str = "median", scope: str = "engine"
+           ) -> list[dict[str, Any]]:
+    """Rows no other row beats on both latency (lower) and accuracy (higher), fastest first."""
+    pts = sorted(measured(rows, stat, scope), key=lambda r: (latency_of(r, stat, scope),
+                                                              -accuracy_of(r)))
+    front, best = [], -math.inf
+    for r in pts:
+        if accuracy_of(r) > best:
+            front.append(r)
+            best = accuracy_of(r)
+    return front
+
+
+def pick(rows: list[dict[str, Any]], max_latency_ms: float, stat: str = "median",
+         scope: str = "engine", min_accuracy: Optional[float] = None,
+         backend: Optional[str] = None, precision: Optional[str] = None
+         ) -> tuple[Optional[dict[str, Any]], Optional[dict[str, Any]], list[dict[str, Any]]]:
+    """The most accurate row within the budget (ties: the faster), the closest candidate
+    when none fits, and the Pareto frontier of the filtered rows."""
+    cand = [r for r in measured(rows, stat, scope)
+            if (backend is None or r["backend"] == backend)
+            and (precision is None or r["precision"] == precision)]
+    front = pareto(cand, stat, scope)
+    ok = [r for r in cand if latency_of(r, stat, scope) <= max_latency_ms
+          and (min_accuracy is None or accuracy_of(r) >= min_accuracy)]
+    if ok:
+        best = max(ok, key=lambda r: (accuracy_of(r), -latency_of(r, stat, scope)))
+        return best, None, front
+    acc_ok = [r for r in cand if min_accuracy is None or accuracy_of(r) >= min_accuracy]
+    closest = min(acc_ok or cand, key=lambda r: latency_of(r, stat, scope), default=None)
+    return None, closest, front
+
+
+def _fmt(v: Optional[float], nd: int = 2) -> str:
+    return "-" if v is None else f"{v:.{nd}f}"
+
+
+def row_label(r: dict[str, Any]) -> str:
+    return f"{r['student']} / {r['backend']} {r['precision']}"
+
+
+def markdown(rep: dict[str, Any], chart_name: Optional[str]) -> str:
+    """The Markdown report: device, students x backends table, unavailable backends, chart."""
+    fp = rep["device"]
+    metric = rep.get("metric", "accuracy")
+    lines = [f"# Bench report: zoo `{rep['zoo']}` on `{rep['device_id']}`", "",
+             f"- CPU: {fp['cpu_model']} ({fp['cores']} cores, flags: "
+             f"{', '.join(fp['cpu_flags']) or '-'}); threads used: {fp['threads']}",
+             f"- GPU: {fp['gpu']['name'] + ' (driver ' + fp['gpu']['driver'] + ')' if fp.get('gpu') else 'none'}",  # noqa: E501
+             f"- OS: {fp['os']}; versions: " + ", ".join(f"{k} {v}" for k, v in
+                                                          fp["versions"].items()),
+             f"- okdhp_edge commit: {fp['git_commit']}; measured {rep['created']}",
+             f"- timing: {rep['timing']}",
+             f"- accuracy: {metric} on the report split through each backend, flip test "
+             f"{'on' if rep.get('flip_test') else 'off'} (the student manifests' own figure "
+             "may use flip test)", "",
+             f"| student | params (M) | GMACs | backend | precision (ran as) | median ms | p90 ms "
+             f"| e2e median ms | imgs/s @B | {metric} | Δ vs torch fp32 | parity max err |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rep["rows"]:
+        if r["status"] != "ok":
+            continue
+        eng = r["latency_ms"].get("engine", {})
+        e2e = r["latency_ms"].get("e2e", {})
+        ran = r["runner"].get("inference_precision") or r["precision"]
+        par = r.get("parity", {})
+        perr = max((v["max_abs_heatmap_err"] for k, v in par.items()
+                    if k in ("random", "real") and isinstance(v, dict)), default=None)
+        flag = " ⚠" if eng.get("high_cv") else ""
+        lines.append(
+            f"| {r['student']} | {r['params'] / 1e6:.2f} | {r['macs'] / 1e9:.2f} | "
+            f"{r['backend']} | {r['precision']} ({ran}) | {_fmt(eng.get('median'))}{flag} | "
+            f"{_fmt(eng.get('p90'))} | {_fmt(e2e.get('median'))} | "
+            f"{_fmt(r['throughput'].get('images_per_s'), 1)} | "
+            f"{_fmt(accuracy_of(r), 4)} | {_fmt(r['accuracy'].get('delta_vs_torch_fp32'), 4)} | "
+            f"{'-' if perr is None else f'{perr:.1e}'} |")
+    other = [r for r in rep["rows"] if r["status"] != "ok"]
+    if other:
+        lines += ["", "Not measured:", ""]
+        seen = set()
+        for r in other:
+            key = (r["backend"], r["precision"], r["reason"])
+            if key in seen:
+                continue
+            seen.add(key)
+            lines.append(f"- {r['backend']} {r['precision']} ({r['status']}): {r['reason']}")
+    lines += ["", "⚠: coefficient of variation above the threshold; the median is still "
+              "reported with its bootstrap 95% CI in the JSON."]
+    if chart_name:
+        lines += ["", f"![accuracy vs latency]({chart_name})"]
+    return "\n".join(lines) + "\n"
+
+
+def chart(reports: list[dict[str, Any]], path: Path, stat: str = "median",
+          scope: str = "engine") -> None:
+    """Accuracy against latency (log x), one marker per student/backend/precision, the
+    Pareto frontier drawn per device."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    markers = {"torch": "o", "onnxruntime": "s", "openvino": "^", "tensorrt": "D",
+               "torch_tensorrt": "P"}
+    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=110)
+    students = sorted({r["student"] for rep in reports for r in rep["rows"]})
+    colors = {s: plt.cm.viridis(i / max(1, len(students) - 1)) for i, s in enumerate(students)}
+    styles = ["-", "--", ":", "-."]
+    for d, rep in enumerate(reports):
+        rows = measured(rep["rows"], stat, scope)
+        for r in rows:
+            ax.scatter(latency_of(r, stat, scope), accuracy_of(r), s=60,
+                       marker=markers.get(r["backend"], "x"), color=colors[r["student"]],
+                       edgecolor="black", linewidth=0.5, zorder=3)
+            if r["precision"] != "fp32":
+                ax.annotate(r["precision"], (latency_of(r, stat, scope), accuracy_of(r)),
+                            textcoords="offset points", xytext=(4, -9), fontsize=6)
+        front = pareto(rows, stat, scope)
+        if front:
+            ax.plot([latency_of(r, stat, scope) for r in front],
+                    [accuracy_of(r) for r in front], styles[d % 4], color="tab:red",
+                    alpha=0.7, label=f"Pareto frontier: {rep['device_id']}", zorder=2)
+    for b, m in markers.items():
+        if any(r["backend"] == b for rep in reports for r in measured(rep["rows"], stat, scope)):
+            ax.scatter([], [], marker=m, color="gray", label=b)
+    for s in students:
+        ax.scatter([], [], marker="o", color=colors[s], label=s)
+    ax.set_xscale("log")
+    from matplotlib.ticker import FormatStrFormatter
+
+    ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(FormatStrFormatter("%g"))
+    ax.tick_params(axis="x", which="minor", labelsize=7)
+    ax.set_xlabel(f"latency, {scope} {stat} (ms, log scale)")
+    metric = reports[0].get("metric", "accuracy") if reports else "accuracy"
+    ax.set_ylabel(f"{metric} on the report split")
+    title = reports[0]["zoo"] if len(reports) == 1 else f"{reports[0]['zoo']} across devices"
+    ax.set_title(f"{title}: accuracy vs latency")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
+
+
+def write_report(rep: dict[str, Any], out_dir: Path) -> dict[str, Path]:
+    """Write ``<zoo>.json``, ``<zoo>_pareto.png`` and ``<zoo>.md`` under ``out_dir``."""
+    out_dir = Path(out_dir)
+    name = rep["zoo"]
+    paths = {"json": out_dir / f"{name}.json", "png": out_dir / f"{name}_pareto.png",
+             "md": out_dir / f"{name}.md"}
+    atomic_write_json(paths["json"], rep)
+    chart([rep], paths["png"])
+    atomic_write_text(paths["md"], markdown(rep, paths["png"].name))
+    return paths

@@ -1,0 +1,271 @@
+"""Bench a zoo (or exported bundles): latency per scope, throughput, accuracy and parity
+per (student, backend, precision), measured in interleaved rounds."""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from okdhp_edge.bench.timing import TimingConfig, interleaved, summarize
+from okdhp_edge.export.exporter import MODEL_FORMAT
+from okdhp_edge.runtime import BackendUnavailable, Runner, make_runner
+from okdhp_edge.runtime.pipeline import KeypointPipeline
+
+log = logging.getLogger(__name__)
+
+REPORT_VERSION = 1
+
+# OpenVINO reads the dynamic-batch ONNX directly
+THROUGHPUT_FORMAT = {"onnxruntime": "onnx_dynamic", "openvino": "onnx_dynamic"}
+DEFAULT_PRECISIONS = {"torch": ("fp32",), "onnxruntime": ("fp32",),
+                      "openvino": ("fp32", "bf16", "fp16"), "tensorrt": ("fp32", "fp16"),
+                      "torch_tensorrt": ("fp32", "fp16")}
+
+
+@dataclass
+class Candidate:
+    """One student as the bench sees it: its manifest and where its model files are."""
+
+    name: str
+    manifest: dict[str, Any]  # student.yaml (zoo) or bundle manifest
+    student_yaml: Optional[Path]  # None in torch-free (bundle) mode
+    export_dir: Path
+    export: dict[str, Any]  # export.yaml
+
+
+@dataclass
+class Row:
+    student: str
+    backend: str
+    precision: str
+    batch: int = 1
+    available: bool = True
+    status: str = "ok"  # ok | unavailable | failed
+    reason: str = ""
+    model_file: str = ""
+    runner: dict[str, Any] = field(default_factory=dict)
+    latency_ms: dict[str, Any] = field(default_factory=dict)
+    throughput: dict[str, Any] = field(default_factory=dict)
+    accuracy: dict[str, Any] = field(default_factory=dict)
+    parity: dict[str, Any] = field(default_factory=dict)
+    params: int = 0
+    macs: int = 0
+    command: str = ""
+
+
+def model_path(c: Candidate, backend: str, precision: str) -> tuple[Optional[str], str]:
+    """(path to load, reason if none) for a (backend, precision) of a candidate."""
+    fmt = MODEL_FORMAT.get((backend, precision))
+    if (backend, precision) not in MODEL_FORMAT:
+        return None, f"no {precision} variant is defined for {backend}"
+    if fmt is None:
+        if c.student_yaml is None:
+            return None, f"{backend} needs the student's weights and torch (bundle mode)"
+        return str(c.student_yaml), ""
+    entry = c.export["formats"].get(fmt)
+    if entry is None:
+        return None, f"format {fmt} was not exported"
+    if not entry.get("available", False):
+        return None, entry.get("reason", f"{fmt} unavailable")
+    return str(c.export_dir / entry["file"]), ""
+
+
+def _device_for(backend: str, gpu: bool) -> str:
+    if backend in ("tensorrt", "torch_tensorrt"):
+        return "cuda"
+    return "cpu"
+
+
+@dataclass
+class BenchOptions:
+    backends: tuple[str, ...] = ("torch", "onnxruntime", "openvino", "tensorrt")
+    precisions: Optional[tuple[str, ...]] = None  # None: DEFAULT_PRECISIONS per backend
+    threads: int = 0  # 0: all cores
+    batch: int = 8
+    timing: TimingConfig = field(default_factory=TimingConfig)
+    accuracy: bool = True
+    accuracy_max_persons: int = 0
+    flip_test: bool = False
+    e2e_image: Optional[np.ndarray] = None
+    e2e_box: Optional[tuple[float, float, float, float]] = None
+
+
+def _load_runners(cands: list[Candidate], opts: BenchOptions, rows: list[Row]
+                  ) -> dict[int, Runner]:
+    runners: dict[int, Runner] = {}
+    for i, row in enumerate(rows):
+        c = next(c for c in cands if c.name == row.student)
+        path, reason = model_path(c, row.backend, row.precision)
+        if path is None:
+            row.available, row.status, row.reason = False, "unavailable", reason
+            continue
+        row.model_file = path
+        runner = make_runner(row.backend, row.precision, opts.threads,
+                             _device_for(row.backend, False))
+        try:
+            runner.load(path)
+        except BackendUnavailable as exc:
+            row.available, row.status, row.reason = False, "unavailable", str(exc)
+            continue
+        except Exception as exc:  # noqa: BLE001 - a failing student does not stop the bench
+            row.status, row.reason = "failed", f"{type(exc).__name__}: {exc}"
+            log.warning("%s/%s/%s failed to load: %s", row.student, row.backend,
+                        row.precision, exc)
+            continue
+        row.runner = runner.describe()
+        runners[i] = runner
+    return runners
+
+
+def _guarded(fn: Callable[[], object], row: Row) -> Callable[[], object]:
+    def call() -> object:
+        if row.status != "ok":
+            return None
+        try:
+            return fn()
+        except Exception as exc:  # noqa: BLE001
+            row.status, row.reason = "failed", f"{type(exc).__name__}: {exc}"
+            log.warning("%s/%s/%s failed: %s", row.student, row.backend, row.precision, exc)
+            return None
+
+    return call
+
+
+def bench_candidates(cands: list[Candidate], opts: BenchOptions,
+                     command_of: Callable[[Row], str],
+                     progress: bool = True) -> list[dict[str, Any]]:
+    """Measure every (student, backend, precision); return the report rows."""
+    from tqdm import tqdm
+
+    rows = []
+    for c in cands:
+        for b in opts.backends:
+            for p in (opts.precisions or DEFAULT_PRECISIONS.get(b, ("fp32",))):
+                rows.append(Row(c.name, b, p, params=int(c.manifest.get("params", 0)),
+                                macs=int(c.manifest.get("macs", 0))))
+    runners = _load_runners(cands, opts, rows)
+    steps = len(runners) * (2 * opts.timing.rounds + 2)
+    bar = tqdm(total=steps, desc="bench", unit="step", disable=not progress)
+
+    def tick(_key: object) -> None:
+        bar.update(1)
+
+    cand_of = {c.name: c for c in cands}
+    engine_fns, e2e_fns = {}, {}
+    for i, r in runners.items():
+        row = rows[i]
+        pre = cand_of[row.student].manifest["preprocessing"]
+        w, h = pre["input_size"]
+        x = np.random.default_rng(0).standard_normal((1, 3, h, w)).astype(np.float32)
+        engine_fns[i] = _guarded(lambda r=r, x=x: r.run(x), row)
+        if opts.e2e_image is not None:
+            pipe = KeypointPipeline(r, pre)
+            e2e_fns[i] = _guarded(lambda p=pipe: p(opts.e2e_image, opts.e2e_box), row)
+    t0 = time.time()
+    eng = interleaved(engine_fns, opts.timing, tick)
+    e2e = interleaved(e2e_fns, opts.timing, tick) if e2e_fns else {}
+    for i in runners:
+        row = rows[i]
+        if row.status != "ok":
+            continue
+        row.latency_ms["engine"] = summarize(eng[i], opts.timing)
+        if i in e2e and e2e[i]:
+            row.latency_ms["e2e"] = summarize(e2e[i], opts.timing)
+    log.info("latency measured in %.1f s", time.time() - t0)
+    for i, r in runners.items():
+        row = rows[i]
+        c = cand_of[row.student]
+        if row.status == "ok":
+            row.throughput = _throughput(c, row, opts)
+            bar.update(1)
+            if opts.accuracy:
+                row.accuracy = _accuracy(c, r, opts)
+            bar.update(1)
+            fmt = MODEL_FORMAT.get((row.backend, row.precision))
+            if fmt:
+                row.parity = c.export["formats"][fmt].get("parity", {})
+        r.close()
+    bar.close()
+    _deltas(rows)
+    for row in rows:
+        row.command = command_of(row)
+    return [row.__dict__ for row in rows]
+
+
+def _throughput(c: Candidate, row: Row, opts: BenchOptions) -> dict[str, Any]:
+    """Images/s at ``opts.batch`` (dynamic-batch export, or the torch student)."""
+    if opts.batch <= 1:
+        return {}
+    if row.backend == "torch":
+        path = str(c.student_yaml)
+    elif row.backend in THROUGHPUT_FORMAT and row.precision in ("fp32", "bf16"):
+        entry = c.export["formats"].get(THROUGHPUT_FORMAT[row.backend], {})
+        if not entry.get("available"):
+            return {"batch": opts.batch, "reason": "no dynamic-batch export"}
+        path = str(c.export_dir / entry["file"])
+    else:
+        return {"batch": opts.batch, "reason": f"not measured for {row.backend}/{row.precision}"}
+    w, h = c.manifest["preprocessing"]["input_size"]
+    x = np.random.default_rng(1).standard_normal((opts.batch, 3, h, w)).astype(np.float32)
+    runner = make_runner(row.backend, row.precision, opts.threads,
+                         _device_for(row.backend, False))
+    try:
+        runner.load(path)
+        cfg = TimingConfig(warmup_iters=2, warmup_s=0.2, min_iters=5, min_time_s=0.5, rounds=1)
+        samples = interleaved({0: lambda: runner.run(x)}, cfg)[0]
+        med = float(np.median(samples))
+        return {"batch": opts.batch, "median_ms": med, "images_per_s": opts.batch * 1e3 / med}
+    except Exception as exc:  # noqa: BLE001
+        return {"batch": opts.batch, "reason": f"{type(exc).__name__}: {exc}"}
+    finally:
+        runner.close()
+
+
+def _accuracy(c: Candidate, runner: Runner, opts: BenchOptions) -> dict[str, Any]:
+    """The report split through this runner, same preprocessing and decoding as PyTorch."""
+    from okdhp_edge.evaluate import build_eval_dataset
+    from okdhp_edge.evaluation.inference import engine_heatmap_fn, predict, score
+
+    acc, pre = c.manifest["accuracy"], c.manifest["preprocessing"]
+    try:
+        ds = build_eval_dataset("mpii" if acc["dataset"] == "mpii" else "coco", acc["ann"],
+                                acc["images"], tuple(pre["input_size"]), pre["heatmap_stride"],
+                                pre["sigma"], acc.get("headboxes", ""))
+    except Exception as exc:  # noqa: BLE001
+        return {"metric": acc["metric"], "value": None, "reason": f"report split unreadable: {exc}"}
+    if opts.accuracy_max_persons and len(ds) > opts.accuracy_max_persons:
+        ds.records = ds.records[:opts.accuracy_max_persons]
+        if hasattr(ds, "headboxes"):
+            ds.headboxes = ds.headboxes[:opts.accuracy_max_persons]
+
+    def one_by_one(x: np.ndarray) -> np.ndarray:
+        return np.concatenate([runner.run(np.ascontiguousarray(x[i:i + 1]))
+                               for i in range(len(x))])
+
+    fn = engine_heatmap_fn(one_by_one, ds.flip_index if opts.flip_test else None)
+    res = score(ds, predict(ds, fn, batch_size=16), headboxes=getattr(ds, "headboxes", None))
+    return {"metric": res["metric"], "value": float(res["value"]), "persons": len(ds),
+            "flip_test": opts.flip_test}
+
+
+def _deltas(rows: list[Row]) -> None:
+    """Accuracy difference from PyTorch fp32 of the same student."""
+    ref = {r.student: r.accuracy.get("value") for r in rows
+           if r.backend == "torch" and r.precision == "fp32" and r.accuracy}
+    for r in rows:
+        v, base = r.accuracy.get("value"), ref.get(r.student)
+        if v is not None and base is not None:
+            r.accuracy["delta_vs_torch_fp32"] = float(v - base)
+
+
+def cli_command(argv: list[str]) -> str:
+    """The command line that reproduces this run."""
+    return " ".join(shlex.quote(a) for a in [sys.executable.rsplit("/", 1)[-1], "-m",
+                                             "okdhp_edge.bench", *argv])

@@ -1,0 +1,146 @@
+"""Bundle sets for target devices: every student of a zoo exported for the requested
+backends, plus the report split (images and annotations) to measure accuracy there.
+
+``DIR/bundles.yaml`` indexes the set; ``DIR/<student>/<backend>-<precision>/`` are
+bundles (see :mod:`okdhp_edge.runtime.bundle`); ``DIR/report_data/`` holds the report
+split. Every file carries its sha256; the bench on the target refuses any mismatch
+before it runs anything. Reading a set needs no torch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any, Optional
+
+from okdhp_edge import __version__
+from okdhp_edge.manifest import ManifestError, read_yaml, write_yaml
+from okdhp_edge.runtime.bundle import BUNDLE_VERSION, verify_bundle
+from okdhp_edge.utils.io import sha256_file, verify_sha256
+
+log = logging.getLogger(__name__)
+
+SET_VERSION = 1
+DEFAULT_PRECISIONS = {"onnxruntime": ("fp32",), "openvino": ("fp32", "bf16", "fp16"),
+                      "tensorrt": ("fp32", "fp16")}
+
+
+def _copy_report_data(man: dict[str, Any], out: Path) -> dict[str, Any]:
+    """Copy the report split's annotation file, its images and head boxes."""
+    acc = man["accuracy"]
+    data = out / "report_data"
+    (data / "images").mkdir(parents=True, exist_ok=True)
+    ann = Path(acc["ann"])
+    shutil.copyfile(ann, data / "annotations.json")
+    if acc["dataset"] == "mpii":
+        names = {r["image"] for r in json.loads(ann.read_text())}
+    else:
+        names = {i["file_name"] for i in json.loads(ann.read_text())["images"]}
+    for name in sorted(names):
+        shutil.copyfile(Path(acc["images"]) / name, data / "images" / name)
+    if acc.get("headboxes"):
+        hb = Path(acc["headboxes"])
+        shutil.copyfile(hb, data / f"headboxes{hb.suffix}")
+    return {"dataset": acc["dataset"], "ann": "report_data/annotations.json",
+            "images": "report_data/images",
+            "headboxes": f"report_data/headboxes{Path(acc['headboxes']).suffix}"
+            if acc.get("headboxes") else ""}
+
+
+def export_all(zoo: Path, out: Path, backends: tuple[str, ...],
+               precisions: Optional[tuple[str, ...]] = None) -> Path:
+    """Export every student of ``zoo`` for ``backends`` into one bundle set at ``out``."""
+    from okdhp_edge.manifest import load_zoo_manifest, zoo_students
+    from okdhp_edge.utils.cli import UsageError
+    from okdhp_edge.zoo import export_bundle
+
+    out = Path(out)
+    if (out / "bundles.yaml").exists():
+        raise UsageError(f"{out}: a bundle set is already there (use a new --out)")
+    zoo_man = load_zoo_manifest(zoo)
+    students = zoo_students(zoo)
+    entries, skipped = [], []
+    for d, man in students:
+        for b in backends:
+            for p in precisions or DEFAULT_PRECISIONS.get(b, ("fp32",)):
+                dest = out / man["name"] / f"{b}-{p}"
+                try:
+                    export_bundle(d / "student.yaml", b, p, dest)
+                except UsageError as exc:
+                    skipped.append({"student": man["name"], "backend": b, "precision": p,
+                                    "reason": str(exc)})
+                    log.warning("skipped %s %s %s: %s", man["name"], b, p, exc)
+                    continue
+                entries.append({"student": man["name"], "backend": b, "precision": p,
+                                "path": str(dest.relative_to(out)),
+                                "bundle_sha256": sha256_file(dest / "bundle.yaml")})
+    report = _copy_report_data(students[0][1], out)
+    files = {str(p.relative_to(out)): sha256_file(p)
+             for p in sorted((out / "report_data").rglob("*")) if p.is_file()}
+    write_yaml(out / "bundles.yaml", {
+        "set_version": SET_VERSION, "bundle_version": BUNDLE_VERSION, "okdhp_edge": __version__,
+        "zoo": zoo_man["name"], "metric": zoo_man["metric"], "bundles": entries,
+        "skipped": skipped, "report_data": report, "report_files": files})
+    return out
+
+
+def read_set(directory: Path) -> dict[str, Any]:
+    """Read and fully verify a bundle set (versions, every sha256)."""
+    directory = Path(directory)
+    idx = read_yaml(directory / "bundles.yaml")
+    if not isinstance(idx, dict) or "set_version" not in idx:
+        raise ManifestError(f"{directory}: bundles.yaml is not an okdhp_edge bundle set")
+    if idx["set_version"] > SET_VERSION or idx.get("bundle_version", 0) > BUNDLE_VERSION:
+        raise ManifestError(
+            f"{directory}: written by okdhp_edge {idx.get('okdhp_edge', '?')} (set version "
+            f"{idx['set_version']}, bundle version {idx.get('bundle_version')}), newer than this "
+            f"okdhp_edge {__version__} reads; upgrade okdhp_edge on this device")
+    for rel, digest in idx["report_files"].items():
+        verify_sha256(directory / rel, digest)
+    for e in idx["bundles"]:
+        verify_sha256(directory / e["path"] / "bundle.yaml", e["bundle_sha256"])
+        verify_bundle(directory / e["path"])
+    return idx
+
+
+def bundle_candidates(directory: Path, students: Optional[tuple[str, ...]] = None):
+    """Bench candidates from a verified bundle set: (candidates, zoo name)."""
+    from okdhp_edge.bench.run import Candidate
+
+    directory = Path(directory)
+    idx = read_set(directory)
+    rd = idx["report_data"]
+    by_student: dict[str, Candidate] = {}
+    for e in idx["bundles"]:
+        if students and e["student"] not in students:
+            continue
+        bdir = directory / e["path"]
+        man = read_yaml(bdir / "bundle.yaml")
+        fmt = _format_of(e["backend"], e["precision"])
+        c = by_student.get(e["student"])
+        if c is None:
+            sm = dict(man["student_manifest"])
+            sm["preprocessing"] = man["preprocessing"]
+            sm["accuracy"] = dict(sm["accuracy"], ann=str(directory / rd["ann"]),
+                                  images=str(directory / rd["images"]),
+                                  headboxes=str(directory / rd["headboxes"])
+                                  if rd["headboxes"] else "")
+            c = Candidate(e["student"], sm, None, directory, {"formats": {}})
+            by_student[e["student"]] = c
+        c.export["formats"][fmt] = {"available": True, "backend": e["backend"],
+                                    "file": str(Path(e["path"]) / man["model"]),
+                                    "parity": man.get("parity", {})}
+    if not by_student:
+        raise ManifestError(f"{directory}: no bundles selected")
+    return list(by_student.values()), idx["zoo"]
+
+
+def _format_of(backend: str, precision: str) -> str:
+    from okdhp_edge.export.exporter import MODEL_FORMAT
+
+    fmt = MODEL_FORMAT.get((backend, precision))
+    if fmt is None:
+        raise ManifestError(f"bundle backend/precision {backend}/{precision} is not known")
+    return fmt

@@ -1,0 +1,328 @@
+"""Configuration: dataclass schema, YAML overrides, ``key=value`` overrides.
+
+Every section is a dataclass with defaults. A YAML file overrides some of them, and
+``section.key=value`` strings override again. Unknown keys raise :class:`ConfigError`
+naming the closest valid key; values of the wrong type raise it naming the key and the
+expected type. ``save_config`` writes the fully resolved config; ``load_config`` of
+that file gives back an equal config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import yaml
+
+from okdhp_edge.utils.io import atomic_write_text
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the schema."""
+
+
+@dataclass
+class DataConfig:
+    """Where the data is and how samples are made."""
+
+    dataset: str = "synthetic"  # synthetic | coco | mpii
+    root: str = "data/synthetic"  # synthetic: generated here when missing
+    train_ann: str = ""  # coco/mpii: annotation file of the training split
+    train_images: str = ""
+    report_ann: str = ""  # the split final numbers are reported on (e.g. COCO val2017)
+    report_images: str = ""
+    report_headboxes: str = ""  # mpii: gt_valid.mat or a headbox json
+    select_fraction: float = 0.1  # share of training images held out as the selection split
+    select_max_images: int = 500
+    synthetic_num_train: int = 3000
+    synthetic_num_val: int = 300
+    synthetic_image_size: list[int] = field(default_factory=lambda: [320, 240])
+    synthetic_seed: int = 0
+    input_size: list[int] = field(default_factory=lambda: [192, 256])  # [W, H]
+    heatmap_stride: int = 4
+    sigma: float = 2.0
+    scale_factor: float = 0.25
+    rot_factor: float = 30.0
+    rot_prob: float = 0.6
+    flip_prob: float = 0.5
+    half_body_prob: float = 0.0
+    box_padding: float = 1.25
+    det_file: str = ""  # person detections (COCO results json) for the report split
+    det_score_thr: float = 0.0
+    bad_image: str = "fail"  # fail | skip
+    workers: int = 2
+
+
+@dataclass
+class ModelConfig:
+    """Architecture. ``name`` is a registry name: okdhp, hg1, hg2, hg4, hg8, hg."""
+
+    name: str = "okdhp"
+    width: int = 256
+    stem_width: int = 64
+    depth: int = 4  # hourglass recursion depth
+    num_stacks: int = 2  # plain hourglass (name == "hg")
+    shared_stacks: int = 2
+    branches: list[int] = field(default_factory=lambda: [2, 2, 2])
+    fau: str = "released"  # released | paper | mean
+    fau_kernels: list[int] = field(default_factory=lambda: [3, 5, 7])
+    fau_hidden: int = 64
+
+
+@dataclass
+class LossConfig:
+    """OKDHP loss: sum of MSE over stacks + ensemble MSE + ramped pixel-wise KL."""
+
+    lambda_ens: float = 1.0
+    lambda_kd: float = 2.0
+    ramp_epochs: float = 90.0
+    distill: bool = True
+    kl_temperature: float = 1.0
+    kl_norm: str = "pixels"  # pixels (released: / (B*H*W)) | joint (/ (B*K))
+    detach_ensemble: bool = False
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and run bookkeeping."""
+
+    epochs: int = 150
+    batch_size: int = 16
+    lr: float = 2.5e-4
+    lr_steps: list[int] = field(default_factory=lambda: [90, 120])
+    lr_factor: float = 0.1
+    warmup_iters: int = 0
+    weight_decay: float = 0.0
+    seed: int = 0
+    deterministic: bool = False
+    amp: str = "auto"  # auto | off | bf16 | fp16
+    channels_last: bool = True
+    device: str = "auto"  # auto | cpu | cuda
+    threads: int = 0  # 0: leave torch's default
+    val_every: int = 1
+    val_max_images: int = 0  # 0: the whole selection split
+    out_dir: str = "runs"
+    run_name: str = ""
+    max_iters_per_epoch: int = 0  # 0: the whole training set each epoch
+    log_every: int = 20
+
+
+@dataclass
+class EvalConfig:
+    """Test-time settings."""
+
+    flip_test: bool = True
+    batch_size: int = 32
+    rescore_thr: float = 0.2  # joints above this confidence count in the rescoring
+    oks_nms_thr: float = 0.9
+
+
+@dataclass
+class ZooConfig:
+    """Where the students of a run go."""
+
+    root: str = "student_zoo"
+    name: str = ""  # default: the run name
+    student_prefix: str = "student"
+
+
+@dataclass
+class Config:
+    """The whole configuration of a run."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    zoo: ZooConfig = field(default_factory=ZooConfig)
+
+
+# --------------------------------------------------------------------------- typing
+
+
+def _type_name(tp: Any) -> str:
+    if isinstance(tp, type):
+        return tp.__name__
+    return str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` and return it (ints widen to float)."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    if origin in (list, tuple):
+        (item_tp, *_) = typing.get_args(tp) or (Any,)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list of {_type_name(item_tp)}, got {value!r}")
+        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected bool (true/false), got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected int, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected float, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}: expected str, got {value!r}")
+    raise ConfigError(f"{key}: unsupported type {_type_name(tp)}")
+
+
+# Fixed-length list fields: key -> length.
+_FIXED_LENGTH = {
+    "data.input_size": 2,
+    "data.synthetic_image_size": 2,
+}
+
+_CHOICES = {
+    "data.dataset": ("synthetic", "coco", "mpii"),
+    "data.bad_image": ("fail", "skip"),
+    "model.fau": ("released", "paper", "mean"),
+    "loss.kl_norm": ("pixels", "joint"),
+    "train.amp": ("auto", "off", "bf16", "fp16"),
+    "train.device": ("auto", "cpu", "cuda"),
+}
+
+
+def _closest(name: str, options: list[str]) -> str:
+    match = difflib.get_close_matches(name, options, n=1, cutoff=0.0)
+    return match[0] if match else ""
+
+
+def _apply(obj: Any, updates: dict[str, Any], prefix: str = "") -> None:
+    hints = typing.get_type_hints(type(obj))
+    names = [f.name for f in dataclasses.fields(obj)]
+    for name, value in updates.items():
+        key = f"{prefix}{name}"
+        if name not in names:
+            hint = _closest(str(name), names)
+            raise ConfigError(f"unknown key '{key}'; did you mean '{prefix}{hint}'?")
+        current = getattr(obj, name)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{key}: expected a mapping of its keys, got {value!r}")
+            _apply(current, value, f"{key}.")
+            continue
+        if key in _CHOICES and isinstance(value, bool):  # YAML 1.1 reads off/on as booleans
+            value = "on" if value else "off"
+        value = _coerce(value, hints[name], key)
+        if key in _FIXED_LENGTH and len(value) != _FIXED_LENGTH[key]:
+            raise ConfigError(
+                f"{key}: expected a list of {_FIXED_LENGTH[key]} values, got {len(value)}"
+            )
+        if key in _CHOICES and value not in _CHOICES[key]:
+            raise ConfigError(f"{key}: expected one of {list(_CHOICES[key])}, got {value!r}")
+        setattr(obj, name, value)
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Split ``section.key=value`` and parse the value as YAML (``[192,256]``, ``3``, ``true``)."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' is not of the form section.key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{key}: cannot parse value {raw!r}: {exc}") from None
+    return key, value
+
+
+def _nest(key: str, value: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    node = out
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return out
+
+
+def load_config(path: Optional[str | Path] = None, overrides: Optional[list[str]] = None) -> Config:
+    """Build a :class:`Config` from defaults, an optional YAML file and overrides.
+
+    Raises:
+        ConfigError: unknown key, wrong type, unreadable file.
+    """
+    cfg = Config()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+        data.pop("schema", None)
+        _apply(cfg, data)
+    for text in overrides or []:
+        key, value = parse_override(text)
+        _apply(cfg, _nest(key, value))
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Cross-field checks that a type alone cannot express."""
+    if min(cfg.data.input_size) < 16:
+        raise ConfigError("data.input_size: each side must be at least 16 pixels")
+    for side in cfg.data.input_size:
+        if side % cfg.data.heatmap_stride:
+            raise ConfigError(
+                f"data.input_size: each side must divide by data.heatmap_stride "
+                f"({cfg.data.heatmap_stride})")
+        if side // cfg.data.heatmap_stride < 2**cfg.model.depth:
+            raise ConfigError(
+                f"data.input_size: {side} px is too small for model.depth {cfg.model.depth} "
+                f"(needs at least {cfg.data.heatmap_stride * 2**cfg.model.depth})")
+    if not cfg.model.branches or min(cfg.model.branches) < 1:
+        raise ConfigError("model.branches: expected a non-empty list of stack counts >= 1")
+    if cfg.model.shared_stacks < 0:
+        raise ConfigError("model.shared_stacks: expected an int >= 0")
+    if cfg.train.batch_size < 1 or cfg.train.epochs < 1:
+        raise ConfigError("train.batch_size and train.epochs must be >= 1")
+    if not 0.0 <= cfg.data.select_fraction < 1.0:
+        raise ConfigError("data.select_fraction: expected a float in [0, 1)")
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    """The resolved config as plain data."""
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write the fully resolved config as YAML, atomically."""
+    text = yaml.safe_dump({"schema": 1, **config_to_dict(cfg)}, sort_keys=False)
+    atomic_write_text(Path(path), text)

@@ -1,0 +1,1 @@
+"""Data: keypoint specs, COCO / MPII / synthetic datasets, transforms, heatmap codec (no torch)."""

@@ -1,0 +1,162 @@
+"""COCO person keypoints (top-down) through pycocotools."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import numpy as np
+from pycocotools.coco import COCO
+
+from okdhp_edge.data.dataset import PersonRecord, TopDownDataset, check_joints
+from okdhp_edge.data.errors import DataError
+from okdhp_edge.data.keypoints import COCO_17, KeypointSpec
+
+log = logging.getLogger(__name__)
+
+
+def load_coco(ann_file: str | Path, spec: KeypointSpec = COCO_17) -> COCO:
+    """Load and validate a COCO keypoints json; raise :class:`DataError` naming the file."""
+    ann_file = Path(ann_file)
+    try:
+        data = json.loads(ann_file.read_text())
+    except FileNotFoundError:
+        raise DataError(f"{ann_file}: annotation file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{ann_file}: not valid JSON: {exc}") from None
+    if not isinstance(data, dict) or not all(k in data for k in ("images", "annotations",
+                                                                  "categories")):
+        raise DataError(
+            f"{ann_file}: not a COCO keypoints file (needs 'images', 'annotations', 'categories')"
+        )
+    cats = [c for c in data["categories"] if isinstance(c, dict) and "keypoints" in c]
+    if not cats:
+        raise DataError(f"{ann_file}: no category declares 'keypoints': not a keypoints file")
+    if len(cats[0]["keypoints"]) != spec.num_joints:
+        raise DataError(
+            f"{ann_file}: category '{cats[0].get('name')}' declares "
+            f"{len(cats[0]['keypoints'])} keypoints, the {spec.name} spec has {spec.num_joints}"
+        )
+    for ann in data["annotations"]:
+        kps = ann.get("keypoints")
+        where = f"{ann_file}: annotation id {ann.get('id')}"
+        if kps is None or len(kps) != 3 * spec.num_joints:
+            n = "no" if kps is None else len(kps) / 3
+            raise DataError(f"{where}: {n} keypoints, the {spec.name} spec has {spec.num_joints}")
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in kps):
+            raise DataError(f"{where}: non-finite keypoint coordinates")
+    coco = COCO()
+    coco.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+def split_image_ids(image_ids: Iterable[int], fraction: float, seed: int,
+                    max_images: int = 0) -> tuple[list[int], list[int]]:
+    """Deterministically hold out a share of images: returns (kept, held_out)."""
+    ids = sorted(int(i) for i in image_ids)
+    if fraction <= 0:
+        return ids, []
+    perm = np.random.default_rng(seed).permutation(len(ids))
+    n_held = max(1, int(round(fraction * len(ids))))
+    if max_images:
+        n_held = min(n_held, max_images)
+    held = sorted(ids[i] for i in perm[:n_held])
+    held_set = set(held)
+    return [i for i in ids if i not in held_set], held
+
+
+class CocoKeypoints(TopDownDataset):
+    """Top-down COCO keypoints: one record per person box.
+
+    Args:
+        ann_file: ``person_keypoints_*.json``.
+        image_dir: folder of the images named in it.
+        image_ids: keep only these images (e.g. a held-out selection split).
+        det_file: person detections (COCO results json) to use instead of GT boxes.
+        det_score_thr: detections below this score are dropped.
+        **kwargs: see :class:`TopDownDataset`.
+    """
+
+    def __init__(
+        self,
+        ann_file: str | Path,
+        image_dir: str | Path,
+        spec: KeypointSpec = COCO_17,
+        image_ids: Optional[Iterable[int]] = None,
+        det_file: Optional[str | Path] = None,
+        det_score_thr: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(spec, **kwargs)
+        self.ann_file = Path(ann_file)
+        self.image_dir = Path(image_dir)
+        self.coco = load_coco(self.ann_file, spec)
+        ids = sorted(self.coco.getImgIds()) if image_ids is None else sorted(image_ids)
+        self.image_ids = ids
+        if det_file:
+            self.records = self._det_records(Path(det_file), det_score_thr)
+        else:
+            self.records = self._gt_records()
+        log.info("%s: %d images, %d person records", self.ann_file.name, len(ids),
+                 len(self.records))
+
+    def _gt_records(self) -> list[PersonRecord]:
+        records = []
+        for img_id in self.image_ids:
+            info = self.coco.imgs[img_id]
+            width, height = info["width"], info["height"]
+            for ann in self.coco.imgToAnns.get(img_id, []):
+                if ann.get("iscrowd", 0) or max(ann["keypoints"][2::3]) == 0:
+                    continue  # crowd and zero-keypoint instances are not persons to learn
+                x, y, w, h = ann["bbox"]
+                x1, y1 = max(0.0, x), max(0.0, y)
+                x2, y2 = min(width - 1.0, x1 + max(0.0, w - 1)), min(height - 1.0,
+                                                                      y1 + max(0.0, h - 1))
+                if ann.get("area", 1) <= 0 or x2 < x1 or y2 < y1:
+                    continue
+                joints = np.array(ann["keypoints"], np.float32).reshape(-1, 3)
+                check_joints(joints, self.spec, f"{self.ann_file}: annotation id {ann['id']}")
+                joints[:, 2] = (joints[:, 2] > 0).astype(np.float32)
+                center, scale = self.box_to_center_scale((x1, y1, x2 - x1, y2 - y1))
+                records.append(PersonRecord(
+                    image_path=str(self.image_dir / info["file_name"]), image_id=img_id,
+                    center=center, scale=scale, joints=joints, score=1.0,
+                    area=float(ann.get("area", w * h)), record_id=ann["id"],
+                ))
+        return records
+
+    def _det_records(self, det_file: Path, thr: float) -> list[PersonRecord]:
+        try:
+            dets = json.loads(det_file.read_text())
+        except FileNotFoundError:
+            raise DataError(f"{det_file}: detection file not found") from None
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{det_file}: not valid JSON: {exc}") from None
+        if not isinstance(dets, list):
+            raise DataError(f"{det_file}: expected a list of COCO detection results")
+        keep = set(self.image_ids)
+        records = []
+        k = self.spec.num_joints
+        for i, det in enumerate(dets):
+            if not isinstance(det, dict) or "bbox" not in det or "image_id" not in det:
+                raise DataError(f"{det_file}: entry {i} is not a COCO detection result")
+            if det.get("category_id", 1) != 1 or det["image_id"] not in keep:
+                continue
+            score = float(det.get("score", 1.0))
+            if score < thr:
+                continue
+            info = self.coco.imgs[det["image_id"]]
+            center, scale = self.box_to_center_scale(det["bbox"])
+            records.append(PersonRecord(
+                image_path=str(self.image_dir / info["file_name"]), image_id=det["image_id"],
+                center=center, scale=scale, joints=np.zeros((k, 3), np.float32),
+                score=score, area=float(scale[0] * scale[1]), record_id=f"det{i}",
+            ))
+        return records

@@ -1,0 +1,109 @@
+"""MPII single-person (top-down) in the common json format, and its head boxes."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from okdhp_edge.data.dataset import PersonRecord, TopDownDataset, check_joints
+from okdhp_edge.data.errors import DataError
+from okdhp_edge.data.keypoints import MPII_16, KeypointSpec
+
+log = logging.getLogger(__name__)
+
+
+def _load_json_list(path: Path, what: str) -> list:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"{path}: {what} file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not valid JSON: {exc}") from None
+    if not isinstance(data, list):
+        raise DataError(f"{path}: expected a list of {what} records")
+    return data
+
+
+class MpiiKeypoints(TopDownDataset):
+    """MPII records: ``image``, ``center``, ``scale`` (height / 200), 1-based ``joints``,
+    ``joints_vis``. The box follows the HRNet convention: centre moved down by 15 x scale,
+    scale x 1.25, square of side scale x 200 px, widened to the input aspect ratio.
+    """
+
+    def __init__(
+        self,
+        ann_file: str | Path,
+        image_dir: str | Path,
+        spec: KeypointSpec = MPII_16,
+        indices: Optional[list[int]] = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(spec, **kwargs)
+        self.ann_file = Path(ann_file)
+        self.image_dir = Path(image_dir)
+        raw = _load_json_list(self.ann_file, "MPII annotation")
+        keep = range(len(raw)) if indices is None else indices
+        self.records = [self._record(i, raw[i]) for i in keep]
+        log.info("%s: %d person records", self.ann_file.name, len(self.records))
+
+    def _record(self, i: int, a: Any) -> PersonRecord:
+        where = f"{self.ann_file}: record {i}"
+        if not isinstance(a, dict) or not all(k in a for k in ("image", "center", "scale",
+                                                                "joints")):
+            raise DataError(f"{where}: not an MPII record (needs image, center, scale, joints)")
+        joints_xy = np.asarray(a["joints"], np.float32)
+        vis = np.asarray(a.get("joints_vis", np.ones(len(joints_xy))), np.float32)
+        if joints_xy.ndim != 2 or joints_xy.shape[-1] != 2 or len(vis) != len(joints_xy):
+            raise DataError(f"{where}: joints must be K x [x, y] with K joints_vis flags")
+        joints = np.concatenate([joints_xy - 1.0, (vis > 0)[:, None].astype(np.float32)], 1)
+        check_joints(joints, self.spec, where)
+        c = np.asarray(a["center"], np.float32).copy()
+        s = float(a["scale"])
+        if not np.all(np.isfinite(c)) or not np.isfinite(s) or s <= 0:
+            raise DataError(f"{where}: non-finite or non-positive center/scale")
+        if c[0] != -1:
+            c[1] += 15 * s
+            s *= 1.25
+        c -= 1.0
+        side = s * 200.0
+        w, h = side, side
+        if w > self.aspect_ratio * h:
+            h = w / self.aspect_ratio
+        else:
+            w = h * self.aspect_ratio
+        return PersonRecord(
+            image_path=str(self.image_dir / a["image"]), image_id=i, center=c,
+            scale=np.array([w, h], np.float32), joints=joints, record_id=f"{a['image']}#{i}",
+        )
+
+
+def load_headboxes(path: str | Path, count: Optional[int] = None) -> np.ndarray:
+    """Head boxes [N, 4] (x1, y1, x2, y2) from ``gt_valid.mat`` or a headbox json."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: head-box file not found")
+    if path.suffix == ".mat":
+        from scipy.io import loadmat
+
+        try:
+            mat = loadmat(str(path))
+        except Exception as exc:  # scipy raises several types for bad files
+            raise DataError(f"{path}: not a readable .mat file: {exc}") from None
+        if "headboxes_src" not in mat:
+            raise DataError(f"{path}: no 'headboxes_src' (expected MPII gt_valid.mat)")
+        hb = np.asarray(mat["headboxes_src"], np.float64)  # [2, 2, N]
+        boxes = np.concatenate([hb[0].T, hb[1].T], axis=1)
+    else:
+        recs = _load_json_list(path, "head-box")
+        try:
+            recs = sorted(recs, key=lambda r: r.get("index_in_mpii_tiny_json", 0))
+            boxes = np.asarray([r["headbox_x1y1x2y2"] for r in recs], np.float64)
+        except (KeyError, TypeError, AttributeError):
+            raise DataError(f"{path}: records need 'headbox_x1y1x2y2'") from None
+    if count is not None and len(boxes) != count:
+        raise DataError(f"{path}: {len(boxes)} head boxes for {count} persons")
+    return boxes

@@ -1,0 +1,1 @@
+"""Evaluation: inference with flip test, COCO AP (pycocotools), MPII PCKh. No torch."""

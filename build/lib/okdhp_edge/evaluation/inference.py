@@ -1,0 +1,122 @@
+"""Dataset-level inference and scoring, independent of the engine (torch, ONNX, ...).
+
+An engine is any function ``images [N, 3, H, W] float32 -> heatmaps [N, K, h, w]``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, Optional
+
+import numpy as np
+
+from okdhp_edge.data.coco import CocoKeypoints
+from okdhp_edge.data.codec import HeatmapCodec
+from okdhp_edge.data.dataset import TopDownDataset, collate_skip_none
+from okdhp_edge.data.mpii import MpiiKeypoints
+from okdhp_edge.evaluation.coco_eval import coco_keypoint_eval, make_results
+from okdhp_edge.evaluation.pckh import pckh
+
+log = logging.getLogger(__name__)
+
+Engine = Callable[[np.ndarray], np.ndarray]
+
+
+def with_flip_test(engine: Engine, flip_index: np.ndarray, shift: bool = True) -> Engine:
+    """Average the heatmaps of the input and of its mirror image (flipped back)."""
+
+    def run(images: np.ndarray) -> np.ndarray:
+        out = np.asarray(engine(images), np.float32)
+        flipped = np.asarray(engine(np.ascontiguousarray(images[..., ::-1])), np.float32)
+        return 0.5 * (out + HeatmapCodec.flip_back(flipped, flip_index, shift))
+
+    return run
+
+
+def iterate_batches(dataset: TopDownDataset, batch_size: int) -> Iterator[dict[str, Any]]:
+    """Sequential batches of a dataset without torch."""
+    for start in range(0, len(dataset), batch_size):
+        yield collate_skip_none([dataset[i] for i in range(start, min(start + batch_size,
+                                                                        len(dataset)))])
+
+
+@dataclass
+class Predictions:
+    """Decoded keypoints for dataset records ``index`` (image pixels)."""
+
+    index: np.ndarray  # [N]
+    coords: np.ndarray  # [N, K, 2]
+    maxvals: np.ndarray  # [N, K]
+
+
+def predict(
+    dataset: TopDownDataset,
+    heatmap_fn: Callable[[dict[str, Any]], np.ndarray],
+    batches: Optional[Iterable[dict[str, Any]]] = None,
+    batch_size: int = 32,
+    progress: bool = False,
+) -> Predictions:
+    """Run ``heatmap_fn(batch) -> [N, K, h, w]`` over the dataset and decode to image px."""
+    batches = batches if batches is not None else iterate_batches(dataset, batch_size)
+    if progress:
+        from tqdm import tqdm
+
+        batches = tqdm(batches, total=-(-len(dataset) // batch_size), desc="eval", leave=False)
+    idx, coords, maxvals = [], [], []
+    for batch in batches:
+        if "image" not in batch:
+            continue
+        hm = np.asarray(heatmap_fn(batch), np.float32)
+        c, m = dataset.codec.decode_to_image(hm, np.asarray(batch["center"]),
+                                             np.asarray(batch["scale"]))
+        idx.append(np.asarray(batch["index"]))
+        coords.append(c)
+        maxvals.append(m)
+    if not idx:
+        k = dataset.spec.num_joints
+        return Predictions(np.zeros(0, int), np.zeros((0, k, 2)), np.zeros((0, k)))
+    return Predictions(np.concatenate(idx), np.concatenate(coords), np.concatenate(maxvals))
+
+
+def engine_heatmap_fn(engine: Engine, flip_index: Optional[np.ndarray] = None) -> Callable:
+    """``heatmap_fn`` for :func:`predict` from an engine, with flip test if ``flip_index``."""
+    run = with_flip_test(engine, flip_index) if flip_index is not None else engine
+
+    def fn(batch: dict[str, Any]) -> np.ndarray:
+        return run(np.ascontiguousarray(batch["image"], dtype=np.float32))
+
+    return fn
+
+
+def oracle_heatmap_fn(dataset: TopDownDataset) -> Callable:
+    """``heatmap_fn`` that encodes the ground truth itself: the codec's upper bound."""
+
+    def fn(batch: dict[str, Any]) -> np.ndarray:
+        return np.stack([dataset.codec.encode(j)[0] for j in np.asarray(batch["joints"])])
+
+    return fn
+
+
+def score(dataset: TopDownDataset, preds: Predictions, rescore_thr: float = 0.2,
+          oks_nms_thr: float = 0.9, headboxes: Optional[np.ndarray] = None) -> dict[str, Any]:
+    """Metrics of predictions: COCO AP/AR for COCO-style data, PCKh for MPII."""
+    if isinstance(dataset, CocoKeypoints):
+        recs = [dataset.records[i] for i in preds.index]
+        use_nms = any(str(r.record_id).startswith("det") for r in recs)
+        results = make_results(
+            np.array([r.image_id for r in recs]), preds.coords, preds.maxvals,
+            np.array([r.score for r in recs]), np.array([r.area for r in recs]),
+            np.asarray(dataset.spec.sigmas), rescore_thr, oks_nms_thr if use_nms else None,
+        )
+        stats = coco_keypoint_eval(dataset.coco, results, dataset.image_ids,
+                                   np.asarray(dataset.spec.sigmas))
+        return {"metric": "AP", "value": stats["AP"], **stats}
+    if isinstance(dataset, MpiiKeypoints):
+        if headboxes is None:
+            raise ValueError("MPII scoring needs head boxes")
+        gt = np.stack([dataset.records[i].joints for i in preds.index])
+        hb = np.asarray(headboxes)[preds.index]
+        res = pckh(preds.coords, gt[..., :2], gt[..., 2] > 0, hb, spec=dataset.spec)
+        return {"metric": "PCKh@0.5", "value": res["PCKh@0.5"], **res}
+    raise TypeError(f"no metric for dataset type {type(dataset).__name__}")

@@ -1,0 +1,268 @@
+"""``python -m okdhp_edge.experiments ablation --config configs/ablation/synthetic.yaml``
+
+Trains the quickstart students under several settings and seeds on the synthetic data,
+and writes ``bench/reports/ablation_synthetic.{md,json}`` with mean and standard
+deviation of report-split AP per student and arm, training cost, learning curves and the
+exact commands. Resumable run by run: a finished run (its ``result.json``) is skipped, an
+interrupted one continues from its checkpoint.
+
+Arms (``--arms`` picks a subset):
+  a  OKDHP unbalanced (the config as given)
+  b  OKDHP balanced (every branch as deep as the deepest)
+  c  each student alone, plain, same epochs (equal iterations)
+  c_eq  each student alone, plain, epochs scaled by the MAC ratio (equal training compute)
+  d  FAU replaced by plain averaging
+  e  distillation off, branches and ensemble loss kept
+  f  KL with temperature and per-joint normalisation
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import yaml
+
+from okdhp_edge.utils.cli import UsageError, run_cli, setup_logging
+from okdhp_edge.utils.io import atomic_write_json, atomic_write_text
+
+log = logging.getLogger("okdhp_edge.experiments")
+
+ARMS = ("a", "b", "c", "c_eq", "d", "e", "f")
+
+
+def arm_runs(arm: str, cfg: Any, extra: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    """(run label, overrides) of one arm; plain arms have one run per student."""
+    m = cfg.model
+    if arm == "a":
+        return [("okdhp", [])]
+    if arm == "b":
+        deepest = max(m.branches)
+        return [("okdhp", [f"model.branches={[deepest] * len(m.branches)}"])]
+    if arm == "d":
+        return [("okdhp", ["model.fau=mean"])]
+    if arm == "e":
+        return [("okdhp", ["loss.distill=false"])]
+    if arm == "f":
+        return [("okdhp", [f"loss.kl_temperature={extra.get('kl_temperature', 0.1)}",
+                           "loss.kl_norm=joint"])]
+    if arm in ("c", "c_eq"):
+        runs = []
+        for n in m.branches:
+            stacks = m.shared_stacks + n
+            epochs = cfg.train.epochs
+            if arm == "c_eq":
+                epochs = int(math.ceil(cfg.train.epochs * extra["mac_ratio"][stacks]))
+            scale = epochs / cfg.train.epochs
+            steps = [int(round(s * scale)) for s in cfg.train.lr_steps]
+            runs.append((f"hg{stacks}", ["model.name=hg", f"model.num_stacks={stacks}",
+                                         f"train.epochs={epochs}", f"train.lr_steps={steps}"]))
+        return runs
+    raise UsageError(f"unknown arm '{arm}'; expected some of {', '.join(ARMS)}")
+
+
+def mac_ratios(cfg: Any) -> dict[int, float]:
+    """Training cost of the multi-branch net over each plain student's (forward MACs)."""
+    from okdhp_edge import create_model
+    from okdhp_edge.models.info import count_macs
+    from okdhp_edge.models.registry import model_kwargs_from_config
+
+    size = tuple(cfg.data.input_size)
+    big = count_macs(create_model("okdhp", **model_kwargs_from_config(cfg.model, 17)), size)
+    out = {}
+    for n in cfg.model.branches:
+        s = cfg.model.shared_stacks + n
+        plain = create_model("hg", num_stacks=s, num_joints=17, width=cfg.model.width,
+                             depth=cfg.model.depth, stem_width=cfg.model.stem_width)
+        out[s] = big / count_macs(plain, size)
+    return out
+
+
+def run_one(config: Optional[Path], overrides: list[str], run_dir: Path) -> dict[str, Any]:
+    """Train (or resume) one run and evaluate its students; cached in result.json."""
+    from okdhp_edge.config import load_config
+    from okdhp_edge.training.trainer import Trainer
+    from okdhp_edge.training.zoo_writer import write_zoo
+
+    result = run_dir / "result.json"
+    if result.is_file():
+        return json.loads(result.read_text())
+    resume = (run_dir / "last.pt").is_file()
+    cfg = load_config(run_dir / "config.yaml" if resume else config,
+                      [] if resume else overrides + [f"zoo.root={run_dir}/zoo",
+                                                     f"zoo.name={run_dir.name}"])
+    t0 = time.time()
+    trainer = Trainer(cfg, run_dir=run_dir, resume=resume)
+    try:
+        trainer.fit()
+        zoo = write_zoo(trainer)
+    finally:
+        trainer.close()
+    from okdhp_edge.manifest import zoo_students
+
+    res = {
+        "overrides": overrides, "wall_s": trainer.state.wall, "elapsed_s": time.time() - t0,
+        "iterations": trainer.state.iteration,
+        "images_per_s": float(np.mean([h["images_per_s"] for h in trainer.state.history])),
+        "students": {m["name"]: m["accuracy"]["value"] for _, m in zoo_students(zoo)},
+        "curves": [{"iteration": h["iteration"], "wall_s": h["wall_s"], **h["select"]}
+                   for h in trainer.state.history if h["select"]],
+        "command": " ".join(shlex.quote(a) for a in [
+            "python", "-m", "okdhp_edge.train", *(["--config", str(config)] if config else []),
+            *overrides]),
+    }
+    atomic_write_json(result, res)
+    return res
+
+
+def _student_key(name: str) -> str:
+    return name.split("-")[0]  # hg4-b1 -> hg4 (balanced arms repeat a depth)
+
+
+def summarize(results: dict[str, dict[str, list[dict]]]) -> dict[str, Any]:
+    """Mean / std of AP per (arm, student) over seeds, and cost per arm."""
+    table: dict[str, Any] = {}
+    for arm, seeds in results.items():
+        per_student: dict[str, list[float]] = {}
+        cost = []
+        for runs in seeds.values():
+            wall = 0.0
+            for r in runs:
+                wall += r["wall_s"]
+                for s, v in r["students"].items():
+                    per_student.setdefault(_student_key(s), []).append(v)
+            cost.append(wall)
+        table[arm] = {"students": {s: {"mean": float(np.mean(v)), "std": float(np.std(v)),
+                                       "n": len(v), "values": v}
+                                   for s, v in sorted(per_student.items())},
+                      "train_wall_s_mean": float(np.mean(cost)) if cost else None}
+    return table
+
+
+def write_report(table: dict[str, Any], results: dict, out: Path, meta: dict) -> None:
+    """Markdown + JSON + learning-curve chart."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out.with_suffix(".json"), {"meta": meta, "table": table,
+                                                  "runs": results})
+    students = sorted({s for a in table.values() for s in a["students"]})
+    lines = [f"# Ablation on synthetic data ({meta['config']})", "",
+             f"Seeds: {meta['seeds']}; report split AP (mean ± std over seeds); selection "
+             "on a held-out part of the training images.", "",
+             "| arm | " + " | ".join(students) + " | train wall s (all its runs) |",
+             "|---|" + "---|" * (len(students) + 1)]
+    for arm, row in table.items():
+        cells = []
+        for s in students:
+            v = row["students"].get(s)
+            cells.append("-" if v is None else f"{v['mean']:.4f} ± {v['std']:.4f} (n={v['n']})")
+        wall = row["train_wall_s_mean"]
+        lines.append(f"| {arm} | " + " | ".join(cells) + f" | {wall:.0f} |")
+    lines += ["", "Commands:", ""]
+    for arm, seeds in results.items():
+        for seed, runs in seeds.items():
+            for r in runs:
+                lines.append(f"- {arm} seed {seed}: `{r['command']}`")
+    lines += ["", f"![learning curves]({out.stem}_curves.png)"]
+    atomic_write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
+    _curves(results, out.with_name(out.stem + "_curves.png"))
+
+
+def _curves(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), dpi=100)
+    for i, (arm, seeds) in enumerate(results.items()):
+        color = plt.cm.tab10(i % 10)
+        first = True
+        for runs in seeds.values():
+            for r in runs:
+                keys = [k for k in (r["curves"][0] if r["curves"] else {})
+                        if k not in ("iteration", "wall_s", "ensemble")]
+                if not keys:
+                    continue
+                k = max(keys, key=lambda s: int(s.split("-")[0][2:]))  # deepest student
+                xs = [c["iteration"] for c in r["curves"]]
+                ws = [c["wall_s"] for c in r["curves"]]
+                ys = [c[k] for c in r["curves"]]
+                label = f"{arm} ({k})" if first else None
+                axes[0].plot(xs, ys, color=color, alpha=0.7, label=label)
+                axes[1].plot(ws, ys, color=color, alpha=0.7)
+                first = False
+    axes[0].set_xlabel("iterations")
+    axes[1].set_xlabel("training wall time (s)")
+    for ax in axes:
+        ax.set_ylabel("selection-split AP (deepest student)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def ablation(args: argparse.Namespace) -> int:
+    from okdhp_edge.config import load_config
+
+    if not args.config.is_file():
+        raise UsageError(f"{args.config}: ablation spec not found")
+    spec = yaml.safe_load(args.config.read_text()) or {}
+    spec_keys = {"base_config", "seeds", "arms", "overrides", "kl_temperature"}
+    if not (isinstance(spec, dict) and spec_keys & set(spec)):
+        spec = {"base_config": str(args.config)}  # a plain training config
+    unknown = set(spec) - spec_keys
+    if unknown:
+        raise UsageError(f"{args.config}: unknown ablation key '{sorted(unknown)[0]}' "
+                         f"(expected {', '.join(sorted(spec_keys))})")
+    base = Path(spec["base_config"]) if spec.get("base_config") else None
+    seeds = spec.get("seeds", [0, 1, 2]) if args.seeds is None else args.seeds
+    arms = spec.get("arms", list(ARMS)) if args.arms is None else args.arms
+    extra_overrides = spec.get("overrides", []) + list(args.overrides)
+    cfg = load_config(base, extra_overrides)
+    extra = {"mac_ratio": mac_ratios(cfg), "kl_temperature": spec.get("kl_temperature", 0.1)}
+    results: dict[str, dict[str, list]] = {}
+    root = Path(args.work_dir)
+    for arm in arms:
+        for seed in seeds:
+            for label, ov in arm_runs(arm, cfg, extra):
+                run_dir = root / f"{arm}-seed{seed}-{label}"
+                overrides = extra_overrides + ov + [f"train.seed={seed}"]
+                log.info("ablation run %s", run_dir.name)
+                res = run_one(base, overrides, run_dir)
+                results.setdefault(arm, {}).setdefault(str(seed), []).append(res)
+        table = summarize(results)  # partial report after every arm: nothing lost
+        write_report(table, results, args.out, {"config": str(args.config), "seeds": seeds,
+                                                "mac_ratio": extra["mac_ratio"],
+                                                "argv": sys.argv})
+    print(f"report: {args.out.with_suffix('.md')}")
+    return 0
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m okdhp_edge.experiments", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    ab = sub.add_parser("ablation")
+    ab.add_argument("--config", type=Path, required=True,
+                    help="an ablation spec (base_config, seeds, arms, overrides) or a config")
+    ab.add_argument("--seeds", type=int, nargs="*")
+    ab.add_argument("--arms", nargs="*", choices=ARMS)
+    ab.add_argument("--work-dir", default="runs/ablation")
+    ab.add_argument("--out", type=Path, default=Path("bench/reports/ablation_synthetic.md"))
+    ab.add_argument("overrides", nargs="*")
+    args = p.parse_args(argv)
+    setup_logging()
+    return ablation(args)
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,67 @@
+"""ONNX export of a student with metadata, checked by ``onnx.checker``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import onnx
+import torch
+
+from okdhp_edge.models.hourglass import HeatmapOnly, StackedHourglass
+from okdhp_edge.utils.io import atomic_write
+
+log = logging.getLogger(__name__)
+
+OPSET = 17
+INPUT_NAME, OUTPUT_NAME = "input", "heatmaps"
+
+
+def onnx_metadata(manifest: dict[str, Any]) -> dict[str, str]:
+    """Metadata stored in the ONNX file: what a runtime needs to pre- and post-process."""
+    pre = manifest["preprocessing"]
+    return {
+        "okdhp_student": manifest["name"],
+        "okdhp_num_joints": str(manifest["architecture"]["num_joints"]),
+        "okdhp_input_size": json.dumps(pre["input_size"]),
+        "okdhp_mean": json.dumps(pre["mean"]),
+        "okdhp_std": json.dumps(pre["std"]),
+        "okdhp_heatmap_stride": str(pre["heatmap_stride"]),
+        "okdhp_flip_pairs": json.dumps(pre["flip_pairs"]),
+        "okdhp_weights_sha256": manifest["weights"]["sha256"],
+    }
+
+
+def export_onnx(model: StackedHourglass, path: Path, input_size: tuple[int, int],
+                metadata: dict[str, str], dynamic_batch: bool = False,
+                opset: int = OPSET) -> Path:
+    """Export ``model`` (eval, fp32, CPU) to ``path``: input ``input`` [N, 3, H, W],
+    output ``heatmaps`` [N, K, H/4, W/4]. Batch is 1 unless ``dynamic_batch``."""
+    wrapped = HeatmapOnly(model.float().cpu().eval().to(memory_format=torch.contiguous_format))
+    x = torch.zeros(1, 3, input_size[1], input_size[0])
+    dyn = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
+
+    def write(tmp: Path) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(wrapped, (x,), str(tmp), opset_version=opset,
+                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                              dynamic_axes=dyn, dynamo=False, do_constant_folding=True)
+        proto = onnx.load(str(tmp))
+        for k, v in metadata.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = k, v
+        onnx.checker.check_model(proto, full_check=True)
+        onnx.save(proto, str(tmp))
+
+    atomic_write(Path(path), write)
+    return Path(path)
+
+
+def read_onnx_metadata(path: Path) -> dict[str, str]:
+    """The metadata_props of an ONNX file."""
+    proto = onnx.load(str(path), load_external_data=False)
+    return {p.key: p.value for p in proto.metadata_props}

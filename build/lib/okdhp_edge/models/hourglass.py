@@ -1,0 +1,75 @@
+"""Plain stacked hourglass (Newell et al. 2016, pytorch-pose variant)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from okdhp_edge.models.blocks import Stack, Stem
+
+
+@dataclass
+class HourglassOutput:
+    """Every stack's heatmap, first to last; ``heatmap`` is the last (the prediction)."""
+
+    stack_heatmaps: list[torch.Tensor]
+
+    @property
+    def heatmap(self) -> torch.Tensor:
+        return self.stack_heatmaps[-1]
+
+
+class StackedHourglass(nn.Module):
+    """Stem and ``num_stacks`` hourglass stacks with intermediate supervision.
+
+    Args:
+        num_stacks: number of stacks.
+        num_joints: heatmap channels K.
+        width: feature channels F (256 in the paper).
+        depth: hourglass recursion depth (4).
+        stem_width: first conv channels (64).
+
+    Shape: [B, 3, H, W] -> HourglassOutput with num_stacks heatmaps [B, K, H/4, W/4].
+    """
+
+    def __init__(self, num_stacks: int = 2, num_joints: int = 17, width: int = 256,
+                 depth: int = 4, stem_width: int = 64) -> None:
+        super().__init__()
+        if num_stacks < 1:
+            raise ValueError("num_stacks must be >= 1")
+        self.num_stacks, self.num_joints, self.width = num_stacks, num_joints, width
+        self.depth, self.stem_width = depth, stem_width
+        self.stem = Stem(width, stem_width)
+        self.stacks = nn.ModuleList(
+            Stack(width, num_joints, depth, last=(i == num_stacks - 1)) for i in range(num_stacks)
+        )
+
+    def forward(self, x: torch.Tensor) -> HourglassOutput:
+        x = self.stem(x)
+        heatmaps = []
+        for stack in self.stacks:
+            h, x = stack(x)
+            heatmaps.append(h)
+        return HourglassOutput(heatmaps)
+
+    def arch(self) -> dict:
+        """Constructor arguments, enough to rebuild the module."""
+        return dict(num_stacks=self.num_stacks, num_joints=self.num_joints, width=self.width,
+                    depth=self.depth, stem_width=self.stem_width)
+
+
+class HeatmapOnly(nn.Module):
+    """Wraps a stacked hourglass to return only its final heatmap (for export/runtime).
+
+    Shape: [B, 3, H, W] -> [B, K, H/4, W/4].
+    """
+
+    def __init__(self, model: StackedHourglass) -> None:
+        super().__init__()
+        self.model = model
+        self.train(model.training)  # a fresh wrapper must not flip the student to train mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x).heatmap

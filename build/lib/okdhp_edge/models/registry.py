@@ -1,0 +1,82 @@
+"""A tiny name -> builder registry for the models."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from torch import nn
+
+from okdhp_edge.models.hourglass import StackedHourglass
+from okdhp_edge.models.okdhp import MultiBranchHourglass
+
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register(name: str) -> Callable:
+    def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        _REGISTRY[name] = fn
+        return fn
+
+    return deco
+
+
+def _create_hourglass(num_stacks: int, **kwargs: Any) -> StackedHourglass:
+    return StackedHourglass(num_stacks=num_stacks, **kwargs)
+
+
+@register("hg")
+def hg(num_stacks: int = 2, **kwargs: Any) -> StackedHourglass:
+    return _create_hourglass(num_stacks, **kwargs)
+
+
+@register("hg1")
+def hg1(**kwargs: Any) -> StackedHourglass:
+    return _create_hourglass(1, **kwargs)
+
+
+@register("hg2")
+def hg2(**kwargs: Any) -> StackedHourglass:
+    return _create_hourglass(2, **kwargs)
+
+
+@register("hg4")
+def hg4(**kwargs: Any) -> StackedHourglass:
+    return _create_hourglass(4, **kwargs)
+
+
+@register("hg8")
+def hg8(**kwargs: Any) -> StackedHourglass:
+    return _create_hourglass(8, **kwargs)
+
+
+@register("okdhp")
+def okdhp(**kwargs: Any) -> MultiBranchHourglass:
+    return MultiBranchHourglass(**kwargs)
+
+
+def list_models() -> list[str]:
+    """Registered model names."""
+    return sorted(_REGISTRY)
+
+
+def create_model(name: str, **kwargs: Any) -> nn.Module:
+    """Build a registered model: ``create_model('hg4', num_joints=17, width=128)``."""
+    if name not in _REGISTRY:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise ValueError(f"unknown model '{name}'{hint} (known: {', '.join(list_models())})")
+    return _REGISTRY[name](**kwargs)
+
+
+def model_kwargs_from_config(mcfg: Any, num_joints: int) -> dict[str, Any]:
+    """Keyword arguments of ``create_model(mcfg.name, ...)`` from a ModelConfig."""
+    common = dict(num_joints=num_joints, width=mcfg.width, depth=mcfg.depth,
+                  stem_width=mcfg.stem_width)
+    if mcfg.name == "okdhp":
+        return dict(common, shared_stacks=mcfg.shared_stacks, branches=tuple(mcfg.branches),
+                    fau=mcfg.fau, fau_kernels=tuple(mcfg.fau_kernels), fau_hidden=mcfg.fau_hidden)
+    if mcfg.name == "hg":
+        return dict(common, num_stacks=mcfg.num_stacks)
+    return common

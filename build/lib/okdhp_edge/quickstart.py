@@ -1,0 +1,77 @@
+"""``python -m okdhp_edge.quickstart``: the whole journey on the embedded default.
+
+Generates the synthetic dataset, trains the quickstart OKDHP zoo, benches it on PyTorch,
+ONNX Runtime and OpenVINO (TensorRT reported unavailable where it is absent), writes the
+device report and its chart, and prints the pick for a default latency budget.
+Nothing from an earlier run is overwritten: run folders and zoos are versioned.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+from typing import Optional
+
+from okdhp_edge.utils.cli import run_cli, setup_logging
+
+log = logging.getLogger("okdhp_edge.quickstart")
+
+DEFAULT_BUDGET_MS = 1.5
+
+
+def _run(args: list[str]) -> str:
+    """Run one CLI step in its own process (as a user would), echoing its output."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", *args]
+    log.info("$ python -m %s", " ".join(args))
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+    print(proc.stdout, end="")
+    if proc.returncode not in (0, 1):
+        raise SystemExit(proc.returncode)
+    return proc.stdout
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m okdhp_edge.quickstart", description=__doc__)
+    p.add_argument("--config", type=Path, default=Path("configs/quickstart.yaml"))
+    p.add_argument("--max-latency-ms", type=float, default=DEFAULT_BUDGET_MS,
+                   help="latency budget of the pick (engine median, ms)")
+    p.add_argument("overrides", nargs="*", help="config overrides, section.key=value")
+    args = p.parse_args(argv)
+    setup_logging()
+    t0 = time.time()
+    from okdhp_edge.bench.device import device_id, fingerprint
+    from okdhp_edge.config import load_config
+    from okdhp_edge.data.build import ensure_synthetic
+
+    cfg = load_config(args.config, args.overrides)
+    log.info("[1/4] synthetic data in %s", cfg.data.root)
+    ensure_synthetic(cfg.data)
+    log.info("[2/4] training the quickstart OKDHP zoo (shared %d + branches %s)",
+             cfg.model.shared_stacks, cfg.model.branches)
+    out = _run(["okdhp_edge.train", "--config", str(args.config), *args.overrides])
+    zoo = Path(next(line.split(":", 1)[1].strip() for line in out.splitlines()
+                    if line.startswith("zoo:")))
+    run = next(line.split(":", 1)[1].strip() for line in out.splitlines()
+               if line.startswith("run:"))
+    log.info("[3/4] benching %s on torch, onnxruntime, openvino (tensorrt where present)", zoo)
+    _run(["okdhp_edge.bench", "--zoo", str(zoo), "--backends",
+          "torch,onnxruntime,openvino,tensorrt", "--min-time", "1.0", "--min-iters", "30"])
+    dev = device_id(fingerprint(0))
+    report_dir = Path("bench/reports") / dev
+    log.info("[4/4] the pick for a %.1f ms budget (engine median, batch 1) on %s",
+             args.max_latency_ms, dev)
+    _run(["okdhp_edge.zoo", "pick", "--zoo", str(zoo), "--device", dev, "--max-latency-ms",
+          str(args.max_latency_ms)])
+    print(f"\nzoo:    {zoo}\nreport: {report_dir / (zoo.name + '.md')}\n"
+          f"chart:  {report_dir / (zoo.name + '_pareto.png')}\nrun:    {run}\n"
+          f"took {time.time() - t0:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,46 @@
+"""The runner interface every backend implements (no torch here)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+
+
+class BackendUnavailable(RuntimeError):
+    """The backend (package, device or precision) is not present here; the message says why."""
+
+
+class Runner(ABC):
+    """Load a model file, run it on a preallocated input, close, describe.
+
+    ``run`` takes float32 [N, 3, H, W] and returns float32 heatmaps [N, K, h, w].
+    """
+
+    backend: str = ""
+
+    def __init__(self, precision: str = "fp32", threads: int = 1, device: str = "cpu") -> None:
+        self.precision, self.threads, self.device = precision, int(threads), device
+
+    @abstractmethod
+    def load(self, path: str) -> None:
+        """Load (and compile) the model file."""
+
+    @abstractmethod
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """Heatmaps of a batch."""
+
+    def close(self) -> None:
+        """Release the session / compiled model."""
+
+    def describe(self) -> dict[str, Any]:
+        """What actually runs: backend, device, precision as read back, threads, versions."""
+        return {"backend": self.backend, "device": self.device, "precision": self.precision,
+                "threads": self.threads}
+
+    def __enter__(self) -> Runner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

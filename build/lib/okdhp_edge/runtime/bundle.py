@@ -1,0 +1,74 @@
+"""Deployable bundles: one student's model file for one backend, with everything needed to
+turn an image and a person box into keypoints. Loading verifies every sha256 and the
+bundle version before anything runs. No torch.
+
+``bundle.yaml``::
+
+    bundle_version: 1
+    okdhp_edge: 0.1.0
+    student: hg4
+    backend: onnxruntime
+    precision: fp32
+    model: model.onnx                 # or openvino/model.xml, model_fp16.engine
+    files: {relative path: sha256}    # every file of the bundle but bundle.yaml
+    preprocessing: {...}              # as in student.yaml
+    student_manifest: {...}           # params, macs, accuracy, provenance
+    parity: {...}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from okdhp_edge.manifest import ManifestError, read_yaml
+from okdhp_edge.runtime import make_runner
+from okdhp_edge.runtime.pipeline import KeypointPipeline
+from okdhp_edge.utils.io import verify_sha256
+
+BUNDLE_VERSION = 1
+BUNDLE_FIELDS = ("bundle_version", "okdhp_edge", "student", "backend", "precision", "model",
+                 "files", "preprocessing", "student_manifest", "parity")
+
+
+def read_bundle_manifest(directory: str | Path) -> dict[str, Any]:
+    """Read ``bundle.yaml``; refuse a newer bundle version and missing fields."""
+    directory = Path(directory)
+    man = read_yaml(directory / "bundle.yaml")
+    if not isinstance(man, dict):
+        raise ManifestError(f"{directory / 'bundle.yaml'}: not a mapping")
+    version = man.get("bundle_version")
+    if not isinstance(version, int):
+        raise ManifestError(f"{directory / 'bundle.yaml'}: missing field 'bundle_version'")
+    if version > BUNDLE_VERSION:
+        raise ManifestError(
+            f"{directory}: bundle version {version} (written by okdhp_edge "
+            f"{man.get('okdhp_edge', '?')}) is newer than this okdhp_edge reads "
+            f"({BUNDLE_VERSION}); upgrade okdhp_edge")
+    for key in BUNDLE_FIELDS:
+        if key not in man:
+            raise ManifestError(f"{directory / 'bundle.yaml'}: missing field '{key}'")
+    return man
+
+
+def verify_bundle(directory: str | Path) -> dict[str, Any]:
+    """Check every file's sha256 (IntegrityError on a corrupted, truncated or tampered
+    file); return the manifest."""
+    directory = Path(directory)
+    man = read_bundle_manifest(directory)
+    for rel, digest in man["files"].items():
+        verify_sha256(directory / rel, digest)
+    return man
+
+
+def load_bundle(directory: str | Path, threads: int = 1, device: str = "cpu"
+                ) -> KeypointPipeline:
+    """A ready :class:`KeypointPipeline` for a verified bundle."""
+    directory = Path(directory)
+    man = verify_bundle(directory)
+    runner = make_runner(man["backend"], man["precision"], threads,
+                         "cuda" if man["backend"] == "tensorrt" else device)
+    runner.load(str(directory / man["model"]))
+    pipe = KeypointPipeline(runner, man["preprocessing"])
+    pipe.manifest = man
+    return pipe

@@ -1,0 +1,64 @@
+"""Image + person box -> keypoints with any runner: the same crop, normalisation and
+decoding as training and evaluation (numpy + OpenCV only)."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+
+from okdhp_edge.data.codec import HeatmapCodec
+from okdhp_edge.data.transforms import box_to_center_scale, crop
+from okdhp_edge.runtime.base import Runner
+
+
+class KeypointPipeline:
+    """Top-down inference around a runner.
+
+    Args:
+        runner: a loaded :class:`Runner`.
+        preprocessing: the ``preprocessing`` block of a student or bundle manifest.
+    """
+
+    def __init__(self, runner: Runner, preprocessing: dict[str, Any]) -> None:
+        self.runner = runner
+        self.input_size = tuple(int(v) for v in preprocessing["input_size"])
+        self.mean = np.asarray(preprocessing["mean"], np.float32)
+        self.std = np.asarray(preprocessing["std"], np.float32)
+        self.padding = float(preprocessing["box_padding"])
+        self.codec = HeatmapCodec(self.input_size, int(preprocessing["heatmap_stride"]),
+                                  float(preprocessing["sigma"]))
+        pairs = preprocessing.get("flip_pairs", [])
+        k = None
+        self.flip_index: Optional[np.ndarray] = None
+        if pairs:
+            k = max(max(p) for p in pairs) + 1
+            perm = np.arange(k)
+            for a, b in pairs:
+                perm[a], perm[b] = b, a
+            self.flip_index = perm
+        self._buf = np.zeros((1, 3, self.input_size[1], self.input_size[0]), np.float32)
+
+    def preprocess(self, image: np.ndarray, box: tuple[float, float, float, float]
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """RGB uint8 image + xywh box -> (input [1, 3, H, W] float32, center, scale)."""
+        center, scale = box_to_center_scale(box, self.input_size[0] / self.input_size[1],
+                                            self.padding)
+        patch, _ = crop(image, center, scale, 0.0, self.input_size)
+        x = (patch.astype(np.float32) * (1.0 / 255.0) - self.mean) / self.std
+        self._buf[0] = x.transpose(2, 0, 1)
+        return self._buf, center, scale
+
+    def __call__(self, image: np.ndarray, box: tuple[float, float, float, float],
+                 flip: bool = False) -> np.ndarray:
+        """Keypoints [K, 3] (x, y, confidence) in image pixels.
+
+        Shape: image [H, W, 3] RGB uint8; box (x, y, w, h).
+        """
+        x, center, scale = self.preprocess(image, box)
+        hm = np.asarray(self.runner.run(x), np.float32)
+        if flip and self.flip_index is not None:
+            fl = np.asarray(self.runner.run(np.ascontiguousarray(x[..., ::-1])), np.float32)
+            hm = 0.5 * (hm + HeatmapCodec.flip_back(fl, self.flip_index))
+        coords, maxvals = self.codec.decode_to_image(hm, center[None], scale[None])
+        return np.concatenate([coords[0], maxvals[0][:, None]], 1).astype(np.float32)

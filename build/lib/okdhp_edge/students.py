@@ -1,0 +1,107 @@
+"""Students as files: safetensors weights + ``student.yaml``; load with sha256 checks."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from okdhp_edge.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from okdhp_edge.manifest import SCHEMA, load_student_manifest, write_yaml
+from okdhp_edge.models.hourglass import StackedHourglass
+from okdhp_edge.utils.io import atomic_write, sha256_file, verify_sha256
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_FILE = "weights.safetensors"
+
+
+def save_student(directory: Path, model: StackedHourglass, manifest: dict[str, Any]) -> Path:
+    """Write weights (safetensors, atomically) and ``student.yaml``; fills the weights
+    fields of ``manifest``. Refuses an existing student directory."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    if (directory / "student.yaml").exists():
+        raise FileExistsError(f"{directory}: a student is already there; not overwriting")
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    atomic_write(directory / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp)))
+    manifest["weights"] = {"file": WEIGHTS_FILE, "sha256": sha256_file(directory / WEIGHTS_FILE)}
+    write_yaml(directory / "student.yaml", manifest)
+    return directory / "student.yaml"
+
+
+def load_student(path: str | Path, device: str | torch.device = "cpu"
+                 ) -> tuple[StackedHourglass, dict[str, Any]]:
+    """Model (eval mode) and manifest of a ``student.yaml``; verifies the weights' sha256."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    manifest = load_student_manifest(path)
+    weights = path.parent / manifest["weights"]["file"]
+    verify_sha256(weights, manifest["weights"]["sha256"])
+    arch = manifest["architecture"]
+    model = StackedHourglass(arch["num_stacks"], arch["num_joints"], arch["width"],
+                             arch["depth"], arch["stem_width"])
+    model.load_state_dict(load_file(str(weights), device=str(device)))
+    return model.to(device).eval(), manifest
+
+
+def student_manifest(name: str, model: StackedHourglass, input_size: list[int], params: int,
+                     macs: int, preprocessing: dict[str, Any], accuracy: dict[str, Any],
+                     provenance: dict[str, Any]) -> dict[str, Any]:
+    """A schema-1 student manifest (weights and compression filled in later)."""
+    arch = model.arch()
+    return {
+        "schema": SCHEMA, "name": name,
+        "architecture": {"family": "stacked_hourglass", **arch, "input_size": list(input_size)},
+        "params": int(params), "macs": int(macs),
+        "compression": {"params": 1.0, "macs": 1.0},
+        "weights": {"file": WEIGHTS_FILE, "sha256": ""},
+        "preprocessing": preprocessing, "accuracy": accuracy, "provenance": provenance,
+    }
+
+
+def preprocessing_of(dcfg: Any, flip_pairs: list) -> dict[str, Any]:
+    """Preprocessing and decoding parameters a deployment needs."""
+    return {"input_size": list(dcfg.input_size), "mean": list(IMAGENET_MEAN),
+            "std": list(IMAGENET_STD), "box_padding": float(dcfg.box_padding),
+            "heatmap_stride": int(dcfg.heatmap_stride), "sigma": float(dcfg.sigma),
+            "flip_pairs": [list(p) for p in flip_pairs]}
+
+
+def torch_engine(model: torch.nn.Module, device: str | torch.device = "cpu"):
+    """Engine ``images [N,3,H,W] -> heatmaps [N,K,h,w]`` (numpy) from a stacked hourglass."""
+
+    @torch.no_grad()
+    def run(images: np.ndarray) -> np.ndarray:
+        out = model(torch.from_numpy(np.ascontiguousarray(images)).to(device))
+        return out.heatmap.float().cpu().numpy()
+
+    return run
+
+
+def evaluate_student(path: str | Path, dataset: Optional[str] = None, ann: str = "",
+                     images: str = "", headboxes: str = "", flip: Optional[bool] = None,
+                     batch_size: int = 32) -> dict[str, Any]:
+    """Re-evaluate a student from its manifest (its own report split unless overridden)."""
+    from okdhp_edge.evaluate import build_eval_dataset
+    from okdhp_edge.evaluation.inference import engine_heatmap_fn, predict, score
+
+    model, man = load_student(path)
+    acc, pre = man["accuracy"], man["preprocessing"]
+    dataset = dataset or acc["dataset"]
+    ds = build_eval_dataset("coco" if dataset == "synthetic" else dataset, ann or acc["ann"],
+                            images or acc["images"], tuple(pre["input_size"]),
+                            pre["heatmap_stride"], pre["sigma"],
+                            headboxes or acc["headboxes"])
+    flip = acc["flip_test"] if flip is None else flip
+    fn = engine_heatmap_fn(torch_engine(model), ds.flip_index if flip else None)
+    res = score(ds, predict(ds, fn, batch_size=batch_size),
+                headboxes=getattr(ds, "headboxes", None))
+    res.update(student=man["name"], flip_test=flip)
+    return res

@@ -1,0 +1,64 @@
+"""``python -m okdhp_edge.train --config CFG [key=value ...] [--resume RUN_DIR]``
+
+Trains an OKDHP multi-branch network (or a plain baseline with ``model.name=hg2`` etc.)
+and writes the run folder and the student zoo. Under ``torchrun`` it trains with
+DistributedDataParallel. SIGINT/SIGTERM write a checkpoint; ``--resume`` continues.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Optional
+
+from okdhp_edge.config import load_config
+from okdhp_edge.utils.cli import run_cli, setup_logging
+
+log = logging.getLogger("okdhp_edge.train")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m okdhp_edge.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", type=Path, help="YAML overrides of the defaults")
+    p.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                   help="continue a run from RUN_DIR/last.pt with RUN_DIR/config.yaml")
+    p.add_argument("--no-zoo", action="store_true", help="do not write the student zoo")
+    p.add_argument("overrides", nargs="*", help="section.key=value")
+    return p
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    setup_logging()
+    if args.resume:
+        cfg = load_config(args.resume / "config.yaml", args.overrides)
+    else:
+        cfg = load_config(args.config, args.overrides)
+    from okdhp_edge.training.trainer import NonFiniteLossError, Trainer, TrainingInterrupted
+
+    name = args.config.stem if args.config else ""
+    trainer = Trainer(cfg, run_dir=args.resume, resume=bool(args.resume), config_name=name)
+    try:
+        trainer.fit()
+        if trainer.dist.is_main and not args.no_zoo:
+            from okdhp_edge.training.zoo_writer import write_zoo
+
+            zoo = write_zoo(trainer)
+            print(f"zoo: {zoo}")
+        if trainer.dist.is_main:
+            print(f"run: {trainer.run_dir}")
+    except TrainingInterrupted as exc:
+        log.warning("%s", exc)
+        return 130
+    except NonFiniteLossError as exc:
+        log.error("%s", exc)
+        return 3
+    finally:
+        trainer.close()
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

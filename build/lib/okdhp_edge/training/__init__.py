@@ -1,0 +1,1 @@
+"""Training: trainer, checkpoints, distributed helpers."""

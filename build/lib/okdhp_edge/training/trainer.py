@@ -1,0 +1,549 @@
+"""The OKDHP trainer: fit / train_one_epoch / validate, resumable and signal-safe."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from okdhp_edge.config import Config, save_config
+from okdhp_edge.data.build import build_split
+from okdhp_edge.data.dataset import TopDownDataset, collate_skip_none
+from okdhp_edge.data.keypoints import get_spec
+from okdhp_edge.evaluation.inference import Predictions, score
+from okdhp_edge.losses import LossTerms, okdhp_loss, plain_loss
+from okdhp_edge.manifest import unique_dir
+from okdhp_edge.models.hourglass import StackedHourglass
+from okdhp_edge.models.okdhp import MultiBranchHourglass
+from okdhp_edge.models.registry import create_model, model_kwargs_from_config
+from okdhp_edge.training.checkpoint import (
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from okdhp_edge.training.distributed import (
+    all_reduce_mean,
+    barrier,
+    broadcast_flag,
+    cleanup,
+    init_distributed,
+)
+from okdhp_edge.utils.io import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class TrainingInterrupted(RuntimeError):
+    """SIGINT/SIGTERM: a checkpoint was written and the run can be resumed."""
+
+
+# ----------------------------------------------------------------------------- device
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when /proc/cpuinfo lists AMX-BF16 or AVX512-BF16 (fast bf16 matmuls)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device=cuda but no CUDA device is available")
+    return torch.device(name)
+
+
+def resolve_amp(amp: str, device: torch.device) -> Optional[torch.dtype]:
+    """The autocast dtype for ``train.amp`` on this device, or None for fp32."""
+    if amp == "off":
+        return None
+    if amp == "bf16":
+        return torch.bfloat16
+    if amp == "fp16":
+        return torch.float16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if cpu_has_native_bf16() else None
+
+
+def git_commit() -> str:
+    """HEAD of the okdhp_edge checkout, or 'unknown'."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).resolve().parent, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+# ---------------------------------------------------------------------------- sampler
+
+
+class EpochSampler(Sampler[int]):
+    """Shuffled order that depends only on (seed, epoch); sharded across ranks; can skip
+    the samples a resumed run already consumed in this epoch."""
+
+    def __init__(self, n: int, seed: int, rank: int = 0, world: int = 1) -> None:
+        self.n, self.seed, self.rank, self.world = n, seed, rank, world
+        self.epoch, self.skip = 0, 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip
+
+    def _indices(self) -> list[int]:
+        perm = np.random.default_rng((self.seed, 7919, self.epoch)).permutation(self.n).tolist()
+        per_rank = math.ceil(self.n / self.world)
+        perm += perm[: per_rank * self.world - self.n]
+        return perm[self.rank::self.world]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._indices()[self.skip:])
+
+    def __len__(self) -> int:
+        return math.ceil(self.n / self.world) - self.skip
+
+
+# ---------------------------------------------------------------------------- trainer
+
+
+@dataclass
+class Head:
+    """One output that is validated: a branch (a student) or the ensemble."""
+
+    name: str
+    branch: Optional[int]  # None for the ensemble
+    num_stacks: int = 0
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0  # epochs completed
+    iteration: int = 0
+    iter_in_epoch: int = 0
+    best: dict[str, float] = field(default_factory=dict)
+    best_epoch: dict[str, int] = field(default_factory=dict)
+    wall: float = 0.0
+    skipped_images: int = 0
+    history: list = field(default_factory=list)
+
+
+class Trainer:
+    """Trains the configured model and writes the run folder.
+
+    Run folder: ``config.yaml`` (resolved), ``last.pt`` (atomic, every epoch and on
+    SIGINT/SIGTERM), ``best_students.pt`` (per branch, best on the selection split),
+    ``metrics.jsonl`` (one line per epoch), ``train.log``.
+    """
+
+    def __init__(self, cfg: Config, run_dir: Optional[Path] = None, resume: bool = False,
+                 config_name: str = "") -> None:
+        self.cfg = cfg
+        self.dist = init_distributed(resolve_device(cfg.train.device).type)
+        self.device = resolve_device(cfg.train.device)
+        if self.device.type == "cuda" and self.dist.enabled:
+            self.device = torch.device("cuda", self.dist.local_rank)
+        self.amp_dtype = resolve_amp(cfg.train.amp, self.device)
+        self.config_name = config_name
+        if cfg.train.threads > 0:
+            torch.set_num_threads(cfg.train.threads)
+        self._seed_everything(cfg.train.seed + self.dist.rank)
+        self.spec = get_spec(cfg.data.dataset)
+        self.run_dir = self._make_run_dir(run_dir, resume)
+        self.state = TrainState()
+        self._stop = False
+        self.plain = cfg.model.name != "okdhp"
+        self._build()
+        if resume:
+            self._load(self.run_dir / "last.pt")
+
+    # ---------------------------------------------------------------- setup
+    def _seed_everything(self, seed: int) -> None:
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+        if self.cfg.train.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        elif self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+
+    def _make_run_dir(self, run_dir: Optional[Path], resume: bool) -> Path:
+        if resume:
+            if run_dir is None or not (Path(run_dir) / "last.pt").is_file():
+                raise FileNotFoundError(f"--resume {run_dir}: no last.pt checkpoint there")
+            return Path(run_dir)
+        if run_dir is None:
+            name = self.cfg.train.run_name or self.config_name or "run"
+            run_dir = unique_dir(Path(self.cfg.train.out_dir), name) if self.dist.is_main \
+                else Path(self.cfg.train.out_dir) / name
+        run_dir = Path(run_dir)
+        if self.dist.enabled:  # every rank must agree on the folder rank 0 picked
+            obj = [str(run_dir)]
+            torch.distributed.broadcast_object_list(obj, src=0)
+            run_dir = Path(obj[0])
+        if self.dist.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(self.cfg, run_dir / "config.yaml")
+            self._attach_log_file(run_dir)
+        return run_dir
+
+    def _tensorboard(self):
+        """A SummaryWriter in the run folder when tensorboard is installed, else None."""
+        if not self.dist.is_main:
+            return None
+        if not hasattr(self, "_tb"):
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tb = SummaryWriter(str(self.run_dir / "tensorboard"))
+            except ImportError:
+                self._tb = None
+        return self._tb
+
+    def _attach_log_file(self, run_dir: Path) -> None:
+        handler = logging.FileHandler(run_dir / "train.log")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.getLogger("okdhp_edge").addHandler(handler)
+
+    def _build(self) -> None:
+        cfg = self.cfg
+        kwargs = model_kwargs_from_config(cfg.model, self.spec.num_joints)
+        self.model = create_model(cfg.model.name, **kwargs).to(self.device)
+        if cfg.train.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.train_set = build_split(cfg.data, "train", seed=cfg.train.seed)
+        self.select_set = build_split(cfg.data, "select", seed=cfg.train.seed)
+        if len(self.train_set) < cfg.train.batch_size * self.dist.world_size:
+            raise ValueError(f"training split has {len(self.train_set)} persons, fewer than one "
+                             f"batch ({cfg.train.batch_size} x {self.dist.world_size} ranks)")
+        self.sampler = EpochSampler(len(self.train_set), cfg.train.seed, self.dist.rank,
+                                    self.dist.world_size)
+        self.iters_per_epoch = len(self.sampler) // cfg.train.batch_size
+        if cfg.train.max_iters_per_epoch:
+            self.iters_per_epoch = min(self.iters_per_epoch, cfg.train.max_iters_per_epoch)
+        self.net = self.model
+        if self.dist.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.train.lr,
+                                          weight_decay=cfg.train.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        use_scaler = self.amp_dtype == torch.float16 and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+        self.heads = self._heads()
+        self.best_states: dict[str, dict[str, torch.Tensor]] = {}
+
+    def _heads(self) -> list[Head]:
+        if self.plain:
+            return [Head(f"hg{self.model.num_stacks}", None, self.model.num_stacks)]
+        m: MultiBranchHourglass = self.model
+        names = [f"hg{m.shared_stacks + n}" for n in m.branches]
+        heads = [Head(f"{nm}-b{i}" if names.count(nm) > 1 else nm, i, m.shared_stacks + n)
+                 for i, (nm, n) in enumerate(zip(names, m.branches))]
+        return heads + [Head("ensemble", None)]
+
+    def _lr_factor(self, it: int) -> float:
+        cfg = self.cfg.train
+        epoch = it / max(1, self.iters_per_epoch)
+        f = cfg.lr_factor ** sum(epoch >= s for s in cfg.lr_steps)
+        if cfg.warmup_iters and it < cfg.warmup_iters:
+            f *= (it + 1) / cfg.warmup_iters
+        return f
+
+    # ---------------------------------------------------------------- checkpoints
+    def _checkpoint(self) -> dict[str, Any]:
+        s = self.state
+        return {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+            "epoch": s.epoch, "iteration": s.iteration, "iter_in_epoch": s.iter_in_epoch,
+            "best": dict(s.best), "best_epoch": dict(s.best_epoch), "wall": s.wall,
+            "skipped_images": s.skipped_images, "history": list(s.history), "rng": rng_state(),
+            "config": json.dumps(_cfg_dict(self.cfg)),
+        }
+
+    def save(self) -> None:
+        if self.dist.is_main:
+            save_checkpoint(self.run_dir / "last.pt", self._checkpoint())
+
+    def _load(self, path: Path) -> None:
+        ck = load_checkpoint(path, self.device)
+        if json.loads(ck["config"]) != _cfg_dict(self.cfg):
+            log.warning("resuming with a config that differs from the checkpoint's")
+        self.model.load_state_dict(ck["model"])
+        self.optimizer.load_state_dict(ck["optimizer"])
+        self.scheduler.load_state_dict(ck["scheduler"])
+        self.scaler.load_state_dict(ck["scaler"])
+        self.state = TrainState(ck["epoch"], ck["iteration"], ck["iter_in_epoch"],
+                                dict(ck["best"]), dict(ck["best_epoch"]), ck["wall"],
+                                ck["skipped_images"], list(ck["history"]))
+        set_rng_state(ck["rng"])
+        best = self.run_dir / "best_students.pt"
+        if best.is_file():
+            self.best_states = load_checkpoint(best)
+        log.info("resumed %s at epoch %d, iteration %d", self.run_dir, self.state.epoch,
+                 self.state.iteration)
+
+    # ---------------------------------------------------------------- training
+    def _install_signals(self) -> dict:
+        def handler(signum, frame):  # noqa: ARG001
+            log.warning("signal %d: stopping after this iteration and writing a checkpoint",
+                        signum)
+            self._stop = True
+
+        old = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                old[sig] = signal.signal(sig, handler)
+            except ValueError:  # not the main thread
+                pass
+        return old
+
+    def _loader(self, epoch: int, skip_samples: int) -> DataLoader:
+        self.train_set.set_epoch(epoch)
+        self.sampler.set_epoch(epoch, skip_samples)
+        return DataLoader(self.train_set, batch_size=self.cfg.train.batch_size,
+                          sampler=self.sampler, num_workers=self.cfg.data.workers,
+                          collate_fn=collate_skip_none, drop_last=True,
+                          pin_memory=self.device.type == "cuda",
+                          persistent_workers=False, worker_init_fn=_worker_init)
+
+    def _to_device(self, batch: dict[str, Any]) -> tuple[torch.Tensor, ...]:
+        x = torch.from_numpy(batch["image"]).to(self.device, non_blocking=True)
+        if self.cfg.train.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        t = torch.from_numpy(batch["target"]).to(self.device, non_blocking=True)
+        w = torch.from_numpy(batch["target_weight"]).to(self.device, non_blocking=True)
+        return x, t, w
+
+    def _loss(self, x: torch.Tensor, t: torch.Tensor, w: torch.Tensor,
+              epoch: float) -> LossTerms:
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                            enabled=self.amp_dtype is not None):
+            out = self.net(x)
+        if self.plain:
+            return plain_loss(out, t, w)
+        return okdhp_loss(out, t, w, epoch, self.cfg.loss)
+
+    def train_one_epoch(self, epoch: int) -> dict[str, float]:
+        """One pass over the training split (or ``max_iters_per_epoch`` batches)."""
+        from tqdm import tqdm
+
+        s, bs = self.state, self.cfg.train.batch_size
+        self.net.train()
+        start_iter = s.iter_in_epoch
+        loader = self._loader(epoch, start_iter * bs)
+        sums = {"loss": 0.0, "mse": 0.0, "ens": 0.0, "kl": 0.0}
+        n, images, t0 = 0, 0, time.time()
+        bar = tqdm(total=self.iters_per_epoch, initial=start_iter, desc=f"epoch {epoch + 1}",
+                   disable=not self.dist.is_main, leave=False, unit="it")
+        for batch in loader:
+            if s.iter_in_epoch >= self.iters_per_epoch:
+                break
+            s.skipped_images += batch["skipped"]
+            if "image" not in batch:
+                continue
+            x, t, w = self._to_device(batch)
+            terms = self._loss(x, t, w, epoch + s.iter_in_epoch / self.iters_per_epoch)
+            if not torch.isfinite(terms.total):
+                raise NonFiniteLossError(
+                    f"non-finite loss at epoch {epoch + 1}, iteration {s.iteration}; "
+                    f"the last good checkpoint {self.run_dir / 'last.pt'} is kept")
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(terms.total).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+            s.iteration += 1
+            s.iter_in_epoch += 1
+            n += 1
+            images += x.shape[0] * self.dist.world_size
+            for k, v in zip(sums, (terms.total, terms.mse, terms.ens, terms.kl)):
+                sums[k] += float(v.detach())
+            rate = images / max(time.time() - t0, 1e-9)
+            bar.set_postfix(loss=f"{sums['loss'] / n:.3e}", img_s=f"{rate:.1f}")
+            bar.update(1)
+            if broadcast_flag(self._stop, self.dist):
+                break
+        bar.close()
+        dt = time.time() - t0
+        s.wall += dt
+        out = {k: all_reduce_mean(v / max(n, 1), self.dist) for k, v in sums.items()}
+        out.update(images_per_s=images / max(dt, 1e-9), lr=self.optimizer.param_groups[0]["lr"],
+                   epoch_time_s=dt)
+        return out
+
+    # ---------------------------------------------------------------- validation
+    @torch.no_grad()
+    def head_predictions(self, dataset: TopDownDataset, flip: bool,
+                         models: Optional[dict[str, torch.nn.Module]] = None
+                         ) -> dict[str, Predictions]:
+        """Decoded predictions of every head on ``dataset`` (eval mode, fp32).
+
+        With ``models`` (name -> plain stacked hourglass) those are run instead of the
+        training network's heads.
+        """
+        from okdhp_edge.data.codec import HeatmapCodec
+
+        loader = DataLoader(dataset, batch_size=self.cfg.eval.batch_size, shuffle=False,
+                            num_workers=self.cfg.data.workers, collate_fn=collate_skip_none)
+        flip_index = dataset.flip_index
+        was = self.model.training
+        self.model.eval()
+        acc: dict[str, list] = {}
+        for batch in loader:
+            x = torch.from_numpy(batch["image"]).to(self.device)
+            hms = self._head_heatmaps(x, models)
+            if flip:
+                fl = self._head_heatmaps(torch.flip(x, dims=[3]), models)
+                hms = {k: 0.5 * (v + HeatmapCodec.flip_back(fl[k], flip_index))
+                       for k, v in hms.items()}
+            for k, hm in hms.items():
+                c, m = dataset.codec.decode_to_image(hm, batch["center"], batch["scale"])
+                acc.setdefault(k, []).append((batch["index"], c, m))
+        self.model.train(was)
+        return {k: Predictions(np.concatenate([a[0] for a in v]), np.concatenate([a[1] for a in v]),
+                               np.concatenate([a[2] for a in v])) for k, v in acc.items()}
+
+    def _head_heatmaps(self, x: torch.Tensor, models) -> dict[str, np.ndarray]:
+        if self.cfg.train.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if models is not None:
+            return {k: m(x).heatmap.float().cpu().numpy() for k, m in models.items()}
+        out = self.model(x)
+        if self.plain:
+            return {self.heads[0].name: out.heatmap.float().cpu().numpy()}
+        hms = {h.name: out.branch_heatmaps[h.branch].float().cpu().numpy()
+               for h in self.heads if h.branch is not None}
+        hms["ensemble"] = out.ensemble.float().cpu().numpy()
+        return hms
+
+    def validate(self) -> dict[str, float]:
+        """Selection-split metric of every head (rank 0 computes, all ranks wait)."""
+        res: dict[str, float] = {}
+        if self.dist.is_main:
+            ds = self.select_set
+            preds = self.head_predictions(ds, self.cfg.eval.flip_test)
+            for name, p in preds.items():
+                r = score(ds, p, self.cfg.eval.rescore_thr, self.cfg.eval.oks_nms_thr,
+                          getattr(ds, "headboxes", None))
+                res[name] = float(r["value"])
+        barrier(self.dist)
+        return res
+
+    def _update_best(self, metrics: dict[str, float], epoch: int) -> None:
+        s = self.state
+        improved = False
+        for h in self.heads:
+            if h.name == "ensemble" or h.name not in metrics:
+                continue
+            if metrics[h.name] > s.best.get(h.name, -math.inf):
+                s.best[h.name], s.best_epoch[h.name] = metrics[h.name], epoch
+                self.best_states[h.name] = {k: v.detach().cpu().clone()
+                                            for k, v in self.student(h).state_dict().items()}
+                improved = True
+        if improved and self.dist.is_main:
+            save_checkpoint(self.run_dir / "best_students.pt", self.best_states)
+
+    def student(self, head: Head) -> StackedHourglass:
+        """The plain network a head deploys as (a copy for branches)."""
+        if self.plain:
+            return self.model
+        return self.model.student(head.branch)
+
+    # ---------------------------------------------------------------- fit
+    def fit(self) -> dict[str, Any]:
+        """Train to ``train.epochs``; returns the last metrics record."""
+        cfg, s = self.cfg, self.state
+        old = self._install_signals()
+        log.info("run %s: %s on %s, amp=%s, %d iters/epoch, %d train / %d select persons",
+                 self.run_dir, cfg.model.name, self.device,
+                 self.amp_dtype and str(self.amp_dtype).replace("torch.", ""),
+                 self.iters_per_epoch, len(self.train_set), len(self.select_set))
+        record: dict[str, Any] = {}
+        try:
+            while s.epoch < cfg.train.epochs:
+                epoch = s.epoch
+                stats = self.train_one_epoch(epoch)
+                if self._stop:
+                    self.save()
+                    raise TrainingInterrupted(
+                        f"stopped at epoch {epoch + 1}, iteration {s.iteration}; resume with "
+                        f"--resume {self.run_dir}")
+                s.epoch, s.iter_in_epoch = epoch + 1, 0
+                metrics = {}
+                if (epoch + 1) % cfg.train.val_every == 0 or epoch + 1 == cfg.train.epochs:
+                    metrics = self.validate()
+                    self._update_best(metrics, epoch + 1)
+                record = {"epoch": epoch + 1, "iteration": s.iteration, "wall_s": s.wall,
+                          **stats, "select": metrics, "skipped_images": s.skipped_images}
+                s.history.append(record)
+                self.save()
+                self._log_epoch(record)
+        finally:
+            for sig, h in old.items():
+                signal.signal(sig, h)
+        return record
+
+    def _log_epoch(self, record: dict[str, Any]) -> None:
+        if not self.dist.is_main:
+            return
+        sel = " ".join(f"{k}={v:.4f}" for k, v in record["select"].items())
+        log.info("epoch %d/%d it %d loss %.4e (mse %.3e ens %.3e kl %.3e) %.1f img/s lr %.2e %s",
+                 record["epoch"], self.cfg.train.epochs, record["iteration"], record["loss"],
+                 record["mse"], record["ens"], record["kl"], record["images_per_s"],
+                 record["lr"], sel)
+        tb = self._tensorboard()
+        if tb is not None:
+            for k in ("loss", "mse", "ens", "kl", "images_per_s", "lr"):
+                tb.add_scalar(f"train/{k}", record[k], record["iteration"])
+            for k, v in record["select"].items():
+                tb.add_scalar(f"select/{k}", v, record["iteration"])
+            tb.flush()
+        # rewritten from the checkpointed history: a resumed run never duplicates a line
+        atomic_write_text(self.run_dir / "metrics.jsonl",
+                          "".join(json.dumps(r) + "\n" for r in self.state.history))
+
+    def close(self) -> None:
+        if getattr(self, "_tb", None) is not None:
+            self._tb.close()
+        cleanup(self.dist)
+
+
+def _worker_init(_worker_id: int) -> None:
+    """Data workers decode and warp on one thread each: no oversubscription of the cores
+    the training step uses."""
+    import cv2
+
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+
+
+def _cfg_dict(cfg: Config) -> dict[str, Any]:
+    from okdhp_edge.config import config_to_dict
+
+    return config_to_dict(cfg)
+

@@ -1,0 +1,93 @@
+"""End of a run: extract every branch as a student, evaluate it on the report split,
+write ``student_zoo/<zoo>/<student>/`` and ``zoo.yaml``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from okdhp_edge.data.build import build_split
+from okdhp_edge.evaluation.inference import score
+from okdhp_edge.manifest import SCHEMA, unique_dir, write_yaml
+from okdhp_edge.models.hourglass import StackedHourglass
+from okdhp_edge.models.info import count_macs, count_params
+from okdhp_edge.students import preprocessing_of, save_student, student_manifest
+from okdhp_edge.training.trainer import Trainer, git_commit
+
+log = logging.getLogger(__name__)
+
+
+def _report_paths(cfg: Any) -> dict[str, str]:
+    if cfg.data.dataset == "synthetic":
+        from okdhp_edge.data.build import synthetic_paths
+
+        p = synthetic_paths(cfg.data.root)
+        return {"ann": str(p["report_ann"]), "images": str(p["report_images"]), "headboxes": ""}
+    return {"ann": cfg.data.report_ann, "images": cfg.data.report_images,
+            "headboxes": cfg.data.report_headboxes}
+
+
+def write_zoo(trainer: Trainer) -> Path:
+    """Write the zoo of a finished run; returns its directory (never an existing one)."""
+    cfg = trainer.cfg
+    zoo_name = cfg.zoo.name or trainer.run_dir.name
+    zoo_dir = unique_dir(Path(cfg.zoo.root), zoo_name)
+    report = build_split(cfg.data, "report", seed=cfg.train.seed)
+    heads = [h for h in trainer.heads if h.name != "ensemble"]
+    models: dict[str, StackedHourglass] = {}
+    for h in heads:
+        m = trainer.student(h)
+        if h.name in trainer.best_states:
+            m = StackedHourglass(**m.arch()).to(trainer.device)
+            m.load_state_dict(trainer.best_states[h.name])
+        if cfg.train.channels_last:
+            m = m.to(memory_format=__import__("torch").channels_last)
+        models[h.name] = m.eval()
+    log.info("evaluating %d students on the report split (%d persons)", len(models), len(report))
+    preds = trainer.head_predictions(report, cfg.eval.flip_test, models)
+    paths = _report_paths(cfg)
+    pre = preprocessing_of(cfg.data, trainer.spec.flip_pairs)
+    commit = git_commit()
+    manifests = {}
+    for h in heads:
+        res = score(report, preds[h.name], cfg.eval.rescore_thr, cfg.eval.oks_nms_thr,
+                    getattr(report, "headboxes", None))
+        stats = {k: float(v) for k, v in res.items() if isinstance(v, float)}
+        m = models[h.name]
+        accuracy = {"metric": res["metric"], "value": float(res["value"]),
+                    "dataset": cfg.data.dataset, "split": "report", **paths,
+                    "flip_test": cfg.eval.flip_test, "stats": stats}
+        provenance = {
+            "config": str(trainer.run_dir / "config.yaml"), "run": str(trainer.run_dir),
+            "git_commit": commit, "seed": cfg.train.seed,
+            "branch": -1 if h.branch is None else h.branch,
+            "branches": list(cfg.model.branches) if not trainer.plain else [],
+            "shared_stacks": cfg.model.shared_stacks if not trainer.plain else 0,
+            "distillation": ({} if trainer.plain else {
+                "lambda_kd": cfg.loss.lambda_kd, "lambda_ens": cfg.loss.lambda_ens,
+                "ramp_epochs": cfg.loss.ramp_epochs, "distill": cfg.loss.distill,
+                "kl_temperature": cfg.loss.kl_temperature, "kl_norm": cfg.loss.kl_norm,
+                "detach_ensemble": cfg.loss.detach_ensemble, "fau": cfg.model.fau}),
+            "epoch": int(trainer.state.best_epoch.get(h.name, trainer.state.epoch)),
+            "select_metric": trainer.state.best.get(h.name),
+        }
+        manifests[h.name] = student_manifest(
+            h.name, m, cfg.data.input_size, count_params(m),
+            count_macs(m, tuple(cfg.data.input_size)), pre, accuracy, provenance)
+        log.info("student %s: %s %.4f on the report split (selected at epoch %d)", h.name,
+                 res["metric"], res["value"], provenance["epoch"])
+    max_p = max(v["params"] for v in manifests.values())
+    max_m = max(v["macs"] for v in manifests.values())
+    for name, man in manifests.items():
+        man["compression"] = {"params": round(max_p / man["params"], 4),
+                              "macs": round(max_m / man["macs"], 4)}
+        save_student(zoo_dir / name, models[name].to(memory_format=__import__(
+            "torch").contiguous_format), man)
+    order = sorted(manifests, key=lambda n: manifests[n]["params"])
+    write_yaml(zoo_dir / "zoo.yaml", {
+        "schema": SCHEMA, "name": zoo_dir.name, "students": order,
+        "run": str(trainer.run_dir), "dataset": cfg.data.dataset,
+        "metric": manifests[order[0]]["accuracy"]["metric"]})
+    log.info("zoo written: %s", zoo_dir)
+    return zoo_dir

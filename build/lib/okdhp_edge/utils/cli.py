@@ -1,0 +1,41 @@
+"""CLI plumbing shared by the ``python -m okdhp_edge.*`` entry points."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Callable, Optional
+
+from okdhp_edge.config import ConfigError
+
+
+class UsageError(ValueError):
+    """Bad command-line input: reported in one line, exit status 2."""
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """Log to stderr with a compact format."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+
+
+def run_cli(main: Callable[[Optional[list[str]]], int], argv: Optional[list[str]] = None) -> None:
+    """Run ``main`` and turn expected errors into one line and an exit status."""
+    from okdhp_edge.data.errors import DataError
+    from okdhp_edge.utils.io import IntegrityError
+
+    try:
+        code = main(argv)
+    except (ConfigError, UsageError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        code = 2
+    except (DataError, IntegrityError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        code = 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        code = 130
+    sys.exit(code)

@@ -1,0 +1,241 @@
+"""``python -m okdhp_edge.zoo {list,pick,export}``: browse a zoo with its measured numbers,
+pick the student to deploy under a latency budget, export deployable bundles.
+
+    zoo list [--root student_zoo] [--reports bench/reports]
+    zoo pick --zoo Z (--device DEVICE_ID | --report FILE) --max-latency-ms X
+             [--stat median|p90|p99] [--scope engine|e2e] [--min-accuracy Y]
+             [--backend B] [--precision P] [--json]
+    zoo export --zoo Z --student NAME --backend B [--precision P] --out DIR
+    zoo export --zoo Z --all [--backends onnxruntime,openvino] --out DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any, Optional
+
+from okdhp_edge import __version__
+from okdhp_edge.bench.report import ReportError, latency_of, load_report, pick, row_label
+from okdhp_edge.manifest import load_zoo_manifest, write_yaml, zoo_students
+from okdhp_edge.utils.cli import UsageError, run_cli, setup_logging
+from okdhp_edge.utils.io import sha256_file
+
+log = logging.getLogger("okdhp_edge.zoo")
+
+
+# ------------------------------------------------------------------------------- list
+
+
+def _reports_for(zoo: str, root: Path) -> dict[str, dict[str, Any]]:
+    out = {}
+    for path in sorted(root.glob(f"*/{zoo}.json")):
+        try:
+            out[path.parent.name] = load_report(path)
+        except ReportError as exc:
+            log.warning("%s", exc)
+    return out
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    zoos = [args.zoo] if args.zoo else sorted(p.parent for p in args.root.glob("*/zoo.yaml"))
+    if not zoos:
+        print(f"no zoo under {args.root}")
+        return 0
+    for zoo_dir in zoos:
+        zoo = load_zoo_manifest(zoo_dir)
+        reports = _reports_for(zoo["name"], args.reports)
+        print(f"zoo {zoo['name']} ({zoo_dir}), dataset {zoo['dataset']}, run {zoo['run']}")
+        head = f"  {'student':<12} {'params M':>9} {'GMACs':>7} {'x params':>8} {zoo['metric']:>9}"
+        print(head + "".join(f"  {d[:28]:>28}" for d in reports))
+        for _, man in zoo_students(zoo_dir):
+            acc = man["accuracy"]["value"]
+            line = (f"  {man['name']:<12} {man['params'] / 1e6:9.3f} {man['macs'] / 1e9:7.3f} "
+                    f"{man['compression']['params']:8.2f} "
+                    f"{'-' if acc is None else f'{acc:9.4f}':>9}")
+            for rep in reports.values():
+                rows = [r for r in rep["rows"] if r["student"] == man["name"]
+                        and latency_of(r) is not None]
+                best = min(rows, key=latency_of, default=None)
+                cell = "-" if best is None else \
+                    f"{latency_of(best):.2f} ms {best['backend']} {best['precision']}"
+                line += f"  {cell:>28}"
+            print(line)
+        if reports:
+            print("  (per device: fastest measured backend, engine median)")
+    return 0
+
+
+# ------------------------------------------------------------------------------- pick
+
+
+def _report_path(args: argparse.Namespace) -> Path:
+    if args.report:
+        return args.report
+    if not (args.zoo and args.device):
+        raise UsageError("zoo pick needs --report FILE, or --zoo and --device")
+    zoo = load_zoo_manifest(args.zoo)["name"]
+    path = args.reports / args.device / f"{zoo}.json"
+    if not path.is_file():
+        have = sorted(p.parent.name for p in args.reports.glob(f"*/{zoo}.json"))
+        raise UsageError(f"no report for zoo '{zoo}' on device '{args.device}' "
+                         f"(have: {', '.join(have) or 'none'}); run "
+                         f"`python -m okdhp_edge.bench --zoo {args.zoo}` on that device")
+    return path
+
+
+def cmd_pick(args: argparse.Namespace) -> int:
+    try:
+        rep = load_report(_report_path(args))
+    except ReportError as exc:
+        raise UsageError(str(exc)) from None
+    best, closest, front = pick(rep["rows"], args.max_latency_ms, args.stat, args.scope,
+                                args.min_accuracy, args.backend, args.precision)
+    metric = rep.get("metric", "accuracy")
+
+    def brief(r: Optional[dict]) -> Optional[dict]:
+        if r is None:
+            return None
+        return {"student": r["student"], "backend": r["backend"], "precision": r["precision"],
+                "latency_ms": latency_of(r, args.stat, args.scope), "stat": args.stat,
+                "scope": args.scope, metric: r["accuracy"]["value"],
+                "params": r["params"], "macs": r["macs"], "command": r["command"]}
+
+    if args.json:
+        print(json.dumps({"device": rep["device_id"], "zoo": rep["zoo"],
+                          "budget_ms": args.max_latency_ms, "choice": brief(best),
+                          "closest": brief(closest), "frontier": [brief(r) for r in front]},
+                         indent=2))
+    elif best:
+        print(f"pick on {rep['device_id']}: {row_label(best)} - "
+              f"{latency_of(best, args.stat, args.scope):.2f} ms {args.scope} {args.stat} "
+              f"<= {args.max_latency_ms} ms, {metric} {best['accuracy']['value']:.4f} "
+              f"(the most accurate within the budget)")
+    else:
+        msg = "no student meets the budget"
+        if closest is not None:
+            msg += (f"; closest: {row_label(closest)} at "
+                    f"{latency_of(closest, args.stat, args.scope):.2f} ms, "
+                    f"{metric} {closest['accuracy']['value']:.4f}")
+        print(msg)
+    if not args.json:
+        print("frontier (latency -> accuracy):")
+        for r in front:
+            mark = " <- pick" if r is best else ""
+            print(f"  {latency_of(r, args.stat, args.scope):8.2f} ms  "
+                  f"{r['accuracy']['value']:.4f}  {row_label(r)}{mark}")
+    return 0 if best else 1
+
+
+# ------------------------------------------------------------------------------ export
+
+
+def _bundle_files(directory: Path) -> dict[str, str]:
+    return {str(p.relative_to(directory)): sha256_file(p) for p in sorted(directory.rglob("*"))
+            if p.is_file() and p.name != "bundle.yaml"}
+
+
+def export_bundle(student_yaml: Path, backend: str, precision: str, out: Path,
+                  force: bool = False) -> Path:
+    """Write a deployable bundle for one (student, backend, precision)."""
+    from okdhp_edge.export.exporter import FORMATS, MODEL_FORMAT, export_student
+    from okdhp_edge.manifest import load_student_manifest
+
+    fmt = MODEL_FORMAT.get((backend, precision))
+    if fmt is None:
+        raise UsageError(f"no deployable {backend} {precision} bundle (torch-free bundles exist "
+                         "for onnxruntime fp32, openvino fp32/bf16/fp16, tensorrt fp32/fp16)")
+    man = load_student_manifest(student_yaml)
+    exp = export_student(student_yaml, formats=(fmt,))
+    entry = exp["formats"][fmt]
+    if not entry.get("available"):
+        raise UsageError(f"{backend} {precision} unavailable here: {entry.get('reason')}")
+    out = Path(out)
+    if (out / "bundle.yaml").exists() and not force:
+        raise UsageError(f"{out}: a bundle is already there (use a new --out)")
+    src_dir = student_yaml.parent / "export"
+    main = src_dir / FORMATS[fmt]["file"]
+    dst_main = out / Path(FORMATS[fmt]["file"]).name if main.suffix != ".xml" else \
+        out / "openvino" / main.name
+    dst_main.parent.mkdir(parents=True, exist_ok=True)
+    for src in [main] + ([main.with_suffix(".bin")] if main.suffix == ".xml" else []):
+        shutil.copyfile(src, dst_main.parent / src.name)
+    bundle = {
+        "bundle_version": 1, "okdhp_edge": __version__, "student": man["name"],
+        "backend": backend, "precision": precision,
+        "model": str(dst_main.relative_to(out)), "files": _bundle_files(out),
+        "preprocessing": man["preprocessing"],
+        "student_manifest": {k: man[k] for k in ("name", "architecture", "params", "macs",
+                                                   "compression", "accuracy", "provenance")},
+        "parity": entry.get("parity", {}),
+    }
+    write_yaml(out / "bundle.yaml", bundle)
+    return out
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    if args.all:
+        from okdhp_edge.bundles import export_all
+
+        out = export_all(args.zoo, args.out, tuple(args.backends.split(",")),
+                         tuple(args.precisions.split(",")) if args.precisions else None)
+        print(f"bundles: {out}")
+        return 0
+    if not args.student or not args.backend:
+        raise UsageError("zoo export needs --student and --backend (or --all)")
+    students = {m["name"]: d for d, m in zoo_students(args.zoo)}
+    if args.student not in students:
+        raise UsageError(f"no student '{args.student}' in {args.zoo} "
+                         f"(have: {', '.join(students)})")
+    out = export_bundle(students[args.student] / "student.yaml", args.backend, args.precision,
+                        args.out)
+    print(f"bundle: {out}")
+    return 0
+
+
+# --------------------------------------------------------------------------------- cli
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m okdhp_edge.zoo", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    ls = sub.add_parser("list", help="students with their measured numbers")
+    ls.add_argument("--zoo", type=Path)
+    ls.add_argument("--root", type=Path, default=Path("student_zoo"))
+    ls.add_argument("--reports", type=Path, default=Path("bench/reports"))
+    pk = sub.add_parser("pick", help="the most accurate student within a latency budget")
+    pk.add_argument("--zoo", type=Path)
+    pk.add_argument("--device", help="a device id under --reports")
+    pk.add_argument("--report", type=Path, help="a bench report JSON (any device)")
+    pk.add_argument("--reports", type=Path, default=Path("bench/reports"))
+    pk.add_argument("--max-latency-ms", type=float, required=True)
+    pk.add_argument("--stat", choices=("median", "p90", "p99"), default="median")
+    pk.add_argument("--scope", choices=("engine", "e2e"), default="engine")
+    pk.add_argument("--min-accuracy", type=float)
+    pk.add_argument("--backend")
+    pk.add_argument("--precision")
+    pk.add_argument("--json", action="store_true")
+    ex = sub.add_parser("export", help="write deployable bundles")
+    ex.add_argument("--zoo", type=Path, required=True)
+    ex.add_argument("--student")
+    ex.add_argument("--backend")
+    ex.add_argument("--precision", default="fp32")
+    ex.add_argument("--all", action="store_true", help="every student, for --backends")
+    ex.add_argument("--backends", default="onnxruntime,openvino")
+    ex.add_argument("--precisions", default=None)
+    ex.add_argument("--out", type=Path, required=True)
+    return p
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    setup_logging()
+    return {"list": cmd_list, "pick": cmd_pick, "export": cmd_export}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    run_cli(main)
