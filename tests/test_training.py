@@ -14,7 +14,8 @@ from okdhp_edge.training.trainer import NonFiniteLossError, Trainer, TrainingInt
 from okdhp_edge.utils.io import IntegrityError
 from tests.conftest import tiny_overrides
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = sorted(p for p in CONFIG_DIR.rglob("*.yaml") if "ablation" not in p.parts)
 
 
 def _cfg(root, tmp, *extra):
@@ -167,3 +168,11 @@ def test_ddp_two_cpu_processes(synthetic_root, tmp_path):
     assert [r.name for r in runs] == ["ddp"]  # rank 0 alone wrote, one folder
     ck = load_checkpoint(runs[0] / "last.pt")
     assert ck["epoch"] == 1
+
+
+def test_ablation_spec_is_valid():
+    from okdhp_edge.experiments import ARMS
+
+    spec = yaml.safe_load((CONFIG_DIR / "ablation" / "synthetic.yaml").read_text())
+    assert set(spec["arms"]) <= set(ARMS) and len(spec["seeds"]) >= 3
+    load_config(CONFIG_DIR.parent / spec["base_config"], spec["overrides"])
