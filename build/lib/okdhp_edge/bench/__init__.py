@@ -1,1 +1,0 @@
-"""Edge bench: timing protocol, device fingerprint, accuracy per backend, reports, pick."""

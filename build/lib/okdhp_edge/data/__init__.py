@@ -1,1 +1,0 @@
-"""Data: keypoint specs, COCO / MPII / synthetic datasets, transforms, heatmap codec (no torch)."""

@@ -1,1 +1,0 @@
-"""Evaluation: inference with flip test, COCO AP (pycocotools), MPII PCKh. No torch."""

@@ -1,1 +1,0 @@
-"""Export students: ONNX (+ metadata), OpenVINO IR (fp32 / fp16), TensorRT engines."""

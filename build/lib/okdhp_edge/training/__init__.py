@@ -1,1 +1,0 @@
-"""Training: trainer, checkpoints, distributed helpers."""
