@@ -10,6 +10,8 @@ import subprocess
 from pathlib import Path
 from typing import Any, Optional
 
+from okdhp_edge.utils.provenance import git_commit
+
 _FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile",
           "amx_bf16", "amx_int8", "fma", "neon", "asimd", "sve")
 _LIBS = ("numpy", "opencv-python-headless", "onnxruntime", "onnxruntime-gpu", "openvino",
@@ -44,15 +46,6 @@ def _gpu() -> Optional[dict[str, str]]:
     return {"name": name, "driver": driver, "memory": mem}
 
 
-def _git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).resolve().parent, timeout=5)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
 def _versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for lib in _LIBS:
@@ -77,7 +70,7 @@ def fingerprint(threads: int) -> dict[str, Any]:
         "cpu_model": model, "cpu_flags": sorted(flags & set(_FLAGS)),
         "cores": cores, "threads": threads, "machine": platform.machine(),
         "gpu": _gpu(), "os": f"{platform.system()} {platform.release()}",
-        "versions": _versions(), "git_commit": _git_commit(),
+        "versions": _versions(), "git_commit": git_commit(),
     }
 
 

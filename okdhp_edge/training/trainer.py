@@ -86,18 +86,6 @@ def resolve_amp(amp: str, device: torch.device) -> Optional[torch.dtype]:
     return torch.bfloat16 if cpu_has_native_bf16() else None
 
 
-def git_commit() -> str:
-    """HEAD of the okdhp_edge checkout, or 'unknown'."""
-    import subprocess
-
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).resolve().parent, timeout=5)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
 # ---------------------------------------------------------------------------- sampler
 
 

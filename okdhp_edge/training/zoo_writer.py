@@ -13,7 +13,8 @@ from okdhp_edge.manifest import SCHEMA, unique_dir, write_yaml
 from okdhp_edge.models.hourglass import StackedHourglass
 from okdhp_edge.models.info import count_macs, count_params
 from okdhp_edge.students import preprocessing_of, save_student, student_manifest
-from okdhp_edge.training.trainer import Trainer, git_commit
+from okdhp_edge.training.trainer import Trainer
+from okdhp_edge.utils.provenance import git_commit
 
 log = logging.getLogger(__name__)
 
