@@ -6,6 +6,7 @@ Run: pytest bench/test_bench_fidelity.py --benchmark-only -s
 The figures are stored in extra_info and printed; the README quotes them.
 """
 
+import json
 import re
 import shutil
 import subprocess
@@ -50,9 +51,14 @@ def test_openvino_vs_benchmark_app(benchmark, model_files):
     if exe is None:
         pytest.skip("benchmark_app (ships with openvino) is not on PATH")
     _, xml = model_files
+    # benchmark_app refuses -nthreads with a hint: threads and precision go in a config file
+    cfg = xml.parent / "benchmark_app_config.json"
+    cfg.write_text(json.dumps({"CPU": {"INFERENCE_NUM_THREADS": str(THREADS),
+                                       "INFERENCE_PRECISION_HINT": "f32"}}))
     out = subprocess.run([exe, "-m", str(xml), "-d", "CPU", "-hint", "latency", "-api", "sync",
-                          "-infer_precision", "f32", "-nthreads", str(THREADS), "-t", "10"],
+                          "-load_config", str(cfg), "-t", "10"],
                          capture_output=True, text=True, timeout=120)
+    assert "INFERENCE_NUM_THREADS: 1" in out.stdout or THREADS != 1
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     ref = float(re.search(r"Median:\s+([\d.]+)\s*ms", out.stdout).group(1))
     ours = benchmark.pedantic(lambda: _ours("openvino", xml), rounds=1, iterations=1)
