@@ -116,3 +116,35 @@ def test_keypoint_count_and_non_finite(coco_tiny, tmp_path):
     doc["annotations"][1]["keypoints"][0] = float("nan")
     with pytest.raises(DataError, match="non-finite"):
         load_coco(_write(tmp_path, doc))
+
+
+def test_oks_nms_and_rescoring():
+    from okdhp_edge.data.keypoints import COCO_17
+    from okdhp_edge.evaluation.coco_eval import make_results, oks_nms
+
+    sig = np.asarray(COCO_17.sigmas)
+    rng = np.random.default_rng(0)
+    pose = np.concatenate([rng.uniform(0, 100, (17, 2)), np.ones((17, 1))], 1)
+    near = pose.copy()
+    near[:, :2] += 0.5
+    far = pose.copy()
+    far[:, :2] += 80
+    poses = np.stack([pose, near, far])
+    keep = oks_nms(poses, np.array([0.9, 0.8, 0.7]), np.full(3, 5000.0), 0.9, sig)
+    assert keep == [0, 2]
+    conf = np.array([[0.9] * 10 + [0.1] * 7])
+    res = make_results(np.array([1]), pose[None, :, :2], conf, np.array([0.5]),
+                       np.array([5000.0]), sig, rescore_thr=0.2, nms_thr=None)
+    assert res[0]["score"] == pytest.approx(0.5 * 0.9)
+
+
+def test_half_body_augmentation(coco_tiny):
+    ds = CocoKeypoints(coco_tiny / "person_keypoints_tiny.json", coco_tiny / "images",
+                       input_size=(96, 128), train=True, seed=0)
+    ds.augment.half_body_prob = 1.0
+    ds.augment.scale_factor = 0.0
+    ds.augment.rot_prob = 0.0
+    full = CocoKeypoints(coco_tiny / "person_keypoints_tiny.json", coco_tiny / "images",
+                         input_size=(96, 128))
+    s, f = ds[0], full[0]
+    assert s["scale"][1] < f["scale"][1]  # a tighter box around half of the body

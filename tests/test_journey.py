@@ -48,3 +48,23 @@ def test_ablation_runner_is_resumable(synthetic_root, tmp_path):
     assert "okdhp_edge.train" in out.read_text()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)  # all cached
     assert proc.returncode == 0 and "ablation run" in proc.stderr
+
+
+def test_quickstart_glue_on_tiny_settings(synthetic_root, tmp_path):
+    """The quickstart's steps chain (train -> bench -> pick) and it says where things are."""
+    from pathlib import Path
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
+    overrides = [o for o in tiny_overrides(synthetic_root, tmp_path, "train.epochs=1")
+                 if not o.startswith(("train.out_dir", "zoo.root"))]
+    proc = subprocess.run([sys.executable, "-m", "okdhp_edge.quickstart", "--config",
+                           str(config), "--max-latency-ms", "1000", *overrides],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "pick on " in proc.stdout and "<- pick" in proc.stdout
+    for what in ("zoo:", "report:", "chart:"):
+        line = next(x for x in proc.stdout.splitlines() if x.startswith(what))
+        assert (tmp_path / line.split(":", 1)[1].strip()).exists()
+    # a second run keeps the first zoo
+    zoos = sorted(p.name for p in (tmp_path / "student_zoo").iterdir())
+    assert zoos == ["quickstart"]
