@@ -44,12 +44,15 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "okdhp-train=okdhp_edge.train:main",
-            "okdhp-evaluate=okdhp_edge.evaluate:main",
-            "okdhp-synthetic=okdhp_edge.data.synthetic:main",
-            "okdhp-models=okdhp_edge.models.__main__:main",
-            "okdhp-bench=okdhp_edge.bench.__main__:main",
-            "okdhp-zoo=okdhp_edge.zoo:main",
+            "okdhp-train=okdhp_edge.train:cli",
+            "okdhp-evaluate=okdhp_edge.evaluate:cli",
+            "okdhp-synthetic=okdhp_edge.data.synthetic:cli",
+            "okdhp-models=okdhp_edge.models.__main__:cli",
+            "okdhp-bench=okdhp_edge.bench.__main__:cli",
+            "okdhp-zoo=okdhp_edge.zoo:cli",
+            "okdhp-quickstart=okdhp_edge.quickstart:cli",
+            "okdhp-visualize=okdhp_edge.visualize:cli",
+            "okdhp-experiments=okdhp_edge.experiments:cli",
         ]
     },
 )

@@ -41,5 +41,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     return 0
 
 
+def cli() -> None:
+    """Console-script entry point: one-line errors and exit codes as with python -m."""
+    from okdhp_edge.utils.cli import run_cli as _run
+
+    _run(main)
+
+
 if __name__ == "__main__":
     run_cli(main)
