@@ -50,6 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
     p.add_argument("--batch", type=int, default=8, help="batch for the throughput figure")
     p.add_argument("--device-name", default=None, help="device id to file the report under")
+    p.add_argument("--torch-device", choices=("cpu", "cuda"), default="cpu",
+                   help="where the PyTorch eager baseline runs (cuda: fp32 / fp16 on the GPU)")
     p.add_argument("--out-root", type=Path, default=Path("bench/reports"))
     p.add_argument("--min-iters", type=int, default=60)
     p.add_argument("--min-time", type=float, default=2.0, help="seconds per row, all rounds")
@@ -123,7 +125,7 @@ def run_bench(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         timing=TimingConfig(min_iters=args.min_iters, min_time_s=args.min_time,
                             rounds=args.rounds),
         accuracy=not args.no_accuracy, accuracy_max_persons=args.accuracy_max_persons,
-        flip_test=args.flip_test, e2e_image=img, e2e_box=box)
+        flip_test=args.flip_test, e2e_image=img, e2e_box=box, torch_device=args.torch_device)
     src = ["--zoo", str(args.zoo)] if args.zoo else ["--bundles", str(args.bundles)]
 
     def command_of(row: Row) -> str:
@@ -131,6 +133,8 @@ def run_bench(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
                  row.precision, "--threads", str(threads), "--batch", str(args.batch)]
         if args.device_name:
             extra += ["--device-name", args.device_name]
+        if args.torch_device != "cpu":
+            extra += ["--torch-device", args.torch_device]
         return cli_command(src + extra)
 
     t0 = time.time()

@@ -181,7 +181,12 @@ def chart(reports: list[dict[str, Any]], path: Path, stat: str = "median",
             ax.scatter([], [], marker=m, color="gray", label=b)
     for s in students:
         ax.scatter([], [], marker="o", color=colors[s], label=s)
-    ax.set_xscale("log")
+    if not any(measured(rep["rows"], stat, scope) for rep in reports):
+        ax.text(0.5, 0.5, "no row with both a latency and an accuracy\n(see the report's "
+                "table for unavailable / failed rows)", ha="center", va="center",
+                transform=ax.transAxes)
+    else:
+        ax.set_xscale("log")
     from matplotlib.ticker import FormatStrFormatter
 
     ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))

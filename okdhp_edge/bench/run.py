@@ -77,9 +77,11 @@ def model_path(c: Candidate, backend: str, precision: str) -> tuple[Optional[str
     return str(c.export_dir / entry["file"]), ""
 
 
-def _device_for(backend: str, gpu: bool) -> str:
+def _device_for(backend: str, opts: BenchOptions) -> str:
     if backend in ("tensorrt", "torch_tensorrt"):
         return "cuda"
+    if backend == "torch":
+        return opts.torch_device
     return "cpu"
 
 
@@ -95,6 +97,7 @@ class BenchOptions:
     flip_test: bool = False
     e2e_image: Optional[np.ndarray] = None
     e2e_box: Optional[tuple[float, float, float, float]] = None
+    torch_device: str = "cpu"  # cpu | cuda: where the PyTorch eager baseline runs
 
 
 def _load_runners(cands: list[Candidate], opts: BenchOptions, rows: list[Row]
@@ -108,7 +111,7 @@ def _load_runners(cands: list[Candidate], opts: BenchOptions, rows: list[Row]
             continue
         row.model_file = path
         runner = make_runner(row.backend, row.precision, opts.threads,
-                             _device_for(row.backend, False))
+                             _device_for(row.backend, opts))
         try:
             runner.load(path)
         except BackendUnavailable as exc:
@@ -215,7 +218,7 @@ def _throughput(c: Candidate, row: Row, opts: BenchOptions) -> dict[str, Any]:
     w, h = c.manifest["preprocessing"]["input_size"]
     x = np.random.default_rng(1).standard_normal((opts.batch, 3, h, w)).astype(np.float32)
     runner = make_runner(row.backend, row.precision, opts.threads,
-                         _device_for(row.backend, False))
+                         _device_for(row.backend, opts))
     try:
         runner.load(path)
         cfg = TimingConfig(warmup_iters=2, warmup_s=0.2, min_iters=5, min_time_s=0.5, rounds=1)
