@@ -41,6 +41,17 @@ def build_eval_dataset(dataset: str, ann: str, images: str, input_size: tuple[in
                          **common)
 
 
+def report_dataset(manifest: dict[str, Any], dataset: Optional[str] = None, ann: str = "",
+                   images: str = "", headboxes: str = "") -> TopDownDataset:
+    """The report split named in a student/bundle manifest (any field overridable), with
+    the manifest's preprocessing."""
+    acc, pre = manifest["accuracy"], manifest["preprocessing"]
+    return build_eval_dataset(dataset or acc["dataset"], ann or acc["ann"],
+                              images or acc["images"], tuple(pre["input_size"]),
+                              pre["heatmap_stride"], pre["sigma"],
+                              headboxes or acc.get("headboxes", ""))
+
+
 def format_metrics(res: dict[str, Any]) -> str:
     """Human-readable metrics."""
     if res["metric"] == "AP":

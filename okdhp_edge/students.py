@@ -89,17 +89,12 @@ def evaluate_student(path: str | Path, dataset: Optional[str] = None, ann: str =
                      images: str = "", headboxes: str = "", flip: Optional[bool] = None,
                      batch_size: int = 32) -> dict[str, Any]:
     """Re-evaluate a student from its manifest (its own report split unless overridden)."""
-    from okdhp_edge.evaluate import build_eval_dataset
+    from okdhp_edge.evaluate import report_dataset
     from okdhp_edge.evaluation.inference import engine_heatmap_fn, predict, score
 
     model, man = load_student(path)
-    acc, pre = man["accuracy"], man["preprocessing"]
-    dataset = dataset or acc["dataset"]
-    ds = build_eval_dataset("coco" if dataset == "synthetic" else dataset, ann or acc["ann"],
-                            images or acc["images"], tuple(pre["input_size"]),
-                            pre["heatmap_stride"], pre["sigma"],
-                            headboxes or acc["headboxes"])
-    flip = acc["flip_test"] if flip is None else flip
+    ds = report_dataset(man, dataset, ann, images, headboxes)
+    flip = man["accuracy"]["flip_test"] if flip is None else flip
     fn = engine_heatmap_fn(torch_engine(model), ds.flip_index if flip else None)
     res = score(ds, predict(ds, fn, batch_size=batch_size),
                 headboxes=getattr(ds, "headboxes", None))

@@ -16,6 +16,7 @@ import numpy as np
 from okdhp_edge.bench.timing import TimingConfig, interleaved, summarize
 from okdhp_edge.export.exporter import MODEL_FORMAT
 from okdhp_edge.runtime import BackendUnavailable, Runner, make_runner
+from okdhp_edge.runtime.base import run_one_by_one
 from okdhp_edge.runtime.pipeline import KeypointPipeline
 
 log = logging.getLogger(__name__)
@@ -233,14 +234,12 @@ def _throughput(c: Candidate, row: Row, opts: BenchOptions) -> dict[str, Any]:
 
 def _accuracy(c: Candidate, runner: Runner, opts: BenchOptions) -> dict[str, Any]:
     """The report split through this runner, same preprocessing and decoding as PyTorch."""
-    from okdhp_edge.evaluate import build_eval_dataset
+    from okdhp_edge.evaluate import report_dataset
     from okdhp_edge.evaluation.inference import engine_heatmap_fn, predict, score
 
-    acc, pre = c.manifest["accuracy"], c.manifest["preprocessing"]
+    acc = c.manifest["accuracy"]
     try:
-        ds = build_eval_dataset("mpii" if acc["dataset"] == "mpii" else "coco", acc["ann"],
-                                acc["images"], tuple(pre["input_size"]), pre["heatmap_stride"],
-                                pre["sigma"], acc.get("headboxes", ""))
+        ds = report_dataset(c.manifest)
     except Exception as exc:  # noqa: BLE001
         return {"metric": acc["metric"], "value": None, "reason": f"report split unreadable: {exc}"}
     if opts.accuracy_max_persons and len(ds) > opts.accuracy_max_persons:
@@ -248,11 +247,8 @@ def _accuracy(c: Candidate, runner: Runner, opts: BenchOptions) -> dict[str, Any
         if hasattr(ds, "headboxes"):
             ds.headboxes = ds.headboxes[:opts.accuracy_max_persons]
 
-    def one_by_one(x: np.ndarray) -> np.ndarray:
-        return np.concatenate([runner.run(np.ascontiguousarray(x[i:i + 1]))
-                               for i in range(len(x))])
-
-    fn = engine_heatmap_fn(one_by_one, ds.flip_index if opts.flip_test else None)
+    flip_index = ds.flip_index if opts.flip_test else None
+    fn = engine_heatmap_fn(lambda x: run_one_by_one(runner, x), flip_index)
     res = score(ds, predict(ds, fn, batch_size=16), headboxes=getattr(ds, "headboxes", None))
     return {"metric": res["metric"], "value": float(res["value"]), "persons": len(ds),
             "flip_test": opts.flip_test}

@@ -22,6 +22,7 @@ import numpy as np
 
 from okdhp_edge.data.codec import HeatmapCodec
 from okdhp_edge.manifest import SCHEMA, read_yaml, write_yaml
+from okdhp_edge.runtime.base import run_one_by_one
 from okdhp_edge.utils.io import sha256_file
 
 log = logging.getLogger(__name__)
@@ -71,21 +72,14 @@ def parity_inputs(man: dict[str, Any], n_random: int = 4, n_real: int = 8
     rng = np.random.default_rng(0)
     out = {"random": rng.standard_normal((n_random, 3, h, w)).astype(np.float32)}
     try:
-        from okdhp_edge.evaluate import build_eval_dataset
+        from okdhp_edge.evaluate import report_dataset
 
-        acc, pre = man["accuracy"], man["preprocessing"]
-        ds = build_eval_dataset("mpii" if acc["dataset"] == "mpii" else "coco", acc["ann"],
-                                acc["images"], tuple(pre["input_size"]), pre["heatmap_stride"],
-                                pre["sigma"], acc["headboxes"])
+        ds = report_dataset(man)
         idx = np.linspace(0, len(ds) - 1, min(n_real, len(ds))).astype(int)
         out["real"] = np.stack([ds[int(i)]["image"] for i in idx])
     except Exception as exc:  # noqa: BLE001 - parity on random inputs still runs
         log.warning("no real parity inputs for %s: %s", man["name"], exc)
     return out
-
-
-def _run_batches(runner, x: np.ndarray) -> np.ndarray:
-    return np.concatenate([runner.run(np.ascontiguousarray(x[i:i + 1])) for i in range(len(x))])
 
 
 def export_student(student_yaml: Path, out_dir: Optional[Path] = None,
@@ -165,7 +159,7 @@ def _check_parity(fmt: str, path: Path, inputs: dict[str, np.ndarray],
         runner.load(str(path))
         res: dict[str, Any] = {}
         for k, x in inputs.items():
-            res[k] = parity(ref[k], _run_batches(runner, x), stride)
+            res[k] = parity(ref[k], run_one_by_one(runner, x), stride)
     except Exception as exc:  # noqa: BLE001 - a failed parity is reported, not hidden
         return {"passed": False, "error": f"{type(exc).__name__}: {exc}"}
     finally:

@@ -44,3 +44,11 @@ class Runner(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def run_one_by_one(runner: Runner, x: np.ndarray) -> np.ndarray:
+    """Run a batch [N, 3, H, W] through a (static batch-1) runner one image at a time.
+
+    Shape: returns [N, K, h, w].
+    """
+    return np.concatenate([runner.run(np.ascontiguousarray(x[i:i + 1])) for i in range(len(x))])

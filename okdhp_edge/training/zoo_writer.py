@@ -7,6 +7,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from okdhp_edge.data.build import build_split
 from okdhp_edge.evaluation.inference import score
 from okdhp_edge.manifest import SCHEMA, unique_dir, write_yaml
@@ -43,7 +45,7 @@ def write_zoo(trainer: Trainer) -> Path:
             m = StackedHourglass(**m.arch()).to(trainer.device)
             m.load_state_dict(trainer.best_states[h.name])
         if cfg.train.channels_last:
-            m = m.to(memory_format=__import__("torch").channels_last)
+            m = m.to(memory_format=torch.channels_last)
         models[h.name] = m.eval()
     log.info("evaluating %d students on the report split (%d persons)", len(models), len(report))
     preds = trainer.head_predictions(report, cfg.eval.flip_test, models)
@@ -83,8 +85,7 @@ def write_zoo(trainer: Trainer) -> Path:
     for name, man in manifests.items():
         man["compression"] = {"params": round(max_p / man["params"], 4),
                               "macs": round(max_m / man["macs"], 4)}
-        save_student(zoo_dir / name, models[name].to(memory_format=__import__(
-            "torch").contiguous_format), man)
+        save_student(zoo_dir / name, models[name].to(memory_format=torch.contiguous_format), man)
     order = sorted(manifests, key=lambda n: manifests[n]["params"])
     write_yaml(zoo_dir / "zoo.yaml", {
         "schema": SCHEMA, "name": zoo_dir.name, "students": order,
