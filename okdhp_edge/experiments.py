@@ -10,7 +10,9 @@ Arms (``--arms`` picks a subset):
   a  OKDHP unbalanced (the config as given)
   b  OKDHP balanced (every branch as deep as the deepest)
   c  each student alone, plain, same epochs (equal iterations)
-  c_eq  each student alone, plain, epochs scaled by the MAC ratio (equal training compute)
+  c_eq  each student alone, plain, given the OKDHP run's training wall time (equal
+        compute: epochs and LR steps scaled by the measured time-per-iteration ratio of
+        arm a over arm c, same seed; runs after both)
   d  FAU replaced by plain averaging
   e  distillation off, branches and ensemble loss kept
   f  KL with temperature and per-joint normalisation
@@ -21,10 +23,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import shlex
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -60,7 +62,7 @@ def arm_runs(arm: str, cfg: Any, extra: dict[str, Any]) -> list[tuple[str, list[
             stacks = m.shared_stacks + n
             epochs = cfg.train.epochs
             if arm == "c_eq":
-                epochs = int(math.ceil(cfg.train.epochs * extra["mac_ratio"][stacks]))
+                epochs = max(epochs, int(round(epochs * extra["wall_ratio"][f"hg{stacks}"])))
             scale = epochs / cfg.train.epochs
             steps = [int(round(s * scale)) for s in cfg.train.lr_steps]
             runs.append((f"hg{stacks}", ["model.name=hg", f"model.num_stacks={stacks}",
@@ -210,13 +212,53 @@ def _curves(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
+@dataclass
+class PlannedRun:
+    arm: str
+    seed: int
+    label: str  # okdhp, hg2, ...
+    run_dir: Path
+    overrides: list[str] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return self.run_dir.name
+
+
+def wall_ratios(results: dict[str, dict[str, list[dict]]], seed: str) -> dict[str, float]:
+    """Per plain student: (OKDHP time per iteration) / (its own), from arms a and c."""
+    a = results.get("a", {}).get(seed)
+    c = results.get("c", {}).get(seed)
+    if not a or not c:
+        raise UsageError(f"arm c_eq needs arms a and c of seed {seed} first")
+    per_iter_a = a[0]["wall_s"] / a[0]["iterations"]
+    out = {}
+    for r in c:
+        (name,) = r["students"]
+        out[_student_key(name)] = per_iter_a / (r["wall_s"] / r["iterations"])
+    return out
+
+
+def _worker(config: Optional[str], overrides: list[str], run_dir: str) -> dict[str, Any]:
+    """One run in a fresh process; its progress bar goes to run_dir/progress.log."""
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    setup_logging()
+    with open(run / "progress.log", "a") as err:
+        old, sys.stderr = sys.stderr, err
+        try:
+            return run_one(Path(config) if config else None, overrides, run)
+        finally:
+            sys.stderr = old
+
+
 def ablation(args: argparse.Namespace) -> int:
     from okdhp_edge.config import load_config
 
     if not args.config.is_file():
         raise UsageError(f"{args.config}: ablation spec not found")
     spec = yaml.safe_load(args.config.read_text()) or {}
-    spec_keys = {"base_config", "seeds", "arms", "overrides", "kl_temperature"}
+    spec_keys = {"base_config", "seeds", "arms", "overrides", "kl_temperature", "arm_seeds"}
     if not (isinstance(spec, dict) and spec_keys & set(spec)):
         spec = {"base_config": str(args.config)}  # a plain training config
     unknown = set(spec) - spec_keys
@@ -226,25 +268,110 @@ def ablation(args: argparse.Namespace) -> int:
     base = Path(spec["base_config"]) if spec.get("base_config") else None
     seeds = spec.get("seeds", [0, 1, 2]) if args.seeds is None else args.seeds
     arms = spec.get("arms", list(ARMS)) if args.arms is None else args.arms
+    arm_seeds = {a: [s for s in v if s in seeds] for a, v in (spec.get("arm_seeds") or {}).items()}
+    bad = set(arm_seeds) - set(ARMS)
+    if bad:
+        raise UsageError(f"{args.config}: arm_seeds names unknown arm '{sorted(bad)[0]}'")
     extra_overrides = spec.get("overrides", []) + list(args.overrides)
-    cfg = load_config(base, extra_overrides)
-    extra = {"mac_ratio": mac_ratios(cfg), "kl_temperature": spec.get("kl_temperature", 0.1)}
-    results: dict[str, dict[str, list]] = {}
+    cfg = load_config(base, extra_overrides)  # validates every override before any run
+    kl_t = spec.get("kl_temperature", 0.1)
     root = Path(args.work_dir)
-    for arm in arms:
+
+    # Priority order: arms with every seed first (seed-major), then the arms cut to fewer
+    # seeds; c_eq waits for a and c of its seed. A cut at any time keeps the most important.
+    planned: list[PlannedRun] = []
+    for full in (True, False):
         for seed in seeds:
-            for label, ov in arm_runs(arm, cfg, extra):
-                run_dir = root / f"{arm}-seed{seed}-{label}"
-                overrides = extra_overrides + ov + [f"train.seed={seed}"]
-                log.info("ablation run %s", run_dir.name)
-                res = run_one(base, overrides, run_dir)
-                results.setdefault(arm, {}).setdefault(str(seed), []).append(res)
-        table = summarize(results)  # partial report after every arm: nothing lost
-        write_report(table, results, args.out, {"config": str(args.config), "seeds": seeds,
-                                                "mac_ratio": extra["mac_ratio"],
-                                                "argv": sys.argv})
+            for arm in arms:
+                its = arm_seeds.get(arm, seeds)
+                if seed not in its or (len(its) == len(seeds)) != full:
+                    continue
+                planned.append(PlannedRun(arm, seed, "?", root))
+    results: dict[str, dict[str, list]] = {}
+    done: dict[str, dict] = {}
+    meta = {"config": str(args.config), "seeds": seeds, "arm_seeds": arm_seeds,
+            "mac_ratio_okdhp_over_plain": mac_ratios(cfg),
+            "argv": sys.argv, "jobs": args.jobs}
+
+    def expand(p: PlannedRun) -> list[PlannedRun]:
+        extra = {"kl_temperature": kl_t}
+        if p.arm == "c_eq":
+            extra["wall_ratio"] = wall_ratios(results, str(p.seed))
+        return [PlannedRun(p.arm, p.seed, label, root / f"{p.arm}-seed{p.seed}-{label}",
+                           extra_overrides + ov + [f"train.seed={p.seed}"])
+                for label, ov in arm_runs(p.arm, cfg, extra)]
+
+    def ready(p: PlannedRun) -> bool:
+        if p.arm != "c_eq":
+            return True
+        need = [q for q in planned_all if q.seed == p.seed and q.arm in ("a", "c")]
+        return bool(need) and all(q.key in done for q in need) and \
+            all(any(q.arm == a for q in need) for a in ("a", "c"))
+
+    def record(run: PlannedRun, res: dict) -> None:
+        done[run.key] = res
+        results.setdefault(run.arm, {}).setdefault(str(run.seed), []).append(res)
+        write_report(summarize(_ordered(results, arms)), _ordered(results, arms), args.out,
+                     meta)
+
+    # expand what does not depend on other runs now, c_eq later
+    queue: list[PlannedRun] = []
+    deferred: list[PlannedRun] = []
+    for p in planned:
+        (deferred if p.arm == "c_eq" else queue).extend([p] if p.arm == "c_eq" else expand(p))
+    planned_all = list(queue)
+    total = len(queue) + len(deferred) * len(cfg.model.branches)
+    log.info("ablation: %d runs (%d jobs in parallel), work dir %s", total, args.jobs, root)
+
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    t0 = time.time()
+    running: dict[Any, PlannedRun] = {}
+    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=mp.get_context("spawn"),
+                             max_tasks_per_child=1) as pool:
+        while queue or deferred or running:
+            for p in [d for d in deferred if ready(d)]:
+                deferred.remove(p)
+                queue.extend(expand(p))
+            while queue and len(running) < args.jobs:
+                q = queue.pop(0)
+                if (q.run_dir / "result.json").is_file():  # finished earlier: no work
+                    log.info("%s: finished earlier (cached result.json)", q.key)
+                    record(q, json.loads((q.run_dir / "result.json").read_text()))
+                    continue
+                log.info("start %s (%d done of %d)", q.key, len(done), total)
+                fut = pool.submit(_worker, str(base) if base else None, q.overrides,
+                                  str(q.run_dir))
+                running[fut] = q
+            if not running:
+                if queue or any(ready(d) for d in deferred):
+                    continue  # cached results made more runs ready
+                if deferred:
+                    raise UsageError(f"arm c_eq cannot run: arms a and c of seed "
+                                     f"{deferred[0].seed} are not in this ablation")
+                break
+            finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for fut in finished:
+                q = running.pop(fut)
+                res = fut.result()  # a failed run stops the ablation; finished ones are kept
+                record(q, res)
+                log.info("done %s in %.0f s: %s (%d of %d, %.0f min elapsed)", q.key,
+                         res["elapsed_s"], ", ".join(f"{k} {v:.3f}" for k, v in
+                                                     res["students"].items()),
+                         len(done), total, (time.time() - t0) / 60)
     print(f"report: {args.out.with_suffix('.md')}")
     return 0
+
+
+def _ordered(results: dict, arms: list[str]) -> dict:
+    """Results in spec arm order, runs in student order, for stable reports."""
+    out = {}
+    for arm in arms:
+        if arm in results:
+            out[arm] = {s: sorted(results[arm][s], key=lambda r: sorted(r["students"])[0])
+                        for s in sorted(results[arm], key=int)}
+    return out
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -257,6 +384,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ab.add_argument("--seeds", type=int, nargs="*")
     ab.add_argument("--arms", nargs="*", choices=ARMS)
     ab.add_argument("--work-dir", default="runs/ablation")
+    ab.add_argument("--jobs", type=int, default=1,
+                    help="runs trained in parallel (each with train.threads from the spec)")
     ab.add_argument("--out", type=Path, default=Path("bench/reports/ablation_synthetic.md"))
     ab.add_argument("overrides", nargs="*")
     args = p.parse_args(argv)
