@@ -129,24 +129,120 @@ def _student_key(name: str) -> str:
     return name.split("-")[0]  # hg4-b1 -> hg4 (balanced arms repeat a depth)
 
 
+ARM_TITLES = {
+    "a": "OKDHP unbalanced",
+    "b": "OKDHP balanced",
+    "c": "plain, alone (equal iterations)",
+    "c_eq": "plain, alone (equal wall time)",
+    "d": "FAU -> plain mean",
+    "e": "no distillation (branches + ensemble loss)",
+    "f": "KL with T=0.1 + per-joint norm",
+}
+PLATEAU_EVALS = 3  # the last evaluations that must add less than PLATEAU_GAIN
+PLATEAU_GAIN = 0.01
+
+
+def _std(v: list[float]) -> float:
+    return float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
+
+
+def plateau_gain(curves: list[dict], key: str, last: int = PLATEAU_EVALS) -> Optional[float]:
+    """Best selection AP of the last ``last`` evaluations minus the best before them."""
+    ys = [c[key] for c in curves if key in c]
+    if len(ys) <= last:
+        return None
+    return float(max(ys[-last:]) - max(ys[:-last]))
+
+
 def summarize(results: dict[str, dict[str, list[dict]]]) -> dict[str, Any]:
-    """Mean / std of AP per (arm, student) over seeds, and cost per arm."""
+    """Per arm: AP mean / std over seeds per student, cost, plateau gains, and paired
+    differences against the plain students (same seed, so same data order and init seed)."""
     table: dict[str, Any] = {}
+    per_seed: dict[str, dict[str, dict[str, float]]] = {}  # arm -> seed -> student -> AP
     for arm, seeds in results.items():
         per_student: dict[str, list[float]] = {}
-        cost = []
-        for runs in seeds.values():
+        cost, iters, gains = [], [], []
+        for seed, runs in seeds.items():
             wall = 0.0
             for r in runs:
                 wall += r["wall_s"]
+                iters.append(r["iterations"])
                 for s, v in r["students"].items():
                     per_student.setdefault(_student_key(s), []).append(v)
+                    per_seed.setdefault(arm, {}).setdefault(seed, {}).setdefault(
+                        _student_key(s), []).append(v)
+                    g = plateau_gain(r["curves"], s)
+                    if g is not None:
+                        gains.append(g)
             cost.append(wall)
-        table[arm] = {"students": {s: {"mean": float(np.mean(v)), "std": float(np.std(v)),
-                                       "n": len(v), "values": v}
-                                   for s, v in sorted(per_student.items())},
-                      "train_wall_s_mean": float(np.mean(cost)) if cost else None}
+        table[arm] = {
+            "title": ARM_TITLES.get(arm, arm),
+            "students": {s: {"mean": float(np.mean(v)), "std": _std(v), "n": len(v),
+                             "values": v} for s, v in sorted(per_student.items(),
+                                                             key=lambda kv: _depth(kv[0]))},
+            "seeds": len(seeds),
+            "train_wall_s_mean": float(np.mean(cost)) if cost else None,
+            "iterations": sorted(set(iters)),
+            "plateau_gain_max": max(gains) if gains else None,
+        }
+    for arm in table:
+        table[arm]["paired"] = {}
+        for ref in ("c", "c_eq", "e"):
+            if ref == arm or ref not in per_seed or arm not in per_seed:
+                continue
+            diffs: dict[str, list[float]] = {}
+            for seed, studs in per_seed[arm].items():
+                for s, v in studs.items():
+                    r = per_seed[ref].get(seed, {}).get(s)
+                    if r:
+                        diffs.setdefault(s, []).append(float(np.mean(v) - np.mean(r)))
+            table[arm]["paired"][ref] = {
+                s: {"mean": float(np.mean(d)), "std": _std(d), "n": len(d), "values": d}
+                for s, d in sorted(diffs.items(), key=lambda kv: _depth(kv[0]))}
     return table
+
+
+def _depth(name: str) -> int:
+    digits = "".join(ch for ch in _student_key(name) if ch.isdigit())
+    return int(digits) if digits else 0
+
+
+def _fmt(v: Optional[dict], signed: bool = False) -> str:
+    if v is None:
+        return "-"
+    sign = "+" if signed else ""
+    return (f"{v['mean']:{sign}.3f} ± {v['std']:.3f}" if v["n"] > 1
+            else f"{v['mean']:{sign}.3f} (n=1)")
+
+
+def findings(table: dict[str, Any]) -> list[str]:
+    """Plain-language lines for the comparisons the ablation exists for (paired by seed)."""
+    out = []
+
+    def line(arm: str, ref: str, what: str) -> None:
+        p = table.get(arm, {}).get("paired", {}).get(ref)
+        if not p:
+            return
+        parts = []
+        for s, d in p.items():
+            if d["n"] < 2:
+                parts.append(f"{s} {d['mean']:+.3f} AP (one seed: no noise estimate)")
+                continue
+            se = d["std"] / np.sqrt(d["n"])
+            verdict = ("above the seed noise" if abs(d["mean"]) > 2 * se
+                       else "within the seed noise")
+            parts.append(f"{s} {d['mean']:+.3f} ± {d['std']:.3f} AP ({verdict}, "
+                         f"n={d['n']})")
+        out.append(f"- {what}: " + "; ".join(parts) + ".")
+
+    line("a", "c", "OKDHP (a) vs each student alone at equal iterations (c)")
+    line("a", "c_eq", "OKDHP (a) vs each student alone at equal wall time (c_eq)")
+    line("e", "c", "Shared multi-branch training + ensemble loss without distillation (e) "
+                   "vs alone (c)")
+    line("a", "e", "The distillation term itself: OKDHP (a) vs distillation off (e)")
+    line("f", "e", "KL with temperature + per-joint norm (f) vs distillation off (e)")
+    line("d", "e", "FAU replaced by a plain mean (d) vs distillation off (e)")
+    return out
 
 
 def write_report(table: dict[str, Any], results: dict, out: Path, meta: dict) -> None:
@@ -154,27 +250,68 @@ def write_report(table: dict[str, Any], results: dict, out: Path, meta: dict) ->
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out.with_suffix(".json"), {"meta": meta, "table": table,
                                                   "runs": results})
-    students = sorted({s for a in table.values() for s in a["students"]})
+    students = sorted({s for a in table.values() for s in a["students"]}, key=_depth)
     lines = [f"# Ablation on synthetic data ({meta['config']})", "",
-             f"Seeds: {meta['seeds']}; report split AP (mean ± std over seeds); selection "
-             "on a held-out part of the training images.", "",
-             "| arm | " + " | ".join(students) + " | train wall s (all its runs) |",
-             "|---|" + "---|" * (len(students) + 1)]
+             "Report-split COCO AP of each student (synthetic val, 300 images; never used "
+             "for selection), mean ± sample std over seeds; best weights per student chosen "
+             "on a selection split held out from the training images. Arm b's hg4 pools its "
+             "three equal-depth branches.", "",
+             "| arm | setting | seeds | " + " | ".join(students)
+             + " | iterations | train wall s / seed | plateau gain |",
+             "|---|---|---|" + "---|" * (len(students) + 3)]
     for arm, row in table.items():
-        cells = []
-        for s in students:
-            v = row["students"].get(s)
-            cells.append("-" if v is None else f"{v['mean']:.4f} ± {v['std']:.4f} (n={v['n']})")
+        cells = [_fmt(row["students"].get(s)) for s in students]
         wall = row["train_wall_s_mean"]
-        lines.append(f"| {arm} | " + " | ".join(cells) + f" | {wall:.0f} |")
-    lines += ["", "Commands:", ""]
+        gain = row["plateau_gain_max"]
+        lines.append(f"| {arm} | {row['title']} | {row['seeds']} | " + " | ".join(cells)
+                     + f" | {'/'.join(str(i) for i in row['iterations'])} | {wall:.0f} | "
+                     + ("-" if gain is None else f"{gain:+.3f}") + " |")
+    lines += ["", f"*Plateau gain*: over every run and student of the arm, the largest gain of "
+              f"selection-split AP in the last {PLATEAU_EVALS} evaluations over the best "
+              f"before them; below {PLATEAU_GAIN} means the curve has flattened.", ""]
+    for ref, title in (("c", "equal iterations"), ("c_eq", "equal training wall time")):
+        rows = [(arm, row["paired"][ref]) for arm, row in table.items()
+                if ref in row.get("paired", {}) and arm not in ("c", "c_eq")]
+        if not rows:
+            continue
+        lines += [f"## Paired by seed: arm minus plain students ({title}, arm {ref})", "",
+                  "| arm | " + " | ".join(students) + " |",
+                  "|---|" + "---|" * len(students)]
+        for arm, p in rows:
+            lines.append(f"| {arm} | " + " | ".join(_fmt(p.get(s), signed=True)
+                                                  for s in students) + " |")
+        lines.append("")
+    f = findings(table)
+    if f:
+        lines += ["## What the numbers say", "", *f,
+                  "", "(\"above the seed noise\": |mean| > 2 standard errors of the paired "
+                  "differences; with 3 seeds this is a weak test, read it as such.)", ""]
+    if meta.get("mac_ratio_okdhp_over_plain"):
+        lines += ["Forward MACs of the multi-branch net over each plain student: "
+                  + ", ".join(f"hg{k} {v:.2f}x" for k, v in
+                              meta["mac_ratio_okdhp_over_plain"].items()) + ".", ""]
+    lines += ["## Commands", "", "Whole ablation (resumable, run by run):", "",
+              f"    {' '.join(shlex.quote(a) for a in meta.get('argv_display', []))}", "",
+              "Each run:", ""]
     for arm, seeds in results.items():
         for seed, runs in seeds.items():
             for r in runs:
                 lines.append(f"- {arm} seed {seed}: `{r['command']}`")
-    lines += ["", f"![learning curves]({out.stem}_curves.png)"]
+    lines += ["", "## Learning curves", "",
+              "Selection-split AP per student, mean over seeds, against iterations and "
+              "against training wall time.", "", f"![learning curves]({out.stem}_curves.png)"]
     atomic_write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
     _curves(results, out.with_name(out.stem + "_curves.png"))
+
+
+def _mean_curve(runs_by_seed: list[dict], key: str) -> tuple[list, list, list]:
+    """Mean AP over seeds at each evaluation (seeds share the evaluation iterations)."""
+    curves = [r["curves"] for r in runs_by_seed]
+    n = min(len(c) for c in curves)
+    its = [curves[0][i]["iteration"] for i in range(n)]
+    wall = [float(np.mean([c[i]["wall_s"] for c in curves])) for i in range(n)]
+    ap = [float(np.mean([c[i].get(key, np.nan) for c in curves])) for i in range(n)]
+    return its, wall, ap
 
 
 def _curves(results: dict, path: Path) -> None:
@@ -183,30 +320,36 @@ def _curves(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), dpi=100)
-    for i, (arm, seeds) in enumerate(results.items()):
+    students = sorted({_student_key(s) for seeds in results.values() for runs in seeds.values()
+                       for r in runs for s in r["students"]}, key=_depth)
+    if not students:
+        return
+    fig, axes = plt.subplots(len(students), 2, figsize=(12, 3.2 * len(students)), dpi=90,
+                             squeeze=False)
+    for i, arm in enumerate(results):
         color = plt.cm.tab10(i % 10)
-        first = True
-        for runs in seeds.values():
-            for r in runs:
-                keys = [k for k in (r["curves"][0] if r["curves"] else {})
-                        if k not in ("iteration", "wall_s", "ensemble")]
-                if not keys:
-                    continue
-                k = max(keys, key=lambda s: int(s.split("-")[0][2:]))  # deepest student
-                xs = [c["iteration"] for c in r["curves"]]
-                ws = [c["wall_s"] for c in r["curves"]]
-                ys = [c[k] for c in r["curves"]]
-                label = f"{arm} ({k})" if first else None
-                axes[0].plot(xs, ys, color=color, alpha=0.7, label=label)
-                axes[1].plot(ws, ys, color=color, alpha=0.7)
-                first = False
-    axes[0].set_xlabel("iterations")
-    axes[1].set_xlabel("training wall time (s)")
-    for ax in axes:
-        ax.set_ylabel("selection-split AP (deepest student)")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+        style = "--" if arm.startswith("c") else "-"
+        for row, stud in enumerate(students):
+            picked = []
+            for runs in results[arm].values():
+                for r in runs:
+                    keys = [k for k in r["students"] if _student_key(k) == stud]
+                    if keys and r["curves"]:
+                        picked.append((r, keys[0]))
+            if not picked:
+                continue
+            its, wall, ap = _mean_curve([r for r, _ in picked], picked[0][1])
+            label = f"{arm}: {ARM_TITLES.get(arm, arm)} (n={len(picked)})"
+            axes[row][0].plot(its, ap, style, color=color, label=label, lw=1.4)
+            axes[row][1].plot(wall, ap, style, color=color, lw=1.4)
+    for row, stud in enumerate(students):
+        for col, xl in enumerate(("iterations", "training wall time (s, one core each)")):
+            ax = axes[row][col]
+            ax.set_xlabel(xl)
+            ax.set_ylabel(f"{stud}: selection AP")
+            ax.grid(alpha=0.3)
+            ax.set_ylim(bottom=max(0.0, ax.get_ylim()[0]))
+    axes[0][0].legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -291,7 +434,9 @@ def ablation(args: argparse.Namespace) -> int:
     done: dict[str, dict] = {}
     meta = {"config": str(args.config), "seeds": seeds, "arm_seeds": arm_seeds,
             "mac_ratio_okdhp_over_plain": mac_ratios(cfg),
-            "argv": sys.argv, "jobs": args.jobs}
+            "argv": sys.argv, "jobs": args.jobs,
+            "argv_display": ["python", "-m", "okdhp_edge.experiments",
+                             *[a for a in sys.argv[1:] if a != "--report-only"]]}
 
     def expand(p: PlannedRun) -> list[PlannedRun]:
         extra = {"kl_temperature": kl_t}
@@ -322,6 +467,24 @@ def ablation(args: argparse.Namespace) -> int:
     planned_all = list(queue)
     total = len(queue) + len(deferred) * len(cfg.model.branches)
     log.info("ablation: %d runs (%d jobs in parallel), work dir %s", total, args.jobs, root)
+
+    if args.report_only:  # re-render from the finished runs, train nothing
+        def load(q: PlannedRun) -> None:
+            if (q.run_dir / "result.json").is_file():
+                record(q, json.loads((q.run_dir / "result.json").read_text()))
+
+        for q in queue:
+            load(q)
+        for d in deferred:
+            try:
+                for q in expand(d):
+                    load(q)
+            except UsageError:  # its a / c runs are not finished
+                continue
+        if not done:
+            raise UsageError(f"{root}: no finished run (result.json) to report")
+        print(f"report: {args.out.with_suffix('.md')} ({len(done)} of {total} runs)")
+        return 0
 
     import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -384,6 +547,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ab.add_argument("--seeds", type=int, nargs="*")
     ab.add_argument("--arms", nargs="*", choices=ARMS)
     ab.add_argument("--work-dir", default="runs/ablation")
+    ab.add_argument("--report-only", action="store_true",
+                    help="write the report from the finished runs; train nothing")
     ab.add_argument("--jobs", type=int, default=1,
                     help="runs trained in parallel (each with train.threads from the spec)")
     ab.add_argument("--out", type=Path, default=Path("bench/reports/ablation_synthetic.md"))

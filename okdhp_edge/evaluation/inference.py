@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional, Union
 
 import numpy as np
 
@@ -21,15 +21,27 @@ from okdhp_edge.evaluation.pckh import pckh
 log = logging.getLogger(__name__)
 
 Engine = Callable[[np.ndarray], np.ndarray]
+Heatmaps = Union[np.ndarray, dict[str, np.ndarray]]
 
 
-def with_flip_test(engine: Engine, flip_index: np.ndarray, shift: bool = True) -> Engine:
-    """Average the heatmaps of the input and of its mirror image (flipped back)."""
+def with_flip_test(engine: Callable[[np.ndarray], Heatmaps], flip_index: np.ndarray,
+                   shift: bool = True) -> Callable[[np.ndarray], Heatmaps]:
+    """Average the heatmaps of the input and of its mirror image (flipped back).
 
-    def run(images: np.ndarray) -> np.ndarray:
-        out = np.asarray(engine(images), np.float32)
-        flipped = np.asarray(engine(np.ascontiguousarray(images[..., ::-1])), np.float32)
-        return 0.5 * (out + HeatmapCodec.flip_back(flipped, flip_index, shift))
+    ``engine`` maps images [N, 3, H, W] to heatmaps [N, K, h, w], or to a dict of such
+    (one per head of a multi-branch network); the result has the same form.
+    """
+
+    def merge(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return 0.5 * (np.asarray(a, np.float32)
+                      + HeatmapCodec.flip_back(np.asarray(b, np.float32), flip_index, shift))
+
+    def run(images: np.ndarray) -> Heatmaps:
+        out = engine(images)
+        flipped = engine(np.ascontiguousarray(images[..., ::-1]))
+        if isinstance(out, dict):
+            return {k: merge(v, flipped[k]) for k, v in out.items()}
+        return merge(out, flipped)
 
     return run
 
@@ -58,32 +70,47 @@ def predict(
     progress: bool = False,
 ) -> Predictions:
     """Run ``heatmap_fn(batch) -> [N, K, h, w]`` over the dataset and decode to image px."""
+    return predict_heads(dataset, lambda b: {"": heatmap_fn(b)}, batches, batch_size,
+                         progress)[""]
+
+
+def predict_heads(
+    dataset: TopDownDataset,
+    heads_fn: Callable[[dict[str, Any]], dict[str, np.ndarray]],
+    batches: Optional[Iterable[dict[str, Any]]] = None,
+    batch_size: int = 32,
+    progress: bool = False,
+) -> dict[str, Predictions]:
+    """Like :func:`predict` for a network with several heads: ``heads_fn(batch)`` gives
+    ``{head: [N, K, h, w]}`` and every head is decoded to image pixels."""
     batches = batches if batches is not None else iterate_batches(dataset, batch_size)
     if progress:
         from tqdm import tqdm
 
         batches = tqdm(batches, total=-(-len(dataset) // batch_size), desc="eval", leave=False)
-    idx, coords, maxvals = [], [], []
+    acc: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
     for batch in batches:
         if "image" not in batch:
             continue
-        hm = np.asarray(heatmap_fn(batch), np.float32)
-        c, m = dataset.codec.decode_to_image(hm, np.asarray(batch["center"]),
-                                             np.asarray(batch["scale"]))
-        idx.append(np.asarray(batch["index"]))
-        coords.append(c)
-        maxvals.append(m)
-    if not idx:
+        center, scale = np.asarray(batch["center"]), np.asarray(batch["scale"])
+        for name, hm in heads_fn(batch).items():
+            c, m = dataset.codec.decode_to_image(np.asarray(hm, np.float32), center, scale)
+            acc.setdefault(name, []).append((np.asarray(batch["index"]), c, m))
+    if not acc:
         k = dataset.spec.num_joints
-        return Predictions(np.zeros(0, int), np.zeros((0, k, 2)), np.zeros((0, k)))
-    return Predictions(np.concatenate(idx), np.concatenate(coords), np.concatenate(maxvals))
+        empty = Predictions(np.zeros(0, int), np.zeros((0, k, 2)), np.zeros((0, k)))
+        return {"": empty}
+    return {name: Predictions(*(np.concatenate([part[i] for part in parts]) for i in range(3)))
+            for name, parts in acc.items()}
 
 
-def engine_heatmap_fn(engine: Engine, flip_index: Optional[np.ndarray] = None) -> Callable:
-    """``heatmap_fn`` for :func:`predict` from an engine, with flip test if ``flip_index``."""
+def engine_heatmap_fn(engine: Callable[[np.ndarray], Heatmaps],
+                      flip_index: Optional[np.ndarray] = None) -> Callable:
+    """``heatmap_fn`` for :func:`predict` (or ``heads_fn`` for :func:`predict_heads`, when
+    the engine returns a dict of heads) from an engine, with flip test if ``flip_index``."""
     run = with_flip_test(engine, flip_index) if flip_index is not None else engine
 
-    def fn(batch: dict[str, Any]) -> np.ndarray:
+    def fn(batch: dict[str, Any]) -> Heatmaps:
         return run(np.ascontiguousarray(batch["image"], dtype=np.float32))
 
     return fn

@@ -21,7 +21,7 @@ from okdhp_edge.config import Config, save_config
 from okdhp_edge.data.build import build_split
 from okdhp_edge.data.dataset import TopDownDataset, collate_skip_none
 from okdhp_edge.data.keypoints import get_spec
-from okdhp_edge.evaluation.inference import Predictions, score
+from okdhp_edge.evaluation.inference import Predictions, engine_heatmap_fn, predict_heads, score
 from okdhp_edge.losses import LossTerms, okdhp_loss, plain_loss
 from okdhp_edge.manifest import unique_dir
 from okdhp_edge.models.hourglass import StackedHourglass
@@ -394,27 +394,17 @@ class Trainer:
         With ``models`` (name -> plain stacked hourglass) those are run instead of the
         training network's heads.
         """
-        from okdhp_edge.data.codec import HeatmapCodec
-
         loader = DataLoader(dataset, batch_size=self.cfg.eval.batch_size, shuffle=False,
                             num_workers=self.cfg.data.workers, collate_fn=collate_skip_none)
-        flip_index = dataset.flip_index
         was = self.model.training
         self.model.eval()
-        acc: dict[str, list] = {}
-        for batch in loader:
-            x = torch.from_numpy(batch["image"]).to(self.device)
-            hms = self._head_heatmaps(x, models)
-            if flip:
-                fl = self._head_heatmaps(torch.flip(x, dims=[3]), models)
-                hms = {k: 0.5 * (v + HeatmapCodec.flip_back(fl[k], flip_index))
-                       for k, v in hms.items()}
-            for k, hm in hms.items():
-                c, m = dataset.codec.decode_to_image(hm, batch["center"], batch["scale"])
-                acc.setdefault(k, []).append((batch["index"], c, m))
-        self.model.train(was)
-        return {k: Predictions(np.concatenate([a[0] for a in v]), np.concatenate([a[1] for a in v]),
-                               np.concatenate([a[2] for a in v])) for k, v in acc.items()}
+        try:
+            engine = lambda images: self._head_heatmaps(  # noqa: E731
+                torch.from_numpy(images).to(self.device), models)
+            heads_fn = engine_heatmap_fn(engine, dataset.flip_index if flip else None)
+            return predict_heads(dataset, heads_fn, batches=loader)
+        finally:
+            self.model.train(was)
 
     def _head_heatmaps(self, x: torch.Tensor, models) -> dict[str, np.ndarray]:
         if self.cfg.train.channels_last:
