@@ -117,12 +117,21 @@ def run_one(config: Optional[Path], overrides: list[str], run_dir: Path) -> dict
         "students": {m["name"]: m["accuracy"]["value"] for _, m in zoo_students(zoo)},
         "curves": [{"iteration": h["iteration"], "wall_s": h["wall_s"], **h["select"]}
                    for h in trainer.state.history if h["select"]],
+        "losses": _last_losses(run_dir / "metrics.jsonl"),
         "command": " ".join(shlex.quote(a) for a in [
             "python", "-m", "okdhp_edge.train", *(["--config", str(config)] if config else []),
             *overrides]),
     }
     atomic_write_json(result, res)
     return res
+
+
+def _last_losses(metrics: Path) -> dict[str, float]:
+    """Mean loss terms (unweighted) of the last epoch in a run's metrics.jsonl."""
+    if not metrics.is_file():
+        return {}
+    rows = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()]
+    return {k: float(rows[-1][k]) for k in ("mse", "ens", "kl") if rows and k in rows[-1]}
 
 
 def _student_key(name: str) -> str:
@@ -286,6 +295,19 @@ def write_report(table: dict[str, Any], results: dict, out: Path, meta: dict) ->
         lines += ["## What the numbers say", "", *f,
                   "", "(\"above the seed noise\": |mean| > 2 standard errors of the paired "
                   "differences; with 3 seeds this is a weak test, read it as such.)", ""]
+    loss_rows = [(arm, r["losses"]) for arm, seeds in results.items() if not arm.startswith("c")
+                 for r in seeds.get(next(iter(seeds)), []) if r.get("losses")]
+    if loss_rows:
+        lines += ["## Loss terms in the last epoch (first seed, unweighted means per iteration)",
+                  "", f"The total is mse + {meta.get('lambda_ens', 1.0)} ens + "
+                  f"{meta.get('lambda_kd', 2.0)} kl once the ramp is done.", "",
+                  "| arm | mse (all stacks) | ens | kl (all branches) | kl / mse |",
+                  "|---|---|---|---|---|"]
+        for arm, lo in loss_rows:
+            ratio = lo.get("kl", 0.0) / lo["mse"] if lo.get("mse") else float("nan")
+            lines.append(f"| {arm} | {lo.get('mse', 0):.3e} | {lo.get('ens', 0):.3e} | "
+                         f"{lo.get('kl', 0):.3e} | {ratio:.4f} |")
+        lines.append("")
     if meta.get("mac_ratio_okdhp_over_plain"):
         lines += ["Forward MACs of the multi-branch net over each plain student: "
                   + ", ".join(f"hg{k} {v:.2f}x" for k, v in
@@ -434,6 +456,7 @@ def ablation(args: argparse.Namespace) -> int:
     done: dict[str, dict] = {}
     meta = {"config": str(args.config), "seeds": seeds, "arm_seeds": arm_seeds,
             "mac_ratio_okdhp_over_plain": mac_ratios(cfg),
+            "lambda_kd": cfg.loss.lambda_kd, "lambda_ens": cfg.loss.lambda_ens,
             "argv": sys.argv, "jobs": args.jobs,
             "argv_display": ["python", "-m", "okdhp_edge.experiments",
                              *[a for a in sys.argv[1:] if a != "--report-only"]]}
@@ -454,6 +477,8 @@ def ablation(args: argparse.Namespace) -> int:
             all(any(q.arm == a for q in need) for a in ("a", "c"))
 
     def record(run: PlannedRun, res: dict) -> None:
+        if "losses" not in res:  # results written before the loss terms were kept
+            res["losses"] = _last_losses(run.run_dir / "metrics.jsonl")
         done[run.key] = res
         results.setdefault(run.arm, {}).setdefault(str(run.seed), []).append(res)
         write_report(summarize(_ordered(results, arms)), _ordered(results, arms), args.out,
