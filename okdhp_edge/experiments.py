@@ -295,6 +295,30 @@ def write_report(table: dict[str, Any], results: dict, out: Path, meta: dict) ->
         lines += ["## What the numbers say", "", *f,
                   "", "(\"above the seed noise\": |mean| > 2 standard errors of the paired "
                   "differences; with 3 seeds this is a weak test, read it as such.)", ""]
+    margin_rows = []
+    for arm, seeds in results.items():
+        gaps: dict[str, list[float]] = {}
+        for runs in seeds.values():
+            for r in runs:
+                last = r["curves"][-1] if r["curves"] else {}
+                if "ensemble" not in last:
+                    continue
+                for s in r["students"]:
+                    if s in last:
+                        gaps.setdefault(s, []).append(last["ensemble"] - last[s])
+        if gaps:
+            margin_rows.append((arm, {s: {"mean": float(np.mean(v)), "std": _std(v),
+                                          "n": len(v)} for s, v in gaps.items()}))
+    if margin_rows:
+        names = sorted({s for _, g in margin_rows for s in g}, key=_depth)
+        lines += ["## How much the ensemble teacher knows beyond each student", "",
+                  "Selection-split AP of the ensemble (FAU; plain mean in arm d) minus the student's, at the last "
+                  "evaluation (mean over seeds): what distillation has to transfer.", "",
+                  "| arm | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        for arm, g in margin_rows:
+            lines.append(f"| {arm} | " + " | ".join(_fmt(g.get(s), signed=True)
+                                                  for s in names) + " |")
+        lines.append("")
     loss_rows = [(arm, r["losses"]) for arm, seeds in results.items() if not arm.startswith("c")
                  for r in seeds.get(next(iter(seeds)), []) if r.get("losses")]
     if loss_rows:

@@ -176,3 +176,31 @@ def test_ablation_spec_is_valid():
     spec = yaml.safe_load((CONFIG_DIR / "ablation" / "synthetic.yaml").read_text())
     assert set(spec["arms"]) <= set(ARMS) and len(spec["seeds"]) >= 3
     load_config(CONFIG_DIR.parent / spec["base_config"], spec["overrides"])
+
+
+def test_ablation_summary_pairs_seeds_and_checks_plateau():
+    from okdhp_edge.experiments import findings, plateau_gain, summarize
+
+    def run(students, curve):
+        return {"students": students, "wall_s": 10.0, "iterations": 100,
+                "curves": [{"iteration": i, "wall_s": i, **{k: v for k in students}}
+                           for i, v in enumerate(curve)]}
+
+    flat = [0.1, 0.5, 0.6, 0.61, 0.612, 0.613]
+    results = {
+        "a": {"0": [run({"hg2": 0.60, "hg4": 0.70}, flat)],
+              "1": [run({"hg2": 0.62, "hg4": 0.71}, flat)]},
+        "c": {"0": [run({"hg2": 0.58}, flat), run({"hg4": 0.69}, flat)],
+              "1": [run({"hg2": 0.61}, flat), run({"hg4": 0.71}, flat)]},
+    }
+    table = summarize(results)
+    assert table["a"]["students"]["hg2"]["mean"] == pytest.approx(0.61)
+    assert table["a"]["students"]["hg2"]["std"] == pytest.approx(np.std([0.6, 0.62], ddof=1))
+    paired = table["a"]["paired"]["c"]
+    assert paired["hg2"]["values"] == pytest.approx([0.02, 0.01])
+    assert paired["hg4"]["values"] == pytest.approx([0.01, 0.0])
+    assert table["c"]["train_wall_s_mean"] == 20.0  # both plain runs of a seed
+    assert plateau_gain([{"x": v} for v in flat], "x") == pytest.approx(0.013)
+    assert table["a"]["plateau_gain_max"] == pytest.approx(0.013)
+    text = "\n".join(findings(table))
+    assert "hg2 +0.015" in text and "equal iterations" in text
