@@ -312,8 +312,9 @@ def write_report(table: dict[str, Any], results: dict, out: Path, meta: dict) ->
     if margin_rows:
         names = sorted({s for _, g in margin_rows for s in g}, key=_depth)
         lines += ["## How much the ensemble teacher knows beyond each student", "",
-                  "Selection-split AP of the ensemble (FAU; plain mean in arm d) minus the student's, at the last "
-                  "evaluation (mean over seeds): what distillation has to transfer.", "",
+                  "Selection-split AP of the ensemble (FAU; plain mean in arm d) minus the "
+                  "student's, at the last evaluation (mean over seeds): what distillation "
+                  "has to transfer.", "",
                   "| arm | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
         for arm, g in margin_rows:
             lines.append(f"| {arm} | " + " | ".join(_fmt(g.get(s), signed=True)
@@ -467,15 +468,15 @@ def ablation(args: argparse.Namespace) -> int:
     root = Path(args.work_dir)
 
     # Priority order: arms with every seed first (seed-major), then the arms cut to fewer
-    # seeds; c_eq waits for a and c of its seed. A cut at any time keeps the most important.
-    planned: list[PlannedRun] = []
-    for full in (True, False):
-        for seed in seeds:
-            for arm in arms:
-                its = arm_seeds.get(arm, seeds)
-                if seed not in its or (len(its) == len(seeds)) != full:
-                    continue
-                planned.append(PlannedRun(arm, seed, "?", root))
+    # seeds in spec order; c_eq waits for a and c of its seed. A stop at any time keeps the
+    # most important runs.
+    def priority(p: PlannedRun) -> tuple:
+        full = len(arm_seeds.get(p.arm, seeds)) == len(seeds)
+        return ((0, seeds.index(p.seed), arms.index(p.arm)) if full
+                else (1, arms.index(p.arm), seeds.index(p.seed)))
+
+    planned = sorted((PlannedRun(arm, seed, "?", root) for arm in arms for seed in seeds
+                      if seed in arm_seeds.get(arm, seeds)), key=priority)
     results: dict[str, dict[str, list]] = {}
     done: dict[str, dict] = {}
     meta = {"config": str(args.config), "seeds": seeds, "arm_seeds": arm_seeds,
@@ -546,6 +547,7 @@ def ablation(args: argparse.Namespace) -> int:
             for p in [d for d in deferred if ready(d)]:
                 deferred.remove(p)
                 queue.extend(expand(p))
+                queue.sort(key=priority)  # stable: a ready c_eq goes before later arms
             while queue and len(running) < args.jobs:
                 q = queue.pop(0)
                 if (q.run_dir / "result.json").is_file():  # finished earlier: no work
