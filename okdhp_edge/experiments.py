@@ -15,7 +15,9 @@ Arms (``--arms`` picks a subset):
         arm a over arm c, same seed; runs after both)
   d  FAU replaced by plain averaging
   e  distillation off, branches and ensemble loss kept
-  f  KL with temperature and per-joint normalisation
+  f  KL with a temperature (default 0.1; released per-pixel normalisation)
+  f_joint  KL with per-joint normalisation (temperature 1)
+  f_both  both switches at once
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from okdhp_edge.utils.io import atomic_write_json, atomic_write_text
 
 log = logging.getLogger("okdhp_edge.experiments")
 
-ARMS = ("a", "b", "c", "c_eq", "d", "e", "f")
+ARMS = ("a", "b", "c", "c_eq", "d", "e", "f", "f_joint", "f_both")
 
 
 def arm_runs(arm: str, cfg: Any, extra: dict[str, Any]) -> list[tuple[str, list[str]]]:
@@ -53,9 +55,13 @@ def arm_runs(arm: str, cfg: Any, extra: dict[str, Any]) -> list[tuple[str, list[
         return [("okdhp", ["model.fau=mean"])]
     if arm == "e":
         return [("okdhp", ["loss.distill=false"])]
+    t = extra.get("kl_temperature", 0.1)
     if arm == "f":
-        return [("okdhp", [f"loss.kl_temperature={extra.get('kl_temperature', 0.1)}",
-                           "loss.kl_norm=joint"])]
+        return [("okdhp", [f"loss.kl_temperature={t}"])]
+    if arm == "f_joint":
+        return [("okdhp", ["loss.kl_norm=joint"])]
+    if arm == "f_both":
+        return [("okdhp", [f"loss.kl_temperature={t}", "loss.kl_norm=joint"])]
     if arm in ("c", "c_eq"):
         runs = []
         for n in m.branches:
@@ -145,7 +151,9 @@ ARM_TITLES = {
     "c_eq": "plain, alone (equal wall time)",
     "d": "FAU -> plain mean",
     "e": "no distillation (branches + ensemble loss)",
-    "f": "KL with T=0.1 + per-joint norm",
+    "f": "KL with temperature T=0.1",
+    "f_joint": "KL with per-joint normalisation",
+    "f_both": "KL with T=0.1 and per-joint norm",
 }
 PLATEAU_EVALS = 3  # the last evaluations that must add less than PLATEAU_GAIN
 PLATEAU_GAIN = 0.01
@@ -249,7 +257,9 @@ def findings(table: dict[str, Any]) -> list[str]:
     line("e", "c", "Shared multi-branch training + ensemble loss without distillation (e) "
                    "vs alone (c)")
     line("a", "e", "The distillation term itself: OKDHP (a) vs distillation off (e)")
-    line("f", "e", "KL with temperature + per-joint norm (f) vs distillation off (e)")
+    line("f", "e", "KL with temperature 0.1 (f) vs distillation off (e)")
+    line("f_joint", "e", "KL with per-joint normalisation (f_joint) vs distillation off (e)")
+    line("f_both", "e", "KL with both switches (f_both) vs distillation off (e)")
     line("d", "e", "FAU replaced by a plain mean (d) vs distillation off (e)")
     return out
 
