@@ -12,7 +12,7 @@ Arms (``--arms`` picks a subset):
   c  each student alone, plain, same epochs (equal iterations)
   c_eq  each student alone, plain, given the OKDHP run's training wall time (equal
         compute: epochs and LR steps scaled by the measured time-per-iteration ratio of
-        arm a over arm c, same seed; runs after both)
+        arm a over arm c, averaged over their seeds; runs after both)
   d  FAU replaced by plain averaging
   e  distillation off, branches and ensemble loss kept
   f  KL with a temperature (default 0.1; released per-pixel normalisation)
@@ -425,18 +425,20 @@ class PlannedRun:
         return self.run_dir.name
 
 
-def wall_ratios(results: dict[str, dict[str, list[dict]]], seed: str) -> dict[str, float]:
-    """Per plain student: (OKDHP time per iteration) / (its own), from arms a and c."""
-    a = results.get("a", {}).get(seed)
-    c = results.get("c", {}).get(seed)
-    if not a or not c:
-        raise UsageError(f"arm c_eq needs arms a and c of seed {seed} first")
-    per_iter_a = a[0]["wall_s"] / a[0]["iterations"]
-    out = {}
-    for r in c:
-        (name,) = r["students"]
-        out[_student_key(name)] = per_iter_a / (r["wall_s"] / r["iterations"])
-    return out
+def wall_ratios(results: dict[str, dict[str, list[dict]]]) -> dict[str, float]:
+    """Per plain student: (OKDHP time per iteration) / (its own), from arms a and c,
+    each time per iteration averaged over every seed both arms have finished."""
+    a, c = results.get("a", {}), results.get("c", {})
+    seeds = sorted(set(a) & set(c), key=int)
+    if not seeds:
+        raise UsageError("arm c_eq needs arms a and c finished for at least one seed first")
+    per_iter_a = np.mean([a[s][0]["wall_s"] / a[s][0]["iterations"] for s in seeds])
+    plain: dict[str, list[float]] = {}
+    for s in seeds:
+        for r in c[s]:
+            (name,) = r["students"]
+            plain.setdefault(_student_key(name), []).append(r["wall_s"] / r["iterations"])
+    return {k: float(per_iter_a / np.mean(v)) for k, v in plain.items()}
 
 
 def _worker(config: Optional[str], overrides: list[str], run_dir: str) -> dict[str, Any]:
@@ -499,7 +501,7 @@ def ablation(args: argparse.Namespace) -> int:
     def expand(p: PlannedRun) -> list[PlannedRun]:
         extra = {"kl_temperature": kl_t}
         if p.arm == "c_eq":
-            extra["wall_ratio"] = wall_ratios(results, str(p.seed))
+            extra["wall_ratio"] = wall_ratios(results)
         return [PlannedRun(p.arm, p.seed, label, root / f"{p.arm}-seed{p.seed}-{label}",
                            extra_overrides + ov + [f"train.seed={p.seed}"])
                 for label, ov in arm_runs(p.arm, cfg, extra)]
@@ -507,7 +509,7 @@ def ablation(args: argparse.Namespace) -> int:
     def ready(p: PlannedRun) -> bool:
         if p.arm != "c_eq":
             return True
-        need = [q for q in planned_all if q.seed == p.seed and q.arm in ("a", "c")]
+        need = [q for q in planned_all if q.arm in ("a", "c")]  # every seed: a fair ratio
         return bool(need) and all(q.key in done for q in need) and \
             all(any(q.arm == a for q in need) for a in ("a", "c"))
 
@@ -572,8 +574,8 @@ def ablation(args: argparse.Namespace) -> int:
                 if queue or any(ready(d) for d in deferred):
                     continue  # cached results made more runs ready
                 if deferred:
-                    raise UsageError(f"arm c_eq cannot run: arms a and c of seed "
-                                     f"{deferred[0].seed} are not in this ablation")
+                    raise UsageError("arm c_eq cannot run: arms a and c are not both in "
+                                     "this ablation")
                 break
             finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
             for fut in finished:
