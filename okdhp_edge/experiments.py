@@ -513,6 +513,13 @@ def ablation(args: argparse.Namespace) -> int:
         return bool(need) and all(q.key in done for q in need) and \
             all(any(q.arm == a for q in need) for a in ("a", "c"))
 
+    def load(q: PlannedRun) -> bool:
+        """Record a run finished earlier (its result.json); False when it has none."""
+        if not (q.run_dir / "result.json").is_file():
+            return False
+        record(q, json.loads((q.run_dir / "result.json").read_text()))
+        return True
+
     def record(run: PlannedRun, res: dict) -> None:
         if "losses" not in res:  # results written before the loss terms were kept
             res["losses"] = _last_losses(run.run_dir / "metrics.jsonl")
@@ -525,16 +532,15 @@ def ablation(args: argparse.Namespace) -> int:
     queue: list[PlannedRun] = []
     deferred: list[PlannedRun] = []
     for p in planned:
-        (deferred if p.arm == "c_eq" else queue).extend([p] if p.arm == "c_eq" else expand(p))
+        if p.arm == "c_eq":
+            deferred.append(p)
+        else:
+            queue.extend(expand(p))
     planned_all = list(queue)
     total = len(queue) + len(deferred) * len(cfg.model.branches)
     log.info("ablation: %d runs (%d jobs in parallel), work dir %s", total, args.jobs, root)
 
     if args.report_only:  # re-render from the finished runs, train nothing
-        def load(q: PlannedRun) -> None:
-            if (q.run_dir / "result.json").is_file():
-                record(q, json.loads((q.run_dir / "result.json").read_text()))
-
         for q in queue:
             load(q)
         for d in deferred:
@@ -562,9 +568,8 @@ def ablation(args: argparse.Namespace) -> int:
                 queue.sort(key=priority)  # stable: a ready c_eq goes before later arms
             while queue and len(running) < args.jobs:
                 q = queue.pop(0)
-                if (q.run_dir / "result.json").is_file():  # finished earlier: no work
+                if load(q):  # finished earlier: no work
                     log.info("%s: finished earlier (cached result.json)", q.key)
-                    record(q, json.loads((q.run_dir / "result.json").read_text()))
                     continue
                 log.info("start %s (%d done of %d)", q.key, len(done), total)
                 fut = pool.submit(_worker, str(base) if base else None, q.overrides,
