@@ -320,7 +320,7 @@ def write_report(table: dict[str, Any], results: dict, out: Path, meta: dict) ->
             margin_rows.append((arm, {s: {"mean": float(np.mean(v)), "std": _std(v),
                                           "n": len(v)} for s, v in gaps.items()}))
     if margin_rows:
-        names = sorted({s for _, g in margin_rows for s in g}, key=_depth)
+        names = sorted({s for _, g in margin_rows for s in g}, key=lambda n: (_depth(n), n))
         lines += ["## How much the ensemble teacher knows beyond each student", "",
                   "Selection-split AP of the ensemble (FAU; plain mean in arm d) minus the "
                   "student's, at the last evaluation (mean over seeds): what distillation "
