@@ -219,6 +219,18 @@ def summarize(results: dict[str, dict[str, list[dict]]]) -> dict[str, Any]:
     return table
 
 
+def plateau_verdict(table: dict[str, Any]) -> str:
+    """One sentence: did every arm's selection AP flatten by the end of its schedule?"""
+    rising = {arm: row["plateau_gain_max"] for arm, row in table.items()
+              if row["plateau_gain_max"] is not None and row["plateau_gain_max"] >= PLATEAU_GAIN}
+    if not rising:
+        return (f"Every run of every arm flattened (plateau gain below {PLATEAU_GAIN}): the "
+                "comparisons are between trained-out students.")
+    arms = ", ".join(f"{arm} ({gain:+.3f})" for arm, gain in rising.items())
+    return (f"Still rising at the end (plateau gain of at least {PLATEAU_GAIN}): {arms}; "
+            "comparisons involving these arms are not at a plateau.")
+
+
 def _depth(name: str) -> int:
     digits = "".join(ch for ch in _student_key(name) if ch.isdigit())
     return int(digits) if digits else 0
@@ -252,6 +264,8 @@ def findings(table: dict[str, Any]) -> list[str]:
                          f"n={d['n']})")
         out.append(f"- {what}: " + "; ".join(parts) + ".")
 
+    line("c_eq", "c", "Plain students given the OKDHP run's wall time (c_eq, more iterations) "
+                      "vs the shared schedule (c): what longer training still adds")
     line("a", "c", "OKDHP (a) vs each student alone at equal iterations (c)")
     line("a", "c_eq", "OKDHP (a) vs each student alone at equal wall time (c_eq)")
     line("e", "c", "Shared multi-branch training + ensemble loss without distillation (e) "
@@ -287,7 +301,8 @@ def write_report(table: dict[str, Any], results: dict, out: Path, meta: dict) ->
                      + ("-" if gain is None else f"{gain:+.3f}") + " |")
     lines += ["", f"*Plateau gain*: over every run and student of the arm, the largest gain of "
               f"selection-split AP in the last {PLATEAU_EVALS} evaluations over the best "
-              f"before them; below {PLATEAU_GAIN} means the curve has flattened.", ""]
+              f"before them; below {PLATEAU_GAIN} means the curve has flattened.", "",
+              plateau_verdict(table), ""]
     for ref, title in (("c", "equal iterations"), ("c_eq", "equal training wall time")):
         rows = [(arm, row["paired"][ref]) for arm, row in table.items()
                 if ref in row.get("paired", {}) and arm not in ("c", "c_eq")]

@@ -180,7 +180,7 @@ def test_ablation_spec_is_valid():
 
 
 def test_ablation_summary_pairs_seeds_and_checks_plateau():
-    from okdhp_edge.experiments import findings, plateau_gain, summarize
+    from okdhp_edge.experiments import findings, plateau_gain, plateau_verdict, summarize
 
     def run(students, curve):
         return {"students": students, "wall_s": 10.0, "iterations": 100,
@@ -205,3 +205,6 @@ def test_ablation_summary_pairs_seeds_and_checks_plateau():
     assert table["a"]["plateau_gain_max"] == pytest.approx(0.013)
     text = "\n".join(findings(table))
     assert "hg2 +0.015" in text and "equal iterations" in text
+    assert "a (+0.013)" in plateau_verdict(table)  # 0.013 >= 0.01: still rising
+    table["a"]["plateau_gain_max"] = table["c"]["plateau_gain_max"] = 0.004
+    assert plateau_verdict(table).startswith("Every run of every arm flattened")
