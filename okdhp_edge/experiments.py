@@ -18,6 +18,7 @@ Arms (``--arms`` picks a subset):
   f  KL with a temperature (default 0.1; released per-pixel normalisation)
   f_joint  KL with per-joint normalisation (temperature 1)
   f_both  both switches at once
+  f_detach  KL with temperature T and the ensemble detached (a teacher the KL cannot pull)
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from okdhp_edge.utils.io import atomic_write_json, atomic_write_text
 
 log = logging.getLogger("okdhp_edge.experiments")
 
-ARMS = ("a", "b", "c", "c_eq", "d", "e", "f", "f_joint", "f_both")
+ARMS = ("a", "b", "c", "c_eq", "d", "e", "f", "f_joint", "f_both", "f_detach")
 
 
 def arm_runs(arm: str, cfg: Any, extra: dict[str, Any]) -> list[tuple[str, list[str]]]:
@@ -62,6 +63,8 @@ def arm_runs(arm: str, cfg: Any, extra: dict[str, Any]) -> list[tuple[str, list[
         return [("okdhp", ["loss.kl_norm=joint"])]
     if arm == "f_both":
         return [("okdhp", [f"loss.kl_temperature={t}", "loss.kl_norm=joint"])]
+    if arm == "f_detach":
+        return [("okdhp", [f"loss.kl_temperature={t}", "loss.detach_ensemble=true"])]
     if arm in ("c", "c_eq"):
         runs = []
         for n in m.branches:
@@ -154,6 +157,7 @@ ARM_TITLES = {
     "f": "KL with temperature T=0.1",
     "f_joint": "KL with per-joint normalisation",
     "f_both": "KL with T=0.1 and per-joint norm",
+    "f_detach": "KL with T=0.1, ensemble detached",
 }
 PLATEAU_EVALS = 3  # the last evaluations that must add less than PLATEAU_GAIN
 PLATEAU_GAIN = 0.01
@@ -274,6 +278,8 @@ def findings(table: dict[str, Any]) -> list[str]:
     line("f", "e", "KL with temperature 0.1 (f) vs distillation off (e)")
     line("f_joint", "e", "KL with per-joint normalisation (f_joint) vs distillation off (e)")
     line("f_both", "e", "KL with both switches (f_both) vs distillation off (e)")
+    line("f_detach", "e", "KL with temperature 0.1 and the ensemble detached (f_detach) vs "
+                          "distillation off (e)")
     line("d", "e", "FAU replaced by a plain mean (d) vs distillation off (e)")
     return out
 

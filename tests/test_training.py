@@ -172,11 +172,17 @@ def test_ddp_two_cpu_processes(synthetic_root, tmp_path):
 
 
 def test_ablation_spec_is_valid():
-    from okdhp_edge.experiments import ARMS
+    from okdhp_edge.experiments import ARMS, arm_runs
 
     spec = yaml.safe_load((CONFIG_DIR / "ablation" / "synthetic.yaml").read_text())
     assert set(spec["arms"]) <= set(ARMS) and len(spec["seeds"]) >= 3
-    load_config(CONFIG_DIR.parent / spec["base_config"], spec["overrides"])
+    base = CONFIG_DIR.parent / spec["base_config"]
+    cfg = load_config(base, spec["overrides"])
+    extra = {"kl_temperature": spec["kl_temperature"],
+             "wall_ratio": {"hg2": 2.0, "hg3": 1.8, "hg4": 1.6}}
+    for arm in ARMS:  # every arm's overrides are valid keys and values
+        for _, overrides in arm_runs(arm, cfg, extra):
+            load_config(base, spec["overrides"] + overrides)
 
 
 def test_ablation_summary_pairs_seeds_and_checks_plateau():
