@@ -228,8 +228,10 @@ def plateau_verdict(table: dict[str, Any]) -> str:
     rising = {arm: row["plateau_gain_max"] for arm, row in table.items()
               if row["plateau_gain_max"] is not None and row["plateau_gain_max"] >= PLATEAU_GAIN}
     if not rising:
-        return (f"Every run of every arm flattened (plateau gain below {PLATEAU_GAIN}): the "
-                "comparisons are between trained-out students.")
+        return (f"Every run of every arm flattened by the end of its schedule (plateau gain "
+                f"below {PLATEAU_GAIN}). LR drops flatten any curve, so the test of a plateau "
+                "is c_eq vs c below: what the plain students gain from about twice the "
+                "iterations.")
     arms = ", ".join(f"{arm} ({gain:+.3f})" for arm, gain in rising.items())
     return (f"Still rising at the end (plateau gain of at least {PLATEAU_GAIN}): {arms}; "
             "comparisons involving these arms are not at a plateau.")
