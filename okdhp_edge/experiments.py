@@ -429,7 +429,11 @@ def _curves(results: dict, path: Path) -> None:
             ax.set_ylabel(f"{stud}: selection AP")
             ax.grid(alpha=0.3)
             ax.set_ylim(bottom=max(0.0, ax.get_ylim()[0]))
-    axes[0][0].legend(fontsize=7, loc="lower right")
+    legend: dict[str, Any] = {}  # every arm once, also those with only some students (b)
+    for row in range(len(students)):
+        for h, lab in zip(*axes[row][0].get_legend_handles_labels()):
+            legend.setdefault(lab, h)
+    axes[0][0].legend(list(legend.values()), list(legend), fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
