@@ -50,3 +50,22 @@ def test_synthetic_oracle(synthetic_root):
                        synthetic_root / "images" / "val", input_size=(96, 128))
     res = score(ds, predict(ds, oracle_heatmap_fn(ds)))
     assert res["AP"] >= 0.95
+
+
+def test_existing_root_with_other_settings_warns(synthetic_root, caplog):
+    from okdhp_edge.config import load_config
+    from okdhp_edge.data.build import ensure_synthetic
+
+    same = load_config(overrides=[f"data.root={synthetic_root}", "data.synthetic_num_train=48",
+                                  "data.synthetic_num_val=16", "data.synthetic_seed=3",
+                                  "data.synthetic_image_size=[160,120]"])
+    with caplog.at_level("WARNING", logger="okdhp_edge.data.build"):
+        ensure_synthetic(same.data)
+    assert not caplog.records
+    other = load_config(overrides=[f"data.root={synthetic_root}", "data.synthetic_num_train=50",
+                                   "data.synthetic_num_val=16", "data.synthetic_seed=3",
+                                   "data.synthetic_image_size=[160,120]"])
+    with caplog.at_level("WARNING", logger="okdhp_edge.data.build"):
+        ensure_synthetic(other.data)
+    assert len(caplog.records) == 1
+    assert "train split there has 48 images" in caplog.text and "ask for 50" in caplog.text

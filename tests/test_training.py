@@ -214,3 +214,14 @@ def test_ablation_summary_pairs_seeds_and_checks_plateau():
     assert "a (+0.013)" in plateau_verdict(table)  # 0.013 >= 0.01: still rising
     table["a"]["plateau_gain_max"] = table["c"]["plateau_gain_max"] = 0.004
     assert plateau_verdict(table).startswith("Every run of every arm flattened")
+    assert "has not run" in plateau_verdict(table)
+    longer = {"0": [run({"hg2": 0.59}, flat), run({"hg4": 0.70}, flat)]}
+    table = summarize({**results, "c_eq": longer})
+    for row in table.values():
+        row["plateau_gain_max"] = 0.004
+    assert "at most +0.010 AP over c" in plateau_verdict(table)  # below 0.02: at a plateau
+    longer["0"][1]["students"]["hg4"] = 0.75
+    table = summarize({**results, "c_eq": longer})
+    for row in table.values():
+        row["plateau_gain_max"] = 0.004
+    assert plateau_verdict(table).endswith("not at a plateau.")

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -41,12 +42,32 @@ def ensure_synthetic(dcfg: Any) -> None:
     """Generate the synthetic dataset under ``dcfg.root`` if it is not there yet."""
     paths = synthetic_paths(dcfg.root)
     if paths["train_ann"].is_file() and paths["report_ann"].is_file():
+        _check_synthetic(paths, dcfg)
         return
     from okdhp_edge.data.synthetic import generate_dataset
 
     log.info("generating synthetic dataset in %s", dcfg.root)
     generate_dataset(Path(dcfg.root), dcfg.synthetic_num_train, dcfg.synthetic_num_val,
                      seed=dcfg.synthetic_seed, image_size=tuple(dcfg.synthetic_image_size))
+
+
+def _check_synthetic(paths: dict[str, Path], dcfg: Any) -> None:
+    """Warn when the dataset under ``dcfg.root`` was generated with other settings than
+    the config's ``synthetic_*`` (which only apply when it is generated): it is used as
+    it is, so a changed ``synthetic_num_train`` needs another ``data.root``."""
+    want = {"train": dcfg.synthetic_num_train, "val": dcfg.synthetic_num_val}
+    size = [int(v) for v in dcfg.synthetic_image_size]
+    for split, key in (("train", "train_ann"), ("val", "report_ann")):
+        doc = json.loads(paths[key].read_text())
+        images = doc.get("images", [])
+        seed = doc.get("info", {}).get("seed")
+        got = [images[0]["width"], images[0]["height"]] if images else size
+        if len(images) != want[split] or seed != dcfg.synthetic_seed or got != size:
+            log.warning("%s: the synthetic %s split there has %d images (seed %s, %dx%d), the "
+                        "config's data.synthetic_* settings ask for %d (seed %d, %dx%d); using "
+                        "it as it is (point data.root elsewhere to generate another)",
+                        dcfg.root, split, len(images), seed, got[0], got[1], want[split],
+                        dcfg.synthetic_seed, size[0], size[1])
 
 
 def _paths(dcfg: Any) -> dict[str, str]:
