@@ -225,27 +225,30 @@ def summarize(results: dict[str, dict[str, list[dict]]]) -> dict[str, Any]:
 
 
 def plateau_verdict(table: dict[str, Any]) -> str:
-    """Did the arms reach a plateau? LR drops flatten any curve, so the test is what the
-    plain students gain from about twice the iterations (c_eq vs c), when c_eq ran."""
+    """Did the arms reach a plateau? Two facts: how much each arm's selection AP still
+    gained in its last evaluations (LR drops flatten any curve, and the last drop may fall
+    in that window), and what the plain students gain from about twice the iterations
+    (c_eq vs c), which decides when it ran."""
     rising = {arm: row["plateau_gain_max"] for arm, row in table.items()
               if row["plateau_gain_max"] is not None and row["plateau_gain_max"] >= PLATEAU_GAIN}
     if rising:
         arms = ", ".join(f"{arm} ({gain:+.3f})" for arm, gain in rising.items())
-        return (f"Still rising at the end (plateau gain of at least {PLATEAU_GAIN}): {arms}; "
-                "comparisons involving these arms are not at a plateau.")
-    flat = (f"Every run of every arm flattened by the end of its schedule (plateau gain "
-            f"below {PLATEAU_GAIN}), but LR drops flatten any curve: ")
+        end = (f"Gain of at least {PLATEAU_GAIN} in the last {PLATEAU_EVALS} evaluations: "
+               f"{arms}. ")
+    else:
+        end = (f"Every run of every arm flattened by the end of its schedule (plateau gain "
+               f"below {PLATEAU_GAIN}), but LR drops flatten any curve. ")
     longer = table.get("c_eq", {}).get("paired", {}).get("c")
     if not longer:
-        return flat + "the test of a plateau, c_eq vs c (about twice the iterations), has not run."
+        return end + "The test of a plateau, c_eq vs c (about twice the iterations), has not run."
     gain = max(d["mean"] for d in longer.values())
     gains = ", ".join(f"{s} {d['mean']:+.3f}" for s, d in longer.items())
     if gain < PLATEAU_LONGER_GAIN:
-        return flat + (f"the plain students given about twice the iterations (c_eq) gain at "
-                       f"most {gain:+.3f} AP over c ({gains}; threshold "
-                       f"{PLATEAU_LONGER_GAIN}): at a plateau.")
-    return flat + (f"the plain students given about twice the iterations (c_eq) still gain "
-                   f"{gains} AP over c (threshold {PLATEAU_LONGER_GAIN}): not at a plateau.")
+        return end + (f"The plain students given about twice the iterations (c_eq) gain at "
+                      f"most {gain:+.3f} AP over c ({gains}; threshold "
+                      f"{PLATEAU_LONGER_GAIN}): at a plateau.")
+    return end + (f"The plain students given about twice the iterations (c_eq) still gain "
+                  f"{gains} AP over c (threshold {PLATEAU_LONGER_GAIN}): not at a plateau.")
 
 
 def _depth(name: str) -> int:

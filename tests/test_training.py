@@ -212,6 +212,7 @@ def test_ablation_summary_pairs_seeds_and_checks_plateau():
     text = "\n".join(findings(table))
     assert "hg2 +0.015" in text and "equal iterations" in text
     assert "a (+0.013)" in plateau_verdict(table)  # 0.013 >= 0.01: still rising
+    assert "has not run" in plateau_verdict(table)
     table["a"]["plateau_gain_max"] = table["c"]["plateau_gain_max"] = 0.004
     assert plateau_verdict(table).startswith("Every run of every arm flattened")
     assert "has not run" in plateau_verdict(table)
