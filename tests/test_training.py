@@ -216,13 +216,12 @@ def test_ablation_summary_pairs_seeds_and_checks_plateau():
     table["a"]["plateau_gain_max"] = table["c"]["plateau_gain_max"] = 0.004
     assert plateau_verdict(table).startswith("Every run of every arm flattened")
     assert "has not run" in plateau_verdict(table)
-    longer = {"0": [run({"hg2": 0.59}, flat), run({"hg4": 0.70}, flat)]}
-    table = summarize({**results, "c_eq": longer})
-    for row in table.values():
-        row["plateau_gain_max"] = 0.004
-    assert "at most +0.010 AP over c" in plateau_verdict(table)  # below 0.02: at a plateau
-    longer["0"][1]["students"]["hg4"] = 0.75
-    table = summarize({**results, "c_eq": longer})
-    for row in table.values():
-        row["plateau_gain_max"] = 0.004
-    assert plateau_verdict(table).endswith("not at a plateau.")
+    def verdict_with_longer(hg4: float) -> str:  # flat curves, c_eq seed 0 as given
+        longer = {"0": [run({"hg2": 0.59}, flat), run({"hg4": hg4}, flat)]}
+        table = summarize({**results, "c_eq": longer})
+        for row in table.values():
+            row["plateau_gain_max"] = 0.004
+        return plateau_verdict(table)
+
+    assert "at most +0.010 AP over c" in verdict_with_longer(0.70)  # below 0.02: a plateau
+    assert verdict_with_longer(0.75).endswith("not at a plateau.")

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from pathlib import Path
@@ -42,7 +43,9 @@ def ensure_synthetic(dcfg: Any) -> None:
     """Generate the synthetic dataset under ``dcfg.root`` if it is not there yet."""
     paths = synthetic_paths(dcfg.root)
     if paths["train_ann"].is_file() and paths["report_ann"].is_file():
-        _check_synthetic(paths, dcfg)
+        w, h = (int(v) for v in dcfg.synthetic_image_size)
+        _check_synthetic(str(dcfg.root), dcfg.synthetic_num_train, dcfg.synthetic_num_val,
+                         dcfg.synthetic_seed, (w, h))
         return
     from okdhp_edge.data.synthetic import generate_dataset
 
@@ -51,23 +54,26 @@ def ensure_synthetic(dcfg: Any) -> None:
                      seed=dcfg.synthetic_seed, image_size=tuple(dcfg.synthetic_image_size))
 
 
-def _check_synthetic(paths: dict[str, Path], dcfg: Any) -> None:
-    """Warn when the dataset under ``dcfg.root`` was generated with other settings than
-    the config's ``synthetic_*`` (which only apply when it is generated): it is used as
-    it is, so a changed ``synthetic_num_train`` needs another ``data.root``."""
-    want = {"train": dcfg.synthetic_num_train, "val": dcfg.synthetic_num_val}
-    size = [int(v) for v in dcfg.synthetic_image_size]
+@functools.cache
+def _check_synthetic(root: str, num_train: int, num_val: int, seed: int,
+                     size: tuple[int, int]) -> None:
+    """Warn when the dataset under ``root`` was generated with other settings than the
+    config's ``synthetic_*`` (which only apply when it is generated): it is used as it is,
+    so a changed ``synthetic_num_train`` needs another ``data.root``. Once per process and
+    settings: build_split calls it for every split."""
+    paths = synthetic_paths(root)
+    want = {"train": num_train, "val": num_val}
     for split, key in (("train", "train_ann"), ("val", "report_ann")):
         doc = json.loads(paths[key].read_text())
         images = doc.get("images", [])
-        seed = doc.get("info", {}).get("seed")
-        got = [images[0]["width"], images[0]["height"]] if images else size
-        if len(images) != want[split] or seed != dcfg.synthetic_seed or got != size:
+        got_seed = doc.get("info", {}).get("seed")
+        got = (images[0]["width"], images[0]["height"]) if images else size
+        if len(images) != want[split] or got_seed != seed or got != size:
             log.warning("%s: the synthetic %s split there has %d images (seed %s, %dx%d), the "
                         "config's data.synthetic_* settings ask for %d (seed %d, %dx%d); using "
                         "it as it is (point data.root elsewhere to generate another)",
-                        dcfg.root, split, len(images), seed, got[0], got[1], want[split],
-                        dcfg.synthetic_seed, size[0], size[1])
+                        root, split, len(images), got_seed, got[0], got[1], want[split],
+                        seed, size[0], size[1])
 
 
 def _paths(dcfg: Any) -> dict[str, str]:
