@@ -80,6 +80,27 @@ def arm_runs(arm: str, cfg: Any, extra: dict[str, Any]) -> list[tuple[str, list[
     raise UsageError(f"unknown arm '{arm}'; expected some of {', '.join(ARMS)}")
 
 
+def _readable_command(command: str) -> str:
+    """The command with each repeated ``key=value`` override given once, at its first place,
+    with the value that wins (the last one): the run-specific overrides of arms c and c_eq
+    repeat keys of the base overrides."""
+    args = shlex.split(command)
+    last: dict[str, str] = {}
+    for a in args:
+        if "=" in a and not a.startswith("-"):
+            last[a.split("=", 1)[0]] = a
+    out, seen = [], set()
+    for a in args:
+        if "=" in a and not a.startswith("-"):
+            key = a.split("=", 1)[0]
+            if key in seen:
+                continue
+            seen.add(key)
+            a = last[key]
+        out.append(a)
+    return " ".join(shlex.quote(a) for a in out)
+
+
 def mac_ratios(cfg: Any) -> dict[int, float]:
     """Training cost of the multi-branch net over each plain student's (forward MACs)."""
     from okdhp_edge import create_model
@@ -394,7 +415,8 @@ def write_report(table: dict[str, Any], results: dict, out: Path, meta: dict) ->
     for arm, seeds in results.items():
         for seed, runs in seeds.items():
             for r in runs:
-                lines.append(f"- {arm} seed {seed}: `{r['command']}`")
+                who = f" ({', '.join(r['students'])})" if len(runs) > 1 else ""
+                lines.append(f"- {arm} seed {seed}{who}: `{_readable_command(r['command'])}`")
     lines += ["", "## Learning curves", "",
               "Selection-split AP per student, mean over seeds, against iterations and "
               "against training wall time.", "", f"![learning curves]({out.stem}_curves.png)"]

@@ -225,3 +225,14 @@ def test_ablation_summary_pairs_seeds_and_checks_plateau():
 
     assert "at most +0.010 AP over c" in verdict_with_longer(0.70)  # below 0.02: a plateau
     assert verdict_with_longer(0.75).endswith("not at a plateau.")
+
+
+def test_ablation_report_commands_give_each_override_once():
+    from okdhp_edge.experiments import _readable_command
+
+    cmd = ("python -m okdhp_edge.train --config configs/quickstart.yaml train.epochs=42 "
+           "'train.lr_steps=[34,39]' model.name=hg train.epochs=80 'train.lr_steps=[65, 74]' "
+           "train.seed=0")
+    assert _readable_command(cmd) == (
+        "python -m okdhp_edge.train --config configs/quickstart.yaml train.epochs=80 "
+        "'train.lr_steps=[65, 74]' model.name=hg train.seed=0")
