@@ -19,6 +19,9 @@ Arms (``--arms`` picks a subset):
   f_joint  KL with per-joint normalisation (temperature 1)
   f_both  both switches at once
   f_detach  KL with temperature T and the ensemble detached (a teacher the KL cannot pull)
+  f_weight  the released KL with a stronger weight (spec key lambda_kd_strong, default 100
+            times the config's lambda_kd: at 32x24 heatmaps the released 2 x KL pulls a
+            prediction 1-3 px off about 250 times more weakly than its MSE does)
 """
 
 from __future__ import annotations
@@ -41,7 +44,8 @@ from okdhp_edge.utils.io import atomic_write_json, atomic_write_text
 
 log = logging.getLogger("okdhp_edge.experiments")
 
-ARMS = ("a", "b", "c", "c_eq", "d", "e", "f", "f_joint", "f_both", "f_detach")
+ARMS = ("a", "b", "c", "c_eq", "d", "e", "f", "f_joint", "f_both", "f_detach",
+        "f_weight")
 
 
 def arm_runs(arm: str, cfg: Any, extra: dict[str, Any]) -> list[tuple[str, list[str]]]:
@@ -65,6 +69,8 @@ def arm_runs(arm: str, cfg: Any, extra: dict[str, Any]) -> list[tuple[str, list[
         return [("okdhp", [f"loss.kl_temperature={t}", "loss.kl_norm=joint"])]
     if arm == "f_detach":
         return [("okdhp", [f"loss.kl_temperature={t}", "loss.detach_ensemble=true"])]
+    if arm == "f_weight":
+        return [("okdhp", [f"loss.lambda_kd={extra['lambda_kd_strong']}"])]
     if arm in ("c", "c_eq"):
         runs = []
         for n in m.branches:
@@ -179,6 +185,7 @@ ARM_TITLES = {
     "f_joint": "KL with per-joint normalisation",
     "f_both": "KL with T=0.1 and per-joint norm",
     "f_detach": "KL with T=0.1, ensemble detached",
+    "f_weight": "released KL, stronger weight",
 }
 PLATEAU_EVALS = 3  # the last evaluations that must add less than PLATEAU_GAIN
 PLATEAU_GAIN = 0.01
@@ -230,7 +237,7 @@ def summarize(results: dict[str, dict[str, list[dict]]]) -> dict[str, Any]:
         }
     for arm in table:
         table[arm]["paired"] = {}
-        for ref in ("c", "c_eq", "e"):
+        for ref in ("a", "c", "c_eq", "e"):
             if ref == arm or ref not in per_seed or arm not in per_seed:
                 continue
             diffs: dict[str, list[float]] = {}
@@ -317,7 +324,12 @@ def findings(table: dict[str, Any]) -> list[str]:
     line("f_both", "e", "KL with both switches (f_both) vs distillation off (e)")
     line("f_detach", "e", "KL with temperature 0.1 and the ensemble detached (f_detach) vs "
                           "distillation off (e)")
-    line("d", "e", "FAU replaced by a plain mean (d) vs distillation off (e)")
+    line("f_weight", "a", "The released KL with a stronger weight (f_weight) vs the released "
+                          "weight (a)")
+    line("f_weight", "e", "The released KL with a stronger weight (f_weight) vs distillation "
+                          "off (e)")
+    line("d", "a", "FAU replaced by a plain mean (d) vs the FAU (a), both distilling")
+    line("b", "a", "Balanced branches (b; its hg4 pools three equal branches) vs unbalanced (a)")
     return out
 
 
@@ -343,7 +355,9 @@ def write_report(table: dict[str, Any], results: dict, out: Path, meta: dict) ->
         cells = [_fmt(row["students"].get(s)) for s in students]
         wall = row["train_wall_s_mean"]
         gain = row["plateau_gain_max"]
-        lines.append(f"| {arm} | {row['title']} | {row['seeds']} | " + " | ".join(cells)
+        title = row["title"] + (f" (lambda_kd {meta['lambda_kd_strong']})"
+                                if arm == "f_weight" and "lambda_kd_strong" in meta else "")
+        lines.append(f"| {arm} | {title} | {row['seeds']} | " + " | ".join(cells)
                      + f" | {'/'.join(str(i) for i in row['iterations'])} | {wall:.0f} | "
                      + ("-" if gain is None else f"{gain:+.3f}") + " |")
     lines += ["", f"*Plateau gain*: over every run and student of the arm, the largest gain of "
@@ -397,7 +411,9 @@ def write_report(table: dict[str, Any], results: dict, out: Path, meta: dict) ->
     if loss_rows:
         lines += ["## Loss terms in the last epoch (first seed, unweighted means per iteration)",
                   "", f"The total is mse + {meta.get('lambda_ens', 1.0)} ens + "
-                  f"{meta.get('lambda_kd', 2.0)} kl once the ramp is done.", "",
+                  f"{meta.get('lambda_kd', 2.0)} kl once the ramp is done"
+                  + (f" ({meta['lambda_kd_strong']} kl in f_weight)."
+                     if "f_weight" in results and "lambda_kd_strong" in meta else "."), "",
                   "| arm | mse (all stacks) | ens | kl (all branches) | kl / mse |",
                   "|---|---|---|---|---|"]
         for arm, lo in loss_rows:
@@ -527,7 +543,8 @@ def ablation(args: argparse.Namespace) -> int:
     if not args.config.is_file():
         raise UsageError(f"{args.config}: ablation spec not found")
     spec = yaml.safe_load(args.config.read_text()) or {}
-    spec_keys = {"base_config", "seeds", "arms", "overrides", "kl_temperature", "arm_seeds"}
+    spec_keys = {"base_config", "seeds", "arms", "overrides", "kl_temperature", "arm_seeds",
+                 "lambda_kd_strong"}
     if not (isinstance(spec, dict) and spec_keys & set(spec)):
         spec = {"base_config": str(args.config)}  # a plain training config
     unknown = set(spec) - spec_keys
@@ -565,12 +582,13 @@ def ablation(args: argparse.Namespace) -> int:
     meta = {"config": str(args.config), "seeds": seeds, "arm_seeds": arm_seeds,
             "mac_ratio_okdhp_over_plain": mac_ratios(cfg),
             "lambda_kd": cfg.loss.lambda_kd, "lambda_ens": cfg.loss.lambda_ens,
+            "lambda_kd_strong": spec.get("lambda_kd_strong", 100 * cfg.loss.lambda_kd),
             "argv": sys.argv, "jobs": args.jobs,
             "argv_display": ["python", "-m", "okdhp_edge.experiments",
                              *[a for a in sys.argv[1:] if a != "--report-only"]]}
 
     def expand(p: PlannedRun) -> list[PlannedRun]:
-        extra = {"kl_temperature": kl_t}
+        extra = {"kl_temperature": kl_t, "lambda_kd_strong": meta["lambda_kd_strong"]}
         if p.arm == "c_eq":
             extra["wall_ratio"] = wall_ratios(results)
         return [PlannedRun(p.arm, p.seed, label, root / f"{p.arm}-seed{p.seed}-{label}",

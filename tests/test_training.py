@@ -179,6 +179,7 @@ def test_ablation_spec_is_valid():
     base = CONFIG_DIR.parent / spec["base_config"]
     cfg = load_config(base, spec["overrides"])
     extra = {"kl_temperature": spec["kl_temperature"],
+             "lambda_kd_strong": spec.get("lambda_kd_strong", 200.0),
              "wall_ratio": {"hg2": 2.0, "hg3": 1.8, "hg4": 1.6}}
     for arm in ARMS:  # every arm's overrides are valid keys and values
         for _, overrides in arm_runs(arm, cfg, extra):
@@ -211,6 +212,8 @@ def test_ablation_summary_pairs_seeds_and_checks_plateau():
     assert table["a"]["plateau_gain_max"] == pytest.approx(0.013)
     text = "\n".join(findings(table))
     assert "hg2 +0.015" in text and "equal iterations" in text
+    with_d = summarize({**results, "d": {"0": [run({"hg2": 0.55, "hg4": 0.72}, flat)]}})
+    assert "hg2 -0.050 AP (one seed" in "\n".join(findings(with_d))  # d vs a, same seed
     assert "a (+0.013)" in plateau_verdict(table)  # 0.013 >= 0.01: still rising
     assert "has not run" in plateau_verdict(table)
     table["a"]["plateau_gain_max"] = table["c"]["plateau_gain_max"] = 0.004
