@@ -8,6 +8,8 @@ interrupted one continues from its checkpoint.
 
 Arms (``--arms`` picks a subset):
   a  OKDHP unbalanced (the config as given)
+  a_2x  OKDHP unbalanced for twice the schedule (epochs, LR steps and KD ramp x2): what
+        longer training adds to OKDHP, beside what c_eq adds to the plain students
   b  OKDHP balanced (every branch as deep as the deepest)
   c  each student alone, plain, same epochs (equal iterations)
   c_eq  each student alone, plain, given the OKDHP run's training wall time (equal
@@ -44,7 +46,7 @@ from okdhp_edge.utils.io import atomic_write_json, atomic_write_text
 
 log = logging.getLogger("okdhp_edge.experiments")
 
-ARMS = ("a", "b", "c", "c_eq", "d", "e", "f", "f_joint", "f_both", "f_detach",
+ARMS = ("a", "a_2x", "b", "c", "c_eq", "d", "e", "f", "f_joint", "f_both", "f_detach",
         "f_weight")
 
 
@@ -53,6 +55,11 @@ def arm_runs(arm: str, cfg: Any, extra: dict[str, Any]) -> list[tuple[str, list[
     m = cfg.model
     if arm == "a":
         return [("okdhp", [])]
+    if arm == "a_2x":
+        t = cfg.train
+        return [("okdhp", [f"train.epochs={2 * t.epochs}",
+                           f"train.lr_steps={[2 * s for s in t.lr_steps]}",
+                           f"loss.ramp_epochs={2 * cfg.loss.ramp_epochs}"])]
     if arm == "b":
         deepest = max(m.branches)
         return [("okdhp", [f"model.branches={[deepest] * len(m.branches)}"])]
@@ -176,6 +183,7 @@ def _student_key(name: str) -> str:
 
 ARM_TITLES = {
     "a": "OKDHP unbalanced",
+    "a_2x": "OKDHP unbalanced, twice the schedule",
     "b": "OKDHP balanced",
     "c": "plain, alone (equal iterations)",
     "c_eq": "plain, alone (equal wall time)",
@@ -256,7 +264,8 @@ def plateau_verdict(table: dict[str, Any]) -> str:
     """Did the arms reach a plateau? Two facts: how much each arm's selection AP still
     gained in its last evaluations (LR drops flatten any curve, and the last drop may fall
     in that window), and what the plain students gain from about twice the iterations
-    (c_eq vs c), which decides when it ran."""
+    (c_eq vs c), which decides when it ran, and, when it ran, what OKDHP gains from twice
+    the schedule (a_2x vs a)."""
     rising = {arm: row["plateau_gain_max"] for arm, row in table.items()
               if row["plateau_gain_max"] is not None and row["plateau_gain_max"] >= PLATEAU_GAIN}
     if rising:
@@ -271,12 +280,19 @@ def plateau_verdict(table: dict[str, Any]) -> str:
         return end + "The test of a plateau, c_eq vs c (about twice the iterations), has not run."
     gain = max(d["mean"] for d in longer.values())
     gains = ", ".join(f"{s} {d['mean']:+.3f}" for s, d in longer.items())
+    okdhp = table.get("a_2x", {}).get("paired", {}).get("a")
+    also = ""
+    if okdhp:
+        gain = max(gain, max(d["mean"] for d in okdhp.values()))
+        also = (" OKDHP given twice the schedule (a_2x) gains "
+                + ", ".join(f"{s} {d['mean']:+.3f}" for s, d in okdhp.items()) + " over a.")
     if gain < PLATEAU_LONGER_GAIN:
-        return end + (f"The plain students given about twice the iterations (c_eq) gain at "
-                      f"most {gain:+.3f} AP over c ({gains}; threshold "
+        return end + (f"The plain students given about twice the iterations (c_eq) gain "
+                      f"{gains} AP over c.{also} At most {gain:+.3f} (threshold "
                       f"{PLATEAU_LONGER_GAIN}): at a plateau.")
     return end + (f"The plain students given about twice the iterations (c_eq) still gain "
-                  f"{gains} AP over c (threshold {PLATEAU_LONGER_GAIN}): not at a plateau.")
+                  f"{gains} AP over c.{also} Threshold {PLATEAU_LONGER_GAIN}: not at a "
+                  f"plateau.")
 
 
 def _depth(name: str) -> int:
@@ -316,6 +332,10 @@ def findings(table: dict[str, Any]) -> list[str]:
                       "vs the shared schedule (c): what longer training still adds")
     line("a", "c", "OKDHP (a) vs each student alone at equal iterations (c)")
     line("a", "c_eq", "OKDHP (a) vs each student alone at equal wall time (c_eq)")
+    line("a_2x", "a", "OKDHP given twice the schedule (a_2x) vs a: what longer training still "
+                      "adds to OKDHP")
+    line("a_2x", "c_eq", "OKDHP at twice the schedule (a_2x) vs each student alone at the "
+                         "OKDHP run's wall time (c_eq; for hg2 about the same iterations)")
     line("e", "c", "Shared multi-branch training + ensemble loss without distillation (e) "
                    "vs alone (c)")
     line("a", "e", "The distillation term itself: OKDHP (a) vs distillation off (e)")

@@ -226,8 +226,13 @@ def test_ablation_summary_pairs_seeds_and_checks_plateau():
             row["plateau_gain_max"] = 0.004
         return plateau_verdict(table)
 
-    assert "at most +0.010 AP over c" in verdict_with_longer(0.70)  # below 0.02: a plateau
+    assert "At most +0.010" in verdict_with_longer(0.70)  # below 0.02: a plateau
     assert verdict_with_longer(0.75).endswith("not at a plateau.")
+    longer = {"0": [run({"hg2": 0.59}, flat), run({"hg4": 0.70}, flat)]}
+    doubled = {"0": [run({"hg2": 0.63, "hg4": 0.73}, flat)]}  # a_2x seed 0: hg4 +0.03 over a
+    table = summarize({**results, "c_eq": longer, "a_2x": doubled})
+    assert "(a_2x) gains hg2 +0.030, hg4 +0.030 over a" in plateau_verdict(table)
+    assert plateau_verdict(table).endswith("not at a plateau.")
 
 
 def test_ablation_report_commands_give_each_override_once():
