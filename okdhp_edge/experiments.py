@@ -667,6 +667,10 @@ def ablation(args: argparse.Namespace) -> int:
     import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
+    # runs finished earlier first: a ready c_eq must queue before later arms start
+    for q in [q for q in queue if load(q)]:
+        log.info("%s: finished earlier (cached result.json)", q.key)
+        queue.remove(q)
     t0 = time.time()
     running: dict[Any, PlannedRun] = {}
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=mp.get_context("spawn"),

@@ -48,6 +48,11 @@ def test_ablation_runner_is_resumable(synthetic_root, tmp_path):
     assert "okdhp_edge.train" in out.read_text()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)  # all cached
     assert proc.returncode == 0 and proc.stderr.count("finished earlier") == 6, proc.stderr
+    for run in ("c_eq-seed0-hg2", "e-seed0-okdhp"):  # resumed: c_eq queues before e
+        (tmp_path / "work" / run / "result.json").unlink()
+    proc = subprocess.run(cmd[:-1] + ["1"], capture_output=True, text=True, timeout=600)
+    started = [x.split("start ")[1].split()[0] for x in proc.stderr.splitlines() if " start " in x]
+    assert proc.returncode == 0 and started == ["c_eq-seed0-hg2", "e-seed0-okdhp"], proc.stderr
 
 
 def test_quickstart_glue_on_tiny_settings(synthetic_root, tmp_path):
