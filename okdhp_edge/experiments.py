@@ -98,19 +98,15 @@ def _readable_command(command: str) -> str:
     with the value that wins (the last one): the run-specific overrides of arms c and c_eq
     repeat keys of the base overrides."""
     args = shlex.split(command)
-    last: dict[str, str] = {}
-    for a in args:
-        if "=" in a and not a.startswith("-"):
-            last[a.split("=", 1)[0]] = a
+    keys = [a.split("=", 1)[0] if "=" in a and not a.startswith("-") else None for a in args]
+    last = {k: a for k, a in zip(keys, args) if k}
     out, seen = [], set()
-    for a in args:
-        if "=" in a and not a.startswith("-"):
-            key = a.split("=", 1)[0]
-            if key in seen:
-                continue
-            seen.add(key)
-            a = last[key]
-        out.append(a)
+    for k, a in zip(keys, args):
+        if k in seen:
+            continue
+        if k:
+            seen.add(k)
+        out.append(last[k] if k else a)
     return " ".join(shlex.quote(a) for a in out)
 
 
@@ -308,14 +304,40 @@ def _fmt(v: Optional[dict], signed: bool = False) -> str:
             else f"{v['mean']:{sign}.3f} (n=1)")
 
 
+# (arm, reference arm, what the paired difference measures), in the order the report gives
+COMPARISONS = (
+    ("c_eq", "c", "Plain students given the OKDHP run's wall time (c_eq, more iterations) "
+                  "vs the shared schedule (c): what longer training still adds"),
+    ("a", "c", "OKDHP (a) vs each student alone at equal iterations (c)"),
+    ("a", "c_eq", "OKDHP (a) vs each student alone at equal wall time (c_eq)"),
+    ("a_2x", "a", "OKDHP given twice the schedule (a_2x) vs a: what longer training still "
+                  "adds to OKDHP"),
+    ("a_2x", "c_eq", "OKDHP at twice the schedule (a_2x) vs each student alone at the "
+                     "OKDHP run's wall time (c_eq; for hg2 about the same iterations)"),
+    ("e", "c", "Shared multi-branch training + ensemble loss without distillation (e) "
+               "vs alone (c)"),
+    ("a", "e", "The distillation term itself: OKDHP (a) vs distillation off (e)"),
+    ("f", "e", "KL with temperature 0.1 (f) vs distillation off (e)"),
+    ("f_joint", "e", "KL with per-joint normalisation (f_joint) vs distillation off (e)"),
+    ("f_both", "e", "KL with both switches (f_both) vs distillation off (e)"),
+    ("f_detach", "e", "KL with temperature 0.1 and the ensemble detached (f_detach) vs "
+                      "distillation off (e)"),
+    ("f_weight", "a", "The released KL with a stronger weight (f_weight) vs the released "
+                      "weight (a)"),
+    ("f_weight", "e", "The released KL with a stronger weight (f_weight) vs distillation "
+                      "off (e)"),
+    ("d", "a", "FAU replaced by a plain mean (d) vs the FAU (a), both distilling"),
+    ("b", "a", "Balanced branches (b; its hg4 pools three equal branches) vs unbalanced (a)"),
+)
+
+
 def findings(table: dict[str, Any]) -> list[str]:
     """Plain-language lines for the comparisons the ablation exists for (paired by seed)."""
     out = []
-
-    def line(arm: str, ref: str, what: str) -> None:
+    for arm, ref, what in COMPARISONS:
         p = table.get(arm, {}).get("paired", {}).get(ref)
         if not p:
-            return
+            continue
         parts = []
         for s, d in p.items():
             if d["n"] < 2:
@@ -327,29 +349,6 @@ def findings(table: dict[str, Any]) -> list[str]:
             parts.append(f"{s} {d['mean']:+.3f} ± {d['std']:.3f} AP ({verdict}, "
                          f"n={d['n']})")
         out.append(f"- {what}: " + "; ".join(parts) + ".")
-
-    line("c_eq", "c", "Plain students given the OKDHP run's wall time (c_eq, more iterations) "
-                      "vs the shared schedule (c): what longer training still adds")
-    line("a", "c", "OKDHP (a) vs each student alone at equal iterations (c)")
-    line("a", "c_eq", "OKDHP (a) vs each student alone at equal wall time (c_eq)")
-    line("a_2x", "a", "OKDHP given twice the schedule (a_2x) vs a: what longer training still "
-                      "adds to OKDHP")
-    line("a_2x", "c_eq", "OKDHP at twice the schedule (a_2x) vs each student alone at the "
-                         "OKDHP run's wall time (c_eq; for hg2 about the same iterations)")
-    line("e", "c", "Shared multi-branch training + ensemble loss without distillation (e) "
-                   "vs alone (c)")
-    line("a", "e", "The distillation term itself: OKDHP (a) vs distillation off (e)")
-    line("f", "e", "KL with temperature 0.1 (f) vs distillation off (e)")
-    line("f_joint", "e", "KL with per-joint normalisation (f_joint) vs distillation off (e)")
-    line("f_both", "e", "KL with both switches (f_both) vs distillation off (e)")
-    line("f_detach", "e", "KL with temperature 0.1 and the ensemble detached (f_detach) vs "
-                          "distillation off (e)")
-    line("f_weight", "a", "The released KL with a stronger weight (f_weight) vs the released "
-                          "weight (a)")
-    line("f_weight", "e", "The released KL with a stronger weight (f_weight) vs distillation "
-                          "off (e)")
-    line("d", "a", "FAU replaced by a plain mean (d) vs the FAU (a), both distilling")
-    line("b", "a", "Balanced branches (b; its hg4 pools three equal branches) vs unbalanced (a)")
     return out
 
 
@@ -634,8 +633,21 @@ def ablation(args: argparse.Namespace) -> int:
             res["losses"] = _last_losses(run.run_dir / "metrics.jsonl")
         done[run.key] = res
         results.setdefault(run.arm, {}).setdefault(str(run.seed), []).append(res)
-        write_report(summarize(_ordered(results, arms)), _ordered(results, arms), args.out,
-                     meta)
+
+    def publish() -> None:
+        """Rewrite the report from every run recorded so far."""
+        ordered = _ordered(results, arms)
+        write_report(summarize(ordered), ordered, args.out, meta)
+
+    def pending(runs: list[PlannedRun]) -> list[PlannedRun]:
+        """Record the runs finished earlier; the others, still to train."""
+        todo = []
+        for q in runs:
+            if load(q):
+                log.info("%s: finished earlier (cached result.json)", q.key)
+            else:
+                todo.append(q)
+        return todo
 
     # expand what does not depend on other runs now, c_eq later
     queue: list[PlannedRun] = []
@@ -661,6 +673,7 @@ def ablation(args: argparse.Namespace) -> int:
                 continue
         if not done:
             raise UsageError(f"{root}: no finished run (result.json) to report")
+        publish()
         print(f"report: {args.out.with_suffix('.md')} ({len(done)} of {total} runs)")
         return 0
 
@@ -668,9 +681,9 @@ def ablation(args: argparse.Namespace) -> int:
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     # runs finished earlier first: a ready c_eq must queue before later arms start
-    for q in [q for q in queue if load(q)]:
-        log.info("%s: finished earlier (cached result.json)", q.key)
-        queue.remove(q)
+    queue = pending(queue)
+    if done:
+        publish()
     t0 = time.time()
     running: dict[Any, PlannedRun] = {}
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=mp.get_context("spawn"),
@@ -678,20 +691,15 @@ def ablation(args: argparse.Namespace) -> int:
         while queue or deferred or running:
             for p in [d for d in deferred if ready(d)]:
                 deferred.remove(p)
-                queue.extend(expand(p))
+                queue.extend(pending(expand(p)))
                 queue.sort(key=priority)  # stable: a ready c_eq goes before later arms
             while queue and len(running) < args.jobs:
                 q = queue.pop(0)
-                if load(q):  # finished earlier: no work
-                    log.info("%s: finished earlier (cached result.json)", q.key)
-                    continue
                 log.info("start %s (%d done of %d)", q.key, len(done), total)
                 fut = pool.submit(_worker, str(base) if base else None, q.overrides,
                                   str(q.run_dir))
                 running[fut] = q
-            if not running:
-                if queue or any(ready(d) for d in deferred):
-                    continue  # cached results made more runs ready
+            if not running:  # cached runs were recorded before: nothing else can become ready
                 if deferred:
                     raise UsageError("arm c_eq cannot run: arms a and c are not both in "
                                      "this ablation")
@@ -701,10 +709,12 @@ def ablation(args: argparse.Namespace) -> int:
                 q = running.pop(fut)
                 res = fut.result()  # a failed run stops the ablation; finished ones are kept
                 record(q, res)
+                publish()
                 log.info("done %s in %.0f s: %s (%d of %d, %.0f min elapsed)", q.key,
                          res["elapsed_s"], ", ".join(f"{k} {v:.3f}" for k, v in
                                                      res["students"].items()),
                          len(done), total, (time.time() - t0) / 60)
+    publish()  # also when the last runs were cached
     print(f"report: {args.out.with_suffix('.md')}")
     return 0
 
