@@ -171,6 +171,20 @@ def test_onnx_metadata(tiny_zoo):
     assert dyn.opset_import[0].version >= 17
 
 
+def test_export_without_openvino_reports_it_unavailable(tiny_zoo, tmp_path, monkeypatch):
+    """A GPU box or an embedded target may lack OpenVINO: the export goes on without it."""
+    from okdhp_edge.export.exporter import export_student
+
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino -> ImportError
+    d, _ = zoo_students(tiny_zoo)[0]
+    rec = export_student(d / "student.yaml", tmp_path / "export",
+                         formats=("onnx", "openvino_fp32"), force=True)
+    assert rec["formats"]["onnx"]["available"] and rec["formats"]["onnx"]["parity"]["passed"]
+    ov = rec["formats"]["openvino_fp32"]
+    assert ov["available"] is False and "openvino is not installed" in ov["reason"]
+    assert not list((tmp_path / "export").glob("*.xml"))
+
+
 BLOCK_TORCH = textwrap.dedent("""
     import sys, runpy
     class Block:

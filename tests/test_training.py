@@ -171,6 +171,17 @@ def test_ddp_two_cpu_processes(synthetic_root, tmp_path):
     assert ck["epoch"] == 1
 
 
+def test_torchrun_with_one_process_is_distributed(synthetic_root, tmp_path):
+    """torchrun --nproc_per_node=1 runs the DDP code path (what a one-GPU check exercises)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=1",
+           "--master_port=29534", "-m", "okdhp_edge.train", "--no-zoo",
+           *tiny_overrides(synthetic_root, tmp_path, "train.epochs=1", "train.run_name=ddp1")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "DistributedDataParallel over 1 process(es), backend gloo" in proc.stderr
+    assert load_checkpoint(tmp_path / "runs" / "ddp1" / "last.pt")["epoch"] == 1
+
+
 def test_ablation_spec_is_valid():
     from okdhp_edge.experiments import ARMS, arm_runs
 

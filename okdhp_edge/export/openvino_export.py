@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from okdhp_edge.runtime.base import BackendUnavailable
+
 log = logging.getLogger(__name__)
 
 
@@ -13,8 +15,15 @@ def export_openvino(onnx_path: Path, xml_path: Path, compress_fp16: bool = False
 
     Writes ``xml_path`` and its ``.bin``; both are written under temporary names and
     renamed so a crash never leaves a half IR.
+
+    Raises:
+        BackendUnavailable: the ``openvino`` package is not installed (a GPU box or an
+            embedded target may have TensorRT and ONNX Runtime only).
     """
-    import openvino as ov
+    try:
+        import openvino as ov
+    except ImportError as exc:
+        raise BackendUnavailable(f"openvino is not installed ({exc})") from None
 
     xml_path = Path(xml_path)
     xml_path.parent.mkdir(parents=True, exist_ok=True)

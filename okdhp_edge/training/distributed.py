@@ -16,21 +16,23 @@ class DistInfo:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    enabled: bool = False  # in a process group (under torchrun, even with one process)
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
 
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
 
 def init_distributed(device_type: str) -> DistInfo:
-    """Join the process group that ``torchrun`` describes in the environment, if any."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    """Join the process group that ``torchrun`` describes in the environment, if any.
+
+    Under torchrun the run is distributed (process group, DistributedDataParallel) also
+    with one process, so ``torchrun --nproc_per_node=1`` runs the same code as a larger
+    job; a plain ``python -m`` start, without RANK in the environment, is not.
+    """
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         return DistInfo()
+    world = int(os.environ["WORLD_SIZE"])
     rank = int(os.environ["RANK"])
     local = int(os.environ.get("LOCAL_RANK", "0"))
     backend = "nccl" if device_type == "cuda" else "gloo"
@@ -38,7 +40,7 @@ def init_distributed(device_type: str) -> DistInfo:
         dist.init_process_group(backend=backend)
     if device_type == "cuda":
         torch.cuda.set_device(local)
-    return DistInfo(rank, world, local)
+    return DistInfo(rank, world, local, True)
 
 
 def barrier(info: DistInfo) -> None:

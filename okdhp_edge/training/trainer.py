@@ -461,6 +461,9 @@ class Trainer:
                  self.run_dir, cfg.model.name, self.device,
                  self.amp_dtype and str(self.amp_dtype).replace("torch.", ""),
                  self.iters_per_epoch, len(self.train_set), len(self.select_set))
+        if self.dist.enabled:
+            log.info("DistributedDataParallel over %d process(es), backend %s, this rank %d",
+                     self.dist.world_size, torch.distributed.get_backend(), self.dist.rank)
         record: dict[str, Any] = {}
         try:
             while s.epoch < cfg.train.epochs:
