@@ -48,10 +48,12 @@ train() {  # train RUN_NAME OVERRIDES... (ITERS unquoted: several overrides)
   $PY -m okdhp_edge.train --config configs/quickstart.yaml --no-zoo "train.device=$DEVICE" \
     "data.workers=$W" "train.out_dir=$RUNS" "train.run_name=$name" $ITERS "$@"
 }
-conc() {  # four runs at once, 3 loader workers each
+conc() {  # four runs at once, 3 loader workers each; a time-out stops all four
+  trap 'kill $(jobs -p) 2>/dev/null' TERM
   for i in 1 2 3 4; do
     W=3 train "conc$i" "train.seed=$i" > "$RUNS/conc$i.out" 2>&1 &
   done
+  wait
   wait
 }
 export -f train conc
