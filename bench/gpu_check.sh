@@ -99,6 +99,13 @@ for d in sorted(p for p in runs.iterdir() if p.is_dir()):
     print(f"{d.name:24s} {last['epoch']:5d} {last['images_per_s']:8.1f} "
           f"{max(sel) if sel else float('nan'):24.3f}")
 EOF
+if [[ -f $OUT/bench_train_gpu.json ]]; then
+  $PY - "$OUT/bench_train_gpu.json" <<'EOF' | tee -a "$OUT/summary.txt"
+import json, sys
+for b in json.load(open(sys.argv[1]))["benchmarks"]:
+    print(f"{b['name']:58s} median {b['stats']['median'] * 1e3:8.2f} ms  {b['extra_info']}")
+EOF
+fi
 cat "$OUT/steps.txt"
 # shellcheck disable=SC2046
 tar czf "$OUT/gpu_check.tar.gz" bench/reports student_zoo/*/*.yaml student_zoo/*/*/*.yaml \

@@ -104,3 +104,63 @@ def test_gpu_unbalanced_coco_256x192(benchmark, mode):
     benchmark.pedantic(step, rounds=10, iterations=1, warmup_rounds=2)
     benchmark.extra_info["images_per_s"] = 16 / benchmark.stats.stats.median
     benchmark.extra_info["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
+
+
+GPU_STEP_MODES = [  # (id, amp, cuda graph, batch)
+    ("eager_fp32_b32", False, False, 32), ("eager_bf16_b32", True, False, 32),
+    ("graph_fp32_b32", False, True, 32), ("graph_bf16_b32", True, True, 32),
+    ("eager_fp32_b128", False, False, 128),
+]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU")
+@pytest.mark.parametrize("mode,amp,graph,batch", GPU_STEP_MODES, ids=[m[0] for m in GPU_STEP_MODES])
+def test_gpu_quickstart_step(benchmark, mode, amp, graph, batch):
+    """The quickstart network's training step on the GPU without the data loader: eager vs
+    the whole step captured in one CUDA graph (Adam capturable), fp32 vs bf16 autocast. At
+    this size the step is bound by per-op dispatch on the host, which a graph removes."""
+    dev = torch.device("cuda")
+    model = _ours().to(dev).to(memory_format=torch.channels_last).train()
+    x = torch.randn(batch, 3, H, W, device=dev).contiguous(memory_format=torch.channels_last)
+    t = torch.rand(batch, 17, H // 4, W // 4, device=dev) * 0.1
+    opt = torch.optim.Adam(model.parameters(), 1e-3, capturable=graph)
+
+    def body():
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp, cache_enabled=False):
+            out = model(x)
+        loss = sum(((h.float() - t) ** 2).mean() for h in out.all_heatmaps() + [out.ensemble])
+        loss.backward()
+        opt.step()
+        return loss
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up off the default stream, as capture requires
+        for _ in range(3):
+            opt.zero_grad(set_to_none=True)
+            body()
+    torch.cuda.current_stream().wait_stream(side)
+    if graph:
+        # grads set to None before capture: the captured backward allocates them from the
+        # graph's pool and writes (not accumulates) them on every replay
+        g = torch.cuda.CUDAGraph()
+        opt.zero_grad(set_to_none=True)
+        with torch.cuda.graph(g):
+            static_loss = body()
+
+        def step():
+            g.replay()
+            torch.cuda.synchronize()
+    else:
+        def step():
+            opt.zero_grad(set_to_none=True)
+            body()
+            torch.cuda.synchronize()
+
+    step()
+    first = float(static_loss) if graph else None
+    benchmark.pedantic(step, rounds=20, iterations=1, warmup_rounds=2)
+    benchmark.extra_info["images_per_s"] = batch / benchmark.stats.stats.median
+    if graph:  # the replays train: the same batch's loss falls
+        benchmark.extra_info["loss_first_last"] = [first, float(static_loss)]
+        assert float(static_loss) < first

@@ -48,11 +48,19 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
+def _comm_device() -> torch.device:
+    """Where a collective's tensor must live: nccl reduces CUDA tensors only (a CPU tensor
+    fails with 'No backend type associated with device type cpu'), gloo CPU ones."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def all_reduce_mean(value: float, info: DistInfo) -> float:
     """Average a Python float over ranks."""
     if not info.enabled:
         return value
-    t = torch.tensor([value], dtype=torch.float64)
+    t = torch.tensor([value], dtype=torch.float64, device=_comm_device())
     dist.all_reduce(t)
     return float(t.item()) / info.world_size
 
@@ -61,7 +69,7 @@ def broadcast_flag(flag: bool, info: DistInfo) -> bool:
     """True on every rank if it is True on any rank (e.g. a stop request)."""
     if not info.enabled:
         return flag
-    t = torch.tensor([1 if flag else 0])
+    t = torch.tensor([1 if flag else 0], device=_comm_device())
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item())
 
