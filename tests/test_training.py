@@ -182,10 +182,11 @@ def test_torchrun_with_one_process_is_distributed(synthetic_root, tmp_path):
     assert load_checkpoint(tmp_path / "runs" / "ddp1" / "last.pt")["epoch"] == 1
 
 
-def test_ablation_spec_is_valid():
+@pytest.mark.parametrize("name", ["synthetic.yaml", "synthetic_4x.yaml"])
+def test_ablation_spec_is_valid(name):
     from okdhp_edge.experiments import ARMS, arm_runs
 
-    spec = yaml.safe_load((CONFIG_DIR / "ablation" / "synthetic.yaml").read_text())
+    spec = yaml.safe_load((CONFIG_DIR / "ablation" / name).read_text())
     assert set(spec["arms"]) <= set(ARMS) and len(spec["seeds"]) >= 3
     base = CONFIG_DIR.parent / spec["base_config"]
     cfg = load_config(base, spec["overrides"])
