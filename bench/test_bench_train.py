@@ -159,9 +159,9 @@ def test_gpu_quickstart_step(benchmark, mode, amp, graph, batch):
             torch.cuda.synchronize()
 
     step()
-    first = float(static_loss) if graph else None
+    first = float(static_loss.detach()) if graph else None
     benchmark.pedantic(step, rounds=20, iterations=1, warmup_rounds=2)
     benchmark.extra_info["images_per_s"] = batch / benchmark.stats.stats.median
     if graph:  # the replays train: the same batch's loss falls
-        benchmark.extra_info["loss_first_last"] = [first, float(static_loss)]
-        assert float(static_loss) < first
+        benchmark.extra_info["loss_first_last"] = [first, float(static_loss.detach())]
+        assert float(static_loss.detach()) < first
