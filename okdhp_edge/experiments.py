@@ -208,23 +208,63 @@ def plateau_gain(curves: list[dict], key: str, last: int = PLATEAU_EVALS) -> Opt
     return float(max(ys[-last:]) - max(ys[:-last]))
 
 
+def _per_seed(results: dict[str, dict[str, list[dict]]]) -> dict[str, dict[str, dict]]:
+    """arm -> seed -> student -> mean AP over that seed's runs (arm b pools its branches)."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for arm, seeds in results.items():
+        for seed, runs in seeds.items():
+            vals: dict[str, list[float]] = {}
+            for r in runs:
+                for s, v in r["students"].items():
+                    vals.setdefault(_student_key(s), []).append(v)
+            out.setdefault(arm, {})[seed] = {s: float(np.mean(v)) for s, v in vals.items()}
+    return out
+
+
+def shorter_schedule_gains(results: dict, reference: dict, pairs: dict[str, str]
+                           ) -> dict[str, dict[str, Any]]:
+    """What a longer schedule adds: each arm of this ablation minus an arm of an earlier,
+    shorter one (``reference``: its JSON report), paired by seed and student.
+
+    Returns ``{arm: {"ref_arm", "ref_iterations", "iterations", "students": {s: {mean,
+    std, n, values}}}}`` for the pairs with at least one common seed.
+    """
+    mine, theirs = _per_seed(results), _per_seed(reference["runs"])
+    out: dict[str, dict[str, Any]] = {}
+    for arm, ref in pairs.items():
+        diffs: dict[str, list[float]] = {}
+        for seed, studs in mine.get(arm, {}).items():
+            for st, v in studs.items():
+                r = theirs.get(ref, {}).get(seed, {}).get(st)
+                if r is not None:
+                    diffs.setdefault(st, []).append(v - r)
+        if diffs:
+            out[arm] = {
+                "ref_arm": ref,
+                "ref_iterations": reference["table"].get(ref, {}).get("iterations", []),
+                "iterations": sorted({r["iterations"] for runs in results[arm].values()
+                                      for r in runs}),
+                "students": {st: {"mean": float(np.mean(d)), "std": _std(d), "n": len(d),
+                                  "values": d}
+                             for st, d in sorted(diffs.items(), key=lambda kv: _depth(kv[0]))}}
+    return out
+
+
 def summarize(results: dict[str, dict[str, list[dict]]]) -> dict[str, Any]:
     """Per arm: AP mean / std over seeds per student, cost, plateau gains, and paired
     differences against the plain students (same seed, so same data order and init seed)."""
     table: dict[str, Any] = {}
-    per_seed: dict[str, dict[str, dict[str, float]]] = {}  # arm -> seed -> student -> AP
+    per_seed = _per_seed(results)
     for arm, seeds in results.items():
         per_student: dict[str, list[float]] = {}
         cost, iters, gains = [], [], []
-        for seed, runs in seeds.items():
+        for runs in seeds.values():
             wall = 0.0
             for r in runs:
                 wall += r["wall_s"]
                 iters.append(r["iterations"])
                 for s, v in r["students"].items():
                     per_student.setdefault(_student_key(s), []).append(v)
-                    per_seed.setdefault(arm, {}).setdefault(seed, {}).setdefault(
-                        _student_key(s), []).append(v)
                     g = plateau_gain(r["curves"], s)
                     if g is not None:
                         gains.append(g)
@@ -248,12 +288,30 @@ def summarize(results: dict[str, dict[str, list[dict]]]) -> dict[str, Any]:
             for seed, studs in per_seed[arm].items():
                 for s, v in studs.items():
                     r = per_seed[ref].get(seed, {}).get(s)
-                    if r:
-                        diffs.setdefault(s, []).append(float(np.mean(v) - np.mean(r)))
+                    if r is not None:
+                        diffs.setdefault(s, []).append(v - r)
             table[arm]["paired"][ref] = {
                 s: {"mean": float(np.mean(d)), "std": _std(d), "n": len(d), "values": d}
                 for s, d in sorted(diffs.items(), key=lambda kv: _depth(kv[0]))}
     return table
+
+
+def shorter_verdict(gains: dict[str, dict[str, Any]], report: str) -> str:
+    """One sentence: what this ablation's schedule adds over an earlier, shorter one."""
+    if not gains:
+        return f"No arm of this ablation has a finished run to pair with {report} yet."
+    parts, top = [], -1.0
+    for arm, g in gains.items():
+        top = max(top, max(d["mean"] for d in g["students"].values()))
+        parts.append(f"{arm} ({'/'.join(map(str, g['iterations']))} iterations) minus "
+                     f"{g['ref_arm']} ({'/'.join(map(str, g['ref_iterations']))}): "
+                     + ", ".join(f"{st} {d['mean']:+.3f}" + (f" (n={d['n']})" if d["n"] > 1
+                                                              else "")
+                                 for st, d in g["students"].items()))
+    verdict = ("the shorter schedule was already at a plateau" if top < PLATEAU_LONGER_GAIN
+               else "the shorter schedule was not at a plateau")
+    return (f"Against the shorter schedule of {report}, paired by seed: " + "; ".join(parts)
+            + f". At most {top:+.3f} (threshold {PLATEAU_LONGER_GAIN}): {verdict}.")
 
 
 def plateau_verdict(table: dict[str, Any]) -> str:
@@ -383,6 +441,9 @@ def write_report(table: dict[str, Any], results: dict, out: Path, meta: dict) ->
               f"selection-split AP in the last {PLATEAU_EVALS} evaluations over the best "
               f"before them; below {PLATEAU_GAIN} means the curve has flattened.", "",
               plateau_verdict(table), ""]
+    shorter = meta.get("shorter_schedule")
+    if shorter:
+        lines += [shorter_verdict(shorter["gains"], shorter["report"]), ""]
     for ref, title in (("c", "equal iterations"), ("c_eq", "equal training wall time")):
         rows = [(arm, row["paired"][ref]) for arm, row in table.items()
                 if ref in row.get("paired", {}) and arm not in ("c", "c_eq")]
@@ -563,7 +624,7 @@ def ablation(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.config}: ablation spec not found")
     spec = yaml.safe_load(args.config.read_text()) or {}
     spec_keys = {"base_config", "seeds", "arms", "overrides", "kl_temperature", "arm_seeds",
-                 "lambda_kd_strong"}
+                 "lambda_kd_strong", "shorter_schedule"}
     if not (isinstance(spec, dict) and spec_keys & set(spec)):
         spec = {"base_config": str(args.config)}  # a plain training config
     unknown = set(spec) - spec_keys
@@ -634,9 +695,25 @@ def ablation(args: argparse.Namespace) -> int:
         done[run.key] = res
         results.setdefault(run.arm, {}).setdefault(str(run.seed), []).append(res)
 
+    shorter = spec.get("shorter_schedule")
+    reference = None
+    if shorter:
+        ref_path = Path(shorter.get("report", ""))
+        if not ref_path.is_file():
+            raise UsageError(f"{args.config}: shorter_schedule.report {ref_path} not found")
+        reference = json.loads(ref_path.read_text())
+        bad = [a for a in shorter.get("pairs", {}) if a not in ARMS]
+        if bad or not shorter.get("pairs"):
+            raise UsageError(f"{args.config}: shorter_schedule.pairs must map arms of this "
+                             f"ablation to arms of {ref_path} (e.g. a: a_2x)")
+
     def publish() -> None:
         """Rewrite the report from every run recorded so far."""
         ordered = _ordered(results, arms)
+        if reference is not None:
+            meta["shorter_schedule"] = {
+                "report": str(shorter["report"]), "pairs": shorter["pairs"],
+                "gains": shorter_schedule_gains(ordered, reference, shorter["pairs"])}
         write_report(summarize(ordered), ordered, args.out, meta)
 
     def pending(runs: list[PlannedRun]) -> list[PlannedRun]:

@@ -198,6 +198,31 @@ def test_ablation_spec_is_valid(name):
             load_config(base, spec["overrides"] + overrides)
 
 
+def test_shorter_schedule_gains_pair_seeds_across_ablations():
+    from okdhp_edge.experiments import shorter_schedule_gains, shorter_verdict
+
+    def run(students, iterations):
+        return {"students": students, "iterations": iterations}
+
+    reference = {"runs": {"a_2x": {"0": [run({"hg2": 0.60, "hg4": 0.70}, 200)]},
+                          "c_eq": {"0": [run({"hg2": 0.55}, 300), run({"hg4": 0.66}, 250)]}},
+                 "table": {"a_2x": {"iterations": [200]}, "c_eq": {"iterations": [250, 300]}}}
+    results = {"a": {"0": [run({"hg2": 0.61, "hg4": 0.705}, 400)],
+                     "1": [run({"hg2": 0.9, "hg4": 0.9}, 400)]},  # no seed 1 there: unpaired
+               "c": {"0": [run({"hg2": 0.58}, 400), run({"hg4": 0.69}, 400)]}}
+    gains = shorter_schedule_gains(results, reference, {"a": "a_2x", "c": "c_eq"})
+    assert gains["a"]["students"]["hg2"]["values"] == pytest.approx([0.01])
+    assert gains["a"]["students"]["hg4"]["n"] == 1
+    assert gains["c"]["students"]["hg2"]["mean"] == pytest.approx(0.03)
+    assert gains["c"]["ref_iterations"] == [250, 300] and gains["c"]["iterations"] == [400]
+    text = shorter_verdict(gains, "ref.json")
+    assert "c (400 iterations) minus c_eq (250/300): hg2 +0.030, hg4 +0.030" in text
+    assert text.endswith("the shorter schedule was not at a plateau.")
+    flat = shorter_schedule_gains({"a": results["a"]}, reference, {"a": "a_2x"})
+    assert shorter_verdict(flat, "ref.json").endswith("already at a plateau.")
+    assert "yet" in shorter_verdict({}, "ref.json")
+
+
 def test_ablation_summary_pairs_seeds_and_checks_plateau():
     from okdhp_edge.experiments import findings, plateau_gain, plateau_verdict, summarize
 
