@@ -221,13 +221,23 @@ def _per_seed(results: dict[str, dict[str, list[dict]]]) -> dict[str, dict[str, 
     return out
 
 
+def _iterations(runs_by_seed: dict[str, list[dict]]) -> dict[str, list[int]]:
+    """student -> the iteration counts of its runs (over seeds)."""
+    out: dict[str, set[int]] = {}
+    for runs in runs_by_seed.values():
+        for r in runs:
+            for s in r["students"]:
+                out.setdefault(_student_key(s), set()).add(r["iterations"])
+    return {s: sorted(v) for s, v in out.items()}
+
+
 def shorter_schedule_gains(results: dict, reference: dict, pairs: dict[str, str]
                            ) -> dict[str, dict[str, Any]]:
     """What a longer schedule adds: each arm of this ablation minus an arm of an earlier,
     shorter one (``reference``: its JSON report), paired by seed and student.
 
-    Returns ``{arm: {"ref_arm", "ref_iterations", "iterations", "students": {s: {mean,
-    std, n, values}}}}`` for the pairs with at least one common seed.
+    Returns ``{arm: {"ref_arm", "students": {s: {mean, std, n, values, iterations,
+    ref_iterations}}}}`` for the pairs with at least one common seed.
     """
     mine, theirs = _per_seed(results), _per_seed(reference["runs"])
     out: dict[str, dict[str, Any]] = {}
@@ -238,15 +248,13 @@ def shorter_schedule_gains(results: dict, reference: dict, pairs: dict[str, str]
                 r = theirs.get(ref, {}).get(seed, {}).get(st)
                 if r is not None:
                     diffs.setdefault(st, []).append(v - r)
-        if diffs:
-            out[arm] = {
-                "ref_arm": ref,
-                "ref_iterations": reference["table"].get(ref, {}).get("iterations", []),
-                "iterations": sorted({r["iterations"] for runs in results[arm].values()
-                                      for r in runs}),
-                "students": {st: {"mean": float(np.mean(d)), "std": _std(d), "n": len(d),
-                                  "values": d}
-                             for st, d in sorted(diffs.items(), key=lambda kv: _depth(kv[0]))}}
+        if not diffs:
+            continue
+        its, ref_its = _iterations(results[arm]), _iterations(reference["runs"][ref])
+        out[arm] = {"ref_arm": ref, "students": {
+            st: {"mean": float(np.mean(d)), "std": _std(d), "n": len(d), "values": d,
+                 "iterations": its[st], "ref_iterations": ref_its[st]}
+            for st, d in sorted(diffs.items(), key=lambda kv: _depth(kv[0]))}}
     return out
 
 
@@ -300,14 +308,16 @@ def shorter_verdict(gains: dict[str, dict[str, Any]], report: str) -> str:
     """One sentence: what this ablation's schedule adds over an earlier, shorter one."""
     if not gains:
         return f"No arm of this ablation has a finished run to pair with {report} yet."
+    def its(v: list[int]) -> str:
+        return "/".join(map(str, v))
+
     parts, top = [], -1.0
     for arm, g in gains.items():
         top = max(top, max(d["mean"] for d in g["students"].values()))
-        parts.append(f"{arm} ({'/'.join(map(str, g['iterations']))} iterations) minus "
-                     f"{g['ref_arm']} ({'/'.join(map(str, g['ref_iterations']))}): "
-                     + ", ".join(f"{st} {d['mean']:+.3f}" + (f" (n={d['n']})" if d["n"] > 1
-                                                              else "")
-                                 for st, d in g["students"].items()))
+        parts.append(f"{arm} minus {g['ref_arm']}: " + ", ".join(
+            f"{st} {d['mean']:+.3f} ({its(d['iterations'])} vs {its(d['ref_iterations'])} "
+            f"iterations" + (f", n={d['n']})" if d["n"] > 1 else ")")
+            for st, d in g["students"].items()))
     verdict = ("the shorter schedule was already at a plateau" if top < PLATEAU_LONGER_GAIN
                else "the shorter schedule was not at a plateau")
     return (f"Against the shorter schedule of {report}, paired by seed: " + "; ".join(parts)
