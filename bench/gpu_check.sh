@@ -25,6 +25,8 @@ export PY RUNS=${RUNS:-/tmp/gpu_runs} W=${WORKERS:-6} DEVICE=${DEVICE:-cuda}
 export ITERS=${ITERS:-"train.epochs=2 train.max_iters_per_epoch=60 train.val_every=100"}
 STEPS=${STEPS:-all}
 DEADLINE=${DEADLINE:-430}  # seconds for all steps: later steps are skipped or cut short
+# (on an H100 on 2026-11-26 all steps but the quickstart took about 400 s; the quickstart
+# trained 24 s per epoch, about 3 min before its bench: STEPS=quickstart DEADLINE=360)
 T0=$(date +%s)
 step() {  # step NAME SECONDS CMD... (CMD may be a function of this script)
   local name=$1 limit=$2; shift 2
@@ -77,7 +79,7 @@ step ddp_one_gpu 90 $PY -m torch.distributed.run --standalone --nproc_per_node=1
 step bench_cuda 120 $PY -m okdhp_edge.bench --zoo student_zoo/synthetic_full \
   --backends torch,tensorrt --torch-device "$DEVICE" --precisions fp32,fp16 \
   --min-time 1.0 --min-iters 50 --rounds 2
-step quickstart 180 $PY -m okdhp_edge.quickstart "data.workers=$W"
+step quickstart 330 $PY -m okdhp_edge.quickstart "data.workers=$W"
 step train_fp32 60 train amp_off train.amp=off
 step train_hg4_bf16 60 train hg4_bf16 model.name=hg model.num_stacks=4
 step pytest_gpu 90 $PY -m pytest -q -p no:cacheprovider bench/test_bench_train.py -k gpu \
