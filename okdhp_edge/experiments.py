@@ -84,7 +84,10 @@ def arm_runs(arm: str, cfg: Any, extra: dict[str, Any]) -> list[tuple[str, list[
             stacks = m.shared_stacks + n
             epochs = cfg.train.epochs
             if arm == "c_eq":
-                epochs = max(epochs, int(round(epochs * extra["wall_ratio"][f"hg{stacks}"])))
+                ratio = extra["wall_ratio"].get(f"hg{stacks}")
+                if ratio is None:  # e.g. a report of an ablation still running
+                    raise UsageError(f"arm c_eq needs arm c's hg{stacks} finished first")
+                epochs = max(epochs, int(round(epochs * ratio)))
             scale = epochs / cfg.train.epochs
             steps = [int(round(s * scale)) for s in cfg.train.lr_steps]
             runs.append((f"hg{stacks}", ["model.name=hg", f"model.num_stacks={stacks}",

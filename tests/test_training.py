@@ -198,6 +198,18 @@ def test_ablation_spec_is_valid(name):
             load_config(base, spec["overrides"] + overrides)
 
 
+def test_c_eq_waits_for_every_plain_student():
+    """A report of a running ablation (c's hg4 not finished) must not crash on c_eq."""
+    from okdhp_edge.experiments import arm_runs
+    from okdhp_edge.utils.cli import UsageError
+
+    cfg = load_config(CONFIG_DIR / "quickstart.yaml")
+    with pytest.raises(UsageError, match="c's hg4 finished first"):
+        arm_runs("c_eq", cfg, {"wall_ratio": {"hg2": 2.0, "hg3": 1.6}})
+    runs = arm_runs("c_eq", cfg, {"wall_ratio": {"hg2": 2.0, "hg3": 1.6, "hg4": 1.4}})
+    assert [label for label, _ in runs] == ["hg2", "hg3", "hg4"]
+
+
 def test_shorter_schedule_gains_pair_seeds_across_ablations():
     from okdhp_edge.experiments import shorter_schedule_gains, shorter_verdict
 
