@@ -224,6 +224,19 @@ def _per_seed(results: dict[str, dict[str, list[dict]]]) -> dict[str, dict[str, 
     return out
 
 
+def _paired(arm: dict[str, dict[str, float]], ref: dict[str, dict[str, float]]
+            ) -> dict[str, list[float]]:
+    """student -> arm's AP minus ref's, one value per seed that both have (seed -> student
+    -> AP, as ``_per_seed`` gives them)."""
+    diffs: dict[str, list[float]] = {}
+    for seed, studs in arm.items():
+        for st, v in studs.items():
+            r = ref.get(seed, {}).get(st)
+            if r is not None:
+                diffs.setdefault(st, []).append(v - r)
+    return diffs
+
+
 def _iterations(runs_by_seed: dict[str, list[dict]]) -> dict[str, list[int]]:
     """student -> the iteration counts of its runs (over seeds)."""
     out: dict[str, set[int]] = {}
@@ -245,12 +258,7 @@ def shorter_schedule_gains(results: dict, reference: dict, pairs: dict[str, str]
     mine, theirs = _per_seed(results), _per_seed(reference["runs"])
     out: dict[str, dict[str, Any]] = {}
     for arm, ref in pairs.items():
-        diffs: dict[str, list[float]] = {}
-        for seed, studs in mine.get(arm, {}).items():
-            for st, v in studs.items():
-                r = theirs.get(ref, {}).get(seed, {}).get(st)
-                if r is not None:
-                    diffs.setdefault(st, []).append(v - r)
+        diffs = _paired(mine.get(arm, {}), theirs.get(ref, {}))
         if not diffs:
             continue
         its, ref_its = _iterations(results[arm]), _iterations(reference["runs"][ref])
@@ -295,12 +303,7 @@ def summarize(results: dict[str, dict[str, list[dict]]]) -> dict[str, Any]:
         for ref in ("a", "c", "c_eq", "e"):
             if ref == arm or ref not in per_seed or arm not in per_seed:
                 continue
-            diffs: dict[str, list[float]] = {}
-            for seed, studs in per_seed[arm].items():
-                for s, v in studs.items():
-                    r = per_seed[ref].get(seed, {}).get(s)
-                    if r is not None:
-                        diffs.setdefault(s, []).append(v - r)
+            diffs = _paired(per_seed[arm], per_seed[ref])
             table[arm]["paired"][ref] = {
                 s: {"mean": float(np.mean(d)), "std": _std(d), "n": len(d), "values": d}
                 for s, d in sorted(diffs.items(), key=lambda kv: _depth(kv[0]))}
