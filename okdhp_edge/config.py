@@ -110,6 +110,15 @@ class TrainConfig:
     run_name: str = ""
     max_iters_per_epoch: int = 0  # 0: the whole training set each epoch
     log_every: int = 20
+    # Plateau schedule, on when plateau_patience > 0 (then lr_steps must be empty and
+    # train.epochs is only a cap): a validation at which no student beats its best selection
+    # AP by more than plateau_min_delta is stale; after plateau_patience stale validations in
+    # a row the LR drops by lr_factor, and once it has dropped plateau_drops times the next
+    # such plateau ends the run, though not before min_wall_s seconds of training.
+    plateau_patience: int = 0
+    plateau_min_delta: float = 0.002
+    plateau_drops: int = 2
+    min_wall_s: float = 0.0
 
 
 @dataclass
@@ -313,6 +322,16 @@ def validate(cfg: Config) -> None:
         raise ConfigError("model.shared_stacks: expected an int >= 0")
     if cfg.train.batch_size < 1 or cfg.train.epochs < 1:
         raise ConfigError("train.batch_size and train.epochs must be >= 1")
+    t = cfg.train
+    if t.plateau_patience < 0 or t.plateau_drops < 0 or t.plateau_min_delta < 0:
+        raise ConfigError("train.plateau_patience, plateau_drops and plateau_min_delta must "
+                          "be >= 0")
+    if t.plateau_patience and t.lr_steps:
+        raise ConfigError(f"train.lr_steps {t.lr_steps}: a plateau schedule "
+                          f"(train.plateau_patience={t.plateau_patience}) drops the LR itself; "
+                          f"set train.lr_steps=[]")
+    if t.min_wall_s and not t.plateau_patience:
+        raise ConfigError("train.min_wall_s needs a plateau schedule (train.plateau_patience > 0)")
     if not 0.0 <= cfg.data.select_fraction < 1.0:
         raise ConfigError("data.select_fraction: expected a float in [0, 1)")
 

@@ -14,7 +14,9 @@ Arms (``--arms`` picks a subset):
   c  each student alone, plain, same epochs (equal iterations)
   c_eq  each student alone, plain, given the OKDHP run's training wall time (equal
         compute: epochs and LR steps scaled by the measured time-per-iteration ratio of
-        arm a over arm c, averaged over their seeds; runs after both)
+        arm a over arm c, averaged over their seeds; runs after both). Under a plateau
+        schedule (train.plateau_patience > 0) the epoch cap is scaled the same way and the
+        run may not stop before arm a's mean training wall time (train.min_wall_s)
   d  FAU replaced by plain averaging
   e  distillation off, branches and ensemble loss kept
   f  KL with a temperature (default 0.1; released per-pixel normalisation)
@@ -90,8 +92,11 @@ def arm_runs(arm: str, cfg: Any, extra: dict[str, Any]) -> list[tuple[str, list[
                 epochs = max(epochs, int(round(epochs * ratio)))
             scale = epochs / cfg.train.epochs
             steps = [int(round(s * scale)) for s in cfg.train.lr_steps]
-            runs.append((f"hg{stacks}", ["model.name=hg", f"model.num_stacks={stacks}",
-                                         f"train.epochs={epochs}", f"train.lr_steps={steps}"]))
+            ov = ["model.name=hg", f"model.num_stacks={stacks}", f"train.epochs={epochs}",
+                  f"train.lr_steps={steps}"]
+            if arm == "c_eq" and cfg.train.plateau_patience:
+                ov.append(f"train.min_wall_s={round(extra['okdhp_wall_s'])}")
+            runs.append((f"hg{stacks}", ov))
         return runs
     raise UsageError(f"unknown arm '{arm}'; expected some of {', '.join(ARMS)}")
 
@@ -155,6 +160,7 @@ def run_one(config: Optional[Path], overrides: list[str], run_dir: Path) -> dict
     res = {
         "overrides": overrides, "wall_s": trainer.state.wall, "elapsed_s": time.time() - t0,
         "iterations": trainer.state.iteration,
+        "finished": trainer.state.finished,  # why a plateau schedule ended; "" otherwise
         "images_per_s": float(np.mean([h["images_per_s"] for h in trainer.state.history])),
         "students": {m["name"]: m["accuracy"]["value"] for _, m in zoo_students(zoo)},
         "curves": [{"iteration": h["iteration"], "wall_s": h["wall_s"], **h["select"]}
@@ -276,12 +282,14 @@ def summarize(results: dict[str, dict[str, list[dict]]]) -> dict[str, Any]:
     per_seed = _per_seed(results)
     for arm, seeds in results.items():
         per_student: dict[str, list[float]] = {}
-        cost, iters, gains = [], [], []
+        cost, iters, gains, ended = [], [], [], []
         for runs in seeds.values():
             wall = 0.0
             for r in runs:
                 wall += r["wall_s"]
                 iters.append(r["iterations"])
+                if "finished" in r:  # results of runs before the plateau schedule lack it
+                    ended.append(bool(r["finished"]))
                 for s, v in r["students"].items():
                     per_student.setdefault(_student_key(s), []).append(v)
                     g = plateau_gain(r["curves"], s)
@@ -297,6 +305,7 @@ def summarize(results: dict[str, dict[str, list[dict]]]) -> dict[str, Any]:
             "train_wall_s_mean": float(np.mean(cost)) if cost else None,
             "iterations": sorted(set(iters)),
             "plateau_gain_max": max(gains) if gains else None,
+            "runs_ended_at_plateau": [sum(ended), len(ended)],
         }
     for arm in table:
         table[arm]["paired"] = {}
@@ -336,15 +345,25 @@ def plateau_verdict(table: dict[str, Any]) -> str:
     in that window), and what the plain students gain from about twice the iterations
     (c_eq vs c), which decides when it ran, and, when it ran, what OKDHP gains from twice
     the schedule (a_2x vs a)."""
+    ended = [row.get("runs_ended_at_plateau", [0, 0]) for row in table.values()]
+    stopped, counted = sum(e[0] for e in ended), sum(e[1] for e in ended)
+    schedule = ""
+    if stopped:
+        capped = [arm for arm, row in table.items()
+                  if row["runs_ended_at_plateau"][0] < row["runs_ended_at_plateau"][1]]
+        schedule = (f"Plateau schedule: {stopped} of {counted} runs ended at its stop (every LR "
+                    f"drop taken, then no student gained on its selection AP)"
+                    + (f"; the others reached the epoch cap first (arms {', '.join(capped)}). "
+                       if capped else ". "))
     rising = {arm: row["plateau_gain_max"] for arm, row in table.items()
               if row["plateau_gain_max"] is not None and row["plateau_gain_max"] >= PLATEAU_GAIN}
     if rising:
         arms = ", ".join(f"{arm} ({gain:+.3f})" for arm, gain in rising.items())
-        end = (f"Gain of at least {PLATEAU_GAIN} in the last {PLATEAU_EVALS} evaluations: "
-               f"{arms}. ")
+        end = (f"{schedule}Gain of at least {PLATEAU_GAIN} in the last {PLATEAU_EVALS} "
+               f"evaluations: {arms}. ")
     else:
-        end = (f"Every run of every arm flattened by the end of its schedule (plateau gain "
-               f"below {PLATEAU_GAIN}), but LR drops flatten any curve. ")
+        end = (f"{schedule}Every run of every arm flattened by the end of its schedule "
+               f"(plateau gain below {PLATEAU_GAIN}), but LR drops flatten any curve. ")
     longer = table.get("c_eq", {}).get("paired", {}).get("c")
     if not longer:
         return end + "The test of a plateau, c_eq vs c (about twice the iterations), has not run."
@@ -620,6 +639,14 @@ def wall_ratios(results: dict[str, dict[str, list[dict]]]) -> dict[str, float]:
     return {k: float(per_iter_a / np.mean(v)) for k, v in plain.items()}
 
 
+def okdhp_wall(results: dict[str, dict[str, list[dict]]]) -> float:
+    """Arm a's training wall time in seconds, averaged over its finished seeds."""
+    a = results.get("a", {})
+    if not a:
+        raise UsageError("arm c_eq needs arm a finished for at least one seed first")
+    return float(np.mean([runs[0]["wall_s"] for runs in a.values()]))
+
+
 def _worker(config: Optional[str], overrides: list[str], run_dir: str) -> dict[str, Any]:
     """One run in a fresh process; its progress bar goes to run_dir/progress.log."""
     run = Path(run_dir)
@@ -687,6 +714,7 @@ def ablation(args: argparse.Namespace) -> int:
         extra = {"kl_temperature": kl_t, "lambda_kd_strong": meta["lambda_kd_strong"]}
         if p.arm == "c_eq":
             extra["wall_ratio"] = wall_ratios(results)
+            extra["okdhp_wall_s"] = okdhp_wall(results)
         return [PlannedRun(p.arm, p.seed, label, root / f"{p.arm}-seed{p.seed}-{label}",
                            extra_overrides + ov + [f"train.seed={p.seed}"])
                 for label, ov in arm_runs(p.arm, cfg, extra)]

@@ -103,6 +103,42 @@ def test_plain_baseline(synthetic_root, tmp_path):
     assert [h.name for h in t.heads] == ["hg2"]
 
 
+PLATEAU = ("train.lr_steps=[]", "train.plateau_patience=1", "train.plateau_drops=1",
+           "train.plateau_min_delta=1.0")  # no validation after the first one is progress
+
+
+def test_plateau_schedule_drops_the_lr_then_stops(synthetic_root, tmp_path):
+    cfg = _cfg(synthetic_root, tmp_path, "train.epochs=20", *PLATEAU)
+    t = Trainer(cfg)
+    t.fit()
+    hist = t.state.history
+    assert [h.get("plateau", "") for h in hist] == ["", "drop", "stop"]
+    assert [h["lr"] for h in hist] == pytest.approx([1e-3, 1e-3, 1e-4])
+    assert t.state.finished.startswith("plateau after 1 LR drops")
+    resumed = Trainer(cfg, run_dir=t.run_dir, resume=True)  # a finished run stays finished
+    resumed.fit()
+    assert resumed.state.iteration == t.state.iteration and resumed.state.drops == 1
+
+
+def test_plateau_schedule_trains_at_least_min_wall_s(synthetic_root, tmp_path, caplog):
+    cfg = _cfg(synthetic_root, tmp_path, "train.epochs=4", "train.min_wall_s=1e9", *PLATEAU)
+    t = Trainer(cfg)
+    t.fit()
+    assert t.state.epoch == 4 and t.state.finished == "" and t.state.drops == 1
+    assert "epoch cap train.epochs=4 came before the plateau" in caplog.text
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["train.plateau_patience=2"], "set train.lr_steps=[]"),
+    (["train.min_wall_s=10"], "needs a plateau schedule"),
+])
+def test_plateau_config_errors(extra, needle):
+    from okdhp_edge.config import ConfigError
+
+    with pytest.raises(ConfigError, match=needle.replace("[", r"\[").replace("]", r"\]")):
+        load_config(overrides=extra)
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 def test_every_config_loads_and_builds(path):
     from okdhp_edge import create_model
@@ -192,7 +228,7 @@ def test_ablation_spec_is_valid(name):
     cfg = load_config(base, spec["overrides"])
     extra = {"kl_temperature": spec["kl_temperature"],
              "lambda_kd_strong": spec.get("lambda_kd_strong", 200.0),
-             "wall_ratio": {"hg2": 2.0, "hg3": 1.8, "hg4": 1.6}}
+             "wall_ratio": {"hg2": 2.0, "hg3": 1.8, "hg4": 1.6}, "okdhp_wall_s": 900.0}
     for arm in ARMS:  # every arm's overrides are valid keys and values
         for _, overrides in arm_runs(arm, cfg, extra):
             load_config(base, spec["overrides"] + overrides)
@@ -208,6 +244,18 @@ def test_c_eq_waits_for_every_plain_student():
         arm_runs("c_eq", cfg, {"wall_ratio": {"hg2": 2.0, "hg3": 1.6}})
     runs = arm_runs("c_eq", cfg, {"wall_ratio": {"hg2": 2.0, "hg3": 1.6, "hg4": 1.4}})
     assert [label for label, _ in runs] == ["hg2", "hg3", "hg4"]
+
+
+def test_c_eq_under_a_plateau_schedule_trains_at_least_okdhp_wall_time():
+    from okdhp_edge.experiments import arm_runs
+
+    cfg = load_config(CONFIG_DIR / "quickstart.yaml", ["train.lr_steps=[]",
+                                                       "train.plateau_patience=3"])
+    extra = {"wall_ratio": {"hg2": 2.0, "hg3": 1.6, "hg4": 1.4}, "okdhp_wall_s": 812.4}
+    for _, ov in arm_runs("c_eq", cfg, extra):
+        assert "train.min_wall_s=812" in ov and "train.lr_steps=[]" in ov
+        load_config(CONFIG_DIR / "quickstart.yaml", ["train.plateau_patience=3", *ov])
+    assert all("min_wall_s" not in o for _, ov in arm_runs("c", cfg, extra) for o in ov)
 
 
 def test_shorter_schedule_gains_pair_seeds_across_ablations():

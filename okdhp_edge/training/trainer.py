@@ -135,6 +135,12 @@ class TrainState:
     wall: float = 0.0
     skipped_images: int = 0
     history: list = field(default_factory=list)
+    # plateau schedule: LR drops so far, stale validations in a row, the best selection AP
+    # per student that counted as progress, and why the run ended early ("" while it runs)
+    drops: int = 0
+    stale: int = 0
+    plateau_ref: dict[str, float] = field(default_factory=dict)
+    finished: str = ""
 
 
 class Trainer:
@@ -256,7 +262,9 @@ class Trainer:
     def _lr_factor(self, it: int) -> float:
         cfg = self.cfg.train
         epoch = it / max(1, self.iters_per_epoch)
-        f = cfg.lr_factor ** sum(epoch >= s for s in cfg.lr_steps)
+        drops = self.state.drops if cfg.plateau_patience else sum(
+            epoch >= s for s in cfg.lr_steps)
+        f = cfg.lr_factor ** drops
         if cfg.warmup_iters and it < cfg.warmup_iters:
             f *= (it + 1) / cfg.warmup_iters
         return f
@@ -270,6 +278,8 @@ class Trainer:
             "epoch": s.epoch, "iteration": s.iteration, "iter_in_epoch": s.iter_in_epoch,
             "best": dict(s.best), "best_epoch": dict(s.best_epoch), "wall": s.wall,
             "skipped_images": s.skipped_images, "history": list(s.history), "rng": rng_state(),
+            "drops": s.drops, "stale": s.stale, "plateau_ref": dict(s.plateau_ref),
+            "finished": s.finished,
             "config": json.dumps(_cfg_dict(self.cfg)),
         }
 
@@ -287,7 +297,9 @@ class Trainer:
         self.scaler.load_state_dict(ck["scaler"])
         self.state = TrainState(ck["epoch"], ck["iteration"], ck["iter_in_epoch"],
                                 dict(ck["best"]), dict(ck["best_epoch"]), ck["wall"],
-                                ck["skipped_images"], list(ck["history"]))
+                                ck["skipped_images"], list(ck["history"]),
+                                ck.get("drops", 0), ck.get("stale", 0),
+                                dict(ck.get("plateau_ref", {})), ck.get("finished", ""))
         set_rng_state(ck["rng"])
         best = self.run_dir / "best_students.pt"
         if best.is_file():
@@ -446,6 +458,43 @@ class Trainer:
         if improved and self.dist.is_main:
             save_checkpoint(self.run_dir / "best_students.pt", self.best_states)
 
+    def _plateau(self, metrics: dict[str, float]) -> str:
+        """The plateau schedule's verdict after a validation: "", "drop" or "stop".
+
+        Decided on rank 0 (the only one with metrics) and agreed by every rank.
+        """
+        cfg, s = self.cfg.train, self.state
+        verdict = ""
+        if self.dist.is_main:
+            improved = False
+            for h in self.heads:
+                if h.name == "ensemble" or h.name not in metrics:
+                    continue
+                if metrics[h.name] > s.plateau_ref.get(h.name, -math.inf) + cfg.plateau_min_delta:
+                    s.plateau_ref[h.name] = metrics[h.name]
+                    improved = True
+            s.stale = 0 if improved else s.stale + 1
+            if s.stale >= cfg.plateau_patience:
+                if s.drops < cfg.plateau_drops:
+                    verdict = "drop"
+                elif s.wall >= cfg.min_wall_s:
+                    verdict = "stop"
+        if broadcast_flag(verdict == "drop", self.dist):
+            s.drops, s.stale = s.drops + 1, 0
+            for group in self.optimizer.param_groups:  # from the next iteration on
+                group["lr"] = group["initial_lr"] * self._lr_factor(s.iteration)
+            log.info("plateau: no student gained %.4g selection AP in %d validations; LR drop "
+                     "%d of %d, LR now %.2e", cfg.plateau_min_delta, cfg.plateau_patience,
+                     s.drops, cfg.plateau_drops, self.optimizer.param_groups[0]["lr"])
+            return "drop"
+        if broadcast_flag(verdict == "stop", self.dist):
+            s.finished = (f"plateau after {s.drops} LR drops: no student gained "
+                          f"{cfg.plateau_min_delta:g} selection AP in {cfg.plateau_patience} "
+                          f"validations")
+            log.info("%s; stopping at epoch %d, iteration %d", s.finished, s.epoch, s.iteration)
+            return "stop"
+        return ""
+
     def student(self, head: Head) -> StackedHourglass:
         """The plain network a head deploys as (a copy for branches)."""
         if self.plain:
@@ -454,7 +503,8 @@ class Trainer:
 
     # ---------------------------------------------------------------- fit
     def fit(self) -> dict[str, Any]:
-        """Train to ``train.epochs``; returns the last metrics record."""
+        """Train to ``train.epochs`` (or to the plateau schedule's end); returns the last
+        metrics record."""
         cfg, s = self.cfg, self.state
         old = self._install_signals()
         log.info("run %s: %s on %s, amp=%s, %d iters/epoch, %d train / %d select persons",
@@ -466,7 +516,7 @@ class Trainer:
                      self.dist.world_size, torch.distributed.get_backend(), self.dist.rank)
         record: dict[str, Any] = {}
         try:
-            while s.epoch < cfg.train.epochs:
+            while s.epoch < cfg.train.epochs and not s.finished:
                 epoch = s.epoch
                 stats = self.train_one_epoch(epoch)
                 if self._stop:
@@ -475,18 +525,26 @@ class Trainer:
                         f"stopped at epoch {epoch + 1}, iteration {s.iteration}; resume with "
                         f"--resume {self.run_dir}")
                 s.epoch, s.iter_in_epoch = epoch + 1, 0
-                metrics = {}
+                metrics, plateau = {}, ""
                 if (epoch + 1) % cfg.train.val_every == 0 or epoch + 1 == cfg.train.epochs:
-                    metrics = self.validate()
+                    metrics = self.validate()  # on rank 0; {} on the others
                     self._update_best(metrics, epoch + 1)
+                    if cfg.train.plateau_patience:
+                        plateau = self._plateau(metrics)
                 record = {"epoch": epoch + 1, "iteration": s.iteration, "wall_s": s.wall,
                           **stats, "select": metrics, "skipped_images": s.skipped_images}
+                if plateau:
+                    record["plateau"] = plateau
                 s.history.append(record)
                 self.save()
                 self._log_epoch(record)
         finally:
             for sig, h in old.items():
                 signal.signal(sig, h)
+        if cfg.train.plateau_patience and not s.finished and s.epoch >= cfg.train.epochs:
+            log.warning("the epoch cap train.epochs=%d came before the plateau schedule's end "
+                        "(%d of %d LR drops): the selection AP may still be rising",
+                        cfg.train.epochs, s.drops, cfg.train.plateau_drops)
         return record
 
     def _log_epoch(self, record: dict[str, Any]) -> None:
