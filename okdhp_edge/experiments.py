@@ -200,6 +200,26 @@ ARM_TITLES = {
     "f_detach": "KL with T=0.1, ensemble detached",
     "f_weight": "released KL, stronger weight",
 }
+# Under a plateau schedule every arm trains to its own plateau: c is no longer "equal
+# iterations", and c_eq trains at least arm a's wall time rather than about twice c's
+# iterations.
+PLATEAU_TITLES = {
+    "c": "plain, alone (each to its own plateau)",
+    "c_eq": "plain, alone (at least the OKDHP run's wall time)",
+}
+
+
+def _words(plateau: bool) -> dict[str, str]:
+    """The phrases of the report that depend on the schedule (fixed or plateau)."""
+    if plateau:
+        return {"c_ref": "each trained to its own plateau", "c_vs": "each trained to its own "
+                "plateau", "longer": "trained at least the OKDHP run's wall time"}
+    return {"c_ref": "equal iterations", "c_vs": "at equal iterations",
+            "longer": "given about twice the iterations"}
+
+
+def arm_title(arm: str, plateau: bool = False) -> str:
+    return (PLATEAU_TITLES.get(arm) if plateau else None) or ARM_TITLES.get(arm, arm)
 PLATEAU_EVALS = 3  # the last evaluations that must add less than PLATEAU_GAIN
 PLATEAU_GAIN = 0.01
 PLATEAU_LONGER_GAIN = 0.02  # c_eq - c (about 2x the iterations) below this: at a plateau
@@ -275,7 +295,8 @@ def shorter_schedule_gains(results: dict, reference: dict, pairs: dict[str, str]
     return out
 
 
-def summarize(results: dict[str, dict[str, list[dict]]]) -> dict[str, Any]:
+def summarize(results: dict[str, dict[str, list[dict]]], plateau: bool = False
+              ) -> dict[str, Any]:
     """Per arm: AP mean / std over seeds per student, cost, plateau gains, and paired
     differences against the plain students (same seed, so same data order and init seed)."""
     table: dict[str, Any] = {}
@@ -297,7 +318,7 @@ def summarize(results: dict[str, dict[str, list[dict]]]) -> dict[str, Any]:
                         gains.append(g)
             cost.append(wall)
         table[arm] = {
-            "title": ARM_TITLES.get(arm, arm),
+            "title": arm_title(arm, plateau),
             "students": {s: {"mean": float(np.mean(v)), "std": _std(v), "n": len(v),
                              "values": v} for s, v in sorted(per_student.items(),
                                                              key=lambda kv: _depth(kv[0]))},
@@ -339,7 +360,7 @@ def shorter_verdict(gains: dict[str, dict[str, Any]], report: str) -> str:
             + f". At most {top:+.3f} (threshold {PLATEAU_LONGER_GAIN}): {verdict}.")
 
 
-def plateau_verdict(table: dict[str, Any]) -> str:
+def plateau_verdict(table: dict[str, Any], plateau: bool = False) -> str:
     """Did the arms reach a plateau? Two facts: how much each arm's selection AP still
     gained in its last evaluations (LR drops flatten any curve, and the last drop may fall
     in that window), and what the plain students gain from about twice the iterations
@@ -366,7 +387,8 @@ def plateau_verdict(table: dict[str, Any]) -> str:
                f"(plateau gain below {PLATEAU_GAIN}), but LR drops flatten any curve. ")
     longer = table.get("c_eq", {}).get("paired", {}).get("c")
     if not longer:
-        return end + "The test of a plateau, c_eq vs c (about twice the iterations), has not run."
+        return end + (f"The test of a plateau, c_eq vs c ({_words(plateau)['longer']}), has "
+                      f"not run.")
     gain = max(d["mean"] for d in longer.values())
     gains = ", ".join(f"{s} {d['mean']:+.3f}" for s, d in longer.items())
     okdhp = table.get("a_2x", {}).get("paired", {}).get("a")
@@ -376,10 +398,10 @@ def plateau_verdict(table: dict[str, Any]) -> str:
         also = (" OKDHP given twice the schedule (a_2x) gains "
                 + ", ".join(f"{s} {d['mean']:+.3f}" for s, d in okdhp.items()) + " over a.")
     if gain < PLATEAU_LONGER_GAIN:
-        return end + (f"The plain students given about twice the iterations (c_eq) gain "
+        return end + (f"The plain students {_words(plateau)['longer']} (c_eq) gain "
                       f"{gains} AP over c.{also} At most {gain:+.3f} (threshold "
                       f"{PLATEAU_LONGER_GAIN}): at a plateau.")
-    return end + (f"The plain students given about twice the iterations (c_eq) still gain "
+    return end + (f"The plain students {_words(plateau)['longer']} (c_eq) still gain "
                   f"{gains} AP over c.{also} Threshold {PLATEAU_LONGER_GAIN}: not at a "
                   f"plateau.")
 
@@ -401,7 +423,7 @@ def _fmt(v: Optional[dict], signed: bool = False) -> str:
 COMPARISONS = (
     ("c_eq", "c", "Plain students given the OKDHP run's wall time (c_eq, more iterations) "
                   "vs the shared schedule (c): what longer training still adds"),
-    ("a", "c", "OKDHP (a) vs each student alone at equal iterations (c)"),
+    ("a", "c", "OKDHP (a) vs each student alone {c_vs} (c)"),
     ("a", "c_eq", "OKDHP (a) vs each student alone at equal wall time (c_eq)"),
     ("a_2x", "a", "OKDHP given twice the schedule (a_2x) vs a: what longer training still "
                   "adds to OKDHP"),
@@ -424,10 +446,11 @@ COMPARISONS = (
 )
 
 
-def findings(table: dict[str, Any]) -> list[str]:
+def findings(table: dict[str, Any], plateau: bool = False) -> list[str]:
     """Plain-language lines for the comparisons the ablation exists for (paired by seed)."""
     out = []
     for arm, ref, what in COMPARISONS:
+        what = what.format(**_words(plateau))
         p = table.get(arm, {}).get("paired", {}).get(ref)
         if not p:
             continue
@@ -450,6 +473,7 @@ def write_report(table: dict[str, Any], results: dict, out: Path, meta: dict) ->
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out.with_suffix(".json"), {"meta": meta, "table": table,
                                                   "runs": results})
+    plateau = bool(meta.get("plateau"))
     students = sorted({s for a in table.values() for s in a["students"]}, key=_depth)
     lines = [f"# Ablation on synthetic data ({meta['config']})", "",
              "Report-split COCO AP of each student (synthetic val, 300 images; never used "
@@ -475,11 +499,11 @@ def write_report(table: dict[str, Any], results: dict, out: Path, meta: dict) ->
     lines += ["", f"*Plateau gain*: over every run and student of the arm, the largest gain of "
               f"selection-split AP in the last {PLATEAU_EVALS} evaluations over the best "
               f"before them; below {PLATEAU_GAIN} means the curve has flattened.", "",
-              plateau_verdict(table), ""]
+              plateau_verdict(table, plateau), ""]
     shorter = meta.get("shorter_schedule")
     if shorter:
         lines += [shorter_verdict(shorter["gains"], shorter["report"]), ""]
-    for ref, title in (("c", "equal iterations"), ("c_eq", "equal training wall time")):
+    for ref, title in (("c", _words(plateau)["c_ref"]), ("c_eq", "equal training wall time")):
         rows = [(arm, row["paired"][ref]) for arm, row in table.items()
                 if ref in row.get("paired", {}) and arm not in ("c", "c_eq")]
         if not rows:
@@ -491,7 +515,7 @@ def write_report(table: dict[str, Any], results: dict, out: Path, meta: dict) ->
             lines.append(f"| {arm} | " + " | ".join(_fmt(p.get(s), signed=True)
                                                   for s in students) + " |")
         lines.append("")
-    f = findings(table)
+    f = findings(table, plateau)
     if f:
         lines += ["## What the numbers say", "", *f,
                   "", "(\"above the seed noise\": |mean| > 2 standard errors of the paired "
@@ -552,7 +576,7 @@ def write_report(table: dict[str, Any], results: dict, out: Path, meta: dict) ->
               "Selection-split AP per student, mean over seeds, against iterations and "
               "against training wall time.", "", f"![learning curves]({out.stem}_curves.png)"]
     atomic_write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
-    _curves(results, out.with_name(out.stem + "_curves.png"))
+    _curves(results, out.with_name(out.stem + "_curves.png"), plateau)
 
 
 def _mean_curve(runs_by_seed: list[dict], key: str) -> tuple[list, list, list]:
@@ -565,7 +589,7 @@ def _mean_curve(runs_by_seed: list[dict], key: str) -> tuple[list, list, list]:
     return its, wall, ap
 
 
-def _curves(results: dict, path: Path) -> None:
+def _curves(results: dict, path: Path, plateau: bool = False) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -590,7 +614,7 @@ def _curves(results: dict, path: Path) -> None:
             if not picked:
                 continue
             its, wall, ap = _mean_curve([r for r, _ in picked], picked[0][1])
-            label = f"{arm}: {ARM_TITLES.get(arm, arm)} (n={len(picked)})"
+            label = f"{arm}: {arm_title(arm, plateau)} (n={len(picked)})"
             axes[row][0].plot(its, ap, style, color=color, label=label, lw=1.4)
             axes[row][1].plot(wall, ap, style, color=color, lw=1.4)
     for row, stud in enumerate(students):
@@ -707,6 +731,7 @@ def ablation(args: argparse.Namespace) -> int:
             "lambda_kd": cfg.loss.lambda_kd, "lambda_ens": cfg.loss.lambda_ens,
             "lambda_kd_strong": spec.get("lambda_kd_strong", 100 * cfg.loss.lambda_kd),
             "argv": sys.argv, "jobs": args.jobs,
+            "plateau": bool(cfg.train.plateau_patience),
             "argv_display": ["python", "-m", "okdhp_edge.experiments",
                              *[a for a in sys.argv[1:] if a != "--report-only"]]}
 
@@ -758,7 +783,7 @@ def ablation(args: argparse.Namespace) -> int:
             meta["shorter_schedule"] = {
                 "report": str(shorter["report"]), "pairs": shorter["pairs"],
                 "gains": shorter_schedule_gains(ordered, reference, shorter["pairs"])}
-        write_report(summarize(ordered), ordered, args.out, meta)
+        write_report(summarize(ordered, meta["plateau"]), ordered, args.out, meta)
 
     def pending(runs: list[PlannedRun]) -> list[PlannedRun]:
         """Record the runs finished earlier; the others, still to train."""
