@@ -15,8 +15,9 @@ Arms (``--arms`` picks a subset):
   c_eq  each student alone, plain, given the OKDHP run's training wall time (equal
         compute: epochs and LR steps scaled by the measured time-per-iteration ratio of
         arm a over arm c, averaged over their seeds; runs after both). Under a plateau
-        schedule (train.plateau_patience > 0) the epoch cap is scaled the same way and the
-        run may not stop before arm a's mean training wall time (train.min_wall_s)
+        schedule (train.plateau_patience > 0) the epoch cap is scaled the same way, the
+        patience doubled, and the run may not stop before arm a's mean training wall time
+        (train.min_wall_s); a_2x then doubles a's patience instead of its schedule
   d  FAU replaced by plain averaging
   e  distillation off, branches and ensemble loss kept
   f  KL with a temperature (default 0.1; released per-pixel normalisation)
@@ -59,6 +60,9 @@ def arm_runs(arm: str, cfg: Any, extra: dict[str, Any]) -> list[tuple[str, list[
         return [("okdhp", [])]
     if arm == "a_2x":
         t = cfg.train
+        if t.plateau_patience:  # a longer plateau test: twice the patience at every LR
+            return [("okdhp", [f"train.plateau_patience={2 * t.plateau_patience}",
+                               f"train.epochs={2 * t.epochs}"])]
         return [("okdhp", [f"train.epochs={2 * t.epochs}",
                            f"train.lr_steps={[2 * s for s in t.lr_steps]}",
                            f"loss.ramp_epochs={2 * cfg.loss.ramp_epochs}"])]
@@ -94,8 +98,10 @@ def arm_runs(arm: str, cfg: Any, extra: dict[str, Any]) -> list[tuple[str, list[
             steps = [int(round(s * scale)) for s in cfg.train.lr_steps]
             ov = ["model.name=hg", f"model.num_stacks={stacks}", f"train.epochs={epochs}",
                   f"train.lr_steps={steps}"]
-            if arm == "c_eq" and cfg.train.plateau_patience:
-                ov.append(f"train.min_wall_s={round(extra['okdhp_wall_s'])}")
+            if arm == "c_eq" and cfg.train.plateau_patience:  # twice the patience: the
+                # OKDHP run's wall time is spent at the LRs that still teach, not only the last
+                ov += [f"train.plateau_patience={2 * cfg.train.plateau_patience}",
+                       f"train.min_wall_s={round(extra['okdhp_wall_s'])}"]
             runs.append((f"hg{stacks}", ov))
         return runs
     raise UsageError(f"unknown arm '{arm}'; expected some of {', '.join(ARMS)}")
@@ -204,8 +210,9 @@ ARM_TITLES = {
 # iterations", and c_eq trains at least arm a's wall time rather than about twice c's
 # iterations.
 PLATEAU_TITLES = {
+    "a_2x": "OKDHP unbalanced, twice the plateau patience",
     "c": "plain, alone (each to its own plateau)",
-    "c_eq": "plain, alone (at least the OKDHP run's wall time)",
+    "c_eq": "plain, alone (twice the patience, at least the OKDHP run's wall time)",
 }
 
 
@@ -213,7 +220,8 @@ def _words(plateau: bool) -> dict[str, str]:
     """The phrases of the report that depend on the schedule (fixed or plateau)."""
     if plateau:
         return {"c_ref": "each trained to its own plateau", "c_vs": "each trained to its own "
-                "plateau", "longer": "trained at least the OKDHP run's wall time"}
+                "plateau", "longer": "given twice the patience and at least the OKDHP run's "
+                "wall time"}
     return {"c_ref": "equal iterations", "c_vs": "at equal iterations",
             "longer": "given about twice the iterations"}
 

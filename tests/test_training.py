@@ -254,8 +254,11 @@ def test_c_eq_under_a_plateau_schedule_trains_at_least_okdhp_wall_time():
     extra = {"wall_ratio": {"hg2": 2.0, "hg3": 1.6, "hg4": 1.4}, "okdhp_wall_s": 812.4}
     for _, ov in arm_runs("c_eq", cfg, extra):
         assert "train.min_wall_s=812" in ov and "train.lr_steps=[]" in ov
+        assert "train.plateau_patience=6" in ov
         load_config(CONFIG_DIR / "quickstart.yaml", ["train.plateau_patience=3", *ov])
     assert all("min_wall_s" not in o for _, ov in arm_runs("c", cfg, extra) for o in ov)
+    ((_, longer),) = arm_runs("a_2x", cfg, extra)
+    assert "train.plateau_patience=6" in longer and not any("lr_steps" in o for o in longer)
 
 
 def test_shorter_schedule_gains_pair_seeds_across_ablations():
