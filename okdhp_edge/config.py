@@ -111,12 +111,15 @@ class TrainConfig:
     max_iters_per_epoch: int = 0  # 0: the whole training set each epoch
     log_every: int = 20
     # Plateau schedule, on when plateau_patience > 0 (then lr_steps must be empty and
-    # train.epochs is only a cap): a validation at which no student beats its best selection
-    # AP by more than plateau_min_delta is stale; after plateau_patience stale validations in
-    # a row the LR drops by lr_factor, and once it has dropped plateau_drops times the next
-    # such plateau ends the run, though not before min_wall_s seconds of training.
+    # train.epochs is only a cap): a validation at which no student's selection AP, averaged
+    # over its last plateau_window validations (one noisy value must not count as progress),
+    # beats its best such average by more than plateau_min_delta is stale; after
+    # plateau_patience stale validations in a row the LR drops by lr_factor, and once it has
+    # dropped plateau_drops times the next such plateau ends the run, though not before
+    # min_wall_s seconds of training.
     plateau_patience: int = 0
     plateau_min_delta: float = 0.002
+    plateau_window: int = 3
     plateau_drops: int = 2
     min_wall_s: float = 0.0
 
@@ -326,6 +329,8 @@ def validate(cfg: Config) -> None:
     if t.plateau_patience < 0 or t.plateau_drops < 0 or t.plateau_min_delta < 0:
         raise ConfigError("train.plateau_patience, plateau_drops and plateau_min_delta must "
                           "be >= 0")
+    if t.plateau_window < 1:
+        raise ConfigError("train.plateau_window: expected an int >= 1")
     if t.plateau_patience and t.lr_steps:
         raise ConfigError(f"train.lr_steps {t.lr_steps}: a plateau schedule "
                           f"(train.plateau_patience={t.plateau_patience}) drops the LR itself; "

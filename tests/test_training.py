@@ -103,8 +103,25 @@ def test_plain_baseline(synthetic_root, tmp_path):
     assert [h.name for h in t.heads] == ["hg2"]
 
 
+# no validation after the first one is progress
 PLATEAU = ("train.lr_steps=[]", "train.plateau_patience=1", "train.plateau_drops=1",
-           "train.plateau_min_delta=1.0")  # no validation after the first one is progress
+           "train.plateau_min_delta=1.0", "train.plateau_window=2")
+
+
+@pytest.mark.parametrize("window, verdicts", [
+    (1, ["", "", "", "drop"]),  # the lucky 0.70 sets the bar: 0.52 and 0.56 are stale
+    (2, ["", "", "", "", "drop"]),  # averages 0.50 0.60 0.61 0.54 0.53: progress at 0.61
+])
+def test_plateau_test_averages_the_last_validations(synthetic_root, tmp_path, window, verdicts):
+    cfg = _cfg(synthetic_root, tmp_path, "model.name=hg2", "train.lr_steps=[]",
+               "train.plateau_patience=2", "train.plateau_drops=1",
+               "train.plateau_min_delta=0.005", f"train.plateau_window={window}")
+    t = Trainer(cfg)
+    got = []
+    for v in [0.50, 0.70, 0.52, 0.56, 0.50][:len(verdicts)]:
+        got.append(t._plateau({"hg2": v}))
+        t.state.history.append({"select": {"hg2": v}})
+    assert got == verdicts and t.state.drops == 1
 
 
 def test_plateau_schedule_drops_the_lr_then_stops(synthetic_root, tmp_path):

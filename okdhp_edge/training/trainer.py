@@ -470,8 +470,11 @@ class Trainer:
             for h in self.heads:
                 if h.name == "ensemble" or h.name not in metrics:
                     continue
-                if metrics[h.name] > s.plateau_ref.get(h.name, -math.inf) + cfg.plateau_min_delta:
-                    s.plateau_ref[h.name] = metrics[h.name]
+                past = [r["select"][h.name] for r in s.history if h.name in r["select"]]
+                recent = (past + [metrics[h.name]])[-cfg.plateau_window:]
+                value = sum(recent) / len(recent)
+                if value > s.plateau_ref.get(h.name, -math.inf) + cfg.plateau_min_delta:
+                    s.plateau_ref[h.name] = value
                     improved = True
             s.stale = 0 if improved else s.stale + 1
             if s.stale >= cfg.plateau_patience:
