@@ -143,7 +143,7 @@ def mac_ratios(cfg: Any) -> dict[int, float]:
 
 def run_one(config: Optional[Path], overrides: list[str], run_dir: Path) -> dict[str, Any]:
     """Train (or resume) one run and evaluate its students; cached in result.json."""
-    from okdhp_edge.config import load_config
+    from okdhp_edge.config import config_to_dict, load_config
     from okdhp_edge.training.trainer import Trainer
     from okdhp_edge.training.zoo_writer import write_zoo
 
@@ -151,9 +151,10 @@ def run_one(config: Optional[Path], overrides: list[str], run_dir: Path) -> dict
     if result.is_file():
         return json.loads(result.read_text())
     resume = (run_dir / "last.pt").is_file()
-    cfg = load_config(run_dir / "config.yaml" if resume else config,
-                      [] if resume else overrides + [f"zoo.root={run_dir}/zoo",
-                                                     f"zoo.name={run_dir.name}"])
+    planned = overrides + [f"zoo.root={run_dir}/zoo", f"zoo.name={run_dir.name}"]
+    cfg = load_config(run_dir / "config.yaml" if resume else config, [] if resume else planned)
+    if resume:
+        _same_run(run_dir, config_to_dict(cfg), config_to_dict(load_config(config, planned)))
     t0 = time.time()
     trainer = Trainer(cfg, run_dir=run_dir, resume=resume)
     try:
@@ -178,6 +179,20 @@ def run_one(config: Optional[Path], overrides: list[str], run_dir: Path) -> dict
     }
     atomic_write_json(result, res)
     return res
+
+
+def _same_run(run_dir: Path, found: dict[str, Any], planned: dict[str, Any],
+              prefix: str = "") -> None:
+    """Raise UsageError naming the first setting in which the run found in ``run_dir``
+    differs from the planned one (another spec's run in the same work dir)."""
+    for key in planned:
+        a, b = found.get(key), planned[key]
+        if isinstance(a, dict) and isinstance(b, dict):
+            _same_run(run_dir, a, b, f"{prefix}{key}.")
+        elif a != b:
+            raise UsageError(f"{run_dir} holds a run with {prefix}{key}={a!r}, but this "
+                             f"ablation plans {b!r}: another spec's run? Give this ablation its "
+                             f"own --work-dir, or delete that folder to retrain it")
 
 
 def _last_losses(metrics: Path) -> dict[str, float]:
@@ -763,7 +778,9 @@ def ablation(args: argparse.Namespace) -> int:
         """Record a run finished earlier (its result.json); False when it has none."""
         if not (q.run_dir / "result.json").is_file():
             return False
-        record(q, json.loads((q.run_dir / "result.json").read_text()))
+        res = json.loads((q.run_dir / "result.json").read_text())
+        _same_run(q.run_dir, {"overrides": res.get("overrides")}, {"overrides": q.overrides})
+        record(q, res)
         return True
 
     def record(run: PlannedRun, res: dict) -> None:

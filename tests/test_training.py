@@ -363,3 +363,18 @@ def test_ablation_report_commands_give_each_override_once():
     assert _readable_command(cmd) == (
         "python -m okdhp_edge.train --config configs/quickstart.yaml train.epochs=80 "
         "'train.lr_steps=[65, 74]' model.name=hg train.seed=0")
+
+
+def test_ablation_refuses_a_run_of_another_spec_in_its_work_dir(synthetic_root, tmp_path):
+    from okdhp_edge.config import save_config
+    from okdhp_edge.experiments import run_one
+    from okdhp_edge.utils.cli import UsageError
+
+    ov = tiny_overrides(synthetic_root, tmp_path)
+    run = tmp_path / "a-seed0-okdhp"
+    run.mkdir()
+    other = ov + ["train.epochs=5", f"zoo.root={run}/zoo", f"zoo.name={run.name}"]
+    save_config(load_config(overrides=other), run / "config.yaml")
+    (run / "last.pt").write_bytes(b"")  # a checkpoint it would have resumed from
+    with pytest.raises(UsageError, match="train.epochs=5, but this ablation plans 2"):
+        run_one(None, ov, run)
