@@ -235,7 +235,7 @@ def test_torchrun_with_one_process_is_distributed(synthetic_root, tmp_path):
     assert load_checkpoint(tmp_path / "runs" / "ddp1" / "last.pt")["epoch"] == 1
 
 
-@pytest.mark.parametrize("name", ["synthetic.yaml", "synthetic_4x.yaml"])
+@pytest.mark.parametrize("name", [p.name for p in (CONFIG_DIR / "ablation").glob("*.yaml")])
 def test_ablation_spec_is_valid(name):
     from okdhp_edge.experiments import ARMS, arm_runs
 
