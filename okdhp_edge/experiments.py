@@ -236,13 +236,19 @@ def _words(plateau: bool) -> dict[str, str]:
     if plateau:
         return {"c_ref": "each trained to its own plateau", "c_vs": "each trained to its own "
                 "plateau", "longer": "given twice the patience and at least the OKDHP run's "
-                "wall time"}
+                "wall time", "c_eq_how": "twice the patience, at least a's wall time",
+                "c_how": "each to its own plateau", "a_2x_how": "twice the plateau patience"}
     return {"c_ref": "equal iterations", "c_vs": "at equal iterations",
-            "longer": "given about twice the iterations"}
+            "longer": "given about twice the iterations", "c_eq_how": "more iterations",
+            "c_how": "the shared schedule", "a_2x_how": "twice the schedule"}
 
 
 def arm_title(arm: str, plateau: bool = False) -> str:
+    """The arm's name in reports; c, c_eq and a_2x mean other things under a plateau
+    schedule."""
     return (PLATEAU_TITLES.get(arm) if plateau else None) or ARM_TITLES.get(arm, arm)
+
+
 PLATEAU_EVALS = 3  # the last evaluations that must add less than PLATEAU_GAIN
 PLATEAU_GAIN = 0.01
 PLATEAU_LONGER_GAIN = 0.02  # c_eq - c (about 2x the iterations) below this: at a plateau
@@ -418,7 +424,7 @@ def plateau_verdict(table: dict[str, Any], plateau: bool = False) -> str:
     also = ""
     if okdhp:
         gain = max(gain, max(d["mean"] for d in okdhp.values()))
-        also = (" OKDHP given twice the schedule (a_2x) gains "
+        also = (f" OKDHP given {_words(plateau)['a_2x_how']} (a_2x) gains "
                 + ", ".join(f"{s} {d['mean']:+.3f}" for s, d in okdhp.items()) + " over a.")
     if gain < PLATEAU_LONGER_GAIN:
         return end + (f"The plain students {_words(plateau)['longer']} (c_eq) gain "
@@ -434,6 +440,11 @@ def _depth(name: str) -> int:
     return int(digits) if digits else 0
 
 
+def _iteration_range(its: list[int]) -> str:
+    """A few iteration counts as they are; many (plateau schedules end anywhere) as a range."""
+    return "/".join(map(str, its)) if len(its) <= 3 else f"{min(its)}-{max(its)}"
+
+
 def _fmt(v: Optional[dict], signed: bool = False) -> str:
     if v is None:
         return "-"
@@ -444,14 +455,14 @@ def _fmt(v: Optional[dict], signed: bool = False) -> str:
 
 # (arm, reference arm, what the paired difference measures), in the order the report gives
 COMPARISONS = (
-    ("c_eq", "c", "Plain students given the OKDHP run's wall time (c_eq, more iterations) "
-                  "vs the shared schedule (c): what longer training still adds"),
+    ("c_eq", "c", "Plain students given the OKDHP run's wall time (c_eq, {c_eq_how}) "
+                  "vs {c_how} (c): what longer training still adds"),
     ("a", "c", "OKDHP (a) vs each student alone {c_vs} (c)"),
     ("a", "c_eq", "OKDHP (a) vs each student alone at equal wall time (c_eq)"),
-    ("a_2x", "a", "OKDHP given twice the schedule (a_2x) vs a: what longer training still "
+    ("a_2x", "a", "OKDHP given {a_2x_how} (a_2x) vs a: what longer training still "
                   "adds to OKDHP"),
-    ("a_2x", "c_eq", "OKDHP at twice the schedule (a_2x) vs each student alone at the "
-                     "OKDHP run's wall time (c_eq; for hg2 about the same iterations)"),
+    ("a_2x", "c_eq", "OKDHP with {a_2x_how} (a_2x) vs each student alone at the "
+                     "OKDHP run's wall time (c_eq)"),
     ("e", "c", "Shared multi-branch training + ensemble loss without distillation (e) "
                "vs alone (c)"),
     ("a", "e", "The distillation term itself: OKDHP (a) vs distillation off (e)"),
@@ -503,6 +514,14 @@ def write_report(table: dict[str, Any], results: dict, out: Path, meta: dict) ->
              "for selection), mean ± sample std over seeds; best weights per student chosen "
              "on a selection split held out from the training images. Arm b's hg4 pools its "
              "three equal-depth branches.", ""]
+    sched = meta.get("plateau_schedule")
+    if plateau and sched:
+        lines += [f"Every run trains to a plateau of its selection AP (plateau schedule): an "
+                  f"evaluation every {sched['val_every']} epochs; when no student's selection "
+                  f"AP, averaged over its last {sched['window']} evaluations, gains "
+                  f"{sched['min_delta']:g} in {sched['patience']} evaluations in a row, the LR "
+                  f"drops x{sched['lr_factor']:g}; after {sched['drops']} drops the next such "
+                  f"plateau ends the run (at most {sched['epochs']} epochs).", ""]
     finished = sum(len(runs) for seeds in results.values() for runs in seeds.values())
     if finished < meta.get("planned_runs", 0):
         lines += [f"**In progress: {finished} of {meta['planned_runs']} runs finished** "
@@ -517,7 +536,7 @@ def write_report(table: dict[str, Any], results: dict, out: Path, meta: dict) ->
         title = row["title"] + (f" (lambda_kd {meta['lambda_kd_strong']})"
                                 if arm == "f_weight" and "lambda_kd_strong" in meta else "")
         lines.append(f"| {arm} | {title} | {row['seeds']} | " + " | ".join(cells)
-                     + f" | {'/'.join(str(i) for i in row['iterations'])} | {wall:.0f} | "
+                     + f" | {_iteration_range(row['iterations'])} | {wall:.0f} | "
                      + ("-" if gain is None else f"{gain:+.3f}") + " |")
     lines += ["", f"*Plateau gain*: over every run and student of the arm, the largest gain of "
               f"selection-split AP in the last {PLATEAU_EVALS} evaluations over the best "
@@ -755,6 +774,13 @@ def ablation(args: argparse.Namespace) -> int:
             "lambda_kd_strong": spec.get("lambda_kd_strong", 100 * cfg.loss.lambda_kd),
             "argv": sys.argv, "jobs": args.jobs,
             "plateau": bool(cfg.train.plateau_patience),
+            "plateau_schedule": {"patience": cfg.train.plateau_patience,
+                                 "window": cfg.train.plateau_window,
+                                 "min_delta": cfg.train.plateau_min_delta,
+                                 "drops": cfg.train.plateau_drops,
+                                 "lr_factor": cfg.train.lr_factor,
+                                 "val_every": cfg.train.val_every,
+                                 "epochs": cfg.train.epochs},
             "argv_display": ["python", "-m", "okdhp_edge.experiments",
                              *[a for a in sys.argv[1:] if a != "--report-only"]]}
 

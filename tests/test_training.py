@@ -354,6 +354,32 @@ def test_ablation_summary_pairs_seeds_and_checks_plateau():
     assert plateau_verdict(table).endswith("not at a plateau.")
 
 
+def test_ablation_report_under_a_plateau_schedule(tmp_path):
+    from okdhp_edge.experiments import summarize, write_report
+
+    def run(students, finished, its):
+        return {"students": students, "wall_s": 10.0, "iterations": its, "finished": finished,
+                "overrides": [], "command": "python -m okdhp_edge.train",
+                "curves": [{"iteration": i, "wall_s": i, **students} for i in range(5)]}
+
+    stop = "plateau after 2 LR drops: ..."
+    results = {
+        "a": {str(s): [run({"hg2": 0.60, "hg4": 0.70}, stop, 900 + s)] for s in range(3)},
+        "c": {str(s): [run({"hg2": 0.58}, stop, 800 + s), run({"hg4": 0.69}, "", 3900)]
+              for s in range(3)},
+    }
+    meta = {"config": "spec.yaml", "plateau": True, "argv_display": ["python"], "seeds": [0],
+            "plateau_schedule": {"patience": 2, "window": 3, "min_delta": 0.003, "drops": 2,
+                                 "lr_factor": 0.1, "val_every": 5, "epochs": 300}}
+    write_report(summarize(results, plateau=True), results, tmp_path / "r.md", meta)
+    text = (tmp_path / "r.md").read_text()
+    assert "gains 0.003 in 2 evaluations in a row, the LR drops x0.1" in text
+    assert "plain, alone (each to its own plateau)" in text
+    assert "OKDHP (a) vs each student alone each trained to its own plateau (c)" in text
+    assert "6 of 9 runs ended at its stop" in text and "epoch cap first (arms c)" in text
+    assert "| 800-3900 |" in text  # six distinct counts of arm c as a range
+
+
 def test_ablation_report_commands_give_each_override_once():
     from okdhp_edge.experiments import _readable_command
 
