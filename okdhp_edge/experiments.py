@@ -234,7 +234,7 @@ PLATEAU_TITLES = {
 def _words(plateau: bool) -> dict[str, str]:
     """The phrases of the report that depend on the schedule (fixed or plateau)."""
     if plateau:
-        return {"c_ref": "each trained to its own plateau", "c_vs": "each trained to its own "
+        return {"c_ref": "each trained to its own plateau", "c_vs": "trained to its own "
                 "plateau", "longer": "given twice the patience and at least the OKDHP run's "
                 "wall time", "c_eq_how": "twice the patience, at least a's wall time",
                 "c_how": "each to its own plateau", "a_2x_how": "twice the plateau patience"}
@@ -276,6 +276,40 @@ def _per_seed(results: dict[str, dict[str, list[dict]]]) -> dict[str, dict[str, 
                 for s, v in r["students"].items():
                     vals.setdefault(_student_key(s), []).append(v)
             out.setdefault(arm, {})[seed] = {s: float(np.mean(v)) for s, v in vals.items()}
+    return out
+
+
+def equal_iteration_gaps(results: dict[str, dict[str, list[dict]]], ref: str = "c"
+                         ) -> dict[str, dict[str, dict[str, Any]]]:
+    """arm -> student -> selection AP minus ``ref``'s at equal iterations, paired by seed:
+    each side's best evaluation up to the iteration count at which the shorter of the two
+    runs ended (plateau schedules end each run at its own count)."""
+    def best(run: dict, key: str, upto: int) -> Optional[float]:
+        ys = [c[key] for c in run["curves"] if key in c and c["iteration"] <= upto]
+        return max(ys) if ys else None
+
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for arm, seeds in results.items():
+        if arm in (ref, "c_eq"):
+            continue
+        diffs: dict[str, list[float]] = {}
+        for seed, runs in seeds.items():
+            for r in runs:
+                for st in r["students"]:
+                    key = _student_key(st)
+                    plain = [p for p in results.get(ref, {}).get(seed, [])
+                             if key in map(_student_key, p["students"])]
+                    if not plain:
+                        continue
+                    (pst,) = plain[0]["students"]
+                    upto = min(r["iterations"], plain[0]["iterations"])
+                    a, b = best(r, st, upto), best(plain[0], pst, upto)
+                    if a is not None and b is not None:
+                        diffs.setdefault(key, []).append(a - b)
+        if diffs:
+            out[arm] = {k: {"mean": float(np.mean(v)), "std": _std(v), "n": len(v),
+                            "values": v} for k, v in sorted(diffs.items(),
+                                                            key=lambda kv: _depth(kv[0]))}
     return out
 
 
@@ -555,6 +589,16 @@ def write_report(table: dict[str, Any], results: dict, out: Path, meta: dict) ->
                   "|---|" + "---|" * len(students)]
         for arm, p in rows:
             lines.append(f"| {arm} | " + " | ".join(_fmt(p.get(s), signed=True)
+                                                  for s in students) + " |")
+        lines.append("")
+    gaps = equal_iteration_gaps(results) if plateau else {}
+    if gaps:  # under a fixed schedule arm c is the equal-iterations comparison already
+        lines += ["## At equal iterations, from the learning curves (arm minus c)", "",
+                  "Selection-split AP, paired by seed: each side's best evaluation up to the "
+                  "iteration count at which the shorter of the two runs ended.", "",
+                  "| arm | " + " | ".join(students) + " |", "|---|" + "---|" * len(students)]
+        for arm, g in gaps.items():
+            lines.append(f"| {arm} | " + " | ".join(_fmt(g.get(s), signed=True)
                                                   for s in students) + " |")
         lines.append("")
     f = findings(table, plateau)

@@ -375,9 +375,27 @@ def test_ablation_report_under_a_plateau_schedule(tmp_path):
     text = (tmp_path / "r.md").read_text()
     assert "gains 0.003 in 2 evaluations in a row, the LR drops x0.1" in text
     assert "plain, alone (each to its own plateau)" in text
-    assert "OKDHP (a) vs each student alone each trained to its own plateau (c)" in text
+    assert "OKDHP (a) vs each student alone trained to its own plateau (c)" in text
     assert "6 of 9 runs ended at its stop" in text and "epoch cap first (arms c)" in text
     assert "| 800-3900 |" in text  # six distinct counts of arm c as a range
+    assert "## At equal iterations, from the learning curves" in text
+
+
+def test_equal_iteration_gaps_compare_best_up_to_the_shorter_run():
+    from okdhp_edge.experiments import equal_iteration_gaps
+
+    def run(key, its, curve):
+        return {"students": {key: 0.0}, "iterations": its,
+                "curves": [{"iteration": i, key: v} for i, v in curve]}
+
+    results = {  # a ends at 300, plain hg2 at 200: both read up to iteration 200
+        "a": {"0": [{"students": {"hg2": 0.0}, "iterations": 300,
+                     "curves": [{"iteration": 100, "hg2": 0.4}, {"iteration": 200, "hg2": 0.5},
+                                {"iteration": 300, "hg2": 0.9}]}]},
+        "c": {"0": [run("hg2", 200, [(100, 0.45), (200, 0.42)])]},
+    }
+    gaps = equal_iteration_gaps(results)
+    assert list(gaps) == ["a"] and gaps["a"]["hg2"]["values"] == pytest.approx([0.05])
 
 
 def test_ablation_report_commands_give_each_override_once():
