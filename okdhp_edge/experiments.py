@@ -279,6 +279,12 @@ def _per_seed(results: dict[str, dict[str, list[dict]]]) -> dict[str, dict[str, 
     return out
 
 
+def _stats(values: dict[str, list[float]]) -> dict[str, dict[str, Any]]:
+    """student -> mean, sample std, count and the values, students ordered by depth."""
+    return {k: {"mean": float(np.mean(v)), "std": _std(v), "n": len(v), "values": v}
+            for k, v in sorted(values.items(), key=lambda kv: _depth(kv[0]))}
+
+
 def equal_iteration_gaps(results: dict[str, dict[str, list[dict]]], ref: str = "c"
                          ) -> dict[str, dict[str, dict[str, Any]]]:
     """arm -> student -> selection AP minus ``ref``'s at equal iterations, paired by seed:
@@ -307,9 +313,7 @@ def equal_iteration_gaps(results: dict[str, dict[str, list[dict]]], ref: str = "
                     if a is not None and b is not None:
                         diffs.setdefault(key, []).append(a - b)
         if diffs:
-            out[arm] = {k: {"mean": float(np.mean(v)), "std": _std(v), "n": len(v),
-                            "values": v} for k, v in sorted(diffs.items(),
-                                                            key=lambda kv: _depth(kv[0]))}
+            out[arm] = _stats(diffs)
     return out
 
 
@@ -382,9 +386,7 @@ def summarize(results: dict[str, dict[str, list[dict]]], plateau: bool = False
             cost.append(wall)
         table[arm] = {
             "title": arm_title(arm, plateau),
-            "students": {s: {"mean": float(np.mean(v)), "std": _std(v), "n": len(v),
-                             "values": v} for s, v in sorted(per_student.items(),
-                                                             key=lambda kv: _depth(kv[0]))},
+            "students": _stats(per_student),
             "seeds": len(seeds),
             "train_wall_s_mean": float(np.mean(cost)) if cost else None,
             "iterations": sorted(set(iters)),
@@ -397,9 +399,7 @@ def summarize(results: dict[str, dict[str, list[dict]]], plateau: bool = False
             if ref == arm or ref not in per_seed or arm not in per_seed:
                 continue
             diffs = _paired(per_seed[arm], per_seed[ref])
-            table[arm]["paired"][ref] = {
-                s: {"mean": float(np.mean(d)), "std": _std(d), "n": len(d), "values": d}
-                for s, d in sorted(diffs.items(), key=lambda kv: _depth(kv[0]))}
+            table[arm]["paired"][ref] = _stats(diffs)
     return table
 
 
@@ -536,20 +536,27 @@ def findings(table: dict[str, Any], plateau: bool = False) -> list[str]:
     return out
 
 
+def _difference_table(rows: list[tuple[str, dict]], students: list[str]) -> list[str]:
+    """Markdown rows: one per arm, its signed per-student differences (mean ± std)."""
+    return (["| arm | " + " | ".join(students) + " |", "|---|" + "---|" * len(students)]
+            + [f"| {arm} | " + " | ".join(_fmt(d.get(s), signed=True) for s in students)
+               + " |" for arm, d in rows])
+
+
 def write_report(table: dict[str, Any], results: dict, out: Path, meta: dict) -> None:
     """Markdown + JSON + learning-curve chart."""
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out.with_suffix(".json"), {"meta": meta, "table": table,
                                                   "runs": results})
-    plateau = bool(meta.get("plateau"))
+    sched = meta.get("plateau_schedule")
+    plateau = bool(sched)
     students = sorted({s for a in table.values() for s in a["students"]}, key=_depth)
     lines = [f"# Ablation on synthetic data ({meta['config']})", "",
              "Report-split COCO AP of each student (synthetic val, 300 images; never used "
              "for selection), mean ± sample std over seeds; best weights per student chosen "
              "on a selection split held out from the training images. Arm b's hg4 pools its "
              "three equal-depth branches.", ""]
-    sched = meta.get("plateau_schedule")
-    if plateau and sched:
+    if sched:
         lines += [f"Every run trains to a plateau of its selection AP (plateau schedule): an "
                   f"evaluation every {sched['val_every']} epochs; when no student's selection "
                   f"AP, averaged over its last {sched['window']} evaluations, gains "
@@ -585,22 +592,13 @@ def write_report(table: dict[str, Any], results: dict, out: Path, meta: dict) ->
         if not rows:
             continue
         lines += [f"## Paired by seed: arm minus plain students ({title}, arm {ref})", "",
-                  "| arm | " + " | ".join(students) + " |",
-                  "|---|" + "---|" * len(students)]
-        for arm, p in rows:
-            lines.append(f"| {arm} | " + " | ".join(_fmt(p.get(s), signed=True)
-                                                  for s in students) + " |")
-        lines.append("")
+                  *_difference_table(rows, students), ""]
     gaps = equal_iteration_gaps(results) if plateau else {}
     if gaps:  # under a fixed schedule arm c is the equal-iterations comparison already
         lines += ["## At equal iterations, from the learning curves (arm minus c)", "",
                   "Selection-split AP, paired by seed: each side's best evaluation up to the "
                   "iteration count at which the shorter of the two runs ended.", "",
-                  "| arm | " + " | ".join(students) + " |", "|---|" + "---|" * len(students)]
-        for arm, g in gaps.items():
-            lines.append(f"| {arm} | " + " | ".join(_fmt(g.get(s), signed=True)
-                                                  for s in students) + " |")
-        lines.append("")
+                  *_difference_table(list(gaps.items()), students), ""]
     f = findings(table, plateau)
     if f:
         lines += ["## What the numbers say", "", *f,
@@ -618,8 +616,7 @@ def write_report(table: dict[str, Any], results: dict, out: Path, meta: dict) ->
                     if s in last:
                         gaps.setdefault(s, []).append(last["ensemble"] - last[s])
         if gaps:
-            margin_rows.append((arm, {s: {"mean": float(np.mean(v)), "std": _std(v),
-                                          "n": len(v)} for s, v in gaps.items()}))
+            margin_rows.append((arm, _stats(gaps)))
     if margin_rows:
         names = sorted({s for _, g in margin_rows for s in g}, key=lambda n: (_depth(n), n))
         lines += ["## How much the ensemble teacher knows beyond each student", "",
@@ -817,14 +814,14 @@ def ablation(args: argparse.Namespace) -> int:
             "lambda_kd": cfg.loss.lambda_kd, "lambda_ens": cfg.loss.lambda_ens,
             "lambda_kd_strong": spec.get("lambda_kd_strong", 100 * cfg.loss.lambda_kd),
             "argv": sys.argv, "jobs": args.jobs,
-            "plateau": bool(cfg.train.plateau_patience),
             "plateau_schedule": {"patience": cfg.train.plateau_patience,
                                  "window": cfg.train.plateau_window,
                                  "min_delta": cfg.train.plateau_min_delta,
                                  "drops": cfg.train.plateau_drops,
                                  "lr_factor": cfg.train.lr_factor,
                                  "val_every": cfg.train.val_every,
-                                 "epochs": cfg.train.epochs},
+                                 "epochs": cfg.train.epochs}
+            if cfg.train.plateau_patience else None,
             "argv_display": ["python", "-m", "okdhp_edge.experiments",
                              *[a for a in sys.argv[1:] if a != "--report-only"]]}
 
@@ -878,7 +875,8 @@ def ablation(args: argparse.Namespace) -> int:
             meta["shorter_schedule"] = {
                 "report": str(shorter["report"]), "pairs": shorter["pairs"],
                 "gains": shorter_schedule_gains(ordered, reference, shorter["pairs"])}
-        write_report(summarize(ordered, meta["plateau"]), ordered, args.out, meta)
+        write_report(summarize(ordered, bool(meta["plateau_schedule"])), ordered, args.out,
+                     meta)
 
     def pending(runs: list[PlannedRun]) -> list[PlannedRun]:
         """Record the runs finished earlier; the others, still to train."""

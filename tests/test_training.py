@@ -368,7 +368,7 @@ def test_ablation_report_under_a_plateau_schedule(tmp_path):
         "c": {str(s): [run({"hg2": 0.58}, stop, 800 + s), run({"hg4": 0.69}, "", 3900)]
               for s in range(3)},
     }
-    meta = {"config": "spec.yaml", "plateau": True, "argv_display": ["python"], "seeds": [0],
+    meta = {"config": "spec.yaml", "argv_display": ["python"], "seeds": [0],
             "plateau_schedule": {"patience": 2, "window": 3, "min_delta": 0.003, "drops": 2,
                                  "lr_factor": 0.1, "val_every": 5, "epochs": 300}}
     write_report(summarize(results, plateau=True), results, tmp_path / "r.md", meta)
