@@ -51,7 +51,12 @@ def test_train_augmentation_is_deterministic_per_epoch(coco_tiny):
     a, b = ds[3], ds[3]
     assert np.array_equal(a["image"], b["image"])
     ds.set_epoch(1)
-    assert not np.array_equal(ds[3]["image"], a["image"])
+    c = ds[3]
+    assert not np.array_equal(c["image"], a["image"])
+    # an (epoch, index) key gives that epoch's augmentation whatever set_epoch said
+    assert np.array_equal(ds[(0, 3)]["image"], a["image"])
+    ds.set_epoch(5)
+    assert np.array_equal(ds[(1, 3)]["image"], c["image"])
 
 
 def _copy_tiny(coco_tiny, tmp_path):

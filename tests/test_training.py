@@ -61,9 +61,13 @@ def test_resume_matches_uninterrupted(synthetic_root, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_interrupt_mid_epoch_then_resume(synthetic_root, tmp_path):
+@pytest.mark.parametrize("workers", [0, 1])
+def test_interrupt_mid_epoch_then_resume(synthetic_root, tmp_path, workers):
+    """With a data worker the samples come through persistent workers (the epoch in the
+    sampler's keys): the weights must still equal an in-process uninterrupted run's."""
     full = Trainer(_cfg(synthetic_root, tmp_path / "a"))
     full.fit()
+    w = f"data.workers={workers}"
 
     class Interrupted(Trainer):
         def _loss(self, *a, **k):
@@ -71,12 +75,13 @@ def test_interrupt_mid_epoch_then_resume(synthetic_root, tmp_path):
                 self._stop = True  # what SIGINT/SIGTERM set
             return super()._loss(*a, **k)
 
-    t = Interrupted(_cfg(synthetic_root, tmp_path / "b"))
+    t = Interrupted(_cfg(synthetic_root, tmp_path / "b", w))
     with pytest.raises(TrainingInterrupted, match="--resume"):
         t.fit()
+    t.close()
     ck = load_checkpoint(t.run_dir / "last.pt")
     assert (ck["epoch"], ck["iter_in_epoch"]) == (0, 4)
-    resumed = Trainer(_cfg(synthetic_root, tmp_path / "b"), run_dir=t.run_dir, resume=True)
+    resumed = Trainer(_cfg(synthetic_root, tmp_path / "b", w), run_dir=t.run_dir, resume=True)
     resumed.fit()
     a, b = _state(full.run_dir / "last.pt"), _state(resumed.run_dir / "last.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)

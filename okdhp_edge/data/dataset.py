@@ -122,7 +122,12 @@ class TopDownDataset:
         """Augmentation of item i in epoch e depends only on (seed, e, i): resumable."""
         self.epoch = int(epoch)
 
-    def __getitem__(self, index: int) -> Optional[dict[str, Any]]:
+    def __getitem__(self, key: int | tuple[int, int]) -> Optional[dict[str, Any]]:
+        """Item ``index``, or ``(epoch, index)``: the augmentation of that epoch whatever
+        ``set_epoch`` said. The pair lets a sampler in the main process carry the epoch to
+        persistent data workers, which keep the copy of the dataset they started with."""
+        epoch, index = (int(key[0]), int(key[1])) if isinstance(key, tuple) else (self.epoch,
+                                                                                  int(key))
         rec = self.records[index]
         try:
             image = read_image(rec.image_path)
@@ -132,14 +137,17 @@ class TopDownDataset:
                 log.warning("skipping record %s: %s", rec.record_id, exc)
                 return None
             raise DataError(f"{exc} (record {rec.record_id})") from None
-        return self.make_sample(image, rec, index)
+        return self.make_sample(image, rec, index, epoch)
 
-    def make_sample(self, image: np.ndarray, rec: PersonRecord, index: int) -> dict[str, Any]:
-        """Crop, augment (train) and encode one person of an RGB image."""
+    def make_sample(self, image: np.ndarray, rec: PersonRecord, index: int,
+                    epoch: Optional[int] = None) -> dict[str, Any]:
+        """Crop, augment (train; as in ``epoch``, default the current one) and encode one
+        person of an RGB image."""
         center, scale, rot, flip = rec.center.copy(), rec.scale.copy(), 0.0, False
         joints = rec.joints.copy()
         if self.train:
-            rng = np.random.default_rng((self.seed, self.epoch, index))
+            rng = np.random.default_rng((self.seed, self.epoch if epoch is None else epoch,
+                                         index))
             if self.augment.half_body_prob > 0 and rng.random() < self.augment.half_body_prob:
                 hb = half_body_box(joints, self._upper, rng, self.aspect_ratio)
                 if hb is not None:

@@ -89,9 +89,11 @@ def resolve_amp(amp: str, device: torch.device) -> Optional[torch.dtype]:
 # ---------------------------------------------------------------------------- sampler
 
 
-class EpochSampler(Sampler[int]):
+class EpochSampler(Sampler[tuple[int, int]]):
     """Shuffled order that depends only on (seed, epoch); sharded across ranks; can skip
-    the samples a resumed run already consumed in this epoch."""
+    the samples a resumed run already consumed in this epoch. Yields ``(epoch, index)``
+    keys (see ``TopDownDataset.__getitem__``): the epoch reaches persistent data workers
+    through the sampler, so one set of workers serves the whole run."""
 
     def __init__(self, n: int, seed: int, rank: int = 0, world: int = 1) -> None:
         self.n, self.seed, self.rank, self.world = n, seed, rank, world
@@ -106,8 +108,8 @@ class EpochSampler(Sampler[int]):
         perm += perm[: per_rank * self.world - self.n]
         return perm[self.rank::self.world]
 
-    def __iter__(self) -> Iterator[int]:
-        return iter(self._indices()[self.skip:])
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return iter([(self.epoch, i) for i in self._indices()[self.skip:]])
 
     def __len__(self) -> int:
         return math.ceil(self.n / self.world) - self.skip
@@ -235,6 +237,8 @@ class Trainer:
                              f"batch ({cfg.train.batch_size} x {self.dist.world_size} ranks)")
         self.sampler = EpochSampler(len(self.train_set), cfg.train.seed, self.dist.rank,
                                     self.dist.world_size)
+        self._train_loader: Optional[DataLoader] = None
+        self._eval_loaders: dict[int, tuple[TopDownDataset, DataLoader]] = {}
         self.iters_per_epoch = len(self.sampler) // cfg.train.batch_size
         if cfg.train.max_iters_per_epoch:
             self.iters_per_epoch = min(self.iters_per_epoch, cfg.train.max_iters_per_epoch)
@@ -323,13 +327,32 @@ class Trainer:
         return old
 
     def _loader(self, epoch: int, skip_samples: int) -> DataLoader:
+        """The training loader, positioned at ``epoch`` after ``skip_samples``. Its workers
+        start once and persist: starting them every epoch cost ~1.4 s an epoch where they
+        are spawned (a run under the ablation runner; the default on Python >= 3.14 is
+        forkserver), a quarter of a plain student's epoch here."""
         self.train_set.set_epoch(epoch)
         self.sampler.set_epoch(epoch, skip_samples)
-        return DataLoader(self.train_set, batch_size=self.cfg.train.batch_size,
-                          sampler=self.sampler, num_workers=self.cfg.data.workers,
-                          collate_fn=collate_skip_none, drop_last=True,
-                          pin_memory=self.device.type == "cuda",
-                          persistent_workers=False, worker_init_fn=_worker_init)
+        if self._train_loader is None:
+            workers = self.cfg.data.workers
+            self._train_loader = DataLoader(
+                self.train_set, batch_size=self.cfg.train.batch_size, sampler=self.sampler,
+                num_workers=workers, collate_fn=collate_skip_none, drop_last=True,
+                pin_memory=self.device.type == "cuda", persistent_workers=workers > 0,
+                worker_init_fn=_worker_init, multiprocessing_context=_worker_context(workers))
+        return self._train_loader
+
+    def _eval_loader(self, dataset: TopDownDataset) -> DataLoader:
+        """One loader per evaluated split, its workers kept between validations."""
+        key = id(dataset)
+        if key not in self._eval_loaders:
+            workers = self.cfg.data.workers
+            self._eval_loaders[key] = (dataset, DataLoader(
+                dataset, batch_size=self.cfg.eval.batch_size, shuffle=False,
+                num_workers=workers, collate_fn=collate_skip_none,
+                persistent_workers=workers > 0, worker_init_fn=_worker_init,
+                multiprocessing_context=_worker_context(workers)))
+        return self._eval_loaders[key][1]
 
     def _to_device(self, batch: dict[str, Any]) -> tuple[torch.Tensor, ...]:
         x = torch.from_numpy(batch["image"]).to(self.device, non_blocking=True)
@@ -406,8 +429,7 @@ class Trainer:
         With ``models`` (name -> plain stacked hourglass) those are run instead of the
         training network's heads.
         """
-        loader = DataLoader(dataset, batch_size=self.cfg.eval.batch_size, shuffle=False,
-                            num_workers=self.cfg.data.workers, collate_fn=collate_skip_none)
+        loader = self._eval_loader(dataset)
         was = self.model.training
         self.model.eval()
         try:
@@ -570,9 +592,20 @@ class Trainer:
                           "".join(json.dumps(r) + "\n" for r in self.state.history))
 
     def close(self) -> None:
+        """Stop the data workers and the TensorBoard writer; leave the process group."""
+        self._train_loader, self._eval_loaders = None, {}
         if getattr(self, "_tb", None) is not None:
             self._tb.close()
         cleanup(self.dist)
+
+
+def _worker_context(workers: int) -> Optional[str]:
+    """Start data workers from a fork server where there is one: a plain fork of a process
+    that has run OpenCV's thread pool can deadlock in the child (seen with data.workers=0
+    then 1 in one process), and since the workers persist the one-off start-up is cheap."""
+    import multiprocessing as mp
+
+    return "forkserver" if workers > 0 and "forkserver" in mp.get_all_start_methods() else None
 
 
 def _worker_init(_worker_id: int) -> None:
