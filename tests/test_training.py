@@ -87,6 +87,22 @@ def test_interrupt_mid_epoch_then_resume(synthetic_root, tmp_path, workers):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_persistent_workers_cut_epochs_match_in_process(synthetic_root, tmp_path):
+    """Epochs cut short (max_iters_per_epoch) leave batches prefetched in the persistent
+    workers; the next epoch must start from its own order, as in-process loading does."""
+    cut = ("train.max_iters_per_epoch=2", "train.epochs=3")
+    runs = [Trainer(_cfg(synthetic_root, tmp_path / str(w), f"data.workers={w}", *cut))
+            for w in (0, 1)]
+    for t in runs:
+        try:
+            t.fit()
+        finally:
+            t.close()
+    a, b = (_state(t.run_dir / "last.pt") for t in runs)
+    assert runs[0].iters_per_epoch == 2 and runs[1].state.iteration == 6
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_non_finite_loss_keeps_last_good_checkpoint(synthetic_root, tmp_path):
     class Exploding(Trainer):
         def _loss(self, *a, **k):
