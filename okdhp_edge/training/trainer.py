@@ -238,7 +238,7 @@ class Trainer:
         self.sampler = EpochSampler(len(self.train_set), cfg.train.seed, self.dist.rank,
                                     self.dist.world_size)
         self._train_loader: Optional[DataLoader] = None
-        self._eval_loaders: dict[int, tuple[TopDownDataset, DataLoader]] = {}
+        self._eval_loaders: dict[int, DataLoader] = {}
         self.iters_per_epoch = len(self.sampler) // cfg.train.batch_size
         if cfg.train.max_iters_per_epoch:
             self.iters_per_epoch = min(self.iters_per_epoch, cfg.train.max_iters_per_epoch)
@@ -331,7 +331,6 @@ class Trainer:
         start once and persist: where they are spawned (runs under the ablation runner; the
         default on Python >= 3.14 is forkserver) starting them every epoch took a plain hg2
         epoch of the ablation from 3.9 s to 5.3 s, an OKDHP epoch from 9.1 s to 9.7 s."""
-        self.train_set.set_epoch(epoch)
         self.sampler.set_epoch(epoch, skip_samples)
         if self._train_loader is None:
             workers = self.cfg.data.workers
@@ -343,16 +342,17 @@ class Trainer:
         return self._train_loader
 
     def _eval_loader(self, dataset: TopDownDataset) -> DataLoader:
-        """One loader per evaluated split, its workers kept between validations."""
+        """One loader per evaluated split, its workers kept between validations (the loader
+        holds its dataset, so the id stays that dataset's)."""
         key = id(dataset)
         if key not in self._eval_loaders:
             workers = self.cfg.data.workers
-            self._eval_loaders[key] = (dataset, DataLoader(
+            self._eval_loaders[key] = DataLoader(
                 dataset, batch_size=self.cfg.eval.batch_size, shuffle=False,
                 num_workers=workers, collate_fn=collate_skip_none,
                 persistent_workers=workers > 0, worker_init_fn=_worker_init,
-                multiprocessing_context=_worker_context(workers)))
-        return self._eval_loaders[key][1]
+                multiprocessing_context=_worker_context(workers))
+        return self._eval_loaders[key]
 
     def _to_device(self, batch: dict[str, Any]) -> tuple[torch.Tensor, ...]:
         x = torch.from_numpy(batch["image"]).to(self.device, non_blocking=True)
