@@ -19,7 +19,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check okdhp_edge tests bench
+	$(BIN)/ruff check .
 
 bench: $(STAMP)
 	$(BIN)/python -m pytest bench -q --benchmark-only

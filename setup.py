@@ -33,7 +33,8 @@ RUNTIME_ONLY = os.environ.get("OKDHP_EDGE_RUNTIME_ONLY", "") not in ("", "0")
 setup(
     name="okdhp_edge",
     version="0.1.0",
-    description="Online Knowledge Distillation for Human Pose: train a student zoo, bench it on edge runtimes",
+    description=("Online Knowledge Distillation for Human Pose: train a student zoo, "
+                 "bench it on edge runtimes"),
     packages=find_packages(include=["okdhp_edge", "okdhp_edge.*"]),
     python_requires=">=3.10",
     install_requires=RUNTIME if RUNTIME_ONLY else RUNTIME + TRAINING,
