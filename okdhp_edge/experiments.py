@@ -4,7 +4,10 @@ Trains the quickstart students under several settings and seeds on the synthetic
 and writes ``bench/reports/ablation_synthetic.{md,json}`` with mean and standard
 deviation of report-split AP per student and arm, training cost, learning curves and the
 exact commands. Resumable run by run: a finished run (its ``result.json``) is skipped, an
-interrupted one continues from its checkpoint.
+interrupted one continues from its checkpoint. When the work dir is lost (a wiped scratch
+disk), ``--restore-from bench/reports/ablation_synthetic.json`` takes every run that report
+holds, matched by arm, seed and exact overrides, instead of training it again (only the
+results come back, not the checkpoints or zoos).
 
 Arms (``--arms`` picks a subset):
   a  OKDHP unbalanced (the config as given)
@@ -767,6 +770,23 @@ def _worker(config: Optional[str], overrides: list[str], run_dir: str) -> dict[s
             sys.stderr = old
 
 
+def restorable_runs(path: Path) -> dict[tuple[str, str, tuple[str, ...]], dict[str, Any]]:
+    """Finished runs of a published ablation report, keyed by (arm, seed, overrides)."""
+    if not path.is_file():
+        raise UsageError(f"--restore-from {path}: no such report")
+    try:
+        runs = json.loads(path.read_text())["runs"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise UsageError(f"--restore-from {path}: not an ablation report (.json with 'runs'):"
+                         f" {e!r}") from None
+    out = {}
+    for arm, seeds in runs.items():
+        for seed, results in seeds.items():
+            for res in results:
+                out[(arm, str(seed), tuple(res["overrides"]))] = res
+    return out
+
+
 def ablation(args: argparse.Namespace) -> int:
     from okdhp_edge.config import load_config
 
@@ -792,6 +812,7 @@ def ablation(args: argparse.Namespace) -> int:
     cfg = load_config(base, extra_overrides)  # validates every override before any run
     kl_t = spec.get("kl_temperature", 0.1)
     root = Path(args.work_dir)
+    restorable = restorable_runs(args.restore_from) if args.restore_from else {}
     if cfg.data.dataset == "synthetic" and not args.report_only:
         from okdhp_edge.data.build import ensure_synthetic
 
@@ -842,9 +863,15 @@ def ablation(args: argparse.Namespace) -> int:
             all(any(q.arm == a for q in need) for a in ("a", "c"))
 
     def load(q: PlannedRun) -> bool:
-        """Record a run finished earlier (its result.json); False when it has none."""
+        """Record a run finished earlier (its result.json, or the same run in the
+        --restore-from report); False when it has none."""
+        saved = restorable.get((q.arm, str(q.seed), tuple(q.overrides)))
         if not (q.run_dir / "result.json").is_file():
-            return False
+            if saved is None:
+                return False
+            q.run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(q.run_dir / "result.json", saved)
+            log.info("%s: restored from %s", q.key, args.restore_from)
         res = json.loads((q.run_dir / "result.json").read_text())
         _same_run(q.run_dir, {"overrides": res.get("overrides")}, {"overrides": q.overrides})
         record(q, res)
@@ -980,6 +1007,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     ab.add_argument("--work-dir", default="runs/ablation")
     ab.add_argument("--report-only", action="store_true",
                     help="write the report from the finished runs; train nothing")
+    ab.add_argument("--restore-from", type=Path, metavar="REPORT_JSON",
+                    help="a published report of this ablation: its runs are taken as "
+                         "finished instead of retrained (a lost work dir)")
     ab.add_argument("--jobs", type=int, default=1,
                     help="runs trained in parallel (each with train.threads from the spec)")
     ab.add_argument("--out", type=Path, default=Path("bench/reports/ablation_synthetic.md"))

@@ -1,4 +1,5 @@
 import json
+import shutil
 import subprocess
 import sys
 
@@ -53,6 +54,13 @@ def test_ablation_runner_is_resumable(synthetic_root, tmp_path):
     proc = subprocess.run(cmd[:-1] + ["1"], capture_output=True, text=True, timeout=600)
     started = [x.split("start ")[1].split()[0] for x in proc.stderr.splitlines() if " start " in x]
     assert proc.returncode == 0 and started == ["c_eq-seed0-hg2", "e-seed0-okdhp"], proc.stderr
+    table = json.loads(out.with_suffix(".json").read_text())["table"]
+    shutil.rmtree(tmp_path / "work")  # the work dir lost: its report brings the runs back
+    proc = subprocess.run(cmd + ["--restore-from", str(out.with_suffix(".json"))],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0 and proc.stderr.count("restored from") == 6, proc.stderr
+    assert " start " not in proc.stderr
+    assert json.loads(out.with_suffix(".json").read_text())["table"] == table
 
 
 def test_quickstart_glue_on_tiny_settings(synthetic_root, tmp_path):

@@ -272,6 +272,20 @@ def test_ablation_spec_is_valid(name):
             load_config(base, spec["overrides"] + overrides)
 
 
+@pytest.mark.parametrize("content, needle", [(None, "no such report"),
+                                              ("{}", "not an ablation report")])
+def test_restore_from_needs_an_ablation_report(tmp_path, content, needle):
+    from okdhp_edge.experiments import main
+    from okdhp_edge.utils.cli import UsageError
+
+    report = tmp_path / "report.json"
+    if content is not None:
+        report.write_text(content)
+    with pytest.raises(UsageError, match=needle):
+        main(["ablation", "--config", str(CONFIG_DIR / "ablation" / "synthetic.yaml"),
+              "--report-only", "--work-dir", str(tmp_path / "w"), "--restore-from", str(report)])
+
+
 def test_c_eq_waits_for_every_plain_student():
     """A report of a running ablation (c's hg4 not finished) must not crash on c_eq."""
     from okdhp_edge.experiments import arm_runs
