@@ -774,16 +774,15 @@ def restorable_runs(path: Path) -> dict[tuple[str, str, tuple[str, ...]], dict[s
     """Finished runs of a published ablation report, keyed by (arm, seed, overrides)."""
     if not path.is_file():
         raise UsageError(f"--restore-from {path}: no such report")
-    try:
-        runs = json.loads(path.read_text())["runs"]
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise UsageError(f"--restore-from {path}: not an ablation report (.json with 'runs'):"
-                         f" {e!r}") from None
     out = {}
-    for arm, seeds in runs.items():
-        for seed, results in seeds.items():
-            for res in results:
-                out[(arm, str(seed), tuple(res["overrides"]))] = res
+    try:
+        for arm, seeds in json.loads(path.read_text())["runs"].items():
+            for seed, results in seeds.items():
+                for res in results:
+                    out[(arm, str(seed), tuple(res["overrides"]))] = res
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+        raise UsageError(f"--restore-from {path}: not an ablation report (.json with "
+                         f"runs -> arm -> seed -> results): {e!r}") from None
     return out
 
 

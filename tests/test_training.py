@@ -273,7 +273,9 @@ def test_ablation_spec_is_valid(name):
 
 
 @pytest.mark.parametrize("content, needle", [(None, "no such report"),
-                                              ("{}", "not an ablation report")])
+                                              ("{}", "not an ablation report"),
+                                              ('{"runs": []}', "not an ablation report"),
+                                              ('{"runs": {"a": {"0": [{}]}}}', "not an abl")])
 def test_restore_from_needs_an_ablation_report(tmp_path, content, needle):
     from okdhp_edge.experiments import main
     from okdhp_edge.utils.cli import UsageError
