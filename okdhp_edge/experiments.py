@@ -864,15 +864,17 @@ def ablation(args: argparse.Namespace) -> int:
     def load(q: PlannedRun) -> bool:
         """Record a run finished earlier (its result.json, or the same run in the
         --restore-from report); False when it has none."""
-        saved = restorable.get((q.arm, str(q.seed), tuple(q.overrides)))
-        if not (q.run_dir / "result.json").is_file():
-            if saved is None:
+        path = q.run_dir / "result.json"
+        if path.is_file():
+            res = json.loads(path.read_text())
+            _same_run(q.run_dir, {"overrides": res.get("overrides")}, {"overrides": q.overrides})
+        else:  # a restored run was matched on these very overrides: nothing to check
+            res = restorable.get((q.arm, str(q.seed), tuple(q.overrides)))
+            if res is None:
                 return False
             q.run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(q.run_dir / "result.json", saved)
+            atomic_write_json(path, res)
             log.info("%s: restored from %s", q.key, args.restore_from)
-        res = json.loads((q.run_dir / "result.json").read_text())
-        _same_run(q.run_dir, {"overrides": res.get("overrides")}, {"overrides": q.overrides})
         record(q, res)
         return True
 
