@@ -116,11 +116,14 @@ class TrainConfig:
     # beats its best such average by more than plateau_min_delta is stale; after
     # plateau_patience stale validations in a row the LR drops by lr_factor, and once it has
     # dropped plateau_drops times the next such plateau ends the run, though not before
-    # min_wall_s seconds of training.
+    # min_wall_s seconds of training. No validation before epoch plateau_min_epoch is stale:
+    # a run whose AP has not yet left 0 (or whose KD ramp still changes the loss) has not
+    # levelled off.
     plateau_patience: int = 0
     plateau_min_delta: float = 0.002
     plateau_window: int = 3
     plateau_drops: int = 2
+    plateau_min_epoch: int = 0
     min_wall_s: float = 0.0
 
 
@@ -326,17 +329,18 @@ def validate(cfg: Config) -> None:
     if cfg.train.batch_size < 1 or cfg.train.epochs < 1:
         raise ConfigError("train.batch_size and train.epochs must be >= 1")
     t = cfg.train
-    if t.plateau_patience < 0 or t.plateau_drops < 0 or t.plateau_min_delta < 0:
-        raise ConfigError("train.plateau_patience, plateau_drops and plateau_min_delta must "
-                          "be >= 0")
+    if min(t.plateau_patience, t.plateau_drops, t.plateau_min_delta, t.plateau_min_epoch) < 0:
+        raise ConfigError("train.plateau_patience, plateau_drops, plateau_min_delta and "
+                          "plateau_min_epoch must be >= 0")
     if t.plateau_window < 1:
         raise ConfigError("train.plateau_window: expected an int >= 1")
     if t.plateau_patience and t.lr_steps:
         raise ConfigError(f"train.lr_steps {t.lr_steps}: a plateau schedule "
                           f"(train.plateau_patience={t.plateau_patience}) drops the LR itself; "
                           f"set train.lr_steps=[]")
-    if t.min_wall_s and not t.plateau_patience:
-        raise ConfigError("train.min_wall_s needs a plateau schedule (train.plateau_patience > 0)")
+    for key in ("min_wall_s", "plateau_min_epoch"):
+        if getattr(t, key) and not t.plateau_patience:
+            raise ConfigError(f"train.{key} needs a plateau schedule (train.plateau_patience > 0)")
     if not 0.0 <= cfg.data.select_fraction < 1.0:
         raise ConfigError("data.select_fraction: expected a float in [0, 1)")
 

@@ -145,6 +145,21 @@ def test_plateau_test_averages_the_last_validations(synthetic_root, tmp_path, wi
     assert got == verdicts and t.state.drops == 1
 
 
+def test_no_plateau_before_plateau_min_epoch(synthetic_root, tmp_path):
+    # the AP of a slow start (0.0, 0.0, ...) is flat, but the run has not levelled off
+    cfg = _cfg(synthetic_root, tmp_path, "model.name=hg2", "train.lr_steps=[]",
+               "train.plateau_patience=2", "train.plateau_drops=1",
+               "train.plateau_min_delta=0.005", "train.plateau_window=1",
+               "train.plateau_min_epoch=3")
+    t = Trainer(cfg)
+    got = []
+    for epoch, v in enumerate([0.0, 0.0, 0.0, 0.0, 0.0], start=1):
+        t.state.epoch = epoch
+        got.append(t._plateau({"hg2": v}))
+        t.state.history.append({"select": {"hg2": v}})
+    assert got == ["", "", "", "drop", ""]  # stale from epoch 3 on: drop at the 2nd stale one
+
+
 def test_plateau_schedule_drops_the_lr_then_stops(synthetic_root, tmp_path):
     cfg = _cfg(synthetic_root, tmp_path, "train.epochs=20", *PLATEAU)
     t = Trainer(cfg)
@@ -169,6 +184,7 @@ def test_plateau_schedule_trains_at_least_min_wall_s(synthetic_root, tmp_path, c
 @pytest.mark.parametrize("extra, needle", [
     (["train.plateau_patience=2"], "set train.lr_steps=[]"),
     (["train.min_wall_s=10"], "needs a plateau schedule"),
+    (["train.plateau_min_epoch=30"], "plateau_min_epoch needs a plateau schedule"),
 ])
 def test_plateau_config_errors(extra, needle):
     from okdhp_edge.config import ConfigError

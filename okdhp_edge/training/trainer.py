@@ -498,7 +498,8 @@ class Trainer:
                 if value > s.plateau_ref.get(h.name, -math.inf) + cfg.plateau_min_delta:
                     s.plateau_ref[h.name] = value
                     improved = True
-            s.stale = 0 if improved else s.stale + 1
+            early = s.epoch < cfg.plateau_min_epoch  # not yet allowed to level off
+            s.stale = 0 if improved or early else s.stale + 1
             if s.stale >= cfg.plateau_patience:
                 if s.drops < cfg.plateau_drops:
                     verdict = "drop"
