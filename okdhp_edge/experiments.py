@@ -6,8 +6,10 @@ deviation of report-split AP per student and arm, training cost, learning curves
 exact commands. Resumable run by run: a finished run (its ``result.json``) is skipped, an
 interrupted one continues from its checkpoint. When the work dir is lost (a wiped scratch
 disk), ``--restore-from bench/reports/ablation_synthetic.json`` takes every run that report
-holds, matched by arm, seed and exact overrides, instead of training it again (only the
-results come back, not the checkpoints or zoos).
+holds instead of training it again (only the results come back, not the checkpoints or
+zoos). A run is matched by what decides it, its base config and the last value of each
+override, not by the arm it was published under: a patience-4 spec's a_2x (twice the
+patience) restores as a patience-8 spec's a.
 
 Arms (``--arms`` picks a subset):
   a  OKDHP unbalanced (the config as given)
@@ -176,9 +178,7 @@ def run_one(config: Optional[Path], overrides: list[str], run_dir: Path) -> dict
         "curves": [{"iteration": h["iteration"], "wall_s": h["wall_s"], **h["select"]}
                    for h in trainer.state.history if h["select"]],
         "losses": _last_losses(run_dir / "metrics.jsonl"),
-        "command": " ".join(shlex.quote(a) for a in [
-            "python", "-m", "okdhp_edge.train", *(["--config", str(config)] if config else []),
-            *overrides]),
+        "command": train_command(config, overrides),
     }
     atomic_write_json(result, res)
     return res
@@ -770,17 +770,35 @@ def _worker(config: Optional[str], overrides: list[str], run_dir: str) -> dict[s
             sys.stderr = old
 
 
-def restorable_runs(path: Path) -> dict[tuple[str, str, tuple[str, ...]], dict[str, Any]]:
-    """Finished runs of a published ablation report, keyed by (arm, seed, overrides)."""
+def train_command(config: Optional[Path], overrides: list[str]) -> str:
+    """The ``okdhp_edge.train`` command line of one run."""
+    return " ".join(shlex.quote(a) for a in [
+        "python", "-m", "okdhp_edge.train", *(["--config", str(config)] if config else []),
+        *overrides])
+
+
+def run_identity(command: str, overrides: list[str]) -> tuple[str, tuple[str, ...]]:
+    """What decides a run: its base config and its overrides with each key's last value
+    (``a_2x`` of a patience-4 spec and ``a`` of a patience-8 spec are the same run)."""
+    args = shlex.split(command)
+    base = next((b for a, b in zip(args, args[1:]) if a == "--config"), "")
+    last = {o.split("=", 1)[0]: o for o in overrides}
+    return base, tuple(sorted(last.values()))
+
+
+def restorable_runs(path: Path) -> dict[tuple[str, tuple[str, ...]], dict[str, Any]]:
+    """Finished runs of a published ablation report, keyed by :func:`run_identity`; each
+    result notes the arm it was published under (``restored_arm``)."""
     if not path.is_file():
         raise UsageError(f"--restore-from {path}: no such report")
     out = {}
     try:
         for arm, seeds in json.loads(path.read_text())["runs"].items():
-            for seed, results in seeds.items():
+            for results in seeds.values():
                 for res in results:
-                    out[(arm, str(seed), tuple(res["overrides"]))] = res
-    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+                    key = run_identity(res["command"], res["overrides"])
+                    out[key] = {**res, "restored_arm": res.get("restored_arm", arm)}
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as e:
         raise UsageError(f"--restore-from {path}: not an ablation report (.json with "
                          f"runs -> arm -> seed -> results): {e!r}") from None
     return out
@@ -868,13 +886,15 @@ def ablation(args: argparse.Namespace) -> int:
         if path.is_file():
             res = json.loads(path.read_text())
             _same_run(q.run_dir, {"overrides": res.get("overrides")}, {"overrides": q.overrides})
-        else:  # a restored run was matched on these very overrides: nothing to check
-            res = restorable.get((q.arm, str(q.seed), tuple(q.overrides)))
+        else:  # a restored run was matched on these very settings: nothing to check
+            res = restorable.get(run_identity(train_command(base, q.overrides), q.overrides))
             if res is None:
                 return False
+            res = {**res, "restored_overrides": res["overrides"], "overrides": q.overrides}
             q.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_json(path, res)
-            log.info("%s: restored from %s", q.key, args.restore_from)
+            log.info("%s: restored from %s (published as arm %s)", q.key, args.restore_from,
+                     res["restored_arm"])
         record(q, res)
         return True
 
@@ -1009,8 +1029,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     ab.add_argument("--report-only", action="store_true",
                     help="write the report from the finished runs; train nothing")
     ab.add_argument("--restore-from", type=Path, metavar="REPORT_JSON",
-                    help="a published report of this ablation: its runs are taken as "
-                         "finished instead of retrained (a lost work dir)")
+                    help="a published ablation report: every run of this ablation that "
+                         "it holds (same base config and overrides, any arm name) is taken "
+                         "as finished instead of retrained (a lost work dir)")
     ab.add_argument("--jobs", type=int, default=1,
                     help="runs trained in parallel (each with train.threads from the spec)")
     ab.add_argument("--out", type=Path, default=Path("bench/reports/ablation_synthetic.md"))

@@ -304,6 +304,23 @@ def test_restore_from_needs_an_ablation_report(tmp_path, content, needle):
               "--report-only", "--work-dir", str(tmp_path / "w"), "--restore-from", str(report)])
 
 
+def test_restore_from_matches_the_run_not_the_arm_name(tmp_path):
+    """The patience-4 report's a_2x (patience 8, epoch cap 600) is the patience-8 spec's a."""
+    from okdhp_edge.experiments import main
+
+    root = Path(__file__).resolve().parents[1]
+    report = root / "bench" / "reports" / "ablation_synthetic.json"
+    published = json.loads(report.read_text())["runs"]["a_2x"]["0"][0]
+    work = tmp_path / "w"
+    assert main(["ablation", "--config", str(CONFIG_DIR / "ablation" / "synthetic_p8.yaml"),
+                 "--report-only", "--arms", "a", "c", "--seeds", "0", "--work-dir", str(work),
+                 "--out", str(tmp_path / "r.md"), "--restore-from", str(report)]) == 0
+    got = json.loads((work / "a-seed0-okdhp" / "result.json").read_text())
+    assert got["students"] == published["students"] and got["restored_arm"] == "a_2x"
+    assert got["restored_overrides"] == published["overrides"] != got["overrides"]
+    assert not (work / "c-seed0-hg2").exists()  # patience 4 is not patience 8: not restored
+
+
 def test_c_eq_waits_for_every_plain_student():
     """A report of a running ablation (c's hg4 not finished) must not crash on c_eq."""
     from okdhp_edge.experiments import arm_runs
