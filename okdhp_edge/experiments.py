@@ -39,8 +39,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shlex
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -757,11 +760,30 @@ def okdhp_wall(results: dict[str, dict[str, list[dict]]]) -> float:
     return float(np.mean([runs[0]["wall_s"] for runs in a.values()]))
 
 
-def _worker(config: Optional[str], overrides: list[str], run_dir: str) -> dict[str, Any]:
+def _stop_when_orphaned(parent: int, every_s: float = 2.0) -> None:
+    """SIGTERM this process once its parent (the ablation runner) is gone: a killed runner
+    must not leave its runs training unseen. The trainer checkpoints on SIGTERM, so the
+    next runner resumes them. Once per process (a pool process trains run after run)."""
+    if any(t.name == "orphan-watch" for t in threading.enumerate()):
+        return
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every_s)
+        log.warning("the ablation runner (pid %d) is gone: stopping this run", parent)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, daemon=True, name="orphan-watch").start()
+
+
+def _worker(config: Optional[str], overrides: list[str], run_dir: str,
+            parent: int = 0) -> dict[str, Any]:
     """One run in a fresh process; its progress bar goes to run_dir/progress.log."""
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
     setup_logging()
+    if parent:
+        _stop_when_orphaned(parent)
     with open(run / "progress.log", "a") as err:
         old, sys.stderr = sys.stderr, err
         try:
@@ -984,7 +1006,7 @@ def ablation(args: argparse.Namespace) -> int:
                 q = queue.pop(0)
                 log.info("start %s (%d done of %d)", q.key, len(done), total)
                 fut = pool.submit(_worker, str(base) if base else None, q.overrides,
-                                  str(q.run_dir))
+                                  str(q.run_dir), os.getpid())
                 running[fut] = q
             if not running:  # cached runs were recorded before: nothing else can become ready
                 if deferred:

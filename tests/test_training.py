@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -319,6 +320,51 @@ def test_restore_from_matches_the_run_not_the_arm_name(tmp_path):
     assert got["students"] == published["students"] and got["restored_arm"] == "a_2x"
     assert got["restored_overrides"] == published["overrides"] != got["overrides"]
     assert not (work / "c-seed0-hg2").exists()  # patience 4 is not patience 8: not restored
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_killed_runner_leaves_no_run_training(synthetic_root, tmp_path):
+    """SIGTERM to the ablation runner: its worker checkpoints and exits instead of training
+    on, orphaned, with nobody to record the result."""
+    import signal
+    import time
+
+    from tests.conftest import tiny_overrides
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(json.dumps({"seeds": [0], "arms": ["a"], "overrides": tiny_overrides(
+        synthetic_root, tmp_path, "train.epochs=500")}))
+    runner = subprocess.Popen([sys.executable, "-m", "okdhp_edge.experiments", "ablation",
+                               "--config", str(spec), "--work-dir", str(tmp_path / "w"),
+                               "--out", str(tmp_path / "r.md")], stderr=subprocess.DEVNULL)
+    log = tmp_path / "w" / "a-seed0-okdhp" / "train.log"
+
+    def children() -> list[int]:
+        out = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == runner.pid:
+                out.append(int(stat.parent.name))
+        return out
+
+    deadline = time.time() + 120
+    while not (log.is_file() and "epoch 1/500" in log.read_text()) and time.time() < deadline:
+        time.sleep(0.5)
+    workers = [p for p in children() if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text()]
+    assert workers, "the run did not start"
+    runner.send_signal(signal.SIGTERM)
+    runner.wait(timeout=30)
+    deadline = time.time() + 60
+    while any(Path(f"/proc/{p}").exists() for p in workers) and time.time() < deadline:
+        time.sleep(0.5)
+    alive = [p for p in workers if Path(f"/proc/{p}").exists()]
+    for p in alive:
+        os.kill(p, signal.SIGKILL)
+    assert not alive, "a worker kept training after its runner was killed"
+    assert (log.parent / "last.pt").is_file() and "runner (pid" in log.read_text()
 
 
 def test_c_eq_waits_for_every_plain_student():
