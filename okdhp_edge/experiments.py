@@ -808,8 +808,9 @@ def run_identity(command: str, overrides: list[str]) -> tuple[str, tuple[str, ..
     return base, tuple(sorted(last.values()))
 
 
-def restorable_runs(path: Path) -> dict[tuple[str, tuple[str, ...]], dict[str, Any]]:
-    """Finished runs of a published ablation report, keyed by :func:`run_identity`; each
+def restorable_runs(path: Path) -> dict[tuple[str, tuple[str, ...]], list[dict[str, Any]]]:
+    """Finished runs of a published ablation report, grouped by :func:`run_identity` (two
+    arms can train the same run: c_eq is c when the wall-time ratio rounds to 1); each
     result notes the arm it was published under (``restored_arm``)."""
     if not path.is_file():
         raise UsageError(f"--restore-from {path}: no such report")
@@ -819,7 +820,8 @@ def restorable_runs(path: Path) -> dict[tuple[str, tuple[str, ...]], dict[str, A
             for results in seeds.values():
                 for res in results:
                     key = run_identity(res["command"], res["overrides"])
-                    out[key] = {**res, "restored_arm": res.get("restored_arm", arm)}
+                    out.setdefault(key, []).append(
+                        {**res, "restored_arm": res.get("restored_arm", arm)})
     except (json.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as e:
         raise UsageError(f"--restore-from {path}: not an ablation report (.json with "
                          f"runs -> arm -> seed -> results): {e!r}") from None
@@ -909,9 +911,10 @@ def ablation(args: argparse.Namespace) -> int:
             res = json.loads(path.read_text())
             _same_run(q.run_dir, {"overrides": res.get("overrides")}, {"overrides": q.overrides})
         else:  # a restored run was matched on these very settings: nothing to check
-            res = restorable.get(run_identity(train_command(base, q.overrides), q.overrides))
-            if res is None:
+            same = restorable.get(run_identity(train_command(base, q.overrides), q.overrides))
+            if not same:
                 return False
+            res = next((r for r in same if r["restored_arm"] == q.arm), same[0])
             res = {**res, "restored_overrides": res["overrides"], "overrides": q.overrides}
             q.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_json(path, res)
