@@ -942,7 +942,16 @@ def ablation(args: argparse.Namespace) -> int:
                              f"ablation to arms of {ref_path} (e.g. a: a_2x)")
 
     def publish() -> None:
-        """Rewrite the report from every run recorded so far."""
+        """Rewrite the report from every run recorded so far; when --arms / --seeds chose a
+        subset to train, from every finished run of the whole spec (the report is the
+        spec's, and a subset must not drop the runs it did not train)."""
+        if (args.arms is not None or args.seeds is not None) and not args.report_only:
+            spec_arms, spec_seeds = spec.get("arms", list(ARMS)), spec.get("seeds", [0, 1, 2])
+            ablation(argparse.Namespace(**{
+                **vars(args), "report_only": True,
+                "arms": spec_arms + [a for a in arms if a not in spec_arms],
+                "seeds": spec_seeds + [x for x in seeds if x not in spec_seeds]}))
+            return
         ordered = _ordered(results, arms)
         if reference is not None:
             meta["shorter_schedule"] = {
