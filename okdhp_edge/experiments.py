@@ -853,7 +853,10 @@ def ablation(args: argparse.Namespace) -> int:
     cfg = load_config(base, extra_overrides)  # validates every override before any run
     kl_t = spec.get("kl_temperature", 0.1)
     root = Path(args.work_dir)
-    restorable = restorable_runs(args.restore_from) if args.restore_from else {}
+    restorable: dict[tuple[str, tuple[str, ...]], list[dict[str, Any]]] = {}
+    for report in args.restore_from or []:  # several reports: each one's runs are candidates
+        for key, found in restorable_runs(report).items():
+            restorable.setdefault(key, []).extend(found)
     if cfg.data.dataset == "synthetic" and not args.report_only:
         from okdhp_edge.data.build import ensure_synthetic
 
@@ -918,7 +921,7 @@ def ablation(args: argparse.Namespace) -> int:
             res = {**res, "restored_overrides": res["overrides"], "overrides": q.overrides}
             q.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_json(path, res)
-            log.info("%s: restored from %s (published as arm %s)", q.key, args.restore_from,
+            log.info("%s: restored from a published report (as arm %s there)", q.key,
                      res["restored_arm"])
         record(q, res)
         return True
@@ -1062,10 +1065,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     ab.add_argument("--work-dir", default="runs/ablation")
     ab.add_argument("--report-only", action="store_true",
                     help="write the report from the finished runs; train nothing")
-    ab.add_argument("--restore-from", type=Path, metavar="REPORT_JSON",
-                    help="a published ablation report: every run of this ablation that "
-                         "it holds (same base config and overrides, any arm name) is taken "
-                         "as finished instead of retrained (a lost work dir)")
+    ab.add_argument("--restore-from", type=Path, metavar="REPORT_JSON", action="append",
+                    help="a published ablation report (repeatable): every run of this "
+                         "ablation that it holds (same base config and overrides, any arm "
+                         "name) is taken as finished instead of retrained (a lost work dir)")
     ab.add_argument("--jobs", type=int, default=1,
                     help="runs trained in parallel (each with train.threads from the spec)")
     ab.add_argument("--out", type=Path, default=Path("bench/reports/ablation_synthetic.md"))

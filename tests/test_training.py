@@ -315,7 +315,8 @@ def test_restore_from_matches_the_run_not_the_arm_name(tmp_path):
     work = tmp_path / "w"
     assert main(["ablation", "--config", str(CONFIG_DIR / "ablation" / "synthetic_p8.yaml"),
                  "--report-only", "--arms", "a", "c", "--seeds", "0", "--work-dir", str(work),
-                 "--out", str(tmp_path / "r.md"), "--restore-from", str(report)]) == 0
+                 "--out", str(tmp_path / "r.md"), "--restore-from", str(report),
+                 "--restore-from", str(report.with_name("ablation_synthetic_p2.json"))]) == 0
     got = json.loads((work / "a-seed0-okdhp" / "result.json").read_text())
     assert got["students"] == published["students"] and got["restored_arm"] == "a_2x"
     assert got["restored_overrides"] == published["overrides"] != got["overrides"]
