@@ -799,13 +799,17 @@ def train_command(config: Optional[Path], overrides: list[str]) -> str:
         *overrides])
 
 
-def run_identity(command: str, overrides: list[str]) -> tuple[str, tuple[str, ...]]:
+def run_identity(config: str, overrides: list[str]) -> tuple[str, tuple[str, ...]]:
     """What decides a run: its base config and its overrides with each key's last value
     (``a_2x`` of a patience-4 spec and ``a`` of a patience-8 spec are the same run)."""
-    args = shlex.split(command)
-    base = next((b for a, b in zip(args, args[1:]) if a == "--config"), "")
     last = {o.split("=", 1)[0]: o for o in overrides}
-    return base, tuple(sorted(last.values()))
+    return config, tuple(sorted(last.values()))
+
+
+def _command_config(command: str) -> str:
+    """The ``--config`` of a published run's command line ("" when it had none)."""
+    args = shlex.split(command)
+    return next((b for a, b in zip(args, args[1:]) if a == "--config"), "")
 
 
 def restorable_runs(path: Path) -> dict[tuple[str, tuple[str, ...]], list[dict[str, Any]]]:
@@ -819,7 +823,7 @@ def restorable_runs(path: Path) -> dict[tuple[str, tuple[str, ...]], list[dict[s
         for arm, seeds in json.loads(path.read_text())["runs"].items():
             for results in seeds.values():
                 for res in results:
-                    key = run_identity(res["command"], res["overrides"])
+                    key = run_identity(_command_config(res["command"]), res["overrides"])
                     out.setdefault(key, []).append(
                         {**res, "restored_arm": res.get("restored_arm", arm)})
     except (json.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as e:
@@ -914,7 +918,7 @@ def ablation(args: argparse.Namespace) -> int:
             res = json.loads(path.read_text())
             _same_run(q.run_dir, {"overrides": res.get("overrides")}, {"overrides": q.overrides})
         else:  # a restored run was matched on these very settings: nothing to check
-            same = restorable.get(run_identity(train_command(base, q.overrides), q.overrides))
+            same = restorable.get(run_identity(str(base) if base else "", q.overrides))
             if not same:
                 return False
             res = next((r for r in same if r["restored_arm"] == q.arm), same[0])
