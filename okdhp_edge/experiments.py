@@ -578,6 +578,8 @@ def write_report(table: dict[str, Any], results: dict, out: Path, meta: dict) ->
               "|---|---|---|" + "---|" * (len(students) + 3)]
     for arm, row in table.items():
         cells = [_fmt(row["students"].get(s)) for s in students]
+        cells = [c + (f" (n={v['n']})" if v and 1 < v["n"] < row["seeds"] else "")
+                 for c, v in zip(cells, (row["students"].get(s) for s in students))]
         wall = row["train_wall_s_mean"]
         gain = row["plateau_gain_max"]
         title = row["title"] + (f" (lambda_kd {meta['lambda_kd_strong']})"

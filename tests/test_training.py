@@ -496,6 +496,10 @@ def test_ablation_report_under_a_plateau_schedule(tmp_path):
     assert "6 of 9 runs ended at its stop" in text and "epoch cap first (arms c)" in text
     assert "| 800-3900 |" in text  # six distinct counts of arm c as a range
     assert "## At equal iterations, from the learning curves" in text
+    results["c"]["2"].pop()  # mid-ablation: c's hg4 has two seeds where hg2 has three
+    write_report(summarize(results, plateau=True), results, tmp_path / "r.md", meta)
+    row = next(x for x in (tmp_path / "r.md").read_text().splitlines() if x.startswith("| c |"))
+    assert "| 3 | 0.580 ± 0.000 | 0.690 ± 0.000 (n=2) |" in row
 
 
 def test_equal_iteration_gaps_compare_best_up_to_the_shorter_run():
