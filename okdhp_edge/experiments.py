@@ -577,9 +577,9 @@ def write_report(table: dict[str, Any], results: dict, out: Path, meta: dict) ->
               + " | iterations | train wall s / seed | plateau gain |",
               "|---|---|---|" + "---|" * (len(students) + 3)]
     for arm, row in table.items():
-        cells = [_fmt(row["students"].get(s)) for s in students]
-        cells = [c + (f" (n={v['n']})" if v and 1 < v["n"] < row["seeds"] else "")
-                 for c, v in zip(cells, (row["students"].get(s) for s in students))]
+        stats = [row["students"].get(s) for s in students]
+        cells = [_fmt(v) + (f" (n={v['n']})" if v and 1 < v["n"] < row["seeds"] else "")
+                 for v in stats]
         wall = row["train_wall_s_mean"]
         gain = row["plateau_gain_max"]
         title = row["title"] + (f" (lambda_kd {meta['lambda_kd_strong']})"
