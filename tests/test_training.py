@@ -310,10 +310,10 @@ def test_restore_from_matches_the_run_not_the_arm_name(tmp_path):
     from okdhp_edge.experiments import main
 
     root = Path(__file__).resolve().parents[1]
-    report = root / "bench" / "reports" / "ablation_synthetic.json"
+    report = root / "bench" / "reports" / "ablation_synthetic_p4.json"
     published = json.loads(report.read_text())["runs"]["a_2x"]["0"][0]
     work = tmp_path / "w"
-    assert main(["ablation", "--config", str(CONFIG_DIR / "ablation" / "synthetic_p8.yaml"),
+    assert main(["ablation", "--config", str(CONFIG_DIR / "ablation" / "synthetic.yaml"),
                  "--report-only", "--arms", "a", "c", "--seeds", "0", "--work-dir", str(work),
                  "--out", str(tmp_path / "r.md"), "--restore-from", str(report),
                  "--restore-from", str(report.with_name("ablation_synthetic_p2.json"))]) == 0
