@@ -661,7 +661,9 @@ def write_report(table: dict[str, Any], results: dict, out: Path, meta: dict) ->
     for arm, seeds in results.items():
         for seed, runs in seeds.items():
             for r in runs:
-                who = f" ({', '.join(r['students'])})" if len(runs) > 1 else ""
+                # a plain run (one student) is always named, even alone in its seed
+                named = len(runs) > 1 or len(r["students"]) == 1
+                who = f" ({', '.join(r['students'])})" if named else ""
                 lines.append(f"- {arm} seed {seed}{who}: `{_readable_command(r['command'])}`")
     lines += ["", "## Learning curves", "",
               "Selection-split AP per student, mean over seeds, against iterations and "

@@ -500,6 +500,8 @@ def test_ablation_report_under_a_plateau_schedule(tmp_path):
     write_report(summarize(results, plateau=True), results, tmp_path / "r.md", meta)
     row = next(x for x in (tmp_path / "r.md").read_text().splitlines() if x.startswith("| c |"))
     assert "| 3 | 0.580 ± 0.000 | 0.690 ± 0.000 (n=2) |" in row
+    text = (tmp_path / "r.md").read_text()  # a plain run alone in its seed is still named
+    assert "- c seed 2 (hg2): `" in text and "- a seed 2: `" in text
 
 
 def test_equal_iteration_gaps_compare_best_up_to_the_shorter_run():
