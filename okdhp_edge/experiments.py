@@ -560,8 +560,9 @@ def write_report(table: dict[str, Any], results: dict, out: Path, meta: dict) ->
     lines = [f"# Ablation on synthetic data ({meta['config']})", "",
              "Report-split COCO AP of each student (synthetic val, 300 images; never used "
              "for selection), mean ± sample std over seeds; best weights per student chosen "
-             "on a selection split held out from the training images. Arm b's hg4 pools its "
-             "three equal-depth branches.", ""]
+             "on a selection split held out from the training images."
+             + (" Arm b's hg4 pools its three equal-depth branches." if "b" in results else ""),
+             ""]
     if sched:
         lines += [f"Every run trains to a plateau of its selection AP (plateau schedule): an "
                   f"evaluation every {sched['val_every']} epochs; when no student's selection "

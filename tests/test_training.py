@@ -502,6 +502,7 @@ def test_ablation_report_under_a_plateau_schedule(tmp_path):
     assert "| 3 | 0.580 ± 0.000 | 0.690 ± 0.000 (n=2) |" in row
     text = (tmp_path / "r.md").read_text()  # a plain run alone in its seed is still named
     assert "- c seed 2 (hg2): `" in text and "- a seed 2: `" in text
+    assert "Arm b" not in text  # b did not run: no note on how its students are pooled
 
 
 def test_equal_iteration_gaps_compare_best_up_to_the_shorter_run():
