@@ -498,9 +498,10 @@ def test_ablation_report_under_a_plateau_schedule(tmp_path):
     assert "## At equal iterations, from the learning curves" in text
     results["c"]["2"].pop()  # mid-ablation: c's hg4 has two seeds where hg2 has three
     write_report(summarize(results, plateau=True), results, tmp_path / "r.md", meta)
-    row = next(x for x in (tmp_path / "r.md").read_text().splitlines() if x.startswith("| c |"))
+    text = (tmp_path / "r.md").read_text()
+    row = next(x for x in text.splitlines() if x.startswith("| c |"))
     assert "| 3 | 0.580 ± 0.000 | 0.690 ± 0.000 (n=2) |" in row
-    text = (tmp_path / "r.md").read_text()  # a plain run alone in its seed is still named
+    # a plain run alone in its seed is still named
     assert "- c seed 2 (hg2): `" in text and "- a seed 2: `" in text
     assert "Arm b" not in text  # b did not run: no note on how its students are pooled
 
