@@ -65,6 +65,8 @@ class ModelConfig:
     name: str = "okdhp"
     width: int = 256
     stem_width: int = 64
+    # released: the OKDHP code's stem (R(2s->F), R(F->F)); lua: Newell's (R(2s->2s), R(2s->F))
+    stem: str = "released"
     depth: int = 4  # hourglass recursion depth
     num_stacks: int = 2  # plain hourglass (name == "hg")
     shared_stacks: int = 2
@@ -223,6 +225,7 @@ _CHOICES = {
     "data.dataset": ("synthetic", "coco", "mpii"),
     "data.bad_image": ("fail", "skip"),
     "model.fau": ("released", "paper", "mean"),
+    "model.stem": ("released", "lua"),
     "loss.kl_norm": ("pixels", "joint"),
     "train.amp": ("auto", "off", "bf16", "fp16"),
     "train.device": ("auto", "cpu", "cuda"),

@@ -134,17 +134,20 @@ def _readable_command(command: str) -> str:
 
 def mac_ratios(cfg: Any) -> dict[int, float]:
     """Training cost of the multi-branch net over each plain student's (forward MACs)."""
+    import dataclasses
+
     from okdhp_edge import create_model
+    from okdhp_edge.data.keypoints import get_spec
     from okdhp_edge.models.info import count_macs
     from okdhp_edge.models.registry import model_kwargs_from_config
 
-    size = tuple(cfg.data.input_size)
-    big = count_macs(create_model("okdhp", **model_kwargs_from_config(cfg.model, 17)), size)
+    size, joints = tuple(cfg.data.input_size), get_spec(cfg.data.dataset).num_joints
+    big = count_macs(create_model("okdhp", **model_kwargs_from_config(cfg.model, joints)), size)
     out = {}
     for n in cfg.model.branches:
         s = cfg.model.shared_stacks + n
-        plain = create_model("hg", num_stacks=s, num_joints=17, width=cfg.model.width,
-                             depth=cfg.model.depth, stem_width=cfg.model.stem_width)
+        plain_cfg = dataclasses.replace(cfg.model, name="hg", num_stacks=s)
+        plain = create_model("hg", **model_kwargs_from_config(plain_cfg, joints))
         out[s] = big / count_macs(plain, size)
     return out
 
@@ -255,6 +258,8 @@ def arm_title(arm: str, plateau: bool = False) -> str:
     return (PLATEAU_TITLES.get(arm) if plateau else None) or ARM_TITLES.get(arm, arm)
 
 
+# (longer arm, its shorter twin): what more training adds, the test of a plateau
+PLATEAU_TESTS = (("c_eq", "c"), ("a_2x", "a"))
 PLATEAU_EVALS = 3  # the last evaluations that must add less than PLATEAU_GAIN
 PLATEAU_GAIN = 0.01
 PLATEAU_LONGER_GAIN = 0.02  # c_eq - c (about 2x the iterations) below this: at a plateau
@@ -281,6 +286,29 @@ def _per_seed(results: dict[str, dict[str, list[dict]]]) -> dict[str, dict[str, 
             for r in runs:
                 for s, v in r["students"].items():
                     vals.setdefault(_student_key(s), []).append(v)
+            out.setdefault(arm, {})[seed] = {s: float(np.mean(v)) for s, v in vals.items()}
+    return out
+
+
+def best_selection(run: dict, student: str) -> Optional[float]:
+    """A run's best selection-split AP of one student over its evaluations."""
+    ys = [c[student] for c in run["curves"] if student in c]
+    return max(ys) if ys else None
+
+
+def _per_seed_selection(results: dict[str, dict[str, list[dict]]]
+                        ) -> dict[str, dict[str, dict]]:
+    """arm -> seed -> student -> best selection AP (mean over that seed's runs): what every
+    verdict of the report is decided on; the report split is only reported."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for arm, seeds in results.items():
+        for seed, runs in seeds.items():
+            vals: dict[str, list[float]] = {}
+            for r in runs:
+                for s in r["students"]:
+                    v = best_selection(r, s)
+                    if v is not None:
+                        vals.setdefault(_student_key(s), []).append(v)
             out.setdefault(arm, {})[seed] = {s: float(np.mean(v)) for s, v in vals.items()}
     return out
 
@@ -349,12 +377,14 @@ def _iterations(runs_by_seed: dict[str, list[dict]]) -> dict[str, list[int]]:
 def shorter_schedule_gains(results: dict, reference: dict, pairs: dict[str, str]
                            ) -> dict[str, dict[str, Any]]:
     """What a longer schedule adds: each arm of this ablation minus an arm of an earlier,
-    shorter one (``reference``: its JSON report), paired by seed and student.
+    shorter one (``reference``: its JSON report), paired by seed and student, in best
+    selection-split AP (a verdict, so never the report split).
 
     Returns ``{arm: {"ref_arm", "students": {s: {mean, std, n, values, iterations,
     ref_iterations}}}}`` for the pairs with at least one common seed.
     """
-    mine, theirs = _per_seed(results), _per_seed(reference["runs"])
+    mine = _per_seed_selection(results)
+    theirs = _per_seed_selection(reference["runs"])
     out: dict[str, dict[str, Any]] = {}
     for arm, ref in pairs.items():
         diffs = _paired(mine.get(arm, {}), theirs.get(ref, {}))
@@ -399,6 +429,7 @@ def summarize(results: dict[str, dict[str, list[dict]]], plateau: bool = False
             "plateau_gain_max": max(gains) if gains else None,
             "runs_ended_at_plateau": [sum(ended), len(ended)],
         }
+    select = _per_seed_selection(results)
     for arm in table:
         table[arm]["paired"] = {}
         for ref in ("a", "c", "c_eq", "e"):
@@ -406,6 +437,9 @@ def summarize(results: dict[str, dict[str, list[dict]]], plateau: bool = False
                 continue
             diffs = _paired(per_seed[arm], per_seed[ref])
             table[arm]["paired"][ref] = _stats(diffs)
+    for arm, ref in PLATEAU_TESTS:  # the plateau test's verdict reads selection AP only
+        if arm in select and ref in select:
+            table[arm]["paired_select"] = {ref: _stats(_paired(select[arm], select[ref]))}
     return table
 
 
@@ -425,7 +459,8 @@ def shorter_verdict(gains: dict[str, dict[str, Any]], report: str) -> str:
             for st, d in g["students"].items()))
     verdict = ("the shorter schedule was already at a plateau" if top < PLATEAU_LONGER_GAIN
                else "the shorter schedule was not at a plateau")
-    return (f"Against the shorter schedule of {report}, paired by seed: " + "; ".join(parts)
+    return (f"Against the shorter schedule of {report}, in best selection-split AP paired by "
+            f"seed: " + "; ".join(parts)
             + f". At most {top:+.3f} (threshold {PLATEAU_LONGER_GAIN}): {verdict}.")
 
 
@@ -454,25 +489,26 @@ def plateau_verdict(table: dict[str, Any], plateau: bool = False) -> str:
     else:
         end = (f"{schedule}Every run of every arm flattened by the end of its schedule "
                f"(plateau gain below {PLATEAU_GAIN}), but LR drops flatten any curve. ")
-    longer = table.get("c_eq", {}).get("paired", {}).get("c")
+    longer = table.get("c_eq", {}).get("paired_select", {}).get("c")
     if not longer:
         return end + (f"The test of a plateau, c_eq vs c ({_words(plateau)['longer']}), has "
                       f"not run.")
     gain = max(d["mean"] for d in longer.values())
     gains = ", ".join(f"{s} {d['mean']:+.3f}" for s, d in longer.items())
-    okdhp = table.get("a_2x", {}).get("paired", {}).get("a")
+    okdhp = table.get("a_2x", {}).get("paired_select", {}).get("a")
     also = ""
     if okdhp:
         gain = max(gain, max(d["mean"] for d in okdhp.values()))
         also = (f" OKDHP given {_words(plateau)['a_2x_how']} (a_2x) gains "
                 + ", ".join(f"{s} {d['mean']:+.3f}" for s, d in okdhp.items()) + " over a.")
-    if gain < PLATEAU_LONGER_GAIN:
-        return end + (f"The plain students {_words(plateau)['longer']} (c_eq) gain "
-                      f"{gains} AP over c.{also} At most {gain:+.3f} (threshold "
-                      f"{PLATEAU_LONGER_GAIN}): at a plateau.")
-    return end + (f"The plain students {_words(plateau)['longer']} (c_eq) still gain "
-                  f"{gains} AP over c.{also} Threshold {PLATEAU_LONGER_GAIN}: not at a "
-                  f"plateau.")
+    verdict = (f"At most {gain:+.3f} (threshold {PLATEAU_LONGER_GAIN}): at a plateau."
+               if gain < PLATEAU_LONGER_GAIN
+               else f"Threshold {PLATEAU_LONGER_GAIN}: not at a plateau.")
+    still = "" if gain < PLATEAU_LONGER_GAIN else " still"
+    return end + (f"Decided on the selection split (best selection AP, paired by seed; the "
+                  f"report split decides nothing): the plain students "
+                  f"{_words(plateau)['longer']} (c_eq){still} gain {gains} over c.{also} "
+                  f"{verdict}")
 
 
 def _depth(name: str) -> int:
@@ -520,11 +556,25 @@ COMPARISONS = (
 )
 
 
+PLAIN_ARMS = ("c", "c_eq")
+ASYMMETRY = ("† Unequal stopping rule: a multi-branch run trains on while any one of its "
+             "students still gains on the selection split, a plain run stops when its one "
+             "student stops, so a multi-branch student can train past the point where it would "
+             "have stopped alone. Every comparison marked † favours the multi-branch arm in "
+             "that way; c_eq (the plain students at twice the patience) is its check.")
+
+
+def _asymmetric(arm: str, ref: str, plateau: bool) -> bool:
+    """A multi-branch arm against a plain one under a plateau schedule: the two sides did
+    not stop by the same rule (see ASYMMETRY)."""
+    return plateau and ref in PLAIN_ARMS and arm not in PLAIN_ARMS
+
+
 def findings(table: dict[str, Any], plateau: bool = False) -> list[str]:
     """Plain-language lines for the comparisons the ablation exists for (paired by seed)."""
     out = []
     for arm, ref, what in COMPARISONS:
-        what = what.format(**_words(plateau))
+        what = what.format(**_words(plateau)) + (" †" if _asymmetric(arm, ref, plateau) else "")
         p = table.get(arm, {}).get("paired", {}).get(ref)
         if not p:
             continue
@@ -557,8 +607,10 @@ def write_report(table: dict[str, Any], results: dict, out: Path, meta: dict) ->
     sched = meta.get("plateau_schedule")
     plateau = bool(sched)
     students = sorted({s for a in table.values() for s in a["students"]}, key=_depth)
-    lines = [f"# Ablation on synthetic data ({meta['config']})", "",
-             "Report-split COCO AP of each student (synthetic val, 300 images; never used "
+    lines = [f"# Ablation on synthetic data ({meta['config']})", ""]
+    if meta.get("note"):  # e.g. why a report was superseded, kept with its data
+        lines += [f"> {meta['note']}", ""]
+    lines += ["Report-split COCO AP of each student (synthetic val, 300 images; never used "
              "for selection), mean ± sample std over seeds; best weights per student chosen "
              "on a selection split held out from the training images."
              + (" Arm b's hg4 pools its three equal-depth branches." if "b" in results else ""),
@@ -600,8 +652,11 @@ def write_report(table: dict[str, Any], results: dict, out: Path, meta: dict) ->
                 if ref in row.get("paired", {}) and arm not in ("c", "c_eq")]
         if not rows:
             continue
-        lines += [f"## Paired by seed: arm minus plain students ({title}, arm {ref})", "",
-                  *_difference_table(rows, students), ""]
+        lines += [f"## Paired by seed: arm minus plain students ({title}, arm {ref})"
+                  + (" †" if plateau else ""), ""]
+        if plateau and ASYMMETRY not in lines:
+            lines += [ASYMMETRY, ""]
+        lines += [*_difference_table(rows, students), ""]
     gaps = equal_iteration_gaps(results) if plateau else {}
     if gaps:  # under a fixed schedule arm c is the equal-iterations comparison already
         lines += ["## At equal iterations, from the learning curves (arm minus c)", "",
@@ -1052,6 +1107,24 @@ def ablation(args: argparse.Namespace) -> int:
     return 0
 
 
+def render(path: Path) -> Path:
+    """Re-render a published ablation report (Markdown, curves, the JSON's summary table)
+    from its JSON alone: no spec file, work dir or training needed."""
+    try:
+        rep = json.loads(Path(path).read_text())
+        meta, results = rep["meta"], rep["runs"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise UsageError(f"{path}: not an ablation report (.json with meta and runs): "
+                         f"{exc!r}") from None
+    shorter = meta.get("shorter_schedule")
+    if shorter:  # recomputed from the shorter ablation's own report
+        reference = json.loads(Path(shorter["report"]).with_suffix(".json").read_text())
+        shorter["gains"] = shorter_schedule_gains(results, reference, shorter["pairs"])
+    out = Path(path).with_suffix(".md")
+    write_report(summarize(results, bool(meta.get("plateau_schedule"))), results, out, meta)
+    return out
+
+
 def _ordered(results: dict, arms: list[str]) -> dict:
     """Results in spec arm order, runs in student order, for stable reports."""
     out = {}
@@ -1082,8 +1155,14 @@ def main(argv: Optional[list[str]] = None) -> int:
                     help="runs trained in parallel (each with train.threads from the spec)")
     ab.add_argument("--out", type=Path, default=Path("bench/reports/ablation_synthetic.md"))
     ab.add_argument("overrides", nargs="*")
+    rd = sub.add_parser("render", help="re-render published ablation reports from their JSON")
+    rd.add_argument("reports", nargs="+", type=Path, metavar="REPORT_JSON")
     args = p.parse_args(argv)
     setup_logging()
+    if args.cmd == "render":
+        for path in args.reports:
+            print(f"report: {render(path)}")
+        return 0
     return ablation(args)
 
 

@@ -1,22 +1,32 @@
-"""Student and zoo manifests: schema, validation, atomic writing. No torch.
+"""Student and zoo manifests: schema, validation, migration, atomic writing. No torch.
 
-``student.yaml`` (schema 1)::
+``student.yaml`` (schema 2)::
 
-    schema: 1
+    schema: 2
     name: hg4-b1
-    architecture: {family, num_stacks, width, depth, stem_width, num_joints, input_size}
+    architecture:
+      family: stacked_hourglass            # a model registry name
+      args: {num_stacks, width, ...}       # the family's own constructor arguments
+      num_joints: int
+      input_size: [w, h]
     params: int
     macs: int
     compression: {params, macs}          # relative to the largest student of the zoo
     weights: {file, sha256}
     preprocessing: {input_size, mean, std, box_padding, heatmap_stride, sigma, flip_pairs}
     accuracy: {metric, value, dataset, split, ann, images, headboxes, flip_test, stats}
-    provenance: {config, run, git_commit, seed, branch, branches, shared_stacks,
-                 distillation, epoch, select_metric}
+    provenance: {config, run, git_commit, seed, branch, multi_branch, distillation, epoch,
+                 select_metric}
+
+``multi_branch`` holds the training network's branch layout ({} for a plain run). Schema 1
+manifests (hourglass only, written before the stem became a switch) are read and migrated
+in memory: their architecture fields move under ``args`` with ``stem: lua``, the only stem
+there was then.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +34,10 @@ import yaml
 
 from okdhp_edge.utils.io import atomic_write_text
 
-SCHEMA = 1
+log = logging.getLogger(__name__)
+
+STUDENT_SCHEMA = 2
+ZOO_SCHEMA = 1
 
 
 class ManifestError(ValueError):
@@ -36,8 +49,7 @@ OPT_NUM = (int, float, type(None))
 STUDENT_FIELDS: dict[str, Any] = {
     "schema": int,
     "name": str,
-    "architecture": {"family": str, "num_stacks": int, "width": int, "depth": int,
-                     "stem_width": int, "num_joints": int, "input_size": list},
+    "architecture": {"family": str, "args": dict, "num_joints": int, "input_size": list},
     "params": int,
     "macs": int,
     "compression": {"params": NUM, "macs": NUM},
@@ -47,7 +59,7 @@ STUDENT_FIELDS: dict[str, Any] = {
     "accuracy": {"metric": str, "value": OPT_NUM, "dataset": str, "split": str, "ann": str,
                  "images": str, "headboxes": str, "flip_test": bool, "stats": dict},
     "provenance": {"config": str, "run": str, "git_commit": str, "seed": int, "branch": int,
-                   "branches": list, "shared_stacks": int, "distillation": dict, "epoch": int,
+                   "multi_branch": dict, "distillation": dict, "epoch": int,
                    "select_metric": OPT_NUM},
 }
 
@@ -100,18 +112,44 @@ def read_yaml(path: Path) -> Any:
         raise ManifestError(f"{path}: not valid YAML: {exc}") from None
 
 
-def _check_schema(data: Any, path: Path) -> None:
-    if isinstance(data, dict) and isinstance(data.get("schema"), int) and data["schema"] > SCHEMA:
+def _check_schema(data: Any, path: Path, current: int) -> None:
+    if not isinstance(data, dict):
+        raise ManifestError(f"{path}: manifest must be a mapping")
+    schema = data.get("schema")
+    if not isinstance(schema, int) or isinstance(schema, bool) or schema < 1:
+        raise ManifestError(f"{path}: missing or invalid field 'schema'")
+    if schema > current:
         raise ManifestError(
-            f"{path}: schema {data['schema']} is newer than this okdhp_edge reads ({SCHEMA}); "
+            f"{path}: schema {schema} is newer than this okdhp_edge reads ({current}); "
             "upgrade okdhp_edge")
 
 
+_V1_ARCH = ("num_stacks", "width", "depth", "stem_width")
+
+
+def _student_v1_to_v2(data: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Schema 1 (hourglass fields inline, Lua stem) -> schema 2, in memory."""
+    try:
+        arch, prov = dict(data["architecture"]), dict(data["provenance"])
+        args = {k: arch.pop(k) for k in _V1_ARCH}
+        branches, shared = prov.pop("branches"), prov.pop("shared_stacks")
+    except (KeyError, TypeError) as exc:
+        raise ManifestError(f"{path}: schema 1 manifest without field {exc}") from None
+    arch = {"family": arch.get("family"), "args": {**args, "stem": "lua"},
+            "num_joints": arch.get("num_joints"), "input_size": arch.get("input_size")}
+    prov["multi_branch"] = ({"shared_stacks": shared, "branches": branches} if branches
+                            else {})
+    log.debug("%s: schema 1 manifest read as schema 2 (Lua stem)", path)
+    return {**data, "schema": STUDENT_SCHEMA, "architecture": arch, "provenance": prov}
+
+
 def load_student_manifest(path: str | Path) -> dict[str, Any]:
-    """Read and validate a ``student.yaml``."""
+    """Read and validate a ``student.yaml`` (schema 1 is migrated to the current one)."""
     path = Path(path)
     data = read_yaml(path)
-    _check_schema(data, path)
+    _check_schema(data, path, STUDENT_SCHEMA)
+    if data["schema"] == 1:
+        data = _student_v1_to_v2(data, path)
     validate_fields(data, STUDENT_FIELDS, str(path))
     return data
 
@@ -122,7 +160,7 @@ def load_zoo_manifest(path: str | Path) -> dict[str, Any]:
     if path.is_dir():
         path = path / "zoo.yaml"
     data = read_yaml(path)
-    _check_schema(data, path)
+    _check_schema(data, path, ZOO_SCHEMA)
     validate_fields(data, ZOO_FIELDS, str(path))
     return data
 

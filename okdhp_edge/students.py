@@ -10,8 +10,7 @@ import numpy as np
 import torch
 
 from okdhp_edge.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from okdhp_edge.manifest import SCHEMA, load_student_manifest, write_yaml
-from okdhp_edge.models.hourglass import StackedHourglass
+from okdhp_edge.manifest import STUDENT_SCHEMA, load_student_manifest, write_yaml
 from okdhp_edge.utils.io import atomic_write, sha256_file, verify_sha256
 
 log = logging.getLogger(__name__)
@@ -19,7 +18,7 @@ log = logging.getLogger(__name__)
 WEIGHTS_FILE = "weights.safetensors"
 
 
-def save_student(directory: Path, model: StackedHourglass, manifest: dict[str, Any]) -> Path:
+def save_student(directory: Path, model: torch.nn.Module, manifest: dict[str, Any]) -> Path:
     """Write weights (safetensors, atomically) and ``student.yaml``; fills the weights
     fields of ``manifest``. Refuses an existing student directory."""
     from safetensors.torch import save_file
@@ -35,8 +34,21 @@ def save_student(directory: Path, model: StackedHourglass, manifest: dict[str, A
     return directory / "student.yaml"
 
 
+def build_student(manifest: dict[str, Any]) -> torch.nn.Module:
+    """The (untrained) model a manifest's ``architecture`` describes, from the registry."""
+    from okdhp_edge.manifest import ManifestError
+    from okdhp_edge.models.registry import create_model
+
+    arch = manifest["architecture"]
+    try:
+        return create_model(arch["family"], num_joints=arch["num_joints"], **arch["args"])
+    except (TypeError, ValueError) as exc:
+        raise ManifestError(f"student '{manifest['name']}': architecture {arch['family']} "
+                            f"{arch['args']} cannot be built: {exc}") from None
+
+
 def load_student(path: str | Path, device: str | torch.device = "cpu"
-                 ) -> tuple[StackedHourglass, dict[str, Any]]:
+                 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Model (eval mode) and manifest of a ``student.yaml``; verifies the weights' sha256."""
     from safetensors.torch import load_file
 
@@ -44,21 +56,20 @@ def load_student(path: str | Path, device: str | torch.device = "cpu"
     manifest = load_student_manifest(path)
     weights = path.parent / manifest["weights"]["file"]
     verify_sha256(weights, manifest["weights"]["sha256"])
-    arch = manifest["architecture"]
-    model = StackedHourglass(arch["num_stacks"], arch["num_joints"], arch["width"],
-                             arch["depth"], arch["stem_width"])
+    model = build_student(manifest)
     model.load_state_dict(load_file(str(weights), device=str(device)))
     return model.to(device).eval(), manifest
 
 
-def student_manifest(name: str, model: StackedHourglass, input_size: list[int], params: int,
+def student_manifest(name: str, model: torch.nn.Module, input_size: list[int], params: int,
                      macs: int, preprocessing: dict[str, Any], accuracy: dict[str, Any],
                      provenance: dict[str, Any]) -> dict[str, Any]:
-    """A schema-1 student manifest (weights and compression filled in later)."""
-    arch = model.arch()
+    """A student manifest of the current schema (weights and compression filled in later).
+    ``model`` is a registered student family (``family`` attribute, ``arch()`` method)."""
     return {
-        "schema": SCHEMA, "name": name,
-        "architecture": {"family": "stacked_hourglass", **arch, "input_size": list(input_size)},
+        "schema": STUDENT_SCHEMA, "name": name,
+        "architecture": {"family": model.family, "args": model.arch(),
+                         "num_joints": int(model.num_joints), "input_size": list(input_size)},
         "params": int(params), "macs": int(macs),
         "compression": {"params": 1.0, "macs": 1.0},
         "weights": {"file": WEIGHTS_FILE, "sha256": ""},

@@ -17,10 +17,24 @@ def test_registry():
         create_model("hg44")
 
 
-@pytest.mark.parametrize("name,params", [("hg2", 6.57e6), ("hg4", 12.86e6), ("hg8", 25.43e6)])
-def test_paper_parameter_counts(name, params):
-    m = create_model(name, num_joints=16, width=256)
-    assert count_params(m) == pytest.approx(params, abs=0.005e6)
+@pytest.mark.parametrize("name,released,lua", [("hg2", 6_730_912, 6_570_400),
+                                                ("hg4", 13_018_816, 12_858_304),
+                                                ("hg8", 25_594_624, 25_434_112)])
+def test_paper_parameter_counts(name, released, lua):
+    """METHOD.md's counts at K = 16, F = 256: the released stem by default, Newell's Lua
+    stem 160,512 parameters lighter."""
+    assert count_params(create_model(name, num_joints=16, width=256)) == released
+    assert count_params(create_model(name, num_joints=16, width=256, stem="lua")) == lua
+
+
+def test_balanced_training_network_count():
+    m = create_model("okdhp", num_joints=16, width=256, shared_stacks=2, branches=(2, 2, 2))
+    assert count_params(m) == 30_915_696
+
+
+def test_unknown_stem_refused():
+    with pytest.raises(ValueError, match="unknown stem 'newell'"):
+        create_model("hg2", stem="newell")
 
 
 def test_fau_cost_matches_method():
@@ -65,7 +79,13 @@ def test_student_is_bit_identical_to_its_branch():
             assert torch.equal(s(x).heatmap, out.branch_heatmaps[b])
 
 
-def test_model_info_cli():
-    proc = subprocess.run([sys.executable, "-m", "okdhp_edge.models", "hg2", "num_joints=16",
+@pytest.mark.parametrize("name,params,gmacs", [("hg2", 6_730_912, None),
+                                               ("hg4", 13_018_816, 15.4),
+                                               ("hg8", 25_594_624, None)])
+def test_model_info_cli(name, params, gmacs):
+    proc = subprocess.run([sys.executable, "-m", "okdhp_edge.models", name, "num_joints=16",
                            "--json"], capture_output=True, text=True, check=True)
-    assert json.loads(proc.stdout)["params"] == 6570400
+    info = json.loads(proc.stdout)
+    assert info["params"] == params
+    if gmacs:
+        assert info["macs"] / 1e9 == pytest.approx(gmacs, abs=0.05)

@@ -59,3 +59,24 @@ def test_bad_mpii_record(tmp_path):
                               "joints": [[1, 2]] * 15, "joints_vis": [1] * 15}]))
     with pytest.raises(DataError, match=r"m\.json: record 0: 15 keypoints.*16"):
         MpiiKeypoints(f, tmp_path, input_size=(64, 64))
+
+
+def test_selection_split_is_held_out_by_image(mpii_tiny, tmp_path):
+    """Two persons per image: every person of an image lands on the same side, so no image
+    gives persons to both training and selection."""
+    from okdhp_edge.config import load_config
+    from okdhp_edge.data.build import build_split
+
+    recs = json.loads((mpii_tiny / "mpii_tiny.json").read_text())
+    twice = []
+    for r in recs:
+        twice += [r, {**r, "center": [r["center"][0] + 5, r["center"][1]]}]
+    ann = tmp_path / "train.json"
+    ann.write_text(json.dumps(twice))
+    cfg = load_config(overrides=["data.dataset=mpii", f"data.train_ann={ann}",
+                                 f"data.train_images={mpii_tiny / 'images'}",
+                                 "data.select_fraction=0.4", "data.input_size=[64,64]"])
+    train, select = (build_split(cfg.data, s) for s in ("train", "select"))
+    images = [{r.image_path for r in ds.records} for ds in (train, select)]
+    assert len(train) + len(select) == 10 and len(select) == 4
+    assert len(images[1]) == 2 and not images[0] & images[1]

@@ -125,15 +125,25 @@ def _mpii_split(dcfg: Any, split: str, ann: str, images: str, spec: Any,
             ds.headboxes = load_headboxes(dcfg.report_headboxes, len(ds))
         return ds
     full = MpiiKeypoints(ann, images, spec, **{**common, "train": False})
-    kept, held = split_image_ids(range(len(full)), dcfg.select_fraction, dcfg.synthetic_seed,
-                                 dcfg.select_max_images)
-    idx = kept if split == "train" else held
+    idx = _mpii_split_indices(full, split, dcfg)
     ds = MpiiKeypoints(ann, images, spec, indices=idx, **common)
     if split == "select":
         # selection on MPII train uses PCK normalised by a head box estimated from the
         # head-top / upper-neck segment (train has no official head boxes in the json)
         ds.headboxes = _estimated_headboxes(ds)
     return ds
+
+
+def _mpii_split_indices(full: MpiiKeypoints, split: str, dcfg: Any) -> list[int]:
+    """Record indices of the train or select split, held out by image: every person of an
+    image falls on the same side, so no image gives persons to both training and selection
+    (``select_max_images`` counts images, as for COCO)."""
+    image_of = [r.image_path for r in full.records]
+    number = {name: i for i, name in enumerate(sorted(set(image_of)))}
+    kept, held = split_image_ids(range(len(number)), dcfg.select_fraction, dcfg.synthetic_seed,
+                                 dcfg.select_max_images)
+    side = set(kept if split == "train" else held)
+    return [i for i, name in enumerate(image_of) if number[name] in side]
 
 
 def _estimated_headboxes(ds: MpiiKeypoints) -> np.ndarray:

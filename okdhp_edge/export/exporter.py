@@ -21,7 +21,7 @@ from typing import Any, Optional
 import numpy as np
 
 from okdhp_edge.data.codec import HeatmapCodec
-from okdhp_edge.manifest import SCHEMA, read_yaml, write_yaml
+from okdhp_edge.manifest import read_yaml, write_yaml
 from okdhp_edge.runtime.base import run_one_by_one
 from okdhp_edge.utils.io import sha256_file
 
@@ -111,7 +111,7 @@ def export_student(student_yaml: Path, out_dir: Optional[Path] = None,
     size = tuple(man["preprocessing"]["input_size"])
     stride = int(man["preprocessing"]["heatmap_stride"])
     meta = onnx_metadata(man)
-    record: dict[str, Any] = {"schema": SCHEMA, "student": man["name"],
+    record: dict[str, Any] = {"schema": 1, "student": man["name"],
                               "weights_sha256": man["weights"]["sha256"],
                               "preprocessing": man["preprocessing"], "formats": {}}
     onnx_path = out_dir / FORMATS["onnx"]["file"]

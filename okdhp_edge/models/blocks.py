@@ -57,22 +57,32 @@ class Hourglass(nn.Module):
         return up + nn.functional.interpolate(low, size=up.shape[-2:], mode="nearest")
 
 
+STEMS = ("released", "lua")
+
+
 class Stem(nn.Module):
-    """conv7x7/2 3->s, BN, ReLU, R(s->2s), maxpool, R(2s->2s), R(2s->F).
+    """conv7x7/2 3->s, BN, ReLU, R(s->2s), maxpool, then two residuals to F channels.
+
+    ``released`` (the OKDHP / pytorch-pose code): R(2s->F) with a projection, R(F->F).
+    ``lua`` (Newell's original Torch stem): R(2s->2s), R(2s->F). At s = 64, F = 256 the
+    released stem has 160,512 more parameters.
 
     Shape: [B, 3, H, W] -> [B, F, H/4, W/4].
     """
 
-    def __init__(self, width: int, stem_width: int = 64) -> None:
+    def __init__(self, width: int, stem_width: int = 64, kind: str = "released") -> None:
         super().__init__()
+        if kind not in STEMS:
+            raise ValueError(f"unknown stem '{kind}'; expected one of {', '.join(STEMS)}")
         s = stem_width
         self.conv = nn.Conv2d(3, s, 7, stride=2, padding=3)
         self.bn = nn.BatchNorm2d(s)
         self.relu = nn.ReLU(inplace=True)
         self.res1 = Residual(s, 2 * s)
         self.pool = nn.MaxPool2d(2, 2)
-        self.res2 = Residual(2 * s, 2 * s)
-        self.res3 = Residual(2 * s, width)
+        mid = width if kind == "released" else 2 * s
+        self.res2 = Residual(2 * s, mid)
+        self.res3 = Residual(mid, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(self.bn(self.conv(x)))

@@ -87,7 +87,7 @@ class MultiBranchHourglass(nn.Module):
     Args:
         shared_stacks: stacks shared by every branch (S/2 in the paper).
         branches: per-branch stack counts, e.g. [2, 2, 2] balanced, [2, 4, 6] unbalanced.
-        num_joints, width, depth, stem_width: as in :class:`StackedHourglass`.
+        num_joints, width, depth, stem_width, stem: as in :class:`StackedHourglass`.
         fau: ``released`` (default), ``paper`` or ``mean``.
 
     Shape: [B, 3, H, W] -> OKDHPOutput with heatmaps [B, K, H/4, W/4].
@@ -95,15 +95,16 @@ class MultiBranchHourglass(nn.Module):
 
     def __init__(self, shared_stacks: int = 2, branches: tuple[int, ...] = (2, 2, 2),
                  num_joints: int = 17, width: int = 256, depth: int = 4, stem_width: int = 64,
-                 fau: str = "released", fau_kernels: tuple[int, ...] = (3, 5, 7),
-                 fau_hidden: int = 64) -> None:
+                 stem: str = "released", fau: str = "released",
+                 fau_kernels: tuple[int, ...] = (3, 5, 7), fau_hidden: int = 64) -> None:
         super().__init__()
         if not branches or min(branches) < 1 or shared_stacks < 0:
             raise ValueError("branches must be a non-empty list of stack counts >= 1")
         self.shared_stacks, self.branches = shared_stacks, list(branches)
         self.num_joints, self.width, self.depth, self.stem_width = (num_joints, width, depth,
                                                                     stem_width)
-        self.stem = Stem(width, stem_width)
+        self.stem_kind = stem
+        self.stem = Stem(width, stem_width, stem)
         self.shared = nn.ModuleList(Stack(width, num_joints, depth) for _ in range(shared_stacks))
         self.branch_stacks = nn.ModuleList(
             nn.ModuleList(Stack(width, num_joints, depth, last=(i == n - 1)) for i in range(n))
@@ -132,8 +133,7 @@ class MultiBranchHourglass(nn.Module):
 
     def student(self, branch: int) -> StackedHourglass:
         """Stem + shared stacks + branch ``branch`` as a plain stacked hourglass (a copy)."""
-        n = self.shared_stacks + self.branches[branch]
-        model = StackedHourglass(n, self.num_joints, self.width, self.depth, self.stem_width)
+        model = StackedHourglass(num_joints=self.num_joints, **self.student_arch(branch))
         model.stem.load_state_dict(self.stem.state_dict())
         chain = list(self.shared) + list(self.branch_stacks[branch])
         for dst, src in zip(model.stacks, chain):
@@ -141,7 +141,6 @@ class MultiBranchHourglass(nn.Module):
         return model.to(next(self.parameters()).device)
 
     def student_arch(self, branch: int) -> dict:
-        """Constructor arguments of :meth:`student`'s model."""
-        return dict(num_stacks=self.shared_stacks + self.branches[branch],
-                    num_joints=self.num_joints, width=self.width, depth=self.depth,
-                    stem_width=self.stem_width)
+        """Constructor arguments (but ``num_joints``) of :meth:`student`'s model."""
+        return dict(num_stacks=self.shared_stacks + self.branches[branch], width=self.width,
+                    depth=self.depth, stem_width=self.stem_width, stem=self.stem_kind)

@@ -24,6 +24,7 @@ def _create_hourglass(num_stacks: int, **kwargs: Any) -> StackedHourglass:
     return StackedHourglass(num_stacks=num_stacks, **kwargs)
 
 
+@register("stacked_hourglass")
 @register("hg")
 def hg(num_stacks: int = 2, **kwargs: Any) -> StackedHourglass:
     return _create_hourglass(num_stacks, **kwargs)
@@ -73,7 +74,7 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
 def model_kwargs_from_config(mcfg: Any, num_joints: int) -> dict[str, Any]:
     """Keyword arguments of ``create_model(mcfg.name, ...)`` from a ModelConfig."""
     common = dict(num_joints=num_joints, width=mcfg.width, depth=mcfg.depth,
-                  stem_width=mcfg.stem_width)
+                  stem_width=mcfg.stem_width, stem=mcfg.stem)
     if mcfg.name == "okdhp":
         return dict(common, shared_stacks=mcfg.shared_stacks, branches=tuple(mcfg.branches),
                     fau=mcfg.fau, fau_kernels=tuple(mcfg.fau_kernels), fau_hidden=mcfg.fau_hidden)

@@ -11,9 +11,9 @@ import torch
 
 from okdhp_edge.data.build import build_split
 from okdhp_edge.evaluation.inference import score
-from okdhp_edge.manifest import SCHEMA, unique_dir, write_yaml
-from okdhp_edge.models.hourglass import StackedHourglass
+from okdhp_edge.manifest import ZOO_SCHEMA, unique_dir, write_yaml
 from okdhp_edge.models.info import count_macs, count_params
+from okdhp_edge.models.registry import create_model
 from okdhp_edge.students import preprocessing_of, save_student, student_manifest
 from okdhp_edge.training.trainer import Trainer
 from okdhp_edge.utils.provenance import git_commit
@@ -38,11 +38,11 @@ def write_zoo(trainer: Trainer) -> Path:
     zoo_dir = unique_dir(Path(cfg.zoo.root), zoo_name)
     report = build_split(cfg.data, "report", seed=cfg.train.seed)
     heads = [h for h in trainer.heads if h.name != "ensemble"]
-    models: dict[str, StackedHourglass] = {}
+    models: dict[str, torch.nn.Module] = {}
     for h in heads:
         m = trainer.student(h)
         if h.name in trainer.best_states:
-            m = StackedHourglass(**m.arch()).to(trainer.device)
+            m = create_model(m.family, num_joints=m.num_joints, **m.arch()).to(trainer.device)
             m.load_state_dict(trainer.best_states[h.name])
         if cfg.train.channels_last:
             m = m.to(memory_format=torch.channels_last)
@@ -65,8 +65,8 @@ def write_zoo(trainer: Trainer) -> Path:
             "config": str(trainer.run_dir / "config.yaml"), "run": str(trainer.run_dir),
             "git_commit": commit, "seed": cfg.train.seed,
             "branch": -1 if h.branch is None else h.branch,
-            "branches": list(cfg.model.branches) if not trainer.plain else [],
-            "shared_stacks": cfg.model.shared_stacks if not trainer.plain else 0,
+            "multi_branch": {} if trainer.plain else {
+                "shared_stacks": cfg.model.shared_stacks, "branches": list(cfg.model.branches)},
             "distillation": ({} if trainer.plain else {
                 "lambda_kd": cfg.loss.lambda_kd, "lambda_ens": cfg.loss.lambda_ens,
                 "ramp_epochs": cfg.loss.ramp_epochs, "distill": cfg.loss.distill,
@@ -88,7 +88,7 @@ def write_zoo(trainer: Trainer) -> Path:
         save_student(zoo_dir / name, models[name].to(memory_format=torch.contiguous_format), man)
     order = sorted(manifests, key=lambda n: manifests[n]["params"])
     write_yaml(zoo_dir / "zoo.yaml", {
-        "schema": SCHEMA, "name": zoo_dir.name, "students": order,
+        "schema": ZOO_SCHEMA, "name": zoo_dir.name, "students": order,
         "run": str(trainer.run_dir), "dataset": cfg.data.dataset,
         "metric": manifests[order[0]]["accuracy"]["metric"]})
     log.info("zoo written: %s", zoo_dir)
