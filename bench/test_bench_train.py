@@ -13,7 +13,7 @@ from pytorch_pose_style import PoseStyleMultiBranch
 from okdhp_edge.config import load_config
 from okdhp_edge.models import create_model
 from okdhp_edge.models.registry import model_kwargs_from_config
-from okdhp_edge.training.trainer import cpu_has_native_bf16
+from okdhp_edge.utils.cpu import cpu_has_native_bf16
 
 CFG = load_config("configs/quickstart.yaml")
 W, H = CFG.data.input_size

@@ -16,15 +16,63 @@ from pathlib import Path
 from typing import Any, Optional
 
 from okdhp_edge import __version__
+from okdhp_edge.export.quantize import QuantRecipe
 from okdhp_edge.manifest import ManifestError, read_yaml, write_yaml
 from okdhp_edge.runtime.bundle import BUNDLE_VERSION, verify_bundle
+from okdhp_edge.targets import FORMATS, TARGETS, UnknownTarget, get_target, targets_for
+from okdhp_edge.utils.cli import UsageError
 from okdhp_edge.utils.io import sha256_file, verify_sha256
 
 log = logging.getLogger(__name__)
 
 SET_VERSION = 1
-DEFAULT_PRECISIONS = {"onnxruntime": ("fp32",), "openvino": ("fp32", "bf16", "fp16"),
-                      "tensorrt": ("fp32", "fp16")}
+
+
+def _bundle_files(directory: Path) -> dict[str, str]:
+    return {str(p.relative_to(directory)): sha256_file(p) for p in sorted(directory.rglob("*"))
+            if p.is_file() and p.name != "bundle.yaml"}
+
+
+def export_bundle(student_yaml: Path, backend: str, precision: str, out: Path,
+                  force: bool = False, recipe: Optional[QuantRecipe] = None) -> Path:
+    """Write a deployable bundle for one (student, backend, precision): the target's model
+    files (with the layout they have in the export folder), ``bundle.yaml`` with every
+    sha256, the preprocessing, the student's manifest and, for INT8, the recipe."""
+    from okdhp_edge.export.exporter import export_student
+    from okdhp_edge.manifest import load_student_manifest
+
+    try:
+        t = get_target(backend, precision)
+    except UnknownTarget as exc:
+        raise UsageError(str(exc)) from None
+    if not t.bundle:
+        raise UsageError(f"no torch-free bundle of {t.label} (bundles exist for: "
+                         + ", ".join(x.label for x in TARGETS.values() if x.bundle) + ")")
+    out = Path(out)
+    if (out / "bundle.yaml").exists() and not force:
+        raise UsageError(f"{out}: a bundle is already there (use a new --out)")
+    man = load_student_manifest(student_yaml)
+    entry = export_student(student_yaml, formats=(t.export,), recipe=recipe)["formats"][t.export]
+    if not entry.get("available"):
+        raise UsageError(f"{t.label} unavailable here: {entry.get('reason')}")
+    src_dir = Path(student_yaml).parent / "export"
+    for rel in FORMATS[t.export].files:
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src_dir / rel, out / rel)
+    bundle = {
+        "bundle_version": BUNDLE_VERSION, "okdhp_edge": __version__, "student": man["name"],
+        "backend": backend, "precision": precision,
+        "model": FORMATS[t.export].model_file, "files": _bundle_files(out),
+        "preprocessing": man["preprocessing"],
+        "student_manifest": {k: man[k] for k in ("name", "architecture", "params", "macs",
+                                                   "compression", "accuracy", "provenance")},
+        "parity": entry.get("parity", {}),
+    }
+    if "recipe" in entry:
+        bundle["quantization"] = {k: entry[k] for k in (
+            "recipe", "calibration", "calibration_method", "higher_precision_layers")}
+    write_yaml(out / "bundle.yaml", bundle)
+    return out
 
 
 def _copy_report_data(man: dict[str, Any], out: Path) -> dict[str, Any]:
@@ -50,11 +98,10 @@ def _copy_report_data(man: dict[str, Any], out: Path) -> dict[str, Any]:
 
 
 def export_all(zoo: Path, out: Path, backends: tuple[str, ...],
-               precisions: Optional[tuple[str, ...]] = None) -> Path:
+               precisions: Optional[tuple[str, ...]] = None,
+               recipe: Optional[QuantRecipe] = None) -> Path:
     """Export every student of ``zoo`` for ``backends`` into one bundle set at ``out``."""
     from okdhp_edge.manifest import load_zoo_manifest, zoo_students
-    from okdhp_edge.utils.cli import UsageError
-    from okdhp_edge.zoo import export_bundle
 
     out = Path(out)
     if (out / "bundles.yaml").exists():
@@ -62,20 +109,24 @@ def export_all(zoo: Path, out: Path, backends: tuple[str, ...],
     zoo_man = load_zoo_manifest(zoo)
     students = zoo_students(zoo)
     entries, skipped = [], []
+    try:
+        targets = targets_for(backends, precisions, bundle_only=True)
+    except UnknownTarget as exc:
+        raise UsageError(str(exc)) from None
     for d, man in students:
-        for b in backends:
-            for p in precisions or DEFAULT_PRECISIONS.get(b, ("fp32",)):
-                dest = out / man["name"] / f"{b}-{p}"
-                try:
-                    export_bundle(d / "student.yaml", b, p, dest)
-                except UsageError as exc:
-                    skipped.append({"student": man["name"], "backend": b, "precision": p,
-                                    "reason": str(exc)})
-                    log.warning("skipped %s %s %s: %s", man["name"], b, p, exc)
-                    continue
-                entries.append({"student": man["name"], "backend": b, "precision": p,
-                                "path": str(dest.relative_to(out)),
-                                "bundle_sha256": sha256_file(dest / "bundle.yaml")})
+        for t in targets:
+            b, p = t.backend, t.precision
+            dest = out / man["name"] / f"{b}-{p}"
+            try:
+                export_bundle(d / "student.yaml", b, p, dest, recipe=recipe)
+            except UsageError as exc:
+                skipped.append({"student": man["name"], "backend": b, "precision": p,
+                                "reason": str(exc)})
+                log.warning("skipped %s %s %s: %s", man["name"], b, p, exc)
+                continue
+            entries.append({"student": man["name"], "backend": b, "precision": p,
+                            "path": str(dest.relative_to(out)),
+                            "bundle_sha256": sha256_file(dest / "bundle.yaml")})
     report = _copy_report_data(students[0][1], out)
     files = {str(p.relative_to(out)): sha256_file(p)
              for p in sorted((out / "report_data").rglob("*")) if p.is_file()}
@@ -131,16 +182,24 @@ def bundle_candidates(directory: Path, students: Optional[tuple[str, ...]] = Non
             by_student[e["student"]] = c
         c.export["formats"][fmt] = {"available": True, "backend": e["backend"],
                                     "file": str(Path(e["path"]) / man["model"]),
-                                    "parity": man.get("parity", {})}
+                                    "parity": man.get("parity", {}),
+                                    "file_bytes": _model_bytes(bdir, man),
+                                    **(man.get("quantization") or {})}
     if not by_student:
         raise ManifestError(f"{directory}: no bundles selected")
     return list(by_student.values()), idx["zoo"]
 
 
 def _format_of(backend: str, precision: str) -> str:
-    from okdhp_edge.export.exporter import MODEL_FORMAT
-
-    fmt = MODEL_FORMAT.get((backend, precision))
+    try:
+        fmt = get_target(backend, precision).export
+    except UnknownTarget:
+        fmt = None
     if fmt is None:
         raise ManifestError(f"bundle backend/precision {backend}/{precision} is not known")
     return fmt
+
+
+def _model_bytes(bdir: Path, man: dict[str, Any]) -> int:
+    """Size of a bundle's model files (all but bundle.yaml)."""
+    return sum((bdir / rel).stat().st_size for rel in man["files"])

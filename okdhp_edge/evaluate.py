@@ -13,43 +13,13 @@ import logging
 from pathlib import Path
 from typing import Any, Optional
 
-from okdhp_edge.data.coco import CocoKeypoints
-from okdhp_edge.data.dataset import TopDownDataset
-from okdhp_edge.data.keypoints import get_spec
-from okdhp_edge.data.mpii import MpiiKeypoints, load_headboxes
+from okdhp_edge.evaluation.datasets import build_eval_dataset
 from okdhp_edge.evaluation.inference import oracle_heatmap_fn, predict, score
 from okdhp_edge.evaluation.pckh import pckh_table
 from okdhp_edge.utils.cli import UsageError, run_cli, setup_logging
 from okdhp_edge.utils.io import atomic_write_json
 
 log = logging.getLogger(__name__)
-
-
-def build_eval_dataset(dataset: str, ann: str, images: str, input_size: tuple[int, int],
-                       stride: int = 4, sigma: float = 2.0, headboxes: str = "",
-                       det_file: str = "", det_thr: float = 0.0) -> TopDownDataset:
-    """A report-mode dataset from explicit paths."""
-    spec = get_spec(dataset)
-    common: dict[str, Any] = dict(input_size=input_size, stride=stride, sigma=sigma)
-    if dataset == "mpii":
-        if not headboxes:
-            raise UsageError("--dataset mpii needs --headboxes (gt_valid.mat or a json)")
-        ds = MpiiKeypoints(ann, images, spec, **common)
-        ds.headboxes = load_headboxes(headboxes, len(ds))
-        return ds
-    return CocoKeypoints(ann, images, spec, det_file=det_file or None, det_score_thr=det_thr,
-                         **common)
-
-
-def report_dataset(manifest: dict[str, Any], dataset: Optional[str] = None, ann: str = "",
-                   images: str = "", headboxes: str = "") -> TopDownDataset:
-    """The report split named in a student/bundle manifest (any field overridable), with
-    the manifest's preprocessing."""
-    acc, pre = manifest["accuracy"], manifest["preprocessing"]
-    return build_eval_dataset(dataset or acc["dataset"], ann or acc["ann"],
-                              images or acc["images"], tuple(pre["input_size"]),
-                              pre["heatmap_stride"], pre["sigma"],
-                              headboxes or acc.get("headboxes", ""))
 
 
 def format_metrics(res: dict[str, Any]) -> str:

@@ -15,13 +15,15 @@
     weights: {file, sha256}
     preprocessing: {input_size, mean, std, box_padding, heatmap_stride, sigma, flip_pairs}
     accuracy: {metric, value, dataset, split, ann, images, headboxes, flip_test, stats}
-    provenance: {config, run, git_commit, seed, branch, multi_branch, distillation, epoch,
-                 select_metric}
+    provenance: {config, run, git_commit, seed, branch, multi_branch, splits, distillation,
+                 epoch, select_metric}
 
-``multi_branch`` holds the training network's branch layout ({} for a plain run). Schema 1
+``multi_branch`` holds the training network's branch layout ({} for a plain run);
+``splits`` where its training data is and how the selection split was held out
+(calibration and accuracy-controlled quantization rebuild them from it). Schema 1
 manifests (hourglass only, written before the stem became a switch) are read and migrated
 in memory: their architecture fields move under ``args`` with ``stem: lua``, the only stem
-there was then.
+there was then, and their ``splits`` are unknown ({}).
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ STUDENT_FIELDS: dict[str, Any] = {
     "accuracy": {"metric": str, "value": OPT_NUM, "dataset": str, "split": str, "ann": str,
                  "images": str, "headboxes": str, "flip_test": bool, "stats": dict},
     "provenance": {"config": str, "run": str, "git_commit": str, "seed": int, "branch": int,
-                   "multi_branch": dict, "distillation": dict, "epoch": int,
+                   "multi_branch": dict, "splits": dict, "distillation": dict, "epoch": int,
                    "select_metric": OPT_NUM},
 }
 
@@ -139,6 +141,7 @@ def _student_v1_to_v2(data: dict[str, Any], path: Path) -> dict[str, Any]:
             "num_joints": arch.get("num_joints"), "input_size": arch.get("input_size")}
     prov["multi_branch"] = ({"shared_stacks": shared, "branches": branches} if branches
                             else {})
+    prov["splits"] = {}
     log.debug("%s: schema 1 manifest read as schema 2 (Lua stem)", path)
     return {**data, "schema": STUDENT_SCHEMA, "architecture": arch, "provenance": prov}
 

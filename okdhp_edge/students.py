@@ -100,7 +100,7 @@ def evaluate_student(path: str | Path, dataset: Optional[str] = None, ann: str =
                      images: str = "", headboxes: str = "", flip: Optional[bool] = None,
                      batch_size: int = 32) -> dict[str, Any]:
     """Re-evaluate a student from its manifest (its own report split unless overridden)."""
-    from okdhp_edge.evaluate import report_dataset
+    from okdhp_edge.evaluation.datasets import report_dataset
     from okdhp_edge.evaluation.inference import engine_heatmap_fn, predict, score
 
     model, man = load_student(path)

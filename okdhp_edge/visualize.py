@@ -63,8 +63,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         path = str(args.student)
     else:
         from okdhp_edge.export.exporter import export_student
+        from okdhp_edge.targets import get_target
 
-        fmt = "onnx" if args.backend == "onnxruntime" else "openvino_fp32"
+        fmt = get_target(args.backend, "fp32").export
         exp = export_student(args.student, formats=(fmt,))
         path = str(args.student.parent / "export" / exp["formats"][fmt]["file"])
     runner = make_runner(args.backend, "fp32", threads=1)

@@ -4,8 +4,8 @@ pick the student to deploy under a latency budget, export deployable bundles.
     zoo list [--root student_zoo] [--reports bench/reports]
     zoo pick --zoo Z (--device DEVICE_ID | --report FILE) --max-latency-ms X
              [--stat median|p90|p99] [--scope engine|e2e] [--min-accuracy Y]
-             [--backend B] [--precision P] [--json]
-    zoo export --zoo Z --student NAME --backend B [--precision P] --out DIR
+             [--backend B] [--precision P] [--max-ap-drop X] [--json]
+    zoo export --zoo Z --student NAME --backend B [--precision P] --out DIR [--calib-...]
     zoo export --zoo Z --all [--backends onnxruntime,openvino] --out DIR
 """
 
@@ -14,15 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import shutil
 from pathlib import Path
 from typing import Any, Optional
 
-from okdhp_edge import __version__
 from okdhp_edge.bench.report import ReportError, latency_of, load_report, pick, row_label
-from okdhp_edge.manifest import load_zoo_manifest, write_yaml, zoo_students
+from okdhp_edge.export.quantize import add_recipe_arguments
+from okdhp_edge.manifest import load_zoo_manifest, zoo_students
 from okdhp_edge.utils.cli import UsageError, run_cli, setup_logging
-from okdhp_edge.utils.io import sha256_file
 
 log = logging.getLogger("okdhp_edge.zoo")
 
@@ -93,7 +91,8 @@ def cmd_pick(args: argparse.Namespace) -> int:
     except ReportError as exc:
         raise UsageError(str(exc)) from None
     best, closest, front = pick(rep["rows"], args.max_latency_ms, args.stat, args.scope,
-                                args.min_accuracy, args.backend, args.precision)
+                                args.min_accuracy, args.backend, args.precision,
+                                args.max_ap_drop)
     metric = rep.get("metric", "accuracy")
 
     def brief(r: Optional[dict]) -> Optional[dict]:
@@ -133,55 +132,18 @@ def cmd_pick(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------ export
 
 
-def _bundle_files(directory: Path) -> dict[str, str]:
-    return {str(p.relative_to(directory)): sha256_file(p) for p in sorted(directory.rglob("*"))
-            if p.is_file() and p.name != "bundle.yaml"}
-
-
-def export_bundle(student_yaml: Path, backend: str, precision: str, out: Path,
-                  force: bool = False) -> Path:
-    """Write a deployable bundle for one (student, backend, precision)."""
-    from okdhp_edge.export.exporter import FORMATS, MODEL_FORMAT, export_student
-    from okdhp_edge.manifest import load_student_manifest
-
-    fmt = MODEL_FORMAT.get((backend, precision))
-    if fmt is None:
-        raise UsageError(f"no deployable {backend} {precision} bundle (torch-free bundles exist "
-                         "for onnxruntime fp32, openvino fp32/bf16/fp16, tensorrt fp32/fp16)")
-    man = load_student_manifest(student_yaml)
-    exp = export_student(student_yaml, formats=(fmt,))
-    entry = exp["formats"][fmt]
-    if not entry.get("available"):
-        raise UsageError(f"{backend} {precision} unavailable here: {entry.get('reason')}")
-    out = Path(out)
-    if (out / "bundle.yaml").exists() and not force:
-        raise UsageError(f"{out}: a bundle is already there (use a new --out)")
-    src_dir = student_yaml.parent / "export"
-    main = src_dir / FORMATS[fmt]["file"]
-    dst_main = out / Path(FORMATS[fmt]["file"]).name if main.suffix != ".xml" else \
-        out / "openvino" / main.name
-    dst_main.parent.mkdir(parents=True, exist_ok=True)
-    for src in [main] + ([main.with_suffix(".bin")] if main.suffix == ".xml" else []):
-        shutil.copyfile(src, dst_main.parent / src.name)
-    bundle = {
-        "bundle_version": 1, "okdhp_edge": __version__, "student": man["name"],
-        "backend": backend, "precision": precision,
-        "model": str(dst_main.relative_to(out)), "files": _bundle_files(out),
-        "preprocessing": man["preprocessing"],
-        "student_manifest": {k: man[k] for k in ("name", "architecture", "params", "macs",
-                                                   "compression", "accuracy", "provenance")},
-        "parity": entry.get("parity", {}),
-    }
-    write_yaml(out / "bundle.yaml", bundle)
-    return out
-
-
 def cmd_export(args: argparse.Namespace) -> int:
+    from okdhp_edge.export.quantize import QuantizationError, recipe_from_args
+
+    try:
+        recipe = recipe_from_args(args)
+    except QuantizationError as exc:
+        raise UsageError(str(exc)) from None
     if args.all:
         from okdhp_edge.bundles import export_all
 
         out = export_all(args.zoo, args.out, tuple(args.backends.split(",")),
-                         tuple(args.precisions.split(",")) if args.precisions else None)
+                         tuple(args.precisions.split(",")) if args.precisions else None, recipe)
         print(f"bundles: {out}")
         return 0
     if not args.student or not args.backend:
@@ -190,8 +152,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.student not in students:
         raise UsageError(f"no student '{args.student}' in {args.zoo} "
                          f"(have: {', '.join(students)})")
+    from okdhp_edge.bundles import export_bundle
+
     out = export_bundle(students[args.student] / "student.yaml", args.backend, args.precision,
-                        args.out)
+                        args.out, recipe=recipe)
     print(f"bundle: {out}")
     return 0
 
@@ -217,7 +181,9 @@ def _parser() -> argparse.ArgumentParser:
     pk.add_argument("--scope", choices=("engine", "e2e"), default="engine")
     pk.add_argument("--min-accuracy", type=float)
     pk.add_argument("--backend")
-    pk.add_argument("--precision")
+    pk.add_argument("--precision", help="restrict to one precision (e.g. int8)")
+    pk.add_argument("--max-ap-drop", type=float, metavar="X",
+                    help="at most X accuracy lost against the same student in PyTorch fp32")
     pk.add_argument("--json", action="store_true")
     ex = sub.add_parser("export", help="write deployable bundles")
     ex.add_argument("--zoo", type=Path, required=True)
@@ -228,6 +194,7 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--backends", default="onnxruntime,openvino")
     ex.add_argument("--precisions", default=None)
     ex.add_argument("--out", type=Path, required=True)
+    add_recipe_arguments(ex)
     return p
 
 

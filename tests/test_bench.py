@@ -106,9 +106,9 @@ def test_pick_cli_exit_codes(report, tiny_zoo):
 
 
 def test_bundle_round_trip_and_tamper(tiny_zoo, tmp_path):
+    from okdhp_edge.bundles import export_bundle
     from okdhp_edge.runtime.bundle import load_bundle
     from okdhp_edge.students import load_student, torch_engine
-    from okdhp_edge.zoo import export_bundle
 
     d, man = zoo_students(tiny_zoo)[0]
     out = export_bundle(d / "student.yaml", "onnxruntime", "fp32", tmp_path / "b")
@@ -130,8 +130,8 @@ def test_bundle_round_trip_and_tamper(tiny_zoo, tmp_path):
 def test_newer_bundle_version_refused(tiny_zoo, tmp_path):
     import yaml
 
+    from okdhp_edge.bundles import export_bundle
     from okdhp_edge.runtime.bundle import load_bundle
-    from okdhp_edge.zoo import export_bundle
 
     d, _ = zoo_students(tiny_zoo)[0]
     out = export_bundle(d / "student.yaml", "openvino", "fp32", tmp_path / "b")

@@ -26,7 +26,14 @@ from okdhp_edge.bench.run import (
     cli_command,
 )
 from okdhp_edge.bench.timing import TimingConfig
-from okdhp_edge.runtime import BACKENDS
+from okdhp_edge.export.quantize import (
+    QuantizationError,
+    QuantRecipe,
+    add_recipe_arguments,
+    recipe_args,
+    recipe_from_args,
+)
+from okdhp_edge.targets import PRECISIONS, QUANTIZED, UnknownTarget, formats_for, targets_for
 from okdhp_edge.utils.cli import UsageError, run_cli, setup_logging
 
 log = logging.getLogger("okdhp_edge.bench")
@@ -44,8 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     src.add_argument("--bundles", type=Path, help="a directory written by `zoo export --all`")
     p.add_argument("--backends", default="torch,onnxruntime,openvino,tensorrt")
     p.add_argument("--precisions", default=None,
-                   help="comma list (default per backend: torch fp32; onnxruntime fp32; "
-                        "openvino fp32,bf16,fp16; tensorrt fp32,fp16)")
+                   help=f"comma list of {', '.join(PRECISIONS)} (default per backend: torch "
+                        "fp32; onnxruntime fp32; openvino fp32,bf16,fp16; tensorrt fp32,fp16)")
+    add_recipe_arguments(p)
     p.add_argument("--students", default=None, help="comma list of student names (default all)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
     p.add_argument("--batch", type=int, default=8, help="batch for the throughput figure")
@@ -62,7 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _zoo_candidates(zoo: Path, students: Optional[tuple[str, ...]]) -> list[Candidate]:
+def _zoo_candidates(zoo: Path, students: Optional[tuple[str, ...]], formats: list[str],
+                    recipe: QuantRecipe) -> list[Candidate]:
     from okdhp_edge.export.exporter import export_student
     from okdhp_edge.manifest import zoo_students
 
@@ -70,8 +79,8 @@ def _zoo_candidates(zoo: Path, students: Optional[tuple[str, ...]]) -> list[Cand
     for d, man in zoo_students(zoo):
         if students and man["name"] not in students:
             continue
-        log.info("exporting %s (ONNX, OpenVINO IR, TensorRT where present)", man["name"])
-        exp = export_student(d / "student.yaml")
+        log.info("exporting %s: %s", man["name"], ", ".join(formats) or "nothing")
+        exp = export_student(d / "student.yaml", formats=tuple(formats), recipe=recipe)
         out.append(Candidate(man["name"], man, d / "student.yaml", d / "export", exp))
     if not out:
         raise UsageError(f"{zoo}: no students selected")
@@ -106,13 +115,20 @@ def _e2e_sample(c: Candidate):
 
 
 def run_bench(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
-    backends = _csv(args.backends) or ()
-    bad = [b for b in backends if b not in BACKENDS]
+    backends, precisions = _csv(args.backends) or (), _csv(args.precisions)
+    bad = [p for p in precisions or () if p not in PRECISIONS]
     if bad:
-        raise UsageError(f"unknown backend '{bad[0]}'; expected some of {', '.join(BACKENDS)}")
+        raise UsageError(f"unknown precision '{bad[0]}'; expected some of "
+                         f"{', '.join(PRECISIONS)}")
+    try:
+        targets = targets_for(backends, precisions)
+        recipe = recipe_from_args(args)
+    except (UnknownTarget, QuantizationError) as exc:
+        raise UsageError(str(exc)) from None
     threads = args.threads or len(os.sched_getaffinity(0))
     if args.zoo:
-        cands = _zoo_candidates(args.zoo, _csv(args.students))
+        formats = formats_for(targets, throughput=args.batch > 1)
+        cands = _zoo_candidates(args.zoo, _csv(args.students), formats, recipe)
         zoo_name = args.zoo.resolve().name
     else:
         from okdhp_edge.bundles import bundle_candidates
@@ -121,7 +137,7 @@ def run_bench(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         backends = tuple(b for b in backends if b != "torch") or backends
     img, box = _e2e_sample(cands[0])
     opts = BenchOptions(
-        backends=backends, precisions=_csv(args.precisions), threads=threads, batch=args.batch,
+        backends=backends, precisions=precisions, threads=threads, batch=args.batch,
         timing=TimingConfig(min_iters=args.min_iters, min_time_s=args.min_time,
                             rounds=args.rounds),
         accuracy=not args.no_accuracy, accuracy_max_persons=args.accuracy_max_persons,
@@ -135,6 +151,8 @@ def run_bench(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
             extra += ["--device-name", args.device_name]
         if args.torch_device != "cpu":
             extra += ["--torch-device", args.torch_device]
+        if row.precision in QUANTIZED:
+            extra += recipe_args(recipe)
         return cli_command(src + extra)
 
     t0 = time.time()
@@ -153,8 +171,11 @@ def run_bench(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
                       "macs": c.manifest.get("macs"),
                       "accuracy_torch_manifest": c.manifest["accuracy"].get("value")}
                      for c in cands],
+        "quantization": recipe.as_dict() if any(t.quantized for t in targets) else None,
         "rows": rows, "wall_s": round(time.time() - t0, 1),
     }
+
+
 
 
 def main(argv: Optional[list[str]] = None) -> int:

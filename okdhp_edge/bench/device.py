@@ -7,30 +7,15 @@ import os
 import platform
 import re
 import subprocess
-from pathlib import Path
 from typing import Any, Optional
 
+from okdhp_edge.utils.cpu import cpu_info, isa_tier
 from okdhp_edge.utils.provenance import git_commit
 
 _FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile",
           "amx_bf16", "amx_int8", "fma", "neon", "asimd", "sve")
 _LIBS = ("numpy", "opencv-python-headless", "onnxruntime", "onnxruntime-gpu", "openvino",
          "torch", "tensorrt", "torch-tensorrt", "pycocotools")
-
-
-def _cpuinfo() -> tuple[str, set[str]]:
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return model, flags
-    m = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
-    if m:
-        model = m.group(1).strip()
-    f = re.search(r"^(flags|Features)\s*:\s*(.+)$", text, re.M)
-    if f:
-        flags = set(f.group(2).split())
-    return model, flags
 
 
 def _gpu() -> Optional[dict[str, str]]:
@@ -64,10 +49,10 @@ def slug(text: str) -> str:
 def fingerprint(threads: int) -> dict[str, Any]:
     """CPU model and flags, cores, threads used, GPU and driver, OS, library versions,
     git commit."""
-    model, flags = _cpuinfo()
+    model, flags = cpu_info()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
-        "cpu_model": model, "cpu_flags": sorted(flags & set(_FLAGS)),
+        "cpu_model": model, "cpu_flags": sorted(flags & set(_FLAGS)), "isa": isa_tier(),
         "cores": cores, "threads": threads, "machine": platform.machine(),
         "gpu": _gpu(), "os": f"{platform.system()} {platform.release()}",
         "versions": _versions(), "git_commit": git_commit(),
@@ -75,10 +60,11 @@ def fingerprint(threads: int) -> dict[str, Any]:
 
 
 def device_id(fp: dict[str, Any], name: Optional[str] = None) -> str:
-    """Readable, stable id: ``--device-name`` if given, else CPU model + cores (+ GPU)."""
+    """Readable, stable id: ``--device-name`` if given, else CPU model + cores + ISA tier
+    (+ GPU): a hypervisor names several CPU generations alike, and their timings differ."""
     if name:
         return slug(name)
-    parts = [slug(fp["cpu_model"]) or fp["machine"], f"{fp['cores']}c"]
+    parts = [slug(fp["cpu_model"]) or fp["machine"], f"{fp['cores']}c", fp.get("isa", "")]
     if fp.get("gpu"):
         parts.append(slug(fp["gpu"]["name"]))
-    return "-".join(parts)
+    return "-".join(p for p in parts if p)

@@ -67,15 +67,26 @@ def pareto(rows: list[dict[str, Any]], stat: str = "median", scope: str = "engin
     return front
 
 
+def accuracy_drop(row: dict[str, Any]) -> Optional[float]:
+    """How much accuracy the row loses against the same student in PyTorch fp32."""
+    d = row.get("accuracy", {}).get("delta_vs_torch_fp32")
+    return None if d is None else -float(d)
+
+
 def pick(rows: list[dict[str, Any]], max_latency_ms: float, stat: str = "median",
          scope: str = "engine", min_accuracy: Optional[float] = None,
-         backend: Optional[str] = None, precision: Optional[str] = None
+         backend: Optional[str] = None, precision: Optional[str] = None,
+         max_drop: Optional[float] = None
          ) -> tuple[Optional[dict[str, Any]], Optional[dict[str, Any]], list[dict[str, Any]]]:
     """The most accurate row within the budget (ties: the faster), the closest candidate
-    when none fits, and the Pareto frontier of the filtered rows."""
+    when none fits, and the Pareto frontier of the filtered rows. Precision is a dimension
+    like any other: ``precision`` restricts it, ``max_drop`` bounds each row's accuracy loss
+    against its own student in PyTorch fp32 (rows without that reference are left out)."""
     cand = [r for r in measured(rows, stat, scope)
             if (backend is None or r["backend"] == backend)
-            and (precision is None or r["precision"] == precision)]
+            and (precision is None or r["precision"] == precision)
+            and (max_drop is None or (accuracy_drop(r) is not None
+                                      and accuracy_drop(r) <= max_drop + 1e-12))]
     front = pareto(cand, stat, scope)
     ok = [r for r in cand if latency_of(r, stat, scope) <= max_latency_ms
           and (min_accuracy is None or accuracy_of(r) >= min_accuracy)]
@@ -111,8 +122,9 @@ def markdown(rep: dict[str, Any], chart_name: Optional[str]) -> str:
              f"{'on' if rep.get('flip_test') else 'off'} (the student manifests' own figure "
              "may use flip test)", "",
              f"| student | params (M) | GMACs | backend | precision (ran as) | median ms | p90 ms "
-             f"| e2e median ms | imgs/s @B | {metric} | Δ vs torch fp32 | parity max err |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             f"| e2e median ms | imgs/s @B | {metric} | Δ vs torch fp32 | parity max err "
+             f"| file MB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rep["rows"]:
         if r["status"] != "ok":
             continue
@@ -129,7 +141,8 @@ def markdown(rep: dict[str, Any], chart_name: Optional[str]) -> str:
             f"{_fmt(eng.get('p90'))} | {_fmt(e2e.get('median'))} | "
             f"{_fmt(r['throughput'].get('images_per_s'), 1)} | "
             f"{_fmt(accuracy_of(r), 4)} | {_fmt(r['accuracy'].get('delta_vs_torch_fp32'), 4)} | "
-            f"{'-' if perr is None else f'{perr:.1e}'} |")
+            f"{'-' if perr is None else f'{perr:.1e}'} | "
+            f"{_fmt(r['file_bytes'] / 1e6 if r.get('file_bytes') else None, 3)} |")
     other = [r for r in rep["rows"] if r["status"] != "ok"]
     if other:
         lines += ["", "Not measured:", ""]
@@ -142,9 +155,31 @@ def markdown(rep: dict[str, Any], chart_name: Optional[str]) -> str:
             lines.append(f"- {r['backend']} {r['precision']} ({r['status']}): {r['reason']}")
     lines += ["", "⚠: coefficient of variation above the threshold; the median is still "
               "reported with its bootstrap 95% CI in the JSON."]
+    lines += _quantization_lines(rep["rows"])
     if chart_name:
         lines += ["", f"![accuracy vs latency]({chart_name})"]
     return "\n".join(lines) + "\n"
+
+
+def _quantization_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """How each INT8 file was made: recipe, calibration list, layers left in float."""
+    quant = [r for r in rows if r.get("quantization")]
+    if not quant:
+        return []
+    out = ["", "INT8 files (post-training quantization, calibrated on the training split; "
+           "layers listed stayed in floating point):", ""]
+    for r in quant:
+        q = r["quantization"]
+        rec, cal = q.get("recipe", {}), q.get("calibration", {})
+        layers = q.get("higher_precision_layers") or []
+        ac = (f", accuracy control max drop {rec['max_drop']} on the selection split"
+              if rec.get("max_drop") is not None else "")
+        out.append(f"- {row_label(r)}: {q.get('calibration_method')} ranges, "
+                   f"{cal.get('num_images')} images (seed {cal.get('seed')}, list sha256 "
+                   f"{str(cal.get('list_sha256', ''))[:12]}), keep head "
+                   f"{'yes' if rec.get('keep_head') else 'no'}{ac}; float layers: "
+                   f"{', '.join(layers) if layers else 'none'}")
+    return out
 
 
 def chart(reports: list[dict[str, Any]], path: Path, stat: str = "median",
@@ -156,8 +191,8 @@ def chart(reports: list[dict[str, Any]], path: Path, stat: str = "median",
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    markers = {"torch": "o", "onnxruntime": "s", "openvino": "^", "tensorrt": "D",
-               "torch_tensorrt": "P"}
+    from okdhp_edge.targets import MARKERS as markers
+    from okdhp_edge.targets import QUANTIZED
     fig, ax = plt.subplots(figsize=(8, 5.5), dpi=110)
     students = sorted({r["student"] for rep in reports for r in rep["rows"]})
     colors = {s: plt.cm.viridis(i / max(1, len(students) - 1)) for i, s in enumerate(students)}
@@ -165,9 +200,12 @@ def chart(reports: list[dict[str, Any]], path: Path, stat: str = "median",
     for d, rep in enumerate(reports):
         rows = measured(rep["rows"], stat, scope)
         for r in rows:
+            quantized = r["precision"] in QUANTIZED  # hollow: its own marker on the chart
             ax.scatter(latency_of(r, stat, scope), accuracy_of(r), s=60,
-                       marker=markers.get(r["backend"], "x"), color=colors[r["student"]],
-                       edgecolor="black", linewidth=0.5, zorder=3)
+                       marker=markers.get(r["backend"], "x"),
+                       color="none" if quantized else colors[r["student"]],
+                       edgecolor=colors[r["student"]] if quantized else "black",
+                       linewidth=1.5 if quantized else 0.5, zorder=3)
             if r["precision"] != "fp32":
                 ax.annotate(r["precision"], (latency_of(r, stat, scope), accuracy_of(r)),
                             textcoords="offset points", xytext=(4, -9), fontsize=6)
@@ -181,6 +219,10 @@ def chart(reports: list[dict[str, Any]], path: Path, stat: str = "median",
             ax.scatter([], [], marker=m, color="gray", label=b)
     for s in students:
         ax.scatter([], [], marker="o", color=colors[s], label=s)
+    if any(r["precision"] in QUANTIZED for rep in reports for r in measured(rep["rows"], stat,
+                                                                             scope)):
+        ax.scatter([], [], marker="o", color="none", edgecolor="gray", linewidth=1.5,
+                   label="int8 (hollow)")
     if not any(measured(rep["rows"], stat, scope) for rep in reports):
         ax.text(0.5, 0.5, "no row with both a latency and an accuracy\n(see the report's "
                 "table for unavailable / failed rows)", ha="center", va="center",

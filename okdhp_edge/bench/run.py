@@ -14,20 +14,14 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from okdhp_edge.bench.timing import TimingConfig, interleaved, summarize
-from okdhp_edge.export.exporter import MODEL_FORMAT
 from okdhp_edge.runtime import BackendUnavailable, Runner, make_runner
 from okdhp_edge.runtime.base import run_one_by_one
 from okdhp_edge.runtime.pipeline import KeypointPipeline
+from okdhp_edge.targets import Target, UnknownTarget, get_target, targets_for
 
 log = logging.getLogger(__name__)
 
 REPORT_VERSION = 1
-
-# OpenVINO reads the dynamic-batch ONNX directly
-THROUGHPUT_FORMAT = {"onnxruntime": "onnx_dynamic", "openvino": "onnx_dynamic"}
-DEFAULT_PRECISIONS = {"torch": ("fp32",), "onnxruntime": ("fp32",),
-                      "openvino": ("fp32", "bf16", "fp16"), "tensorrt": ("fp32", "fp16"),
-                      "torch_tensorrt": ("fp32", "fp16")}
 
 
 @dataclass
@@ -59,37 +53,36 @@ class Row:
     params: int = 0
     macs: int = 0
     command: str = ""
+    file_bytes: Optional[int] = None  # the model file (and weights) this row loads
+    quantization: dict[str, Any] = field(default_factory=dict)  # recipe, calibration, layers
+
+    @property
+    def target(self) -> Target:
+        return get_target(self.backend, self.precision)
 
 
-def model_path(c: Candidate, backend: str, precision: str) -> tuple[Optional[str], str]:
-    """(path to load, reason if none) for a (backend, precision) of a candidate."""
-    fmt = MODEL_FORMAT.get((backend, precision))
-    if (backend, precision) not in MODEL_FORMAT:
-        return None, f"no {precision} variant is defined for {backend}"
-    if fmt is None:
+def model_path(c: Candidate, t: Target) -> tuple[Optional[str], str]:
+    """(path to load, reason if none) for a target of a candidate."""
+    if t.export is None:
         if c.student_yaml is None:
-            return None, f"{backend} needs the student's weights and torch (bundle mode)"
+            return None, f"{t.backend} needs the student's weights and torch (bundle mode)"
         return str(c.student_yaml), ""
-    entry = c.export["formats"].get(fmt)
+    entry = c.export["formats"].get(t.export)
     if entry is None:
-        return None, f"format {fmt} was not exported"
+        return None, f"format {t.export} was not exported"
     if not entry.get("available", False):
-        return None, entry.get("reason", f"{fmt} unavailable")
+        return None, entry.get("reason", f"{t.export} unavailable")
     return str(c.export_dir / entry["file"]), ""
 
 
-def _device_for(backend: str, opts: BenchOptions) -> str:
-    if backend in ("tensorrt", "torch_tensorrt"):
-        return "cuda"
-    if backend == "torch":
-        return opts.torch_device
-    return "cpu"
+def _device_for(t: Target, opts: BenchOptions) -> str:
+    return opts.torch_device if t.device == "host" else t.device
 
 
 @dataclass
 class BenchOptions:
     backends: tuple[str, ...] = ("torch", "onnxruntime", "openvino", "tensorrt")
-    precisions: Optional[tuple[str, ...]] = None  # None: DEFAULT_PRECISIONS per backend
+    precisions: Optional[tuple[str, ...]] = None  # None: each backend's default targets
     threads: int = 0  # 0: all cores
     batch: int = 8
     timing: TimingConfig = field(default_factory=TimingConfig)
@@ -106,13 +99,16 @@ def _load_runners(cands: list[Candidate], opts: BenchOptions, rows: list[Row]
     runners: dict[int, Runner] = {}
     for i, row in enumerate(rows):
         c = next(c for c in cands if c.name == row.student)
-        path, reason = model_path(c, row.backend, row.precision)
+        try:
+            path, reason = model_path(c, row.target)
+        except UnknownTarget as exc:
+            path, reason = None, str(exc)
         if path is None:
             row.available, row.status, row.reason = False, "unavailable", reason
             continue
         row.model_file = path
         runner = make_runner(row.backend, row.precision, opts.threads,
-                             _device_for(row.backend, opts))
+                             _device_for(row.target, opts))
         try:
             runner.load(path)
         except BackendUnavailable as exc:
@@ -126,6 +122,15 @@ def _load_runners(cands: list[Candidate], opts: BenchOptions, rows: list[Row]
         row.runner = runner.describe()
         runners[i] = runner
     return runners
+
+
+def _pairs(opts: BenchOptions) -> list[tuple[str, str]]:
+    """(backend, precision) rows of the bench: each backend's default targets, or every
+    asked precision of every backend (one a backend lacks becomes an unavailable row that
+    says so; the rest of the bench goes on)."""
+    if not opts.precisions:
+        return [t.key for t in targets_for(opts.backends)]
+    return [(b, p) for b in opts.backends for p in opts.precisions]
 
 
 def _guarded(fn: Callable[[], object], row: Row) -> Callable[[], object]:
@@ -148,12 +153,9 @@ def bench_candidates(cands: list[Candidate], opts: BenchOptions,
     """Measure every (student, backend, precision); return the report rows."""
     from tqdm import tqdm
 
-    rows = []
-    for c in cands:
-        for b in opts.backends:
-            for p in (opts.precisions or DEFAULT_PRECISIONS.get(b, ("fp32",))):
-                rows.append(Row(c.name, b, p, params=int(c.manifest.get("params", 0)),
-                                macs=int(c.manifest.get("macs", 0))))
+    rows = [Row(c.name, b, p, params=int(c.manifest.get("params", 0)),
+                macs=int(c.manifest.get("macs", 0)))
+            for c in cands for b, p in _pairs(opts)]
     runners = _load_runners(cands, opts, rows)
     steps = len(runners) * (2 * opts.timing.rounds + 2)
     bar = tqdm(total=steps, desc="bench", unit="step", disable=not progress)
@@ -192,9 +194,8 @@ def bench_candidates(cands: list[Candidate], opts: BenchOptions,
             if opts.accuracy:
                 row.accuracy = _accuracy(c, r, opts)
             bar.update(1)
-            fmt = MODEL_FORMAT.get((row.backend, row.precision))
-            if fmt:
-                row.parity = c.export["formats"][fmt].get("parity", {})
+            if row.target.export:
+                _file_facts(row, c.export["formats"][row.target.export])
         r.close()
     bar.close()
     _deltas(rows)
@@ -203,23 +204,32 @@ def bench_candidates(cands: list[Candidate], opts: BenchOptions,
     return [row.__dict__ for row in rows]
 
 
+def _file_facts(row: Row, entry: dict[str, Any]) -> None:
+    """Parity, file size and (quantized files) the recipe, from the export record."""
+    row.parity = entry.get("parity", {})
+    row.file_bytes = entry.get("file_bytes")
+    if "recipe" in entry:
+        row.quantization = {k: entry[k] for k in ("recipe", "calibration", "calibration_method",
+                                                  "higher_precision_layers") if k in entry}
+
+
 def _throughput(c: Candidate, row: Row, opts: BenchOptions) -> dict[str, Any]:
-    """Images/s at ``opts.batch`` (dynamic-batch export, or the torch student)."""
+    """Images/s at ``opts.batch`` (the target's throughput format, or the torch student)."""
+    t = row.target
     if opts.batch <= 1:
         return {}
-    if row.backend == "torch":
+    if t.throughput == "student":
         path = str(c.student_yaml)
-    elif row.backend in THROUGHPUT_FORMAT and row.precision in ("fp32", "bf16"):
-        entry = c.export["formats"].get(THROUGHPUT_FORMAT[row.backend], {})
+    elif t.throughput:
+        entry = c.export["formats"].get(t.throughput, {})
         if not entry.get("available"):
             return {"batch": opts.batch, "reason": "no dynamic-batch export"}
         path = str(c.export_dir / entry["file"])
     else:
-        return {"batch": opts.batch, "reason": f"not measured for {row.backend}/{row.precision}"}
+        return {"batch": opts.batch, "reason": f"not measured for {t.label}"}
     w, h = c.manifest["preprocessing"]["input_size"]
     x = np.random.default_rng(1).standard_normal((opts.batch, 3, h, w)).astype(np.float32)
-    runner = make_runner(row.backend, row.precision, opts.threads,
-                         _device_for(row.backend, opts))
+    runner = make_runner(row.backend, row.precision, opts.threads, _device_for(t, opts))
     try:
         runner.load(path)
         cfg = TimingConfig(warmup_iters=2, warmup_s=0.2, min_iters=5, min_time_s=0.5, rounds=1)
@@ -234,7 +244,7 @@ def _throughput(c: Candidate, row: Row, opts: BenchOptions) -> dict[str, Any]:
 
 def _accuracy(c: Candidate, runner: Runner, opts: BenchOptions) -> dict[str, Any]:
     """The report split through this runner, same preprocessing and decoding as PyTorch."""
-    from okdhp_edge.evaluate import report_dataset
+    from okdhp_edge.evaluation.datasets import report_dataset
     from okdhp_edge.evaluation.inference import engine_heatmap_fn, predict, score
 
     acc = c.manifest["accuracy"]

@@ -76,6 +76,15 @@ def _check_synthetic(root: str, num_train: int, num_val: int, seed: int,
                         seed, size[0], size[1])
 
 
+def split_record(dcfg: Any) -> dict[str, Any]:
+    """Where a run's training data is and how its selection split is held out: enough to
+    rebuild both splits later (student manifests keep it as ``provenance.splits``)."""
+    paths = _paths(dcfg)
+    return {"dataset": dcfg.dataset, "train_ann": paths["train_ann"],
+            "train_images": paths["train_images"], "select_fraction": dcfg.select_fraction,
+            "select_max_images": dcfg.select_max_images, "split_seed": dcfg.synthetic_seed}
+
+
 def _paths(dcfg: Any) -> dict[str, str]:
     if dcfg.dataset == "synthetic":
         return {k: str(v) for k, v in synthetic_paths(dcfg.root).items()}
@@ -125,28 +134,29 @@ def _mpii_split(dcfg: Any, split: str, ann: str, images: str, spec: Any,
             ds.headboxes = load_headboxes(dcfg.report_headboxes, len(ds))
         return ds
     full = MpiiKeypoints(ann, images, spec, **{**common, "train": False})
-    idx = _mpii_split_indices(full, split, dcfg)
+    idx = mpii_split_indices(full, split, dcfg.select_fraction, dcfg.synthetic_seed,
+                             dcfg.select_max_images)
     ds = MpiiKeypoints(ann, images, spec, indices=idx, **common)
     if split == "select":
         # selection on MPII train uses PCK normalised by a head box estimated from the
         # head-top / upper-neck segment (train has no official head boxes in the json)
-        ds.headboxes = _estimated_headboxes(ds)
+        ds.headboxes = estimated_headboxes(ds)
     return ds
 
 
-def _mpii_split_indices(full: MpiiKeypoints, split: str, dcfg: Any) -> list[int]:
+def mpii_split_indices(full: MpiiKeypoints, split: str, fraction: float, seed: int,
+                       max_images: int = 0) -> list[int]:
     """Record indices of the train or select split, held out by image: every person of an
     image falls on the same side, so no image gives persons to both training and selection
     (``select_max_images`` counts images, as for COCO)."""
     image_of = [r.image_path for r in full.records]
     number = {name: i for i, name in enumerate(sorted(set(image_of)))}
-    kept, held = split_image_ids(range(len(number)), dcfg.select_fraction, dcfg.synthetic_seed,
-                                 dcfg.select_max_images)
+    kept, held = split_image_ids(range(len(number)), fraction, seed, max_images)
     side = set(kept if split == "train" else held)
     return [i for i, name in enumerate(image_of) if number[name] in side]
 
 
-def _estimated_headboxes(ds: MpiiKeypoints) -> np.ndarray:
+def estimated_headboxes(ds: MpiiKeypoints) -> np.ndarray:
     """Head boxes whose 0.6 x diagonal equals the upper-neck to head-top distance."""
     boxes = []
     for r in ds.records:

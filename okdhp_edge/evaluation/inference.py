@@ -126,8 +126,11 @@ def oracle_heatmap_fn(dataset: TopDownDataset) -> Callable:
 
 
 def score(dataset: TopDownDataset, preds: Predictions, rescore_thr: float = 0.2,
-          oks_nms_thr: float = 0.9, headboxes: Optional[np.ndarray] = None) -> dict[str, Any]:
-    """Metrics of predictions: COCO AP/AR for COCO-style data, PCKh for MPII."""
+          oks_nms_thr: float = 0.9, headboxes: Optional[np.ndarray] = None,
+          subset: bool = False) -> dict[str, Any]:
+    """Metrics of predictions: COCO AP/AR for COCO-style data, PCKh for MPII. With
+    ``subset``, COCO AP counts only the images the predictions cover (a sample of the
+    split); otherwise a person without a prediction is a miss."""
     if isinstance(dataset, CocoKeypoints):
         recs = [dataset.records[i] for i in preds.index]
         use_nms = any(str(r.record_id).startswith("det") for r in recs)
@@ -136,8 +139,8 @@ def score(dataset: TopDownDataset, preds: Predictions, rescore_thr: float = 0.2,
             np.array([r.score for r in recs]), np.array([r.area for r in recs]),
             np.asarray(dataset.spec.sigmas), rescore_thr, oks_nms_thr if use_nms else None,
         )
-        stats = coco_keypoint_eval(dataset.coco, results, dataset.image_ids,
-                                   np.asarray(dataset.spec.sigmas))
+        ids = sorted({r.image_id for r in recs}) if subset else dataset.image_ids
+        stats = coco_keypoint_eval(dataset.coco, results, ids, np.asarray(dataset.spec.sigmas))
         return {"metric": "AP", "value": stats["AP"], **stats}
     if isinstance(dataset, MpiiKeypoints):
         if headboxes is None:

@@ -1,68 +1,70 @@
-"""Export one student to every format asked for, check parity, write ``export.yaml``.
+"""Export one student to the formats its targets need, check parity, write ``export.yaml``.
 
-Formats (the table that drives both export and bench):
+Which files exist, what they are built from and which backend checks them is the table in
+:mod:`okdhp_edge.targets`; this module only builds them, in the order of their sources,
+and keeps each file's sha256. A cached file is reused only when its sha256 still matches
+and, for a quantized one, its recipe is the one asked for; anything else is rebuilt.
 
-| format          | file                     | runs on                         |
-|-----------------|--------------------------|---------------------------------|
-| onnx            | model.onnx (batch 1)     | onnxruntime                     |
-| onnx_dynamic    | model_dynamic.onnx       | onnxruntime (throughput)        |
-| openvino_fp32   | openvino_fp32/model.xml  | openvino                        |
-| openvino_fp16   | openvino_fp16/model.xml  | openvino (fp16-compressed IR)   |
-| tensorrt_fp32   | model_fp32.engine        | tensorrt                        |
-| tensorrt_fp16   | model_fp16.engine        | tensorrt                        |
+``export.yaml`` (schema 2)::
+
+    schema: 2
+    student: hg4
+    weights_sha256: ...
+    preprocessing: {...}
+    formats:
+      onnx_int8:
+        available: true
+        backend: onnxruntime       # the runtime its parity is checked on
+        precision: int8
+        file: model_int8.onnx
+        sha256: {model_int8.onnx: ...}
+        parity: {random: {...}, real: {...}, passed, tolerance}
+        recipe: {method, num_images, seed, keep_head, max_drop}     # quantized only
+        calibration: {num_images, seed, list_sha256, source}
+        higher_precision_layers: [...]
+        file_bytes: 123456
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
 from okdhp_edge.data.codec import HeatmapCodec
-from okdhp_edge.manifest import read_yaml, write_yaml
-from okdhp_edge.runtime.base import run_one_by_one
+from okdhp_edge.export.quantize import QuantRecipe
+from okdhp_edge.manifest import ManifestError, read_yaml, write_yaml
+from okdhp_edge.runtime.base import BackendUnavailable, run_one_by_one
+from okdhp_edge.targets import FORMATS, TOLERANCE, format_chain
 from okdhp_edge.utils.io import sha256_file
 
 log = logging.getLogger(__name__)
 
-FORMATS: dict[str, dict[str, Any]] = {
-    "onnx": {"file": "model.onnx", "backend": "onnxruntime"},
-    "onnx_dynamic": {"file": "model_dynamic.onnx", "backend": "onnxruntime"},
-    "openvino_fp32": {"file": "openvino_fp32/model.xml", "backend": "openvino"},
-    "openvino_fp16": {"file": "openvino_fp16/model.xml", "backend": "openvino"},
-    "tensorrt_fp32": {"file": "model_fp32.engine", "backend": "tensorrt"},
-    "tensorrt_fp16": {"file": "model_fp16.engine", "backend": "tensorrt"},
-}
-DEFAULT_FORMATS = tuple(FORMATS)
-
-# (backend, precision) -> export format holding its model file; None: the student itself
-MODEL_FORMAT: dict[tuple[str, str], Optional[str]] = {
-    ("torch", "fp32"): None, ("torch", "bf16"): None, ("torch", "fp16"): None,
-    ("onnxruntime", "fp32"): "onnx",
-    ("openvino", "fp32"): "openvino_fp32", ("openvino", "bf16"): "openvino_fp32",
-    ("openvino", "fp16"): "openvino_fp16",
-    ("tensorrt", "fp32"): "tensorrt_fp32", ("tensorrt", "fp16"): "tensorrt_fp16",
-    ("torch_tensorrt", "fp32"): None, ("torch_tensorrt", "fp16"): None,
-}
-
-# parity tolerances: (max |heatmap error|, mean keypoint displacement in input px)
-TOLERANCE = {"fp32": (1e-3, 0.5), "fp16": (5e-2, 1.0)}
+EXPORT_SCHEMA = 2
+DEFAULT_FORMATS = ("onnx", "onnx_dynamic", "openvino_fp32", "openvino_fp16", "tensorrt_fp32",
+                   "tensorrt_fp16")
 
 
-def _files_of(fmt: str, out_dir: Path) -> list[Path]:
-    main = out_dir / FORMATS[fmt]["file"]
-    return [main, main.with_suffix(".bin")] if main.suffix == ".xml" else [main]
+# joints the reference detects (peak above the evaluation's rescoring threshold): where the
+# fp32 heatmap has no peak, its argmax is noise and a displacement there measures nothing
+PARITY_MIN_PEAK = 0.2
 
 
 def parity(reference: np.ndarray, other: np.ndarray, stride: int) -> dict[str, float]:
-    """Max heatmap error and mean decoded-keypoint displacement (input pixels)."""
-    c_ref, _ = HeatmapCodec.decode(reference)
+    """Max heatmap error, and the displacement of the decoded keypoints (input pixels) over
+    the joints the reference detects (``joints_compared`` of them).
+
+    Shape: reference, other [N, K, h, w].
+    """
+    c_ref, m_ref = HeatmapCodec.decode(reference)
     c_oth, _ = HeatmapCodec.decode(other)
-    disp = np.linalg.norm((c_ref - c_oth) * stride, axis=-1)
+    disp = np.linalg.norm((c_ref - c_oth) * stride, axis=-1)[m_ref > PARITY_MIN_PEAK]
     return {"max_abs_heatmap_err": float(np.abs(reference - other).max()),
-            "mean_kpt_disp_px": float(disp.mean()), "max_kpt_disp_px": float(disp.max())}
+            "mean_kpt_disp_px": float(disp.mean()) if disp.size else 0.0,
+            "max_kpt_disp_px": float(disp.max()) if disp.size else 0.0,
+            "joints_compared": int(disp.size)}
 
 
 def parity_inputs(man: dict[str, Any], n_random: int = 4, n_real: int = 8
@@ -72,7 +74,7 @@ def parity_inputs(man: dict[str, Any], n_random: int = 4, n_real: int = 8
     rng = np.random.default_rng(0)
     out = {"random": rng.standard_normal((n_random, 3, h, w)).astype(np.float32)}
     try:
-        from okdhp_edge.evaluate import report_dataset
+        from okdhp_edge.evaluation.datasets import report_dataset
 
         ds = report_dataset(man)
         idx = np.linspace(0, len(ds) - 1, min(n_real, len(ds))).astype(int)
@@ -82,92 +84,218 @@ def parity_inputs(man: dict[str, Any], n_random: int = 4, n_real: int = 8
     return out
 
 
+def backend_unavailable_reason(backend: str) -> Optional[str]:
+    """Why a format checked on ``backend`` cannot be built here (None: it can)."""
+    if backend == "tensorrt":
+        from okdhp_edge.export.tensorrt_export import tensorrt_unavailable_reason
+
+        return tensorrt_unavailable_reason()
+    module = {"onnxruntime": "onnxruntime", "openvino": "openvino"}.get(backend)
+    try:
+        if module:
+            __import__(module)
+    except ImportError as exc:
+        return f"{module} is not installed ({exc})"
+    return None
+
+
+def _cached(old: dict[str, Any], fmt: str, out_dir: Path, recipe: QuantRecipe) -> bool:
+    """An earlier export of ``fmt`` that can be trusted: every file still hashes as
+    recorded and, for a quantized file, it was made with this recipe."""
+    entry = old.get(fmt)
+    if not entry or not entry.get("available"):
+        return False
+    if FORMATS[fmt].calibrated and entry.get("recipe") != recipe.as_dict():
+        return False
+    files = entry.get("sha256") or {}
+    if set(files) != set(FORMATS[fmt].files):
+        return False
+    for rel, digest in files.items():
+        path = out_dir / rel
+        if not path.is_file() or sha256_file(path) != digest:
+            log.warning("%s: sha256 differs from export.yaml; rebuilding %s", path, fmt)
+            return False
+    return True
+
+
+class _Context:
+    """What building and checking formats needs, made once and only when needed."""
+
+    def __init__(self, model: Any, man: dict[str, Any], out_dir: Path,
+                 recipe: QuantRecipe) -> None:
+        self.model, self.man, self.out_dir, self.recipe = model, man, out_dir, recipe
+        self._inputs: Optional[dict[str, np.ndarray]] = None
+        self._ref: Optional[dict[str, np.ndarray]] = None
+        self._calib: Optional[tuple[np.ndarray, dict[str, Any]]] = None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return tuple(self.man["preprocessing"]["input_size"])
+
+    def path(self, fmt: str) -> Path:
+        return self.out_dir / FORMATS[fmt].model_file
+
+    def reference(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Parity inputs and the student's own fp32 heatmaps on them."""
+        if self._inputs is None:
+            import torch
+
+            self._inputs = parity_inputs(self.man)
+            with torch.no_grad():
+                self._ref = {k: self.model(torch.from_numpy(v)).heatmap.numpy()
+                             for k, v in self._inputs.items()}
+        return self._inputs, self._ref
+
+    def calibration(self) -> tuple[np.ndarray, dict[str, Any]]:
+        if self._calib is None:
+            from okdhp_edge.export.quantize import calibration_set
+
+            self._calib = calibration_set(self.man, self.recipe)
+        return self._calib
+
+
+def _build(fmt: str, ctx: _Context) -> dict[str, Any]:
+    """Write the files of ``fmt``; returns extra fields for its export.yaml entry."""
+    from okdhp_edge.export import onnx_export, openvino_export, quantize, tensorrt_export
+
+    dst, src = ctx.path(fmt), FORMATS[fmt].source
+    src_path = ctx.path(src) if src else None
+    if fmt in ("onnx", "onnx_dynamic"):
+        meta = onnx_export.onnx_metadata(ctx.man)
+        onnx_export.export_onnx(ctx.model, dst, ctx.size, meta,
+                                dynamic_batch=fmt == "onnx_dynamic")
+    elif fmt == "onnx_fp16":
+        onnx_export.convert_fp16(src_path, dst)
+    elif fmt in ("openvino_fp32", "openvino_fp16"):
+        openvino_export.export_openvino(src_path, dst, compress_fp16=fmt.endswith("fp16"))
+    elif fmt.startswith("tensorrt"):
+        tensorrt_export.build_engine(src_path, dst)
+    elif fmt == "onnx_int8":
+        images, calib = ctx.calibration()
+        return {**quantize.quantize_onnx(src_path, dst, images, ctx.recipe),
+                "calibration": calib, "recipe": ctx.recipe.as_dict()}
+    elif fmt == "openvino_int8":
+        images, calib = ctx.calibration()
+        validation = selection_validation(ctx.man) if ctx.recipe.max_drop is not None else None
+        return {**quantize.quantize_openvino(src_path, dst, images, ctx.recipe, validation),
+                "calibration": calib, "recipe": ctx.recipe.as_dict()}
+    else:
+        raise ValueError(f"no builder for export format '{fmt}'")
+    return {}
+
+
 def export_student(student_yaml: Path, out_dir: Optional[Path] = None,
-                   formats: tuple[str, ...] = DEFAULT_FORMATS, force: bool = False
-                   ) -> dict[str, Any]:
-    """Export a student and return its export manifest (also written as ``export.yaml``).
-
-    Reuses an earlier export whose weights hash and formats match, unless ``force``.
-    """
-    import torch
-
-    from okdhp_edge.export.onnx_export import export_onnx, onnx_metadata
-    from okdhp_edge.export.openvino_export import export_openvino
-    from okdhp_edge.export.tensorrt_export import build_engine, tensorrt_unavailable_reason
-    from okdhp_edge.runtime import BackendUnavailable, make_runner
+                   formats: tuple[str, ...] = DEFAULT_FORMATS, force: bool = False,
+                   recipe: Optional[QuantRecipe] = None) -> dict[str, Any]:
+    """Export a student to ``formats`` (and the formats they are built from) and return its
+    export manifest (also written as ``export.yaml``). Earlier files are reused when their
+    sha256 and recipe check out, unless ``force``."""
     from okdhp_edge.students import load_student
 
+    recipe = recipe or QuantRecipe()
     student_yaml = Path(student_yaml)
     model, man = load_student(student_yaml)
     out_dir = Path(out_dir or student_yaml.parent / "export")
-    manifest_path = out_dir / "export.yaml"
-    if manifest_path.is_file() and not force:
-        old = read_yaml(manifest_path)
-        if (old.get("weights_sha256") == man["weights"]["sha256"]
-                and set(formats) <= set(old.get("formats", {}))
-                and all((out_dir / f["file"]).is_file() for f in old["formats"].values()
-                        if f.get("file"))):
-            return old
-    size = tuple(man["preprocessing"]["input_size"])
-    stride = int(man["preprocessing"]["heatmap_stride"])
-    meta = onnx_metadata(man)
-    record: dict[str, Any] = {"schema": 1, "student": man["name"],
+    old = {} if force else _previous(out_dir / "export.yaml", man)
+    record: dict[str, Any] = {"schema": EXPORT_SCHEMA, "student": man["name"],
                               "weights_sha256": man["weights"]["sha256"],
-                              "preprocessing": man["preprocessing"], "formats": {}}
-    onnx_path = out_dir / FORMATS["onnx"]["file"]
-    export_onnx(model, onnx_path, size, meta, dynamic_batch=False)
-    inputs = parity_inputs(man)
-    model.eval()
-    with torch.no_grad():
-        ref = {k: model(torch.from_numpy(v)).heatmap.numpy() for k, v in inputs.items()}
-    trt_reason = tensorrt_unavailable_reason()
-    for fmt in formats:
-        entry: dict[str, Any] = {"backend": FORMATS[fmt]["backend"]}
-        try:
-            if fmt == "onnx_dynamic":
-                export_onnx(model, out_dir / FORMATS[fmt]["file"], size, meta, dynamic_batch=True)
-            elif fmt.startswith("openvino"):
-                export_openvino(onnx_path, out_dir / FORMATS[fmt]["file"],
-                                compress_fp16=fmt.endswith("fp16"))
-            elif fmt.startswith("tensorrt"):
-                if trt_reason:
-                    raise BackendUnavailable(trt_reason)
-                build_engine(onnx_path, out_dir / FORMATS[fmt]["file"],
-                             fp16=fmt.endswith("fp16"))
-        except BackendUnavailable as exc:
-            entry.update(available=False, reason=str(exc))
-            record["formats"][fmt] = entry
+                              "preprocessing": man["preprocessing"], "formats": dict(old)}
+    ctx = _Context(model.eval(), man, out_dir, recipe)
+    wanted = []
+    for f in formats:
+        wanted += [g for g in format_chain(f) if g not in wanted]
+    for fmt in wanted:
+        if _cached(old, fmt, out_dir, recipe):
             continue
-        files = _files_of(fmt, out_dir)
-        entry.update(available=True, file=FORMATS[fmt]["file"],
-                     sha256={str(p.relative_to(out_dir)): sha256_file(p) for p in files})
-        entry["parity"] = _check_parity(fmt, out_dir / FORMATS[fmt]["file"], inputs, ref,
-                                        stride, make_runner)
-        record["formats"][fmt] = entry
-    write_yaml(manifest_path, record)
+        record["formats"][fmt] = _export_one(fmt, ctx, record["formats"])
+        write_yaml(out_dir / "export.yaml", record)  # a crash keeps what is done
+    write_yaml(out_dir / "export.yaml", record)
     return record
 
 
-def _check_parity(fmt: str, path: Path, inputs: dict[str, np.ndarray],
-                  ref: dict[str, np.ndarray], stride: int, make_runner) -> dict[str, Any]:
-    precision = "fp16" if fmt.endswith("fp16") else "fp32"
-    backend = FORMATS[fmt]["backend"]
-    device = "cuda" if backend == "tensorrt" else "cpu"
-    # the export itself is checked at fp32 execution where the runtime allows it
-    runner = make_runner(backend, "fp32", threads=1, device=device)
+def _previous(path: Path, man: dict[str, Any]) -> dict[str, Any]:
+    """The formats of an earlier export of these very weights ({} otherwise)."""
+    if not path.is_file():
+        return {}
     try:
-        runner.load(str(path))
-        res: dict[str, Any] = {}
-        for k, x in inputs.items():
-            res[k] = parity(ref[k], run_one_by_one(runner, x), stride)
+        old = read_yaml(path)
+    except ManifestError as exc:
+        log.warning("%s; exporting again", exc)
+        return {}
+    if not isinstance(old, dict) or old.get("schema") != EXPORT_SCHEMA or \
+            old.get("weights_sha256") != man["weights"]["sha256"]:
+        return {}
+    return dict(old.get("formats") or {})
+
+
+def _export_one(fmt: str, ctx: _Context, done: dict[str, Any]) -> dict[str, Any]:
+    spec = FORMATS[fmt]
+    entry: dict[str, Any] = {"backend": spec.runs_on, "precision": spec.precision}
+    src = spec.source
+    reason = backend_unavailable_reason(spec.runs_on)
+    if reason is None and src and not done.get(src, {}).get("available"):
+        reason = f"needs {src}: {done.get(src, {}).get('reason', 'not built')}"
+    if reason is None:
+        try:
+            entry.update(_build(fmt, ctx))
+        except BackendUnavailable as exc:
+            reason = str(exc)
+    if reason:
+        log.info("%s of %s unavailable: %s", fmt, ctx.man["name"], reason)
+        return {**entry, "available": False, "reason": reason}
+    files = {rel: sha256_file(ctx.out_dir / rel) for rel in spec.files}
+    entry.update(available=True, file=spec.model_file, sha256=files,
+                 file_bytes=sum((ctx.out_dir / rel).stat().st_size for rel in spec.files))
+    entry["parity"] = _check_parity(fmt, ctx)
+    return entry
+
+
+def _check_parity(fmt: str, ctx: _Context) -> dict[str, Any]:
+    """The file run by the backend it is made for, against the student in PyTorch fp32."""
+    from okdhp_edge.runtime import make_runner
+
+    spec = FORMATS[fmt]
+    inputs, ref = ctx.reference()
+    stride = int(ctx.man["preprocessing"]["heatmap_stride"])
+    device = "cuda" if spec.runs_on == "tensorrt" else "cpu"
+    runner = make_runner(spec.runs_on, "int8" if spec.precision == "int8" else "fp32",
+                         threads=1, device=device)
+    try:
+        runner.load(str(ctx.path(fmt)))
+        res: dict[str, Any] = {k: parity(ref[k], run_one_by_one(runner, x), stride)
+                               for k, x in inputs.items()}
     except Exception as exc:  # noqa: BLE001 - a failed parity is reported, not hidden
         return {"passed": False, "error": f"{type(exc).__name__}: {exc}"}
     finally:
         runner.close()
-    tol_err, tol_disp = TOLERANCE[precision]
+    tol_err, tol_disp = TOLERANCE[spec.precision]
     res["passed"] = bool(all(v["max_abs_heatmap_err"] <= tol_err
                              and v["mean_kpt_disp_px"] <= tol_disp for v in res.values()))
     res["tolerance"] = {"max_abs_heatmap_err": tol_err, "mean_kpt_disp_px": tol_disp}
     if not res["passed"]:
-        log.warning("parity FAILED for %s: %s", path, res)
+        log.warning("parity FAILED for %s: %s", ctx.path(fmt), res)
     return res
+
+
+def selection_validation(man: dict[str, Any]) -> tuple[list, Callable, Callable]:
+    """(items, to_input, metric_fn) on the student's selection split, for NNCF accuracy
+    control: ``metric_fn(compiled_model, items)`` is the split's metric (AP, or PCKh) of
+    the items given (a sample of the split scores only its own images)."""
+    from okdhp_edge.evaluation.datasets import training_split
+    from okdhp_edge.evaluation.inference import Predictions, score
+
+    ds = training_split(man, "select")
+    items = [(ds[i]["image"][None].astype(np.float32), i) for i in range(len(ds))]
+
+    def metric(compiled: Any, chosen: list) -> float:
+        out = compiled.output(0)
+        idx = np.array([i for _, i in chosen])
+        hms = np.concatenate([compiled(x)[out] for x, _ in chosen])
+        centers = np.stack([ds.records[i].center for i in idx])
+        scales = np.stack([ds.records[i].scale for i in idx])
+        coords, maxvals = ds.codec.decode_to_image(hms, centers, scales)
+        res = score(ds, Predictions(idx, coords, maxvals),
+                    headboxes=getattr(ds, "headboxes", None), subset=True)
+        return float(res["value"])
+
+    return items, (lambda item: item[0]), metric

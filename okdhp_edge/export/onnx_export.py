@@ -65,3 +65,14 @@ def read_onnx_metadata(path: Path) -> dict[str, str]:
     """The metadata_props of an ONNX file."""
     proto = onnx.load(str(path), load_external_data=False)
     return {p.key: p.value for p in proto.metadata_props}
+
+
+def convert_fp16(src: Path, dst: Path) -> Path:
+    """A float16 copy of an fp32 ONNX file with fp32 inputs and outputs (the mixed-precision
+    file a strongly typed TensorRT network builds an fp16 engine from)."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    half = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+    onnx.checker.check_model(half)
+    atomic_write(Path(dst), lambda tmp: onnx.save(half, str(tmp)))
+    return Path(dst)

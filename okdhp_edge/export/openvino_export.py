@@ -3,18 +3,39 @@
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 from pathlib import Path
+from typing import Any
 
 from okdhp_edge.runtime.base import BackendUnavailable
 
 log = logging.getLogger(__name__)
 
 
-def export_openvino(onnx_path: Path, xml_path: Path, compress_fp16: bool = False) -> Path:
-    """Convert ``onnx_path`` with ``openvino.convert_model`` and ``save_model``.
+def save_ir(model: Any, xml_path: Path, compress_fp16: bool = False) -> Path:
+    """``openvino.save_model`` under temporary names unique to this call, then rename the
+    ``.bin`` and the ``.xml`` into place (the ``.xml`` last: it names its ``.bin`` by stem),
+    so a crash never leaves a half IR and two exports of one model never collide."""
+    import openvino as ov
 
-    Writes ``xml_path`` and its ``.bin``; both are written under temporary names and
-    renamed so a crash never leaves a half IR.
+    xml_path = Path(xml_path)
+    xml_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{xml_path.stem}.", dir=xml_path.parent))
+    try:
+        tmp_xml = tmp_dir / xml_path.name
+        ov.save_model(model, str(tmp_xml), compress_to_fp16=compress_fp16)
+        os.replace(tmp_xml.with_suffix(".bin"), xml_path.with_suffix(".bin"))
+        os.replace(tmp_xml, xml_path)
+    finally:
+        for leftover in tmp_dir.glob("*"):
+            leftover.unlink()
+        tmp_dir.rmdir()
+    return xml_path
+
+
+def export_openvino(onnx_path: Path, xml_path: Path, compress_fp16: bool = False) -> Path:
+    """Convert ``onnx_path`` with ``openvino.convert_model`` and save it as an IR.
 
     Raises:
         BackendUnavailable: the ``openvino`` package is not installed (a GPU box or an
@@ -24,19 +45,4 @@ def export_openvino(onnx_path: Path, xml_path: Path, compress_fp16: bool = False
         import openvino as ov
     except ImportError as exc:
         raise BackendUnavailable(f"openvino is not installed ({exc})") from None
-
-    xml_path = Path(xml_path)
-    xml_path.parent.mkdir(parents=True, exist_ok=True)
-    model = ov.convert_model(str(onnx_path))
-    tmp_xml = xml_path.with_name(f".{xml_path.stem}.tmp.xml")
-    ov.save_model(model, str(tmp_xml), compress_to_fp16=compress_fp16)
-    tmp_bin = tmp_xml.with_suffix(".bin")
-    # the .xml names its .bin by file stem: rename both, .bin first
-    final_bin = xml_path.with_suffix(".bin")
-    tmp_bin.replace(final_bin)
-    text = tmp_xml.read_text()
-    tmp_xml.unlink()
-    from okdhp_edge.utils.io import atomic_write_text
-
-    atomic_write_text(xml_path, text)
-    return xml_path
+    return save_ir(ov.convert_model(str(onnx_path)), xml_path, compress_fp16)

@@ -42,9 +42,23 @@ def torch_tensorrt_unavailable_reason() -> Optional[str]:
     return _gpu_reason()
 
 
-def build_engine(onnx_path: Path, engine_path: Path, fp16: bool = False,
-                 workspace_mib: int = 1024) -> Path:
-    """Parse the ONNX file and serialise a TensorRT engine (fp32, or fp16 allowed).
+def _network(trt, builder):
+    """A strongly typed network: the only kind TensorRT 11 builds (its weak-typing flags
+    FP16 / INT8 are gone), and the explicit one on 10.x, where STRONGLY_TYPED exists. The
+    precision of the engine is then that of the ONNX file: fp32, a float16 conversion, or
+    Q/DQ nodes (explicit INT8 quantization)."""
+    flags = getattr(trt, "NetworkDefinitionCreationFlag", None)
+    if hasattr(trt.BuilderFlag, "FP16") and flags is not None and \
+            hasattr(flags, "STRONGLY_TYPED"):  # TensorRT 10.x
+        return builder.create_network(1 << int(flags.STRONGLY_TYPED))
+    if hasattr(trt.BuilderFlag, "FP16"):
+        raise RuntimeError(f"TensorRT {trt.__version__} predates strongly typed networks; "
+                           "okdhp_edge supports TensorRT 10.x and 11.x")
+    return builder.create_network(0)  # TensorRT 11: strongly typed always
+
+
+def build_engine(onnx_path: Path, engine_path: Path, workspace_mib: int = 1024) -> Path:
+    """Parse the ONNX file and serialise a TensorRT engine of the file's own precision.
 
     Raises:
         RuntimeError: TensorRT is unavailable, or the parser / builder failed.
@@ -58,19 +72,13 @@ def build_engine(onnx_path: Path, engine_path: Path, fp16: bool = False,
 
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    flags = 0
-    if hasattr(trt, "NetworkDefinitionCreationFlag") and hasattr(
-            trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH"):
-        flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
-    network = builder.create_network(flags)
+    network = _network(trt, builder)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(Path(onnx_path).read_bytes()):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise RuntimeError(f"TensorRT could not parse {onnx_path}: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
-    if fp16:
-        config.set_flag(trt.BuilderFlag.FP16)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path}")

@@ -5,8 +5,7 @@ deployable bundles (image + person box -> keypoints). Importing it does not impo
 from __future__ import annotations
 
 from okdhp_edge.runtime.base import BackendUnavailable, Runner
-
-BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt", "torch_tensorrt")
+from okdhp_edge.targets import BACKENDS
 
 
 def make_runner(backend: str, precision: str = "fp32", threads: int = 1,

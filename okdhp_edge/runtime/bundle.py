@@ -9,11 +9,12 @@ bundle version before anything runs. No torch.
     student: hg4
     backend: onnxruntime
     precision: fp32
-    model: model.onnx                 # or openvino/model.xml, model_fp16.engine
+    model: model.onnx                 # the target's model file (okdhp_edge.targets)
     files: {relative path: sha256}    # every file of the bundle but bundle.yaml
     preprocessing: {...}              # as in student.yaml
     student_manifest: {...}           # params, macs, accuracy, provenance
     parity: {...}
+    quantization: {...}               # INT8 only: recipe, calibration, float layers
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 from okdhp_edge.manifest import ManifestError, read_yaml
 from okdhp_edge.runtime import make_runner
 from okdhp_edge.runtime.pipeline import KeypointPipeline
+from okdhp_edge.targets import UnknownTarget, get_target
 from okdhp_edge.utils.io import verify_sha256
 
 BUNDLE_VERSION = 1
@@ -51,13 +53,28 @@ def read_bundle_manifest(directory: str | Path) -> dict[str, Any]:
     return man
 
 
+def _inside(directory: Path, rel: str) -> Path:
+    """``directory / rel``, refused when ``rel`` leads outside the bundle."""
+    path = (directory / rel).resolve()
+    if not path.is_relative_to(directory.resolve()):
+        raise ManifestError(f"{directory / 'bundle.yaml'}: '{rel}' lies outside the bundle")
+    return path
+
+
 def verify_bundle(directory: str | Path) -> dict[str, Any]:
     """Check every file's sha256 (IntegrityError on a corrupted, truncated or tampered
-    file); return the manifest."""
+    file); return the manifest. The model must be one of the verified files, every file
+    inside the bundle, and the file list not empty."""
     directory = Path(directory)
     man = read_bundle_manifest(directory)
-    for rel, digest in man["files"].items():
-        verify_sha256(directory / rel, digest)
+    files = man["files"]
+    if not isinstance(files, dict) or not files:
+        raise ManifestError(f"{directory / 'bundle.yaml'}: 'files' lists nothing to verify")
+    if man["model"] not in files:
+        raise ManifestError(f"{directory / 'bundle.yaml'}: model '{man['model']}' is not one "
+                            "of the verified files")
+    for rel, digest in files.items():
+        verify_sha256(_inside(directory, rel), digest)
     return man
 
 
@@ -66,9 +83,11 @@ def load_bundle(directory: str | Path, threads: int = 1, device: str = "cpu"
     """A ready :class:`KeypointPipeline` for a verified bundle."""
     directory = Path(directory)
     man = verify_bundle(directory)
+    try:
+        target = get_target(man["backend"], man["precision"])
+    except UnknownTarget as exc:
+        raise ManifestError(f"{directory / 'bundle.yaml'}: {exc}") from None
     runner = make_runner(man["backend"], man["precision"], threads,
-                         "cuda" if man["backend"] == "tensorrt" else device)
+                         device if target.device in ("cpu", "host") else target.device)
     runner.load(str(directory / man["model"]))
-    pipe = KeypointPipeline(runner, man["preprocessing"])
-    pipe.manifest = man
-    return pipe
+    return KeypointPipeline(runner, man["preprocessing"], manifest=man)

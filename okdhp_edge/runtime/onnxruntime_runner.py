@@ -16,7 +16,8 @@ _PROVIDERS = {
 
 
 class OnnxRuntimeRunner(Runner):
-    """``device`` cpu (fp32), cuda (fp32) or tensorrt (fp32 / fp16 through the TRT EP)."""
+    """``device`` cpu or cuda (fp32, int8 QDQ files) or tensorrt (fp32 / fp16 through the
+    TRT EP)."""
 
     backend = "onnxruntime"
 
@@ -30,11 +31,13 @@ class OnnxRuntimeRunner(Runner):
             raise BackendUnavailable(
                 f"ONNX Runtime provider for device '{self.device}' is not available here "
                 f"(have: {', '.join(ort.get_available_providers())})")
-        if self.precision != "fp32" and not (self.device == "tensorrt"
-                                             and self.precision == "fp16"):
+        # the file carries its precision: fp32, or int8 Q/DQ nodes (model_int8.onnx);
+        # fp16 exists only through the TensorRT execution provider
+        if self.precision not in ("fp32", "int8") and not (self.device == "tensorrt"
+                                                           and self.precision == "fp16"):
             raise BackendUnavailable(
-                f"onnxruntime/{self.device} runs this fp32 model in fp32 only; "
-                f"precision '{self.precision}' is not offered")
+                f"onnxruntime/{self.device} offers fp32 and int8 (a QDQ file), not "
+                f"'{self.precision}'")
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = self.threads
         opts.inter_op_num_threads = 1

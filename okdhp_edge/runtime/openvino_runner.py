@@ -9,7 +9,9 @@ import numpy as np
 
 from okdhp_edge.runtime.base import BackendUnavailable, Runner
 
-_HINT = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+# int8: the IR's FakeQuantize layers run in int8; the rest in f32, explicitly (a CPU with
+# native bf16 would otherwise run it in bf16)
+_HINT = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
 
 
 class OpenVINORunner(Runner):

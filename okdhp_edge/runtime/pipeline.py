@@ -18,10 +18,13 @@ class KeypointPipeline:
     Args:
         runner: a loaded :class:`Runner`.
         preprocessing: the ``preprocessing`` block of a student or bundle manifest.
+        manifest: the bundle manifest it was loaded from, if any.
     """
 
-    def __init__(self, runner: Runner, preprocessing: dict[str, Any]) -> None:
+    def __init__(self, runner: Runner, preprocessing: dict[str, Any],
+                 manifest: Optional[dict[str, Any]] = None) -> None:
         self.runner = runner
+        self.manifest = manifest
         self.input_size = tuple(int(v) for v in preprocessing["input_size"])
         self.mean = np.asarray(preprocessing["mean"], np.float32)
         self.std = np.asarray(preprocessing["std"], np.float32)

@@ -32,7 +32,7 @@ class TorchRunner(Runner):
         if self.precision == "fp16" and self.device != "cuda":
             raise BackendUnavailable("torch fp16 is timed on CUDA only")
         if self.precision == "bf16" and self.device == "cpu":
-            from okdhp_edge.training.trainer import cpu_has_native_bf16
+            from okdhp_edge.utils.cpu import cpu_has_native_bf16
 
             if not cpu_has_native_bf16():
                 raise BackendUnavailable("this CPU has no native bf16 (AMX / AVX512-BF16)")

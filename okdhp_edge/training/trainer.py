@@ -40,6 +40,7 @@ from okdhp_edge.training.distributed import (
     cleanup,
     init_distributed,
 )
+from okdhp_edge.utils.cpu import cpu_has_native_bf16
 from okdhp_edge.utils.io import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -54,15 +55,6 @@ class TrainingInterrupted(RuntimeError):
 
 
 # ----------------------------------------------------------------------------- device
-
-
-def cpu_has_native_bf16() -> bool:
-    """True when /proc/cpuinfo lists AMX-BF16 or AVX512-BF16 (fast bf16 matmuls)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
 def resolve_device(name: str) -> torch.device:

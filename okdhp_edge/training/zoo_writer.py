@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from okdhp_edge.data.build import build_split
+from okdhp_edge.data.build import build_split, split_record
 from okdhp_edge.evaluation.inference import score
 from okdhp_edge.manifest import ZOO_SCHEMA, unique_dir, write_yaml
 from okdhp_edge.models.info import count_macs, count_params
@@ -67,6 +67,7 @@ def write_zoo(trainer: Trainer) -> Path:
             "branch": -1 if h.branch is None else h.branch,
             "multi_branch": {} if trainer.plain else {
                 "shared_stacks": cfg.model.shared_stacks, "branches": list(cfg.model.branches)},
+            "splits": split_record(cfg.data),
             "distillation": ({} if trainer.plain else {
                 "lambda_kd": cfg.loss.lambda_kd, "lambda_ens": cfg.loss.lambda_ens,
                 "ramp_epochs": cfg.loss.ramp_epochs, "distill": cfg.loss.distill,

@@ -1,0 +1,292 @@
+"""INT8 post-training quantization of a student's ONNX file, calibrated on its training
+split: ONNX Runtime static quantization (QDQ, signed 8-bit, symmetric, per-channel
+weights: the form TensorRT's explicit quantization also reads) and NNCF for OpenVINO,
+plain or with accuracy control on the selection split (never the report split).
+
+The recipe (method, image count, seed, the sha256 of the calibration list, what stayed in
+higher precision) is recorded with each quantized file, so the same command gives the
+same model. NNCF is imported only here: the torch-free runtime runs quantized files
+without it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from okdhp_edge.data.errors import DataError
+from okdhp_edge.runtime.base import BackendUnavailable
+
+log = logging.getLogger(__name__)
+
+METHODS = ("default", "minmax", "percentile", "entropy")
+# layer types whose precision is reported (the ones that carry the MACs)
+WEIGHTED_ONNX = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+WEIGHTED_OV = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "MatMul")
+
+
+class QuantizationError(ValueError):
+    """A quantization request that cannot be met (bad recipe, too little data)."""
+
+
+@dataclass(frozen=True)
+class QuantRecipe:
+    """How a student is quantized.
+
+    Attributes:
+        method: activation range estimation: ``default`` (each tool's own: ONNX Runtime
+            MinMax, NNCF's defaults), ``minmax``, ``percentile`` or ``entropy``.
+        num_images: calibration crops drawn from the training split.
+        seed: which crops (numpy Generator seed).
+        keep_head: keep the final heatmap convolution (and what follows) in fp32.
+        max_drop: OpenVINO only: NNCF accuracy control, the largest loss of the metric
+            (AP, or PCKh points) allowed on the selection split; layers go back to
+            higher precision until it holds. None: plain post-training quantization.
+    """
+
+    method: str = "default"
+    num_images: int = 300
+    seed: int = 0
+    keep_head: bool = False
+    max_drop: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise QuantizationError(f"calibration method '{self.method}' unknown; expected "
+                                    f"one of {', '.join(METHODS)}")
+        if self.num_images < 1:
+            raise QuantizationError("calibration needs at least one image")
+        if self.max_drop is not None and self.max_drop < 0:
+            raise QuantizationError("max_drop must be >= 0")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def add_recipe_arguments(parser: Any) -> None:
+    """The command-line options of a recipe (bench, zoo export)."""
+    q = parser.add_argument_group("INT8 (precision int8): calibrated on the training split")
+    q.add_argument("--calib-method", choices=METHODS, default="default",
+                   help="activation ranges (default: ONNX Runtime MinMax, NNCF's own)")
+    q.add_argument("--calib-images", type=int, default=300, help="calibration crops")
+    q.add_argument("--calib-seed", type=int, default=0)
+    q.add_argument("--int8-keep-head", action="store_true",
+                   help="keep the final heatmap convolution in fp32")
+    q.add_argument("--int8-max-drop", type=float, default=None, metavar="DROP",
+                   help="OpenVINO: NNCF accuracy control, at most DROP of the metric lost on "
+                        "the selection split (AP 0.005 = half a point)")
+
+
+def recipe_from_args(args: Any) -> QuantRecipe:
+    """The recipe of parsed :func:`add_recipe_arguments` options."""
+    return QuantRecipe(args.calib_method, args.calib_images, args.calib_seed,
+                       args.int8_keep_head, args.int8_max_drop)
+
+
+def recipe_args(recipe: QuantRecipe) -> list[str]:
+    """The command-line options that give ``recipe`` (for reproducing commands)."""
+    out = ["--calib-method", recipe.method, "--calib-images", str(recipe.num_images),
+           "--calib-seed", str(recipe.seed)]
+    if recipe.keep_head:
+        out.append("--int8-keep-head")
+    if recipe.max_drop is not None:
+        out += ["--int8-max-drop", str(recipe.max_drop)]
+    return out
+
+
+def calibration_set(manifest: dict[str, Any], recipe: QuantRecipe
+                    ) -> tuple[np.ndarray, dict[str, Any]]:
+    """``num_images`` crops [N, 3, H, W] of the training split, made exactly as training
+    and the bench make them (no augmentation), and their record: which records (sha256
+    of the list), how many, the seed.
+
+    Raises:
+        DataError: no training split recorded, unreadable, or fewer persons than asked.
+    """
+    from okdhp_edge.evaluation.datasets import training_split
+
+    ds = training_split(manifest, "train")
+    if len(ds) < recipe.num_images:
+        raise DataError(f"calibration asks for {recipe.num_images} images but the training "
+                        f"split of '{manifest['name']}' has {len(ds)} persons")
+    rng = np.random.default_rng(recipe.seed)
+    idx = np.sort(rng.choice(len(ds), recipe.num_images, replace=False))
+    images = np.stack([ds[int(i)]["image"] for i in idx]).astype(np.float32)
+    ids = "\n".join(str(ds.records[int(i)].record_id) for i in idx)
+    record = {"num_images": int(len(idx)), "seed": recipe.seed,
+              "list_sha256": hashlib.sha256(ids.encode()).hexdigest(),
+              "source": "train split, no augmentation"}
+    return images, record
+
+
+# ------------------------------------------------------------------------- ONNX Runtime
+
+
+def _head_node(model: Any) -> str:
+    """Name of the ONNX node that writes the graph's output (the heatmap convolution)."""
+    out = model.graph.output[0].name
+    for node in model.graph.node:
+        if out in node.output:
+            return node.name
+    raise QuantizationError("no node writes the model's output")
+
+
+def quantize_onnx(src: Path, dst: Path, images: np.ndarray, recipe: QuantRecipe
+                  ) -> dict[str, Any]:
+    """Static QDQ quantization (S8S8, symmetric, per-channel weights) of ``src`` into
+    ``dst``; returns what stayed in higher precision.
+
+    Shape: images [N, 3, H, W] float32, fed one at a time (the model has batch 1).
+    """
+    try:
+        import onnx
+        from onnxruntime.quantization import (
+            CalibrationDataReader,
+            CalibrationMethod,
+            QuantFormat,
+            QuantType,
+            quantize_static,
+        )
+    except ImportError as exc:
+        raise BackendUnavailable(f"onnxruntime quantization is not installed ({exc})") from None
+    from okdhp_edge.utils.io import atomic_write
+
+    method = {"default": CalibrationMethod.MinMax, "minmax": CalibrationMethod.MinMax,
+              "percentile": CalibrationMethod.Percentile,
+              "entropy": CalibrationMethod.Entropy}[recipe.method]
+    model = onnx.load(str(src))
+    name = model.graph.input[0].name
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter(images[i:i + 1] for i in range(len(images)))
+
+        def get_next(self) -> Optional[dict[str, np.ndarray]]:
+            x = next(self.items, None)
+            return None if x is None else {name: x}
+
+    exclude = [_head_node(model)] if recipe.keep_head else []
+
+    def write(tmp: Path) -> None:
+        quantize_static(str(src), str(tmp), Reader(), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=QuantType.QInt8,
+                        weight_type=QuantType.QInt8, calibrate_method=method,
+                        nodes_to_exclude=exclude,
+                        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+
+    atomic_write(Path(dst), write)
+    return {"higher_precision_layers": onnx_float_layers(Path(dst)),
+            "calibration_method": "minmax" if recipe.method == "default" else recipe.method}
+
+
+def onnx_float_layers(path: Path) -> list[str]:
+    """Weighted layers of a QDQ ONNX whose activation or weight is not dequantized int8
+    (they run in float)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    dq = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    return [n.name for n in model.graph.node
+            if n.op_type in WEIGHTED_ONNX and not all(i in dq for i in n.input[:2])]
+
+
+# ----------------------------------------------------------------------------- OpenVINO
+
+
+def _nncf():
+    try:
+        import nncf
+    except ImportError as exc:
+        raise BackendUnavailable(f"nncf is not installed ({exc}); OpenVINO INT8 needs the "
+                                 "training/export install: pip install 'okdhp_edge[train]'"
+                                 ) from None
+    return nncf
+
+
+def _ov_head(model: Any) -> str:
+    """Friendly name of the convolution that makes the heatmaps (walking back from the
+    result through bias adds and converts)."""
+    node = model.outputs[0].get_node()
+    for _ in range(8):
+        node = node.input_value(0).get_node()
+        if node.get_type_name() in WEIGHTED_OV:
+            return node.get_friendly_name()
+    raise QuantizationError("no convolution found before the model's output")
+
+
+def _nncf_options(nncf: Any, recipe: QuantRecipe, model: Any) -> dict[str, Any]:
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet as R
+
+    opts: dict[str, Any] = {"subset_size": recipe.num_images}
+    if recipe.keep_head:
+        opts["ignored_scope"] = nncf.IgnoredScope(names=[_ov_head(model)])
+    estimator = {"minmax": R.MINMAX, "percentile": R.MEAN_QUANTILE,
+                 "entropy": R.HISTOGRAM}.get(recipe.method)
+    if estimator is not None:
+        opts["advanced"] = AdvancedQuantizationParameters(
+            activations_range_estimator_params=estimator)
+    return opts
+
+
+def quantize_openvino(src_onnx: Path, dst_xml: Path, images: np.ndarray,
+                      recipe: QuantRecipe,
+                      validation: Optional[tuple[list, Callable, Callable]] = None
+                      ) -> dict[str, Any]:
+    """NNCF post-training quantization of the ONNX model into an OpenVINO IR (``.xml`` +
+    ``.bin``). With ``recipe.max_drop``, the accuracy-controlled variant: ``validation`` =
+    (items, to_input, fn) where ``to_input(item)`` is a model input [1, 3, H, W] and
+    ``fn(compiled_model, items) -> metric`` measures the selection split. Returns what
+    stayed in higher precision."""
+    nncf = _nncf()
+    import openvino as ov
+
+    from okdhp_edge.export.openvino_export import save_ir
+
+    model = ov.convert_model(str(src_onnx))
+    calib = nncf.Dataset([images[i:i + 1] for i in range(len(images))])
+    opts = _nncf_options(nncf, recipe, model)
+    advanced = opts.pop("advanced", None)
+    if recipe.max_drop is None:
+        q = nncf.quantize(model, calib, advanced_parameters=advanced, **opts)
+    else:
+        if validation is None:
+            raise QuantizationError("accuracy control needs the selection split")
+        items, to_input, fn = validation
+        q = nncf.quantize_with_accuracy_control(
+            model, calib, nncf.Dataset(items, to_input),
+            validation_fn=lambda m, data: fn(m, list(data)),
+            max_drop=recipe.max_drop, drop_type=nncf.DropType.ABSOLUTE,
+            advanced_quantization_parameters=advanced, **opts)
+    save_ir(q, Path(dst_xml), compress_fp16=False)
+    method = "nncf-default" if recipe.method == "default" else recipe.method
+    return {"higher_precision_layers": openvino_float_layers(Path(dst_xml)),
+            "calibration_method": method}
+
+
+def openvino_float_layers(xml: Path) -> list[str]:
+    """Weighted layers of a quantized IR whose data input is not fake-quantized."""
+    import openvino as ov
+
+    model = ov.Core().read_model(str(xml))
+    out = []
+    for op in model.get_ordered_ops():
+        if op.get_type_name() not in WEIGHTED_OV:
+            continue
+        src = op.input_value(0).get_node()
+        while src.get_type_name() in _PRECISION_PRESERVING:  # int8 flows through these
+            src = src.input_value(0).get_node()
+        if src.get_type_name() != "FakeQuantize":
+            out.append(op.get_friendly_name())
+    return out
+
+
+# OpenVINO ops that pass an int8 tensor on unchanged (a FakeQuantize before them quantizes
+# the convolution after them)
+_PRECISION_PRESERVING = ("MaxPool", "Reshape", "Transpose", "Squeeze", "Unsqueeze",
+                         "StridedSlice", "Split", "VariadicSplit")

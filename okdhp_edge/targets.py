@@ -1,0 +1,179 @@
+"""Deployment targets: the one table of (backend, precision) facts. No torch.
+
+Every other module reads these records instead of restating them: the exporter builds the
+formats a target needs, the bench times targets, bundles copy a target's files, the zoo
+pick filters by them, reports and charts draw them. Adding a backend is one runner file,
+one exporter function and a few rows here; INT8 is rows plus a calibration step
+(:mod:`okdhp_edge.export.quantize`).
+
+Formats are files derived from a student: ``source`` names the format a file is made
+from (``None``: from the student's weights), so the exporter builds a chain in order.
+The precision of a TensorRT engine is a property of its ONNX file (TensorRT 11 builds
+strongly typed networks only): fp16 engines come from a float16 ONNX, int8 engines from
+the QDQ ONNX.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt", "torch_tensorrt")
+QUANTIZED = ("int8",)
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    """A file (or file set) derived from a student.
+
+    Attributes:
+        name: key in ``export.yaml``.
+        files: paths relative to the export folder; the first is the one a runner loads.
+        source: the format it is built from; None: the student's weights.
+        runs_on: the backend that checks its parity at export.
+        precision: what the file itself carries (fp32 weights, fp16, int8 QDQ).
+        calibrated: built by post-training quantization (needs calibration data).
+    """
+
+    name: str
+    files: tuple[str, ...]
+    source: Optional[str]
+    runs_on: str
+    precision: str = "fp32"
+    calibrated: bool = False
+
+    @property
+    def model_file(self) -> str:
+        return self.files[0]
+
+
+FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
+    ExportFormat("onnx", ("model.onnx",), None, "onnxruntime"),
+    ExportFormat("onnx_dynamic", ("model_dynamic.onnx",), None, "onnxruntime"),
+    ExportFormat("onnx_fp16", ("model_fp16.onnx",), "onnx", "tensorrt", "fp16"),
+    ExportFormat("onnx_int8", ("model_int8.onnx",), "onnx", "onnxruntime", "int8", True),
+    ExportFormat("openvino_fp32", ("openvino_fp32/model.xml", "openvino_fp32/model.bin"),
+                 "onnx", "openvino"),
+    ExportFormat("openvino_fp16", ("openvino_fp16/model.xml", "openvino_fp16/model.bin"),
+                 "onnx", "openvino", "fp16"),
+    ExportFormat("openvino_int8", ("openvino_int8/model.xml", "openvino_int8/model.bin"),
+                 "onnx", "openvino", "int8", True),
+    ExportFormat("tensorrt_fp32", ("model_fp32.engine",), "onnx", "tensorrt"),
+    ExportFormat("tensorrt_fp16", ("model_fp16.engine",), "onnx_fp16", "tensorrt", "fp16"),
+    ExportFormat("tensorrt_int8", ("model_int8.engine",), "onnx_int8", "tensorrt", "int8",
+                 True),
+)}
+
+
+@dataclass(frozen=True)
+class Target:
+    """One (backend, precision) a student can be deployed and timed as.
+
+    Attributes:
+        export: the format whose model file the runner loads; None: the student itself
+            (torch backends, which need its weights and torch).
+        device: where the runner runs (``host``: the bench's --torch-device choice).
+        throughput: the format timed at batch > 1 (None: not measured).
+        default: benched when no --precisions is given.
+        bundle: exportable as a torch-free bundle.
+    """
+
+    backend: str
+    precision: str
+    export: Optional[str]
+    device: str
+    throughput: Optional[str] = None
+    default: bool = True
+    bundle: bool = True
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.backend, self.precision
+
+    @property
+    def quantized(self) -> bool:
+        return self.precision in QUANTIZED
+
+    @property
+    def label(self) -> str:
+        return f"{self.backend} {self.precision}"
+
+
+# parity bounds of a file of each precision against PyTorch fp32: (max |heatmap error|,
+# mean keypoint displacement in input px)
+TOLERANCE = {"fp32": (1e-3, 0.5), "bf16": (5e-2, 1.0), "fp16": (5e-2, 1.0),
+             "int8": (0.25, 2.0)}
+
+TARGETS: dict[tuple[str, str], Target] = {t.key: t for t in (
+    Target("torch", "fp32", None, "host", "student", bundle=False),
+    Target("torch", "bf16", None, "host", "student", default=False, bundle=False),
+    Target("torch", "fp16", None, "host", "student", default=False, bundle=False),
+    Target("onnxruntime", "fp32", "onnx", "cpu", "onnx_dynamic"),
+    Target("onnxruntime", "int8", "onnx_int8", "cpu", default=False),
+    Target("openvino", "fp32", "openvino_fp32", "cpu", "onnx_dynamic"),
+    Target("openvino", "bf16", "openvino_fp32", "cpu", "onnx_dynamic"),
+    Target("openvino", "fp16", "openvino_fp16", "cpu"),
+    Target("openvino", "int8", "openvino_int8", "cpu", default=False),
+    Target("tensorrt", "fp32", "tensorrt_fp32", "cuda"),
+    Target("tensorrt", "fp16", "tensorrt_fp16", "cuda"),
+    Target("tensorrt", "int8", "tensorrt_int8", "cuda", default=False),
+    Target("torch_tensorrt", "fp32", None, "cuda", bundle=False),
+    Target("torch_tensorrt", "fp16", None, "cuda", bundle=False),
+)}
+
+# chart marker per backend; precision is drawn as the marker's fill (int8 hollow)
+MARKERS = {"torch": "o", "onnxruntime": "s", "openvino": "^", "tensorrt": "D",
+           "torch_tensorrt": "P"}
+
+
+class UnknownTarget(ValueError):
+    """A (backend, precision) pair the table does not define."""
+
+
+def get_target(backend: str, precision: str) -> Target:
+    """The target of ``backend`` at ``precision``; UnknownTarget names what exists."""
+    t = TARGETS.get((backend, precision))
+    if t is None:
+        have = ", ".join(p for b, p in TARGETS if b == backend)
+        if not have:
+            raise UnknownTarget(f"unknown backend '{backend}'; expected one of "
+                                f"{', '.join(BACKENDS)}")
+        raise UnknownTarget(f"{backend} has no {precision} target (it has: {have})")
+    return t
+
+
+def targets_for(backends: tuple[str, ...], precisions: Optional[tuple[str, ...]] = None,
+                bundle_only: bool = False) -> list[Target]:
+    """The targets of ``backends``: the default precisions, or those of ``precisions``
+    that a backend defines (a backend without them is left out, not an error)."""
+    out = []
+    for b in backends:
+        if b not in BACKENDS:
+            raise UnknownTarget(f"unknown backend '{b}'; expected some of {', '.join(BACKENDS)}")
+        for t in TARGETS.values():
+            if t.backend != b or (bundle_only and not t.bundle):
+                continue
+            if (t.precision in precisions) if precisions else t.default:
+                out.append(t)
+    return out
+
+
+def format_chain(name: str) -> list[str]:
+    """The formats to build, in order, to have ``name`` (its sources first)."""
+    chain = []
+    while name is not None:
+        chain.insert(0, name)
+        name = FORMATS[name].source
+    return chain
+
+
+def formats_for(targets: list[Target], throughput: bool = False) -> list[str]:
+    """Every format the targets need (sources first, each once)."""
+    out: list[str] = []
+    for t in targets:
+        names = [t.export] + ([t.throughput] if throughput else [])
+        for name in names:
+            if name in FORMATS:
+                out += [f for f in format_chain(name) if f not in out]
+    return out

@@ -1,0 +1,136 @@
+"""INT8: real ONNX Runtime and NNCF/OpenVINO quantization of a tiny student, the recipe
+through export.yaml and bundles, tampered files refused, bad requests in one line."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+
+from okdhp_edge.export.exporter import export_student
+from okdhp_edge.export.quantize import QuantizationError, QuantRecipe
+from okdhp_edge.manifest import zoo_students
+from okdhp_edge.targets import FORMATS, TOLERANCE, formats_for, get_target, targets_for
+from okdhp_edge.utils.io import IntegrityError
+
+RECIPE = QuantRecipe(num_images=16)
+
+
+@pytest.fixture(scope="module")
+def student(tiny_zoo):
+    return zoo_students(tiny_zoo)[-1][0] / "student.yaml"
+
+
+@pytest.fixture(scope="module")
+def int8_export(student, tmp_path_factory):
+    out = tmp_path_factory.mktemp("int8")
+    return out, export_student(student, out, formats=("onnx_int8", "openvino_int8"),
+                               recipe=RECIPE)
+
+
+def test_targets_table_is_the_one_place():
+    assert get_target("openvino", "int8").export == "openvino_int8"
+    assert FORMATS["tensorrt_int8"].source == "onnx_int8"  # explicit quantization: QDQ
+    assert FORMATS["tensorrt_fp16"].source == "onnx_fp16"  # a strongly typed fp16 file
+    assert [t.precision for t in targets_for(("openvino",))] == ["fp32", "bf16", "fp16"]
+    assert formats_for(targets_for(("tensorrt",), ("int8",))) == [
+        "onnx", "onnx_int8", "tensorrt_int8"]
+    with pytest.raises(ValueError, match="torch has no int8 target"):
+        get_target("torch", "int8")
+
+
+@pytest.mark.parametrize("fmt", ["onnx_int8", "openvino_int8"])
+def test_real_int8_on_both_cpu_backends(int8_export, fmt):
+    out, rec = int8_export
+    e = rec["formats"][fmt]
+    assert e["available"] and e["precision"] == "int8"
+    par = e["parity"]
+    assert par["passed"], par  # within the stated INT8 tolerance against PyTorch fp32
+    assert par["tolerance"]["mean_kpt_disp_px"] == TOLERANCE["int8"][1]
+    assert e["recipe"] == RECIPE.as_dict()
+    assert e["calibration"]["num_images"] == 16 and len(e["calibration"]["list_sha256"]) == 64
+    assert e["higher_precision_layers"] == []  # plain PTQ: every weighted layer in int8
+    assert e["file_bytes"] > 0  # (at width 8 the Q/DQ scales outweigh the int8 weights)
+
+
+def test_int8_is_reproducible_and_cached(student, int8_export, tmp_path):
+    out, rec = int8_export
+    again = export_student(student, out, formats=("onnx_int8",), recipe=RECIPE)
+    assert again["formats"]["onnx_int8"]["sha256"] == rec["formats"]["onnx_int8"]["sha256"]
+    other = export_student(student, tmp_path, formats=("onnx_int8",), recipe=RECIPE)
+    assert other["formats"]["onnx_int8"]["calibration"] == rec["formats"]["onnx_int8"][
+        "calibration"]  # the same command gives the same calibration list
+
+
+def test_keep_head_leaves_the_heatmap_conv_in_float(student, tmp_path):
+    recipe = QuantRecipe(num_images=8, keep_head=True)
+    rec = export_student(student, tmp_path, formats=("onnx_int8", "openvino_int8"),
+                         recipe=recipe)
+    for fmt in ("onnx_int8", "openvino_int8"):
+        assert len(rec["formats"][fmt]["higher_precision_layers"]) == 1, fmt
+
+
+def test_tampered_cache_is_rebuilt_not_trusted(student, tmp_path, caplog):
+    rec = export_student(student, tmp_path, formats=("onnx_int8",), recipe=RECIPE)
+    f = tmp_path / "model_int8.onnx"
+    f.write_bytes(f.read_bytes()[:-10])
+    again = export_student(student, tmp_path, formats=("onnx_int8",), recipe=RECIPE)
+    assert "sha256 differs" in caplog.text
+    assert again["formats"]["onnx_int8"]["sha256"] == rec["formats"]["onnx_int8"]["sha256"]
+
+
+def test_int8_bundle_round_trip_and_tamper(student, tmp_path):
+    from okdhp_edge.bundles import export_bundle
+    from okdhp_edge.runtime.bundle import load_bundle
+
+    out = export_bundle(student, "openvino", "int8", tmp_path / "b", recipe=RECIPE)
+    pipe = load_bundle(out)
+    q = pipe.manifest["quantization"]
+    assert q["recipe"] == RECIPE.as_dict() and q["calibration"]["num_images"] == 16
+    img = np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    assert pipe(img, (20, 10, 60, 90)).shape == (17, 3)
+    model = out / pipe.manifest["model"]
+    model.with_suffix(".bin").write_bytes(b"\0" + model.with_suffix(".bin").read_bytes()[1:])
+    with pytest.raises(IntegrityError, match="sha256 mismatch"):
+        load_bundle(out)
+
+
+def test_too_few_calibration_images_is_one_line(tiny_zoo, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "okdhp_edge.zoo", "export", "--zoo", str(tiny_zoo),
+         "--student", "hg2", "--backend", "onnxruntime", "--precision", "int8",
+         "--calib-images", "100000", "--out", str(tmp_path / "b")],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    assert "calibration asks for 100000 images" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "b" / "bundle.yaml").exists()
+
+
+def test_recipe_is_checked():
+    with pytest.raises(QuantizationError, match="calibration method 'kl'"):
+        QuantRecipe(method="kl")
+
+
+def test_schema_1_student_cannot_calibrate(student, tmp_path):
+    from okdhp_edge.data.errors import DataError
+    from okdhp_edge.export.quantize import calibration_set
+    from okdhp_edge.manifest import load_student_manifest
+
+    man = load_student_manifest(student)
+    man["provenance"]["splits"] = {}
+    with pytest.raises(DataError, match="records no training split"):
+        calibration_set(man, RECIPE)
+
+
+def test_accuracy_control_on_the_selection_split(student, tmp_path):
+    """NNCF's accuracy-controlled mode runs end to end, measured on the selection split,
+    and records which layers it kept in float."""
+    recipe = QuantRecipe(num_images=8, max_drop=0.0)
+    e = export_student(student, tmp_path, formats=("openvino_int8",),
+                       recipe=recipe)["formats"]["openvino_int8"]
+    assert e["available"] and e["recipe"]["max_drop"] == 0.0
+    assert isinstance(e["higher_precision_layers"], list)
+    assert yaml.safe_load((tmp_path / "export.yaml").read_text())["formats"]["openvino_int8"][
+        "recipe"] == recipe.as_dict()
