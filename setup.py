@@ -27,6 +27,7 @@ TRAINING = [
     "safetensors>=0.4",
     "psutil>=5.9",
     "py-cpuinfo>=9.0",
+    "nncf>=2.14",  # OpenVINO INT8 (export only: the runtime runs quantized files without it)
 ]
 RUNTIME_ONLY = os.environ.get("OKDHP_EDGE_RUNTIME_ONLY", "") not in ("", "0")
 
@@ -40,7 +41,9 @@ setup(
     install_requires=RUNTIME if RUNTIME_ONLY else RUNTIME + TRAINING,
     extras_require={
         "runtime": RUNTIME,
-        "tensorrt": ["tensorrt", "torch-tensorrt"],
+        # the engine builder supports TensorRT 10.x and 11.x (strongly typed networks);
+        # torch-tensorrt follows the torch pin
+        "tensorrt": ["tensorrt>=10.0,<12", "torch-tensorrt==2.13.0"],
         "dev": ["pytest>=7", "pytest-benchmark>=4", "ruff>=0.4", "hypothesis>=6"],
     },
     entry_points={

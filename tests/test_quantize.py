@@ -134,3 +134,91 @@ def test_accuracy_control_on_the_selection_split(student, tmp_path):
     assert isinstance(e["higher_precision_layers"], list)
     assert yaml.safe_load((tmp_path / "export.yaml").read_text())["formats"]["openvino_int8"][
         "recipe"] == recipe.as_dict()
+
+
+def test_bench_int8_rows_chart_and_pick(tiny_zoo, tmp_path):
+    """--precisions fp32,int8: quantized rows with their recipe and size; a backend that has
+    no int8 says so and the bench goes on; the pick chooses among precisions."""
+    import json
+
+    from okdhp_edge.bench.report import load_report
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "okdhp_edge.bench", "--zoo", str(tiny_zoo), "--threads", "1",
+         "--backends", "torch,onnxruntime,openvino,tensorrt", "--precisions", "fp32,int8",
+         "--calib-images", "16", "--min-iters", "4", "--min-time", "0.02", "--rounds", "1",
+         "--batch", "1", "--out-root", str(tmp_path), "--device-name", "box"],
+        capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rep = load_report(tmp_path / "box" / "tiny.json")
+    rows = {(r["student"], r["backend"], r["precision"]): r for r in rep["rows"]}
+    for b in ("onnxruntime", "openvino"):
+        r = rows[("hg3", b, "int8")]
+        assert r["status"] == "ok" and r["quantization"]["recipe"]["num_images"] == 16
+        assert r["file_bytes"] > 0 and "delta_vs_torch_fp32" in r["accuracy"]
+        assert "--calib-images 16" in r["command"]
+    assert rows[("hg3", "torch", "int8")]["reason"] == (
+        "torch has no int8 target (it has: fp32, bf16, fp16)")
+    assert rows[("hg3", "tensorrt", "int8")]["status"] == "unavailable"
+    assert rep["quantization"]["num_images"] == 16
+    assert "INT8 files" in (tmp_path / "box" / "tiny.md").read_text()
+    base = [sys.executable, "-m", "okdhp_edge.zoo", "pick", "--report",
+            str(tmp_path / "box" / "tiny.json"), "--max-latency-ms", "1000", "--json"]
+    only = json.loads(subprocess.run(base + ["--precision", "int8"], capture_output=True,
+                                     text=True, check=True).stdout)
+    assert only["choice"]["precision"] == "int8"
+    assert subprocess.run(base + ["--max-ap-drop", "0.5"], capture_output=True,
+                          text=True).returncode == 0
+
+
+def test_pick_bounds_the_loss_against_fp32():
+    from okdhp_edge.bench.report import pick
+
+    def row(precision, lat, acc, delta):
+        return {"student": "s", "backend": "openvino", "precision": precision, "status": "ok",
+                "latency_ms": {"engine": {"median": lat}},
+                "accuracy": {"value": acc, "delta_vs_torch_fp32": delta}}
+
+    rows = [row("fp32", 3.0, 0.70, 0.0), row("int8", 1.0, 0.68, -0.02),
+            row("bf16", 2.0, 0.699, -0.001)]
+    assert pick(rows, 5.0)[0]["precision"] == "fp32"
+    assert pick(rows, 2.5)[0]["precision"] == "bf16"
+    assert pick(rows, 1.5)[0]["precision"] == "int8"
+    assert pick(rows, 1.5, max_drop=0.005)[0] is None  # int8 loses 0.02: out of bounds
+    assert pick(rows, 5.0, precision="int8")[0]["precision"] == "int8"
+
+
+def test_fp16_onnx_for_strongly_typed_tensorrt(int8_export, tmp_path):
+    """TensorRT 11 takes precision from the file: the fp16 ONNX keeps fp32 I/O."""
+    import onnx
+
+    from okdhp_edge.export.onnx_export import convert_fp16
+
+    out, _ = int8_export
+    half = onnx.load(str(convert_fp16(out / "model.onnx", tmp_path / "model_fp16.onnx")))
+    f32, f16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
+    assert half.graph.input[0].type.tensor_type.elem_type == f32
+    assert half.graph.output[0].type.tensor_type.elem_type == f32
+    assert {i.data_type for i in half.graph.initializer if i.dims} == {f16}
+
+
+def test_calibration_sensitivity_report_resumes(tiny_zoo, tmp_path):
+    import json
+
+    cmd = [sys.executable, "-m", "okdhp_edge.bench", "calibration", "--zoo", str(tiny_zoo),
+           "--students", "hg2", "--backends", "onnxruntime", "--images", "8,16",
+           "--methods", "default,percentile", "--device-name", "box",
+           "--out-root", str(tmp_path / "r"), "--work-dir", str(tmp_path / "w")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rep = json.loads((tmp_path / "r" / "box" / "tiny_calibration.json").read_text())
+    assert set(rep["cells"]) == {"hg2/onnxruntime/default/8", "hg2/onnxruntime/default/16",
+                                 "hg2/onnxruntime/percentile/16"}
+    assert rep["cells"]["hg2/onnxruntime/percentile/16"]["calibration_method"] == "percentile"
+    assert rep["fp32"]["hg2/onnxruntime"]["value"] is not None
+    md = (tmp_path / "r" / "box" / "tiny_calibration.md").read_text()
+    assert "| hg2 |" in md and "percentile @ 16" in md
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "hg2/onnxruntime/default/8:" not in again.stderr
+    bad = subprocess.run(cmd[:6] + ["--backends", "torch"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "torch has no int8 target" in bad.stderr

@@ -186,6 +186,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         from okdhp_edge.bench.compare import main as compare_main
 
         return compare_main(argv[1:])
+    if argv and argv[0] == "calibration":
+        from okdhp_edge.bench.calibration import main as calibration_main
+
+        setup_logging()
+        return calibration_main(argv[1:])
     args = _parser().parse_args(argv)
     setup_logging()
     rep = run_bench(args, argv)

@@ -133,6 +133,19 @@ def _pairs(opts: BenchOptions) -> list[tuple[str, str]]:
     return [(b, p) for b in opts.backends for p in opts.precisions]
 
 
+def _engine_call(runner: Runner, x: np.ndarray, own: list[float]) -> Callable[[], object]:
+    """One engine call; where the runtime times its own requests, that time is kept too
+    (warm-up calls included: the summary keeps as many of the last as were timed)."""
+    def call() -> object:
+        out = runner.run(x)
+        ms = runner.runtime_latency_ms()
+        if ms is not None:
+            own.append(ms)
+        return out
+
+    return call
+
+
 def _guarded(fn: Callable[[], object], row: Row) -> Callable[[], object]:
     def call() -> object:
         if row.status != "ok":
@@ -164,13 +177,13 @@ def bench_candidates(cands: list[Candidate], opts: BenchOptions,
         bar.update(1)
 
     cand_of = {c.name: c for c in cands}
-    engine_fns, e2e_fns = {}, {}
+    engine_fns, e2e_fns, own = {}, {}, {}
     for i, r in runners.items():
         row = rows[i]
         pre = cand_of[row.student].manifest["preprocessing"]
         w, h = pre["input_size"]
         x = np.random.default_rng(0).standard_normal((1, 3, h, w)).astype(np.float32)
-        engine_fns[i] = _guarded(lambda r=r, x=x: r.run(x), row)
+        engine_fns[i] = _guarded(_engine_call(r, x, own.setdefault(i, [])), row)
         if opts.e2e_image is not None:
             pipe = KeypointPipeline(r, pre)
             e2e_fns[i] = _guarded(lambda p=pipe: p(opts.e2e_image, opts.e2e_box), row)
@@ -182,6 +195,8 @@ def bench_candidates(cands: list[Candidate], opts: BenchOptions,
         if row.status != "ok":
             continue
         row.latency_ms["engine"] = summarize(eng[i], opts.timing)
+        if own.get(i):  # the runtime's own timing of the same timed calls (OpenVINO)
+            row.latency_ms["engine_runtime"] = summarize(own[i][-len(eng[i]):], opts.timing)
         if i in e2e and e2e[i]:
             row.latency_ms["e2e"] = summarize(e2e[i], opts.timing)
     log.info("latency measured in %.1f s", time.time() - t0)
@@ -243,25 +258,30 @@ def _throughput(c: Candidate, row: Row, opts: BenchOptions) -> dict[str, Any]:
 
 
 def _accuracy(c: Candidate, runner: Runner, opts: BenchOptions) -> dict[str, Any]:
-    """The report split through this runner, same preprocessing and decoding as PyTorch."""
+    return report_accuracy(c.manifest, runner, opts.flip_test, opts.accuracy_max_persons)
+
+
+def report_accuracy(manifest: dict[str, Any], runner: Runner, flip_test: bool = False,
+                    max_persons: int = 0, dataset: Any = None) -> dict[str, Any]:
+    """The report split (``dataset``, or the one the manifest names) through this runner,
+    with the same preprocessing and decoding as PyTorch."""
     from okdhp_edge.evaluation.datasets import report_dataset
     from okdhp_edge.evaluation.inference import engine_heatmap_fn, predict, score
 
-    acc = c.manifest["accuracy"]
+    acc = manifest["accuracy"]
     try:
-        ds = report_dataset(c.manifest)
+        ds = dataset if dataset is not None else report_dataset(manifest)
     except Exception as exc:  # noqa: BLE001
         return {"metric": acc["metric"], "value": None, "reason": f"report split unreadable: {exc}"}
-    if opts.accuracy_max_persons and len(ds) > opts.accuracy_max_persons:
-        ds.records = ds.records[:opts.accuracy_max_persons]
+    if max_persons and len(ds) > max_persons:
+        ds.records = ds.records[:max_persons]
         if hasattr(ds, "headboxes"):
-            ds.headboxes = ds.headboxes[:opts.accuracy_max_persons]
-
-    flip_index = ds.flip_index if opts.flip_test else None
+            ds.headboxes = ds.headboxes[:max_persons]
+    flip_index = ds.flip_index if flip_test else None
     fn = engine_heatmap_fn(lambda x: run_one_by_one(runner, x), flip_index)
     res = score(ds, predict(ds, fn, batch_size=16), headboxes=getattr(ds, "headboxes", None))
     return {"metric": res["metric"], "value": float(res["value"]), "persons": len(ds),
-            "flip_test": opts.flip_test}
+            "flip_test": flip_test}
 
 
 def _deltas(rows: list[Row]) -> None:

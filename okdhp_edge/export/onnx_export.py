@@ -73,6 +73,27 @@ def convert_fp16(src: Path, dst: Path) -> Path:
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     half = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+    _sort_nodes(half.graph)  # the converter appends its input casts at the end
     onnx.checker.check_model(half)
     atomic_write(Path(dst), lambda tmp: onnx.save(half, str(tmp)))
     return Path(dst)
+
+
+def _sort_nodes(graph: Any) -> None:
+    """Reorder a graph's nodes topologically (ONNX requires it), keeping the order of
+    nodes that are already ready."""
+    ready = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        rest = []
+        for node in pending:
+            if all(i in ready for i in node.input):
+                ordered.append(node)
+                ready.update(node.output)
+            else:
+                rest.append(node)
+        if len(rest) == len(pending):
+            raise ValueError("the ONNX graph has a cycle or an undefined input")
+        pending = rest
+    del graph.node[:]
+    graph.node.extend(ordered)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -30,6 +30,11 @@ class Runner(ABC):
     @abstractmethod
     def run(self, x: np.ndarray) -> np.ndarray:
         """Heatmaps of a batch."""
+
+    def runtime_latency_ms(self) -> Optional[float]:
+        """The runtime's own measure of the last ``run`` (ms), where it keeps one: the scope
+        C++ tools such as ``benchmark_app`` report, without the Python call around it."""
+        return None
 
     def close(self) -> None:
         """Release the session / compiled model."""

@@ -3,7 +3,7 @@ model (on CPUs with AMX or AVX512-BF16 OpenVINO's default is bf16)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -53,6 +53,10 @@ class OpenVINORunner(Runner):
 
     def run(self, x: np.ndarray) -> np.ndarray:
         return self.request.infer({0: x}, share_inputs=True)[self.output]
+
+    def runtime_latency_ms(self) -> Optional[float]:
+        """``InferRequest.latency``: what ``benchmark_app`` reads."""
+        return float(self.request.latency)
 
     def close(self) -> None:
         self.request = None

@@ -1,0 +1,169 @@
+"""``python -m okdhp_edge.bench calibration --zoo Z``: how INT8 accuracy depends on the
+calibration, per student and backend: report-split accuracy of each INT8 file against the
+number of calibration images and the range-estimation method, beside the same backend's
+fp32 file. Resumable cell by cell (the JSON keeps every finished cell); accuracy only, no
+timing, so it may share the machine.
+
+Writes ``<out-root>/<device-id>/<zoo>_calibration.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from okdhp_edge.bench.run import report_accuracy
+from okdhp_edge.export.quantize import METHODS, QuantRecipe
+from okdhp_edge.targets import get_target
+from okdhp_edge.utils.cli import UsageError
+from okdhp_edge.utils.io import atomic_write_json, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+CALIBRATION_VERSION = 1
+
+
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _cells(students: list[str], backends: list[str], images: list[int], methods: list[str]
+           ) -> list[tuple[str, str, str, int]]:
+    """(student, backend, method, images): every count with the default method, every
+    method at the largest count."""
+    grid = [("default", n) for n in images] + [(m, max(images)) for m in methods
+                                                if m != "default"]
+    return [(s, b, m, n) for s in students for b in backends for m, n in grid]
+
+
+def _measure(student_yaml: Path, man: dict[str, Any], backend: str, precision: str,
+             work: Path, recipe: QuantRecipe, dataset: Any) -> dict[str, Any]:
+    """Export (quantizing when int8) into ``work`` and measure the report split."""
+    from okdhp_edge.export.exporter import export_student
+    from okdhp_edge.runtime import make_runner
+
+    fmt = get_target(backend, precision).export
+    entry = export_student(student_yaml, work, formats=(fmt,), recipe=recipe)["formats"][fmt]
+    if not entry.get("available"):
+        return {"value": None, "reason": entry.get("reason")}
+    runner = make_runner(backend, precision, threads=1)
+    runner.load(str(work / entry["file"]))
+    try:
+        acc = report_accuracy(man, runner, dataset=dataset)
+    finally:
+        runner.close()
+    out = {"value": acc["value"], "metric": acc["metric"], "persons": acc.get("persons")}
+    for k in ("calibration", "calibration_method", "higher_precision_layers", "file_bytes"):
+        if k in entry:
+            out[k] = entry[k]
+    return out
+
+
+def run(zoo: Path, out: Path, backends: list[str], images: list[int], methods: list[str],
+        work_root: Path, students: Optional[list[str]] = None) -> dict[str, Any]:
+    """Fill (or resume) the calibration report at ``out`` (.json); returns it."""
+    import json
+
+    from okdhp_edge.evaluation.datasets import report_dataset
+    from okdhp_edge.manifest import load_zoo_manifest, zoo_students
+
+    zoo_name = load_zoo_manifest(zoo)["name"]
+    rep = json.loads(out.read_text()) if out.is_file() else {
+        "calibration_version": CALIBRATION_VERSION, "zoo": zoo_name, "fp32": {}, "cells": {}}
+    members = [(d, m) for d, m in zoo_students(zoo) if not students or m["name"] in students]
+    dataset = report_dataset(members[0][1])
+    for d, man in members:
+        for b in backends:
+            key = f"{man['name']}/{b}"
+            if key not in rep["fp32"]:
+                rep["fp32"][key] = _measure(d / "student.yaml", man, b, "fp32",
+                                            work_root / man["name"] / "fp32", QuantRecipe(),
+                                            dataset)
+                atomic_write_json(out, rep)
+    for s, b, m, n in _cells([m["name"] for _, m in members], backends, images, methods):
+        key = f"{s}/{b}/{m}/{n}"
+        if key in rep["cells"]:
+            continue
+        d, man = next((d, x) for d, x in members if x["name"] == s)
+        t0 = time.time()
+        cell = _measure(d / "student.yaml", man, b, "int8", work_root / s / f"{b}-{m}-{n}",
+                        QuantRecipe(method=m, num_images=n), dataset)
+        cell["seconds"] = round(time.time() - t0, 1)
+        rep["cells"][key] = cell
+        atomic_write_json(out, rep)  # a kill loses at most this cell
+        log.info("%s: %s", key, cell.get("value"))
+    return rep
+
+
+def markdown(rep: dict[str, Any], command: str) -> str:
+    """One table per backend: students x (images, method), AP and its change from fp32."""
+    lines = [f"# INT8 calibration sensitivity: zoo `{rep['zoo']}`", "",
+             "Report-split accuracy (no flip test) of each student's INT8 file against the "
+             "number of calibration images (crops of the training split, default method) "
+             "and the range-estimation method (at the largest count); in brackets the change "
+             "from the same backend's fp32 file. Calibration never sees the report split.",
+             "", f"    {command}", ""]
+    backends = sorted({k.split("/")[1] for k in rep["fp32"]})
+    for b in backends:
+        cols = sorted({tuple(k.split("/")[2:]) for k in rep["cells"] if k.split("/")[1] == b},
+                      key=lambda c: (c[0] != "default", int(c[1]), c[0]))
+        students = sorted({k.split("/")[0] for k in rep["fp32"] if k.endswith("/" + b)})
+        lines += [f"## {b}", "", "| student | fp32 | " + " | ".join(
+            f"{m} @ {n}" for m, n in cols) + " |", "|---|---|" + "---|" * len(cols)]
+        for s in students:
+            ref = rep["fp32"][f"{s}/{b}"].get("value")
+            cells = []
+            for m, n in cols:
+                v = rep["cells"].get(f"{s}/{b}/{m}/{n}", {}).get("value")
+                cells.append("-" if v is None else
+                             f"{v:.4f} ({v - ref:+.4f})" if ref is not None else f"{v:.4f}")
+            lines.append(f"| {s} | {'-' if ref is None else f'{ref:.4f}'} | "
+                         + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    from okdhp_edge.bench.device import device_id, fingerprint
+    from okdhp_edge.bench.run import cli_command
+
+    p = argparse.ArgumentParser(prog="python -m okdhp_edge.bench calibration",
+                                description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--zoo", type=Path, required=True)
+    p.add_argument("--backends", default="onnxruntime,openvino")
+    p.add_argument("--images", default="16,64,300", help="calibration image counts")
+    p.add_argument("--methods", default="default,minmax,percentile,entropy")
+    p.add_argument("--students", default=None)
+    p.add_argument("--device-name", default=None)
+    p.add_argument("--out-root", type=Path, default=Path("bench/reports"))
+    p.add_argument("--work-dir", type=Path, default=Path("runs/calibration"))
+    args = p.parse_args(argv)
+    bad = [m for m in _csv(args.methods) if m not in METHODS]
+    if bad:
+        raise UsageError(f"unknown calibration method '{bad[0]}'; expected some of "
+                         f"{', '.join(METHODS)}")
+    try:
+        images = [int(n) for n in _csv(args.images)]
+    except ValueError:
+        raise UsageError(f"--images: expected a comma list of counts, got {args.images!r}"
+                         ) from None
+    from okdhp_edge.targets import UnknownTarget
+
+    try:
+        for b in _csv(args.backends):
+            get_target(b, "int8")
+    except UnknownTarget as exc:
+        raise UsageError(str(exc)) from None
+    out_dir = args.out_root / device_id(fingerprint(0), args.device_name)
+    zoo_name = args.zoo.resolve().name
+    out = out_dir / f"{zoo_name}_calibration.json"
+    rep = run(args.zoo, out, _csv(args.backends), images, _csv(args.methods),
+              args.work_dir / zoo_name, _csv(args.students) if args.students else None)
+    command = cli_command(["calibration", *argv])
+    atomic_write_text(out.with_suffix(".md"), markdown(rep, command))
+    print(f"json: {out}\nmd: {out.with_suffix('.md')}")
+    return 0
