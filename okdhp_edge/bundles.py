@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from okdhp_edge import __version__
-from okdhp_edge.export.quantize import QuantRecipe
+from okdhp_edge.export.quantize import RECORD_FIELDS, QuantRecipe
 from okdhp_edge.manifest import ManifestError, read_yaml, write_yaml
 from okdhp_edge.runtime.bundle import BUNDLE_VERSION, verify_bundle
 from okdhp_edge.targets import FORMATS, TARGETS, UnknownTarget, get_target, targets_for
@@ -69,8 +69,7 @@ def export_bundle(student_yaml: Path, backend: str, precision: str, out: Path,
         "parity": entry.get("parity", {}),
     }
     if "recipe" in entry:
-        bundle["quantization"] = {k: entry[k] for k in (
-            "recipe", "calibration", "calibration_method", "higher_precision_layers")}
+        bundle["quantization"] = {k: entry[k] for k in RECORD_FIELDS if k in entry}
     write_yaml(out / "bundle.yaml", bundle)
     return out
 

@@ -53,6 +53,8 @@ FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
     ExportFormat("onnx_dynamic", ("model_dynamic.onnx",), None, "onnxruntime"),
     ExportFormat("onnx_fp16", ("model_fp16.onnx",), "onnx", "tensorrt", "fp16"),
     ExportFormat("onnx_int8", ("model_int8.onnx",), "onnx", "onnxruntime", "int8", True),
+    # TensorRT's explicit quantization reads symmetric signed Q/DQ only
+    ExportFormat("onnx_int8_s8", ("model_int8_s8.onnx",), "onnx", "tensorrt", "int8", True),
     ExportFormat("openvino_fp32", ("openvino_fp32/model.xml", "openvino_fp32/model.bin"),
                  "onnx", "openvino"),
     ExportFormat("openvino_fp16", ("openvino_fp16/model.xml", "openvino_fp16/model.bin"),
@@ -61,7 +63,7 @@ FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
                  "onnx", "openvino", "int8", True),
     ExportFormat("tensorrt_fp32", ("model_fp32.engine",), "onnx", "tensorrt"),
     ExportFormat("tensorrt_fp16", ("model_fp16.engine",), "onnx_fp16", "tensorrt", "fp16"),
-    ExportFormat("tensorrt_int8", ("model_int8.engine",), "onnx_int8", "tensorrt", "int8",
+    ExportFormat("tensorrt_int8", ("model_int8.engine",), "onnx_int8_s8", "tensorrt", "int8",
                  True),
 )}
 

@@ -31,11 +31,11 @@ def int8_export(student, tmp_path_factory):
 
 def test_targets_table_is_the_one_place():
     assert get_target("openvino", "int8").export == "openvino_int8"
-    assert FORMATS["tensorrt_int8"].source == "onnx_int8"  # explicit quantization: QDQ
+    assert FORMATS["tensorrt_int8"].source == "onnx_int8_s8"  # explicit quantization: QDQ
     assert FORMATS["tensorrt_fp16"].source == "onnx_fp16"  # a strongly typed fp16 file
     assert [t.precision for t in targets_for(("openvino",))] == ["fp32", "bf16", "fp16"]
     assert formats_for(targets_for(("tensorrt",), ("int8",))) == [
-        "onnx", "onnx_int8", "tensorrt_int8"]
+        "onnx", "onnx_int8_s8", "tensorrt_int8"]
     with pytest.raises(ValueError, match="torch has no int8 target"):
         get_target("torch", "int8")
 

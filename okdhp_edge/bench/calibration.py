@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from okdhp_edge.bench.run import report_accuracy
-from okdhp_edge.export.quantize import METHODS, QuantRecipe
+from okdhp_edge.export.quantize import METHODS, RECORD_FIELDS, QuantRecipe
 from okdhp_edge.targets import get_target
 from okdhp_edge.utils.cli import UsageError
 from okdhp_edge.utils.io import atomic_write_json, atomic_write_text
@@ -56,7 +56,7 @@ def _measure(student_yaml: Path, man: dict[str, Any], backend: str, precision: s
     finally:
         runner.close()
     out = {"value": acc["value"], "metric": acc["metric"], "persons": acc.get("persons")}
-    for k in ("calibration", "calibration_method", "higher_precision_layers", "file_bytes"):
+    for k in (*RECORD_FIELDS[1:], "file_bytes"):
         if k in entry:
             out[k] = entry[k]
     return out

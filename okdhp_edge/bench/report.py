@@ -174,7 +174,8 @@ def _quantization_lines(rows: list[dict[str, Any]]) -> list[str]:
         layers = q.get("higher_precision_layers") or []
         ac = (f", accuracy control max drop {rec['max_drop']} on the selection split"
               if rec.get("max_drop") is not None else "")
-        out.append(f"- {row_label(r)}: {q.get('calibration_method')} ranges, "
+        acts = f", {q['activations']} activations" if q.get("activations") else ""
+        out.append(f"- {row_label(r)}: {q.get('calibration_method')} ranges{acts}, "
                    f"{cal.get('num_images')} images (seed {cal.get('seed')}, list sha256 "
                    f"{str(cal.get('list_sha256', ''))[:12]}), keep head "
                    f"{'yes' if rec.get('keep_head') else 'no'}{ac}; float layers: "

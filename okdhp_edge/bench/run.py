@@ -14,6 +14,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from okdhp_edge.bench.timing import TimingConfig, interleaved, summarize
+from okdhp_edge.export.quantize import RECORD_FIELDS
 from okdhp_edge.runtime import BackendUnavailable, Runner, make_runner
 from okdhp_edge.runtime.base import run_one_by_one
 from okdhp_edge.runtime.pipeline import KeypointPipeline
@@ -224,8 +225,7 @@ def _file_facts(row: Row, entry: dict[str, Any]) -> None:
     row.parity = entry.get("parity", {})
     row.file_bytes = entry.get("file_bytes")
     if "recipe" in entry:
-        row.quantization = {k: entry[k] for k in ("recipe", "calibration", "calibration_method",
-                                                  "higher_precision_layers") if k in entry}
+        row.quantization = {k: entry[k] for k in RECORD_FIELDS if k in entry}
 
 
 def _throughput(c: Candidate, row: Row, opts: BenchOptions) -> dict[str, Any]:

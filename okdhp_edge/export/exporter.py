@@ -170,9 +170,10 @@ def _build(fmt: str, ctx: _Context) -> dict[str, Any]:
         openvino_export.export_openvino(src_path, dst, compress_fp16=fmt.endswith("fp16"))
     elif fmt.startswith("tensorrt"):
         tensorrt_export.build_engine(src_path, dst)
-    elif fmt == "onnx_int8":
+    elif fmt in ("onnx_int8", "onnx_int8_s8"):
         images, calib = ctx.calibration()
-        return {**quantize.quantize_onnx(src_path, dst, images, ctx.recipe),
+        acts = "s8" if fmt == "onnx_int8_s8" else None
+        return {**quantize.quantize_onnx(src_path, dst, images, ctx.recipe, acts),
                 "calibration": calib, "recipe": ctx.recipe.as_dict()}
     elif fmt == "openvino_int8":
         images, calib = ctx.calibration()
