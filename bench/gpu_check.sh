@@ -6,6 +6,9 @@
 #   4. DistributedDataParallel on one GPU (torchrun --nproc_per_node=1, nccl)
 #   5. the COCO-size unbalanced network's AMP speed-up (bench/test_bench_train.py -k gpu)
 #   6. several training processes sharing the GPU (what an ablation on a GPU would get)
+#   7. (issue 27) training-step throughput, MFU and peak memory of the COCO unbalanced network
+#      at batch 32 / 64 and of the quickstart network, bf16, eager vs torch.compile vs CUDA
+#      graphs (bench/train_throughput.py), and DDP over one GPU with the compiled step
 # Each step has its own time limit and a failed step does not stop the others.
 # Usage: OUT=/some/dir bash bench/gpu_check.sh   (writes OUT/log.txt, OUT/summary.txt,
 # OUT/gpu_check.tar.gz); STEPS="ddp_one_gpu pytest_gpu" runs only those steps. Needs the
@@ -68,6 +71,13 @@ $PY -c "import torch, sys; print(sys.version.split()[0], 'torch', torch.__versio
 'bf16', torch.cuda.is_bf16_supported())"
 nproc
 
+tput() {  # tput CONFIG BATCHES: images/s, MFU, peak memory per compile mode
+  $PY bench/train_throughput.py --config "$1" --batches "$2" --amp bf16 --device "$DEVICE" \
+    --modes off,default,reduce-overhead --steps 20 --out "$OUT/throughput.jsonl"
+}
+export -f tput
+step throughput_coco 240 tput configs/coco/okdhp_unbalanced_2_4_6_256x192.yaml 32,64
+step throughput_quickstart 120 tput configs/quickstart.yaml 128,256
 step data 60 $PY -m okdhp_edge.data.synthetic --out data/synthetic --num-train 3000 \
   --num-val 300 --workers 8
 step train_bf16 90 train amp_bf16 train.amp=bf16
@@ -76,6 +86,11 @@ step train_fp16 90 train amp_fp16 train.amp=fp16
 step ddp_one_gpu 90 $PY -m torch.distributed.run --standalone --nproc_per_node=1 \
   -m okdhp_edge.train --config configs/quickstart.yaml --no-zoo "train.device=$DEVICE" \
   "data.workers=$W" "train.out_dir=$RUNS" train.run_name=ddp1 $ITERS
+# shellcheck disable=SC2086
+step ddp_compiled 120 $PY -m torch.distributed.run --standalone --nproc_per_node=1 \
+  -m okdhp_edge.train --config configs/quickstart.yaml --no-zoo "train.device=$DEVICE" \
+  "data.workers=$W" "train.out_dir=$RUNS" train.run_name=ddp1_compiled \
+  train.compile=reduce-overhead $ITERS
 step bench_cuda 120 $PY -m okdhp_edge.bench --zoo student_zoo/synthetic_full \
   --backends torch,tensorrt --torch-device "$DEVICE" --precisions fp32,fp16 \
   --min-time 1.0 --min-iters 50 --rounds 2
@@ -101,6 +116,17 @@ for d in sorted(p for p in runs.iterdir() if p.is_dir()):
     print(f"{d.name:24s} {last['epoch']:5d} {last['images_per_s']:8.1f} "
           f"{max(sel) if sel else float('nan'):24.3f}")
 EOF
+if [[ -f $OUT/throughput.jsonl ]]; then
+  $PY - "$OUT/throughput.jsonl" <<'EOF' | tee -a "$OUT/summary.txt"
+import json, sys
+for r in map(json.loads, open(sys.argv[1])):
+    if "error" in r:
+        print(f"batch {r['batch']:4d} {r['mode']:16s} error: {r['error'][:80]}"); continue
+    print(f"{r['config']:6s} batch {r['batch']:4d} {r['mode']:16s} {r['images_per_s']:9.1f} img/s "
+          f"MFU {100 * r['mfu']:5.1f}%  peak {r['peak_mem_gib'] or 0:6.1f} GiB  "
+          f"warm-up {r['warmup_s']:6.1f} s")
+EOF
+fi
 if [[ -f $OUT/bench_train_gpu.json ]]; then
   $PY - "$OUT/bench_train_gpu.json" <<'EOF' | tee -a "$OUT/summary.txt"
 import json, sys

@@ -56,6 +56,9 @@ class DataConfig:
     det_score_thr: float = 0.0
     bad_image: str = "fail"  # fail | skip
     workers: int = 2
+    # images/s the loader must feed (0: 1000 on CUDA, not checked on the CPU); the trainer
+    # measures one core's loader rate at start and logs the workers this needs
+    target_rate: float = 0.0
 
 
 @dataclass
@@ -103,6 +106,15 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = False
     amp: str = "auto"  # auto | off | bf16 | fp16
+    # torch.compile of the training step's forward, losses and backward (the optimizer is
+    # the fused Adam kernel on CUDA): off | default | max-autotune | reduce-overhead (CUDA
+    # graphs: static shapes, CUDA only; on the CPU it runs as default)
+    compile: str = "off"
+    # batch size and LR together: the LR given is for lr_reference_batch images per step
+    # (all ranks); linear (Goyal et al. 2017) or sqrt scaling to the batch used, warm-up
+    # kept; none uses train.lr as it is
+    lr_scaling: str = "none"
+    lr_reference_batch: int = 16
     channels_last: bool = True
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 0  # 0: leave torch's default
@@ -229,6 +241,8 @@ _CHOICES = {
     "loss.kl_norm": ("pixels", "joint"),
     "train.amp": ("auto", "off", "bf16", "fp16"),
     "train.device": ("auto", "cpu", "cuda"),
+    "train.compile": ("off", "default", "max-autotune", "reduce-overhead"),
+    "train.lr_scaling": ("none", "linear", "sqrt"),
 }
 
 
@@ -329,6 +343,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("model.branches: expected a non-empty list of stack counts >= 1")
     if cfg.model.shared_stacks < 0:
         raise ConfigError("model.shared_stacks: expected an int >= 0")
+    if cfg.train.lr_reference_batch < 1 or cfg.data.target_rate < 0:
+        raise ConfigError("train.lr_reference_batch must be >= 1 and data.target_rate >= 0")
     if cfg.train.batch_size < 1 or cfg.train.epochs < 1:
         raise ConfigError("train.batch_size and train.epochs must be >= 1")
     t = cfg.train

@@ -56,12 +56,11 @@ class LossTerms:
     kl: torch.Tensor
 
 
-def okdhp_loss(out, target: torch.Tensor, weight: torch.Tensor, epoch: float,
-               lcfg) -> LossTerms:
-    """L = sum_o MSE(o) + lambda_ens MSE(m_e) + lambda_kd r(e) sum_o KL(o | m_e).
-
-    ``out`` is an :class:`~okdhp_edge.models.okdhp.OKDHPOutput`; ``lcfg`` a LossConfig.
-    """
+def okdhp_terms(out, target: torch.Tensor, weight: torch.Tensor, lcfg
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The three unweighted terms (sum_o MSE(o), MSE(m_e), sum_o KL(o | m_e)): the part of
+    the step that is a pure function of the batch, so a compiled step never sees the ramp
+    (a Python float that changes every iteration would recompile it)."""
     outputs = out.all_heatmaps()
     mse = sum(heatmap_mse(o, target, weight) for o in outputs)
     ens = heatmap_mse(out.ensemble, target, weight)
@@ -70,12 +69,34 @@ def okdhp_loss(out, target: torch.Tensor, weight: torch.Tensor, epoch: float,
         teacher = out.ensemble.detach() if lcfg.detach_ensemble else out.ensemble
         kl = sum(pixel_kl(o, teacher, weight, lcfg.kl_temperature, lcfg.kl_norm)
                  for o in outputs)
+    return mse, ens, kl
+
+
+def combine(mse: torch.Tensor, ens: torch.Tensor, kl: torch.Tensor, epoch: float,
+            lcfg) -> LossTerms:
+    """L = mse + lambda_ens ens + lambda_kd r(epoch) kl."""
     total = mse + lcfg.lambda_ens * ens + lcfg.lambda_kd * ramp(epoch, lcfg.ramp_epochs) * kl
     return LossTerms(total, mse, ens, kl)
 
 
-def plain_loss(out, target: torch.Tensor, weight: torch.Tensor) -> LossTerms:
-    """Baseline: sum of the stack MSEs of a plain stacked hourglass (HourglassOutput)."""
+def okdhp_loss(out, target: torch.Tensor, weight: torch.Tensor, epoch: float,
+               lcfg) -> LossTerms:
+    """L = sum_o MSE(o) + lambda_ens MSE(m_e) + lambda_kd r(e) sum_o KL(o | m_e).
+
+    ``out`` is an :class:`~okdhp_edge.models.okdhp.OKDHPOutput`; ``lcfg`` a LossConfig.
+    """
+    return combine(*okdhp_terms(out, target, weight, lcfg), epoch, lcfg)
+
+
+def plain_terms(out, target: torch.Tensor, weight: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Baseline terms: the stack MSEs of a plain network (ensemble and KL terms zero)."""
     mse = sum(heatmap_mse(o, target, weight) for o in out.stack_heatmaps)
     zero = torch.zeros((), device=target.device)
+    return mse, zero, zero
+
+
+def plain_loss(out, target: torch.Tensor, weight: torch.Tensor) -> LossTerms:
+    """Baseline: sum of the stack MSEs of a plain stacked hourglass (HourglassOutput)."""
+    mse, zero, _ = plain_terms(out, target, weight)
     return LossTerms(mse, mse, zero, zero)

@@ -22,7 +22,7 @@ from okdhp_edge.data.build import build_split
 from okdhp_edge.data.dataset import TopDownDataset, collate_skip_none
 from okdhp_edge.data.keypoints import get_spec
 from okdhp_edge.evaluation.inference import Predictions, engine_heatmap_fn, predict_heads, score
-from okdhp_edge.losses import LossTerms, okdhp_loss, plain_loss
+from okdhp_edge.losses import LossTerms, combine, okdhp_terms, plain_terms
 from okdhp_edge.manifest import unique_dir
 from okdhp_edge.models.hourglass import StackedHourglass
 from okdhp_edge.models.okdhp import MultiBranchHourglass
@@ -238,8 +238,11 @@ class Trainer:
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.train.lr,
-                                          weight_decay=cfg.train.weight_decay)
+        self.base_lr = scaled_lr(cfg.train, self.dist.world_size)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.base_lr,
+                                          weight_decay=cfg.train.weight_decay,
+                                          fused=self.device.type == "cuda" or None)
+        self._terms_fn = compiled_terms(self._terms, cfg.train.compile, self.device)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         use_scaler = self.amp_dtype == torch.float16 and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
@@ -354,14 +357,22 @@ class Trainer:
         w = torch.from_numpy(batch["target_weight"]).to(self.device, non_blocking=True)
         return x, t, w
 
-    def _loss(self, x: torch.Tensor, t: torch.Tensor, w: torch.Tensor,
-              epoch: float) -> LossTerms:
+    def _terms(self, x: torch.Tensor, t: torch.Tensor, w: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Forward and the unweighted loss terms: what ``train.compile`` compiles."""
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                             enabled=self.amp_dtype is not None):
             out = self.net(x)
         if self.plain:
-            return plain_loss(out, t, w)
-        return okdhp_loss(out, t, w, epoch, self.cfg.loss)
+            return plain_terms(out, t, w)
+        return okdhp_terms(out, t, w, self.cfg.loss)
+
+    def _loss(self, x: torch.Tensor, t: torch.Tensor, w: torch.Tensor,
+              epoch: float) -> LossTerms:
+        mse, ens, kl = self._terms_fn(x, t, w)
+        if self.plain:
+            return LossTerms(mse, mse, ens, kl)
+        return combine(mse, ens, kl, epoch, self.cfg.loss)
 
     def train_one_epoch(self, epoch: int) -> dict[str, float]:
         """One pass over the training split (or ``max_iters_per_epoch`` batches)."""
@@ -372,11 +383,15 @@ class Trainer:
         start_iter = s.iter_in_epoch
         loader = self._loader(epoch, start_iter * bs)
         sums = {"loss": 0.0, "mse": 0.0, "ens": 0.0, "kl": 0.0}
-        n, images, t0 = 0, 0, time.time()
+        n, images, t0, wait = 0, 0, time.time(), 0.0
         bar = tqdm(total=self.iters_per_epoch, initial=start_iter, desc=f"epoch {epoch + 1}",
                    disable=not self.dist.is_main, leave=False, unit="it")
-        for batch in loader:
-            if s.iter_in_epoch >= self.iters_per_epoch:
+        batches = iter(loader)
+        while True:
+            t_wait = time.perf_counter()
+            batch = next(batches, None)  # the time the step waits on the loader
+            wait += time.perf_counter() - t_wait
+            if batch is None or s.iter_in_epoch >= self.iters_per_epoch:
                 break
             s.skipped_images += batch["skipped"]
             if "image" not in batch:
@@ -408,7 +423,7 @@ class Trainer:
         s.wall += dt
         out = {k: all_reduce_mean(v / max(n, 1), self.dist) for k, v in sums.items()}
         out.update(images_per_s=images / max(dt, 1e-9), lr=self.optimizer.param_groups[0]["lr"],
-                   epoch_time_s=dt)
+                   epoch_time_s=dt, data_wait_s=wait, data_wait_frac=wait / max(dt, 1e-9))
         return out
 
     # ---------------------------------------------------------------- validation
@@ -532,6 +547,13 @@ class Trainer:
         if self.dist.enabled:
             log.info("DistributedDataParallel over %d process(es), backend %s, this rank %d",
                      self.dist.world_size, torch.distributed.get_backend(), self.dist.rank)
+        log.info("batch %d x %d rank(s), LR %.3g (train.lr %.3g, %s scaling from batch %d), "
+                 "compile %s, threads %d, data workers %d", cfg.train.batch_size,
+                 self.dist.world_size, self.base_lr, cfg.train.lr, cfg.train.lr_scaling,
+                 cfg.train.lr_reference_batch, cfg.train.compile, torch.get_num_threads(),
+                 cfg.data.workers)
+        if self.dist.is_main:
+            self._log_loader_needs()
         record: dict[str, Any] = {}
         try:
             while s.epoch < cfg.train.epochs and not s.finished:
@@ -565,14 +587,38 @@ class Trainer:
                         cfg.train.epochs, s.drops, cfg.train.plateau_drops)
         return record
 
+    def _log_loader_needs(self, samples: int = 8) -> None:
+        """One core's loader rate, measured on a few training samples, and the workers the
+        target rate needs (``data.target_rate``; 1000 images/s on CUDA by default)."""
+        if len(self.train_set) == 0:
+            return
+        t0 = time.perf_counter()
+        for i in range(min(samples, len(self.train_set))):
+            self.train_set[(0, i)]
+        rate = min(samples, len(self.train_set)) / max(time.perf_counter() - t0, 1e-9)
+        target = self.cfg.data.target_rate or (1000.0 if self.device.type == "cuda" else 0.0)
+        if not target:
+            log.info("loader: %.0f samples/s per core (%dx%d)", rate, *self.cfg.data.input_size)
+            return
+        need = math.ceil(target / rate)
+        level = logging.WARNING if self.cfg.data.workers < need else logging.INFO
+        log.log(level, "loader: %.0f samples/s per core (%dx%d): %d workers feed %.0f images/s "
+                "(data.workers=%d)", rate, *self.cfg.data.input_size, need, target,
+                self.cfg.data.workers)
+
     def _log_epoch(self, record: dict[str, Any]) -> None:
         if not self.dist.is_main:
             return
         sel = " ".join(f"{k}={v:.4f}" for k, v in record["select"].items())
-        log.info("epoch %d/%d it %d loss %.4e (mse %.3e ens %.3e kl %.3e) %.1f img/s lr %.2e %s",
-                 record["epoch"], self.cfg.train.epochs, record["iteration"], record["loss"],
-                 record["mse"], record["ens"], record["kl"], record["images_per_s"],
-                 record["lr"], sel)
+        log.info("epoch %d/%d it %d loss %.4e (mse %.3e ens %.3e kl %.3e) %.1f img/s lr %.2e "
+                 "data wait %.1f s (%.0f%%) %s", record["epoch"], self.cfg.train.epochs,
+                 record["iteration"], record["loss"], record["mse"], record["ens"],
+                 record["kl"], record["images_per_s"], record["lr"],
+                 record.get("data_wait_s", 0.0), 100 * record.get("data_wait_frac", 0.0), sel)
+        if record.get("data_wait_frac", 0.0) > STARVED:
+            log.warning("the step waited on data for %.0f%% of the epoch: the loader is the "
+                        "limit (data.workers=%d; see the loader estimate at start)",
+                        100 * record["data_wait_frac"], self.cfg.data.workers)
         tb = self._tensorboard()
         if tb is not None:
             for k in ("loss", "mse", "ens", "kl", "images_per_s", "lr"):
@@ -590,6 +636,29 @@ class Trainer:
         if getattr(self, "_tb", None) is not None:
             self._tb.close()
         cleanup(self.dist)
+
+
+STARVED = 0.10  # an epoch that waits on data longer than this share is loader-bound
+
+
+def scaled_lr(tcfg: Any, world_size: int = 1) -> float:
+    """``train.lr`` scaled from ``lr_reference_batch`` to the batch of one step over all
+    ranks: linearly (Goyal et al. 2017), by the square root, or not at all."""
+    ratio = tcfg.batch_size * world_size / tcfg.lr_reference_batch
+    factor = {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[tcfg.lr_scaling]
+    return tcfg.lr * factor
+
+
+def compiled_terms(fn: Any, mode: str, device: torch.device) -> Any:
+    """``fn`` compiled with ``torch.compile`` in ``mode`` (``off``: as it is). CUDA graphs
+    (reduce-overhead) exist on CUDA only: on the CPU that mode compiles as default."""
+    if mode == "off":
+        return fn
+    if mode == "reduce-overhead" and device.type != "cuda":
+        log.warning("train.compile=reduce-overhead needs CUDA graphs; compiling as default on "
+                    "the %s", device.type)
+        mode = "default"
+    return torch.compile(fn, mode=mode)
 
 
 def _worker_context(workers: int) -> Optional[str]:
