@@ -68,7 +68,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                                 sigma=args.sigma, headboxes=args.headboxes,
                                 det_file=args.det_file, det_thr=args.det_thr)
         preds = predict(ds, oracle_heatmap_fn(ds), batch_size=args.batch_size)
-        res = score(ds, preds, headboxes=getattr(ds, "headboxes", None))
+        res = score(ds, preds, headboxes=ds.headboxes)
         res["oracle"] = True
     print(format_metrics(res))
     if args.out:

@@ -108,6 +108,6 @@ def evaluate_student(path: str | Path, dataset: Optional[str] = None, ann: str =
     flip = man["accuracy"]["flip_test"] if flip is None else flip
     fn = engine_heatmap_fn(torch_engine(model), ds.flip_index if flip else None)
     res = score(ds, predict(ds, fn, batch_size=batch_size),
-                headboxes=getattr(ds, "headboxes", None))
+                headboxes=ds.headboxes)
     res.update(student=man["name"], flip_test=flip)
     return res

@@ -206,18 +206,21 @@ def test_calibration_sensitivity_report_resumes(tiny_zoo, tmp_path):
     import json
 
     cmd = [sys.executable, "-m", "okdhp_edge.bench", "calibration", "--zoo", str(tiny_zoo),
-           "--students", "hg2", "--backends", "onnxruntime", "--images", "8,16",
-           "--methods", "default,percentile", "--device-name", "box",
+           "--students", "hg2", "--backends", "onnxruntime,openvino", "--images", "8,16",
+           "--methods", "default,percentile", "--device-name", "box", "--max-drops", "0",
            "--out-root", str(tmp_path / "r"), "--work-dir", str(tmp_path / "w")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rep = json.loads((tmp_path / "r" / "box" / "tiny_calibration.json").read_text())
-    assert set(rep["cells"]) == {"hg2/onnxruntime/default/8", "hg2/onnxruntime/default/16",
-                                 "hg2/onnxruntime/percentile/16"}
+    assert set(rep["cells"]) == {f"hg2/{b}/{m}/{n}" for b in ("onnxruntime", "openvino")
+                                 for m, n in (("default", 8), ("default", 16),
+                                              ("percentile", 16))} | {"hg2/openvino/ac0/16"}
+    ac = rep["cells"]["hg2/openvino/ac0/16"]
+    assert ac["select_value"] is not None and isinstance(ac["higher_precision_layers"], list)
     assert rep["cells"]["hg2/onnxruntime/percentile/16"]["calibration_method"] == "percentile"
     assert rep["fp32"]["hg2/onnxruntime"]["value"] is not None
     md = (tmp_path / "r" / "box" / "tiny_calibration.md").read_text()
-    assert "| hg2 |" in md and "percentile @ 16" in md
+    assert "| hg2 |" in md and "percentile @ 16" in md and "accuracy control" in md
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "hg2/onnxruntime/default/8:" not in again.stderr
     bad = subprocess.run(cmd[:6] + ["--backends", "torch"], capture_output=True, text=True)

@@ -30,13 +30,21 @@ def _csv(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
-def _cells(students: list[str], backends: list[str], images: list[int], methods: list[str]
-           ) -> list[tuple[str, str, str, int]]:
-    """(student, backend, method, images): every count with the default method, every
-    method at the largest count."""
-    grid = [("default", n) for n in images] + [(m, max(images)) for m in methods
-                                                if m != "default"]
-    return [(s, b, m, n) for s in students for b in backends for m, n in grid]
+def _cells(students: list[str], backends: list[str], images: list[int], methods: list[str],
+           max_drops: list[float]) -> list[tuple[str, str, str, int, Optional[float]]]:
+    """(student, backend, method, images, max_drop): every count with the default method,
+    every method at the largest count, and on OpenVINO accuracy control at each max drop."""
+    grid = [("default", n, None) for n in images] + [(m, max(images), None) for m in methods
+                                                      if m != "default"]
+    ac = [("default", max(images), d) for d in max_drops]
+    return [(s, b, m, n, d) for s in students for b in backends
+            for m, n, d in grid + (ac if b == "openvino" else [])]
+
+
+def cell_key(student: str, backend: str, method: str, images: int,
+             max_drop: Optional[float] = None) -> str:
+    name = method if max_drop is None else f"ac{max_drop:g}"
+    return f"{student}/{backend}/{name}/{images}"
 
 
 def _measure(student_yaml: Path, man: dict[str, Any], backend: str, precision: str,
@@ -56,14 +64,29 @@ def _measure(student_yaml: Path, man: dict[str, Any], backend: str, precision: s
     finally:
         runner.close()
     out = {"value": acc["value"], "metric": acc["metric"], "persons": acc.get("persons")}
+    if backend == "openvino":  # the split accuracy control decides on, measured the same way
+        out["select_value"] = _selection_metric(man, work / entry["file"], precision)
     for k in (*RECORD_FIELDS[1:], "file_bytes"):
         if k in entry:
             out[k] = entry[k]
     return out
 
 
+def _selection_metric(man: dict[str, Any], xml: Path, precision: str) -> float:
+    """The selection split's metric of an OpenVINO file, as accuracy control measures it."""
+    import openvino as ov
+
+    from okdhp_edge.export.exporter import selection_validation
+
+    items, _, metric = selection_validation(man)
+    hint = "f32" if precision in ("fp32", "int8") else precision
+    compiled = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": hint})
+    return metric(compiled, items)
+
+
 def run(zoo: Path, out: Path, backends: list[str], images: list[int], methods: list[str],
-        work_root: Path, students: Optional[list[str]] = None) -> dict[str, Any]:
+        work_root: Path, students: Optional[list[str]] = None,
+        max_drops: tuple[float, ...] = ()) -> dict[str, Any]:
     """Fill (or resume) the calibration report at ``out`` (.json); returns it."""
     import json
 
@@ -83,14 +106,16 @@ def run(zoo: Path, out: Path, backends: list[str], images: list[int], methods: l
                                             work_root / man["name"] / "fp32", QuantRecipe(),
                                             dataset)
                 atomic_write_json(out, rep)
-    for s, b, m, n in _cells([m["name"] for _, m in members], backends, images, methods):
-        key = f"{s}/{b}/{m}/{n}"
+    for s, b, m, n, drop in _cells([m["name"] for _, m in members], backends, images,
+                                   methods, list(max_drops)):
+        key = cell_key(s, b, m, n, drop)
         if key in rep["cells"]:
             continue
         d, man = next((d, x) for d, x in members if x["name"] == s)
         t0 = time.time()
-        cell = _measure(d / "student.yaml", man, b, "int8", work_root / s / f"{b}-{m}-{n}",
-                        QuantRecipe(method=m, num_images=n), dataset)
+        cell = _measure(d / "student.yaml", man, b, "int8",
+                        work_root / s / key.split("/", 1)[1].replace("/", "-"),
+                        QuantRecipe(method=m, num_images=n, max_drop=drop), dataset)
         cell["seconds"] = round(time.time() - t0, 1)
         rep["cells"][key] = cell
         atomic_write_json(out, rep)  # a kill loses at most this cell
@@ -123,7 +148,32 @@ def markdown(rep: dict[str, Any], command: str) -> str:
             lines.append(f"| {s} | {'-' if ref is None else f'{ref:.4f}'} | "
                          + " | ".join(cells) + " |")
         lines.append("")
+    lines += _accuracy_control_lines(rep)
     return "\n".join(lines)
+
+
+def _accuracy_control_lines(rep: dict[str, Any]) -> list[str]:
+    """OpenVINO: plain PTQ against accuracy control, on the selection split that control
+    decides on and on the report split, with the layers it kept in floating point."""
+    ac = {k: v for k, v in rep["cells"].items() if k.split("/")[2].startswith("ac")}
+    if not ac:
+        return []
+    out = ["## OpenVINO accuracy control (NNCF), decided on the selection split", "",
+           "| student | max drop | selection: fp32 / plain INT8 / controlled | report: fp32 / "
+           "plain INT8 / controlled | layers kept in floating point |", "|---|---|---|---|---|"]
+    for key, cell in ac.items():
+        s, b, name, n = key.split("/")
+        three = (rep["fp32"].get(f"{s}/{b}", {}), rep["cells"].get(f"{s}/{b}/default/{n}", {}),
+                 cell)
+        layers = cell.get("higher_precision_layers") or []
+        out.append(f"| {s} | {name[2:]} | {_trio(three, 'select_value')} | "
+                   f"{_trio(three, 'value')} | "
+                   f"{len(layers)}: {', '.join(layers) if layers else 'none'} |")
+    return out + [""]
+
+
+def _trio(cells: tuple[dict, ...], field: str) -> str:
+    return " / ".join("-" if c.get(field) is None else f"{c[field]:.4f}" for c in cells)
 
 
 def main(argv: list[str]) -> int:
@@ -137,6 +187,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--backends", default="onnxruntime,openvino")
     p.add_argument("--images", default="16,64,300", help="calibration image counts")
     p.add_argument("--methods", default="default,minmax,percentile,entropy")
+    p.add_argument("--max-drops", default="",
+                   help="OpenVINO accuracy control at these max drops (selection split)")
     p.add_argument("--students", default=None)
     p.add_argument("--device-name", default=None)
     p.add_argument("--out-root", type=Path, default=Path("bench/reports"))
@@ -161,8 +213,12 @@ def main(argv: list[str]) -> int:
     out_dir = args.out_root / device_id(fingerprint(0), args.device_name)
     zoo_name = args.zoo.resolve().name
     out = out_dir / f"{zoo_name}_calibration.json"
+    try:
+        drops = tuple(float(x) for x in _csv(args.max_drops))
+    except ValueError:
+        raise UsageError(f"--max-drops: expected numbers, got {args.max_drops!r}") from None
     rep = run(args.zoo, out, _csv(args.backends), images, _csv(args.methods),
-              args.work_dir / zoo_name, _csv(args.students) if args.students else None)
+              args.work_dir / zoo_name, _csv(args.students) if args.students else None, drops)
     command = cli_command(["calibration", *argv])
     atomic_write_text(out.with_suffix(".md"), markdown(rep, command))
     print(f"json: {out}\nmd: {out.with_suffix('.md')}")

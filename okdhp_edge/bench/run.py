@@ -275,11 +275,11 @@ def report_accuracy(manifest: dict[str, Any], runner: Runner, flip_test: bool = 
         return {"metric": acc["metric"], "value": None, "reason": f"report split unreadable: {exc}"}
     if max_persons and len(ds) > max_persons:
         ds.records = ds.records[:max_persons]
-        if hasattr(ds, "headboxes"):
+        if ds.headboxes is not None:
             ds.headboxes = ds.headboxes[:max_persons]
     flip_index = ds.flip_index if flip_test else None
     fn = engine_heatmap_fn(lambda x: run_one_by_one(runner, x), flip_index)
-    res = score(ds, predict(ds, fn, batch_size=16), headboxes=getattr(ds, "headboxes", None))
+    res = score(ds, predict(ds, fn, batch_size=16), headboxes=ds.headboxes)
     return {"metric": res["metric"], "value": float(res["value"]), "persons": len(ds),
             "flip_test": flip_test}
 

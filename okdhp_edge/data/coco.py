@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import math
 from pathlib import Path
@@ -14,7 +13,7 @@ import numpy as np
 from pycocotools.coco import COCO
 
 from okdhp_edge.data.dataset import PersonRecord, TopDownDataset, check_joints
-from okdhp_edge.data.errors import DataError
+from okdhp_edge.data.errors import DataError, read_json
 from okdhp_edge.data.keypoints import COCO_17, KeypointSpec
 
 log = logging.getLogger(__name__)
@@ -23,12 +22,7 @@ log = logging.getLogger(__name__)
 def load_coco(ann_file: str | Path, spec: KeypointSpec = COCO_17) -> COCO:
     """Load and validate a COCO keypoints json; raise :class:`DataError` naming the file."""
     ann_file = Path(ann_file)
-    try:
-        data = json.loads(ann_file.read_text())
-    except FileNotFoundError:
-        raise DataError(f"{ann_file}: annotation file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{ann_file}: not valid JSON: {exc}") from None
+    data = read_json(ann_file, "annotation")
     if not isinstance(data, dict) or not all(k in data for k in ("images", "annotations",
                                                                   "categories")):
         raise DataError(
@@ -133,12 +127,7 @@ class CocoKeypoints(TopDownDataset):
         return records
 
     def _det_records(self, det_file: Path, thr: float) -> list[PersonRecord]:
-        try:
-            dets = json.loads(det_file.read_text())
-        except FileNotFoundError:
-            raise DataError(f"{det_file}: detection file not found") from None
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{det_file}: not valid JSON: {exc}") from None
+        dets = read_json(det_file, "detection")
         if not isinstance(dets, list):
             raise DataError(f"{det_file}: expected a list of COCO detection results")
         keep = set(self.image_ids)

@@ -109,6 +109,8 @@ class TopDownDataset:
         self.box_padding = box_padding
         self.flip_index = spec.flip_index()
         self.records: list[PersonRecord] = []
+        # MPII: head boxes [N, 4] (x1, y1, x2, y2), one per record, for PCKh; None elsewhere
+        self.headboxes: Optional[np.ndarray] = None
         self.skipped = 0
         upper = [i for i, n in enumerate(spec.joints)
                  if any(s in n for s in ("eye", "ear", "nose", "shoulder", "elbow", "wrist",

@@ -24,10 +24,16 @@ class KeypointSpec:
 
     def flip_index(self) -> np.ndarray:
         """Permutation mapping each joint to its mirror joint (an involution)."""
-        perm = np.arange(self.num_joints)
-        for a, b in self.flip_pairs:
-            perm[a], perm[b] = b, a
-        return perm
+        return flip_permutation(self.flip_pairs, self.num_joints)
+
+
+def flip_permutation(pairs, num_joints: int) -> np.ndarray:
+    """The joint permutation of a horizontal flip: left/right ``pairs`` swapped, the rest
+    in place (e.g. from a manifest's ``preprocessing.flip_pairs``)."""
+    perm = np.arange(num_joints)
+    for a, b in pairs:
+        perm[a], perm[b] = b, a
+    return perm
 
 
 COCO_17 = KeypointSpec(

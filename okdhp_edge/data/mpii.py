@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any, Optional
@@ -10,19 +9,14 @@ from typing import Any, Optional
 import numpy as np
 
 from okdhp_edge.data.dataset import PersonRecord, TopDownDataset, check_joints
-from okdhp_edge.data.errors import DataError
+from okdhp_edge.data.errors import DataError, read_json
 from okdhp_edge.data.keypoints import MPII_16, KeypointSpec
 
 log = logging.getLogger(__name__)
 
 
 def _load_json_list(path: Path, what: str) -> list:
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataError(f"{path}: {what} file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not valid JSON: {exc}") from None
+    data = read_json(path, what)
     if not isinstance(data, list):
         raise DataError(f"{path}: expected a list of {what} records")
     return data

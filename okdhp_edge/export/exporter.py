@@ -296,7 +296,7 @@ def selection_validation(man: dict[str, Any]) -> tuple[list, Callable, Callable]
         scales = np.stack([ds.records[i].scale for i in idx])
         coords, maxvals = ds.codec.decode_to_image(hms, centers, scales)
         res = score(ds, Predictions(idx, coords, maxvals),
-                    headboxes=getattr(ds, "headboxes", None), subset=True)
+                    headboxes=ds.headboxes, subset=True)
         return float(res["value"])
 
     return items, (lambda item: item[0]), metric

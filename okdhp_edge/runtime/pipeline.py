@@ -8,6 +8,7 @@ from typing import Any, Optional
 import numpy as np
 
 from okdhp_edge.data.codec import HeatmapCodec
+from okdhp_edge.data.keypoints import flip_permutation
 from okdhp_edge.data.transforms import box_to_center_scale, crop
 from okdhp_edge.runtime.base import Runner
 
@@ -32,14 +33,8 @@ class KeypointPipeline:
         self.codec = HeatmapCodec(self.input_size, int(preprocessing["heatmap_stride"]),
                                   float(preprocessing["sigma"]))
         pairs = preprocessing.get("flip_pairs", [])
-        k = None
-        self.flip_index: Optional[np.ndarray] = None
-        if pairs:
-            k = max(max(p) for p in pairs) + 1
-            perm = np.arange(k)
-            for a, b in pairs:
-                perm[a], perm[b] = b, a
-            self.flip_index = perm
+        self.flip_index: Optional[np.ndarray] = (
+            flip_permutation(pairs, max(max(p) for p in pairs) + 1) if pairs else None)
         self._buf = np.zeros((1, 3, self.input_size[1], self.input_size[0]), np.float32)
 
     def preprocess(self, image: np.ndarray, box: tuple[float, float, float, float]

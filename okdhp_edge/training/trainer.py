@@ -182,6 +182,8 @@ class Trainer:
         if resume:
             if run_dir is None or not (Path(run_dir) / "last.pt").is_file():
                 raise FileNotFoundError(f"--resume {run_dir}: no last.pt checkpoint there")
+            if self.dist.is_main:  # the resumed run goes on in the same train.log
+                self._attach_log_file(Path(run_dir))
             return Path(run_dir)
         if run_dir is None:
             name = self.cfg.train.run_name or self.config_name or "run"
@@ -239,13 +241,20 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         self.base_lr = scaled_lr(cfg.train, self.dist.world_size)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.base_lr,
-                                          weight_decay=cfg.train.weight_decay,
-                                          fused=self.device.type == "cuda" or None)
+        compiled = cfg.train.compile != "off"
+        # a compiled optimizer step reads the LR as a tensor: a Python float would be baked
+        # into the graph and recompile it at every scheduler step
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), weight_decay=cfg.train.weight_decay,
+            lr=torch.tensor(self.base_lr) if compiled else self.base_lr,
+            fused=self.device.type == "cuda" or None)
         self._terms_fn = compiled_terms(self._terms, cfg.train.compile, self.device)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         use_scaler = self.amp_dtype == torch.float16 and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+        # the grad scaler steps the optimizer itself (eagerly); otherwise the step compiles
+        self._opt_step = torch.compile(self.optimizer.step) if compiled and not use_scaler \
+            else None
         self.heads = self._heads()
         self.best_states: dict[str, dict[str, torch.Tensor]] = {}
 
@@ -404,7 +413,10 @@ class Trainer:
                     f"the last good checkpoint {self.run_dir / 'last.pt'} is kept")
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(terms.total).backward()
-            self.scaler.step(self.optimizer)
+            if self._opt_step is not None:
+                self._opt_step()
+            else:
+                self.scaler.step(self.optimizer)
             self.scaler.update()
             self.scheduler.step()
             s.iteration += 1
@@ -422,8 +434,9 @@ class Trainer:
         dt = time.time() - t0
         s.wall += dt
         out = {k: all_reduce_mean(v / max(n, 1), self.dist) for k, v in sums.items()}
-        out.update(images_per_s=images / max(dt, 1e-9), lr=self.optimizer.param_groups[0]["lr"],
-                   epoch_time_s=dt, data_wait_s=wait, data_wait_frac=wait / max(dt, 1e-9))
+        out.update(images_per_s=images / max(dt, 1e-9),
+                   lr=float(self.optimizer.param_groups[0]["lr"]), epoch_time_s=dt,
+                   data_wait_s=wait, data_wait_frac=wait / max(dt, 1e-9))
         return out
 
     # ---------------------------------------------------------------- validation
@@ -468,7 +481,7 @@ class Trainer:
             preds = self.head_predictions(ds, self.cfg.eval.flip_test)
             for name, p in preds.items():
                 r = score(ds, p, self.cfg.eval.rescore_thr, self.cfg.eval.oks_nms_thr,
-                          getattr(ds, "headboxes", None))
+                          ds.headboxes)
                 res[name] = float(r["value"])
         barrier(self.dist)
         return res
@@ -515,10 +528,10 @@ class Trainer:
         if broadcast_flag(verdict == "drop", self.dist):
             s.drops, s.stale = s.drops + 1, 0
             for group in self.optimizer.param_groups:  # from the next iteration on
-                group["lr"] = group["initial_lr"] * self._lr_factor(s.iteration)
+                set_lr(group, group["initial_lr"] * self._lr_factor(s.iteration))
             log.info("plateau: no student gained %.4g selection AP in %d validations; LR drop "
                      "%d of %d, LR now %.2e", cfg.plateau_min_delta, cfg.plateau_patience,
-                     s.drops, cfg.plateau_drops, self.optimizer.param_groups[0]["lr"])
+                     s.drops, cfg.plateau_drops, float(self.optimizer.param_groups[0]["lr"]))
             return "drop"
         if broadcast_flag(verdict == "stop", self.dist):
             s.finished = (f"plateau after {s.drops} LR drops: no student gained "
@@ -647,6 +660,15 @@ def scaled_lr(tcfg: Any, world_size: int = 1) -> float:
     ratio = tcfg.batch_size * world_size / tcfg.lr_reference_batch
     factor = {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[tcfg.lr_scaling]
     return tcfg.lr * factor
+
+
+def set_lr(group: dict[str, Any], value: Any) -> None:
+    """Set a param group's LR in place where it is a tensor (a compiled optimizer step
+    holds on to that tensor), else replace it."""
+    if isinstance(group["lr"], torch.Tensor):
+        group["lr"].fill_(float(value))
+    else:
+        group["lr"] = float(value)
 
 
 def compiled_terms(fn: Any, mode: str, device: torch.device) -> Any:

@@ -55,7 +55,7 @@ def write_zoo(trainer: Trainer) -> Path:
     manifests = {}
     for h in heads:
         res = score(report, preds[h.name], cfg.eval.rescore_thr, cfg.eval.oks_nms_thr,
-                    getattr(report, "headboxes", None))
+                    report.headboxes)
         stats = {k: float(v) for k, v in res.items() if isinstance(v, float)}
         m = models[h.name]
         accuracy = {"metric": res["metric"], "value": float(res["value"]),
