@@ -246,7 +246,7 @@ class Trainer:
         # into the graph and recompile it at every scheduler step
         self.optimizer = torch.optim.Adam(
             self.model.parameters(), weight_decay=cfg.train.weight_decay,
-            lr=torch.tensor(self.base_lr) if compiled else self.base_lr,
+            lr=torch.tensor(self.base_lr, device=self.device) if compiled else self.base_lr,
             fused=self.device.type == "cuda" or None)
         self._terms_fn = compiled_terms(self._terms, cfg.train.compile, self.device)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
