@@ -124,6 +124,9 @@ class TrainConfig:
     run_name: str = ""
     max_iters_per_epoch: int = 0  # 0: the whole training set each epoch
     log_every: int = 20
+    # a checkpoint at least this often, also mid-epoch (sampler position and RNG included):
+    # a SIGKILL loses at most this much training; 0: only at epoch ends and on SIGINT/SIGTERM
+    checkpoint_minutes: float = 5.0
     # Plateau schedule, on when plateau_patience > 0 (then lr_steps must be empty and
     # train.epochs is only a cap): a validation at which no student's selection AP, averaged
     # over its last plateau_window validations (one noisy value must not count as progress),
@@ -343,6 +346,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("model.branches: expected a non-empty list of stack counts >= 1")
     if cfg.model.shared_stacks < 0:
         raise ConfigError("model.shared_stacks: expected an int >= 0")
+    if cfg.train.checkpoint_minutes < 0:
+        raise ConfigError("train.checkpoint_minutes: expected a number >= 0 (0: off)")
     if cfg.train.lr_reference_batch < 1 or cfg.data.target_rate < 0:
         raise ConfigError("train.lr_reference_batch must be >= 1 and data.target_rate >= 0")
     if cfg.train.batch_size < 1 or cfg.train.epochs < 1:

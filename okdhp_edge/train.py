@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Optional
 
 from okdhp_edge.config import load_config
-from okdhp_edge.utils.cli import run_cli, setup_logging
+from okdhp_edge.utils.cli import UsageError, run_cli, setup_logging
 
 log = logging.getLogger("okdhp_edge.train")
 
@@ -33,6 +33,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = _parser().parse_args(argv)
     setup_logging()
     if args.resume:
+        if not (args.resume / "last.pt").is_file():
+            raise UsageError(f"--resume {args.resume}: no checkpoint there (the run stopped "
+                             "before its first one); start it again without --resume")
         cfg = load_config(args.resume / "config.yaml", args.overrides)
     else:
         cfg = load_config(args.config, args.overrides)

@@ -602,3 +602,57 @@ def test_ablation_refuses_a_run_of_another_spec_in_its_work_dir(synthetic_root, 
     (run / "last.pt").write_bytes(b"")  # a checkpoint it would have resumed from
     with pytest.raises(UsageError, match="train.epochs=5, but this ablation plans 2"):
         run_one(None, ov, run)
+
+
+def test_sigkill_mid_epoch_loses_at_most_the_checkpoint_interval(synthetic_root, tmp_path):
+    """train.checkpoint_minutes writes mid-epoch checkpoints: a run SIGKILLed inside an
+    epoch resumes from the last one and ends with the weights of an uninterrupted run."""
+    import subprocess
+    import sys
+    import time
+
+    full = Trainer(_cfg(synthetic_root, tmp_path / "a"))
+    full.fit()
+    full.close()
+    cfg_args = [*tiny_overrides(synthetic_root, tmp_path / "b"), "train.amp=off",
+                "train.checkpoint_minutes=1e-6",
+                "train.run_name=killed"]
+    proc = subprocess.Popen([sys.executable, "-m", "okdhp_edge.train", "--no-zoo", *cfg_args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = tmp_path / "b" / "runs" / "killed" / "last.pt"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if last.is_file() and load_checkpoint(last)["iter_in_epoch"] >= 2:
+            break
+        time.sleep(0.05)
+    proc.kill()  # SIGKILL: no handler runs
+    proc.wait()
+    ck = load_checkpoint(last)
+    assert ck["epoch"] == 0 and ck["iter_in_epoch"] >= 2  # killed inside the first epoch
+    resumed = Trainer(load_config(last.parent / "config.yaml", ["train.checkpoint_minutes=0"]),
+                      run_dir=last.parent, resume=True)
+    resumed.fit()
+    resumed.close()
+    a, b = _state(full.run_dir / "last.pt"), _state(last)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_without_a_checkpoint_is_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "run").mkdir()
+    proc = subprocess.run([sys.executable, "-m", "okdhp_edge.train", "--resume",
+                           str(tmp_path / "run")], capture_output=True, text=True)
+    assert proc.returncode == 2 and "no checkpoint there" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_files_respect_the_umask(tiny_zoo):
+    import stat
+
+    from okdhp_edge.utils.io import UMASK
+
+    for f in (tiny_zoo / "zoo.yaml", *tiny_zoo.glob("*/weights.safetensors")):
+        assert stat.S_IMODE(f.stat().st_mode) == 0o666 & ~UMASK
+    assert not list(tiny_zoo.parent.glob(f".{tiny_zoo.name}.partial-*"))

@@ -161,6 +161,7 @@ class Trainer:
         self.run_dir = self._make_run_dir(run_dir, resume)
         self.state = TrainState()
         self._stop = False
+        self._saved_at = time.monotonic()
         self.plain = cfg.model.name != "okdhp"
         self._build()
         if resume:
@@ -294,6 +295,14 @@ class Trainer:
     def save(self) -> None:
         if self.dist.is_main:
             save_checkpoint(self.run_dir / "last.pt", self._checkpoint())
+        self._saved_at = time.monotonic()
+
+    def _save_if_due(self) -> None:
+        """A mid-epoch checkpoint once ``train.checkpoint_minutes`` have passed since the
+        last one (the same as SIGTERM writes: a resumed run continues from this iteration)."""
+        every = self.cfg.train.checkpoint_minutes * 60
+        if every and time.monotonic() - self._saved_at >= every:
+            self.save()
 
     def _load(self, path: Path) -> None:
         ck = load_checkpoint(path, self.device)
@@ -430,6 +439,7 @@ class Trainer:
             bar.update(1)
             if broadcast_flag(self._stop, self.dist):
                 break
+            self._save_if_due()
         bar.close()
         dt = time.time() - t0
         s.wall += dt

@@ -4,6 +4,9 @@ write ``student_zoo/<zoo>/<student>/`` and ``zoo.yaml``."""
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,7 @@ from okdhp_edge.models.info import count_macs, count_params
 from okdhp_edge.models.registry import create_model
 from okdhp_edge.students import preprocessing_of, save_student, student_manifest
 from okdhp_edge.training.trainer import Trainer
+from okdhp_edge.utils.io import UMASK
 from okdhp_edge.utils.provenance import git_commit
 
 log = logging.getLogger(__name__)
@@ -29,6 +33,24 @@ def _report_paths(cfg: Any) -> dict[str, str]:
         return {"ann": str(p["report_ann"]), "images": str(p["report_images"]), "headboxes": ""}
     return {"ann": cfg.data.report_ann, "images": cfg.data.report_images,
             "headboxes": cfg.data.report_headboxes}
+
+
+def _write_as_unit(zoo_dir: Path, zoo: dict[str, Any], manifests: dict[str, dict],
+                   models: dict[str, torch.nn.Module]) -> None:
+    """Build the zoo in a hidden folder beside it and rename it into place: a kill while
+    writing leaves no half zoo under the zoo's name (only the hidden folder)."""
+    zoo_dir.parent.mkdir(parents=True, exist_ok=True)
+    build = Path(tempfile.mkdtemp(prefix=f".{zoo_dir.name}.partial-", dir=zoo_dir.parent))
+    os.chmod(build, 0o777 & ~UMASK)
+    try:
+        for name, man in manifests.items():
+            save_student(build / name, models[name].to(memory_format=torch.contiguous_format),
+                         man)
+        write_yaml(build / "zoo.yaml", zoo)
+        os.rename(build, zoo_dir)
+    except BaseException:
+        shutil.rmtree(build, ignore_errors=True)
+        raise
 
 
 def write_zoo(trainer: Trainer) -> Path:
@@ -83,14 +105,13 @@ def write_zoo(trainer: Trainer) -> Path:
                  res["metric"], res["value"], provenance["epoch"])
     max_p = max(v["params"] for v in manifests.values())
     max_m = max(v["macs"] for v in manifests.values())
-    for name, man in manifests.items():
+    for man in manifests.values():
         man["compression"] = {"params": round(max_p / man["params"], 4),
                               "macs": round(max_m / man["macs"], 4)}
-        save_student(zoo_dir / name, models[name].to(memory_format=torch.contiguous_format), man)
-    order = sorted(manifests, key=lambda n: manifests[n]["params"])
-    write_yaml(zoo_dir / "zoo.yaml", {
-        "schema": ZOO_SCHEMA, "name": zoo_dir.name, "students": order,
-        "run": str(trainer.run_dir), "dataset": cfg.data.dataset,
-        "metric": manifests[order[0]]["accuracy"]["metric"]})
+    zoo = {"schema": ZOO_SCHEMA, "name": zoo_dir.name,
+           "students": sorted(manifests, key=lambda n: manifests[n]["params"]),
+           "run": str(trainer.run_dir), "dataset": cfg.data.dataset,
+           "metric": next(iter(manifests.values()))["accuracy"]["metric"]}
+    _write_as_unit(zoo_dir, zoo, manifests, models)
     log.info("zoo written: %s", zoo_dir)
     return zoo_dir

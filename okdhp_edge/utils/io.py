@@ -10,6 +10,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+UMASK = _umask()  # the process's umask: files are written as open() would create them
+
+
 def atomic_write(path: Path, writer: Callable[[Path], None]) -> None:
     """Call ``writer(tmp_path)`` then rename the temp file onto ``path``.
 
@@ -23,6 +32,7 @@ def atomic_write(path: Path, writer: Callable[[Path], None]) -> None:
         writer(Path(tmp))
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~UMASK)  # as open() would create it, not mkstemp's 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
