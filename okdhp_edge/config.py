@@ -329,8 +329,36 @@ def load_config(path: Optional[str | Path] = None, overrides: Optional[list[str]
     return cfg
 
 
+# numeric keys and their lower bound: (key, bound, strict); every float must be finite
+_RANGES = (
+    ("data.heatmap_stride", 1, False), ("data.workers", 0, False), ("data.sigma", 0, True),
+    ("data.box_padding", 0, True), ("model.width", 1, False), ("model.stem_width", 1, False),
+    ("model.depth", 1, False), ("model.num_stacks", 1, False), ("model.fau_hidden", 1, False),
+    ("train.lr", 0, True), ("train.lr_factor", 0, True), ("train.weight_decay", 0, False),
+    ("train.warmup_iters", 0, False), ("train.val_every", 1, False),
+    ("train.max_iters_per_epoch", 0, False), ("train.threads", 0, False),
+    ("train.log_every", 1, False), ("eval.batch_size", 1, False),
+)
+
+
+def _check_ranges(cfg: Config) -> None:
+    """Values that parse but cannot run (a negative LR, a zero stride, NaN) fail here, at
+    load time, with the key named, instead of deep inside a run."""
+    import math
+
+    for key, bound, strict in _RANGES:
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+        if value < bound or (strict and value == bound):
+            raise ConfigError(f"{key}: expected a value {'>' if strict else '>='} {bound}, "
+                              f"got {value!r}")
+
+
 def validate(cfg: Config) -> None:
     """Cross-field checks that a type alone cannot express."""
+    _check_ranges(cfg)
     if min(cfg.data.input_size) < 16:
         raise ConfigError("data.input_size: each side must be at least 16 pixels")
     for side in cfg.data.input_size:

@@ -63,3 +63,18 @@ def test_cli_exits_2_with_one_line():
     assert proc.returncode == 2
     assert "did you mean 'train.epochs'" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("train.lr=-1", "train.lr: expected a value > 0"),
+    ("train.lr=.nan", "train.lr: expected a finite number"),
+    ("data.heatmap_stride=0", "data.heatmap_stride: expected a value >= 1"),
+    ("train.val_every=0", "train.val_every: expected a value >= 1"),
+    ("data.workers=-1", "data.workers: expected a value >= 0"),
+    ("eval.batch_size=0", "eval.batch_size: expected a value >= 1"),
+    ("model.width=0", "model.width: expected a value >= 1"),
+    ("train.max_iters_per_epoch=-1", "train.max_iters_per_epoch: expected a value >= 0"),
+])
+def test_values_that_cannot_run_are_refused_at_load(override, needle):
+    with pytest.raises(ConfigError, match=needle):
+        load_config(overrides=[override])

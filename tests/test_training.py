@@ -656,3 +656,13 @@ def test_files_respect_the_umask(tiny_zoo):
     for f in (tiny_zoo / "zoo.yaml", *tiny_zoo.glob("*/weights.safetensors")):
         assert stat.S_IMODE(f.stat().st_mode) == 0o666 & ~UMASK
     assert not list(tiny_zoo.parent.glob(f".{tiny_zoo.name}.partial-*"))
+
+
+def test_a_run_that_cannot_start_leaves_no_folder(tmp_path):
+    from okdhp_edge.data.errors import DataError
+
+    cfg = load_config(overrides=["data.dataset=coco", f"data.train_ann={tmp_path}/none.json",
+                                 f"train.out_dir={tmp_path}/runs"])
+    with pytest.raises(DataError, match="annotation file not found"):
+        Trainer(cfg, config_name="broken")
+    assert not (tmp_path / "runs").exists()

@@ -158,12 +158,12 @@ class Trainer:
             torch.set_num_threads(cfg.train.threads)
         self._seed_everything(cfg.train.seed + self.dist.rank)
         self.spec = get_spec(cfg.data.dataset)
-        self.run_dir = self._make_run_dir(run_dir, resume)
         self.state = TrainState()
         self._stop = False
         self._saved_at = time.monotonic()
         self.plain = cfg.model.name != "okdhp"
-        self._build()
+        self._build()  # before the run folder: a run that cannot start leaves none behind
+        self.run_dir = self._make_run_dir(run_dir, resume)
         if resume:
             self._load(self.run_dir / "last.pt")
 
@@ -185,6 +185,8 @@ class Trainer:
                 raise FileNotFoundError(f"--resume {run_dir}: no last.pt checkpoint there")
             if self.dist.is_main:  # the resumed run goes on in the same train.log
                 self._attach_log_file(Path(run_dir))
+                for stale in Path(run_dir).glob(".*.tmp"):  # a killed writer's temporaries
+                    stale.unlink(missing_ok=True)
             return Path(run_dir)
         if run_dir is None:
             name = self.cfg.train.run_name or self.config_name or "run"
