@@ -63,7 +63,9 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """Architecture. ``name`` is a registry name: okdhp, hg1, hg2, hg4, hg8, hg."""
+    """Architecture. ``name`` is a registry name: okdhp (multi-branch hourglass), hg, hg1,
+    hg2, hg4, hg8 (plain), okdhp_light (a light encoder with one decoder per branch),
+    light (a plain light network)."""
 
     name: str = "okdhp"
     width: int = 256
@@ -77,6 +79,16 @@ class ModelConfig:
     fau: str = "released"  # released | paper | mean
     fau_kernels: list[int] = field(default_factory=lambda: [3, 5, 7])
     fau_hidden: int = 64
+    # light networks (okdhp_light, light): encoder resnet18 | mobilenetv2 | shufflenetv2,
+    # its width multiplier, deconvolution decoders (3 layers: stride 32 -> 4)
+    encoder: str = "mobilenetv2"
+    width_mult: float = 1.0
+    decoder_widths: list[int] = field(default_factory=lambda: [64, 128, 256])
+    decoder_width: int = 256  # the plain light network's decoder
+    decoder_layers: int = 3
+    fau_width: int = 64  # the FAU's 1x1 projection of the encoder features
+    # local ImageNet checkpoint of the encoder (reference layout); empty: from scratch
+    encoder_checkpoint: str = ""
 
 
 @dataclass
@@ -334,6 +346,8 @@ _RANGES = (
     ("data.heatmap_stride", 1, False), ("data.workers", 0, False), ("data.sigma", 0, True),
     ("data.box_padding", 0, True), ("model.width", 1, False), ("model.stem_width", 1, False),
     ("model.depth", 1, False), ("model.num_stacks", 1, False), ("model.fau_hidden", 1, False),
+    ("model.width_mult", 0, True), ("model.decoder_width", 1, False),
+    ("model.decoder_layers", 1, False), ("model.fau_width", 1, False),
     ("train.lr", 0, True), ("train.lr_factor", 0, True), ("train.weight_decay", 0, False),
     ("train.warmup_iters", 0, False), ("train.val_every", 1, False),
     ("train.max_iters_per_epoch", 0, False), ("train.threads", 0, False),
@@ -356,6 +370,23 @@ def _check_ranges(cfg: Config) -> None:
                               f"got {value!r}")
 
 
+def _is_light(mcfg: ModelConfig) -> bool:
+    return mcfg.name in ("light", "okdhp_light", "encoder_decoder")
+
+
+def _check_light(cfg: Config, side: int) -> None:
+    """A light network's heatmaps are at stride 32 / 2^decoder_layers."""
+    m = cfg.model
+    if side % 32:
+        raise ConfigError(f"data.input_size: {side} px must divide by 32 (the encoder's stride)")
+    if 32 // 2**m.decoder_layers != cfg.data.heatmap_stride or m.decoder_layers > 5:
+        raise ConfigError(f"model.decoder_layers {m.decoder_layers} gives heatmaps at stride "
+                          f"{32 / 2**m.decoder_layers:g}, but data.heatmap_stride is "
+                          f"{cfg.data.heatmap_stride}")
+    if not m.decoder_widths or min(m.decoder_widths) < 1:
+        raise ConfigError("model.decoder_widths: expected a non-empty list of widths >= 1")
+
+
 def validate(cfg: Config) -> None:
     """Cross-field checks that a type alone cannot express."""
     _check_ranges(cfg)
@@ -366,7 +397,9 @@ def validate(cfg: Config) -> None:
             raise ConfigError(
                 f"data.input_size: each side must divide by data.heatmap_stride "
                 f"({cfg.data.heatmap_stride})")
-        if side // cfg.data.heatmap_stride < 2**cfg.model.depth:
+        if _is_light(cfg.model):
+            _check_light(cfg, side)
+        elif side // cfg.data.heatmap_stride < 2**cfg.model.depth:
             raise ConfigError(
                 f"data.input_size: {side} px is too small for model.depth {cfg.model.depth} "
                 f"(needs at least {cfg.data.heatmap_stride * 2**cfg.model.depth})")

@@ -11,7 +11,7 @@ from typing import Any
 import onnx
 import torch
 
-from okdhp_edge.models.hourglass import HeatmapOnly, StackedHourglass
+from okdhp_edge.models.hourglass import HeatmapOnly
 from okdhp_edge.utils.io import atomic_write
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ def onnx_metadata(manifest: dict[str, Any]) -> dict[str, str]:
     }
 
 
-def export_onnx(model: StackedHourglass, path: Path, input_size: tuple[int, int],
+def export_onnx(model: torch.nn.Module, path: Path, input_size: tuple[int, int],
                 metadata: dict[str, str], dynamic_batch: bool = False,
                 opset: int = OPSET) -> Path:
     """Export ``model`` (eval, fp32, CPU) to ``path``: input ``input`` [N, 3, H, W],

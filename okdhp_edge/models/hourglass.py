@@ -63,14 +63,18 @@ class StackedHourglass(nn.Module):
         return dict(num_stacks=self.num_stacks, width=self.width, depth=self.depth,
                     stem_width=self.stem_width, stem=self.stem_kind)
 
+    def short_name(self) -> str:
+        """``hg4``: the student's name in a zoo."""
+        return f"hg{self.num_stacks}"
+
 
 class HeatmapOnly(nn.Module):
-    """Wraps a stacked hourglass to return only its final heatmap (for export/runtime).
+    """Wraps a student (any family) to return only its final heatmap (export/runtime).
 
     Shape: [B, 3, H, W] -> [B, K, H/4, W/4].
     """
 
-    def __init__(self, model: StackedHourglass) -> None:
+    def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
         self.train(model.training)  # a fresh wrapper must not flip the student to train mode

@@ -93,6 +93,8 @@ class MultiBranchHourglass(nn.Module):
     Shape: [B, 3, H, W] -> OKDHPOutput with heatmaps [B, K, H/4, W/4].
     """
 
+    multi_branch = True
+
     def __init__(self, shared_stacks: int = 2, branches: tuple[int, ...] = (2, 2, 2),
                  num_joints: int = 17, width: int = 256, depth: int = 4, stem_width: int = 64,
                  stem: str = "released", fau: str = "released",
@@ -144,3 +146,11 @@ class MultiBranchHourglass(nn.Module):
         """Constructor arguments (but ``num_joints``) of :meth:`student`'s model."""
         return dict(num_stacks=self.shared_stacks + self.branches[branch], width=self.width,
                     depth=self.depth, stem_width=self.stem_width, stem=self.stem_kind)
+
+    def branch_names(self) -> list[str]:
+        """The students' names, one per branch (``hg{shared + own stacks}``)."""
+        return [f"hg{self.shared_stacks + n}" for n in self.branches]
+
+    def multi_branch_record(self) -> dict:
+        """What a student manifest records of the network it was trained in."""
+        return {"shared_stacks": self.shared_stacks, "branches": list(self.branches)}

@@ -24,9 +24,11 @@ from okdhp_edge.data.keypoints import get_spec
 from okdhp_edge.evaluation.inference import Predictions, engine_heatmap_fn, predict_heads, score
 from okdhp_edge.losses import LossTerms, combine, okdhp_terms, plain_terms
 from okdhp_edge.manifest import unique_dir
-from okdhp_edge.models.hourglass import StackedHourglass
-from okdhp_edge.models.okdhp import MultiBranchHourglass
-from okdhp_edge.models.registry import create_model, model_kwargs_from_config
+from okdhp_edge.models.registry import (
+    create_model,
+    is_multi_branch,
+    model_kwargs_from_config,
+)
 from okdhp_edge.training.checkpoint import (
     load_checkpoint,
     rng_state,
@@ -116,7 +118,6 @@ class Head:
 
     name: str
     branch: Optional[int]  # None for the ensemble
-    num_stacks: int = 0
 
 
 @dataclass
@@ -161,7 +162,7 @@ class Trainer:
         self.state = TrainState()
         self._stop = False
         self._saved_at = time.monotonic()
-        self.plain = cfg.model.name != "okdhp"
+        self.plain = not is_multi_branch(cfg.model.name)
         self._build()  # before the run folder: a run that cannot start leaves none behind
         self.run_dir = self._make_run_dir(run_dir, resume)
         if resume:
@@ -224,7 +225,15 @@ class Trainer:
     def _build(self) -> None:
         cfg = self.cfg
         kwargs = model_kwargs_from_config(cfg.model, self.spec.num_joints)
-        self.model = create_model(cfg.model.name, **kwargs).to(self.device)
+        self.model = create_model(cfg.model.name, **kwargs)
+        if cfg.model.encoder_checkpoint:
+            if not hasattr(self.model, "encoder"):
+                raise ValueError(f"model.encoder_checkpoint: model '{cfg.model.name}' has no "
+                                 "encoder (set it for light and okdhp_light)")
+            from okdhp_edge.models.encoders import load_encoder_checkpoint
+
+            load_encoder_checkpoint(self.model.encoder, cfg.model.encoder_checkpoint)
+        self.model = self.model.to(self.device)
         if cfg.train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.train_set = build_split(cfg.data, "train", seed=cfg.train.seed)
@@ -263,11 +272,10 @@ class Trainer:
 
     def _heads(self) -> list[Head]:
         if self.plain:
-            return [Head(f"hg{self.model.num_stacks}", None, self.model.num_stacks)]
-        m: MultiBranchHourglass = self.model
-        names = [f"hg{m.shared_stacks + n}" for n in m.branches]
-        heads = [Head(f"{nm}-b{i}" if names.count(nm) > 1 else nm, i, m.shared_stacks + n)
-                 for i, (nm, n) in enumerate(zip(names, m.branches))]
+            return [Head(self.model.short_name(), None)]
+        names = self.model.branch_names()
+        heads = [Head(f"{nm}-b{i}" if names.count(nm) > 1 else nm, i)
+                 for i, nm in enumerate(names)]
         return heads + [Head("ensemble", None)]
 
     def _lr_factor(self, it: int) -> float:
@@ -553,8 +561,9 @@ class Trainer:
             return "stop"
         return ""
 
-    def student(self, head: Head) -> StackedHourglass:
-        """The plain network a head deploys as (a copy for branches)."""
+    def student(self, head: Head) -> torch.nn.Module:
+        """The plain network (a registered student family) a head deploys as (a copy for
+        branches)."""
         if self.plain:
             return self.model
         return self.model.student(head.branch)

@@ -87,8 +87,7 @@ def write_zoo(trainer: Trainer) -> Path:
             "config": str(trainer.run_dir / "config.yaml"), "run": str(trainer.run_dir),
             "git_commit": commit, "seed": cfg.train.seed,
             "branch": -1 if h.branch is None else h.branch,
-            "multi_branch": {} if trainer.plain else {
-                "shared_stacks": cfg.model.shared_stacks, "branches": list(cfg.model.branches)},
+            "multi_branch": {} if trainer.plain else trainer.model.multi_branch_record(),
             "splits": split_record(cfg.data),
             "distillation": ({} if trainer.plain else {
                 "lambda_kd": cfg.loss.lambda_kd, "lambda_ens": cfg.loss.lambda_ens,
