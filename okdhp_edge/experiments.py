@@ -63,6 +63,8 @@ ARMS = ("a", "a_2x", "b", "c", "c_eq", "d", "e", "f", "f_joint", "f_both", "f_de
 
 def arm_runs(arm: str, cfg: Any, extra: dict[str, Any]) -> list[tuple[str, list[str]]]:
     """(run label, overrides) of one arm; plain arms have one run per student."""
+    from okdhp_edge.models.registry import balanced_fields, num_branches
+
     m = cfg.model
     if arm == "a":
         return [("okdhp", [])]
@@ -75,8 +77,7 @@ def arm_runs(arm: str, cfg: Any, extra: dict[str, Any]) -> list[tuple[str, list[
                            f"train.lr_steps={[2 * s for s in t.lr_steps]}",
                            f"loss.ramp_epochs={2 * cfg.loss.ramp_epochs}"])]
     if arm == "b":
-        deepest = max(m.branches)
-        return [("okdhp", [f"model.branches={[deepest] * len(m.branches)}"])]
+        return [("okdhp", _overrides(balanced_fields(m)))]
     if arm == "d":
         return [("okdhp", ["model.fau=mean"])]
     if arm == "e":
@@ -93,26 +94,35 @@ def arm_runs(arm: str, cfg: Any, extra: dict[str, Any]) -> list[tuple[str, list[
     if arm == "f_weight":
         return [("okdhp", [f"loss.lambda_kd={extra['lambda_kd_strong']}"])]
     if arm in ("c", "c_eq"):
-        runs = []
-        for n in m.branches:
-            stacks = m.shared_stacks + n
-            epochs = cfg.train.epochs
-            if arm == "c_eq":
-                ratio = extra["wall_ratio"].get(f"hg{stacks}")
-                if ratio is None:  # e.g. a report of an ablation still running
-                    raise UsageError(f"arm c_eq needs arm c's hg{stacks} finished first")
-                epochs = max(epochs, int(round(epochs * ratio)))
-            scale = epochs / cfg.train.epochs
-            steps = [int(round(s * scale)) for s in cfg.train.lr_steps]
-            ov = ["model.name=hg", f"model.num_stacks={stacks}", f"train.epochs={epochs}",
-                  f"train.lr_steps={steps}"]
-            if arm == "c_eq" and cfg.train.plateau_patience:  # twice the patience: the
-                # OKDHP run's wall time is spent at the LRs that still teach, not only the last
-                ov += [f"train.plateau_patience={2 * cfg.train.plateau_patience}",
-                       f"train.min_wall_s={round(extra['okdhp_wall_s'])}"]
-            runs.append((f"hg{stacks}", ov))
-        return runs
+        return [_plain_run(arm, cfg, i, extra) for i in range(num_branches(m))]
     raise UsageError(f"unknown arm '{arm}'; expected some of {', '.join(ARMS)}")
+
+
+def _overrides(fields: dict[str, Any]) -> list[str]:
+    return [f"model.{k}={v}" for k, v in fields.items()]
+
+
+def _plain_run(arm: str, cfg: Any, branch: int, extra: dict[str, Any]
+               ) -> tuple[str, list[str]]:
+    """(label, overrides) of branch ``branch``'s student trained alone (arms c and c_eq)."""
+    from okdhp_edge.models.registry import student_fields, student_name
+
+    name = student_name(cfg.model, branch)
+    epochs = cfg.train.epochs
+    if arm == "c_eq":
+        ratio = extra["wall_ratio"].get(name)
+        if ratio is None:  # e.g. a report of an ablation still running
+            raise UsageError(f"arm c_eq needs arm c's {name} finished first")
+        epochs = max(epochs, int(round(epochs * ratio)))
+    scale = epochs / cfg.train.epochs
+    steps = [int(round(s * scale)) for s in cfg.train.lr_steps]
+    ov = _overrides(student_fields(cfg.model, branch)) + [
+        f"train.epochs={epochs}", f"train.lr_steps={steps}"]
+    if arm == "c_eq" and cfg.train.plateau_patience:  # twice the patience: the OKDHP
+        # run's wall time is spent at the LRs that still teach, not only the last
+        ov += [f"train.plateau_patience={2 * cfg.train.plateau_patience}",
+               f"train.min_wall_s={round(extra['okdhp_wall_s'])}"]
+    return name, ov
 
 
 def _readable_command(command: str) -> str:
@@ -132,23 +142,29 @@ def _readable_command(command: str) -> str:
     return " ".join(shlex.quote(a) for a in out)
 
 
-def mac_ratios(cfg: Any) -> dict[int, float]:
-    """Training cost of the multi-branch net over each plain student's (forward MACs)."""
+def mac_ratios(cfg: Any) -> dict[str, float]:
+    """Training cost of the multi-branch net over each plain student's (forward MACs),
+    by student name."""
     import dataclasses
 
     from okdhp_edge import create_model
     from okdhp_edge.data.keypoints import get_spec
     from okdhp_edge.models.info import count_macs
-    from okdhp_edge.models.registry import model_kwargs_from_config
+    from okdhp_edge.models.registry import (
+        model_kwargs_from_config,
+        num_branches,
+        student_fields,
+        student_name,
+    )
 
     size, joints = tuple(cfg.data.input_size), get_spec(cfg.data.dataset).num_joints
-    big = count_macs(create_model("okdhp", **model_kwargs_from_config(cfg.model, joints)), size)
+    big = count_macs(create_model(cfg.model.name,
+                                  **model_kwargs_from_config(cfg.model, joints)), size)
     out = {}
-    for n in cfg.model.branches:
-        s = cfg.model.shared_stacks + n
-        plain_cfg = dataclasses.replace(cfg.model, name="hg", num_stacks=s)
-        plain = create_model("hg", **model_kwargs_from_config(plain_cfg, joints))
-        out[s] = big / count_macs(plain, size)
+    for i in range(num_branches(cfg.model)):
+        plain_cfg = dataclasses.replace(cfg.model, **student_fields(cfg.model, i))
+        plain = create_model(plain_cfg.name, **model_kwargs_from_config(plain_cfg, joints))
+        out[student_name(cfg.model, i)] = big / count_macs(plain, size)
     return out
 
 
@@ -709,7 +725,7 @@ def write_report(table: dict[str, Any], results: dict, out: Path, meta: dict) ->
         lines.append("")
     if meta.get("mac_ratio_okdhp_over_plain"):
         lines += ["Forward MACs of the multi-branch net over each plain student: "
-                  + ", ".join(f"hg{k} {v:.2f}x" for k, v in
+                  + ", ".join(f"{'hg' if k.isdigit() else ''}{k} {v:.2f}x" for k, v in
                               meta["mac_ratio_okdhp_over_plain"].items()) + ".", ""]
     lines += ["## Commands", "", "Whole ablation (resumable, run by run):", "",
               f"    {' '.join(shlex.quote(a) for a in meta.get('argv_display', []))}", "",

@@ -118,6 +118,17 @@ def student_fields(mcfg: Any, branch: int) -> dict[str, Any]:
     raise ValueError(f"model '{mcfg.name}' is not a multi-branch network")
 
 
+def student_name(mcfg: Any, branch: int) -> str:
+    """The name branch ``branch`` of a multi-branch config has as a student (hg4,
+    mbv2-d128); the trainer's names, without the ``-b{i}`` of repeated branches."""
+    from okdhp_edge.models.light import light_name
+
+    fields = student_fields(mcfg, branch)
+    if fields["name"] == "hg":
+        return f"hg{fields['num_stacks']}"
+    return light_name(mcfg.encoder, mcfg.width_mult, fields["decoder_width"])
+
+
 def balanced_fields(mcfg: Any) -> dict[str, Any]:
     """ModelConfig fields of the balanced form (every branch as large as the largest)."""
     if mcfg.name == "okdhp":
