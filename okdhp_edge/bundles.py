@@ -79,6 +79,8 @@ def _copy_report_data(man: dict[str, Any], out: Path) -> dict[str, Any]:
     acc = man["accuracy"]
     data = out / "report_data"
     (data / "images").mkdir(parents=True, exist_ok=True)
+    if not acc["ann"]:  # untrained plan students: latency only, no data to score on
+        return {"dataset": acc["dataset"], "ann": "", "images": "", "headboxes": ""}
     ann = Path(acc["ann"])
     shutil.copyfile(ann, data / "annotations.json")
     if acc["dataset"] == "mpii":
@@ -173,10 +175,11 @@ def bundle_candidates(directory: Path, students: Optional[tuple[str, ...]] = Non
         if c is None:
             sm = dict(man["student_manifest"])
             sm["preprocessing"] = man["preprocessing"]
-            sm["accuracy"] = dict(sm["accuracy"], ann=str(directory / rd["ann"]),
-                                  images=str(directory / rd["images"]),
-                                  headboxes=str(directory / rd["headboxes"])
-                                  if rd["headboxes"] else "")
+            if rd["ann"]:
+                sm["accuracy"] = dict(sm["accuracy"], ann=str(directory / rd["ann"]),
+                                      images=str(directory / rd["images"]),
+                                      headboxes=str(directory / rd["headboxes"])
+                                      if rd["headboxes"] else "")
             c = Candidate(e["student"], sm, None, directory, {"formats": {}})
             by_student[e["student"]] = c
         c.export["formats"][fmt] = {"available": True, "backend": e["backend"],

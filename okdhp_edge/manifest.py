@@ -40,6 +40,13 @@ log = logging.getLogger(__name__)
 
 STUDENT_SCHEMA = 2
 ZOO_SCHEMA = 1
+# accuracy.split of a student built by `bench --plan`: random weights, no accuracy
+UNTRAINED_SPLIT = "untrained"
+
+
+def is_untrained(manifest: dict[str, Any]) -> bool:
+    """Whether a student manifest describes an untrained (planning) student."""
+    return manifest.get("accuracy", {}).get("split") == UNTRAINED_SPLIT
 
 
 class ManifestError(ValueError):

@@ -34,6 +34,39 @@ def save_student(directory: Path, model: torch.nn.Module, manifest: dict[str, An
     return directory / "student.yaml"
 
 
+def set_compression(manifests: dict[str, dict[str, Any]]) -> None:
+    """Fill each manifest's ``compression``: the largest student's params and MACs over its."""
+    max_p = max(v["params"] for v in manifests.values())
+    max_m = max(v["macs"] for v in manifests.values())
+    for man in manifests.values():
+        man["compression"] = {"params": round(max_p / man["params"], 4),
+                              "macs": round(max_m / man["macs"], 4)}
+
+
+def write_zoo_dir(zoo_dir: Path, zoo: dict[str, Any], manifests: dict[str, dict],
+                  models: dict[str, torch.nn.Module]) -> None:
+    """Write a zoo (students + ``zoo.yaml``) in a hidden folder beside ``zoo_dir`` and rename
+    it into place: a kill while writing leaves no half zoo under the zoo's name."""
+    import os
+    import shutil
+    import tempfile
+
+    from okdhp_edge.utils.io import UMASK
+
+    zoo_dir.parent.mkdir(parents=True, exist_ok=True)
+    build = Path(tempfile.mkdtemp(prefix=f".{zoo_dir.name}.partial-", dir=zoo_dir.parent))
+    os.chmod(build, 0o777 & ~UMASK)
+    try:
+        for name, man in manifests.items():
+            save_student(build / name, models[name].to(memory_format=torch.contiguous_format),
+                         man)
+        write_yaml(build / "zoo.yaml", zoo)
+        os.rename(build, zoo_dir)
+    except BaseException:
+        shutil.rmtree(build, ignore_errors=True)
+        raise
+
+
 def build_student(manifest: dict[str, Any]) -> torch.nn.Module:
     """The (untrained) model a manifest's ``architecture`` describes, from the registry."""
     from okdhp_edge.manifest import ManifestError

@@ -87,9 +87,13 @@ def _report_path(args: argparse.Namespace) -> Path:
 
 def cmd_pick(args: argparse.Namespace) -> int:
     try:
-        rep = load_report(_report_path(args))
+        path = _report_path(args)
+        rep = load_report(path)
     except ReportError as exc:
         raise UsageError(str(exc)) from None
+    if rep.get("untrained"):
+        raise UsageError(f"{path}: a plan of untrained students (bench --plan) has latencies "
+                         "but no accuracy; pick from a trained zoo's report")
     best, closest, front = pick(rep["rows"], args.max_latency_ms, args.stat, args.scope,
                                 args.min_accuracy, args.backend, args.precision,
                                 args.max_ap_drop)

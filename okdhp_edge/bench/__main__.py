@@ -4,6 +4,10 @@ tensorrt] [--precisions ...] [--threads N] [--device-name NAME]``
 Exports every student of the zoo, measures latency (engine call and end to end),
 throughput, accuracy and parity on each backend and precision, and writes
 ``bench/reports/<device-id>/<zoo>.json``, ``<zoo>.md`` and ``<zoo>_pareto.png``.
+
+``--plan CONFIG [key=value ...]`` does the same for the students CONFIG would train, with
+random weights (written as a zoo under ``--plan-root``): latency only, marked untrained.
+``merge REPORT.json ... --name NAME`` joins reports of one device (zoos of any family).
 """
 
 from __future__ import annotations
@@ -49,6 +53,11 @@ def _parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--zoo", type=Path, help="a zoo directory (student_zoo/<zoo>)")
     src.add_argument("--bundles", type=Path, help="a directory written by `zoo export --all`")
+    src.add_argument("--plan", type=Path, metavar="CONFIG",
+                     help="bench the untrained students a training config would produce")
+    p.add_argument("overrides", nargs="*", help="with --plan: config overrides, section.key=value")
+    p.add_argument("--plan-root", type=Path, default=Path("plan_zoo"),
+                   help="where --plan writes its untrained students")
     p.add_argument("--backends", default="torch,onnxruntime,openvino,tensorrt")
     p.add_argument("--precisions", default=None,
                    help=f"comma list of {', '.join(PRECISIONS)} (default per backend: torch "
@@ -96,6 +105,9 @@ def _e2e_sample(c: Candidate):
     from okdhp_edge.data.dataset import read_image
 
     acc = c.manifest["accuracy"]
+    grey = np.full((480, 640, 3), 127, np.uint8), (200.0, 100.0, 160.0, 300.0)
+    if not acc["ann"]:  # an untrained plan: no data named
+        return grey
     try:
         if acc["dataset"] == "mpii":
             rec = json.loads(Path(acc["ann"]).read_text())[0]
@@ -111,7 +123,17 @@ def _e2e_sample(c: Candidate):
         return img, box
     except Exception as exc:  # noqa: BLE001
         log.warning("no real image for the end-to-end scope (%s); using a grey one", exc)
-        return np.full((480, 640, 3), 127, np.uint8), (200.0, 100.0, 160.0, 300.0)
+        return grey
+
+
+def _untrained(cands: list[Candidate]) -> bool:
+    """Whether the candidates are a plan's untrained students (all of them, or none)."""
+    from okdhp_edge.manifest import is_untrained
+
+    flags = {is_untrained(c.manifest) for c in cands}
+    if len(flags) > 1:
+        raise UsageError("untrained (plan) and trained students cannot be benched together")
+    return flags.pop()
 
 
 def run_bench(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
@@ -126,6 +148,12 @@ def run_bench(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     except (UnknownTarget, QuantizationError) as exc:
         raise UsageError(str(exc)) from None
     threads = args.threads or len(os.sched_getaffinity(0))
+    if args.overrides and not args.plan:
+        raise UsageError(f"'{args.overrides[0]}': config overrides go with --plan only")
+    if args.plan:
+        from okdhp_edge.plan import write_plan_zoo
+
+        args.zoo = write_plan_zoo(args.plan, args.overrides, args.plan_root)
     if args.zoo:
         formats = formats_for(targets, throughput=args.batch > 1)
         cands = _zoo_candidates(args.zoo, _csv(args.students), formats, recipe)
@@ -135,12 +163,14 @@ def run_bench(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
 
         cands, zoo_name = bundle_candidates(args.bundles, _csv(args.students))
         backends = tuple(b for b in backends if b != "torch") or backends
+    untrained = _untrained(cands)
     img, box = _e2e_sample(cands[0])
     opts = BenchOptions(
         backends=backends, precisions=precisions, threads=threads, batch=args.batch,
         timing=TimingConfig(min_iters=args.min_iters, min_time_s=args.min_time,
                             rounds=args.rounds),
-        accuracy=not args.no_accuracy, accuracy_max_persons=args.accuracy_max_persons,
+        accuracy=not (args.no_accuracy or untrained),
+        accuracy_max_persons=args.accuracy_max_persons,
         flip_test=args.flip_test, e2e_image=img, e2e_box=box, torch_device=args.torch_device)
     src = ["--zoo", str(args.zoo)] if args.zoo else ["--bundles", str(args.bundles)]
 
@@ -163,6 +193,7 @@ def run_bench(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         "report_version": REPORT_VERSION, "zoo": zoo_name, "device_id": device_id(
             fp, args.device_name), "device": fp, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "command": cli_command(argv), "metric": metric, "flip_test": bool(args.flip_test),
+        "untrained": untrained,
         "timing": {"warmup_iters": opts.timing.warmup_iters, "warmup_s": opts.timing.warmup_s,
                    "min_iters": opts.timing.min_iters, "min_time_s": opts.timing.min_time_s,
                    "rounds": opts.timing.rounds, "interleaved": True, "batch_latency": 1,
@@ -186,6 +217,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         from okdhp_edge.bench.compare import main as compare_main
 
         return compare_main(argv[1:])
+    if argv and argv[0] == "merge":
+        from okdhp_edge.bench.merge import main as merge_main
+
+        return merge_main(argv[1:])
     if argv and argv[0] == "calibration":
         from okdhp_edge.bench.calibration import main as calibration_main
 

@@ -118,9 +118,7 @@ def markdown(rep: dict[str, Any], chart_name: Optional[str]) -> str:
                                                           fp["versions"].items()),
              f"- okdhp_edge commit: {fp['git_commit']}; measured {rep['created']}",
              f"- timing: {rep['timing']}",
-             f"- accuracy: {metric} on the report split through each backend, flip test "
-             f"{'on' if rep.get('flip_test') else 'off'} (the student manifests' own figure "
-             "may use flip test)", "",
+             _accuracy_line(rep, metric), "",
              f"| student | params (M) | GMACs | backend | precision (ran as) | median ms | p90 ms "
              f"| e2e median ms | imgs/s @B | {metric} | Δ vs torch fp32 | parity max err "
              f"| file MB |",
@@ -159,6 +157,18 @@ def markdown(rep: dict[str, Any], chart_name: Optional[str]) -> str:
     if chart_name:
         lines += ["", f"![accuracy vs latency]({chart_name})"]
     return "\n".join(lines) + "\n"
+
+
+def _accuracy_line(rep: dict[str, Any], metric: str) -> str:
+    if rep.get("untrained"):
+        return ("- **untrained plan** (`bench --plan`): the students a config would train, with "
+                "random weights: latency and size only, no accuracy; never a pick")
+    line = (f"- accuracy: {metric} on the report split through each backend, flip test "
+            f"{'on' if rep.get('flip_test') else 'off'} (the student manifests' own figure "
+            "may use flip test)")
+    if rep.get("merged_from"):
+        line += "; merged from " + ", ".join(f"`{m['zoo']}`" for m in rep["merged_from"])
+    return line
 
 
 def _quantization_lines(rows: list[dict[str, Any]]) -> list[str]:
@@ -247,6 +257,45 @@ def chart(reports: list[dict[str, Any]], path: Path, stat: str = "median",
     plt.close(fig)
 
 
+def plan_chart(rep: dict[str, Any], path: Path, stat: str = "median",
+               scope: str = "engine") -> None:
+    """Latency (log x) against GMACs of an untrained plan, one marker per student/backend/
+    precision: what each student would cost on the device, before training."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from okdhp_edge.targets import MARKERS
+
+    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=110)
+    rows = [r for r in rep["rows"] if r.get("status") == "ok"
+            and latency_of(r, stat, scope) is not None]
+    students = sorted({r["student"] for r in rows})
+    colors = {s: plt.cm.viridis(i / max(1, len(students) - 1)) for i, s in enumerate(students)}
+    for r in rows:
+        x, y = latency_of(r, stat, scope), r["macs"] / 1e9
+        ax.scatter(x, y, s=60, marker=MARKERS.get(r["backend"], "x"),
+                   color=colors[r["student"]], edgecolor="black", linewidth=0.5, zorder=3)
+        ax.annotate(r["precision"], (x, y), textcoords="offset points", xytext=(4, -9),
+                    fontsize=6)
+    for b, m in MARKERS.items():
+        if any(r["backend"] == b for r in rows):
+            ax.scatter([], [], marker=m, color="gray", label=b)
+    for s in students:
+        ax.scatter([], [], marker="o", color=colors[s], label=s)
+    if rows:
+        ax.set_xscale("log")
+    ax.set_xlabel(f"latency, {scope} {stat} (ms, log scale)")
+    ax.set_ylabel("GMACs per image")
+    ax.set_title(f"{rep['zoo']} on {rep['device_id']}: untrained plan (latency only)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
+
+
 def write_report(rep: dict[str, Any], out_dir: Path) -> dict[str, Path]:
     """Write ``<zoo>.json``, ``<zoo>_pareto.png`` and ``<zoo>.md`` under ``out_dir``."""
     out_dir = Path(out_dir)
@@ -254,6 +303,9 @@ def write_report(rep: dict[str, Any], out_dir: Path) -> dict[str, Path]:
     paths = {"json": out_dir / f"{name}.json", "png": out_dir / f"{name}_pareto.png",
              "md": out_dir / f"{name}.md"}
     atomic_write_json(paths["json"], rep)
-    chart([rep], paths["png"])
+    if rep.get("untrained"):
+        plan_chart(rep, paths["png"])
+    else:
+        chart([rep], paths["png"])
     atomic_write_text(paths["md"], markdown(rep, paths["png"].name))
     return paths

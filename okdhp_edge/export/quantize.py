@@ -126,7 +126,10 @@ def calibration_set(manifest: dict[str, Any], recipe: QuantRecipe
         DataError: no training split recorded, unreadable, or fewer persons than asked.
     """
     from okdhp_edge.evaluation.datasets import training_split
+    from okdhp_edge.manifest import is_untrained
 
+    if is_untrained(manifest):  # a plan's student: its latency does not depend on the data
+        return _noise_calibration(manifest, recipe)
     ds = training_split(manifest, "train")
     if len(ds) < recipe.num_images:
         raise DataError(f"calibration asks for {recipe.num_images} images but the training "
@@ -139,6 +142,16 @@ def calibration_set(manifest: dict[str, Any], recipe: QuantRecipe
               "list_sha256": hashlib.sha256(ids.encode()).hexdigest(),
               "source": "train split, no augmentation"}
     return images, record
+
+
+def _noise_calibration(manifest: dict[str, Any], recipe: QuantRecipe
+                       ) -> tuple[np.ndarray, dict[str, Any]]:
+    """Seeded normal noise in the normalised input's range, for untrained (plan) students."""
+    w, h = manifest["preprocessing"]["input_size"]
+    rng = np.random.default_rng(recipe.seed)
+    images = rng.standard_normal((recipe.num_images, 3, h, w)).astype(np.float32)
+    return images, {"num_images": recipe.num_images, "seed": recipe.seed,
+                    "list_sha256": "", "source": "seeded noise (untrained plan student)"}
 
 
 # ------------------------------------------------------------------------- ONNX Runtime

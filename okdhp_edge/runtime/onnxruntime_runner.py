@@ -43,6 +43,9 @@ class OnnxRuntimeRunner(Runner):
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # errors only: graph clean-up notes (one per unused ReLU6 bound of a MobileNetV2)
+        # would flood the console
+        opts.log_severity_level = 3
         prov_opts: list[Any] = [{}]
         if self.device == "tensorrt":
             prov_opts = [{"trt_fp16_enable": self.precision == "fp16"}]

@@ -4,9 +4,6 @@ write ``student_zoo/<zoo>/<student>/`` and ``zoo.yaml``."""
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +11,16 @@ import torch
 
 from okdhp_edge.data.build import build_split, split_record
 from okdhp_edge.evaluation.inference import score
-from okdhp_edge.manifest import ZOO_SCHEMA, unique_dir, write_yaml
+from okdhp_edge.manifest import ZOO_SCHEMA, unique_dir
 from okdhp_edge.models.info import count_macs, count_params
 from okdhp_edge.models.registry import create_model
-from okdhp_edge.students import preprocessing_of, save_student, student_manifest
+from okdhp_edge.students import (
+    preprocessing_of,
+    set_compression,
+    student_manifest,
+    write_zoo_dir,
+)
 from okdhp_edge.training.trainer import Trainer
-from okdhp_edge.utils.io import UMASK
 from okdhp_edge.utils.provenance import git_commit
 
 log = logging.getLogger(__name__)
@@ -33,24 +34,6 @@ def _report_paths(cfg: Any) -> dict[str, str]:
         return {"ann": str(p["report_ann"]), "images": str(p["report_images"]), "headboxes": ""}
     return {"ann": cfg.data.report_ann, "images": cfg.data.report_images,
             "headboxes": cfg.data.report_headboxes}
-
-
-def _write_as_unit(zoo_dir: Path, zoo: dict[str, Any], manifests: dict[str, dict],
-                   models: dict[str, torch.nn.Module]) -> None:
-    """Build the zoo in a hidden folder beside it and rename it into place: a kill while
-    writing leaves no half zoo under the zoo's name (only the hidden folder)."""
-    zoo_dir.parent.mkdir(parents=True, exist_ok=True)
-    build = Path(tempfile.mkdtemp(prefix=f".{zoo_dir.name}.partial-", dir=zoo_dir.parent))
-    os.chmod(build, 0o777 & ~UMASK)
-    try:
-        for name, man in manifests.items():
-            save_student(build / name, models[name].to(memory_format=torch.contiguous_format),
-                         man)
-        write_yaml(build / "zoo.yaml", zoo)
-        os.rename(build, zoo_dir)
-    except BaseException:
-        shutil.rmtree(build, ignore_errors=True)
-        raise
 
 
 def write_zoo(trainer: Trainer) -> Path:
@@ -102,15 +85,11 @@ def write_zoo(trainer: Trainer) -> Path:
             count_macs(m, tuple(cfg.data.input_size)), pre, accuracy, provenance)
         log.info("student %s: %s %.4f on the report split (selected at epoch %d)", h.name,
                  res["metric"], res["value"], provenance["epoch"])
-    max_p = max(v["params"] for v in manifests.values())
-    max_m = max(v["macs"] for v in manifests.values())
-    for man in manifests.values():
-        man["compression"] = {"params": round(max_p / man["params"], 4),
-                              "macs": round(max_m / man["macs"], 4)}
+    set_compression(manifests)
     zoo = {"schema": ZOO_SCHEMA, "name": zoo_dir.name,
            "students": sorted(manifests, key=lambda n: manifests[n]["params"]),
            "run": str(trainer.run_dir), "dataset": cfg.data.dataset,
            "metric": next(iter(manifests.values()))["accuracy"]["metric"]}
-    _write_as_unit(zoo_dir, zoo, manifests, models)
+    write_zoo_dir(zoo_dir, zoo, manifests, models)
     log.info("zoo written: %s", zoo_dir)
     return zoo_dir

@@ -1,0 +1,132 @@
+"""Planning a zoo before training it (``bench --plan``) and merging reports of several
+families into one pick."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+
+import pytest
+
+from okdhp_edge.bench.report import ReportError, load_report
+from okdhp_edge.manifest import is_untrained, zoo_students
+from tests.test_bench import BLOCK_TORCH
+
+LIGHT = ["model.name=okdhp_light", "model.width_mult=0.25", "model.decoder_widths=[8,16]",
+         "model.fau_width=8", "data.input_size=[64,64]"]
+FAST = ["--threads", "1", "--min-iters", "4", "--min-time", "0.02", "--rounds", "1",
+        "--batch", "1"]
+
+
+def _bench(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "okdhp_edge.bench", *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def plan(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("plan")
+    proc = _bench("--plan", "configs/quickstart.yaml", *LIGHT, "--plan-root", str(tmp / "zoo"),
+                  "--backends", "torch,onnxruntime,openvino", "--precisions", "fp32,int8",
+                  "--out-root", str(tmp / "reports"), "--device-name", "box", *FAST)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return tmp
+
+
+def test_plan_zoo_holds_the_configs_untrained_students(plan):
+    from okdhp_edge.config import load_config
+    from okdhp_edge.plan import plan_students
+
+    students = zoo_students(plan / "zoo" / "plan_quickstart")
+    assert [m["name"] for _, m in students] == ["mbv2x0.25-d8", "mbv2x0.25-d16"]
+    assert all(is_untrained(m) and m["accuracy"]["value"] is None for _, m in students)
+    assert (plan / "zoo" / "plan_quickstart" / "config.yaml").is_file()
+    # the names the trainer would give, from the same config
+    cfg = load_config("configs/quickstart.yaml", LIGHT)
+    assert list(plan_students(cfg)) == ["mbv2x0.25-d8", "mbv2x0.25-d16"]
+
+
+def test_plan_report_has_latency_and_no_accuracy(plan):
+    rep = load_report(plan / "reports" / "box" / "plan_quickstart.json")
+    assert rep["untrained"] is True
+    ok = [r for r in rep["rows"] if r["status"] == "ok"]
+    assert {(r["backend"], r["precision"]) for r in ok} >= {
+        ("torch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "int8"),
+        ("openvino", "fp32"), ("openvino", "int8")}
+    assert all(r["latency_ms"]["engine"]["median"] > 0 for r in ok)
+    assert all(r["accuracy"].get("value") is None for r in ok)
+    md = (plan / "reports" / "box" / "plan_quickstart.md").read_text()
+    assert "untrained plan" in md
+    assert (plan / "reports" / "box" / "plan_quickstart_pareto.png").stat().st_size > 1000
+
+
+def test_plan_report_is_never_picked_nor_merged(plan):
+    path = plan / "reports" / "box" / "plan_quickstart.json"
+    proc = subprocess.run([sys.executable, "-m", "okdhp_edge.zoo", "pick", "--report",
+                           str(path), "--max-latency-ms", "1000"], capture_output=True,
+                          text=True)
+    assert proc.returncode == 2 and "untrained" in proc.stderr
+    from okdhp_edge.bench.merge import merge_reports
+
+    with pytest.raises(ReportError, match="untrained"):
+        merge_reports([path, path], "x")
+
+
+def test_plan_runs_torch_free_from_bundles(plan, tmp_path):
+    from okdhp_edge.bundles import export_all
+
+    out = export_all(plan / "zoo" / "plan_quickstart", tmp_path / "set", ("onnxruntime",),
+                     ("fp32",))
+    proc = subprocess.run(
+        [sys.executable, "-c", BLOCK_TORCH, "--bundles", str(out), *FAST, "--out-root",
+         str(tmp_path / "reports"), "--device-name", "target"],
+        capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rep = load_report(tmp_path / "reports" / "target" / "plan_quickstart.json")
+    assert rep["untrained"] is True
+    ok = {(r["student"], r["backend"]) for r in rep["rows"] if r["status"] == "ok"}
+    assert ok == {("mbv2x0.25-d8", "onnxruntime"), ("mbv2x0.25-d16", "onnxruntime")}
+
+
+def test_overrides_without_plan_are_refused():
+    proc = _bench("--zoo", "student_zoo/none", "model.width=8")
+    assert proc.returncode == 2 and "--plan" in proc.stderr
+
+
+def _fake_report(zoo, device, students, acc, lat):
+    rows = [{"student": s, "backend": "onnxruntime", "precision": "fp32", "status": "ok",
+             "available": True, "params": 1, "macs": 1, "command": f"bench {zoo} {s}",
+             "accuracy": {"value": a, "delta_vs_torch_fp32": 0.0},
+             "latency_ms": {"engine": {"median": t, "p90": t, "p99": t}}}
+            for s, a, t in zip(students, acc, lat)]
+    return {"report_version": 0, "zoo": zoo, "device_id": device, "device": {},
+            "metric": "AP", "timing": {}, "created": "now", "command": f"bench {zoo}",
+            "students": [{"name": s} for s in students], "rows": rows, "wall_s": 1.0}
+
+
+def test_merge_joins_families_for_one_pick(tmp_path):
+    from okdhp_edge.bench.merge import merge_reports
+    from okdhp_edge.bench.report import pick
+    from okdhp_edge.bench.run import REPORT_VERSION
+
+    hg = _fake_report("hg_zoo", "box", ["hg2", "hg4"], [0.70, 0.78], [20.0, 40.0])
+    light = _fake_report("light_zoo", "box", ["mbv2-d64", "hg2"], [0.66, 0.60], [4.0, 3.0])
+    paths = []
+    for rep in (hg, light):
+        rep["report_version"] = REPORT_VERSION
+        paths.append(tmp_path / f"{rep['zoo']}.json")
+        paths[-1].write_text(json.dumps(rep))
+    merged = merge_reports(paths, "all")
+    names = {r["student"] for r in merged["rows"]}
+    assert names == {"hg_zoo/hg2", "hg4", "mbv2-d64", "light_zoo/hg2"}  # clash renamed
+    assert [m["zoo"] for m in merged["merged_from"]] == ["hg_zoo", "light_zoo"]
+    best, _, front = pick(merged["rows"], 10.0)
+    assert best["student"] == "mbv2-d64" and best["zoo"] == "light_zoo"
+    assert pick(merged["rows"], 25.0)[0]["student"] == "hg_zoo/hg2"
+    other = copy.deepcopy(light)
+    other["device_id"] = "elsewhere"
+    paths[1].write_text(json.dumps(other))
+    with pytest.raises(ReportError, match="device_id"):
+        merge_reports(paths, "all")
