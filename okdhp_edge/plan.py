@@ -44,34 +44,49 @@ def plan_students(cfg: Any) -> dict[str, torch.nn.Module]:
             for i, n in enumerate(names)}
 
 
-def write_plan_zoo(config: Optional[Path], overrides: list[str], root: Path,
+def write_plan_zoo(configs: list[Path], overrides: list[str], root: Path,
                    name: Optional[str] = None) -> Path:
-    """Write the untrained students of ``config`` as a zoo under ``root``; returns it."""
-    cfg = load_config(config, overrides)
-    spec = get_spec(cfg.data.dataset)
-    name = name or f"plan_{Path(config).stem if config else 'default'}"
+    """Write the untrained students of ``configs`` (the same overrides applied to each) as
+    one zoo under ``root``; returns it. Every config must share the input size."""
+    cfgs = [load_config(c, overrides) for c in configs]
+    if len({tuple(c.data.input_size) for c in cfgs}) > 1 or \
+            len({c.data.dataset for c in cfgs}) > 1:
+        raise ValueError("planned configs must share data.dataset and data.input_size")
+    name = name or "plan_" + "+".join(Path(c).stem for c in configs)
     zoo_dir = unique_dir(Path(root), name)
-    models = plan_students(cfg)
+    models: dict[str, torch.nn.Module] = {}
+    manifests: dict[str, dict[str, Any]] = {}
+    for path, cfg in zip(configs, cfgs):
+        students = plan_students(cfg)
+        for student, m in students.items():
+            if student in models:
+                raise ValueError(f"two planned configs both give a student '{student}'")
+            branch = list(students).index(student) if len(students) > 1 else -1
+            models[student] = m
+            manifests[student] = _plan_manifest(student, m, cfg, branch,
+                                                zoo_dir / f"{Path(path).stem}.yaml")
+    set_compression(manifests)
+    first = next(iter(manifests.values()))
+    zoo = {"schema": ZOO_SCHEMA, "name": zoo_dir.name,
+           "students": sorted(manifests, key=lambda n: manifests[n]["params"]),
+           "run": "", "dataset": cfgs[0].data.dataset, "metric": first["accuracy"]["metric"]}
+    write_zoo_dir(zoo_dir, zoo, manifests, models)
+    for path, cfg in zip(configs, cfgs):  # the resolved configs beside the students
+        save_config(cfg, zoo_dir / f"{Path(path).stem}.yaml")
+    log.info("plan zoo (untrained students %s) written: %s", ", ".join(zoo["students"]),
+             zoo_dir)
+    return zoo_dir
+
+
+def _plan_manifest(student: str, m: torch.nn.Module, cfg: Any, branch: int,
+                   config_path: Path) -> dict[str, Any]:
     size = tuple(cfg.data.input_size)
     accuracy = {"metric": METRICS.get(cfg.data.dataset, "AP"), "value": None,
                 "dataset": cfg.data.dataset, "split": UNTRAINED_SPLIT, "ann": "", "images": "",
                 "headboxes": "", "flip_test": False, "stats": {}}
-    commit = git_commit()
-    manifests: dict[str, dict[str, Any]] = {}
-    for i, (student, m) in enumerate(models.items()):
-        prov = {"config": str(zoo_dir / "config.yaml"), "run": "", "git_commit": commit,
-                "seed": cfg.train.seed, "branch": i if len(models) > 1 else -1,
-                "multi_branch": {}, "splits": {}, "distillation": {}, "epoch": 0,
-                "select_metric": None}
-        manifests[student] = student_manifest(
-            student, m, list(size), count_params(m), count_macs(m, size),
-            preprocessing_of(cfg.data, spec.flip_pairs), dict(accuracy), prov)
-    set_compression(manifests)
-    zoo = {"schema": ZOO_SCHEMA, "name": zoo_dir.name,
-           "students": sorted(manifests, key=lambda n: manifests[n]["params"]),
-           "run": "", "dataset": cfg.data.dataset, "metric": accuracy["metric"]}
-    write_zoo_dir(zoo_dir, zoo, manifests, models)
-    save_config(cfg, zoo_dir / "config.yaml")
-    log.info("plan zoo (untrained students %s) written: %s", ", ".join(zoo["students"]),
-             zoo_dir)
-    return zoo_dir
+    prov = {"config": str(config_path), "run": "", "git_commit": git_commit(),
+            "seed": cfg.train.seed, "branch": branch, "multi_branch": {}, "splits": {},
+            "distillation": {}, "epoch": 0, "select_metric": None}
+    return student_manifest(student, m, list(size), count_params(m), count_macs(m, size),
+                            preprocessing_of(cfg.data, get_spec(cfg.data.dataset).flip_pairs),
+                            accuracy, prov)

@@ -40,9 +40,9 @@ def test_plan_zoo_holds_the_configs_untrained_students(plan):
     from okdhp_edge.plan import plan_students
 
     students = zoo_students(plan / "zoo" / "plan_quickstart")
+    assert (plan / "zoo" / "plan_quickstart" / "quickstart.yaml").is_file()
     assert [m["name"] for _, m in students] == ["mbv2x0.25-d8", "mbv2x0.25-d16"]
     assert all(is_untrained(m) and m["accuracy"]["value"] is None for _, m in students)
-    assert (plan / "zoo" / "plan_quickstart" / "config.yaml").is_file()
     # the names the trainer would give, from the same config
     cfg = load_config("configs/quickstart.yaml", LIGHT)
     assert list(plan_students(cfg)) == ["mbv2x0.25-d8", "mbv2x0.25-d16"]
@@ -130,3 +130,23 @@ def test_merge_joins_families_for_one_pick(tmp_path):
     paths[1].write_text(json.dumps(other))
     with pytest.raises(ReportError, match="device_id"):
         merge_reports(paths, "all")
+
+
+def test_several_configs_plan_as_one_zoo(tmp_path):
+    from okdhp_edge.plan import write_plan_zoo
+
+    hg = tmp_path / "hg.yaml"
+    hg.write_text("model: {name: hg, num_stacks: 2, width: 8, stem_width: 8, depth: 1}\n"
+                  "data: {input_size: [64, 64]}\n")
+    light = tmp_path / "light.yaml"
+    light.write_text("model: {name: light, encoder: shufflenetv2, width_mult: 0.5, "
+                     "decoder_width: 8}\ndata: {input_size: [64, 64]}\n")
+    zoo = write_plan_zoo([hg, light], [], tmp_path / "zoo")
+    assert zoo.name == "plan_hg+light"
+    names = {m["name"]: m for _, m in zoo_students(zoo)}
+    assert set(names) == {"hg2", "sv2x0.5-d8"}
+    assert names["sv2x0.5-d8"]["architecture"]["family"] == "encoder_decoder"
+    other = tmp_path / "other.yaml"
+    other.write_text("data: {input_size: [96, 128]}\n")
+    with pytest.raises(ValueError, match="input_size"):
+        write_plan_zoo([hg, other], [], tmp_path / "zoo")

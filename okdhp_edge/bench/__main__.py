@@ -5,8 +5,9 @@ Exports every student of the zoo, measures latency (engine call and end to end),
 throughput, accuracy and parity on each backend and precision, and writes
 ``bench/reports/<device-id>/<zoo>.json``, ``<zoo>.md`` and ``<zoo>_pareto.png``.
 
-``--plan CONFIG [key=value ...]`` does the same for the students CONFIG would train, with
-random weights (written as a zoo under ``--plan-root``): latency only, marked untrained.
+``--plan CONFIG [--plan CONFIG ...] [key=value ...]`` does the same for the students the
+configs would train, with random weights (written as one zoo under ``--plan-root``):
+latency only, marked untrained.
 ``merge REPORT.json ... --name NAME`` joins reports of one device (zoos of any family).
 """
 
@@ -53,8 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--zoo", type=Path, help="a zoo directory (student_zoo/<zoo>)")
     src.add_argument("--bundles", type=Path, help="a directory written by `zoo export --all`")
-    src.add_argument("--plan", type=Path, metavar="CONFIG",
-                     help="bench the untrained students a training config would produce")
+    src.add_argument("--plan", type=Path, metavar="CONFIG", action="append",
+                     help="bench the untrained students a training config would produce "
+                          "(repeat it to plan several configs in one interleaved run)")
     p.add_argument("overrides", nargs="*", help="with --plan: config overrides, section.key=value")
     p.add_argument("--plan-root", type=Path, default=Path("plan_zoo"),
                    help="where --plan writes its untrained students")
@@ -153,7 +155,10 @@ def run_bench(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     if args.plan:
         from okdhp_edge.plan import write_plan_zoo
 
-        args.zoo = write_plan_zoo(args.plan, args.overrides, args.plan_root)
+        try:
+            args.zoo = write_plan_zoo(args.plan, args.overrides, args.plan_root)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
     if args.zoo:
         formats = formats_for(targets, throughput=args.batch > 1)
         cands = _zoo_candidates(args.zoo, _csv(args.students), formats, recipe)
