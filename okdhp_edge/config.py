@@ -371,7 +371,19 @@ def _check_ranges(cfg: Config) -> None:
 
 
 def _is_light(mcfg: ModelConfig) -> bool:
-    return mcfg.name in ("light", "okdhp_light", "encoder_decoder")
+    from okdhp_edge.families import LIGHT, family_of
+
+    try:
+        return family_of(mcfg.name) is LIGHT
+    except ValueError as exc:
+        import difflib
+
+        from okdhp_edge.families import FAMILIES
+
+        known = [n for f in FAMILIES for n in (f.multi, *f.plain)]
+        close = difflib.get_close_matches(mcfg.name, known, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(f"model.name: {exc}{hint}") from None
 
 
 def _check_light(cfg: Config, side: int) -> None:

@@ -5,8 +5,9 @@
     schema: 2
     name: hg4-b1
     architecture:
-      family: stacked_hourglass            # a model registry name
+      family: stacked_hourglass            # a model registry name (or encoder_decoder)
       args: {num_stacks, width, ...}       # the family's own constructor arguments
+                                           # ({encoder, width_mult, decoder_width, ...})
       num_joints: int
       input_size: [w, h]
     params: int
@@ -18,7 +19,8 @@
     provenance: {config, run, git_commit, seed, branch, multi_branch, splits, distillation,
                  epoch, select_metric}
 
-``multi_branch`` holds the training network's branch layout ({} for a plain run);
+``multi_branch`` holds the training network's branch layout ({} for a plain run; hourglass
+{shared_stacks, branches}, light {encoder, width_mult, decoder_widths});
 ``splits`` where its training data is and how the selection split was held out
 (calibration and accuracy-controlled quantization rebuild them from it). Schema 1
 manifests (hourglass only, written before the stem became a switch) are read and migrated

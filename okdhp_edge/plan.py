@@ -16,9 +16,10 @@ import torch
 
 from okdhp_edge.config import load_config, save_config
 from okdhp_edge.data.keypoints import get_spec
+from okdhp_edge.families import is_multi_branch
 from okdhp_edge.manifest import UNTRAINED_SPLIT, ZOO_SCHEMA, unique_dir
 from okdhp_edge.models.info import count_macs, count_params
-from okdhp_edge.models.registry import create_model, is_multi_branch, model_kwargs_from_config
+from okdhp_edge.models.registry import create_model, model_kwargs_from_config
 from okdhp_edge.students import (
     preprocessing_of,
     set_compression,

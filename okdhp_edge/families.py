@@ -1,0 +1,112 @@
+"""Student families: which ModelConfig fields build which network. No torch.
+
+One entry per family: the registry names of its plain and multi-branch networks, their
+constructor arguments from a ModelConfig, and how a branch of the multi-branch network
+becomes a plain network of its own (the ablation's "trained alone" student). A new family is
+one model file, its ``register`` lines in :mod:`okdhp_edge.models.registry` and one entry
+here (plus its ModelConfig fields).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+
+@dataclass(frozen=True)
+class Family:
+    """How a ModelConfig describes the networks of one student family."""
+
+    name: str  # the family name students record (architecture.family)
+    plain: tuple[str, ...]  # registry names of the plain network
+    multi: str  # registry name of the OKDHP multi-branch network
+    plain_kwargs: Callable[[Any], dict]  # constructor args (no num_joints) of a plain net
+    multi_kwargs: Callable[[Any], dict]
+    branch_fields: Callable[[Any, int], dict]  # ModelConfig fields of branch i alone
+    balanced_fields: Callable[[Any], dict]  # every branch as large as the largest
+    num_branches: Callable[[Any], int]
+    heatmap_stride: Callable[[Any], float]  # of the input; None: set by data config
+
+
+def _fau(m: Any) -> dict:
+    return dict(fau=m.fau, fau_kernels=tuple(m.fau_kernels), fau_hidden=m.fau_hidden)
+
+
+def _hg_common(m: Any) -> dict:
+    return dict(width=m.width, depth=m.depth, stem_width=m.stem_width, stem=m.stem)
+
+
+def _light_common(m: Any) -> dict:
+    return dict(encoder=m.encoder, width_mult=m.width_mult, decoder_layers=m.decoder_layers)
+
+
+HOURGLASS = Family(
+    name="stacked_hourglass", plain=("hg", "stacked_hourglass", "hg1", "hg2", "hg4", "hg8"),
+    multi="okdhp",
+    plain_kwargs=lambda m: dict(_hg_common(m), **({"num_stacks": m.num_stacks}
+                                                  if m.name in ("hg", "stacked_hourglass")
+                                                  else {})),
+    multi_kwargs=lambda m: dict(_hg_common(m), shared_stacks=m.shared_stacks,
+                                branches=tuple(m.branches), **_fau(m)),
+    branch_fields=lambda m, i: {"name": "hg", "num_stacks": m.shared_stacks + m.branches[i]},
+    balanced_fields=lambda m: {"branches": [max(m.branches)] * len(m.branches)},
+    num_branches=lambda m: len(m.branches),
+    heatmap_stride=lambda m: 4,
+)
+
+LIGHT = Family(
+    name="encoder_decoder", plain=("light", "encoder_decoder"), multi="okdhp_light",
+    plain_kwargs=lambda m: dict(_light_common(m), decoder_width=m.decoder_width),
+    multi_kwargs=lambda m: dict(_light_common(m), decoder_widths=tuple(m.decoder_widths),
+                                fau_width=m.fau_width, **_fau(m)),
+    branch_fields=lambda m, i: {"name": "light", "decoder_width": m.decoder_widths[i]},
+    balanced_fields=lambda m: {"decoder_widths": [max(m.decoder_widths)]
+                               * len(m.decoder_widths)},
+    num_branches=lambda m: len(m.decoder_widths),
+    heatmap_stride=lambda m: 32 / 2**m.decoder_layers,
+)
+
+FAMILIES = (HOURGLASS, LIGHT)
+
+
+def family_of(name: str) -> Family:
+    """The family of registry model ``name`` (plain or multi-branch)."""
+    for f in FAMILIES:
+        if name == f.multi or name in f.plain:
+            return f
+    known = sorted({n for f in FAMILIES for n in (f.multi, *f.plain)})
+    raise ValueError(f"unknown model '{name}' (known: {', '.join(known)})")
+
+
+def is_multi_branch(name: str) -> bool:
+    """Whether registry model ``name`` is an OKDHP multi-branch network."""
+    return any(name == f.multi for f in FAMILIES)
+
+
+def model_kwargs(mcfg: Any, num_joints: int) -> dict[str, Any]:
+    """Keyword arguments of ``create_model(mcfg.name, ...)`` from a ModelConfig."""
+    f = family_of(mcfg.name)
+    kw = f.multi_kwargs(mcfg) if mcfg.name == f.multi else f.plain_kwargs(mcfg)
+    return dict(kw, num_joints=num_joints)
+
+
+def _multi(mcfg: Any) -> Family:
+    if not is_multi_branch(mcfg.name):
+        raise ValueError(f"model '{mcfg.name}' is not a multi-branch network")
+    return family_of(mcfg.name)
+
+
+def student_fields(mcfg: Any, branch: int) -> dict[str, Any]:
+    """ModelConfig fields that make branch ``branch`` of a multi-branch config a plain
+    network of its own (the "trained alone" baseline of that student)."""
+    return _multi(mcfg).branch_fields(mcfg, branch)
+
+
+def balanced_fields(mcfg: Any) -> dict[str, Any]:
+    """ModelConfig fields of the balanced form (every branch as large as the largest)."""
+    return _multi(mcfg).balanced_fields(mcfg)
+
+
+def num_branches(mcfg: Any) -> int:
+    """Branches of a multi-branch ModelConfig."""
+    return _multi(mcfg).num_branches(mcfg)
