@@ -251,7 +251,7 @@ def chart(reports: list[dict[str, Any]], path: Path, stat: str = "median",
     title = reports[0]["zoo"] if len(reports) == 1 else f"{reports[0]['zoo']} across devices"
     ax.set_title(f"{title}: accuracy vs latency")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png"))
     plt.close(fig)
