@@ -126,3 +126,16 @@ def test_light_family_trains_extracts_exports(encoder, synthetic_root, tmp_path)
     for fmt in ("onnx", "openvino_fp32"):
         assert rec["formats"][fmt]["available"], rec["formats"][fmt]
         assert rec["formats"][fmt]["parity"]["passed"], rec["formats"][fmt]["parity"]
+    # a torch-free bundle of the light student gives the PyTorch student's keypoints
+    import numpy as np
+
+    from okdhp_edge.bundles import export_bundle
+    from okdhp_edge.runtime.bundle import load_bundle
+    from okdhp_edge.students import torch_engine
+
+    pipe = load_bundle(export_bundle(d / "student.yaml", "openvino", "fp32", tmp_path / "b"))
+    img = np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    kp = pipe(img, (20, 10, 60, 90))
+    xin, c, s = pipe.preprocess(img, (20, 10, 60, 90))
+    coords, _ = pipe.codec.decode_to_image(torch_engine(model)(xin), c[None], s[None])
+    assert np.abs(coords[0] - kp[:, :2]).max() < 0.5
