@@ -638,6 +638,48 @@ def test_sigkill_mid_epoch_loses_at_most_the_checkpoint_interval(synthetic_root,
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def _group_members(pgid: int) -> list[int]:
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if os.getpgid(int(d.name)) == pgid:
+                    out.append(int(d.name))
+            except OSError:
+                pass
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process table in /proc")
+def test_sigkill_leaves_no_orphan_workers(synthetic_root, tmp_path):
+    """After a SIGKILL of the trainer, its data workers, their fork server and the resource
+    tracker exit on their own within seconds."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = [*tiny_overrides(synthetic_root, tmp_path), "data.workers=1", "train.epochs=50",
+            "train.run_name=orphans"]
+    proc = subprocess.Popen([sys.executable, "-m", "okdhp_edge.train", "--no-zoo", *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    metrics = tmp_path / "runs" / "orphans" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not metrics.is_file():  # workers are up by epoch 1
+        time.sleep(0.1)
+    assert len(_group_members(proc.pid)) > 1, "no worker processes to check"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 20
+    while time.time() < deadline and _group_members(proc.pid):
+        time.sleep(0.5)
+    left = _group_members(proc.pid)
+    for pid in left:  # clean up before failing
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"{len(left)} processes outlived the trainer by 20 s"
+
+
 def test_resume_without_a_checkpoint_is_one_line(tmp_path):
     import subprocess
     import sys

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -349,6 +350,10 @@ class Trainer:
                 pass
         return old
 
+    @property
+    def _worker_init_fn(self) -> Any:
+        return functools.partial(_worker_init, os.getpid())
+
     def _loader(self, epoch: int, skip_samples: int) -> DataLoader:
         """The training loader, positioned at ``epoch`` after ``skip_samples``. Its workers
         start once and persist: where they are spawned (runs under the ablation runner; the
@@ -361,7 +366,8 @@ class Trainer:
                 self.train_set, batch_size=self.cfg.train.batch_size, sampler=self.sampler,
                 num_workers=workers, collate_fn=collate_skip_none, drop_last=True,
                 pin_memory=self.device.type == "cuda", persistent_workers=workers > 0,
-                worker_init_fn=_worker_init, multiprocessing_context=_worker_context(workers))
+                worker_init_fn=self._worker_init_fn,
+                multiprocessing_context=_worker_context(workers))
         return self._train_loader
 
     def _eval_loader(self, dataset: TopDownDataset) -> DataLoader:
@@ -373,7 +379,7 @@ class Trainer:
             self._eval_loaders[key] = DataLoader(
                 dataset, batch_size=self.cfg.eval.batch_size, shuffle=False,
                 num_workers=workers, collate_fn=collate_skip_none,
-                persistent_workers=workers > 0, worker_init_fn=_worker_init,
+                persistent_workers=workers > 0, worker_init_fn=self._worker_init_fn,
                 multiprocessing_context=_worker_context(workers))
         return self._eval_loaders[key]
 
@@ -713,13 +719,17 @@ def _worker_context(workers: int) -> Optional[str]:
     return "forkserver" if workers > 0 and "forkserver" in mp.get_all_start_methods() else None
 
 
-def _worker_init(_worker_id: int) -> None:
-    """Data workers decode and warp on one thread each: no oversubscription of the cores
-    the training step uses."""
+def _worker_init(trainer_pid: int, _worker_id: int) -> None:
+    """Data workers decode and warp on one thread each (no oversubscription of the cores
+    the training step uses), and exit on their own once the trainer is gone (a SIGKILL
+    runs no clean-up in the trainer)."""
     import cv2
+
+    from okdhp_edge.utils.proc import exit_with
 
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
+    exit_with(trainer_pid)
 
 
 def _cfg_dict(cfg: Config) -> dict[str, Any]:

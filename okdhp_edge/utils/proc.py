@@ -1,0 +1,49 @@
+"""Child processes that end with the process they work for."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import Callable, Optional
+
+log = logging.getLogger(__name__)
+
+
+def start_time(pid: int) -> Optional[str]:
+    """The kernel's start time of ``pid`` (to tell it from a later process with the same
+    pid), or None where /proc is not there or the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def alive(pid: int, started: Optional[str]) -> bool:
+    """Whether process ``pid`` (started at ``started``) still runs."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return started is None or start_time(pid) == started
+
+
+def exit_with(pid: int, every_s: float = 1.0,
+              on_exit: Optional[Callable[[], None]] = None) -> None:
+    """Watch ``pid`` from a daemon thread and end this process (``on_exit``, default
+    ``os._exit(0)``) within ``every_s`` once it is gone. For data workers started from a
+    fork server: their parent is the server, not the trainer, so PyTorch's own check of the
+    parent never fires when the trainer is killed, and server and workers would wait on
+    each other forever."""
+    started = start_time(pid)
+
+    def watch() -> None:
+        while alive(pid, started):
+            time.sleep(every_s)
+        (on_exit or (lambda: os._exit(0)))()
+
+    threading.Thread(target=watch, daemon=True, name=f"exit-with-{pid}").start()
