@@ -233,6 +233,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         return calibration_main(argv[1:])
     args = _parser().parse_args(argv)
     setup_logging()
+    from okdhp_edge.utils.io import check_writable
+
+    check_writable(args.out_root)  # before the measuring, not after it
     rep = run_bench(args, argv)
     paths = write_report(rep, args.out_root / rep["device_id"])
     for k in ("json", "md", "png"):

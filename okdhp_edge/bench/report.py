@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import Any, Optional
 
-from okdhp_edge.utils.io import atomic_write, atomic_write_json, atomic_write_text
+from okdhp_edge.utils.io import atomic_write
 
 STATS = ("median", "p90", "p99")
 
@@ -297,15 +297,21 @@ def plan_chart(rep: dict[str, Any], path: Path, stat: str = "median",
 
 
 def write_report(rep: dict[str, Any], out_dir: Path) -> dict[str, Path]:
-    """Write ``<zoo>.json``, ``<zoo>_pareto.png`` and ``<zoo>.md`` under ``out_dir``."""
+    """Write ``<zoo>.json``, ``<zoo>_pareto.png`` and ``<zoo>.md`` under ``out_dir`` as a set:
+    a reader never finds a new JSON beside an old chart or table."""
+    from okdhp_edge.utils.io import atomic_write_set, remove_stale_temporaries
+
     out_dir = Path(out_dir)
     name = rep["zoo"]
     paths = {"json": out_dir / f"{name}.json", "png": out_dir / f"{name}_pareto.png",
              "md": out_dir / f"{name}.md"}
-    atomic_write_json(paths["json"], rep)
-    if rep.get("untrained"):
-        plan_chart(rep, paths["png"])
-    else:
-        chart([rep], paths["png"])
-    atomic_write_text(paths["md"], markdown(rep, paths["png"].name))
+    remove_stale_temporaries(out_dir, [p.name for p in paths.values()])
+    draw = plan_chart if rep.get("untrained") else (lambda r, p: chart([r], p))
+    text = markdown(rep, paths["png"].name)
+    atomic_write_set({
+        paths["png"]: lambda tmp: draw(rep, tmp),
+        paths["md"]: lambda tmp: tmp.write_text(text, encoding="utf-8"),
+        paths["json"]: lambda tmp: tmp.write_text(json.dumps(rep, indent=2) + "\n",
+                                                  encoding="utf-8"),
+    })
     return paths

@@ -25,14 +25,14 @@ def setup_logging(verbose: bool = False) -> None:
 def run_cli(main: Callable[[Optional[list[str]]], int], argv: Optional[list[str]] = None) -> None:
     """Run ``main`` and turn expected errors into one line and an exit status."""
     from okdhp_edge.data.errors import DataError
-    from okdhp_edge.utils.io import IntegrityError
+    from okdhp_edge.utils.io import IntegrityError, WriteError
 
     try:
         code = main(argv)
     except (ConfigError, UsageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         code = 2
-    except (DataError, IntegrityError) as exc:
+    except (DataError, IntegrityError, WriteError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         code = 1
     except KeyboardInterrupt:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 
 def _umask() -> int:
@@ -19,24 +21,92 @@ def _umask() -> int:
 UMASK = _umask()  # the process's umask: files are written as open() would create them
 
 
+class WriteError(OSError):
+    """A file that cannot be written (full disk, read-only or forbidden folder), named."""
+
+
+_WRITE_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
+                 errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
+                 errno.EPERM: "permission denied",
+                 errno.ENOTDIR: "a part of the path is a file, not a folder"}
+
+
+def _write_error(path: Path, exc: BaseException) -> Optional[WriteError]:
+    """The WriteError ``exc`` amounts to, or None. Writers that are not Python's own (torch's
+    zip writer) report a full disk as a RuntimeError: the free space tells."""
+    reason = _WRITE_ERRNOS.get(getattr(exc, "errno", None) or -1)
+    if reason is None and isinstance(exc, (OSError, RuntimeError)):
+        try:
+            if shutil.disk_usage(path.parent).free < (1 << 20):
+                reason = "the disk is full"
+        except OSError:
+            pass
+    if reason is None:
+        return None
+    return WriteError(f"cannot write {path}: {reason} ({exc.__class__.__name__}: "
+                      f"{str(exc).splitlines()[0] if str(exc) else ''})")
+
+
+def _temp_beside(path: Path) -> Path:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise (_write_error(path, exc) or exc) from None
+    os.close(fd)
+    return Path(tmp)
+
+
+def _finish(tmp: Path) -> None:
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.chmod(tmp, 0o666 & ~UMASK)  # as open() would create it, not mkstemp's 0600
+
+
 def atomic_write(path: Path, writer: Callable[[Path], None]) -> None:
     """Call ``writer(tmp_path)`` then rename the temp file onto ``path``.
 
-    A crash leaves either the old file or the new one, never a torn file.
+    A crash leaves either the old file or the new one, never a torn file; a full disk or a
+    read-only folder raises :class:`WriteError` naming the file.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    atomic_write_set({Path(path): writer})
+
+
+def atomic_write_set(writers: dict[Path, Callable[[Path], None]]) -> None:
+    """Write several files as a set: every one to a temporary file first, then all renamed
+    into place in a row, so that a failure while writing leaves the old set whole."""
+    tmps: dict[Path, Path] = {}
     try:
-        writer(Path(tmp))
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~UMASK)  # as open() would create it, not mkstemp's 0600
-        os.replace(tmp, path)
+        for path, writer in writers.items():
+            tmps[path] = _temp_beside(Path(path))
+            try:
+                writer(tmps[path])
+                _finish(tmps[path])
+            except (OSError, RuntimeError) as exc:
+                err = _write_error(Path(path), exc)
+                if err is None:
+                    raise
+                raise err from None
+        for path, tmp in tmps.items():
+            os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        for tmp in tmps.values():
+            tmp.unlink(missing_ok=True)
         raise
+
+
+def check_writable(folder: Path) -> None:
+    """Raise :class:`WriteError` now, not after an hour of work, if ``folder`` cannot take a
+    file (created if missing)."""
+    tmp = _temp_beside(Path(folder) / "write-check")
+    tmp.unlink(missing_ok=True)
+
+
+def remove_stale_temporaries(folder: Path, names: list[str]) -> None:
+    """Delete the temporaries a killed writer left for ``names`` in ``folder``."""
+    for name in names:
+        for stale in Path(folder).glob(f".{name}.*.tmp"):
+            stale.unlink(missing_ok=True)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
