@@ -6,10 +6,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: quickstart test lint bench clean-venv
 
-$(STAMP): setup.py
+$(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[train,dev]'
 	touch $(STAMP)
 
 quickstart: $(STAMP)

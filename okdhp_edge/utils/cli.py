@@ -8,6 +8,9 @@ from typing import Callable, Optional
 
 from okdhp_edge.config import ConfigError
 
+# what `pip install okdhp_edge[train]` adds to the torch-free runtime (pyproject.toml)
+TRAIN_EXTRA = ("torch", "scipy", "onnx", "safetensors", "psutil", "cpuinfo", "nncf")
+
 
 class UsageError(ValueError):
     """Bad command-line input: reported in one line, exit status 2."""
@@ -35,6 +38,12 @@ def run_cli(main: Callable[[Optional[list[str]]], int], argv: Optional[list[str]
     except (DataError, IntegrityError, WriteError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         code = 1
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in TRAIN_EXTRA:
+            raise
+        print(f"error: this command needs okdhp_edge's training extra ({exc}): "
+              "pip install 'okdhp_edge[train]'", file=sys.stderr)
+        code = 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         code = 130

@@ -1,0 +1,53 @@
+"""Packaging: a plain install is the torch-free runtime; training is the [train] extra."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _project() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+
+def test_plain_install_is_torch_free_and_train_extra_adds_it():
+    proj = _project()
+    names = [d.split(">")[0].split("=")[0].split("[")[0].strip() for d in proj["dependencies"]]
+    assert "torch" not in names and "onnxruntime" in names and "openvino" in names
+    assert "torch==2.13.0" in proj["optional-dependencies"]["train"]
+    assert {"train", "dev", "tensorrt"} <= set(proj["optional-dependencies"])
+
+
+def test_training_extra_modules_match_the_cli_message():
+    from okdhp_edge.utils.cli import TRAIN_EXTRA
+
+    modules = {"py-cpuinfo": "cpuinfo"}
+    extra = [d.split("=")[0].split(">")[0].strip()
+             for d in _project()["optional-dependencies"]["train"]]
+    assert {modules.get(d, d) for d in extra} == set(TRAIN_EXTRA)
+
+
+def test_training_without_torch_names_the_extra():
+    block = textwrap.dedent("""
+        import sys, runpy
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name == "torch" or name.startswith("torch."):
+                    raise ModuleNotFoundError("No module named 'torch'", name="torch")
+        sys.meta_path.insert(0, Block())
+        sys.argv = ["okdhp_edge.train", "--config", "configs/quickstart.yaml"]
+        runpy.run_module("okdhp_edge.train", run_name="__main__")
+    """)
+    proc = subprocess.run([sys.executable, "-c", block], capture_output=True, text=True,
+                          cwd=ROOT)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "pip install 'okdhp_edge[train]'" in proc.stderr
+    assert "Traceback" not in proc.stderr
