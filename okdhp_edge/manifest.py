@@ -113,14 +113,43 @@ def validate_fields(data: Any, fields: dict[str, Any], where: str, prefix: str =
         raise ManifestError(f"{where}: unknown field '{prefix}{extra[0]}'")
 
 
+def _finite(v: Any, positive: bool = False) -> bool:
+    import math
+
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    return ok and (v > 0 if positive else True)
+
+
+def check_preprocessing(pre: Any, where: str) -> None:
+    """The values of a ``preprocessing`` block (student manifests, bundles) that a pipeline
+    computes with: sizes, normalisation, stride, sigma and flip pairs, each checked."""
+    validate_fields(pre, STUDENT_FIELDS["preprocessing"], where, "preprocessing.")
+    size = pre["input_size"]
+    if len(size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool)
+                                 and 16 <= v <= 4096 for v in size):
+        raise ManifestError(f"{where}: preprocessing.input_size must be [w, h], ints in "
+                            "16..4096")
+    if pre["heatmap_stride"] < 1 or any(v % pre["heatmap_stride"] for v in size):
+        raise ManifestError(f"{where}: preprocessing.heatmap_stride must divide the input size")
+    for key in ("mean", "std"):
+        if len(pre[key]) != 3 or not all(_finite(v, key == "std") for v in pre[key]):
+            raise ManifestError(f"{where}: preprocessing.{key} must be 3 finite numbers"
+                                + (" > 0" if key == "std" else ""))
+    if not (_finite(pre["sigma"], True) and _finite(pre["box_padding"], True)):
+        raise ManifestError(f"{where}: preprocessing.sigma and box_padding must be > 0")
+    if not all(isinstance(p, list) and len(p) == 2 and all(isinstance(i, int) for i in p)
+               for p in pre["flip_pairs"]):
+        raise ManifestError(f"{where}: preprocessing.flip_pairs must be [i, j] int pairs")
+
+
 def read_yaml(path: Path) -> Any:
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"{path}: manifest not found")
     try:
         return yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ManifestError(f"{path}: not valid YAML: {exc}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"{path}: not valid UTF-8 YAML: {exc}") from None
 
 
 def _check_schema(data: Any, path: Path, current: int) -> None:
@@ -163,6 +192,7 @@ def load_student_manifest(path: str | Path) -> dict[str, Any]:
     if data["schema"] == 1:
         data = _student_v1_to_v2(data, path)
     validate_fields(data, STUDENT_FIELDS, str(path))
+    check_preprocessing(data["preprocessing"], str(path))
     return data
 
 

@@ -26,14 +26,55 @@ def load_report(path: str | Path) -> dict[str, Any]:
         rep = json.loads(path.read_text())
     except FileNotFoundError:
         raise ReportError(f"{path}: report not found") from None
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ReportError(f"{path}: not valid JSON: {exc}") from None
     if not isinstance(rep, dict) or "rows" not in rep or "report_version" not in rep:
         raise ReportError(f"{path}: not an okdhp_edge bench report")
     if rep["report_version"] != REPORT_VERSION:
         raise ReportError(f"{path}: report version {rep['report_version']}, this okdhp_edge "
                           f"reads version {REPORT_VERSION}")
+    _check_report(rep, path)
     return rep
+
+
+def _is_num(v: Any, optional: bool = False) -> bool:
+    if v is None:
+        return optional
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_row(r: Any, where: str) -> None:
+    """The fields the table, the chart and the pick read, with their types."""
+    if not isinstance(r, dict) or not all(isinstance(r.get(k), str) for k in ROW_TEXT):
+        raise ReportError(f"{where}: a row needs {', '.join(ROW_TEXT)} as text")
+    if r["status"] != "ok":
+        return
+    lat, acc = r.get("latency_ms"), r.get("accuracy")
+    if not isinstance(lat, dict) or not all(
+            isinstance(v, dict) and all(_is_num(v.get(s)) for s in STATS)
+            for v in lat.values()) or "engine" not in lat:
+        raise ReportError(f"{where}: row {row_label(r)}: latency_ms must hold an engine "
+                          f"scope with finite {', '.join(STATS)}")
+    if not isinstance(acc, dict) or not _is_num(acc.get("value"), True) or \
+            not _is_num(acc.get("delta_vs_torch_fp32"), True):
+        raise ReportError(f"{where}: row {row_label(r)}: accuracy value and delta must be "
+                          "finite numbers or null")
+    if not (_is_num(r.get("params")) and _is_num(r.get("macs"))):
+        raise ReportError(f"{where}: row {row_label(r)}: params and macs must be numbers")
+
+
+ROW_TEXT = ("student", "backend", "precision", "status")
+REPORT_TEXT = ("zoo", "device_id", "metric")
+
+
+def _check_report(rep: dict[str, Any], path: Path) -> None:
+    """Refuse, in one line, a report whose fields the readers would trip on."""
+    if not all(isinstance(rep.get(k), str) for k in REPORT_TEXT):
+        raise ReportError(f"{path}: a report needs {', '.join(REPORT_TEXT)} as text")
+    if not isinstance(rep["rows"], list):
+        raise ReportError(f"{path}: 'rows' must be a list")
+    for r in rep["rows"]:
+        _check_row(r, str(path))
 
 
 def latency_of(row: dict[str, Any], stat: str = "median", scope: str = "engine"

@@ -28,6 +28,7 @@ def load_coco(ann_file: str | Path, spec: KeypointSpec = COCO_17) -> COCO:
         raise DataError(
             f"{ann_file}: not a COCO keypoints file (needs 'images', 'annotations', 'categories')"
         )
+    _check_records(data, ann_file)
     cats = [c for c in data["categories"] if isinstance(c, dict) and "keypoints" in c]
     if not cats:
         raise DataError(f"{ann_file}: no category declares 'keypoints': not a keypoints file")
@@ -39,7 +40,7 @@ def load_coco(ann_file: str | Path, spec: KeypointSpec = COCO_17) -> COCO:
     for ann in data["annotations"]:
         kps = ann.get("keypoints")
         where = f"{ann_file}: annotation id {ann.get('id')}"
-        if kps is None or len(kps) != 3 * spec.num_joints:
+        if not isinstance(kps, list) or len(kps) != 3 * spec.num_joints:
             n = "no" if kps is None else len(kps) / 3
             raise DataError(f"{where}: {n} keypoints, the {spec.name} spec has {spec.num_joints}")
         if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in kps):
@@ -49,6 +50,35 @@ def load_coco(ann_file: str | Path, spec: KeypointSpec = COCO_17) -> COCO:
     with contextlib.redirect_stdout(io.StringIO()):
         coco.createIndex()
     return coco
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_records(data: dict, ann_file: Path) -> None:
+    """The fields pycocotools and the loaders read, with their types: a bad record is named
+    here instead of failing as a KeyError or TypeError further on. Boxes must be finite
+    with a non-negative size."""
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(data[key], list) or not all(isinstance(r, dict) for r in data[key]):
+            raise DataError(f"{ann_file}: '{key}' must be a list of records")
+    for cat in data["categories"]:
+        if not isinstance(cat.get("id"), int):
+            raise DataError(f"{ann_file}: category {str(cat)[:60]} needs an int 'id'")
+    for img in data["images"]:
+        if not isinstance(img.get("id"), int) or not isinstance(img.get("file_name"), str):
+            raise DataError(f"{ann_file}: image record {str(img)[:60]} needs an int 'id' and "
+                            "a 'file_name'")
+    for ann in data["annotations"]:
+        where = f"{ann_file}: annotation id {ann.get('id')}"
+        if not all(isinstance(ann.get(k), int) for k in ("id", "image_id", "category_id")):
+            raise DataError(f"{where}: needs int 'id', 'image_id' and 'category_id'")
+        box = ann.get("bbox")
+        if not (isinstance(box, list) and len(box) == 4 and all(_is_num(v) for v in box)
+                and box[2] >= 0 and box[3] >= 0):
+            raise DataError(f"{where}: bbox {box!r} is not [x, y, w, h] of finite numbers "
+                            "with w, h >= 0")
 
 
 def split_image_ids(image_ids: Iterable[int], fraction: float, seed: int,

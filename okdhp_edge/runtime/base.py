@@ -31,6 +31,11 @@ class Runner(ABC):
     def run(self, x: np.ndarray) -> np.ndarray:
         """Heatmaps of a batch."""
 
+    def input_hw(self) -> Optional[tuple[int, int]]:
+        """The loaded model's fixed input (height, width), or None where it is dynamic or
+        unknown: a bundle's preprocessing is checked against it."""
+        return None
+
     def runtime_latency_ms(self) -> Optional[float]:
         """The runtime's own measure of the last ``run`` (ms), where it keeps one: the scope
         C++ tools such as ``benchmark_app`` report, without the Python call around it."""

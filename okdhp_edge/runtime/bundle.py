@@ -22,7 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from okdhp_edge.manifest import ManifestError, read_yaml
+from okdhp_edge.manifest import ManifestError, check_preprocessing, read_yaml, validate_fields
 from okdhp_edge.runtime import make_runner
 from okdhp_edge.runtime.pipeline import KeypointPipeline
 from okdhp_edge.targets import UnknownTarget, get_target
@@ -31,6 +31,13 @@ from okdhp_edge.utils.io import verify_sha256
 BUNDLE_VERSION = 1
 BUNDLE_FIELDS = ("bundle_version", "okdhp_edge", "student", "backend", "precision", "model",
                  "files", "preprocessing", "student_manifest", "parity")
+
+
+BUNDLE_SCHEMA: dict[str, Any] = {
+    "bundle_version": int, "okdhp_edge": str, "student": str, "backend": str,
+    "precision": str, "model": str, "files": dict, "preprocessing": dict,
+    "student_manifest": dict, "parity": dict}
+BUNDLE_OPTIONAL = ("quantization",)
 
 
 def read_bundle_manifest(directory: str | Path) -> dict[str, Any]:
@@ -47,9 +54,14 @@ def read_bundle_manifest(directory: str | Path) -> dict[str, Any]:
             f"{directory}: bundle version {version} (written by okdhp_edge "
             f"{man.get('okdhp_edge', '?')}) is newer than this okdhp_edge reads "
             f"({BUNDLE_VERSION}); upgrade okdhp_edge")
-    for key in BUNDLE_FIELDS:
-        if key not in man:
-            raise ManifestError(f"{directory / 'bundle.yaml'}: missing field '{key}'")
+    where = str(directory / "bundle.yaml")
+    validate_fields({k: man[k] for k in BUNDLE_FIELDS if k in man}, BUNDLE_SCHEMA, where)
+    extra = sorted(set(man) - set(BUNDLE_FIELDS) - set(BUNDLE_OPTIONAL))
+    if extra:
+        raise ManifestError(f"{where}: unknown field '{extra[0]}'")
+    check_preprocessing(man["preprocessing"], where)
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in man["files"].items()):
+        raise ManifestError(f"{where}: 'files' must map file names to sha256 digests")
     return man
 
 
@@ -90,4 +102,8 @@ def load_bundle(directory: str | Path, threads: int = 1, device: str = "cpu"
     runner = make_runner(man["backend"], man["precision"], threads,
                          device if target.device in ("cpu", "host") else target.device)
     runner.load(str(directory / man["model"]))
+    w, h = man["preprocessing"]["input_size"]
+    if runner.input_hw() not in (None, (h, w)):
+        raise ManifestError(f"{directory / 'bundle.yaml'}: preprocessing.input_size {[w, h]} "
+                            f"does not match the model file's input (h, w) {runner.input_hw()}")
     return KeypointPipeline(runner, man["preprocessing"], manifest=man)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -54,6 +54,12 @@ class OnnxRuntimeRunner(Runner):
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [self.session.get_outputs()[0].name]
         self._version = ort.__version__
+
+    def input_hw(self) -> Optional[tuple[int, int]]:
+        shape = self.session.get_inputs()[0].shape
+        if len(shape) != 4 or not all(isinstance(d, int) for d in shape[2:]):
+            return None
+        return shape[2], shape[3]
 
     def run(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(self.output_names, {self.input_name: x})[0]

@@ -54,6 +54,13 @@ class OpenVINORunner(Runner):
     def run(self, x: np.ndarray) -> np.ndarray:
         return self.request.infer({0: x}, share_inputs=True)[self.output]
 
+    def input_hw(self) -> Optional[tuple[int, int]]:
+        shape = self.compiled.input(0).get_partial_shape()
+        dims = [shape[i] for i in (2, 3)] if shape.rank.get_length() == 4 else []
+        if len(dims) != 2 or not all(d.is_static for d in dims):
+            return None
+        return dims[0].get_length(), dims[1].get_length()
+
     def runtime_latency_ms(self) -> Optional[float]:
         """``InferRequest.latency``: what ``benchmark_app`` reads."""
         return float(self.request.latency)
