@@ -691,6 +691,32 @@ def test_resume_without_a_checkpoint_is_one_line(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize("content", ["pickle", "garbage", "foreign", "truncated"])
+def test_resume_from_a_bad_checkpoint_is_one_line(tmp_path, content):
+    import pickle
+
+    run = tmp_path / "run"
+    run.mkdir()
+    ck = run / "last.pt"
+    if content == "pickle":
+        ck.write_bytes(pickle.dumps({"epoch": 1, "x": ValueError("an arbitrary object")}))
+    elif content == "garbage":
+        ck.write_bytes(bytes(range(256)))
+    elif content == "foreign":
+        torch.save({"epoch": 1}, ck)
+    else:
+        torch.save({"model": torch.zeros(1000)}, ck)
+        ck.write_bytes(ck.read_bytes()[:300])
+    # data that is not there: the checkpoint is refused before any data is read
+    (run / "config.yaml").write_text("model: {name: hg2}\ndata: {root: /nonexistent/okdhp}\n")
+    proc = subprocess.run([sys.executable, "-m", "okdhp_edge.train", "--resume", str(run)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {ck}") and "Traceback" not in proc.stderr
+    assert "weights_only=False" not in proc.stderr
+
+
 def test_files_respect_the_umask(tiny_zoo):
     import stat
 

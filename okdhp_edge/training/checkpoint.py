@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from okdhp_edge.data.errors import DataError
 from okdhp_edge.utils.io import atomic_write
 
 
@@ -43,6 +44,41 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     atomic_write(Path(path), lambda tmp: torch.save(state, tmp))
 
 
+class CheckpointError(DataError):
+    """A checkpoint that is missing, truncated, not ours, or an arbitrary pickle."""
+
+
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True`` (no arbitrary pickles)."""
-    return torch.load(path, map_location=map_location, weights_only=True)
+    """Load a checkpoint with ``weights_only=True`` (no arbitrary pickles); anything else
+    is a :class:`CheckpointError` naming the file, never unpickled."""
+    import pickle
+    import warnings
+
+    try:
+        with warnings.catch_warnings():  # a foreign pickle protocol warns before it fails
+            warnings.simplefilter("ignore", UserWarning)
+            ck = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: checkpoint not found") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, pickle.UnpicklingError):  # torch's text suggests unpickling it
+            first = "refused by the weights-only loader"
+        raise CheckpointError(f"{path}: not a checkpoint okdhp_edge wrote, or a truncated "
+                              f"one; it is not unpickled ({first[:120]})") from None
+    if not isinstance(ck, dict):
+        raise CheckpointError(f"{path}: not a checkpoint okdhp_edge wrote (a "
+                              f"{type(ck).__name__}, not a mapping)")
+    return ck
+
+
+RESUME_KEYS = ("config", "model", "optimizer", "scheduler", "scaler", "epoch", "iteration",
+               "iter_in_epoch", "best", "best_epoch", "wall", "skipped_images", "history",
+               "rng")
+
+
+def check_resume_keys(ck: dict[str, Any], path: Path) -> None:
+    """Refuse a checkpoint without what resuming reads."""
+    missing = [k for k in RESUME_KEYS if k not in ck]
+    if missing:
+        raise CheckpointError(f"{path}: not a training checkpoint (no {', '.join(missing[:4])})")

@@ -31,6 +31,7 @@ from okdhp_edge.models.registry import (
     model_kwargs_from_config,
 )
 from okdhp_edge.training.checkpoint import (
+    check_resume_keys,
     load_checkpoint,
     rng_state,
     save_checkpoint,
@@ -164,10 +165,14 @@ class Trainer:
         self._stop = False
         self._saved_at = time.monotonic()
         self.plain = not is_multi_branch(cfg.model.name)
+        ck = None
+        if resume and run_dir is not None and (Path(run_dir) / "last.pt").is_file():
+            ck = load_checkpoint(Path(run_dir) / "last.pt", self.device)  # checked first:
+            check_resume_keys(ck, Path(run_dir) / "last.pt")  # before any data is read
         self._build()  # before the run folder: a run that cannot start leaves none behind
         self.run_dir = self._make_run_dir(run_dir, resume)
-        if resume:
-            self._load(self.run_dir / "last.pt")
+        if ck is not None:
+            self._load(ck)
 
     # ---------------------------------------------------------------- setup
     def _seed_everything(self, seed: int) -> None:
@@ -315,8 +320,7 @@ class Trainer:
         if every and time.monotonic() - self._saved_at >= every:
             self.save()
 
-    def _load(self, path: Path) -> None:
-        ck = load_checkpoint(path, self.device)
+    def _load(self, ck: dict[str, Any]) -> None:
         if json.loads(ck["config"]) != _cfg_dict(self.cfg):
             log.warning("resuming with a config that differs from the checkpoint's")
         self.model.load_state_dict(ck["model"])
