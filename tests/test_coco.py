@@ -81,11 +81,12 @@ def test_truncated_jpeg_refused(coco_tiny, tmp_path):
         ds[0]
 
 
-def test_unreadable_image_refused_or_skipped(coco_tiny, tmp_path):
+@pytest.mark.parametrize("content", [b"not an image at all", b""])
+def test_unreadable_image_refused_or_skipped(coco_tiny, tmp_path, content):
     root = _copy_tiny(coco_tiny, tmp_path)
-    (root / "images" / "000000000785.jpg").write_bytes(b"not an image at all")
+    (root / "images" / "000000000785.jpg").write_bytes(content)
     ds = CocoKeypoints(root / "person_keypoints_tiny.json", root / "images", input_size=(64, 64))
-    with pytest.raises(DataError, match="unreadable image"):
+    with pytest.raises(DataError, match="unreadable image|empty image file"):
         ds[0]
     ds = CocoKeypoints(root / "person_keypoints_tiny.json", root / "images", input_size=(64, 64),
                        train=True, bad_image="skip")
@@ -153,3 +154,23 @@ def test_half_body_augmentation(coco_tiny):
                          input_size=(96, 128))
     s, f = ds[0], full[0]
     assert s["scale"][1] < f["scale"][1]  # a tighter box around half of the body
+
+
+def test_a_bad_image_in_a_worker_is_one_line():
+    """A DataError raised in a DataLoader worker comes back with the worker's traceback in
+    its text; the CLIs print its message alone."""
+    from torch.utils.data import DataLoader, Dataset
+
+    from okdhp_edge.utils.cli import one_line
+
+    class Bad(Dataset):
+        def __len__(self) -> int:
+            return 2
+
+        def __getitem__(self, i):
+            raise DataError("img.jpg: unreadable image (record 7)")
+
+    with pytest.raises(DataError) as info:
+        next(iter(DataLoader(Bad(), num_workers=1)))
+    assert "Original Traceback" in str(info.value)
+    assert one_line(info.value) == "img.jpg: unreadable image (record 7)"

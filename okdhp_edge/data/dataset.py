@@ -41,9 +41,14 @@ def read_image(path: str | Path) -> np.ndarray:
         raise DataError(f"{path}: image file not found") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read image: {exc}") from None
+    if not data:
+        raise DataError(f"{path}: empty image file (0 bytes)")
     if data[:2] == _JPEG_SOI and _JPEG_EOI not in data[-64:].rstrip(b"\x00"):
         raise DataError(f"{path}: truncated JPEG (no end-of-image marker)")
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    try:
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error as exc:
+        raise DataError(f"{path}: unreadable image ({str(exc).strip()[:80]})") from None
     if img is None:
         raise DataError(f"{path}: unreadable image (not a decodable JPEG/PNG)")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)

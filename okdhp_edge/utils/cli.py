@@ -25,6 +25,17 @@ def setup_logging(verbose: bool = False) -> None:
     )
 
 
+def one_line(exc: BaseException) -> str:
+    """The message of ``exc`` on one line. An error raised in a DataLoader worker comes back
+    as the same type with the worker's whole traceback in its text ("Caught DataError in
+    DataLoader worker process 0 ... Original Traceback ..."): its last line is the message."""
+    text = str(exc).strip()
+    if text.startswith("Caught ") and "Original Traceback" in text:
+        last = text.splitlines()[-1]
+        return last.split(": ", 1)[1] if ": " in last else last
+    return text
+
+
 def run_cli(main: Callable[[Optional[list[str]]], int], argv: Optional[list[str]] = None) -> None:
     """Run ``main`` and turn expected errors into one line and an exit status."""
     from okdhp_edge.data.errors import DataError
@@ -36,7 +47,7 @@ def run_cli(main: Callable[[Optional[list[str]]], int], argv: Optional[list[str]
         print(f"error: {exc}", file=sys.stderr)
         code = 2
     except (DataError, IntegrityError, WriteError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         code = 1
     except ModuleNotFoundError as exc:
         if (exc.name or "").split(".")[0] not in TRAIN_EXTRA:
