@@ -99,30 +99,21 @@ def _zoo_candidates(zoo: Path, students: Optional[tuple[str, ...]], formats: lis
 
 
 def _e2e_sample(c: Candidate):
-    """A real image and person box of the candidate's report split (for the e2e scope)."""
-    import json
-
+    """A real image and person box of the candidate's report split (for the e2e scope), read
+    by the dataset's own reader (the person's box, its padding taken off again)."""
     import numpy as np
 
     from okdhp_edge.data.dataset import read_image
+    from okdhp_edge.evaluation.datasets import report_dataset
 
-    acc = c.manifest["accuracy"]
     grey = np.full((480, 640, 3), 127, np.uint8), (200.0, 100.0, 160.0, 300.0)
-    if not acc["ann"]:  # an untrained plan: no data named
+    if not c.manifest["accuracy"]["ann"]:  # an untrained plan: no data named
         return grey
     try:
-        if acc["dataset"] == "mpii":
-            rec = json.loads(Path(acc["ann"]).read_text())[0]
-            img = read_image(Path(acc["images"]) / rec["image"])
-            s = rec["scale"] * 200
-            box = (rec["center"][0] - s / 2, rec["center"][1] - s / 2, s, s)
-        else:
-            doc = json.loads(Path(acc["ann"]).read_text())
-            ann = next(a for a in doc["annotations"] if a.get("num_keypoints", 1) > 0)
-            info = next(i for i in doc["images"] if i["id"] == ann["image_id"])
-            img = read_image(Path(acc["images"]) / info["file_name"])
-            box = tuple(ann["bbox"])
-        return img, box
+        rec = report_dataset(c.manifest).records[0]
+        w, h = (float(v) / c.manifest["preprocessing"]["box_padding"] for v in rec.scale)
+        box = (float(rec.center[0]) - w / 2, float(rec.center[1]) - h / 2, w, h)
+        return read_image(rec.image_path), box
     except Exception as exc:  # noqa: BLE001
         log.warning("no real image for the end-to-end scope (%s); using a grey one", exc)
         return grey
