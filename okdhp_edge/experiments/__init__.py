@@ -1,0 +1,146 @@
+"""``python -m okdhp_edge.experiments ablation --config configs/ablation/synthetic.yaml``
+
+Trains the quickstart students under several settings and seeds on the synthetic data,
+and writes ``bench/reports/ablation_synthetic.{md,json}`` with mean and standard
+deviation of report-split AP per student and arm, training cost, learning curves and the
+exact commands. Resumable run by run: a finished run (its ``result.json``) is skipped, an
+interrupted one continues from its checkpoint. When the work dir is lost (a wiped scratch
+disk), ``--restore-from bench/reports/ablation_synthetic.json`` takes every run that report
+holds instead of training it again (only the results come back, not the checkpoints or
+zoos). A run is matched by what decides it, its base config and the last value of each
+override, not by the arm it was published under: a patience-4 spec's a_2x (twice the
+patience) restores as a patience-8 spec's a.
+
+Arms (``--arms`` picks a subset):
+  a  OKDHP unbalanced (the config as given)
+  a_2x  OKDHP unbalanced for twice the schedule (epochs, LR steps and KD ramp x2): what
+        longer training adds to OKDHP, beside what c_eq adds to the plain students
+  b  OKDHP balanced (every branch as deep as the deepest)
+  c  each student alone, plain, same epochs (equal iterations)
+  c_eq  each student alone, plain, given the OKDHP run's training wall time (equal
+        compute: epochs and LR steps scaled by the measured time-per-iteration ratio of
+        arm a over arm c, averaged over their seeds; runs after both). Under a plateau
+        schedule (train.plateau_patience > 0) the epoch cap is scaled the same way, the
+        patience doubled, and the run may not stop before arm a's mean training wall time
+        (train.min_wall_s); a_2x then doubles a's patience instead of its schedule
+  d  FAU replaced by plain averaging
+  e  distillation off, branches and ensemble loss kept
+  f  KL with a temperature (default 0.1; released per-pixel normalisation)
+  f_joint  KL with per-joint normalisation (temperature 1)
+  f_both  both switches at once
+  f_detach  KL with temperature T and the ensemble detached (a teacher the KL cannot pull)
+  f_weight  the released KL with a stronger weight (spec key lambda_kd_strong, default 100
+            times the config's lambda_kd: at 32x24 heatmaps the released 2 x KL pulls a
+            prediction 1-3 px off about 250 times more weakly than its MSE does)
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Optional
+
+from okdhp_edge.experiments.arms import (  # noqa: F401 - the package's API
+    ARM_TITLES,
+    ARMS,
+    PLATEAU_TITLES,
+    _overrides,
+    _plain_run,
+    _student_key,
+    _words,
+    arm_runs,
+    arm_title,
+    mac_ratios,
+    okdhp_wall,
+    wall_ratios,
+)
+from okdhp_edge.experiments.report import (  # noqa: F401 - the package's API
+    ASYMMETRY,
+    COMPARISONS,
+    PLAIN_ARMS,
+    _asymmetric,
+    _curves,
+    _difference_table,
+    _fmt,
+    _iteration_range,
+    _mean_curve,
+    _ordered,
+    findings,
+    render,
+    write_report,
+)
+from okdhp_edge.experiments.runner import (  # noqa: F401 - the package's API
+    ablation,
+)
+from okdhp_edge.experiments.runs import (  # noqa: F401 - the package's API
+    PlannedRun,
+    _command_config,
+    _last_losses,
+    _readable_command,
+    _same_run,
+    _stop_when_orphaned,
+    _worker,
+    restorable_runs,
+    run_identity,
+    run_one,
+    train_command,
+)
+from okdhp_edge.experiments.summary import (  # noqa: F401 - the package's API
+    PLATEAU_EVALS,
+    PLATEAU_GAIN,
+    PLATEAU_LONGER_GAIN,
+    PLATEAU_TESTS,
+    _depth,
+    _iterations,
+    _paired,
+    _per_seed,
+    _per_seed_selection,
+    _stats,
+    _std,
+    best_selection,
+    equal_iteration_gaps,
+    plateau_gain,
+    plateau_verdict,
+    shorter_schedule_gains,
+    shorter_verdict,
+    summarize,
+)
+from okdhp_edge.utils.cli import setup_logging
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m okdhp_edge.experiments", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    ab = sub.add_parser("ablation")
+    ab.add_argument("--config", type=Path, required=True,
+                    help="an ablation spec (base_config, seeds, arms, overrides) or a config")
+    ab.add_argument("--seeds", type=int, nargs="*")
+    ab.add_argument("--arms", nargs="*", choices=ARMS)
+    ab.add_argument("--work-dir", default="runs/ablation")
+    ab.add_argument("--report-only", action="store_true",
+                    help="write the report from the finished runs; train nothing")
+    ab.add_argument("--restore-from", type=Path, metavar="REPORT_JSON", action="append",
+                    help="a published ablation report (repeatable): every run of this "
+                         "ablation that it holds (same base config and overrides, any arm "
+                         "name) is taken as finished instead of retrained (a lost work dir)")
+    ab.add_argument("--jobs", type=int, default=1,
+                    help="runs trained in parallel (each with train.threads from the spec)")
+    ab.add_argument("--out", type=Path, default=Path("bench/reports/ablation_synthetic.md"))
+    ab.add_argument("overrides", nargs="*")
+    rd = sub.add_parser("render", help="re-render published ablation reports from their JSON")
+    rd.add_argument("reports", nargs="+", type=Path, metavar="REPORT_JSON")
+    args = p.parse_args(argv)
+    setup_logging()
+    if args.cmd == "render":
+        for path in args.reports:
+            print(f"report: {render(path)}")
+        return 0
+    return ablation(args)
+
+
+def cli() -> None:
+    """Console-script entry point: one-line errors and exit codes as with python -m."""
+    from okdhp_edge.utils.cli import run_cli as _run
+
+    _run(main)
