@@ -306,10 +306,10 @@ def test_torchrun_with_one_process_is_distributed(synthetic_root, tmp_path):
 
 @pytest.mark.parametrize("name", [p.name for p in (CONFIG_DIR / "ablation").glob("*.yaml")])
 def test_ablation_spec_is_valid(name):
-    from okdhp_edge.experiments import ARMS, arm_runs
+    from okdhp_edge.experiments import ARMS, arm_runs, canonical_arm
 
     spec = yaml.safe_load((CONFIG_DIR / "ablation" / name).read_text())
-    assert set(spec["arms"]) <= set(ARMS) and len(spec["seeds"]) >= 2
+    assert {canonical_arm(a) for a in spec["arms"]} <= set(ARMS) and len(spec["seeds"]) >= 2
     base = CONFIG_DIR.parent / spec["base_config"]
     cfg = load_config(base, spec["overrides"])
     extra = {"kl_temperature": spec["kl_temperature"],

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Optional
 
 from okdhp_edge.experiments.arms import (  # noqa: F401 - the package's API
+    ARM_NAMES,
     ARM_TITLES,
     ARMS,
     PLATEAU_TITLES,
@@ -50,6 +51,7 @@ from okdhp_edge.experiments.arms import (  # noqa: F401 - the package's API
     _words,
     arm_runs,
     arm_title,
+    canonical_arm,
     mac_ratios,
     okdhp_wall,
     wall_ratios,
@@ -116,7 +118,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     ab.add_argument("--config", type=Path, required=True,
                     help="an ablation spec (base_config, seeds, arms, overrides) or a config")
     ab.add_argument("--seeds", type=int, nargs="*")
-    ab.add_argument("--arms", nargs="*", choices=ARMS)
+    ab.add_argument("--arms", nargs="*", choices=list(ARMS) + list(ARM_NAMES),
+                    metavar="ARM", help="short keys or names: " + ", ".join(
+                        f"{n} ({k})" for n, k in ARM_NAMES.items()))
     ab.add_argument("--work-dir", default="runs/ablation")
     ab.add_argument("--report-only", action="store_true",
                     help="write the report from the finished runs; train nothing")

@@ -15,6 +15,26 @@ log = logging.getLogger("okdhp_edge.experiments")
 
 ARMS = ("a", "a_2x", "b", "c", "c_eq", "d", "e", "f", "f_joint", "f_both", "f_detach",
         "f_weight")
+# the arms by what they are (spec files and --arms may use either; reports keep the short
+# keys, so that published reports and their run identities stay as they are)
+ARM_NAMES = {"okdhp": "a", "okdhp_longer": "a_2x", "okdhp_balanced": "b", "alone": "c",
+             "alone_equal_time": "c_eq", "fau_mean": "d", "no_distillation": "e",
+             "kl_temperature": "f", "kl_per_joint": "f_joint",
+             "kl_temperature_per_joint": "f_both", "kl_detached_teacher": "f_detach",
+             "kl_strong": "f_weight"}
+
+
+def canonical_arm(name: str, where: str = "arms") -> str:
+    """The short key of arm ``name`` (a short key or a descriptive name)."""
+    if name in ARMS:
+        return name
+    if name in ARM_NAMES:
+        return ARM_NAMES[name]
+    import difflib
+
+    close = difflib.get_close_matches(str(name), list(ARM_NAMES) + list(ARMS), n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    raise UsageError(f"{where}: unknown arm '{name}'{hint}")
 
 
 def arm_runs(arm: str, cfg: Any, extra: dict[str, Any]) -> list[tuple[str, list[str]]]:

@@ -14,7 +14,14 @@ from typing import Any
 
 import yaml
 
-from okdhp_edge.experiments.arms import ARMS, arm_runs, mac_ratios, okdhp_wall, wall_ratios
+from okdhp_edge.experiments.arms import (
+    ARMS,
+    arm_runs,
+    canonical_arm,
+    mac_ratios,
+    okdhp_wall,
+    wall_ratios,
+)
 from okdhp_edge.experiments.report import _ordered, write_report
 from okdhp_edge.experiments.runs import (
     PlannedRun,
@@ -47,11 +54,11 @@ def ablation(args: argparse.Namespace) -> int:
                          f"(expected {', '.join(sorted(spec_keys))})")
     base = Path(spec["base_config"]) if spec.get("base_config") else None
     seeds = spec.get("seeds", [0, 1, 2]) if args.seeds is None else args.seeds
-    arms = spec.get("arms", list(ARMS)) if args.arms is None else args.arms
-    arm_seeds = {a: [s for s in v if s in seeds] for a, v in (spec.get("arm_seeds") or {}).items()}
-    bad = set(arm_seeds) - set(ARMS)
-    if bad:
-        raise UsageError(f"{args.config}: arm_seeds names unknown arm '{sorted(bad)[0]}'")
+    spec["arms"] = [canonical_arm(a, str(args.config)) for a in spec.get("arms", ARMS)]
+    spec["arm_seeds"] = {canonical_arm(a, f"{args.config}: arm_seeds"): v
+                         for a, v in (spec.get("arm_seeds") or {}).items()}
+    arms = spec["arms"] if args.arms is None else [canonical_arm(a) for a in args.arms]
+    arm_seeds = {a: [s for s in v if s in seeds] for a, v in spec["arm_seeds"].items()}
     extra_overrides = spec.get("overrides", []) + list(args.overrides)
     cfg = load_config(base, extra_overrides)  # validates every override before any run
     kl_t = spec.get("kl_temperature", 0.1)
