@@ -44,6 +44,7 @@ from okdhp_edge.training.distributed import (
     cleanup,
     init_distributed,
 )
+from okdhp_edge.training.plateau import PlateauSchedule
 from okdhp_edge.utils.cpu import cpu_has_native_bf16
 from okdhp_edge.utils.io import atomic_write_text
 
@@ -274,6 +275,7 @@ class Trainer:
         self._opt_step = torch.compile(self.optimizer.step) if compiled and not use_scaler \
             else None
         self.heads = self._heads()
+        self.plateau = PlateauSchedule(cfg.train)
         self.best_states: dict[str, dict[str, torch.Tensor]] = {}
 
     def _heads(self) -> list[Head]:
@@ -538,23 +540,8 @@ class Trainer:
         cfg, s = self.cfg.train, self.state
         verdict = ""
         if self.dist.is_main:
-            improved = False
-            for h in self.heads:
-                if h.name == "ensemble" or h.name not in metrics:
-                    continue
-                past = [r["select"][h.name] for r in s.history if h.name in r["select"]]
-                recent = (past + [metrics[h.name]])[-cfg.plateau_window:]
-                value = sum(recent) / len(recent)
-                if value > s.plateau_ref.get(h.name, -math.inf) + cfg.plateau_min_delta:
-                    s.plateau_ref[h.name] = value
-                    improved = True
-            early = s.epoch < cfg.plateau_min_epoch  # not yet allowed to level off
-            s.stale = 0 if improved or early else s.stale + 1
-            if s.stale >= cfg.plateau_patience:
-                if s.drops < cfg.plateau_drops:
-                    verdict = "drop"
-                elif s.wall >= cfg.min_wall_s:
-                    verdict = "stop"
+            students = [h.name for h in self.heads if h.name != "ensemble"]
+            verdict = self.plateau.verdict(s, metrics, students)
         if broadcast_flag(verdict == "drop", self.dist):
             s.drops, s.stale = s.drops + 1, 0
             for group in self.optimizer.param_groups:  # from the next iteration on
@@ -564,9 +551,7 @@ class Trainer:
                      s.drops, cfg.plateau_drops, float(self.optimizer.param_groups[0]["lr"]))
             return "drop"
         if broadcast_flag(verdict == "stop", self.dist):
-            s.finished = (f"plateau after {s.drops} LR drops: no student gained "
-                          f"{cfg.plateau_min_delta:g} selection AP in {cfg.plateau_patience} "
-                          f"validations")
+            s.finished = self.plateau.finished_message(s)
             log.info("%s; stopping at epoch %d, iteration %d", s.finished, s.epoch, s.iteration)
             return "stop"
         return ""
