@@ -10,7 +10,12 @@ import numpy as np
 import torch
 
 from okdhp_edge.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from okdhp_edge.manifest import STUDENT_SCHEMA, load_student_manifest, write_yaml
+from okdhp_edge.manifest import (
+    STUDENT_SCHEMA,
+    ManifestError,
+    load_student_manifest,
+    write_yaml,
+)
 from okdhp_edge.utils.io import atomic_write, sha256_file, verify_sha256
 
 log = logging.getLogger(__name__)
@@ -28,7 +33,8 @@ def save_student(directory: Path, model: torch.nn.Module, manifest: dict[str, An
         raise FileExistsError(f"{directory}: a student is already there; not overwriting")
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_write(directory / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp)))
+    meta = bound_fields(manifest)  # in the weights' header, so under their sha256
+    atomic_write(directory / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp), metadata=meta))
     manifest["weights"] = {"file": WEIGHTS_FILE, "sha256": sha256_file(directory / WEIGHTS_FILE)}
     write_yaml(directory / "student.yaml", manifest)
     return directory / "student.yaml"
@@ -69,7 +75,6 @@ def write_zoo_dir(zoo_dir: Path, zoo: dict[str, Any], manifests: dict[str, dict]
 
 def build_student(manifest: dict[str, Any]) -> torch.nn.Module:
     """The (untrained) model a manifest's ``architecture`` describes, from the registry."""
-    from okdhp_edge.manifest import ManifestError
     from okdhp_edge.models.registry import create_model
 
     arch = manifest["architecture"]
@@ -80,15 +85,41 @@ def build_student(manifest: dict[str, Any]) -> torch.nn.Module:
                             f"{arch['args']} cannot be built: {exc}") from None
 
 
+# the manifest fields a student computes with: written into its weights file's header too,
+# so that an edit of student.yaml that would change the computation is caught
+BOUND_FIELDS = ("architecture", "preprocessing")
+
+
+def bound_fields(manifest: dict[str, Any]) -> dict[str, str]:
+    import json
+
+    return {k: json.dumps(manifest[k], sort_keys=True) for k in BOUND_FIELDS}
+
+
+def check_bound_fields(weights: Path, manifest: dict[str, Any], where: Path) -> None:
+    """Refuse a manifest whose architecture or preprocessing differs from the one its
+    (sha256-verified) weights were saved with. Weights saved before this check carry none."""
+    from safetensors import safe_open
+
+    with safe_open(str(weights), framework="pt") as f:
+        saved = f.metadata() or {}
+    for key, value in bound_fields(manifest).items():
+        if key in saved and saved[key] != value:
+            raise ManifestError(f"{where}: '{key}' differs from the one its weights were saved "
+                                "with (an edited manifest); restore it or retrain")
+
+
 def load_student(path: str | Path, device: str | torch.device = "cpu"
                  ) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Model (eval mode) and manifest of a ``student.yaml``; verifies the weights' sha256."""
+    """Model (eval mode) and manifest of a ``student.yaml``; verifies the weights' sha256
+    and that the manifest's architecture and preprocessing are the ones saved with them."""
     from safetensors.torch import load_file
 
     path = Path(path)
     manifest = load_student_manifest(path)
     weights = path.parent / manifest["weights"]["file"]
     verify_sha256(weights, manifest["weights"]["sha256"])
+    check_bound_fields(weights, manifest, path)
     model = build_student(manifest)
     model.load_state_dict(load_file(str(weights), device=str(device)))
     return model.to(device).eval(), manifest

@@ -415,6 +415,23 @@ def test_resume_from_a_bad_checkpoint_is_one_line(tmp_path, content):
     assert "weights_only=False" not in proc.stderr
 
 
+def test_an_edited_manifest_is_refused(tiny_zoo, tmp_path):
+    """Input size and normalisation are bound to the weights (their header, under the
+    sha256): editing them in student.yaml is refused instead of scoring AP 0.00."""
+    import shutil
+
+    from okdhp_edge.students import load_student
+
+    d = tmp_path / "s"
+    shutil.copytree(zoo_students(tiny_zoo)[0][0], d)
+    load_student(d / "student.yaml")
+    man = yaml.safe_load((d / "student.yaml").read_text())
+    man["preprocessing"]["std"] = [1.0, 1.0, 1.0]
+    (d / "student.yaml").write_text(yaml.safe_dump(man, sort_keys=False))
+    with pytest.raises(ManifestError, match="'preprocessing' differs"):
+        load_student(d / "student.yaml")
+
+
 def test_files_respect_the_umask(tiny_zoo):
     import stat
 
