@@ -10,7 +10,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import yaml
 
@@ -37,86 +37,145 @@ from okdhp_edge.utils.io import atomic_write_json
 
 log = logging.getLogger("okdhp_edge.experiments")
 
+SPEC_KEYS = {"base_config", "seeds", "arms", "overrides", "kl_temperature", "arm_seeds",
+             "lambda_kd_strong", "shorter_schedule"}
+
 
 def ablation(args: argparse.Namespace) -> int:
-    from okdhp_edge.config import load_config
+    """Train (or restore) every run of the spec, or with ``--report-only`` re-render the
+    report from the finished ones."""
+    runner = Ablation(args)
+    return runner.report_only() if args.report_only else runner.train_all()
 
-    if not args.config.is_file():
-        raise UsageError(f"{args.config}: ablation spec not found")
-    spec = yaml.safe_load(args.config.read_text()) or {}
-    spec_keys = {"base_config", "seeds", "arms", "overrides", "kl_temperature", "arm_seeds",
-                 "lambda_kd_strong", "shorter_schedule"}
-    if not (isinstance(spec, dict) and spec_keys & set(spec)):
-        spec = {"base_config": str(args.config)}  # a plain training config
-    unknown = set(spec) - spec_keys
+
+def read_spec(path: Path) -> dict[str, Any]:
+    """An ablation spec (or a plain training config, taken as its base), arms canonical."""
+    if not path.is_file():
+        raise UsageError(f"{path}: ablation spec not found")
+    spec = yaml.safe_load(path.read_text()) or {}
+    if not (isinstance(spec, dict) and SPEC_KEYS & set(spec)):
+        spec = {"base_config": str(path)}  # a plain training config
+    unknown = set(spec) - SPEC_KEYS
     if unknown:
-        raise UsageError(f"{args.config}: unknown ablation key '{sorted(unknown)[0]}' "
-                         f"(expected {', '.join(sorted(spec_keys))})")
-    base = Path(spec["base_config"]) if spec.get("base_config") else None
-    seeds = spec.get("seeds", [0, 1, 2]) if args.seeds is None else args.seeds
-    spec["arms"] = [canonical_arm(a, str(args.config)) for a in spec.get("arms", ARMS)]
-    spec["arm_seeds"] = {canonical_arm(a, f"{args.config}: arm_seeds"): v
+        raise UsageError(f"{path}: unknown ablation key '{sorted(unknown)[0]}' "
+                         f"(expected {', '.join(sorted(SPEC_KEYS))})")
+    spec["arms"] = [canonical_arm(a, str(path)) for a in spec.get("arms", ARMS)]
+    spec["arm_seeds"] = {canonical_arm(a, f"{path}: arm_seeds"): v
                          for a, v in (spec.get("arm_seeds") or {}).items()}
-    arms = spec["arms"] if args.arms is None else [canonical_arm(a) for a in args.arms]
-    arm_seeds = {a: [s for s in v if s in seeds] for a, v in spec["arm_seeds"].items()}
-    extra_overrides = spec.get("overrides", []) + list(args.overrides)
-    cfg = load_config(base, extra_overrides)  # validates every override before any run
-    kl_t = spec.get("kl_temperature", 0.1)
-    root = Path(args.work_dir)
-    restorable: dict[tuple[str, tuple[str, ...]], list[dict[str, Any]]] = {}
-    for report in args.restore_from or []:  # several reports: each one's runs are candidates
-        for key, found in restorable_runs(report).items():
-            restorable.setdefault(key, []).extend(found)
-    if cfg.data.dataset == "synthetic" and not args.report_only:
-        from okdhp_edge.data.build import ensure_synthetic
+    return spec
 
-        ensure_synthetic(cfg.data)  # once, before parallel runs would each generate it
 
-    # Priority order: arms with every seed first (seed-major), then the arms cut to fewer
-    # seeds in spec order; c_eq waits for a and c of its seed. A stop at any time keeps the
-    # most important runs.
-    def priority(p: PlannedRun) -> tuple:
-        full = len(arm_seeds.get(p.arm, seeds)) == len(seeds)
-        return ((0, seeds.index(p.seed), arms.index(p.arm)) if full
-                else (1, arms.index(p.arm), seeds.index(p.seed)))
-
-    planned = sorted((PlannedRun(arm, seed, "?", root) for arm in arms for seed in seeds
-                      if seed in arm_seeds.get(arm, seeds)), key=priority)
-    results: dict[str, dict[str, list]] = {}
-    done: dict[str, dict] = {}
-    meta = {"config": str(args.config), "seeds": seeds, "arm_seeds": arm_seeds,
+def _meta(args: argparse.Namespace, spec: dict, cfg: Any, seeds: list, arm_seeds: dict
+          ) -> dict[str, Any]:
+    """What the report records of the whole ablation (besides its runs)."""
+    t = cfg.train
+    plateau = {"patience": t.plateau_patience, "window": t.plateau_window,
+               "min_delta": t.plateau_min_delta, "drops": t.plateau_drops,
+               "lr_factor": t.lr_factor, "val_every": t.val_every, "epochs": t.epochs}
+    return {"config": str(args.config), "seeds": seeds, "arm_seeds": arm_seeds,
             "mac_ratio_okdhp_over_plain": mac_ratios(cfg),
             "lambda_kd": cfg.loss.lambda_kd, "lambda_ens": cfg.loss.lambda_ens,
             "lambda_kd_strong": spec.get("lambda_kd_strong", 100 * cfg.loss.lambda_kd),
             "argv": sys.argv, "jobs": args.jobs,
-            "plateau_schedule": {"patience": cfg.train.plateau_patience,
-                                 "window": cfg.train.plateau_window,
-                                 "min_delta": cfg.train.plateau_min_delta,
-                                 "drops": cfg.train.plateau_drops,
-                                 "lr_factor": cfg.train.lr_factor,
-                                 "val_every": cfg.train.val_every,
-                                 "epochs": cfg.train.epochs}
-            if cfg.train.plateau_patience else None,
+            "plateau_schedule": plateau if t.plateau_patience else None,
             "argv_display": ["python", "-m", "okdhp_edge.experiments",
                              *[a for a in sys.argv[1:] if a != "--report-only"]]}
 
-    def expand(p: PlannedRun) -> list[PlannedRun]:
-        extra = {"kl_temperature": kl_t, "lambda_kd_strong": meta["lambda_kd_strong"]}
-        if p.arm == "c_eq":
-            extra["wall_ratio"] = wall_ratios(results)
-            extra["okdhp_wall_s"] = okdhp_wall(results)
-        return [PlannedRun(p.arm, p.seed, label, root / f"{p.arm}-seed{p.seed}-{label}",
-                           extra_overrides + ov + [f"train.seed={p.seed}"])
-                for label, ov in arm_runs(p.arm, cfg, extra)]
 
-    def ready(p: PlannedRun) -> bool:
+def _shorter_reference(spec: dict, where: Path) -> Optional[dict[str, Any]]:
+    """The earlier ablation report a ``shorter_schedule`` comparison reads, checked."""
+    shorter = spec.get("shorter_schedule")
+    if not shorter:
+        return None
+    ref_path = Path(shorter.get("report", ""))
+    if not ref_path.is_file():
+        raise UsageError(f"{where}: shorter_schedule.report {ref_path} not found")
+    bad = [a for a in shorter.get("pairs", {}) if a not in ARMS]
+    if bad or not shorter.get("pairs"):
+        raise UsageError(f"{where}: shorter_schedule.pairs must map arms of this "
+                         f"ablation to arms of {ref_path} (e.g. a: a_2x)")
+    return json.loads(ref_path.read_text())
+
+
+class Ablation:
+    """One ablation: its spec, planned runs and the results recorded so far."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        from okdhp_edge.config import load_config
+
+        self.args = args
+        self.spec = spec = read_spec(args.config)
+        self.base = Path(spec["base_config"]) if spec.get("base_config") else None
+        self.seeds = spec.get("seeds", [0, 1, 2]) if args.seeds is None else args.seeds
+        self.arms = spec["arms"] if args.arms is None else [canonical_arm(a) for a in args.arms]
+        self.arm_seeds = {a: [s for s in v if s in self.seeds]
+                          for a, v in spec["arm_seeds"].items()}
+        self.overrides = spec.get("overrides", []) + list(args.overrides)
+        self.cfg = load_config(self.base, self.overrides)  # every override, before any run
+        self.root = Path(args.work_dir)
+        self.restorable: dict[tuple[str, tuple[str, ...]], list[dict[str, Any]]] = {}
+        for report in args.restore_from or []:  # several reports: each one's runs count
+            for key, found in restorable_runs(report).items():
+                self.restorable.setdefault(key, []).extend(found)
+        if self.cfg.data.dataset == "synthetic" and not args.report_only:
+            from okdhp_edge.data.build import ensure_synthetic
+
+            ensure_synthetic(self.cfg.data)  # once, before parallel runs each generate it
+        self.results: dict[str, dict[str, list]] = {}
+        self.done: dict[str, dict] = {}
+        self.meta = _meta(args, spec, self.cfg, self.seeds, self.arm_seeds)
+        self.reference = _shorter_reference(spec, args.config)
+        self._plan()
+
+    # ---------------------------------------------------------------- planning
+    def priority(self, p: PlannedRun) -> tuple:
+        """Arms with every seed first (seed-major), then the arms cut to fewer seeds in spec
+        order; c_eq waits for a and c. A stop at any time keeps the most important runs."""
+        full = len(self.arm_seeds.get(p.arm, self.seeds)) == len(self.seeds)
+        return ((0, self.seeds.index(p.seed), self.arms.index(p.arm)) if full
+                else (1, self.arms.index(p.arm), self.seeds.index(p.seed)))
+
+    def _plan(self) -> None:
+        """Expand what does not depend on other runs now, c_eq (sized by a and c) later."""
+        from okdhp_edge.families import num_branches
+
+        planned = sorted((PlannedRun(arm, seed, "?", self.root) for arm in self.arms
+                          for seed in self.seeds if seed in self.arm_seeds.get(arm, self.seeds)),
+                         key=self.priority)
+        self.queue: list[PlannedRun] = []
+        self.deferred: list[PlannedRun] = []
+        for p in planned:
+            if p.arm == "c_eq":
+                self.deferred.append(p)
+            else:
+                self.queue.extend(self.expand(p))
+        self.planned_all = list(self.queue)
+        self.total = len(self.queue) + len(self.deferred) * num_branches(self.cfg.model)
+        self.meta["planned_runs"] = self.total
+        log.info("ablation: %d runs (%d jobs in parallel), work dir %s", self.total,
+                 self.args.jobs, self.root)
+
+    def expand(self, p: PlannedRun) -> list[PlannedRun]:
+        """The runs of one arm and seed (one per student for the plain arms)."""
+        extra = {"kl_temperature": self.spec.get("kl_temperature", 0.1),
+                 "lambda_kd_strong": self.meta["lambda_kd_strong"]}
+        if p.arm == "c_eq":
+            extra["wall_ratio"] = wall_ratios(self.results)
+            extra["okdhp_wall_s"] = okdhp_wall(self.results)
+        return [PlannedRun(p.arm, p.seed, label, self.root / f"{p.arm}-seed{p.seed}-{label}",
+                           self.overrides + ov + [f"train.seed={p.seed}"])
+                for label, ov in arm_runs(p.arm, self.cfg, extra)]
+
+    def ready(self, p: PlannedRun) -> bool:
+        """c_eq is ready once every a and c run (all seeds: a fair ratio) is done."""
         if p.arm != "c_eq":
             return True
-        need = [q for q in planned_all if q.arm in ("a", "c")]  # every seed: a fair ratio
-        return bool(need) and all(q.key in done for q in need) and \
+        need = [q for q in self.planned_all if q.arm in ("a", "c")]
+        return bool(need) and all(q.key in self.done for q in need) and \
             all(any(q.arm == a for q in need) for a in ("a", "c"))
 
-    def load(q: PlannedRun) -> bool:
+    # ---------------------------------------------------------------- results
+    def load(self, q: PlannedRun) -> bool:
         """Record a run finished earlier (its result.json, or the same run in the
         --restore-from report); False when it has none."""
         path = q.run_dir / "result.json"
@@ -124,7 +183,8 @@ def ablation(args: argparse.Namespace) -> int:
             res = json.loads(path.read_text())
             _same_run(q.run_dir, {"overrides": res.get("overrides")}, {"overrides": q.overrides})
         else:  # a restored run was matched on these very settings: nothing to check
-            same = restorable.get(run_identity(str(base) if base else "", q.overrides))
+            base = str(self.base) if self.base else ""
+            same = self.restorable.get(run_identity(base, q.overrides))
             if not same:
                 return False
             res = next((r for r in same if r["restored_arm"] == q.arm), same[0])
@@ -133,121 +193,113 @@ def ablation(args: argparse.Namespace) -> int:
             atomic_write_json(path, res)
             log.info("%s: restored from a published report (as arm %s there)", q.key,
                      res["restored_arm"])
-        record(q, res)
+        self.record(q, res)
         return True
 
-    def record(run: PlannedRun, res: dict) -> None:
+    def record(self, run: PlannedRun, res: dict) -> None:
         if "losses" not in res:  # results written before the loss terms were kept
             res["losses"] = _last_losses(run.run_dir / "metrics.jsonl")
-        done[run.key] = res
-        results.setdefault(run.arm, {}).setdefault(str(run.seed), []).append(res)
+        self.done[run.key] = res
+        self.results.setdefault(run.arm, {}).setdefault(str(run.seed), []).append(res)
 
-    shorter = spec.get("shorter_schedule")
-    reference = None
-    if shorter:
-        ref_path = Path(shorter.get("report", ""))
-        if not ref_path.is_file():
-            raise UsageError(f"{args.config}: shorter_schedule.report {ref_path} not found")
-        reference = json.loads(ref_path.read_text())
-        bad = [a for a in shorter.get("pairs", {}) if a not in ARMS]
-        if bad or not shorter.get("pairs"):
-            raise UsageError(f"{args.config}: shorter_schedule.pairs must map arms of this "
-                             f"ablation to arms of {ref_path} (e.g. a: a_2x)")
-
-    def publish() -> None:
-        """Rewrite the report from every run recorded so far; when --arms / --seeds chose a
-        subset to train, from every finished run of the whole spec (the report is the
-        spec's, and a subset must not drop the runs it did not train)."""
-        if (args.arms is not None or args.seeds is not None) and not args.report_only:
-            spec_arms, spec_seeds = spec.get("arms", list(ARMS)), spec.get("seeds", [0, 1, 2])
-            ablation(argparse.Namespace(**{
-                **vars(args), "report_only": True,
-                "arms": spec_arms + [a for a in arms if a not in spec_arms],
-                "seeds": spec_seeds + [x for x in seeds if x not in spec_seeds]}))
-            return
-        ordered = _ordered(results, arms)
-        if reference is not None:
-            meta["shorter_schedule"] = {
-                "report": str(shorter["report"]), "pairs": shorter["pairs"],
-                "gains": shorter_schedule_gains(ordered, reference, shorter["pairs"])}
-        write_report(summarize(ordered, bool(meta["plateau_schedule"])), ordered, args.out,
-                     meta)
-
-    def pending(runs: list[PlannedRun]) -> list[PlannedRun]:
-        """Record the runs finished earlier; the others, still to train."""
+    def pending(self, runs: list[PlannedRun]) -> list[PlannedRun]:
+        """Record the runs finished earlier; return the others, still to train."""
         todo = []
         for q in runs:
-            if load(q):
+            if self.load(q):
                 log.info("%s: finished earlier (cached result.json)", q.key)
             else:
                 todo.append(q)
         return todo
 
-    # expand what does not depend on other runs now, c_eq later
-    queue: list[PlannedRun] = []
-    deferred: list[PlannedRun] = []
-    for p in planned:
-        if p.arm == "c_eq":
-            deferred.append(p)
-        else:
-            queue.extend(expand(p))
-    planned_all = list(queue)
-    total = len(queue) + len(deferred) * len(cfg.model.branches)
-    meta["planned_runs"] = total
-    log.info("ablation: %d runs (%d jobs in parallel), work dir %s", total, args.jobs, root)
+    def publish(self) -> None:
+        """Rewrite the report from every run recorded so far; when --arms / --seeds chose a
+        subset to train, from every finished run of the whole spec (the report is the
+        spec's, and a subset must not drop the runs it did not train)."""
+        args = self.args
+        if (args.arms is not None or args.seeds is not None) and not args.report_only:
+            spec_arms, spec_seeds = self.spec["arms"], self.spec.get("seeds", [0, 1, 2])
+            ablation(argparse.Namespace(**{
+                **vars(args), "report_only": True,
+                "arms": spec_arms + [a for a in self.arms if a not in spec_arms],
+                "seeds": spec_seeds + [x for x in self.seeds if x not in spec_seeds]}))
+            return
+        ordered = _ordered(self.results, self.arms)
+        if self.reference is not None:
+            shorter = self.spec["shorter_schedule"]
+            self.meta["shorter_schedule"] = {
+                "report": str(shorter["report"]), "pairs": shorter["pairs"],
+                "gains": shorter_schedule_gains(ordered, self.reference, shorter["pairs"])}
+        write_report(summarize(ordered, bool(self.meta["plateau_schedule"])), ordered,
+                     args.out, self.meta)
 
-    if args.report_only:  # re-render from the finished runs, train nothing
-        for q in queue:
-            load(q)
-        for d in deferred:
+    # ---------------------------------------------------------------- commands
+    def report_only(self) -> int:
+        """Re-render the report from the finished runs; train nothing."""
+        for q in self.queue:
+            self.load(q)
+        for d in self.deferred:
             try:
-                for q in expand(d):
-                    load(q)
+                for q in self.expand(d):
+                    self.load(q)
             except UsageError:  # its a / c runs are not finished
                 continue
-        if not done:
-            raise UsageError(f"{root}: no finished run (result.json) to report")
-        publish()
-        print(f"report: {args.out.with_suffix('.md')} ({len(done)} of {total} runs)")
+        if not self.done:
+            raise UsageError(f"{self.root}: no finished run (result.json) to report")
+        self.publish()
+        print(f"report: {self.args.out.with_suffix('.md')} ({len(self.done)} of "
+              f"{self.total} runs)")
         return 0
 
-    import multiprocessing as mp
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    def train_all(self) -> int:
+        """Train every run not finished yet, ``--jobs`` at a time, publishing as they end."""
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
 
-    # runs finished earlier first: a ready c_eq must queue before later arms start
-    queue = pending(queue)
-    if done:
-        publish()
-    t0 = time.time()
-    running: dict[Any, PlannedRun] = {}
-    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=mp.get_context("spawn"),
-                             max_tasks_per_child=1) as pool:
-        while queue or deferred or running:
-            for p in [d for d in deferred if ready(d)]:
-                deferred.remove(p)
-                queue.extend(pending(expand(p)))
-                queue.sort(key=priority)  # stable: a ready c_eq goes before later arms
-            while queue and len(running) < args.jobs:
-                q = queue.pop(0)
-                log.info("start %s (%d done of %d)", q.key, len(done), total)
-                fut = pool.submit(_worker, str(base) if base else None, q.overrides,
-                                  str(q.run_dir), os.getpid())
-                running[fut] = q
-            if not running:  # cached runs were recorded before: nothing else can become ready
-                if deferred:
-                    raise UsageError("arm c_eq cannot run: arms a and c are not both in "
-                                     "this ablation")
-                break
-            finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
-            for fut in finished:
-                q = running.pop(fut)
-                res = fut.result()  # a failed run stops the ablation; finished ones are kept
-                record(q, res)
-                publish()
-                log.info("done %s in %.0f s: %s (%d of %d, %.0f min elapsed)", q.key,
-                         res["elapsed_s"], ", ".join(f"{k} {v:.3f}" for k, v in
-                                                     res["students"].items()),
-                         len(done), total, (time.time() - t0) / 60)
-    publish()  # also when the last runs were cached
-    print(f"report: {args.out.with_suffix('.md')}")
-    return 0
+        # runs finished earlier first: a ready c_eq must queue before later arms start
+        self.queue = self.pending(self.queue)
+        if self.done:
+            self.publish()
+        self.t0, self.running = time.time(), {}
+        with ProcessPoolExecutor(max_workers=self.args.jobs, mp_context=mp.get_context("spawn"),
+                                 max_tasks_per_child=1) as pool:
+            while self.queue or self.deferred or self.running:
+                self._queue_ready()
+                self._start(pool)
+                if not self.running:  # cached runs were recorded: nothing can become ready
+                    if self.deferred:
+                        raise UsageError("arm c_eq cannot run: arms a and c are not both in "
+                                         "this ablation")
+                    break
+                self._collect()
+        self.publish()  # also when the last runs were cached
+        print(f"report: {self.args.out.with_suffix('.md')}")
+        return 0
+
+    def _queue_ready(self) -> None:
+        for p in [d for d in self.deferred if self.ready(d)]:
+            self.deferred.remove(p)
+            self.queue.extend(self.pending(self.expand(p)))
+            self.queue.sort(key=self.priority)  # stable: a ready c_eq before later arms
+
+    def _start(self, pool: Any) -> None:
+        while self.queue and len(self.running) < self.args.jobs:
+            q = self.queue.pop(0)
+            log.info("start %s (%d done of %d)", q.key, len(self.done), self.total)
+            fut = pool.submit(_worker, str(self.base) if self.base else None, q.overrides,
+                              str(q.run_dir), os.getpid())
+            self.running[fut] = q
+
+    def _collect(self) -> None:
+        from concurrent.futures import FIRST_COMPLETED, wait
+
+        finished, _ = wait(list(self.running), return_when=FIRST_COMPLETED)
+        for fut in finished:
+            q = self.running.pop(fut)
+            res = fut.result()  # a failed run stops the ablation; finished ones are kept
+            self.record(q, res)
+            self.publish()
+            log.info("done %s in %.0f s: %s (%d of %d, %.0f min elapsed)", q.key,
+                     res["elapsed_s"], ", ".join(f"{k} {v:.3f}" for k, v in
+                                                 res["students"].items()),
+                     len(self.done), self.total, (time.time() - self.t0) / 60)
