@@ -119,10 +119,20 @@ def write_report(table: dict[str, Any], results: dict, out: Path, meta: dict) ->
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out.with_suffix(".json"), {"meta": meta, "table": table,
                                                   "runs": results})
-    sched = meta.get("plateau_schedule")
-    plateau = bool(sched)
+    plateau = bool(meta.get("plateau_schedule"))
     students = sorted({s for a in table.values() for s in a["students"]}, key=_depth)
-    lines = [f"# Ablation on synthetic data ({meta['config']})", ""]
+    lines = (_intro_lines(results, meta) + _table_lines(table, results, meta, students)
+             + _paired_lines(table, results, students, plateau) + _margin_lines(results)
+             + _loss_lines(results, meta) + _command_lines(results, meta, out))
+    atomic_write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
+    _curves(results, out.with_name(out.stem + "_curves.png"), plateau)
+
+
+def _intro_lines(results: dict, meta: dict) -> list[str]:
+    """Title, note, what is measured, the schedule, progress."""
+    lines: list[str] = []
+    sched = meta.get("plateau_schedule")
+    lines += [f"# Ablation on synthetic data ({meta['config']})", ""]
     if meta.get("note"):  # e.g. why a report was superseded, kept with its data
         lines += [f"> {meta['note']}", ""]
     lines += ["Report-split COCO AP of each student (synthetic val, 300 images; never used "
@@ -141,6 +151,13 @@ def write_report(table: dict[str, Any], results: dict, out: Path, meta: dict) ->
     if finished < meta.get("planned_runs", 0):
         lines += [f"**In progress: {finished} of {meta['planned_runs']} runs finished** "
                   "(the ablation resumes run by run; rerun its command to continue).", ""]
+    return lines
+
+
+def _table_lines(table: dict, results: dict, meta: dict, students: list[str]) -> list[str]:
+    """The arms x students table, the plateau test and the shorter-schedule verdict."""
+    lines: list[str] = []
+    plateau = bool(meta.get("plateau_schedule"))
     lines += ["| arm | setting | seeds | " + " | ".join(students)
               + " | iterations | train wall s / seed | plateau gain |",
               "|---|---|---|" + "---|" * (len(students) + 3)]
@@ -162,6 +179,12 @@ def write_report(table: dict[str, Any], results: dict, out: Path, meta: dict) ->
     shorter = meta.get("shorter_schedule")
     if shorter:
         lines += [shorter_verdict(shorter["gains"], shorter["report"]), ""]
+    return lines
+
+
+def _paired_lines(table: dict, results: dict, students: list[str], plateau: bool) -> list[str]:
+    """Differences paired by seed (against c, c_eq, and at equal iterations) and findings."""
+    lines: list[str] = []
     for ref, title in (("c", _words(plateau)["c_ref"]), ("c_eq", "equal training wall time")):
         rows = [(arm, row["paired"][ref]) for arm, row in table.items()
                 if ref in row.get("paired", {}) and arm not in ("c", "c_eq")]
@@ -183,6 +206,12 @@ def write_report(table: dict[str, Any], results: dict, out: Path, meta: dict) ->
         lines += ["## What the numbers say", "", *f,
                   "", "(\"above the seed noise\": |mean| > 2 standard errors of the paired "
                   "differences; with 3 seeds this is a weak test, read it as such.)", ""]
+    return lines
+
+
+def _margin_lines(results: dict) -> list[str]:
+    """What the ensemble teacher knows beyond each student."""
+    lines: list[str] = []
     margin_rows = []
     for arm, seeds in results.items():
         gaps: dict[str, list[float]] = {}
@@ -207,6 +236,12 @@ def write_report(table: dict[str, Any], results: dict, out: Path, meta: dict) ->
             lines.append(f"| {arm} | " + " | ".join(_fmt(g.get(s), signed=True)
                                                   for s in names) + " |")
         lines.append("")
+    return lines
+
+
+def _loss_lines(results: dict, meta: dict) -> list[str]:
+    """The loss terms of the last epoch, and the MAC ratios."""
+    lines: list[str] = []
     loss_rows = [(arm, r["losses"]) for arm, seeds in results.items() if not arm.startswith("c")
                  for r in seeds.get(next(iter(seeds)), []) if r.get("losses")]
     if loss_rows:
@@ -226,6 +261,12 @@ def write_report(table: dict[str, Any], results: dict, out: Path, meta: dict) ->
         lines += ["Forward MACs of the multi-branch net over each plain student: "
                   + ", ".join(f"{'hg' if k.isdigit() else ''}{k} {v:.2f}x" for k, v in
                               meta["mac_ratio_okdhp_over_plain"].items()) + ".", ""]
+    return lines
+
+
+def _command_lines(results: dict, meta: dict, out: Path) -> list[str]:
+    """The commands of the ablation and of each run; the curves."""
+    lines: list[str] = []
     lines += ["## Commands", "", "Whole ablation (resumable, run by run):", "",
               f"    {' '.join(shlex.quote(a) for a in meta.get('argv_display', []))}", "",
               "Each run:", ""]
@@ -239,8 +280,7 @@ def write_report(table: dict[str, Any], results: dict, out: Path, meta: dict) ->
     lines += ["", "## Learning curves", "",
               "Selection-split AP per student, mean over seeds, against iterations and "
               "against training wall time.", "", f"![learning curves]({out.stem}_curves.png)"]
-    atomic_write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
-    _curves(results, out.with_name(out.stem + "_curves.png"), plateau)
+    return lines
 
 
 def _mean_curve(runs_by_seed: list[dict], key: str) -> tuple[list, list, list]:
