@@ -18,13 +18,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from okdhp_edge.config import Config, save_config
+from okdhp_edge.config import Config
 from okdhp_edge.data.build import build_split
 from okdhp_edge.data.dataset import TopDownDataset, collate_skip_none
 from okdhp_edge.data.keypoints import get_spec
 from okdhp_edge.evaluation.inference import Predictions, engine_heatmap_fn, predict_heads, score
 from okdhp_edge.losses import LossTerms, combine, okdhp_terms, plain_terms
-from okdhp_edge.manifest import unique_dir
 from okdhp_edge.models.registry import (
     create_model,
     is_multi_branch,
@@ -45,6 +44,7 @@ from okdhp_edge.training.distributed import (
     init_distributed,
 )
 from okdhp_edge.training.plateau import PlateauSchedule
+from okdhp_edge.training.run_folder import new_run_dir, reopen_run_dir
 from okdhp_edge.utils.cpu import cpu_has_native_bf16
 from okdhp_edge.utils.io import atomic_write_text
 
@@ -189,27 +189,8 @@ class Trainer:
 
     def _make_run_dir(self, run_dir: Optional[Path], resume: bool) -> Path:
         if resume:
-            if run_dir is None or not (Path(run_dir) / "last.pt").is_file():
-                raise FileNotFoundError(f"--resume {run_dir}: no last.pt checkpoint there")
-            if self.dist.is_main:  # the resumed run goes on in the same train.log
-                self._attach_log_file(Path(run_dir))
-                for stale in Path(run_dir).glob(".*.tmp"):  # a killed writer's temporaries
-                    stale.unlink(missing_ok=True)
-            return Path(run_dir)
-        if run_dir is None:
-            name = self.cfg.train.run_name or self.config_name or "run"
-            run_dir = unique_dir(Path(self.cfg.train.out_dir), name) if self.dist.is_main \
-                else Path(self.cfg.train.out_dir) / name
-        run_dir = Path(run_dir)
-        if self.dist.enabled:  # every rank must agree on the folder rank 0 picked
-            obj = [str(run_dir)]
-            torch.distributed.broadcast_object_list(obj, src=0)
-            run_dir = Path(obj[0])
-        if self.dist.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(self.cfg, run_dir / "config.yaml")
-            self._attach_log_file(run_dir)
-        return run_dir
+            return reopen_run_dir(run_dir, self.dist.is_main)
+        return new_run_dir(self.cfg, self.config_name, run_dir, self.dist)
 
     def _tensorboard(self):
         """A SummaryWriter in the run folder when tensorboard is installed, else None."""
@@ -223,11 +204,6 @@ class Trainer:
             except ImportError:
                 self._tb = None
         return self._tb
-
-    def _attach_log_file(self, run_dir: Path) -> None:
-        handler = logging.FileHandler(run_dir / "train.log")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        logging.getLogger("okdhp_edge").addHandler(handler)
 
     def _build(self) -> None:
         cfg = self.cfg
