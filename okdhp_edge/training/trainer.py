@@ -352,9 +352,9 @@ class Trainer:
                 multiprocessing_context=_worker_context(workers))
         return self._train_loader
 
-    def _eval_loader(self, dataset: TopDownDataset) -> DataLoader:
-        """One loader per evaluated split, its workers kept between validations (the loader
-        holds its dataset, so the id stays that dataset's)."""
+    def eval_loader(self, dataset: TopDownDataset) -> DataLoader:
+        """The loader of an evaluated split: one per split, its workers kept between
+        validations (the loader holds its dataset, so the id stays that dataset's)."""
         key = id(dataset)
         if key not in self._eval_loaders:
             workers = self.cfg.data.workers
@@ -449,30 +449,23 @@ class Trainer:
 
     # ---------------------------------------------------------------- validation
     @torch.no_grad()
-    def head_predictions(self, dataset: TopDownDataset, flip: bool,
-                         models: Optional[dict[str, torch.nn.Module]] = None
+    def head_predictions(self, dataset: TopDownDataset, flip: bool
                          ) -> dict[str, Predictions]:
-        """Decoded predictions of every head on ``dataset`` (eval mode, fp32).
-
-        With ``models`` (name -> plain stacked hourglass) those are run instead of the
-        training network's heads.
-        """
-        loader = self._eval_loader(dataset)
+        """Decoded predictions of every head of the training network on ``dataset`` (eval
+        mode, fp32)."""
         was = self.model.training
         self.model.eval()
         try:
             engine = lambda images: self._head_heatmaps(  # noqa: E731
-                torch.from_numpy(images).to(self.device), models)
+                torch.from_numpy(images).to(self.device))
             heads_fn = engine_heatmap_fn(engine, dataset.flip_index if flip else None)
-            return predict_heads(dataset, heads_fn, batches=loader)
+            return predict_heads(dataset, heads_fn, batches=self.eval_loader(dataset))
         finally:
             self.model.train(was)
 
-    def _head_heatmaps(self, x: torch.Tensor, models) -> dict[str, np.ndarray]:
+    def _head_heatmaps(self, x: torch.Tensor) -> dict[str, np.ndarray]:
         if self.cfg.train.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        if models is not None:
-            return {k: m(x).heatmap.float().cpu().numpy() for k, m in models.items()}
         out = self.model(x)
         if self.plain:
             return {self.heads[0].name: out.heatmap.float().cpu().numpy()}

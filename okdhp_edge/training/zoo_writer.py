@@ -7,10 +7,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from okdhp_edge.data.build import build_split, split_record
-from okdhp_edge.evaluation.inference import score
+from okdhp_edge.evaluation.inference import Predictions, engine_heatmap_fn, predict_heads, score
 from okdhp_edge.manifest import ZOO_SCHEMA, unique_dir
 from okdhp_edge.models.info import count_macs, count_params
 from okdhp_edge.models.registry import create_model
@@ -36,6 +37,22 @@ def _report_paths(cfg: Any) -> dict[str, str]:
             "headboxes": cfg.data.report_headboxes}
 
 
+@torch.no_grad()
+def predict_students(models: dict[str, torch.nn.Module], dataset: Any, flip: bool,
+                     batches: Any, device: torch.device, channels_last: bool
+                     ) -> dict[str, Predictions]:
+    """Decoded predictions of each student (eval mode) on ``dataset``, from ``batches``."""
+
+    def engine(images: np.ndarray) -> dict[str, np.ndarray]:
+        x = torch.from_numpy(images).to(device)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return {k: m(x).heatmap.float().cpu().numpy() for k, m in models.items()}
+
+    heads_fn = engine_heatmap_fn(engine, dataset.flip_index if flip else None)
+    return predict_heads(dataset, heads_fn, batches=batches)
+
+
 def write_zoo(trainer: Trainer) -> Path:
     """Write the zoo of a finished run; returns its directory (never an existing one)."""
     cfg = trainer.cfg
@@ -53,7 +70,8 @@ def write_zoo(trainer: Trainer) -> Path:
             m = m.to(memory_format=torch.channels_last)
         models[h.name] = m.eval()
     log.info("evaluating %d students on the report split (%d persons)", len(models), len(report))
-    preds = trainer.head_predictions(report, cfg.eval.flip_test, models)
+    preds = predict_students(models, report, cfg.eval.flip_test, trainer.eval_loader(report),
+                             trainer.device, cfg.train.channels_last)
     paths = _report_paths(cfg)
     pre = preprocessing_of(cfg.data, trainer.spec.flip_pairs)
     commit = git_commit()
