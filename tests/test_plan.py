@@ -30,7 +30,8 @@ def plan(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("plan")
     proc = _bench("--plan", "configs/quickstart.yaml", *LIGHT, "--plan-root", str(tmp / "zoo"),
                   "--backends", "torch,onnxruntime,openvino", "--precisions", "fp32,int8",
-                  "--out-root", str(tmp / "reports"), "--device-name", "box", *FAST)
+                  "--calib-images", "16", "--out-root", str(tmp / "reports"), "--device-name",
+                  "box", *FAST)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return tmp
 
