@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -61,3 +62,16 @@ def tiny_zoo(synthetic_root, tmp_path_factory) -> Path:
     trainer = Trainer(cfg, config_name="tiny")
     trainer.fit()
     return write_zoo(trainer)
+
+
+# runs `python -m okdhp_edge.bench ARGS` with torch made unimportable (a target device)
+BLOCK_TORCH = textwrap.dedent("""
+    import sys, runpy
+    class Block:
+        def find_spec(self, name, path=None, target=None):
+            if name == "torch" or name.startswith("torch."):
+                raise ImportError("torch is blocked in this test")
+    sys.meta_path.insert(0, Block())
+    sys.argv = ["okdhp_edge.bench"] + sys.argv[1:]
+    runpy.run_module("okdhp_edge.bench", run_name="__main__")
+""")

@@ -12,7 +12,7 @@ import pytest
 
 from okdhp_edge.bench.report import ReportError, load_report
 from okdhp_edge.manifest import is_untrained, zoo_students
-from tests.test_bench import BLOCK_TORCH
+from tests.conftest import BLOCK_TORCH
 
 LIGHT = ["model.name=okdhp_light", "model.width_mult=0.25", "model.decoder_widths=[8,16]",
          "model.fau_width=8", "data.input_size=[64,64]"]

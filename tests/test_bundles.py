@@ -1,0 +1,71 @@
+"""Deployable bundles: round trip, tampering, versions, a bundle set benched without torch."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from okdhp_edge.bench.report import load_report
+from okdhp_edge.manifest import ManifestError, zoo_students
+from okdhp_edge.utils.io import IntegrityError
+from tests.conftest import BLOCK_TORCH
+
+
+def test_bundle_round_trip_and_tamper(tiny_zoo, tmp_path):
+    from okdhp_edge.bundles import export_bundle
+    from okdhp_edge.runtime.bundle import load_bundle
+    from okdhp_edge.students import load_student, torch_engine
+
+    d, man = zoo_students(tiny_zoo)[0]
+    out = export_bundle(d / "student.yaml", "onnxruntime", "fp32", tmp_path / "b")
+    pipe = load_bundle(out)
+    img = np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    kp = pipe(img, (20, 10, 60, 90))
+    assert kp.shape == (17, 3)
+    model, _ = load_student(d / "student.yaml")
+    x, c, s = pipe.preprocess(img, (20, 10, 60, 90))
+    ref = torch_engine(model)(x)
+    coords, _ = pipe.codec.decode_to_image(ref, c[None], s[None])
+    assert np.abs(coords[0] - kp[:, :2]).max() < 0.5
+    model_file = out / pipe.manifest["model"]
+    model_file.write_bytes(model_file.read_bytes()[:-100])
+    with pytest.raises(IntegrityError, match="sha256 mismatch"):
+        load_bundle(out)
+
+
+def test_newer_bundle_version_refused(tiny_zoo, tmp_path):
+    import yaml
+
+    from okdhp_edge.bundles import export_bundle
+    from okdhp_edge.runtime.bundle import load_bundle
+
+    d, _ = zoo_students(tiny_zoo)[0]
+    out = export_bundle(d / "student.yaml", "openvino", "fp32", tmp_path / "b")
+    man = yaml.safe_load((out / "bundle.yaml").read_text())
+    man["bundle_version"] = 99
+    (out / "bundle.yaml").write_text(yaml.safe_dump(man))
+    with pytest.raises(ManifestError, match="bundle version 99.*newer"):
+        load_bundle(out)
+
+
+def test_bundle_set_bench_without_torch(tiny_zoo, tmp_path):
+    from okdhp_edge.bundles import export_all, read_set
+
+    out = export_all(tiny_zoo, tmp_path / "set", ("onnxruntime", "openvino"), ("fp32",))
+    read_set(out)
+    proc = subprocess.run(
+        [sys.executable, "-c", BLOCK_TORCH, "--bundles", str(out), "--threads", "1",
+         "--min-iters", "4", "--min-time", "0.02", "--rounds", "1", "--out-root",
+         str(tmp_path / "reports"), "--device-name", "target"],
+        capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rep = load_report(tmp_path / "reports" / "target" / "tiny.json")
+    ok = [r for r in rep["rows"] if r["status"] == "ok"]
+    assert {r["backend"] for r in ok} == {"onnxruntime", "openvino"}
+    assert all(r["accuracy"]["value"] is not None for r in ok)
+    # tampering with the report data is refused before anything runs
+    victim = next((out / "report_data" / "images").iterdir())
+    victim.write_bytes(b"x")
+    with pytest.raises(IntegrityError):
+        read_set(out)

@@ -1,0 +1,37 @@
+"""Export of a student: ONNX metadata, formats that are unavailable."""
+
+import json
+import sys
+
+from okdhp_edge.manifest import zoo_students
+
+
+def test_onnx_metadata(tiny_zoo):
+    from okdhp_edge.export.exporter import export_student
+    from okdhp_edge.export.onnx_export import read_onnx_metadata
+
+    d, man = zoo_students(tiny_zoo)[0]
+    export_student(d / "student.yaml", formats=("onnx", "onnx_dynamic"))
+    meta = read_onnx_metadata(d / "export" / "model.onnx")
+    assert meta["okdhp_student"] == man["name"]
+    assert meta["okdhp_weights_sha256"] == man["weights"]["sha256"]
+    assert json.loads(meta["okdhp_input_size"]) == man["preprocessing"]["input_size"]
+    import onnx
+
+    dyn = onnx.load(str(d / "export" / "model_dynamic.onnx"))
+    assert dyn.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    assert dyn.opset_import[0].version >= 17
+
+
+def test_export_without_openvino_reports_it_unavailable(tiny_zoo, tmp_path, monkeypatch):
+    """A GPU box or an embedded target may lack OpenVINO: the export goes on without it."""
+    from okdhp_edge.export.exporter import export_student
+
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino -> ImportError
+    d, _ = zoo_students(tiny_zoo)[0]
+    rec = export_student(d / "student.yaml", tmp_path / "export",
+                         formats=("onnx", "openvino_fp32"), force=True)
+    assert rec["formats"]["onnx"]["available"] and rec["formats"]["onnx"]["parity"]["passed"]
+    ov = rec["formats"]["openvino_fp32"]
+    assert ov["available"] is False and "openvino is not installed" in ov["reason"]
+    assert not list((tmp_path / "export").glob("*.xml"))
