@@ -128,7 +128,10 @@ def mac_ratios(cfg: Any) -> dict[str, float]:
 
 
 def _student_key(name: str) -> str:
-    return name.split("-")[0]  # hg4-b1 -> hg4 (balanced arms repeat a depth)
+    """hg4-b1 -> hg4, mbv2-d64-b2 -> mbv2-d64: balanced arms repeat a student, as branch b."""
+    import re
+
+    return re.sub(r"-b\d+$", "", name)
 
 
 ARM_TITLES = {

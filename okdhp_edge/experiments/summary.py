@@ -273,5 +273,9 @@ def plateau_verdict(table: dict[str, Any], plateau: bool = False) -> str:
 
 
 def _depth(name: str) -> int:
-    digits = "".join(ch for ch in _student_key(name) if ch.isdigit())
-    return int(digits) if digits else 0
+    """A student's size rank within its family: stacks (hg4) or decoder width (mbv2-d64)."""
+    import re
+
+    key = _student_key(name)
+    m = re.fullmatch(r"hg(\d+)", key) or re.search(r"-d(\d+)$", key)
+    return int(m.group(1)) if m else 0
