@@ -58,6 +58,18 @@ def _paths(doc, prefix=()):
     return out
 
 
+def _read_cut(text: str, cut, name: str, reader, errors) -> None:
+    """Write ``text`` (truncated at ``cut`` when given) to a temporary ``name`` and read it
+    with ``reader``: it returns, or raises one of ``errors``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        f = Path(tmp) / name
+        f.write_text(text[:cut] if cut is not None else text)
+        try:
+            reader(f)
+        except errors:
+            pass
+
+
 def _mutations(doc):
     """A strategy of (path, new value or ... for deletion, truncate-at or None)."""
     paths = _paths(doc)
@@ -117,14 +129,7 @@ def test_student_manifest_reader(mutation):
 
     path, new, cut = mutation
     doc = _mutate(yaml.safe_load(STUDENT.read_text()), path, new)
-    text = yaml.safe_dump(doc)
-    with tempfile.TemporaryDirectory() as tmp:
-        f = Path(tmp) / "student.yaml"
-        f.write_text(text[:cut] if cut is not None else text)
-        try:
-            load_student_manifest(f)
-        except ManifestError:
-            pass
+    _read_cut(yaml.safe_dump(doc), cut, "student.yaml", load_student_manifest, ManifestError)
 
 
 # ------------------------------------------------------------------------------ reports
@@ -176,14 +181,7 @@ def test_coco_reader(mutation):
 
     path, new, cut = mutation
     doc = _mutate(copy.deepcopy(COCO), path, new)
-    text = json.dumps(doc)
-    with tempfile.TemporaryDirectory() as tmp:
-        f = Path(tmp) / "ann.json"
-        f.write_text(text[:cut] if cut is not None else text)
-        try:
-            load_coco(f)
-        except DataError:
-            pass
+    _read_cut(json.dumps(doc), cut, "ann.json", load_coco, DataError)
 
 
 # ------------------------------------------------------------------------------ bundles
