@@ -9,6 +9,7 @@ here (plus its ModelConfig fields).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -110,3 +111,18 @@ def balanced_fields(mcfg: Any) -> dict[str, Any]:
 def num_branches(mcfg: Any) -> int:
     """Branches of a multi-branch ModelConfig."""
     return _multi(mcfg).num_branches(mcfg)
+
+
+_BRANCH_SUFFIX = re.compile(r"-b\d+$")
+
+
+def zoo_student_names(branch_names: list[str]) -> list[str]:
+    """The zoo name of each branch, in branch order: the branch's own name (hg4, mbv2-d64),
+    with ``-b{i}`` appended where branches share a name (a balanced net: hg4-b0, hg4-b1)."""
+    return [f"{n}-b{i}" if branch_names.count(n) > 1 else n
+            for i, n in enumerate(branch_names)]
+
+
+def base_student_name(name: str) -> str:
+    """A zoo name without the branch suffix :func:`zoo_student_names` adds (hg4-b1 -> hg4)."""
+    return _BRANCH_SUFFIX.sub("", name)

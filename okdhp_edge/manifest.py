@@ -37,6 +37,7 @@ from typing import Any
 import yaml
 
 from okdhp_edge.utils.io import atomic_write_text
+from okdhp_edge.utils.values import is_finite_number
 
 log = logging.getLogger(__name__)
 
@@ -113,13 +114,6 @@ def validate_fields(data: Any, fields: dict[str, Any], where: str, prefix: str =
         raise ManifestError(f"{where}: unknown field '{prefix}{extra[0]}'")
 
 
-def _finite(v: Any, positive: bool = False) -> bool:
-    import math
-
-    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-    return ok and (v > 0 if positive else True)
-
-
 def check_preprocessing(pre: Any, where: str) -> None:
     """The values of a ``preprocessing`` block (student manifests, bundles) that a pipeline
     computes with: sizes, normalisation, stride, sigma and flip pairs, each checked."""
@@ -132,10 +126,13 @@ def check_preprocessing(pre: Any, where: str) -> None:
     if pre["heatmap_stride"] < 1 or any(v % pre["heatmap_stride"] for v in size):
         raise ManifestError(f"{where}: preprocessing.heatmap_stride must divide the input size")
     for key in ("mean", "std"):
-        if len(pre[key]) != 3 or not all(_finite(v, key == "std") for v in pre[key]):
+        positive = key == "std"
+        if len(pre[key]) != 3 or not all(is_finite_number(v, positive=positive)
+                                         for v in pre[key]):
             raise ManifestError(f"{where}: preprocessing.{key} must be 3 finite numbers"
                                 + (" > 0" if key == "std" else ""))
-    if not (_finite(pre["sigma"], True) and _finite(pre["box_padding"], True)):
+    if not (is_finite_number(pre["sigma"], positive=True)
+            and is_finite_number(pre["box_padding"], positive=True)):
         raise ManifestError(f"{where}: preprocessing.sigma and box_padding must be > 0")
     if not all(isinstance(p, list) and len(p) == 2 and all(isinstance(i, int) for i in p)
                for p in pre["flip_pairs"]):

@@ -16,7 +16,7 @@ import torch
 
 from okdhp_edge.config import load_config, save_config
 from okdhp_edge.data.keypoints import get_spec
-from okdhp_edge.families import is_multi_branch
+from okdhp_edge.families import is_multi_branch, zoo_student_names
 from okdhp_edge.manifest import UNTRAINED_SPLIT, ZOO_SCHEMA, unique_dir
 from okdhp_edge.models.info import count_macs, count_params
 from okdhp_edge.models.registry import create_model, model_kwargs_from_config
@@ -40,9 +40,8 @@ def plan_students(cfg: Any) -> dict[str, torch.nn.Module]:
     net = create_model(cfg.model.name, **model_kwargs_from_config(cfg.model, spec.num_joints))
     if not is_multi_branch(cfg.model.name):
         return {net.short_name(): net.eval()}
-    names = net.branch_names()
-    return {(f"{n}-b{i}" if names.count(n) > 1 else n): net.student(i).eval()
-            for i, n in enumerate(names)}
+    names = zoo_student_names(net.branch_names())
+    return {n: net.student(i).eval() for i, n in enumerate(names)}
 
 
 def write_plan_zoo(configs: list[Path], overrides: list[str], root: Path,

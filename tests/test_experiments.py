@@ -322,12 +322,16 @@ def test_ablation_refuses_a_run_of_another_spec_in_its_work_dir(synthetic_root, 
 def test_light_students_keep_their_own_columns():
     """Student keys strip only the branch suffix of balanced arms: light students of one
     encoder (mbv2-d16, mbv2-d64) stay apart, ordered by decoder width."""
-    from okdhp_edge.experiments.arms import _student_key
     from okdhp_edge.experiments.summary import _depth
+    from okdhp_edge.families import base_student_name, zoo_student_names
 
-    assert _student_key("hg4-b1") == "hg4" and _student_key("hg4") == "hg4"
-    assert _student_key("mbv2x0.5-d16") == "mbv2x0.5-d16"
-    assert _student_key("mbv2-d64-b2") == "mbv2-d64"
+    assert base_student_name("hg4-b1") == "hg4" and base_student_name("hg4") == "hg4"
+    assert base_student_name("mbv2x0.5-d16") == "mbv2x0.5-d16"
+    assert base_student_name("mbv2-d64-b2") == "mbv2-d64"
+    # the names the trainer and the plan give branches, and back
+    zoo = zoo_student_names(["hg4", "hg4", "hg2"])
+    assert zoo == ["hg4-b0", "hg4-b1", "hg2"]
+    assert [base_student_name(n) for n in zoo] == ["hg4", "hg4", "hg2"]
     names = ["mbv2x0.5-d64", "mbv2x0.5-d16", "mbv2x0.5-d32"]
     assert sorted(names, key=_depth) == ["mbv2x0.5-d16", "mbv2x0.5-d32", "mbv2x0.5-d64"]
     assert sorted(["hg8", "hg2", "hg4"], key=_depth) == ["hg2", "hg4", "hg8"]

@@ -1,5 +1,5 @@
-"""Hostile inputs, generated: the config loader and the manifest, report, bundle and COCO
-readers end every case in the project's own error (one line at the CLI), never another
+"""Hostile inputs, generated: the config loader and the manifest, report, bundle, COCO and
+MPII readers end every case in the project's own error (one line at the CLI), never another
 exception. Bounded example counts keep the default run short."""
 
 from __future__ import annotations
@@ -182,6 +182,41 @@ def test_coco_reader(mutation):
     path, new, cut = mutation
     doc = _mutate(copy.deepcopy(COCO), path, new)
     _read_cut(json.dumps(doc), cut, "ann.json", load_coco, DataError)
+
+
+# --------------------------------------------------------------------------------- MPII
+
+MPII = [{"image": "a.jpg", "center": [30.0, 30.0], "scale": 0.3,
+         "joints": [[10.0, 12.0]] * 16, "joints_vis": [1] * 16}]
+HEADBOXES = [{"index_in_mpii_tiny_json": 0, "headbox_x1y1x2y2": [1.0, 2.0, 20.0, 30.0]}]
+
+
+@FUZZ
+@given(_mutations(MPII))
+def test_mpii_reader(mutation):
+    import copy
+
+    from okdhp_edge.data.errors import DataError
+    from okdhp_edge.data.mpii import MpiiKeypoints
+
+    path, new, cut = mutation
+    doc = _mutate(copy.deepcopy(MPII), path, new)
+    _read_cut(json.dumps(doc), cut, "mpii.json",
+              lambda f: MpiiKeypoints(f, f.parent, input_size=(64, 64)), DataError)
+
+
+@FUZZ
+@given(_mutations(HEADBOXES))
+def test_mpii_headbox_reader(mutation):
+    import copy
+
+    from okdhp_edge.data.errors import DataError
+    from okdhp_edge.data.mpii import load_headboxes
+
+    path, new, cut = mutation
+    doc = _mutate(copy.deepcopy(HEADBOXES), path, new)
+    _read_cut(json.dumps(doc), cut, "headboxes.json", lambda f: load_headboxes(f, 1),
+              DataError)
 
 
 # ------------------------------------------------------------------------------ bundles

@@ -35,6 +35,20 @@ def test_headboxes_json(mpii_tiny):
         load_headboxes(mpii_tiny / "mpii_tiny_headboxes.json", 6)
 
 
+@pytest.mark.parametrize("box", [[5, 5, 5, 5], [0, 0, float("nan"), 4]])
+def test_degenerate_headbox_refused(tmp_path, box):
+    """PCKh divides by the head size: a zero-size or NaN box is refused by name, not left to
+    turn that person's distances into inf and skew the mean."""
+    f = tmp_path / "hb.json"
+    f.write_text(json.dumps([{"headbox_x1y1x2y2": [0, 0, 10, 10]},
+                             {"headbox_x1y1x2y2": box}]))
+    with pytest.raises(DataError, match="1 degenerate head box.*index 1"):
+        load_headboxes(f, 2)
+    gt = np.zeros((2, 16, 2))
+    with pytest.raises(ValueError, match="1 head boxes are non-finite or of zero size"):
+        pckh(gt, gt, np.ones((2, 16), bool), np.array([[0, 0, 10, 10], box], float))
+
+
 def test_headboxes_mat(tmp_path):
     from scipy.io import savemat
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from okdhp_edge.utils.io import atomic_write
+from okdhp_edge.utils.values import is_finite_number
 
 STATS = ("median", "p90", "p99")
 
@@ -37,12 +38,6 @@ def load_report(path: str | Path) -> dict[str, Any]:
     return rep
 
 
-def _is_num(v: Any, optional: bool = False) -> bool:
-    if v is None:
-        return optional
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
 def _check_row(r: Any, where: str) -> None:
     """The fields the table, the chart and the pick read, with their types."""
     if not isinstance(r, dict) or not all(isinstance(r.get(k), str) for k in ROW_TEXT):
@@ -51,15 +46,15 @@ def _check_row(r: Any, where: str) -> None:
         return
     lat, acc = r.get("latency_ms"), r.get("accuracy")
     if not isinstance(lat, dict) or not all(
-            isinstance(v, dict) and all(_is_num(v.get(s)) for s in STATS)
+            isinstance(v, dict) and all(is_finite_number(v.get(s)) for s in STATS)
             for v in lat.values()) or "engine" not in lat:
         raise ReportError(f"{where}: row {row_label(r)}: latency_ms must hold an engine "
                           f"scope with finite {', '.join(STATS)}")
-    if not isinstance(acc, dict) or not _is_num(acc.get("value"), True) or \
-            not _is_num(acc.get("delta_vs_torch_fp32"), True):
+    if not isinstance(acc, dict) or not is_finite_number(acc.get("value"), optional=True) or \
+            not is_finite_number(acc.get("delta_vs_torch_fp32"), optional=True):
         raise ReportError(f"{where}: row {row_label(r)}: accuracy value and delta must be "
                           "finite numbers or null")
-    if not (_is_num(r.get("params")) and _is_num(r.get("macs"))):
+    if not (is_finite_number(r.get("params")) and is_finite_number(r.get("macs"))):
         raise ReportError(f"{where}: row {row_label(r)}: params and macs must be numbers")
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import math
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
@@ -15,6 +14,7 @@ from pycocotools.coco import COCO
 from okdhp_edge.data.dataset import PersonRecord, TopDownDataset, check_joints
 from okdhp_edge.data.errors import DataError, read_json
 from okdhp_edge.data.keypoints import COCO_17, KeypointSpec
+from okdhp_edge.utils.values import is_finite_number
 
 log = logging.getLogger(__name__)
 
@@ -43,17 +43,13 @@ def load_coco(ann_file: str | Path, spec: KeypointSpec = COCO_17) -> COCO:
         if not isinstance(kps, list) or len(kps) != 3 * spec.num_joints:
             n = "no" if kps is None else len(kps) / 3
             raise DataError(f"{where}: {n} keypoints, the {spec.name} spec has {spec.num_joints}")
-        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in kps):
+        if not all(is_finite_number(v) for v in kps):
             raise DataError(f"{where}: non-finite keypoint coordinates")
     coco = COCO()
     coco.dataset = data
     with contextlib.redirect_stdout(io.StringIO()):
         coco.createIndex()
     return coco
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _check_records(data: dict, ann_file: Path) -> None:
@@ -75,7 +71,7 @@ def _check_records(data: dict, ann_file: Path) -> None:
         if not all(isinstance(ann.get(k), int) for k in ("id", "image_id", "category_id")):
             raise DataError(f"{where}: needs int 'id', 'image_id' and 'category_id'")
         box = ann.get("bbox")
-        if not (isinstance(box, list) and len(box) == 4 and all(_is_num(v) for v in box)
+        if not (isinstance(box, list) and len(box) == 4 and all(is_finite_number(v) for v in box)
                 and box[2] >= 0 and box[3] >= 0):
             raise DataError(f"{where}: bbox {box!r} is not [x, y, w, h] of finite numbers "
                             "with w, h >= 0")

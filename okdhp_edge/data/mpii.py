@@ -46,19 +46,8 @@ class MpiiKeypoints(TopDownDataset):
 
     def _record(self, i: int, a: Any) -> PersonRecord:
         where = f"{self.ann_file}: record {i}"
-        if not isinstance(a, dict) or not all(k in a for k in ("image", "center", "scale",
-                                                                "joints")):
-            raise DataError(f"{where}: not an MPII record (needs image, center, scale, joints)")
-        joints_xy = np.asarray(a["joints"], np.float32)
-        vis = np.asarray(a.get("joints_vis", np.ones(len(joints_xy))), np.float32)
-        if joints_xy.ndim != 2 or joints_xy.shape[-1] != 2 or len(vis) != len(joints_xy):
-            raise DataError(f"{where}: joints must be K x [x, y] with K joints_vis flags")
-        joints = np.concatenate([joints_xy - 1.0, (vis > 0)[:, None].astype(np.float32)], 1)
+        joints, c, s = _parse_record(a, where)
         check_joints(joints, self.spec, where)
-        c = np.asarray(a["center"], np.float32).copy()
-        s = float(a["scale"])
-        if not np.all(np.isfinite(c)) or not np.isfinite(s) or s <= 0:
-            raise DataError(f"{where}: non-finite or non-positive center/scale")
         if c[0] != -1:
             c[1] += 15 * s
             s *= 1.25
@@ -90,14 +79,54 @@ def load_headboxes(path: str | Path, count: Optional[int] = None) -> np.ndarray:
         if "headboxes_src" not in mat:
             raise DataError(f"{path}: no 'headboxes_src' (expected MPII gt_valid.mat)")
         hb = np.asarray(mat["headboxes_src"], np.float64)  # [2, 2, N]
+        if hb.ndim != 3 or hb.shape[:2] != (2, 2):
+            raise DataError(f"{path}: headboxes_src must be 2 x 2 x N, not {hb.shape}")
         boxes = np.concatenate([hb[0].T, hb[1].T], axis=1)
     else:
         recs = _load_json_list(path, "head-box")
         try:
             recs = sorted(recs, key=lambda r: r.get("index_in_mpii_tiny_json", 0))
             boxes = np.asarray([r["headbox_x1y1x2y2"] for r in recs], np.float64)
-        except (KeyError, TypeError, AttributeError):
-            raise DataError(f"{path}: records need 'headbox_x1y1x2y2'") from None
+        except (KeyError, TypeError, AttributeError, ValueError):
+            raise DataError(f"{path}: records need 'headbox_x1y1x2y2' as 4 numbers") from None
     if count is not None and len(boxes) != count:
         raise DataError(f"{path}: {len(boxes)} head boxes for {count} persons")
+    _check_headboxes(boxes, path)
     return boxes
+
+
+def _check_headboxes(boxes: np.ndarray, path: Path) -> None:
+    """Every box [N, 4] finite with a diagonal > 0: PCKh divides by it, so one degenerate
+    box would turn that person's distances into inf / NaN and skew the mean silently."""
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise DataError(f"{path}: head boxes must be N x 4 (x1, y1, x2, y2)")
+    with np.errstate(over="ignore", invalid="ignore"):
+        diag = np.linalg.norm(boxes[:, 2:] - boxes[:, :2], axis=1)
+    bad = np.flatnonzero(~np.isfinite(boxes).all(1) | ~(diag > 0))
+    if len(bad):
+        raise DataError(f"{path}: {len(bad)} degenerate head box(es) (non-finite or of zero "
+                        f"size), first at index {bad[0]}: {boxes[bad[0]].tolist()}")
+
+
+def _parse_record(a: Any, where: str) -> tuple[np.ndarray, np.ndarray, float]:
+    """(joints [K, 3] 0-based with visibility, center [2], scale) of one raw record, or a
+    DataError naming the record: every field checked for type, shape and finiteness."""
+    if not isinstance(a, dict) or not all(k in a for k in ("image", "center", "scale",
+                                                            "joints")):
+        raise DataError(f"{where}: not an MPII record (needs image, center, scale, joints)")
+    if not isinstance(a["image"], str) or not a["image"]:
+        raise DataError(f"{where}: 'image' must be a file name")
+    try:  # huge numbers become inf (refused below), without numpy's overflow warning
+        with np.errstate(over="ignore"):
+            joints_xy = np.asarray(a["joints"], np.float32)
+            vis = np.asarray(a.get("joints_vis", np.ones(len(joints_xy))), np.float32)
+            c = np.asarray(a["center"], np.float32).copy()
+        s = float(a["scale"])
+    except (TypeError, ValueError):
+        raise DataError(f"{where}: joints, joints_vis, center and scale must be numbers") from None
+    if joints_xy.ndim != 2 or joints_xy.shape[-1] != 2 or vis.shape != (len(joints_xy),):
+        raise DataError(f"{where}: joints must be K x [x, y] with K joints_vis flags")
+    if c.shape != (2,) or not np.all(np.isfinite(c)) or not np.isfinite(s) or s <= 0:
+        raise DataError(f"{where}: center must be 2 finite numbers, scale finite and > 0")
+    joints = np.concatenate([joints_xy - 1.0, (vis > 0)[:, None].astype(np.float32)], 1)
+    return joints, c, s

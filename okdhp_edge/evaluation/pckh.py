@@ -30,6 +30,9 @@ def pckh(
     vis = np.asarray(visible, bool)
     hb = np.asarray(headboxes, np.float64)
     head = SC_BIAS * np.linalg.norm(hb[:, 2:] - hb[:, :2], axis=1)  # [N]
+    if not np.all(np.isfinite(head) & (head > 0)):
+        raise ValueError(f"{int((~(np.isfinite(head) & (head > 0))).sum())} head boxes are "
+                         "non-finite or of zero size: PCKh is undefined for them")
     dist = np.linalg.norm(pred - gt, axis=-1) / head[:, None]  # [N, K]
     count = vis.sum(0)  # [K]
     include = np.ones(spec.num_joints, bool)

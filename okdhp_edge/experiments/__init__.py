@@ -47,7 +47,6 @@ from okdhp_edge.experiments.arms import (  # noqa: F401 - the package's API
     PLATEAU_TITLES,
     _overrides,
     _plain_run,
-    _student_key,
     _words,
     arm_runs,
     arm_title,

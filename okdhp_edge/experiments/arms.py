@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from okdhp_edge.families import base_student_name
 from okdhp_edge.utils.cli import UsageError
 
 log = logging.getLogger("okdhp_edge.experiments")
@@ -127,13 +128,6 @@ def mac_ratios(cfg: Any) -> dict[str, float]:
     return out
 
 
-def _student_key(name: str) -> str:
-    """hg4-b1 -> hg4, mbv2-d64-b2 -> mbv2-d64: balanced arms repeat a student, as branch b."""
-    import re
-
-    return re.sub(r"-b\d+$", "", name)
-
-
 ARM_TITLES = {
     "a": "OKDHP unbalanced",
     "a_2x": "OKDHP unbalanced, twice the schedule",
@@ -190,7 +184,7 @@ def wall_ratios(results: dict[str, dict[str, list[dict]]]) -> dict[str, float]:
     for s in seeds:
         for r in c[s]:
             (name,) = r["students"]
-            plain.setdefault(_student_key(name), []).append(r["wall_s"] / r["iterations"])
+            plain.setdefault(base_student_name(name), []).append(r["wall_s"] / r["iterations"])
     return {k: float(per_iter_a / np.mean(v)) for k, v in plain.items()}
 
 

@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from okdhp_edge.experiments.arms import _student_key, _words, arm_title
+from okdhp_edge.experiments.arms import _words, arm_title
 from okdhp_edge.experiments.runs import _readable_command
 from okdhp_edge.experiments.summary import (
     PLATEAU_EVALS,
@@ -23,6 +23,7 @@ from okdhp_edge.experiments.summary import (
     shorter_verdict,
     summarize,
 )
+from okdhp_edge.families import base_student_name
 from okdhp_edge.utils.cli import UsageError
 from okdhp_edge.utils.io import atomic_write_json, atomic_write_text
 
@@ -299,7 +300,7 @@ def _curves(results: dict, path: Path, plateau: bool = False) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    students = sorted({_student_key(s) for seeds in results.values() for runs in seeds.values()
+    students = sorted({base_student_name(s) for seeds in results.values() for runs in seeds.values()
                        for r in runs for s in r["students"]}, key=_depth)
     if not students:
         return
@@ -312,7 +313,7 @@ def _curves(results: dict, path: Path, plateau: bool = False) -> None:
             picked = []
             for runs in results[arm].values():
                 for r in runs:
-                    keys = [k for k in r["students"] if _student_key(k) == stud]
+                    keys = [k for k in r["students"] if base_student_name(k) == stud]
                     if keys and r["curves"]:
                         picked.append((r, keys[0]))
             if not picked:

@@ -8,7 +8,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-from okdhp_edge.experiments.arms import _student_key, _words, arm_title
+from okdhp_edge.experiments.arms import _words, arm_title
+from okdhp_edge.families import base_student_name
 
 log = logging.getLogger("okdhp_edge.experiments")
 
@@ -46,7 +47,7 @@ def _per_seed(results: dict[str, dict[str, list[dict]]]) -> dict[str, dict[str, 
             vals: dict[str, list[float]] = {}
             for r in runs:
                 for s, v in r["students"].items():
-                    vals.setdefault(_student_key(s), []).append(v)
+                    vals.setdefault(base_student_name(s), []).append(v)
             out.setdefault(arm, {})[seed] = {s: float(np.mean(v)) for s, v in vals.items()}
     return out
 
@@ -69,7 +70,7 @@ def _per_seed_selection(results: dict[str, dict[str, list[dict]]]
                 for s in r["students"]:
                     v = best_selection(r, s)
                     if v is not None:
-                        vals.setdefault(_student_key(s), []).append(v)
+                        vals.setdefault(base_student_name(s), []).append(v)
             out.setdefault(arm, {})[seed] = {s: float(np.mean(v)) for s, v in vals.items()}
     return out
 
@@ -97,9 +98,9 @@ def equal_iteration_gaps(results: dict[str, dict[str, list[dict]]], ref: str = "
         for seed, runs in seeds.items():
             for r in runs:
                 for st in r["students"]:
-                    key = _student_key(st)
+                    key = base_student_name(st)
                     plain = [p for p in results.get(ref, {}).get(seed, [])
-                             if key in map(_student_key, p["students"])]
+                             if key in map(base_student_name, p["students"])]
                     if not plain:
                         continue
                     (pst,) = plain[0]["students"]
@@ -131,7 +132,7 @@ def _iterations(runs_by_seed: dict[str, list[dict]]) -> dict[str, list[int]]:
     for runs in runs_by_seed.values():
         for r in runs:
             for s in r["students"]:
-                out.setdefault(_student_key(s), set()).add(r["iterations"])
+                out.setdefault(base_student_name(s), set()).add(r["iterations"])
     return {s: sorted(v) for s, v in out.items()}
 
 
@@ -176,7 +177,7 @@ def summarize(results: dict[str, dict[str, list[dict]]], plateau: bool = False
                 if "finished" in r:  # results of runs before the plateau schedule lack it
                     ended.append(bool(r["finished"]))
                 for s, v in r["students"].items():
-                    per_student.setdefault(_student_key(s), []).append(v)
+                    per_student.setdefault(base_student_name(s), []).append(v)
                     g = plateau_gain(r["curves"], s)
                     if g is not None:
                         gains.append(g)
@@ -276,6 +277,6 @@ def _depth(name: str) -> int:
     """A student's size rank within its family: stacks (hg4) or decoder width (mbv2-d64)."""
     import re
 
-    key = _student_key(name)
+    key = base_student_name(name)
     m = re.fullmatch(r"hg(\d+)", key) or re.search(r"-d(\d+)$", key)
     return int(m.group(1)) if m else 0

@@ -23,6 +23,7 @@ from okdhp_edge.data.build import build_split
 from okdhp_edge.data.dataset import TopDownDataset, collate_skip_none
 from okdhp_edge.data.keypoints import get_spec
 from okdhp_edge.evaluation.inference import Predictions, engine_heatmap_fn, predict_heads, score
+from okdhp_edge.families import zoo_student_names
 from okdhp_edge.losses import LossTerms, combine, okdhp_terms, plain_terms
 from okdhp_edge.models.registry import (
     create_model,
@@ -257,9 +258,8 @@ class Trainer:
     def _heads(self) -> list[Head]:
         if self.plain:
             return [Head(self.model.short_name(), None)]
-        names = self.model.branch_names()
-        heads = [Head(f"{nm}-b{i}" if names.count(nm) > 1 else nm, i)
-                 for i, nm in enumerate(names)]
+        names = zoo_student_names(self.model.branch_names())
+        heads = [Head(nm, i) for i, nm in enumerate(names)]
         return heads + [Head("ensemble", None)]
 
     def _lr_factor(self, it: int) -> float:
