@@ -17,8 +17,14 @@ from typing import Any, Optional
 
 from okdhp_edge import __version__
 from okdhp_edge.export.quantize import RECORD_FIELDS, QuantRecipe
-from okdhp_edge.manifest import ManifestError, read_yaml, write_yaml
-from okdhp_edge.runtime.bundle import BUNDLE_VERSION, verify_bundle
+from okdhp_edge.manifest import (
+    ManifestError,
+    path_inside,
+    read_yaml,
+    validate_fields,
+    write_yaml,
+)
+from okdhp_edge.runtime.bundle import BUNDLE_VERSION, read_bundle_manifest, verify_bundle
 from okdhp_edge.targets import FORMATS, TARGETS, UnknownTarget, get_target, targets_for
 from okdhp_edge.utils.cli import UsageError
 from okdhp_edge.utils.io import sha256_file, verify_sha256
@@ -26,6 +32,13 @@ from okdhp_edge.utils.io import sha256_file, verify_sha256
 log = logging.getLogger(__name__)
 
 SET_VERSION = 1
+# bundles.yaml, the index of a set: what read_set accepts, field by field
+SET_SCHEMA: dict[str, Any] = {
+    "set_version": int, "bundle_version": int, "okdhp_edge": str, "zoo": str, "metric": str,
+    "bundles": list, "skipped": list, "report_files": dict,
+    "report_data": {"dataset": str, "ann": str, "images": str, "headboxes": str}}
+SET_ENTRY_SCHEMA: dict[str, Any] = {"student": str, "backend": str, "precision": str,
+                                    "path": str, "bundle_sha256": str}
 
 
 def _bundle_files(directory: Path) -> dict[str, str]:
@@ -139,21 +152,34 @@ def export_all(zoo: Path, out: Path, backends: tuple[str, ...],
 
 
 def read_set(directory: Path) -> dict[str, Any]:
-    """Read and fully verify a bundle set (versions, every sha256)."""
+    """Read and fully verify a bundle set: its schema and versions, every file inside the
+    set, every sha256 (ManifestError / IntegrityError in one line otherwise)."""
     directory = Path(directory)
+    idx = _read_set_index(directory)
+    where = directory / "bundles.yaml"
+    for rel, digest in idx["report_files"].items():
+        verify_sha256(path_inside(directory, rel, where), str(digest))
+    for e in idx["bundles"]:
+        bdir = path_inside(directory, e["path"], where)
+        verify_sha256(bdir / "bundle.yaml", e["bundle_sha256"])
+        verify_bundle(bdir)
+    return idx
+
+
+def _read_set_index(directory: Path) -> dict[str, Any]:
+    """``bundles.yaml`` checked against :data:`SET_SCHEMA`; a newer version is refused."""
+    where = str(directory / "bundles.yaml")
     idx = read_yaml(directory / "bundles.yaml")
-    if not isinstance(idx, dict) or "set_version" not in idx:
-        raise ManifestError(f"{directory}: bundles.yaml is not an okdhp_edge bundle set")
+    if not isinstance(idx, dict) or not isinstance(idx.get("set_version"), int):
+        raise ManifestError(f"{where}: not an okdhp_edge bundle set (no set_version)")
     if idx["set_version"] > SET_VERSION or idx.get("bundle_version", 0) > BUNDLE_VERSION:
         raise ManifestError(
             f"{directory}: written by okdhp_edge {idx.get('okdhp_edge', '?')} (set version "
             f"{idx['set_version']}, bundle version {idx.get('bundle_version')}), newer than this "
             f"okdhp_edge {__version__} reads; upgrade okdhp_edge on this device")
-    for rel, digest in idx["report_files"].items():
-        verify_sha256(directory / rel, digest)
-    for e in idx["bundles"]:
-        verify_sha256(directory / e["path"] / "bundle.yaml", e["bundle_sha256"])
-        verify_bundle(directory / e["path"])
+    validate_fields(idx, SET_SCHEMA, where)
+    for i, e in enumerate(idx["bundles"]):
+        validate_fields(e, SET_ENTRY_SCHEMA, where, f"bundles[{i}].")
     return idx
 
 
@@ -169,7 +195,7 @@ def bundle_candidates(directory: Path, students: Optional[tuple[str, ...]] = Non
         if students and e["student"] not in students:
             continue
         bdir = directory / e["path"]
-        man = read_yaml(bdir / "bundle.yaml")
+        man = read_bundle_manifest(bdir)
         fmt = _format_of(e["backend"], e["precision"])
         c = by_student.get(e["student"])
         if c is None:

@@ -114,6 +114,17 @@ def validate_fields(data: Any, fields: dict[str, Any], where: str, prefix: str =
         raise ManifestError(f"{where}: unknown field '{prefix}{extra[0]}'")
 
 
+def path_inside(directory: Path, rel: Any, where: Any) -> Path:
+    """``directory / rel`` for a relative path a manifest names, refused (ManifestError
+    naming ``where``) when it is not a string or leads outside ``directory``."""
+    if not isinstance(rel, str) or not rel:
+        raise ManifestError(f"{where}: file name {rel!r} is not a relative path")
+    path = (Path(directory) / rel).resolve()
+    if not path.is_relative_to(Path(directory).resolve()):
+        raise ManifestError(f"{where}: '{rel}' lies outside {directory}")
+    return path
+
+
 def check_preprocessing(pre: Any, where: str) -> None:
     """The values of a ``preprocessing`` block (student manifests, bundles) that a pipeline
     computes with: sizes, normalisation, stride, sigma and flip pairs, each checked."""

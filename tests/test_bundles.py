@@ -69,3 +69,21 @@ def test_bundle_set_bench_without_torch(tiny_zoo, tmp_path):
     victim.write_bytes(b"x")
     with pytest.raises(IntegrityError):
         read_set(out)
+
+
+def test_bundle_set_index_is_checked(tiny_zoo, tmp_path):
+    """bundles.yaml is read through its schema: a bundle path leading outside the set or a
+    missing field is refused in one line before anything is loaded."""
+    import yaml
+
+    from okdhp_edge.bundles import export_all, read_set
+
+    out = export_all(tiny_zoo, tmp_path / "set", ("onnxruntime",), ("fp32",))
+    idx = yaml.safe_load((out / "bundles.yaml").read_text())
+    for bad, match in (({**idx, "bundles": [{**idx["bundles"][0], "path": "../../x"}]},
+                        "lies outside"),
+                       ({k: v for k, v in idx.items() if k != "zoo"}, "missing field 'zoo'"),
+                       ({**idx, "bundles": [{"student": "hg2"}]}, r"bundles\[0\]\.backend")):
+        (out / "bundles.yaml").write_text(yaml.safe_dump(bad))
+        with pytest.raises(ManifestError, match=match):
+            read_set(out)

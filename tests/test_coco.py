@@ -9,7 +9,7 @@ from okdhp_edge.data.coco import CocoKeypoints, load_coco
 from okdhp_edge.data.dataset import collate_skip_none
 from okdhp_edge.data.errors import DataError
 from okdhp_edge.evaluation.coco_eval import coco_keypoint_eval
-from okdhp_edge.evaluation.inference import oracle_heatmap_fn, predict, score
+from okdhp_edge.evaluation.inference import Predictions, oracle_heatmap_fn, predict, score
 
 
 def test_gt_as_prediction_ap_is_one(coco_tiny):
@@ -122,6 +122,32 @@ def test_keypoint_count_and_non_finite(coco_tiny, tmp_path):
     doc["annotations"][1]["keypoints"][0] = float("nan")
     with pytest.raises(DataError, match="non-finite"):
         load_coco(_write(tmp_path, doc))
+
+
+def test_empty_split_is_refused_not_scored(coco_tiny, tmp_path):
+    """A split without persons used to score AP 0.0000 with exit 0: it is a one-line error
+    (rc 2), at the evaluation CLI and in the library."""
+    import subprocess
+    import sys
+
+    from okdhp_edge.evaluation.datasets import build_eval_dataset
+
+    doc = json.loads((coco_tiny / "person_keypoints_tiny.json").read_text())
+    doc["annotations"] = []
+    ann = _write(tmp_path, doc)
+    with pytest.raises(DataError, match="no person to score"):
+        build_eval_dataset("coco", str(ann), str(coco_tiny / "images"), (64, 64))
+    proc = subprocess.run([sys.executable, "-m", "okdhp_edge.evaluate", "--oracle",
+                           "--dataset", "coco", "--ann", str(ann), "--images",
+                           str(coco_tiny / "images"), "--input-size", "64", "64"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "AP" not in proc.stdout, proc.stdout
+    assert "no person to score" in proc.stderr and "Traceback" not in proc.stderr
+    ds = CocoKeypoints(coco_tiny / "person_keypoints_tiny.json", coco_tiny / "images",
+                       input_size=(64, 64))
+    none = Predictions(np.zeros(0, int), np.zeros((0, 17, 2)), np.zeros((0, 17)))
+    with pytest.raises(DataError, match="no person to score"):
+        score(ds, none, subset=True)  # a sample of the split with no prediction in it
 
 
 def test_oks_nms_and_rescoring():

@@ -35,3 +35,28 @@ def test_export_without_openvino_reports_it_unavailable(tiny_zoo, tmp_path, monk
     ov = rec["formats"]["openvino_fp32"]
     assert ov["available"] is False and "openvino is not installed" in ov["reason"]
     assert not list((tmp_path / "export").glob("*.xml"))
+
+
+def test_export_record_read_through_its_schema(tiny_zoo, tmp_path):
+    """export.yaml has one reader: a record it does not understand (wrong type, an entry
+    that is not a format's record, another schema) is refused by name, and the export
+    rebuilds instead of trusting it."""
+    import pytest
+    import yaml
+
+    from okdhp_edge.export.exporter import export_student, read_export_record
+    from okdhp_edge.manifest import ManifestError
+
+    d, _ = zoo_students(tiny_zoo)[0]
+    out = tmp_path / "export"
+    export_student(d / "student.yaml", out, formats=("onnx",), force=True)
+    rec = read_export_record(out / "export.yaml")
+    assert rec["formats"]["onnx"]["available"] is True
+    for bad, match in (({**rec, "schema": 3}, "export schema 3"),
+                       ({**rec, "formats": {"onnx": "yes"}}, "formats.onnx"),
+                       ({**rec, "student": 5}, "field 'student' should be")):
+        (out / "export.yaml").write_text(yaml.safe_dump(bad))
+        with pytest.raises(ManifestError, match=match):
+            read_export_record(out / "export.yaml")
+    again = export_student(d / "student.yaml", out, formats=("onnx",))
+    assert again["formats"]["onnx"]["available"] and again["student"] == rec["student"]

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from okdhp_edge.data.coco import CocoKeypoints, load_coco, split_image_ids
-from okdhp_edge.data.dataset import TopDownDataset
+from okdhp_edge.data.dataset import TopDownDataset, require_persons
 from okdhp_edge.data.errors import DataError
 from okdhp_edge.data.keypoints import get_spec
 from okdhp_edge.data.mpii import MpiiKeypoints, load_headboxes
@@ -96,7 +96,13 @@ def _paths(dcfg: Any) -> dict[str, str]:
 def build_split(dcfg: Any, split: str, train_mode: bool | None = None,
                 seed: int = 0) -> TopDownDataset:
     """The dataset of one split. ``train_mode`` (default: split == 'train') turns on
-    augmentation and the bad-image policy."""
+    augmentation and the bad-image policy. An empty split is a DataError."""
+    ds = _build_split(dcfg, split, train_mode, seed)
+    key = "report" if split == "report" else "train"
+    return require_persons(ds, f"{_paths(dcfg)[f'{key}_ann']} ({split} split)")
+
+
+def _build_split(dcfg: Any, split: str, train_mode: bool | None, seed: int) -> TopDownDataset:
     if split not in SPLITS:
         raise ValueError(f"unknown split '{split}'; expected one of {SPLITS}")
     if dcfg.dataset == "synthetic":

@@ -80,6 +80,15 @@ def check_joints(joints: np.ndarray, spec: KeypointSpec, where: str) -> None:
         raise DataError(f"{where}: non-finite keypoint coordinates")
 
 
+def require_persons(ds: TopDownDataset, what: str) -> TopDownDataset:
+    """``ds`` itself, or a DataError when it holds no person: an empty split would score
+    AP 0.0 (or PCKh NaN) as if it were a result."""
+    if len(ds) == 0:
+        raise DataError(f"{what}: no person to score (an empty split: check the annotation "
+                        "file, its image ids and the split settings)")
+    return ds
+
+
 class TopDownDataset:
     """Crops persons and encodes heatmap targets; subclasses fill ``self.records``.
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from okdhp_edge.data.coco import CocoKeypoints, load_coco, split_image_ids
-from okdhp_edge.data.dataset import TopDownDataset
+from okdhp_edge.data.dataset import TopDownDataset, require_persons
 from okdhp_edge.data.errors import DataError
 from okdhp_edge.data.keypoints import get_spec
 from okdhp_edge.data.mpii import MpiiKeypoints, load_headboxes
@@ -27,11 +27,11 @@ def build_eval_dataset(dataset: str, ann: str, images: str, input_size: tuple[in
     if dataset == "mpii":
         if not headboxes:
             raise DataError("MPII evaluation needs head boxes (gt_valid.mat or a json)")
-        ds = MpiiKeypoints(ann, images, spec, **common)
+        ds = require_persons(MpiiKeypoints(ann, images, spec, **common), ann)
         ds.headboxes = load_headboxes(headboxes, len(ds))
         return ds
-    return CocoKeypoints(ann, images, spec, det_file=det_file or None, det_score_thr=det_thr,
-                         **common)
+    return require_persons(CocoKeypoints(ann, images, spec, det_file=det_file or None,
+                                         det_score_thr=det_thr, **common), ann)
 
 
 def report_dataset(manifest: dict[str, Any], dataset: Optional[str] = None, ann: str = "",
@@ -70,11 +70,14 @@ def training_split(manifest: dict[str, Any], split: str) -> TopDownDataset:
         full = MpiiKeypoints(sp["train_ann"], sp["train_images"], spec, **common)
         idx = mpii_split_indices(full, split, sp["select_fraction"], sp["split_seed"],
                                  sp["select_max_images"])
-        ds = MpiiKeypoints(sp["train_ann"], sp["train_images"], spec, indices=idx, **common)
+        ds = require_persons(MpiiKeypoints(sp["train_ann"], sp["train_images"], spec,
+                                           indices=idx, **common),
+                             f"{sp['train_ann']} ({split} split)")
         ds.headboxes = estimated_headboxes(ds)  # as training's selection split scores
         return ds
     coco = load_coco(sp["train_ann"], spec)
     kept, held = split_image_ids(coco.getImgIds(), sp["select_fraction"], sp["split_seed"],
                                  sp["select_max_images"])
-    return CocoKeypoints(sp["train_ann"], sp["train_images"], spec,
-                         image_ids=kept if split == "train" else held, **common)
+    return require_persons(CocoKeypoints(sp["train_ann"], sp["train_images"], spec,
+                                         image_ids=kept if split == "train" else held,
+                                         **common), f"{sp['train_ann']} ({split} split)")

@@ -14,6 +14,7 @@ import numpy as np
 from okdhp_edge.data.coco import CocoKeypoints
 from okdhp_edge.data.codec import HeatmapCodec
 from okdhp_edge.data.dataset import TopDownDataset, collate_skip_none
+from okdhp_edge.data.errors import DataError
 from okdhp_edge.data.mpii import MpiiKeypoints
 from okdhp_edge.evaluation.coco_eval import coco_keypoint_eval, make_results
 from okdhp_edge.evaluation.pckh import pckh
@@ -131,6 +132,8 @@ def score(dataset: TopDownDataset, preds: Predictions, rescore_thr: float = 0.2,
     """Metrics of predictions: COCO AP/AR for COCO-style data, PCKh for MPII. With
     ``subset``, COCO AP counts only the images the predictions cover (a sample of the
     split); otherwise a person without a prediction is a miss."""
+    if len(preds.index) == 0:
+        raise DataError("no person to score: the split (or the sample of it) is empty")
     if isinstance(dataset, CocoKeypoints):
         recs = [dataset.records[i] for i in preds.index]
         use_nms = any(str(r.record_id).startswith("det") for r in recs)

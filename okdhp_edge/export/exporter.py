@@ -35,7 +35,7 @@ import numpy as np
 
 from okdhp_edge.data.codec import HeatmapCodec
 from okdhp_edge.export.quantize import QuantRecipe
-from okdhp_edge.manifest import ManifestError, read_yaml, write_yaml
+from okdhp_edge.manifest import ManifestError, read_yaml, validate_fields, write_yaml
 from okdhp_edge.runtime.base import BackendUnavailable, run_one_by_one
 from okdhp_edge.targets import FORMATS, TOLERANCE, format_chain
 from okdhp_edge.utils.io import sha256_file
@@ -43,6 +43,8 @@ from okdhp_edge.utils.io import sha256_file
 log = logging.getLogger(__name__)
 
 EXPORT_SCHEMA = 2
+EXPORT_FIELDS: dict[str, Any] = {"schema": int, "student": str, "weights_sha256": str,
+                                 "preprocessing": dict, "formats": dict}
 DEFAULT_FORMATS = ("onnx", "onnx_dynamic", "openvino_fp32", "openvino_fp16", "tensorrt_fp32",
                    "tensorrt_fp16")
 
@@ -214,19 +216,36 @@ def export_student(student_yaml: Path, out_dir: Optional[Path] = None,
     return record
 
 
+def read_export_record(path: Path) -> dict[str, Any]:
+    """``export.yaml`` checked against :data:`EXPORT_FIELDS` (and each format entry a
+    mapping with a boolean ``available``); ManifestError in one line otherwise."""
+    rec = read_yaml(path)
+    if not isinstance(rec, dict) or not isinstance(rec.get("schema"), int):
+        raise ManifestError(f"{path}: not an okdhp_edge export record (no schema)")
+    if rec["schema"] != EXPORT_SCHEMA:
+        raise ManifestError(f"{path}: export schema {rec['schema']}, this okdhp_edge reads "
+                            f"{EXPORT_SCHEMA}")
+    validate_fields(rec, EXPORT_FIELDS, str(path))
+    for fmt, entry in rec["formats"].items():
+        if fmt not in FORMATS or not isinstance(entry, dict) or \
+                not isinstance(entry.get("available"), bool):
+            raise ManifestError(f"{path}: formats.{fmt} is not a known format's record")
+    return rec
+
+
 def _previous(path: Path, man: dict[str, Any]) -> dict[str, Any]:
-    """The formats of an earlier export of these very weights ({} otherwise)."""
+    """The formats of an earlier export of these very weights ({} otherwise: an unreadable
+    or older record is rebuilt, not trusted)."""
     if not path.is_file():
         return {}
     try:
-        old = read_yaml(path)
+        old = read_export_record(path)
     except ManifestError as exc:
         log.warning("%s; exporting again", exc)
         return {}
-    if not isinstance(old, dict) or old.get("schema") != EXPORT_SCHEMA or \
-            old.get("weights_sha256") != man["weights"]["sha256"]:
+    if old["weights_sha256"] != man["weights"]["sha256"]:
         return {}
-    return dict(old.get("formats") or {})
+    return dict(old["formats"])
 
 
 def _export_one(fmt: str, ctx: _Context, done: dict[str, Any]) -> dict[str, Any]:

@@ -22,7 +22,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from okdhp_edge.manifest import ManifestError, check_preprocessing, read_yaml, validate_fields
+from okdhp_edge.manifest import (
+    ManifestError,
+    check_preprocessing,
+    path_inside,
+    read_yaml,
+    validate_fields,
+)
 from okdhp_edge.runtime import make_runner
 from okdhp_edge.runtime.pipeline import KeypointPipeline
 from okdhp_edge.targets import UnknownTarget, get_target
@@ -65,14 +71,6 @@ def read_bundle_manifest(directory: str | Path) -> dict[str, Any]:
     return man
 
 
-def _inside(directory: Path, rel: str) -> Path:
-    """``directory / rel``, refused when ``rel`` leads outside the bundle."""
-    path = (directory / rel).resolve()
-    if not path.is_relative_to(directory.resolve()):
-        raise ManifestError(f"{directory / 'bundle.yaml'}: '{rel}' lies outside the bundle")
-    return path
-
-
 def verify_bundle(directory: str | Path) -> dict[str, Any]:
     """Check every file's sha256 (IntegrityError on a corrupted, truncated or tampered
     file); return the manifest. The model must be one of the verified files, every file
@@ -86,7 +84,7 @@ def verify_bundle(directory: str | Path) -> dict[str, Any]:
         raise ManifestError(f"{directory / 'bundle.yaml'}: model '{man['model']}' is not one "
                             "of the verified files")
     for rel, digest in files.items():
-        verify_sha256(_inside(directory, rel), digest)
+        verify_sha256(path_inside(directory, rel, directory / "bundle.yaml"), digest)
     return man
 
 
