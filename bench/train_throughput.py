@@ -23,7 +23,7 @@ from okdhp_edge.data.keypoints import get_spec
 from okdhp_edge.losses import okdhp_terms, plain_terms
 from okdhp_edge.models.info import count_macs
 from okdhp_edge.models.registry import create_model, model_kwargs_from_config
-from okdhp_edge.training.trainer import compiled_terms
+from okdhp_edge.training.device import compiled_terms
 
 
 def measure(cfg, batch: int, mode: str, amp: str, device: torch.device, steps: int,

@@ -26,7 +26,7 @@ def test_lr_scales_with_the_batch():
 
 
 def test_compile_off_is_the_function_itself():
-    from okdhp_edge.training.trainer import compiled_terms
+    from okdhp_edge.training.device import compiled_terms
 
     def f():
         return 1

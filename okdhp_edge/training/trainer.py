@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import math
-import os
-import random
 import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Sampler
 
 from okdhp_edge.config import Config
 from okdhp_edge.data.build import build_split
-from okdhp_edge.data.dataset import TopDownDataset, collate_skip_none
+from okdhp_edge.data.dataset import TopDownDataset
 from okdhp_edge.data.keypoints import get_spec
 from okdhp_edge.evaluation.inference import Predictions, engine_heatmap_fn, predict_heads, score
 from okdhp_edge.families import zoo_student_names
@@ -37,6 +33,12 @@ from okdhp_edge.training.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from okdhp_edge.training.device import (
+    compiled_terms,
+    resolve_amp,
+    resolve_device,
+    seed_everything,
+)
 from okdhp_edge.training.distributed import (
     all_reduce_mean,
     barrier,
@@ -44,9 +46,9 @@ from okdhp_edge.training.distributed import (
     cleanup,
     init_distributed,
 )
+from okdhp_edge.training.loaders import EpochSampler, RunLoaders, log_loader_needs
 from okdhp_edge.training.plateau import PlateauSchedule
 from okdhp_edge.training.run_folder import new_run_dir, reopen_run_dir
-from okdhp_edge.utils.cpu import cpu_has_native_bf16
 from okdhp_edge.utils.io import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -58,59 +60,6 @@ class NonFiniteLossError(RuntimeError):
 
 class TrainingInterrupted(RuntimeError):
     """SIGINT/SIGTERM: a checkpoint was written and the run can be resumed."""
-
-
-# ----------------------------------------------------------------------------- device
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device=cuda but no CUDA device is available")
-    return torch.device(name)
-
-
-def resolve_amp(amp: str, device: torch.device) -> Optional[torch.dtype]:
-    """The autocast dtype for ``train.amp`` on this device, or None for fp32."""
-    if amp == "off":
-        return None
-    if amp == "bf16":
-        return torch.bfloat16
-    if amp == "fp16":
-        return torch.float16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if cpu_has_native_bf16() else None
-
-
-# ---------------------------------------------------------------------------- sampler
-
-
-class EpochSampler(Sampler[tuple[int, int]]):
-    """Shuffled order that depends only on (seed, epoch); sharded across ranks; can skip
-    the samples a resumed run already consumed in this epoch. Yields ``(epoch, index)``
-    keys (see ``TopDownDataset.__getitem__``): the epoch reaches persistent data workers
-    through the sampler, so one set of workers serves the whole run."""
-
-    def __init__(self, n: int, seed: int, rank: int = 0, world: int = 1) -> None:
-        self.n, self.seed, self.rank, self.world = n, seed, rank, world
-        self.epoch, self.skip = 0, 0
-
-    def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        self.epoch, self.skip = epoch, skip
-
-    def _indices(self) -> list[int]:
-        perm = np.random.default_rng((self.seed, 7919, self.epoch)).permutation(self.n).tolist()
-        per_rank = math.ceil(self.n / self.world)
-        perm += perm[: per_rank * self.world - self.n]
-        return perm[self.rank::self.world]
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        return iter([(self.epoch, i) for i in self._indices()[self.skip:]])
-
-    def __len__(self) -> int:
-        return math.ceil(self.n / self.world) - self.skip
 
 
 # ---------------------------------------------------------------------------- trainer
@@ -161,7 +110,7 @@ class Trainer:
         self.config_name = config_name
         if cfg.train.threads > 0:
             torch.set_num_threads(cfg.train.threads)
-        self._seed_everything(cfg.train.seed + self.dist.rank)
+        seed_everything(cfg.train.seed + self.dist.rank, cfg.train.deterministic, self.device)
         self.spec = get_spec(cfg.data.dataset)
         self.state = TrainState()
         self._stop = False
@@ -177,17 +126,6 @@ class Trainer:
             self._load(ck)
 
     # ---------------------------------------------------------------- setup
-    def _seed_everything(self, seed: int) -> None:
-        random.seed(seed)
-        np.random.seed(seed % 2**32)
-        torch.manual_seed(seed)
-        if self.cfg.train.deterministic:
-            torch.use_deterministic_algorithms(True, warn_only=True)
-            torch.backends.cudnn.benchmark = False
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        elif self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
-
     def _make_run_dir(self, run_dir: Optional[Path], resume: bool) -> Path:
         if resume:
             return reopen_run_dir(run_dir, self.dist.is_main)
@@ -227,8 +165,9 @@ class Trainer:
                              f"batch ({cfg.train.batch_size} x {self.dist.world_size} ranks)")
         self.sampler = EpochSampler(len(self.train_set), cfg.train.seed, self.dist.rank,
                                     self.dist.world_size)
-        self._train_loader: Optional[DataLoader] = None
-        self._eval_loaders: dict[int, DataLoader] = {}
+        self.loaders = RunLoaders(self.train_set, self.sampler, cfg.train.batch_size,
+                                  cfg.eval.batch_size, cfg.data.workers,
+                                  pin_memory=self.device.type == "cuda")
         self.iters_per_epoch = len(self.sampler) // cfg.train.batch_size
         if cfg.train.max_iters_per_epoch:
             self.iters_per_epoch = min(self.iters_per_epoch, cfg.train.max_iters_per_epoch)
@@ -332,39 +271,6 @@ class Trainer:
                 pass
         return old
 
-    @property
-    def _worker_init_fn(self) -> Any:
-        return functools.partial(_worker_init, os.getpid())
-
-    def _loader(self, epoch: int, skip_samples: int) -> DataLoader:
-        """The training loader, positioned at ``epoch`` after ``skip_samples``. Its workers
-        start once and persist: where they are spawned (runs under the ablation runner; the
-        default on Python >= 3.14 is forkserver) starting them every epoch took a plain hg2
-        epoch of the ablation from 3.9 s to 5.3 s, an OKDHP epoch from 9.1 s to 9.7 s."""
-        self.sampler.set_epoch(epoch, skip_samples)
-        if self._train_loader is None:
-            workers = self.cfg.data.workers
-            self._train_loader = DataLoader(
-                self.train_set, batch_size=self.cfg.train.batch_size, sampler=self.sampler,
-                num_workers=workers, collate_fn=collate_skip_none, drop_last=True,
-                pin_memory=self.device.type == "cuda", persistent_workers=workers > 0,
-                worker_init_fn=self._worker_init_fn,
-                multiprocessing_context=_worker_context(workers))
-        return self._train_loader
-
-    def eval_loader(self, dataset: TopDownDataset) -> DataLoader:
-        """The loader of an evaluated split: one per split, its workers kept between
-        validations (the loader holds its dataset, so the id stays that dataset's)."""
-        key = id(dataset)
-        if key not in self._eval_loaders:
-            workers = self.cfg.data.workers
-            self._eval_loaders[key] = DataLoader(
-                dataset, batch_size=self.cfg.eval.batch_size, shuffle=False,
-                num_workers=workers, collate_fn=collate_skip_none,
-                persistent_workers=workers > 0, worker_init_fn=self._worker_init_fn,
-                multiprocessing_context=_worker_context(workers))
-        return self._eval_loaders[key]
-
     def _to_device(self, batch: dict[str, Any]) -> tuple[torch.Tensor, ...]:
         x = torch.from_numpy(batch["image"]).to(self.device, non_blocking=True)
         if self.cfg.train.channels_last:
@@ -397,7 +303,7 @@ class Trainer:
         s, bs = self.state, self.cfg.train.batch_size
         self.net.train()
         start_iter = s.iter_in_epoch
-        loader = self._loader(epoch, start_iter * bs)
+        loader = self.loaders.train(epoch, start_iter * bs)
         sums = {"loss": 0.0, "mse": 0.0, "ens": 0.0, "kl": 0.0}
         n, images, t0, wait = 0, 0, time.time(), 0.0
         bar = tqdm(total=self.iters_per_epoch, initial=start_iter, desc=f"epoch {epoch + 1}",
@@ -459,7 +365,7 @@ class Trainer:
             engine = lambda images: self._head_heatmaps(  # noqa: E731
                 torch.from_numpy(images).to(self.device))
             heads_fn = engine_heatmap_fn(engine, dataset.flip_index if flip else None)
-            return predict_heads(dataset, heads_fn, batches=self.eval_loader(dataset))
+            return predict_heads(dataset, heads_fn, batches=self.loaders.evaluation(dataset))
         finally:
             self.model.train(was)
 
@@ -551,7 +457,7 @@ class Trainer:
                  cfg.train.lr_reference_batch, cfg.train.compile, torch.get_num_threads(),
                  cfg.data.workers)
         if self.dist.is_main:
-            self._log_loader_needs()
+            log_loader_needs(self.train_set, self.cfg.data, self.device.type == "cuda")
         record: dict[str, Any] = {}
         try:
             while s.epoch < cfg.train.epochs and not s.finished:
@@ -585,25 +491,6 @@ class Trainer:
                         cfg.train.epochs, s.drops, cfg.train.plateau_drops)
         return record
 
-    def _log_loader_needs(self, samples: int = 8) -> None:
-        """One core's loader rate, measured on a few training samples, and the workers the
-        target rate needs (``data.target_rate``; 1000 images/s on CUDA by default)."""
-        if len(self.train_set) == 0:
-            return
-        t0 = time.perf_counter()
-        for i in range(min(samples, len(self.train_set))):
-            self.train_set[(0, i)]
-        rate = min(samples, len(self.train_set)) / max(time.perf_counter() - t0, 1e-9)
-        target = self.cfg.data.target_rate or (1000.0 if self.device.type == "cuda" else 0.0)
-        if not target:
-            log.info("loader: %.0f samples/s per core (%dx%d)", rate, *self.cfg.data.input_size)
-            return
-        need = math.ceil(target / rate)
-        level = logging.WARNING if self.cfg.data.workers < need else logging.INFO
-        log.log(level, "loader: %.0f samples/s per core (%dx%d): %d workers feed %.0f images/s "
-                "(data.workers=%d)", rate, *self.cfg.data.input_size, need, target,
-                self.cfg.data.workers)
-
     def _log_epoch(self, record: dict[str, Any]) -> None:
         if not self.dist.is_main:
             return
@@ -630,7 +517,7 @@ class Trainer:
 
     def close(self) -> None:
         """Stop the data workers and the TensorBoard writer; leave the process group."""
-        self._train_loader, self._eval_loaders = None, {}
+        self.loaders.close()
         if getattr(self, "_tb", None) is not None:
             self._tb.close()
         cleanup(self.dist)
@@ -654,40 +541,6 @@ def set_lr(group: dict[str, Any], value: Any) -> None:
         group["lr"].fill_(float(value))
     else:
         group["lr"] = float(value)
-
-
-def compiled_terms(fn: Any, mode: str, device: torch.device) -> Any:
-    """``fn`` compiled with ``torch.compile`` in ``mode`` (``off``: as it is). CUDA graphs
-    (reduce-overhead) exist on CUDA only: on the CPU that mode compiles as default."""
-    if mode == "off":
-        return fn
-    if mode == "reduce-overhead" and device.type != "cuda":
-        log.warning("train.compile=reduce-overhead needs CUDA graphs; compiling as default on "
-                    "the %s", device.type)
-        mode = "default"
-    return torch.compile(fn, mode=mode)
-
-
-def _worker_context(workers: int) -> Optional[str]:
-    """Start data workers from a fork server where there is one: a plain fork of a process
-    that has run OpenCV's thread pool can deadlock in the child (seen with data.workers=0
-    then 1 in one process), and since the workers persist the one-off start-up is cheap."""
-    import multiprocessing as mp
-
-    return "forkserver" if workers > 0 and "forkserver" in mp.get_all_start_methods() else None
-
-
-def _worker_init(trainer_pid: int, _worker_id: int) -> None:
-    """Data workers decode and warp on one thread each (no oversubscription of the cores
-    the training step uses), and exit on their own once the trainer is gone (a SIGKILL
-    runs no clean-up in the trainer)."""
-    import cv2
-
-    from okdhp_edge.utils.proc import exit_with
-
-    cv2.setNumThreads(1)
-    torch.set_num_threads(1)
-    exit_with(trainer_pid)
 
 
 def _cfg_dict(cfg: Config) -> dict[str, Any]:

@@ -70,7 +70,7 @@ def write_zoo(trainer: Trainer) -> Path:
             m = m.to(memory_format=torch.channels_last)
         models[h.name] = m.eval()
     log.info("evaluating %d students on the report split (%d persons)", len(models), len(report))
-    preds = predict_students(models, report, cfg.eval.flip_test, trainer.eval_loader(report),
+    preds = predict_students(models, report, cfg.eval.flip_test, trainer.loaders.evaluation(report),
                              trainer.device, cfg.train.channels_last)
     paths = _report_paths(cfg)
     pre = preprocessing_of(cfg.data, trainer.spec.flip_pairs)
