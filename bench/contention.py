@@ -26,6 +26,7 @@ from pathlib import Path
 SETTINGS: dict[str, tuple[dict[str, str | None], list[str]]] = {
     "torch2": ({"OMP_WAIT_POLICY": ""}, ["train.threads=2"]),  # torch's defaults here
     "passive2": ({"OMP_WAIT_POLICY": "PASSIVE"}, ["train.threads=2"]),
+    "spin10k2": ({"OMP_WAIT_POLICY": "", "GOMP_SPINCOUNT": "10000"}, ["train.threads=2"]),
     "threads1": ({"OMP_WAIT_POLICY": ""}, ["train.threads=1"]),
     "kit": ({"OMP_WAIT_POLICY": None}, []),  # the kit's defaults, nothing set by the user
 }

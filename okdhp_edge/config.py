@@ -129,7 +129,7 @@ class TrainConfig:
     lr_reference_batch: int = 16
     channels_last: bool = True
     device: str = "auto"  # auto | cpu | cuda
-    threads: int = 0  # 0: leave torch's default
+    threads: int = 0  # 0: all cores, fewer while other processes keep them busy; N: pinned
     val_every: int = 1
     val_max_images: int = 0  # 0: the whole selection split
     out_dir: str = "runs"

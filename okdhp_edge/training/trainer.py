@@ -49,6 +49,7 @@ from okdhp_edge.training.distributed import (
 from okdhp_edge.training.loaders import EpochSampler, RunLoaders, log_loader_needs
 from okdhp_edge.training.plateau import PlateauSchedule
 from okdhp_edge.training.run_folder import new_run_dir, reopen_run_dir
+from okdhp_edge.utils.cpu import ThreadGovernor
 from okdhp_edge.utils.io import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -108,8 +109,7 @@ class Trainer:
             self.device = torch.device("cuda", self.dist.local_rank)
         self.amp_dtype = resolve_amp(cfg.train.amp, self.device)
         self.config_name = config_name
-        if cfg.train.threads > 0:
-            torch.set_num_threads(cfg.train.threads)
+        self.governor = _thread_governor(cfg.train.threads, self.device, self.dist.enabled)
         seed_everything(cfg.train.seed + self.dist.rank, cfg.train.deterministic, self.device)
         self.spec = get_spec(cfg.data.dataset)
         self.state = TrainState()
@@ -344,14 +344,25 @@ class Trainer:
             if broadcast_flag(self._stop, self.dist):
                 break
             self._save_if_due()
+            self._govern_threads()
         bar.close()
         dt = time.time() - t0
         s.wall += dt
         out = {k: all_reduce_mean(v / max(n, 1), self.dist) for k, v in sums.items()}
         out.update(images_per_s=images / max(dt, 1e-9),
                    lr=float(self.optimizer.param_groups[0]["lr"]), epoch_time_s=dt,
-                   data_wait_s=wait, data_wait_frac=wait / max(dt, 1e-9))
+                   data_wait_s=wait, data_wait_frac=wait / max(dt, 1e-9),
+                   threads=torch.get_num_threads())
         return out
+
+    def _govern_threads(self) -> None:
+        """train.threads=0: give cores up while other processes keep them busy."""
+        n = self.governor.update() if self.governor is not None else None
+        if n is not None:
+            log.info("other processes keep %.1f core(s) busy: training on %d thread(s) "
+                     "(train.threads=0 adapts; set it to pin the count)",
+                     self.governor.others, n)
+            torch.set_num_threads(n)
 
     # ---------------------------------------------------------------- validation
     @torch.no_grad()
@@ -452,9 +463,10 @@ class Trainer:
             log.info("DistributedDataParallel over %d process(es), backend %s, this rank %d",
                      self.dist.world_size, torch.distributed.get_backend(), self.dist.rank)
         log.info("batch %d x %d rank(s), LR %.3g (train.lr %.3g, %s scaling from batch %d), "
-                 "compile %s, threads %d, data workers %d", cfg.train.batch_size,
+                 "compile %s, threads %d%s, data workers %d", cfg.train.batch_size,
                  self.dist.world_size, self.base_lr, cfg.train.lr, cfg.train.lr_scaling,
                  cfg.train.lr_reference_batch, cfg.train.compile, torch.get_num_threads(),
+                 " (fewer while other processes keep cores busy)" if self.governor else "",
                  cfg.data.workers)
         if self.dist.is_main:
             log_loader_needs(self.train_set, self.cfg.data, self.device.type == "cuda")
@@ -521,6 +533,18 @@ class Trainer:
         if getattr(self, "_tb", None) is not None:
             self._tb.close()
         cleanup(self.dist)
+
+
+def _thread_governor(threads: int, device: torch.device,
+                     distributed: bool) -> Optional[ThreadGovernor]:
+    """Pin ``train.threads`` when set; else a governor for a single CPU process (None on
+    CUDA, where the host threads do not bound the step, and for distributed CPU runs)."""
+    if threads > 0:
+        torch.set_num_threads(threads)
+        return None
+    if device.type != "cpu" or distributed:
+        return None
+    return ThreadGovernor(torch.get_num_threads())
 
 
 STARVED = 0.10  # an epoch that waits on data longer than this share is loader-bound
