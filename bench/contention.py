@@ -33,8 +33,8 @@ SETTINGS: dict[str, tuple[dict[str, str | None], list[str]]] = {
 
 
 def one_run(config: str, env: dict[str, str | None], overrides: list[str], iters: int,
-            busy: bool) -> float:
-    """Second-epoch images/s of one short training run."""
+            busy: bool) -> tuple[float, int]:
+    """Second-epoch images/s of one short training run, and its thread count then."""
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "okdhp_edge.train", "--config", config, "--no-zoo",
                "train.epochs=2", f"train.max_iters_per_epoch={iters}", "train.val_every=100",
@@ -51,7 +51,8 @@ def one_run(config: str, env: dict[str, str | None], overrides: list[str], iters
                 spin.wait()
         (metrics,) = Path(tmp).glob("*/metrics.jsonl")
         rows = [json.loads(line) for line in metrics.read_text().splitlines()]
-        return float([r for r in rows if r.get("epoch") == 2][-1]["images_per_s"])
+        last = [r for r in rows if r.get("epoch") == 2][-1]
+        return float(last["images_per_s"]), int(last.get("threads", 0))
 
 
 def main() -> None:
@@ -68,9 +69,9 @@ def main() -> None:
             for name in names:
                 for busy in (False, True):
                     env, ov = SETTINGS[name]
-                    ips = one_run(args.config, env, ov, args.iters, busy)
+                    ips, threads = one_run(args.config, env, ov, args.iters, busy)
                     row = {"setting": name, "busy_neighbour": busy, "repeat": rep,
-                           "images_per_s": round(ips, 1)}
+                           "images_per_s": round(ips, 1), "threads_at_end": threads}
                     print(json.dumps(row), flush=True)
                     f.write(json.dumps(row) + "\n")
 
