@@ -9,7 +9,6 @@ before it runs anything. Reading a set needs no torch.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from pathlib import Path
@@ -97,10 +96,10 @@ def _copy_report_data(man: dict[str, Any], out: Path) -> dict[str, Any]:
     ann = Path(acc["ann"])
     shutil.copyfile(ann, data / "annotations.json")
     if acc["dataset"] == "mpii":
-        names = {r["image"] for r in json.loads(ann.read_text())}
+        from okdhp_edge.data.mpii import image_files
     else:
-        names = {i["file_name"] for i in json.loads(ann.read_text())["images"]}
-    for name in sorted(names):
+        from okdhp_edge.data.coco import image_files
+    for name in image_files(ann):
         shutil.copyfile(Path(acc["images"]) / name, data / "images" / name)
     if acc.get("headboxes"):
         hb = Path(acc["headboxes"])

@@ -175,3 +175,8 @@ class CocoKeypoints(TopDownDataset):
                 score=score, area=float(scale[0] * scale[1]), record_id=f"det{i}",
             ))
         return records
+
+
+def image_files(ann_file: str | Path) -> list[str]:
+    """The file name of every image a COCO keypoints file lists (checked as load_coco does)."""
+    return sorted({img["file_name"] for img in load_coco(ann_file).dataset["images"]})

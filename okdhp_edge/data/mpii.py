@@ -64,6 +64,17 @@ class MpiiKeypoints(TopDownDataset):
         )
 
 
+def image_files(ann_file: str | Path) -> list[str]:
+    """The file name of every image an MPII annotation file's records name."""
+    path = Path(ann_file)
+    names = set()
+    for i, a in enumerate(_load_json_list(path, "MPII annotation")):
+        if not isinstance(a, dict) or not isinstance(a.get("image"), str):
+            raise DataError(f"{path}: record {i}: 'image' must be a file name")
+        names.add(a["image"])
+    return sorted(names)
+
+
 def load_headboxes(path: str | Path, count: Optional[int] = None) -> np.ndarray:
     """Head boxes [N, 4] (x1, y1, x2, y2) from ``gt_valid.mat`` or a headbox json."""
     path = Path(path)
