@@ -30,6 +30,7 @@ there was then, and their ``splits`` are unknown ({}).
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -112,6 +113,43 @@ def validate_fields(data: Any, fields: dict[str, Any], where: str, prefix: str =
     extra = sorted(set(data) - set(fields))
     if extra:
         raise ManifestError(f"{where}: unknown field '{prefix}{extra[0]}'")
+
+
+def model_file_metadata(manifest: dict[str, Any]) -> dict[str, str]:
+    """What a model file carries of its student (ONNX metadata; OpenVINO keeps it in the
+    IR's ``framework`` rt_info): what a runtime needs to pre- and post-process, so that a
+    bundle's manifest can be checked against the file it ships."""
+    pre = manifest["preprocessing"]
+    weights = {"okdhp_weights_sha256": manifest["weights"]["sha256"]} \
+        if "weights" in manifest else {}  # a bundle ships the model file, not the weights
+    return {
+        "okdhp_student": manifest["name"],
+        "okdhp_num_joints": str(manifest["architecture"]["num_joints"]),
+        "okdhp_input_size": json.dumps(pre["input_size"]),
+        "okdhp_mean": json.dumps(pre["mean"]),
+        "okdhp_std": json.dumps(pre["std"]),
+        "okdhp_heatmap_stride": str(pre["heatmap_stride"]),
+        "okdhp_flip_pairs": json.dumps(pre["flip_pairs"]),
+        **weights,
+    }
+
+
+def check_model_metadata(manifest: dict[str, Any], found: dict[str, str], where: Any) -> None:
+    """ManifestError naming the first field where ``manifest`` (a student manifest with the
+    bundle's preprocessing) disagrees with the metadata its model file carries; fields the
+    file does not carry (a TensorRT engine carries none) are not compared."""
+    for key, expected in model_file_metadata(manifest).items():
+        if key in found and _decoded(found[key]) != _decoded(expected):
+            raise ManifestError(f"{where}: {key[len('okdhp_'):]} {expected} differs from the "
+                                f"model file's {found[key]}: the manifest was edited, or names "
+                                "another student's file")
+
+
+def _decoded(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 def path_inside(directory: Path, rel: Any, where: Any) -> Path:

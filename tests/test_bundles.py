@@ -87,3 +87,22 @@ def test_bundle_set_index_is_checked(tiny_zoo, tmp_path):
         (out / "bundles.yaml").write_text(yaml.safe_dump(bad))
         with pytest.raises(ManifestError, match=match):
             read_set(out)
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_edited_bundle_preprocessing_is_refused(tiny_zoo, tmp_path, backend):
+    """bundle.yaml is not hashed by itself, but what it says about pre-processing is checked
+    against the metadata the model file carries: an edited mean is refused, not run."""
+    import yaml
+
+    from okdhp_edge.bundles import export_bundle
+    from okdhp_edge.runtime.bundle import load_bundle
+
+    d, _ = zoo_students(tiny_zoo)[0]
+    out = export_bundle(d / "student.yaml", backend, "fp32", tmp_path / "b")
+    assert load_bundle(out).runner.model_metadata()["okdhp_num_joints"] == "17"
+    man = yaml.safe_load((out / "bundle.yaml").read_text())
+    man["preprocessing"]["mean"] = [0.5, 0.5, 0.5]
+    (out / "bundle.yaml").write_text(yaml.safe_dump(man, sort_keys=False))
+    with pytest.raises(ManifestError, match=r"mean \[0\.5, 0\.5, 0\.5\] differs from the model"):
+        load_bundle(out)

@@ -35,7 +35,13 @@ import numpy as np
 
 from okdhp_edge.data.codec import HeatmapCodec
 from okdhp_edge.export.quantize import QuantRecipe
-from okdhp_edge.manifest import ManifestError, read_yaml, validate_fields, write_yaml
+from okdhp_edge.manifest import (
+    ManifestError,
+    model_file_metadata,
+    read_yaml,
+    validate_fields,
+    write_yaml,
+)
 from okdhp_edge.runtime.base import BackendUnavailable, run_one_by_one
 from okdhp_edge.targets import FORMATS, TOLERANCE, format_chain
 from okdhp_edge.utils.io import sha256_file
@@ -163,7 +169,7 @@ def _build(fmt: str, ctx: _Context) -> dict[str, Any]:
     dst, src = ctx.path(fmt), FORMATS[fmt].source
     src_path = ctx.path(src) if src else None
     if fmt in ("onnx", "onnx_dynamic"):
-        meta = onnx_export.onnx_metadata(ctx.man)
+        meta = model_file_metadata(ctx.man)
         onnx_export.export_onnx(ctx.model, dst, ctx.size, meta,
                                 dynamic_batch=fmt == "onnx_dynamic")
     elif fmt == "onnx_fp16":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import warnings
 from pathlib import Path
@@ -18,21 +17,6 @@ log = logging.getLogger(__name__)
 
 OPSET = 17
 INPUT_NAME, OUTPUT_NAME = "input", "heatmaps"
-
-
-def onnx_metadata(manifest: dict[str, Any]) -> dict[str, str]:
-    """Metadata stored in the ONNX file: what a runtime needs to pre- and post-process."""
-    pre = manifest["preprocessing"]
-    return {
-        "okdhp_student": manifest["name"],
-        "okdhp_num_joints": str(manifest["architecture"]["num_joints"]),
-        "okdhp_input_size": json.dumps(pre["input_size"]),
-        "okdhp_mean": json.dumps(pre["mean"]),
-        "okdhp_std": json.dumps(pre["std"]),
-        "okdhp_heatmap_stride": str(pre["heatmap_stride"]),
-        "okdhp_flip_pairs": json.dumps(pre["flip_pairs"]),
-        "okdhp_weights_sha256": manifest["weights"]["sha256"],
-    }
 
 
 def export_onnx(model: torch.nn.Module, path: Path, input_size: tuple[int, int],

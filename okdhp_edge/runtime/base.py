@@ -36,6 +36,10 @@ class Runner(ABC):
         unknown: a bundle's preprocessing is checked against it."""
         return None
 
+    def model_metadata(self) -> dict[str, str]:
+        """The ``okdhp_*`` metadata the loaded file carries ({} where the format has none)."""
+        return {}
+
     def runtime_latency_ms(self) -> Optional[float]:
         """The runtime's own measure of the last ``run`` (ms), where it keeps one: the scope
         C++ tools such as ``benchmark_app`` report, without the Python call around it."""

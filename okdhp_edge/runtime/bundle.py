@@ -24,6 +24,7 @@ from typing import Any
 
 from okdhp_edge.manifest import (
     ManifestError,
+    check_model_metadata,
     check_preprocessing,
     path_inside,
     read_yaml,
@@ -100,6 +101,8 @@ def load_bundle(directory: str | Path, threads: int = 1, device: str = "cpu"
     runner = make_runner(man["backend"], man["precision"], threads,
                          device if target.device in ("cpu", "host") else target.device)
     runner.load(str(directory / man["model"]))
+    check_model_metadata({**man["student_manifest"], "preprocessing": man["preprocessing"]},
+                         runner.model_metadata(), directory / "bundle.yaml")
     w, h = man["preprocessing"]["input_size"]
     if runner.input_hw() not in (None, (h, w)):
         raise ManifestError(f"{directory / 'bundle.yaml'}: preprocessing.input_size {[w, h]} "

@@ -55,6 +55,10 @@ class OnnxRuntimeRunner(Runner):
         self.output_names = [self.session.get_outputs()[0].name]
         self._version = ort.__version__
 
+    def model_metadata(self) -> dict[str, str]:
+        meta = self.session.get_modelmeta().custom_metadata_map
+        return {k: v for k, v in meta.items() if k.startswith("okdhp_")}
+
     def input_hw(self) -> Optional[tuple[int, int]]:
         shape = self.session.get_inputs()[0].shape
         if len(shape) != 4 or not all(isinstance(d, int) for d in shape[2:]):

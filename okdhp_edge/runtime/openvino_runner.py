@@ -44,7 +44,9 @@ class OpenVINORunner(Runner):
                                   "PERFORMANCE_HINT": "LATENCY"}
         if dev == "CPU":
             config["INFERENCE_NUM_THREADS"] = self.threads
-        self.compiled = core.compile_model(core.read_model(path), dev, config)
+        model = core.read_model(path)
+        self._metadata = _framework_metadata(model)
+        self.compiled = core.compile_model(model, dev, config)
         self.request = self.compiled.create_infer_request()
         ran = self.compiled.get_property("INFERENCE_PRECISION_HINT")
         self.actual_precision = ran.get_type_name() if hasattr(ran, "get_type_name") else str(ran)
@@ -53,6 +55,9 @@ class OpenVINORunner(Runner):
 
     def run(self, x: np.ndarray) -> np.ndarray:
         return self.request.infer({0: x}, share_inputs=True)[self.output]
+
+    def model_metadata(self) -> dict[str, str]:
+        return dict(self._metadata)
 
     def input_hw(self) -> Optional[tuple[int, int]]:
         shape = self.compiled.input(0).get_partial_shape()
@@ -75,3 +80,13 @@ class OpenVINORunner(Runner):
                  inference_precision=getattr(self, "actual_precision", None),
                  performance_hint="LATENCY")
         return d
+
+
+def _framework_metadata(model: Any) -> dict[str, str]:
+    """The ONNX file's ``okdhp_*`` metadata, which conversion keeps in the IR's rt_info
+    under ``framework`` (and NNCF and fp16 compression keep with it)."""
+    if not model.has_rt_info(["framework"]):
+        return {}
+    keys = model.get_rt_info()["framework"].keys()
+    return {k: model.get_rt_info(["framework", k]).astype(str) for k in keys
+            if k.startswith("okdhp_")}
