@@ -16,7 +16,7 @@ from typing import Any, Optional
 from okdhp_edge.evaluation.datasets import build_eval_dataset
 from okdhp_edge.evaluation.inference import oracle_heatmap_fn, predict, score
 from okdhp_edge.evaluation.pckh import pckh_table
-from okdhp_edge.utils.cli import UsageError, run_cli, setup_logging
+from okdhp_edge.utils.cli import UsageError, console_entry, run_cli, setup_logging
 from okdhp_edge.utils.io import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -77,11 +77,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     return 0
 
 
-def cli() -> None:
-    """Console-script entry point: one-line errors and exit codes as with python -m."""
-    from okdhp_edge.utils.cli import run_cli as _run
-
-    _run(main)
+cli = console_entry(main)  # the console script: as python -m, one-line errors
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from okdhp_edge.utils.cli import run_cli, setup_logging
+from okdhp_edge.utils.cli import console_entry, run_cli, setup_logging
 
 log = logging.getLogger("okdhp_edge.quickstart")
 
@@ -73,11 +73,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     return 0
 
 
-def cli() -> None:
-    """Console-script entry point: one-line errors and exit codes as with python -m."""
-    from okdhp_edge.utils.cli import run_cli as _run
-
-    _run(main)
+cli = console_entry(main)  # the console script: as python -m, one-line errors
 
 
 if __name__ == "__main__":

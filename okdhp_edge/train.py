@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Optional
 
 from okdhp_edge.config import load_config
-from okdhp_edge.utils.cli import UsageError, run_cli, setup_logging
+from okdhp_edge.utils.cli import UsageError, console_entry, run_cli, setup_logging
 
 log = logging.getLogger("okdhp_edge.train")
 
@@ -63,11 +63,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     return 0
 
 
-def cli() -> None:
-    """Console-script entry point: one-line errors and exit codes as with python -m."""
-    from okdhp_edge.utils.cli import run_cli as _run
-
-    _run(main)
+cli = console_entry(main)  # the console script: as python -m, one-line errors
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import numpy as np
 
 from okdhp_edge.data.dataset import read_image
 from okdhp_edge.data.keypoints import COCO_17, MPII_16
-from okdhp_edge.utils.cli import UsageError, run_cli, setup_logging
+from okdhp_edge.utils.cli import UsageError, console_entry, run_cli, setup_logging
 from okdhp_edge.utils.io import atomic_write_bytes
 
 
@@ -82,11 +82,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     return 0
 
 
-def cli() -> None:
-    """Console-script entry point: one-line errors and exit codes as with python -m."""
-    from okdhp_edge.utils.cli import run_cli as _run
-
-    _run(main)
+cli = console_entry(main)  # the console script: as python -m, one-line errors
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from typing import Any, Optional
 from okdhp_edge.bench.report import ReportError, latency_of, load_report, pick, row_label
 from okdhp_edge.export.quantize import add_recipe_arguments
 from okdhp_edge.manifest import load_zoo_manifest, zoo_students
-from okdhp_edge.utils.cli import UsageError, run_cli, setup_logging
+from okdhp_edge.utils.cli import UsageError, console_entry, run_cli, setup_logging
 
 log = logging.getLogger("okdhp_edge.zoo")
 
@@ -208,11 +208,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     return {"list": cmd_list, "pick": cmd_pick, "export": cmd_export}[args.cmd](args)
 
 
-def cli() -> None:
-    """Console-script entry point: one-line errors and exit codes as with python -m."""
-    from okdhp_edge.utils.cli import run_cli as _run
-
-    _run(main)
+cli = console_entry(main)  # the console script: as python -m, one-line errors
 
 
 if __name__ == "__main__":

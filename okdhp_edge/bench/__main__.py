@@ -39,7 +39,7 @@ from okdhp_edge.export.quantize import (
     recipe_from_args,
 )
 from okdhp_edge.targets import PRECISIONS, QUANTIZED, UnknownTarget, formats_for, targets_for
-from okdhp_edge.utils.cli import UsageError, run_cli, setup_logging
+from okdhp_edge.utils.cli import UsageError, console_entry, run_cli, setup_logging
 
 log = logging.getLogger("okdhp_edge.bench")
 
@@ -234,11 +234,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     return 0
 
 
-def cli() -> None:
-    """Console-script entry point: one-line errors and exit codes as with python -m."""
-    from okdhp_edge.utils.cli import run_cli as _run
-
-    _run(main)
+cli = console_entry(main)  # the console script: as python -m, one-line errors
 
 
 if __name__ == "__main__":

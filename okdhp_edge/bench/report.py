@@ -286,11 +286,7 @@ def chart(reports: list[dict[str, Any]], path: Path, stat: str = "median",
     ax.set_ylabel(f"{metric} on the report split")
     title = reports[0]["zoo"] if len(reports) == 1 else f"{reports[0]['zoo']} across devices"
     ax.set_title(f"{title}: accuracy vs latency")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png"))
-    plt.close(fig)
+    _save_chart(fig, ax, path, "best")
 
 
 def plan_chart(rep: dict[str, Any], path: Path, stat: str = "median",
@@ -325,8 +321,15 @@ def plan_chart(rep: dict[str, Any], path: Path, stat: str = "median",
     ax.set_xlabel(f"latency, {scope} {stat} (ms, log scale)")
     ax.set_ylabel("GMACs per image")
     ax.set_title(f"{rep['zoo']} on {rep['device_id']}: untrained plan (latency only)")
+    _save_chart(fig, ax, path, "upper left")
+
+
+def _save_chart(fig: Any, ax: Any, path: Path, legend_loc: str) -> None:
+    """Grid, legend and layout of a bench chart, written atomically as PNG."""
+    import matplotlib.pyplot as plt
+
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left")
+    ax.legend(fontsize=7, loc=legend_loc)
     fig.tight_layout()
     atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png"))
     plt.close(fig)

@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 
 from okdhp_edge.data.keypoints import COCO_17
+from okdhp_edge.utils.cli import console_entry
 from okdhp_edge.utils.io import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -338,11 +339,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     return 0
 
 
-def cli() -> None:
-    """Console-script entry point: one-line errors and exit codes as with python -m."""
-    from okdhp_edge.utils.cli import run_cli as _run
-
-    _run(main)
+cli = console_entry(main)  # the console script: as python -m, one-line errors
 
 
 if __name__ == "__main__":

@@ -106,7 +106,7 @@ from okdhp_edge.experiments.summary import (  # noqa: F401 - the package's API
     shorter_verdict,
     summarize,
 )
-from okdhp_edge.utils.cli import setup_logging
+from okdhp_edge.utils.cli import console_entry, setup_logging
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -142,8 +142,4 @@ def main(argv: Optional[list[str]] = None) -> int:
     return ablation(args)
 
 
-def cli() -> None:
-    """Console-script entry point: one-line errors and exit codes as with python -m."""
-    from okdhp_edge.utils.cli import run_cli as _run
-
-    _run(main)
+cli = console_entry(main)  # the console script: as python -m, one-line errors

@@ -11,7 +11,7 @@ import yaml
 
 from okdhp_edge.models.info import count_macs, count_params
 from okdhp_edge.models.registry import create_model, list_models
-from okdhp_edge.utils.cli import UsageError, run_cli
+from okdhp_edge.utils.cli import UsageError, console_entry, run_cli
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -41,11 +41,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     return 0
 
 
-def cli() -> None:
-    """Console-script entry point: one-line errors and exit codes as with python -m."""
-    from okdhp_edge.utils.cli import run_cli as _run
-
-    _run(main)
+cli = console_entry(main)  # the console script: as python -m, one-line errors
 
 
 if __name__ == "__main__":

@@ -36,6 +36,16 @@ def one_line(exc: BaseException) -> str:
     return text
 
 
+def console_entry(main: Callable[[Optional[list[str]]], int]) -> Callable[[], None]:
+    """The console-script entry point of a CLI module (``okdhp-train`` ...): ``main`` run
+    as ``python -m`` runs it, with one-line errors and the same exit codes."""
+
+    def entry() -> None:
+        run_cli(main)
+
+    return entry
+
+
 def run_cli(main: Callable[[Optional[list[str]]], int], argv: Optional[list[str]] = None) -> None:
     """Run ``main`` and turn expected errors into one line and an exit status."""
     from okdhp_edge.data.errors import DataError
