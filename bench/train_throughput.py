@@ -20,6 +20,7 @@ import torch
 
 from okdhp_edge.config import load_config
 from okdhp_edge.data.keypoints import get_spec
+from okdhp_edge.families import is_multi_branch
 from okdhp_edge.losses import okdhp_terms, plain_terms
 from okdhp_edge.models.info import count_macs
 from okdhp_edge.models.registry import create_model, model_kwargs_from_config
@@ -35,7 +36,7 @@ def measure(cfg, batch: int, mode: str, amp: str, device: torch.device, steps: i
     model = model.to(device).to(memory_format=torch.channels_last).train()
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4, fused=device.type == "cuda" or None)
-    plain = cfg.model.name != "okdhp"
+    plain = not is_multi_branch(cfg.model.name)
 
     def terms(x, t, wt):
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
