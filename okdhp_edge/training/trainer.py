@@ -46,11 +46,11 @@ from okdhp_edge.training.distributed import (
     cleanup,
     init_distributed,
 )
+from okdhp_edge.training.epoch_log import EpochLog
 from okdhp_edge.training.loaders import EpochSampler, RunLoaders, log_loader_needs
 from okdhp_edge.training.plateau import PlateauSchedule
 from okdhp_edge.training.run_folder import new_run_dir, reopen_run_dir
 from okdhp_edge.utils.cpu import ThreadGovernor
-from okdhp_edge.utils.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +122,8 @@ class Trainer:
             check_resume_keys(ck, Path(run_dir) / "last.pt")  # before any data is read
         self._build()  # before the run folder: a run that cannot start leaves none behind
         self.run_dir = self._make_run_dir(run_dir, resume)
+        self.epoch_log = EpochLog(self.run_dir, self.dist.is_main, cfg.train.epochs,
+                                  cfg.data.workers)
         if ck is not None:
             self._load(ck)
 
@@ -130,19 +132,6 @@ class Trainer:
         if resume:
             return reopen_run_dir(run_dir, self.dist.is_main)
         return new_run_dir(self.cfg, self.config_name, run_dir, self.dist)
-
-    def _tensorboard(self):
-        """A SummaryWriter in the run folder when tensorboard is installed, else None."""
-        if not self.dist.is_main:
-            return None
-        if not hasattr(self, "_tb"):
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self._tb = SummaryWriter(str(self.run_dir / "tensorboard"))
-            except ImportError:
-                self._tb = None
-        return self._tb
 
     def _build(self) -> None:
         cfg = self.cfg
@@ -493,7 +482,7 @@ class Trainer:
                     record["plateau"] = plateau
                 s.history.append(record)
                 self.save()
-                self._log_epoch(record)
+                self.epoch_log.write(record, s.history)
         finally:
             for sig, h in old.items():
                 signal.signal(sig, h)
@@ -503,35 +492,10 @@ class Trainer:
                         cfg.train.epochs, s.drops, cfg.train.plateau_drops)
         return record
 
-    def _log_epoch(self, record: dict[str, Any]) -> None:
-        if not self.dist.is_main:
-            return
-        sel = " ".join(f"{k}={v:.4f}" for k, v in record["select"].items())
-        log.info("epoch %d/%d it %d loss %.4e (mse %.3e ens %.3e kl %.3e) %.1f img/s lr %.2e "
-                 "data wait %.1f s (%.0f%%) %s", record["epoch"], self.cfg.train.epochs,
-                 record["iteration"], record["loss"], record["mse"], record["ens"],
-                 record["kl"], record["images_per_s"], record["lr"],
-                 record.get("data_wait_s", 0.0), 100 * record.get("data_wait_frac", 0.0), sel)
-        if record.get("data_wait_frac", 0.0) > STARVED:
-            log.warning("the step waited on data for %.0f%% of the epoch: the loader is the "
-                        "limit (data.workers=%d; see the loader estimate at start)",
-                        100 * record["data_wait_frac"], self.cfg.data.workers)
-        tb = self._tensorboard()
-        if tb is not None:
-            for k in ("loss", "mse", "ens", "kl", "images_per_s", "lr"):
-                tb.add_scalar(f"train/{k}", record[k], record["iteration"])
-            for k, v in record["select"].items():
-                tb.add_scalar(f"select/{k}", v, record["iteration"])
-            tb.flush()
-        # rewritten from the checkpointed history: a resumed run never duplicates a line
-        atomic_write_text(self.run_dir / "metrics.jsonl",
-                          "".join(json.dumps(r) + "\n" for r in self.state.history))
-
     def close(self) -> None:
         """Stop the data workers and the TensorBoard writer; leave the process group."""
         self.loaders.close()
-        if getattr(self, "_tb", None) is not None:
-            self._tb.close()
+        self.epoch_log.close()
         cleanup(self.dist)
 
 
@@ -545,9 +509,6 @@ def _thread_governor(threads: int, device: torch.device,
     if device.type != "cpu" or distributed:
         return None
     return ThreadGovernor(torch.get_num_threads())
-
-
-STARVED = 0.10  # an epoch that waits on data longer than this share is loader-bound
 
 
 def scaled_lr(tcfg: Any, world_size: int = 1) -> float:
