@@ -91,6 +91,7 @@ class ThreadGovernor:
                  idle: float = 0.3) -> None:
         self.cores, self.interval_s, self.busy, self.idle = cores, interval_s, busy, idle
         self.threads = cores
+        self.others = 0.0  # cores other processes kept busy over the last interval
         self.available = cores > 1 and Path("/proc/stat").is_file()
         self._last: Optional[tuple[float, int, int]] = None
 
