@@ -225,3 +225,30 @@ def test_calibration_sensitivity_report_resumes(tiny_zoo, tmp_path):
     assert again.returncode == 0 and "hg2/onnxruntime/default/8:" not in again.stderr
     bad = subprocess.run(cmd[:6] + ["--backends", "torch"], capture_output=True, text=True)
     assert bad.returncode == 2 and "torch has no int8 target" in bad.stderr
+
+
+def test_calibration_experiment_resumes_and_says_how_to_rebuild(tiny_zoo, tmp_path):
+    """``bench calibration``: every cell measured once (a rerun skips finished cells), the
+    report split's accuracy beside fp32, and a Markdown whose one command rebuilds it."""
+    import json
+
+    cmd = [sys.executable, "-m", "okdhp_edge.bench", "calibration", "--zoo", str(tiny_zoo),
+           "--students", "hg2", "--backends", "onnxruntime", "--images", "4,8",
+           "--methods", "default,minmax", "--device-name", "box", "--out-root",
+           str(tmp_path / "reports"), "--work-dir", str(tmp_path / "work")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = tmp_path / "reports" / "box" / f"{tiny_zoo.name}_calibration.json"
+    rep = json.loads(out.read_text())
+    assert sorted(rep["cells"]) == ["hg2/onnxruntime/default/4", "hg2/onnxruntime/default/8",
+                                    "hg2/onnxruntime/minmax/8"]
+    for key, cell in rep["cells"].items():
+        assert cell["value"] is not None
+        assert cell["calibration"]["num_images"] == int(key.split("/")[3])
+    assert rep["fp32"]["hg2/onnxruntime"]["value"] is not None
+    md = out.with_suffix(".md").read_text()
+    assert ("--students hg2 --backends onnxruntime --images 4,8 --methods default,minmax"
+            in md)
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0
+    assert json.loads(out.read_text())["cells"] == rep["cells"]  # nothing measured twice

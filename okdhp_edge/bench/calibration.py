@@ -96,6 +96,7 @@ def run(zoo: Path, out: Path, backends: list[str], images: list[int], methods: l
     zoo_name = load_zoo_manifest(zoo)["name"]
     rep = json.loads(out.read_text()) if out.is_file() else {
         "calibration_version": CALIBRATION_VERSION, "zoo": zoo_name, "fp32": {}, "cells": {}}
+    rep["zoo_path"] = str(zoo)
     members = [(d, m) for d, m in zoo_students(zoo) if not students or m["name"] in students]
     dataset = report_dataset(members[0][1])
     for d, man in members:
@@ -121,6 +122,21 @@ def run(zoo: Path, out: Path, backends: list[str], images: list[int], methods: l
         atomic_write_json(out, rep)  # a kill loses at most this cell
         log.info("%s: %s", key, cell.get("value"))
     return rep
+
+
+def reproduce_command(rep: dict[str, Any]) -> str:
+    """One command that rebuilds every cell of ``rep`` (finished cells are skipped)."""
+    keys = [k.split("/") for k in rep["cells"]]
+    students = sorted({k[0] for k in keys} | {k.split("/")[0] for k in rep["fp32"]})
+    backends = sorted({k.split("/")[1] for k in rep["fp32"]})
+    images = sorted({int(k[3]) for k in keys})
+    methods = sorted({k[2] for k in keys if not k[2].startswith("ac")},
+                     key=lambda m: (m != "default", m))
+    drops = sorted({float(k[2][2:]) for k in keys if k[2].startswith("ac")})
+    cmd = (f"python -m okdhp_edge.bench calibration --zoo {rep.get('zoo_path', rep['zoo'])} "
+           f"--students {','.join(students)} --backends {','.join(backends)} "
+           f"--images {','.join(map(str, images))} --methods {','.join(methods)}")
+    return cmd + (f" --max-drops {','.join(f'{d:g}' for d in drops)}" if drops else "")
 
 
 def markdown(rep: dict[str, Any], command: str) -> str:
@@ -178,7 +194,6 @@ def _trio(cells: tuple[dict, ...], field: str) -> str:
 
 def main(argv: list[str]) -> int:
     from okdhp_edge.bench.device import device_id, fingerprint
-    from okdhp_edge.bench.run import cli_command
 
     p = argparse.ArgumentParser(prog="python -m okdhp_edge.bench calibration",
                                 description=__doc__,
@@ -219,7 +234,6 @@ def main(argv: list[str]) -> int:
         raise UsageError(f"--max-drops: expected numbers, got {args.max_drops!r}") from None
     rep = run(args.zoo, out, _csv(args.backends), images, _csv(args.methods),
               args.work_dir / zoo_name, _csv(args.students) if args.students else None, drops)
-    command = cli_command(["calibration", *argv])
-    atomic_write_text(out.with_suffix(".md"), markdown(rep, command))
+    atomic_write_text(out.with_suffix(".md"), markdown(rep, reproduce_command(rep)))
     print(f"json: {out}\nmd: {out.with_suffix('.md')}")
     return 0
