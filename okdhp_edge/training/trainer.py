@@ -308,19 +308,7 @@ class Trainer:
             if "image" not in batch:
                 continue
             x, t, w = self._to_device(batch)
-            terms = self._loss(x, t, w, epoch + s.iter_in_epoch / self.iters_per_epoch)
-            if not torch.isfinite(terms.total):
-                raise NonFiniteLossError(
-                    f"non-finite loss at epoch {epoch + 1}, iteration {s.iteration}; "
-                    f"the last good checkpoint {self.run_dir / 'last.pt'} is kept")
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(terms.total).backward()
-            if self._opt_step is not None:
-                self._opt_step()
-            else:
-                self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.scheduler.step()
+            terms = self._step(x, t, w, epoch)
             s.iteration += 1
             s.iter_in_epoch += 1
             n += 1
@@ -343,6 +331,26 @@ class Trainer:
                    data_wait_s=wait, data_wait_frac=wait / max(dt, 1e-9),
                    threads=torch.get_num_threads())
         return out
+
+    def _step(self, x: torch.Tensor, t: torch.Tensor, w: torch.Tensor,
+              epoch: int) -> LossTerms:
+        """One optimizer step on a batch (x [B, 3, H, W], targets t [B, K, h, w], joint
+        weights w [B, K]); its loss terms. A non-finite loss stops the run before the step."""
+        s = self.state
+        terms = self._loss(x, t, w, epoch + s.iter_in_epoch / self.iters_per_epoch)
+        if not torch.isfinite(terms.total):
+            raise NonFiniteLossError(
+                f"non-finite loss at epoch {epoch + 1}, iteration {s.iteration}; "
+                f"the last good checkpoint {self.run_dir / 'last.pt'} is kept")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(terms.total).backward()
+        if self._opt_step is not None:
+            self._opt_step()
+        else:
+            self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return terms
 
     def _govern_threads(self) -> None:
         """train.threads=0: give cores up while other processes keep them busy."""
