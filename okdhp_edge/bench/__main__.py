@@ -129,18 +129,23 @@ def _untrained(cands: list[Candidate]) -> bool:
     return flags.pop()
 
 
-def run_bench(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
+def _targets(args: argparse.Namespace) -> tuple[tuple, Optional[list[str]], list, Any]:
+    """(backends, precisions, targets, quantization recipe) asked for on the command line."""
     backends, precisions = _csv(args.backends) or (), _csv(args.precisions)
     bad = [p for p in precisions or () if p not in PRECISIONS]
     if bad:
         raise UsageError(f"unknown precision '{bad[0]}'; expected some of "
                          f"{', '.join(PRECISIONS)}")
     try:
-        targets = targets_for(backends, precisions)
-        recipe = recipe_from_args(args)
+        return backends, precisions, targets_for(backends, precisions), recipe_from_args(args)
     except (UnknownTarget, QuantizationError) as exc:
         raise UsageError(str(exc)) from None
-    threads = args.threads or len(os.sched_getaffinity(0))
+
+
+def _candidates(args: argparse.Namespace, targets: list, recipe: Any,
+                backends: tuple) -> tuple[list, str, tuple]:
+    """(candidates, zoo name, backends) from --zoo, --plan (an untrained zoo written first)
+    or --bundles (no torch: the torch backend is dropped)."""
     if args.overrides and not args.plan:
         raise UsageError(f"'{args.overrides[0]}': config overrides go with --plan only")
     if args.plan:
@@ -153,21 +158,15 @@ def run_bench(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     if args.zoo:
         formats = formats_for(targets, throughput=args.batch > 1)
         cands = _zoo_candidates(args.zoo, _csv(args.students), formats, recipe)
-        zoo_name = args.zoo.resolve().name
-    else:
-        from okdhp_edge.bundles import bundle_candidates
+        return cands, args.zoo.resolve().name, backends
+    from okdhp_edge.bundles import bundle_candidates
 
-        cands, zoo_name = bundle_candidates(args.bundles, _csv(args.students))
-        backends = tuple(b for b in backends if b != "torch") or backends
-    untrained = _untrained(cands)
-    img, box = _e2e_sample(cands[0])
-    opts = BenchOptions(
-        backends=backends, precisions=precisions, threads=threads, batch=args.batch,
-        timing=TimingConfig(min_iters=args.min_iters, min_time_s=args.min_time,
-                            rounds=args.rounds),
-        accuracy=not (args.no_accuracy or untrained),
-        accuracy_max_persons=args.accuracy_max_persons,
-        flip_test=args.flip_test, e2e_image=img, e2e_box=box, torch_device=args.torch_device)
+    cands, zoo_name = bundle_candidates(args.bundles, _csv(args.students))
+    return cands, zoo_name, tuple(b for b in backends if b != "torch") or backends
+
+
+def _row_command(args: argparse.Namespace, threads: int, recipe: Any) -> Any:
+    """The command that re-measures one row alone."""
     src = ["--zoo", str(args.zoo)] if args.zoo else ["--bundles", str(args.bundles)]
 
     def command_of(row: Row) -> str:
@@ -181,8 +180,25 @@ def run_bench(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
             extra += recipe_args(recipe)
         return cli_command(src + extra)
 
+    return command_of
+
+
+def run_bench(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
+    """Measure what the command line asks for; the report (not yet written)."""
+    backends, precisions, targets, recipe = _targets(args)
+    threads = args.threads or len(os.sched_getaffinity(0))
+    cands, zoo_name, backends = _candidates(args, targets, recipe, backends)
+    untrained = _untrained(cands)
+    img, box = _e2e_sample(cands[0])
+    opts = BenchOptions(
+        backends=backends, precisions=precisions, threads=threads, batch=args.batch,
+        timing=TimingConfig(min_iters=args.min_iters, min_time_s=args.min_time,
+                            rounds=args.rounds),
+        accuracy=not (args.no_accuracy or untrained),
+        accuracy_max_persons=args.accuracy_max_persons,
+        flip_test=args.flip_test, e2e_image=img, e2e_box=box, torch_device=args.torch_device)
     t0 = time.time()
-    rows = bench_candidates(cands, opts, command_of)
+    rows = bench_candidates(cands, opts, _row_command(args, threads, recipe))
     fp = fingerprint(threads)
     metric = next((c.manifest["accuracy"]["metric"] for c in cands), "accuracy")
     return {
@@ -201,8 +217,6 @@ def run_bench(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         "quantization": recipe.as_dict() if any(t.quantized for t in targets) else None,
         "rows": rows, "wall_s": round(time.time() - t0, 1),
     }
-
-
 
 
 def main(argv: Optional[list[str]] = None) -> int:
