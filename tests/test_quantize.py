@@ -234,21 +234,23 @@ def test_calibration_experiment_resumes_and_says_how_to_rebuild(tiny_zoo, tmp_pa
 
     cmd = [sys.executable, "-m", "okdhp_edge.bench", "calibration", "--zoo", str(tiny_zoo),
            "--students", "hg2", "--backends", "onnxruntime", "--images", "4,8",
-           "--methods", "default,minmax", "--device-name", "box", "--out-root",
+           "--methods", "default,minmax", "--keep-head", "--device-name", "box", "--out-root",
            str(tmp_path / "reports"), "--work-dir", str(tmp_path / "work")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = tmp_path / "reports" / "box" / f"{tiny_zoo.name}_calibration.json"
     rep = json.loads(out.read_text())
-    assert sorted(rep["cells"]) == ["hg2/onnxruntime/default/4", "hg2/onnxruntime/default/8",
+    assert sorted(rep["cells"]) == ["hg2/onnxruntime/default+head/8",
+                                    "hg2/onnxruntime/default/4", "hg2/onnxruntime/default/8",
                                     "hg2/onnxruntime/minmax/8"]
+    assert rep["cells"]["hg2/onnxruntime/default+head/8"]["higher_precision_layers"]
     for key, cell in rep["cells"].items():
         assert cell["value"] is not None
         assert cell["calibration"]["num_images"] == int(key.split("/")[3])
     assert rep["fp32"]["hg2/onnxruntime"]["value"] is not None
     md = out.with_suffix(".md").read_text()
-    assert ("--students hg2 --backends onnxruntime --images 4,8 --methods default,minmax"
-            in md)
+    assert ("--students hg2 --backends onnxruntime --images 4,8 --methods default,minmax "
+            "--keep-head" in md) and "default+head @ 8" in md
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0
     assert json.loads(out.read_text())["cells"] == rep["cells"]  # nothing measured twice

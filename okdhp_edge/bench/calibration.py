@@ -30,21 +30,27 @@ def _csv(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
+Cell = tuple[str, str, str, int, Optional[float], bool]
+
+
 def _cells(students: list[str], backends: list[str], images: list[int], methods: list[str],
-           max_drops: list[float]) -> list[tuple[str, str, str, int, Optional[float]]]:
-    """(student, backend, method, images, max_drop): every count with the default method,
-    every method at the largest count, and on OpenVINO accuracy control at each max drop."""
-    grid = [("default", n, None) for n in images] + [(m, max(images), None) for m in methods
-                                                      if m != "default"]
-    ac = [("default", max(images), d) for d in max_drops]
-    return [(s, b, m, n, d) for s in students for b in backends
-            for m, n, d in grid + (ac if b == "openvino" else [])]
+           max_drops: list[float], keep_head: bool = False) -> list[Cell]:
+    """(student, backend, method, images, max_drop, keep_head): every count with the default
+    method, every method at the largest count, the default with the heatmap convolution kept
+    in fp32 when asked, and on OpenVINO accuracy control at each max drop."""
+    top = max(images)
+    grid = [("default", n, None, False) for n in images] + [
+        (m, top, None, False) for m in methods if m != "default"]
+    grid += [("default", top, None, True)] if keep_head else []
+    ac = [("default", top, d, False) for d in max_drops]
+    return [(s, b, m, n, d, h) for s in students for b in backends
+            for m, n, d, h in grid + (ac if b == "openvino" else [])]
 
 
 def cell_key(student: str, backend: str, method: str, images: int,
-             max_drop: Optional[float] = None) -> str:
+             max_drop: Optional[float] = None, keep_head: bool = False) -> str:
     name = method if max_drop is None else f"ac{max_drop:g}"
-    return f"{student}/{backend}/{name}/{images}"
+    return f"{student}/{backend}/{name}{'+head' if keep_head else ''}/{images}"
 
 
 def _measure(student_yaml: Path, man: dict[str, Any], backend: str, precision: str,
@@ -86,7 +92,7 @@ def _selection_metric(man: dict[str, Any], xml: Path, precision: str) -> float:
 
 def run(zoo: Path, out: Path, backends: list[str], images: list[int], methods: list[str],
         work_root: Path, students: Optional[list[str]] = None,
-        max_drops: tuple[float, ...] = ()) -> dict[str, Any]:
+        max_drops: tuple[float, ...] = (), keep_head: bool = False) -> dict[str, Any]:
     """Fill (or resume) the calibration report at ``out`` (.json); returns it."""
     import json
 
@@ -107,16 +113,17 @@ def run(zoo: Path, out: Path, backends: list[str], images: list[int], methods: l
                                             work_root / man["name"] / "fp32", QuantRecipe(),
                                             dataset)
                 atomic_write_json(out, rep)
-    for s, b, m, n, drop in _cells([m["name"] for _, m in members], backends, images,
-                                   methods, list(max_drops)):
-        key = cell_key(s, b, m, n, drop)
+    for s, b, m, n, drop, head in _cells([m["name"] for _, m in members], backends, images,
+                                         methods, list(max_drops), keep_head):
+        key = cell_key(s, b, m, n, drop, head)
         if key in rep["cells"]:
             continue
         d, man = next((d, x) for d, x in members if x["name"] == s)
         t0 = time.time()
         cell = _measure(d / "student.yaml", man, b, "int8",
                         work_root / s / key.split("/", 1)[1].replace("/", "-"),
-                        QuantRecipe(method=m, num_images=n, max_drop=drop), dataset)
+                        QuantRecipe(method=m, num_images=n, max_drop=drop, keep_head=head),
+                        dataset)
         cell["seconds"] = round(time.time() - t0, 1)
         rep["cells"][key] = cell
         atomic_write_json(out, rep)  # a kill loses at most this cell
@@ -130,12 +137,13 @@ def reproduce_command(rep: dict[str, Any]) -> str:
     students = sorted({k[0] for k in keys} | {k.split("/")[0] for k in rep["fp32"]})
     backends = sorted({k.split("/")[1] for k in rep["fp32"]})
     images = sorted({int(k[3]) for k in keys})
-    methods = sorted({k[2] for k in keys if not k[2].startswith("ac")},
+    methods = sorted({k[2] for k in keys if not k[2].startswith("ac") and "+" not in k[2]},
                      key=lambda m: (m != "default", m))
     drops = sorted({float(k[2][2:]) for k in keys if k[2].startswith("ac")})
     cmd = (f"python -m okdhp_edge.bench calibration --zoo {rep.get('zoo_path', rep['zoo'])} "
            f"--students {','.join(students)} --backends {','.join(backends)} "
            f"--images {','.join(map(str, images))} --methods {','.join(methods)}")
+    cmd += " --keep-head" if any(k[2].endswith("+head") for k in keys) else ""
     return cmd + (f" --max-drops {','.join(f'{d:g}' for d in drops)}" if drops else "")
 
 
@@ -204,6 +212,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--methods", default="default,minmax,percentile,entropy")
     p.add_argument("--max-drops", default="",
                    help="OpenVINO accuracy control at these max drops (selection split)")
+    p.add_argument("--keep-head", action="store_true",
+                   help="also the default recipe with the heatmap convolution kept in fp32")
     p.add_argument("--students", default=None)
     p.add_argument("--device-name", default=None)
     p.add_argument("--out-root", type=Path, default=Path("bench/reports"))
@@ -233,7 +243,8 @@ def main(argv: list[str]) -> int:
     except ValueError:
         raise UsageError(f"--max-drops: expected numbers, got {args.max_drops!r}") from None
     rep = run(args.zoo, out, _csv(args.backends), images, _csv(args.methods),
-              args.work_dir / zoo_name, _csv(args.students) if args.students else None, drops)
+              args.work_dir / zoo_name, _csv(args.students) if args.students else None, drops,
+              args.keep_head)
     atomic_write_text(out.with_suffix(".md"), markdown(rep, reproduce_command(rep)))
     print(f"json: {out}\nmd: {out.with_suffix('.md')}")
     return 0
