@@ -75,3 +75,19 @@ BLOCK_TORCH = textwrap.dedent("""
     sys.argv = ["okdhp_edge.bench"] + sys.argv[1:]
     runpy.run_module("okdhp_edge.bench", run_name="__main__")
 """)
+
+
+@pytest.fixture(scope="session")
+def report(tiny_zoo, tmp_path_factory) -> Path:
+    """A bench report of the tiny zoo (torch, ONNX Runtime, OpenVINO; device 'test-box')."""
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("reports")
+    proc = subprocess.run(
+        [sys.executable, "-m", "okdhp_edge.bench", "--zoo", str(tiny_zoo), "--threads", "1",
+         "--min-iters", "6", "--min-time", "0.05", "--rounds", "2", "--out-root", str(out),
+         "--device-name", "test-box", "--batch", "4"],
+        capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out / "test-box"
