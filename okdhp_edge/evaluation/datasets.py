@@ -28,7 +28,7 @@ def build_eval_dataset(dataset: str, ann: str, images: str, input_size: tuple[in
         if not headboxes:
             raise DataError("MPII evaluation needs head boxes (gt_valid.mat or a json)")
         ds = require_persons(MpiiKeypoints(ann, images, spec, **common), ann)
-        ds.headboxes = load_headboxes(headboxes, len(ds))
+        ds.headboxes = load_headboxes(headboxes, len(ds))  # counted against the persons
         return ds
     return require_persons(CocoKeypoints(ann, images, spec, det_file=det_file or None,
                                          det_score_thr=det_thr, **common), ann)
@@ -70,14 +70,13 @@ def training_split(manifest: dict[str, Any], split: str) -> TopDownDataset:
         full = MpiiKeypoints(sp["train_ann"], sp["train_images"], spec, **common)
         idx = mpii_split_indices(full, split, sp["select_fraction"], sp["split_seed"],
                                  sp["select_max_images"])
-        ds = require_persons(MpiiKeypoints(sp["train_ann"], sp["train_images"], spec,
-                                           indices=idx, **common),
-                             f"{sp['train_ann']} ({split} split)")
+        ds: TopDownDataset = MpiiKeypoints(sp["train_ann"], sp["train_images"], spec,
+                                           indices=idx, **common)
         ds.headboxes = estimated_headboxes(ds)  # as training's selection split scores
-        return ds
-    coco = load_coco(sp["train_ann"], spec)
-    kept, held = split_image_ids(coco.getImgIds(), sp["select_fraction"], sp["split_seed"],
-                                 sp["select_max_images"])
-    return require_persons(CocoKeypoints(sp["train_ann"], sp["train_images"], spec,
-                                         image_ids=kept if split == "train" else held,
-                                         **common), f"{sp['train_ann']} ({split} split)")
+    else:
+        coco = load_coco(sp["train_ann"], spec)
+        kept, held = split_image_ids(coco.getImgIds(), sp["select_fraction"],
+                                     sp["split_seed"], sp["select_max_images"])
+        ds = CocoKeypoints(sp["train_ann"], sp["train_images"], spec,
+                           image_ids=kept if split == "train" else held, **common)
+    return require_persons(ds, f"{sp['train_ann']} ({split} split)")
