@@ -142,6 +142,38 @@ def row_label(r: dict[str, Any]) -> str:
     return f"{r['student']} / {r['backend']} {r['precision']}"
 
 
+def _table_row(r: dict[str, Any]) -> str:
+    """One measured row of the Markdown table."""
+    eng = r["latency_ms"].get("engine", {})
+    e2e = r["latency_ms"].get("e2e", {})
+    ran = r["runner"].get("inference_precision") or r["precision"]
+    par = r.get("parity", {})
+    perr = max((v["max_abs_heatmap_err"] for k, v in par.items()
+                if k in ("random", "real") and isinstance(v, dict)), default=None)
+    flag = " ⚠" if eng.get("high_cv") else ""
+    return (f"| {r['student']} | {r['params'] / 1e6:.2f} | {r['macs'] / 1e9:.2f} | "
+            f"{r['backend']} | {r['precision']} ({ran}) | {_fmt(eng.get('median'))}{flag} | "
+            f"{_fmt(eng.get('p90'))} | {_fmt(e2e.get('median'))} | "
+            f"{_fmt(r['throughput'].get('images_per_s'), 1)} | "
+            f"{_fmt(accuracy_of(r), 4)} | {_fmt(r['accuracy'].get('delta_vs_torch_fp32'), 4)} | "
+            f"{'-' if perr is None else f'{perr:.1e}'} | "
+            f"{_fmt(r['file_bytes'] / 1e6 if r.get('file_bytes') else None, 3)} |")
+
+
+def _not_measured_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """Each distinct (backend, precision, reason) that was not measured, once."""
+    other = [r for r in rows if r["status"] != "ok"]
+    if not other:
+        return []
+    lines, seen = ["", "Not measured:", ""], set()
+    for r in other:
+        key = (r["backend"], r["precision"], r["reason"])
+        if key not in seen:
+            seen.add(key)
+            lines.append(f"- {r['backend']} {r['precision']} ({r['status']}): {r['reason']}")
+    return lines
+
+
 def markdown(rep: dict[str, Any], chart_name: Optional[str]) -> str:
     """The Markdown report: device, students x backends table, unavailable backends, chart."""
     fp = rep["device"]
@@ -159,34 +191,8 @@ def markdown(rep: dict[str, Any], chart_name: Optional[str]) -> str:
              f"| e2e median ms | imgs/s @B | {metric} | Δ vs torch fp32 | parity max err "
              f"| file MB |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rep["rows"]:
-        if r["status"] != "ok":
-            continue
-        eng = r["latency_ms"].get("engine", {})
-        e2e = r["latency_ms"].get("e2e", {})
-        ran = r["runner"].get("inference_precision") or r["precision"]
-        par = r.get("parity", {})
-        perr = max((v["max_abs_heatmap_err"] for k, v in par.items()
-                    if k in ("random", "real") and isinstance(v, dict)), default=None)
-        flag = " ⚠" if eng.get("high_cv") else ""
-        lines.append(
-            f"| {r['student']} | {r['params'] / 1e6:.2f} | {r['macs'] / 1e9:.2f} | "
-            f"{r['backend']} | {r['precision']} ({ran}) | {_fmt(eng.get('median'))}{flag} | "
-            f"{_fmt(eng.get('p90'))} | {_fmt(e2e.get('median'))} | "
-            f"{_fmt(r['throughput'].get('images_per_s'), 1)} | "
-            f"{_fmt(accuracy_of(r), 4)} | {_fmt(r['accuracy'].get('delta_vs_torch_fp32'), 4)} | "
-            f"{'-' if perr is None else f'{perr:.1e}'} | "
-            f"{_fmt(r['file_bytes'] / 1e6 if r.get('file_bytes') else None, 3)} |")
-    other = [r for r in rep["rows"] if r["status"] != "ok"]
-    if other:
-        lines += ["", "Not measured:", ""]
-        seen = set()
-        for r in other:
-            key = (r["backend"], r["precision"], r["reason"])
-            if key in seen:
-                continue
-            seen.add(key)
-            lines.append(f"- {r['backend']} {r['precision']} ({r['status']}): {r['reason']}")
+    lines += [_table_row(r) for r in rep["rows"] if r["status"] == "ok"]
+    lines += _not_measured_lines(rep["rows"])
     lines += ["", "⚠: coefficient of variation above the threshold; the median is still "
               "reported with its bootstrap 95% CI in the JSON."]
     lines += _quantization_lines(rep["rows"])
@@ -229,6 +235,44 @@ def _quantization_lines(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def _plot_report(ax: Any, rep: dict[str, Any], colors: dict[str, Any], style: str,
+                 stat: str, scope: str) -> None:
+    """One device's rows (hollow markers for quantized precisions) and its frontier."""
+    from okdhp_edge.targets import MARKERS, QUANTIZED
+
+    rows = measured(rep["rows"], stat, scope)
+    for r in rows:
+        quantized = r["precision"] in QUANTIZED
+        ax.scatter(latency_of(r, stat, scope), accuracy_of(r), s=60,
+                   marker=MARKERS.get(r["backend"], "x"),
+                   color="none" if quantized else colors[r["student"]],
+                   edgecolor=colors[r["student"]] if quantized else "black",
+                   linewidth=1.5 if quantized else 0.5, zorder=3)
+        if r["precision"] != "fp32":
+            ax.annotate(r["precision"], (latency_of(r, stat, scope), accuracy_of(r)),
+                        textcoords="offset points", xytext=(4, -9), fontsize=6)
+    front = pareto(rows, stat, scope)
+    if front:
+        ax.plot([latency_of(r, stat, scope) for r in front], [accuracy_of(r) for r in front],
+                style, color="tab:red", alpha=0.7,
+                label=f"Pareto frontier: {rep['device_id']}", zorder=2)
+
+
+def _legend_entries(ax: Any, rows: list[dict[str, Any]], colors: dict[str, Any]) -> None:
+    """Empty scatters that give the legend one entry per backend, student and (when any
+    is drawn) the hollow INT8 marker."""
+    from okdhp_edge.targets import MARKERS, QUANTIZED
+
+    for b, m in MARKERS.items():
+        if any(r["backend"] == b for r in rows):
+            ax.scatter([], [], marker=m, color="gray", label=b)
+    for s, c in colors.items():
+        ax.scatter([], [], marker="o", color=c, label=s)
+    if any(r["precision"] in QUANTIZED for r in rows):
+        ax.scatter([], [], marker="o", color="none", edgecolor="gray", linewidth=1.5,
+                   label="int8 (hollow)")
+
+
 def chart(reports: list[dict[str, Any]], path: Path, stat: str = "median",
           scope: str = "engine") -> None:
     """Accuracy against latency (log x), one marker per student/backend/precision, the
@@ -237,47 +281,21 @@ def chart(reports: list[dict[str, Any]], path: Path, stat: str = "median",
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FormatStrFormatter
 
-    from okdhp_edge.targets import MARKERS as markers
-    from okdhp_edge.targets import QUANTIZED
     fig, ax = plt.subplots(figsize=(8, 5.5), dpi=110)
     students = sorted({r["student"] for rep in reports for r in rep["rows"]})
     colors = {s: plt.cm.viridis(i / max(1, len(students) - 1)) for i, s in enumerate(students)}
-    styles = ["-", "--", ":", "-."]
     for d, rep in enumerate(reports):
-        rows = measured(rep["rows"], stat, scope)
-        for r in rows:
-            quantized = r["precision"] in QUANTIZED  # hollow: its own marker on the chart
-            ax.scatter(latency_of(r, stat, scope), accuracy_of(r), s=60,
-                       marker=markers.get(r["backend"], "x"),
-                       color="none" if quantized else colors[r["student"]],
-                       edgecolor=colors[r["student"]] if quantized else "black",
-                       linewidth=1.5 if quantized else 0.5, zorder=3)
-            if r["precision"] != "fp32":
-                ax.annotate(r["precision"], (latency_of(r, stat, scope), accuracy_of(r)),
-                            textcoords="offset points", xytext=(4, -9), fontsize=6)
-        front = pareto(rows, stat, scope)
-        if front:
-            ax.plot([latency_of(r, stat, scope) for r in front],
-                    [accuracy_of(r) for r in front], styles[d % 4], color="tab:red",
-                    alpha=0.7, label=f"Pareto frontier: {rep['device_id']}", zorder=2)
-    for b, m in markers.items():
-        if any(r["backend"] == b for rep in reports for r in measured(rep["rows"], stat, scope)):
-            ax.scatter([], [], marker=m, color="gray", label=b)
-    for s in students:
-        ax.scatter([], [], marker="o", color=colors[s], label=s)
-    if any(r["precision"] in QUANTIZED for rep in reports for r in measured(rep["rows"], stat,
-                                                                             scope)):
-        ax.scatter([], [], marker="o", color="none", edgecolor="gray", linewidth=1.5,
-                   label="int8 (hollow)")
-    if not any(measured(rep["rows"], stat, scope) for rep in reports):
+        _plot_report(ax, rep, colors, ["-", "--", ":", "-."][d % 4], stat, scope)
+    drawn = [r for rep in reports for r in measured(rep["rows"], stat, scope)]
+    _legend_entries(ax, drawn, colors)
+    if not drawn:
         ax.text(0.5, 0.5, "no row with both a latency and an accuracy\n(see the report's "
                 "table for unavailable / failed rows)", ha="center", va="center",
                 transform=ax.transAxes)
     else:
         ax.set_xscale("log")
-    from matplotlib.ticker import FormatStrFormatter
-
     ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
     ax.xaxis.set_minor_formatter(FormatStrFormatter("%g"))
     ax.tick_params(axis="x", which="minor", labelsize=7)

@@ -161,23 +161,10 @@ def _guarded(fn: Callable[[], object], row: Row) -> Callable[[], object]:
     return call
 
 
-def bench_candidates(cands: list[Candidate], opts: BenchOptions,
-                     command_of: Callable[[Row], str],
-                     progress: bool = True) -> list[dict[str, Any]]:
-    """Measure every (student, backend, precision); return the report rows."""
-    from tqdm import tqdm
-
-    rows = [Row(c.name, b, p, params=int(c.manifest.get("params", 0)),
-                macs=int(c.manifest.get("macs", 0)))
-            for c in cands for b, p in _pairs(opts)]
-    runners = _load_runners(cands, opts, rows)
-    steps = len(runners) * (2 * opts.timing.rounds + 2)
-    bar = tqdm(total=steps, desc="bench", unit="step", disable=not progress)
-
-    def tick(_key: object) -> None:
-        bar.update(1)
-
-    cand_of = {c.name: c for c in cands}
+def _timed_calls(runners: dict[int, Any], rows: list[Row], cand_of: dict[str, Candidate],
+                 opts: BenchOptions) -> tuple[dict, dict, dict]:
+    """The engine call (and, with an e2e image, the whole pipeline call) of every loaded
+    runner, guarded so that a failure marks its row; plus the runtime's own timings."""
     engine_fns, e2e_fns, own = {}, {}, {}
     for i, r in runners.items():
         row = rows[i]
@@ -188,6 +175,13 @@ def bench_candidates(cands: list[Candidate], opts: BenchOptions,
         if opts.e2e_image is not None:
             pipe = KeypointPipeline(r, pre)
             e2e_fns[i] = _guarded(lambda p=pipe: p(opts.e2e_image, opts.e2e_box), row)
+    return engine_fns, e2e_fns, own
+
+
+def _measure_latency(runners: dict[int, Any], rows: list[Row], cand_of: dict[str, Candidate],
+                     opts: BenchOptions, tick: Callable[[object], None]) -> None:
+    """Interleaved timing of every runner; fills each ok row's ``latency_ms``."""
+    engine_fns, e2e_fns, own = _timed_calls(runners, rows, cand_of, opts)
     t0 = time.time()
     eng = interleaved(engine_fns, opts.timing, tick)
     e2e = interleaved(e2e_fns, opts.timing, tick) if e2e_fns else {}
@@ -201,6 +195,22 @@ def bench_candidates(cands: list[Candidate], opts: BenchOptions,
         if i in e2e and e2e[i]:
             row.latency_ms["e2e"] = summarize(e2e[i], opts.timing)
     log.info("latency measured in %.1f s", time.time() - t0)
+
+
+def bench_candidates(cands: list[Candidate], opts: BenchOptions,
+                     command_of: Callable[[Row], str],
+                     progress: bool = True) -> list[dict[str, Any]]:
+    """Measure every (student, backend, precision); return the report rows."""
+    from tqdm import tqdm
+
+    rows = [Row(c.name, b, p, params=int(c.manifest.get("params", 0)),
+                macs=int(c.manifest.get("macs", 0)))
+            for c in cands for b, p in _pairs(opts)]
+    runners = _load_runners(cands, opts, rows)
+    bar = tqdm(total=len(runners) * (2 * opts.timing.rounds + 2), desc="bench", unit="step",
+               disable=not progress)
+    cand_of = {c.name: c for c in cands}
+    _measure_latency(runners, rows, cand_of, opts, lambda _key: bar.update(1))
     for i, r in runners.items():
         row = rows[i]
         c = cand_of[row.student]

@@ -166,6 +166,21 @@ def _head_node(model: Any) -> str:
     raise QuantizationError("no node writes the model's output")
 
 
+def _calibration_reader(base: type, images: np.ndarray, input_name: str) -> Any:
+    """ONNX Runtime's calibration reader (a subclass of ``base``,
+    ``CalibrationDataReader``) feeding ``images`` [N, 3, H, W] one at a time."""
+
+    class Reader(base):  # type: ignore[misc, valid-type]
+        def __init__(self) -> None:
+            self.items = iter(images[i:i + 1] for i in range(len(images)))
+
+        def get_next(self) -> Optional[dict[str, np.ndarray]]:
+            x = next(self.items, None)
+            return None if x is None else {input_name: x}
+
+    return Reader()
+
+
 def quantize_onnx(src: Path, dst: Path, images: np.ndarray, recipe: QuantRecipe,
                   activations: Optional[str] = None) -> dict[str, Any]:
     """Static QDQ quantization of ``src`` into ``dst``: per-channel symmetric int8 weights,
@@ -192,22 +207,12 @@ def quantize_onnx(src: Path, dst: Path, images: np.ndarray, recipe: QuantRecipe,
               "percentile": CalibrationMethod.Percentile,
               "entropy": CalibrationMethod.Entropy}[recipe.method]
     model = onnx.load(str(src))
-    name = model.graph.input[0].name
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.items = iter(images[i:i + 1] for i in range(len(images)))
-
-        def get_next(self) -> Optional[dict[str, np.ndarray]]:
-            x = next(self.items, None)
-            return None if x is None else {name: x}
-
+    reader = _calibration_reader(CalibrationDataReader, images, model.graph.input[0].name)
     exclude = [_head_node(model)] if recipe.keep_head else []
     signed = (activations or recipe.ort_activations) == "s8"
 
     def write(tmp: Path) -> None:
-        quantize_static(str(src), str(tmp), Reader(), quant_format=QuantFormat.QDQ,
-                        per_channel=True,
+        quantize_static(str(src), str(tmp), reader, quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QInt8 if signed else QuantType.QUInt8,
                         weight_type=QuantType.QInt8, calibrate_method=method,
                         nodes_to_exclude=exclude,

@@ -447,11 +447,9 @@ class Trainer:
         return self.model.student(head.branch)
 
     # ---------------------------------------------------------------- fit
-    def fit(self) -> dict[str, Any]:
-        """Train to ``train.epochs`` (or to the plateau schedule's end); returns the last
-        metrics record."""
-        cfg, s = self.cfg, self.state
-        old = self._install_signals()
+    def _log_setup(self) -> None:
+        """What this run trains, where and how: one block at its start."""
+        cfg = self.cfg
         log.info("run %s: %s on %s, amp=%s, %d iters/epoch, %d train / %d select persons",
                  self.run_dir, cfg.model.name, self.device,
                  self.amp_dtype and str(self.amp_dtype).replace("torch.", ""),
@@ -467,30 +465,43 @@ class Trainer:
                  cfg.data.workers)
         if self.dist.is_main:
             log_loader_needs(self.train_set, self.cfg.data, self.device.type == "cuda")
+
+    def _epoch(self) -> dict[str, Any]:
+        """Train one epoch, validate when due (best students, plateau schedule), checkpoint;
+        returns the epoch's record. Raises TrainingInterrupted after a stop signal."""
+        cfg, s = self.cfg, self.state
+        epoch = s.epoch
+        stats = self.train_one_epoch(epoch)
+        if self._stop:
+            self.save()
+            raise TrainingInterrupted(f"stopped at epoch {epoch + 1}, iteration {s.iteration}; "
+                                      f"resume with --resume {self.run_dir}")
+        s.epoch, s.iter_in_epoch = epoch + 1, 0
+        metrics, plateau = {}, ""
+        if (epoch + 1) % cfg.train.val_every == 0 or epoch + 1 == cfg.train.epochs:
+            metrics = self.validate()  # on rank 0; {} on the others
+            self._update_best(metrics, epoch + 1)
+            if cfg.train.plateau_patience:
+                plateau = self._plateau(metrics)
+        record = {"epoch": epoch + 1, "iteration": s.iteration, "wall_s": s.wall,
+                  **stats, "select": metrics, "skipped_images": s.skipped_images}
+        if plateau:
+            record["plateau"] = plateau
+        s.history.append(record)
+        self.save()
+        self.epoch_log.write(record, s.history)
+        return record
+
+    def fit(self) -> dict[str, Any]:
+        """Train to ``train.epochs`` (or to the plateau schedule's end); returns the last
+        metrics record."""
+        cfg, s = self.cfg, self.state
+        old = self._install_signals()
+        self._log_setup()
         record: dict[str, Any] = {}
         try:
             while s.epoch < cfg.train.epochs and not s.finished:
-                epoch = s.epoch
-                stats = self.train_one_epoch(epoch)
-                if self._stop:
-                    self.save()
-                    raise TrainingInterrupted(
-                        f"stopped at epoch {epoch + 1}, iteration {s.iteration}; resume with "
-                        f"--resume {self.run_dir}")
-                s.epoch, s.iter_in_epoch = epoch + 1, 0
-                metrics, plateau = {}, ""
-                if (epoch + 1) % cfg.train.val_every == 0 or epoch + 1 == cfg.train.epochs:
-                    metrics = self.validate()  # on rank 0; {} on the others
-                    self._update_best(metrics, epoch + 1)
-                    if cfg.train.plateau_patience:
-                        plateau = self._plateau(metrics)
-                record = {"epoch": epoch + 1, "iteration": s.iteration, "wall_s": s.wall,
-                          **stats, "select": metrics, "skipped_images": s.skipped_images}
-                if plateau:
-                    record["plateau"] = plateau
-                s.history.append(record)
-                self.save()
-                self.epoch_log.write(record, s.history)
+                record = self._epoch()
         finally:
             for sig, h in old.items():
                 signal.signal(sig, h)

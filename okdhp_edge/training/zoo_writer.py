@@ -53,6 +53,41 @@ def predict_students(models: dict[str, torch.nn.Module], dataset: Any, flip: boo
     return predict_heads(dataset, heads_fn, batches=batches)
 
 
+def _best_students(trainer: Trainer, heads: list) -> dict[str, torch.nn.Module]:
+    """Each student extracted from the trained net, with its best (selection-split)
+    weights when the run kept them, in eval mode."""
+    models: dict[str, torch.nn.Module] = {}
+    for h in heads:
+        m = trainer.student(h)
+        if h.name in trainer.best_states:
+            m = create_model(m.family, num_joints=m.num_joints, **m.arch()).to(trainer.device)
+            m.load_state_dict(trainer.best_states[h.name])
+        if trainer.cfg.train.channels_last:
+            m = m.to(memory_format=torch.channels_last)
+        models[h.name] = m.eval()
+    return models
+
+
+def _provenance(trainer: Trainer, head: Any, commit: str) -> dict[str, Any]:
+    """The manifest's provenance block of one student: run, commit, branch, distillation
+    settings and the epoch its weights were selected at."""
+    cfg, loss = trainer.cfg, trainer.cfg.loss
+    return {
+        "config": str(trainer.run_dir / "config.yaml"), "run": str(trainer.run_dir),
+        "git_commit": commit, "seed": cfg.train.seed,
+        "branch": -1 if head.branch is None else head.branch,
+        "multi_branch": {} if trainer.plain else trainer.model.multi_branch_record(),
+        "splits": split_record(cfg.data),
+        "distillation": ({} if trainer.plain else {
+            "lambda_kd": loss.lambda_kd, "lambda_ens": loss.lambda_ens,
+            "ramp_epochs": loss.ramp_epochs, "distill": loss.distill,
+            "kl_temperature": loss.kl_temperature, "kl_norm": loss.kl_norm,
+            "detach_ensemble": loss.detach_ensemble, "fau": cfg.model.fau}),
+        "epoch": int(trainer.state.best_epoch.get(head.name, trainer.state.epoch)),
+        "select_metric": trainer.state.best.get(head.name),
+    }
+
+
 def write_zoo(trainer: Trainer) -> Path:
     """Write the zoo of a finished run; returns its directory (never an existing one)."""
     cfg = trainer.cfg
@@ -60,15 +95,7 @@ def write_zoo(trainer: Trainer) -> Path:
     zoo_dir = unique_dir(Path(cfg.zoo.root), zoo_name)
     report = build_split(cfg.data, "report", seed=cfg.train.seed)
     heads = [h for h in trainer.heads if h.name != "ensemble"]
-    models: dict[str, torch.nn.Module] = {}
-    for h in heads:
-        m = trainer.student(h)
-        if h.name in trainer.best_states:
-            m = create_model(m.family, num_joints=m.num_joints, **m.arch()).to(trainer.device)
-            m.load_state_dict(trainer.best_states[h.name])
-        if cfg.train.channels_last:
-            m = m.to(memory_format=torch.channels_last)
-        models[h.name] = m.eval()
+    models = _best_students(trainer, heads)
     log.info("evaluating %d students on the report split (%d persons)", len(models), len(report))
     preds = predict_students(models, report, cfg.eval.flip_test, trainer.loaders.evaluation(report),
                              trainer.device, cfg.train.channels_last)
@@ -84,20 +111,7 @@ def write_zoo(trainer: Trainer) -> Path:
         accuracy = {"metric": res["metric"], "value": float(res["value"]),
                     "dataset": cfg.data.dataset, "split": "report", **paths,
                     "flip_test": cfg.eval.flip_test, "stats": stats}
-        provenance = {
-            "config": str(trainer.run_dir / "config.yaml"), "run": str(trainer.run_dir),
-            "git_commit": commit, "seed": cfg.train.seed,
-            "branch": -1 if h.branch is None else h.branch,
-            "multi_branch": {} if trainer.plain else trainer.model.multi_branch_record(),
-            "splits": split_record(cfg.data),
-            "distillation": ({} if trainer.plain else {
-                "lambda_kd": cfg.loss.lambda_kd, "lambda_ens": cfg.loss.lambda_ens,
-                "ramp_epochs": cfg.loss.ramp_epochs, "distill": cfg.loss.distill,
-                "kl_temperature": cfg.loss.kl_temperature, "kl_norm": cfg.loss.kl_norm,
-                "detach_ensemble": cfg.loss.detach_ensemble, "fau": cfg.model.fau}),
-            "epoch": int(trainer.state.best_epoch.get(h.name, trainer.state.epoch)),
-            "select_metric": trainer.state.best.get(h.name),
-        }
+        provenance = _provenance(trainer, h, commit)
         manifests[h.name] = student_manifest(
             h.name, m, cfg.data.input_size, count_params(m),
             count_macs(m, tuple(cfg.data.input_size)), pre, accuracy, provenance)
