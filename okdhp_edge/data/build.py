@@ -88,26 +88,26 @@ def split_record(dcfg: Any) -> dict[str, Any]:
 def _paths(dcfg: Any) -> dict[str, str]:
     if dcfg.dataset == "synthetic":
         return {k: str(v) for k, v in synthetic_paths(dcfg.root).items()}
-    paths = {k: getattr(dcfg, k) for k in ("train_ann", "train_images", "report_ann",
-                                           "report_images")}
-    return paths
+    return {k: getattr(dcfg, k) for k in ("train_ann", "train_images", "report_ann",
+                                          "report_images")}
 
 
 def build_split(dcfg: Any, split: str, train_mode: bool | None = None,
                 seed: int = 0) -> TopDownDataset:
     """The dataset of one split. ``train_mode`` (default: split == 'train') turns on
     augmentation and the bad-image policy. An empty split is a DataError."""
-    ds = _build_split(dcfg, split, train_mode, seed)
-    key = "report" if split == "report" else "train"
-    return require_persons(ds, f"{_paths(dcfg)[f'{key}_ann']} ({split} split)")
-
-
-def _build_split(dcfg: Any, split: str, train_mode: bool | None, seed: int) -> TopDownDataset:
     if split not in SPLITS:
         raise ValueError(f"unknown split '{split}'; expected one of {SPLITS}")
+    paths = _paths(dcfg)
+    ds = _build_split(dcfg, split, paths, train_mode, seed)
+    key = "report" if split == "report" else "train"
+    return require_persons(ds, f"{paths[f'{key}_ann']} ({split} split)")
+
+
+def _build_split(dcfg: Any, split: str, paths: dict[str, str], train_mode: bool | None,
+                 seed: int) -> TopDownDataset:
     if dcfg.dataset == "synthetic":
         ensure_synthetic(dcfg)
-    paths = _paths(dcfg)
     spec = get_spec(dcfg.dataset)
     train_mode = (split == "train") if train_mode is None else train_mode
     common: dict[str, Any] = dict(

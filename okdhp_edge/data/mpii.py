@@ -69,10 +69,15 @@ def image_files(ann_file: str | Path) -> list[str]:
     path = Path(ann_file)
     names = set()
     for i, a in enumerate(_load_json_list(path, "MPII annotation")):
-        if not isinstance(a, dict) or not isinstance(a.get("image"), str):
-            raise DataError(f"{path}: record {i}: 'image' must be a file name")
-        names.add(a["image"])
+        names.add(_image_name(a, f"{path}: record {i}"))
     return sorted(names)
+
+
+def _image_name(a: Any, where: str) -> str:
+    """The image file name of one raw record, or a DataError naming the record."""
+    if not isinstance(a, dict) or not isinstance(a.get("image"), str) or not a["image"]:
+        raise DataError(f"{where}: 'image' must be a file name")
+    return a["image"]
 
 
 def load_headboxes(path: str | Path, count: Optional[int] = None) -> np.ndarray:
@@ -125,8 +130,7 @@ def _parse_record(a: Any, where: str) -> tuple[np.ndarray, np.ndarray, float]:
     if not isinstance(a, dict) or not all(k in a for k in ("image", "center", "scale",
                                                             "joints")):
         raise DataError(f"{where}: not an MPII record (needs image, center, scale, joints)")
-    if not isinstance(a["image"], str) or not a["image"]:
-        raise DataError(f"{where}: 'image' must be a file name")
+    _image_name(a, where)
     try:  # huge numbers become inf (refused below), without numpy's overflow warning
         with np.errstate(over="ignore"):
             joints_xy = np.asarray(a["joints"], np.float32)
