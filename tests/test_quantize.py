@@ -71,6 +71,34 @@ def test_keep_head_leaves_the_heatmap_conv_in_float(student, tmp_path):
         assert len(rec["formats"][fmt]["higher_precision_layers"]) == 1, fmt
 
 
+def _int8_weight_range(xml) -> list[int]:
+    """The largest |int8 weight| of each weight constant of an IR."""
+    import openvino as ov
+
+    model = ov.Core().read_model(str(xml))
+    return [int(np.abs(op.get_data().astype(np.int16)).max()) for op in model.get_ordered_ops()
+            if op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.i8]
+
+
+def test_overflow_fix_halves_every_weight_range(student, tmp_path):
+    """NNCF's overflow fix (CPUs without VNNI): by default only the first convolution's
+    weights use half the int8 range; ``enable`` puts every one in [-64, 64]; a changed fix
+    rebuilds the cached file, an old record without the field reads as the default."""
+    plain = export_student(student, tmp_path, formats=("openvino_int8",), recipe=RECIPE)
+    xml = tmp_path / plain["formats"]["openvino_int8"]["file"]
+    before = _int8_weight_range(xml)
+    fixed_recipe = QuantRecipe(num_images=16, overflow_fix="enable")
+    fixed = export_student(student, tmp_path, formats=("openvino_int8",), recipe=fixed_recipe)
+    after = _int8_weight_range(xml)
+    assert len(before) == len(after) > 2
+    assert max(after) <= 64 < max(before) and min(before) <= 64
+    assert fixed["formats"]["openvino_int8"]["recipe"]["overflow_fix"] == "enable"
+    old = {k: v for k, v in RECIPE.as_dict().items() if k != "overflow_fix"}
+    assert RECIPE.same_as(old) and not fixed_recipe.same_as(old)
+    with pytest.raises(QuantizationError, match="overflow_fix must be one of"):
+        QuantRecipe(overflow_fix="all")
+
+
 def test_tampered_cache_is_rebuilt_not_trusted(student, tmp_path, caplog):
     rec = export_student(student, tmp_path, formats=("onnx_int8",), recipe=RECIPE)
     f = tmp_path / "model_int8.onnx"
@@ -208,19 +236,21 @@ def test_calibration_sensitivity_report_resumes(tiny_zoo, tmp_path):
     cmd = [sys.executable, "-m", "okdhp_edge.bench", "calibration", "--zoo", str(tiny_zoo),
            "--students", "hg2", "--backends", "onnxruntime,openvino", "--images", "8,16",
            "--methods", "default,percentile", "--device-name", "box", "--max-drops", "0",
-           "--out-root", str(tmp_path / "r"), "--work-dir", str(tmp_path / "w")]
+           "--overflow-fix", "--out-root", str(tmp_path / "r"), "--work-dir", str(tmp_path / "w")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rep = json.loads((tmp_path / "r" / "box" / "tiny_calibration.json").read_text())
     assert set(rep["cells"]) == {f"hg2/{b}/{m}/{n}" for b in ("onnxruntime", "openvino")
                                  for m, n in (("default", 8), ("default", 16),
-                                              ("percentile", 16))} | {"hg2/openvino/ac0/16"}
+                                              ("percentile", 16))} | {
+        "hg2/openvino/ac0/16", "hg2/openvino/default+ofx/16", "hg2/openvino/percentile+ofx/16"}
     ac = rep["cells"]["hg2/openvino/ac0/16"]
     assert ac["select_value"] is not None and isinstance(ac["higher_precision_layers"], list)
     assert rep["cells"]["hg2/onnxruntime/percentile/16"]["calibration_method"] == "percentile"
     assert rep["fp32"]["hg2/onnxruntime"]["value"] is not None
     md = (tmp_path / "r" / "box" / "tiny_calibration.md").read_text()
     assert "| hg2 |" in md and "percentile @ 16" in md and "accuracy control" in md
+    assert "percentile+ofx @ 16" in md and "--overflow-fix --max-drops 0" in md
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "hg2/onnxruntime/default/8:" not in again.stderr
     bad = subprocess.run(cmd[:6] + ["--backends", "torch"], capture_output=True, text=True)

@@ -40,6 +40,7 @@ from okdhp_edge.export.quantize import (
 )
 from okdhp_edge.targets import PRECISIONS, QUANTIZED, UnknownTarget, formats_for, targets_for
 from okdhp_edge.utils.cli import UsageError, console_entry, run_cli, setup_logging
+from okdhp_edge.utils.cpu import cpu_has_int8_dot
 
 log = logging.getLogger("okdhp_edge.bench")
 
@@ -137,9 +138,15 @@ def _targets(args: argparse.Namespace) -> tuple[tuple, Optional[list[str]], list
         raise UsageError(f"unknown precision '{bad[0]}'; expected some of "
                          f"{', '.join(PRECISIONS)}")
     try:
-        return backends, precisions, targets_for(backends, precisions), recipe_from_args(args)
+        targets, recipe = targets_for(backends, precisions), recipe_from_args(args)
     except (UnknownTarget, QuantizationError) as exc:
         raise UsageError(str(exc)) from None
+    if (any(t.quantized and t.backend == "openvino" for t in targets)
+            and recipe.overflow_fix == "first_layer" and not cpu_has_int8_dot()):
+        log.info("this CPU has no VNNI: its int8 kernels can saturate; "
+                 "--int8-overflow-fix enable cut OpenVINO INT8's AP loss on the "
+                 "reference zoo here (docs/int8.md)")
+    return backends, precisions, targets, recipe
 
 
 def _candidates(args: argparse.Namespace, targets: list, recipe: Any,

@@ -13,7 +13,7 @@ import argparse
 import logging
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 from okdhp_edge.bench.run import report_accuracy
 from okdhp_edge.export.quantize import METHODS, RECORD_FIELDS, QuantRecipe
@@ -30,27 +30,47 @@ def _csv(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
-Cell = tuple[str, str, str, int, Optional[float], bool]
+class Cell(NamedTuple):
+    """One INT8 recipe of one student on one backend."""
+
+    student: str
+    backend: str
+    method: str
+    images: int
+    max_drop: Optional[float] = None
+    keep_head: bool = False
+    overflow_fix: bool = False  # OpenVINO: NNCF's overflow fix on every convolution
+
+    def recipe(self) -> QuantRecipe:
+        return QuantRecipe(method=self.method, num_images=self.images, max_drop=self.max_drop,
+                           keep_head=self.keep_head,
+                           overflow_fix="enable" if self.overflow_fix else "first_layer")
 
 
 def _cells(students: list[str], backends: list[str], images: list[int], methods: list[str],
-           max_drops: list[float], keep_head: bool = False) -> list[Cell]:
-    """(student, backend, method, images, max_drop, keep_head): every count with the default
-    method, every method at the largest count, the default with the heatmap convolution kept
-    in fp32 when asked, and on OpenVINO accuracy control at each max drop."""
+           max_drops: list[float], keep_head: bool = False,
+           overflow_fix: bool = False) -> list[Cell]:
+    """Every count with the default method, every method at the largest count, the default
+    with the heatmap convolution kept in fp32 when asked, and on OpenVINO accuracy control
+    at each max drop; with ``overflow_fix``, OpenVINO's cells at the largest count again with
+    NNCF's overflow fix on every convolution, for each method."""
     top = max(images)
     grid = [("default", n, None, False) for n in images] + [
         (m, top, None, False) for m in methods if m != "default"]
     grid += [("default", top, None, True)] if keep_head else []
     ac = [("default", top, d, False) for d in max_drops]
-    return [(s, b, m, n, d, h) for s in students for b in backends
-            for m, n, d, h in grid + (ac if b == "openvino" else [])]
+    cells = [Cell(s, b, m, n, d, h) for s in students for b in backends
+             for m, n, d, h in grid + (ac if b == "openvino" else [])]
+    if overflow_fix and "openvino" in backends:
+        cells += [Cell(s, "openvino", m, top, None, False, True) for s in students
+                  for m in ["default", *[m for m in methods if m != "default"]]]
+    return cells
 
 
-def cell_key(student: str, backend: str, method: str, images: int,
-             max_drop: Optional[float] = None, keep_head: bool = False) -> str:
-    name = method if max_drop is None else f"ac{max_drop:g}"
-    return f"{student}/{backend}/{name}{'+head' if keep_head else ''}/{images}"
+def cell_key(cell: Cell) -> str:
+    name = cell.method if cell.max_drop is None else f"ac{cell.max_drop:g}"
+    name += ("+head" if cell.keep_head else "") + ("+ofx" if cell.overflow_fix else "")
+    return f"{cell.student}/{cell.backend}/{name}/{cell.images}"
 
 
 def _measure(student_yaml: Path, man: dict[str, Any], backend: str, precision: str,
@@ -92,7 +112,8 @@ def _selection_metric(man: dict[str, Any], xml: Path, precision: str) -> float:
 
 def run(zoo: Path, out: Path, backends: list[str], images: list[int], methods: list[str],
         work_root: Path, students: Optional[list[str]] = None,
-        max_drops: tuple[float, ...] = (), keep_head: bool = False) -> dict[str, Any]:
+        max_drops: tuple[float, ...] = (), keep_head: bool = False,
+        overflow_fix: bool = False) -> dict[str, Any]:
     """Fill (or resume) the calibration report at ``out`` (.json); returns it."""
     import json
 
@@ -113,17 +134,16 @@ def run(zoo: Path, out: Path, backends: list[str], images: list[int], methods: l
                                             work_root / man["name"] / "fp32", QuantRecipe(),
                                             dataset)
                 atomic_write_json(out, rep)
-    for s, b, m, n, drop, head in _cells([m["name"] for _, m in members], backends, images,
-                                         methods, list(max_drops), keep_head):
-        key = cell_key(s, b, m, n, drop, head)
+    for c in _cells([m["name"] for _, m in members], backends, images, methods,
+                    list(max_drops), keep_head, overflow_fix):
+        key = cell_key(c)
         if key in rep["cells"]:
             continue
-        d, man = next((d, x) for d, x in members if x["name"] == s)
+        d, man = next((d, x) for d, x in members if x["name"] == c.student)
         t0 = time.time()
-        cell = _measure(d / "student.yaml", man, b, "int8",
-                        work_root / s / key.split("/", 1)[1].replace("/", "-"),
-                        QuantRecipe(method=m, num_images=n, max_drop=drop, keep_head=head),
-                        dataset)
+        cell = _measure(d / "student.yaml", man, c.backend, "int8",
+                        work_root / c.student / key.split("/", 1)[1].replace("/", "-"),
+                        c.recipe(), dataset)
         cell["seconds"] = round(time.time() - t0, 1)
         rep["cells"][key] = cell
         atomic_write_json(out, rep)  # a kill loses at most this cell
@@ -143,7 +163,8 @@ def reproduce_command(rep: dict[str, Any]) -> str:
     cmd = (f"python -m okdhp_edge.bench calibration --zoo {rep.get('zoo_path', rep['zoo'])} "
            f"--students {','.join(students)} --backends {','.join(backends)} "
            f"--images {','.join(map(str, images))} --methods {','.join(methods)}")
-    cmd += " --keep-head" if any(k[2].endswith("+head") for k in keys) else ""
+    cmd += " --keep-head" if any("+head" in k[2] for k in keys) else ""
+    cmd += " --overflow-fix" if any("+ofx" in k[2] for k in keys) else ""
     return cmd + (f" --max-drops {','.join(f'{d:g}' for d in drops)}" if drops else "")
 
 
@@ -214,6 +235,9 @@ def main(argv: list[str]) -> int:
                    help="OpenVINO accuracy control at these max drops (selection split)")
     p.add_argument("--keep-head", action="store_true",
                    help="also the default recipe with the heatmap convolution kept in fp32")
+    p.add_argument("--overflow-fix", action="store_true",
+                   help="OpenVINO: also each method at the largest count with NNCF's "
+                        "overflow fix on every convolution (CPUs without VNNI)")
     p.add_argument("--students", default=None)
     p.add_argument("--device-name", default=None)
     p.add_argument("--out-root", type=Path, default=Path("bench/reports"))
@@ -244,7 +268,7 @@ def main(argv: list[str]) -> int:
         raise UsageError(f"--max-drops: expected numbers, got {args.max_drops!r}") from None
     rep = run(args.zoo, out, _csv(args.backends), images, _csv(args.methods),
               args.work_dir / zoo_name, _csv(args.students) if args.students else None, drops,
-              args.keep_head)
+              args.keep_head, args.overflow_fix)
     atomic_write_text(out.with_suffix(".md"), markdown(rep, reproduce_command(rep)))
     print(f"json: {out}\nmd: {out.with_suffix('.md')}")
     return 0

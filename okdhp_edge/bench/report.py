@@ -227,6 +227,8 @@ def _quantization_lines(rows: list[dict[str, Any]]) -> list[str]:
         ac = (f", accuracy control max drop {rec['max_drop']} on the selection split"
               if rec.get("max_drop") is not None else "")
         acts = f", {q['activations']} activations" if q.get("activations") else ""
+        if r["backend"] == "openvino" and rec.get("overflow_fix", "first_layer") != "first_layer":
+            acts += f", overflow fix {rec['overflow_fix']}"
         out.append(f"- {row_label(r)}: {q.get('calibration_method')} ranges{acts}, "
                    f"{cal.get('num_images')} images (seed {cal.get('seed')}, list sha256 "
                    f"{str(cal.get('list_sha256', ''))[:12]}), keep head "

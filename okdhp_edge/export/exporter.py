@@ -19,7 +19,7 @@ and, for a quantized one, its recipe is the one asked for; anything else is rebu
         file: model_int8.onnx
         sha256: {model_int8.onnx: ...}
         parity: {random: {...}, real: {...}, passed, tolerance}
-        recipe: {method, num_images, seed, keep_head, max_drop}     # quantized only
+        recipe: {method, num_images, seed, keep_head, max_drop, ort_activations, overflow_fix}
         calibration: {num_images, seed, list_sha256, source}
         higher_precision_layers: [...]
         file_bytes: 123456
@@ -113,7 +113,7 @@ def _cached(old: dict[str, Any], fmt: str, out_dir: Path, recipe: QuantRecipe) -
     entry = old.get(fmt)
     if not entry or not entry.get("available"):
         return False
-    if FORMATS[fmt].calibrated and entry.get("recipe") != recipe.as_dict():
+    if FORMATS[fmt].calibrated and not recipe.same_as(entry.get("recipe")):
         return False
     files = entry.get("sha256") or {}
     if set(files) != set(FORMATS[fmt].files):

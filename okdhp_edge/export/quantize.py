@@ -26,6 +26,8 @@ from okdhp_edge.runtime.base import BackendUnavailable
 log = logging.getLogger(__name__)
 
 METHODS = ("default", "minmax", "percentile", "entropy")
+# NNCF's fix of int8 saturation on CPUs without VNNI (first_layer: NNCF's own default)
+OVERFLOW_FIXES = ("first_layer", "enable", "disable")
 # layer types whose precision is reported (the ones that carry the MACs)
 WEIGHTED_ONNX = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 WEIGHTED_OV = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "MatMul")
@@ -56,6 +58,10 @@ class QuantRecipe:
         ort_activations: ONNX Runtime's activation type: ``u8`` (asymmetric, U8S8: the
             fast form on x86 CPUs, measured 1.8-2x faster than S8S8 on AVX2) or ``s8``
             (symmetric S8S8, for Arm targets). TensorRT always gets its own S8S8 file.
+        overflow_fix: OpenVINO only: NNCF's fix of the int8 saturation of x86 CPUs without
+            VNNI (AVX2, AVX-512 without VNNI): ``first_layer`` (NNCF's default: the first
+            convolution's weights use half the int8 range), ``enable`` (every
+            convolution's) or ``disable``. A property of the target, not of the model.
     """
 
     method: str = "default"
@@ -64,6 +70,7 @@ class QuantRecipe:
     keep_head: bool = False
     max_drop: Optional[float] = None
     ort_activations: str = "u8"
+    overflow_fix: str = "first_layer"
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -76,9 +83,18 @@ class QuantRecipe:
         if self.ort_activations not in ("u8", "s8"):
             raise QuantizationError(f"ort_activations must be u8 or s8, got "
                                     f"{self.ort_activations!r}")
+        if self.overflow_fix not in OVERFLOW_FIXES:
+            raise QuantizationError(f"overflow_fix must be one of {', '.join(OVERFLOW_FIXES)}, "
+                                    f"got {self.overflow_fix!r}")
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def same_as(self, record: Any) -> bool:
+        """Whether a recorded recipe (export.yaml; written before a field existed, it holds
+        that field's default) is this recipe."""
+        return isinstance(record, dict) and {**QuantRecipe().as_dict(), **record} == \
+            self.as_dict()
 
 
 def add_recipe_arguments(parser: Any) -> None:
@@ -95,12 +111,16 @@ def add_recipe_arguments(parser: Any) -> None:
                         "the selection split (AP 0.005 = half a point)")
     q.add_argument("--ort-activations", choices=("u8", "s8"), default="u8",
                    help="ONNX Runtime activations: u8 (x86) or s8 (Arm)")
+    q.add_argument("--int8-overflow-fix", choices=OVERFLOW_FIXES, default="first_layer",
+                   help="OpenVINO: weights in half the int8 range against the saturation of "
+                        "CPUs without VNNI (enable: every convolution; see docs/int8.md)")
 
 
 def recipe_from_args(args: Any) -> QuantRecipe:
     """The recipe of parsed :func:`add_recipe_arguments` options."""
     return QuantRecipe(args.calib_method, args.calib_images, args.calib_seed,
-                       args.int8_keep_head, args.int8_max_drop, args.ort_activations)
+                       args.int8_keep_head, args.int8_max_drop, args.ort_activations,
+                       args.int8_overflow_fix)
 
 
 def recipe_args(recipe: QuantRecipe) -> list[str]:
@@ -113,6 +133,8 @@ def recipe_args(recipe: QuantRecipe) -> list[str]:
         out += ["--int8-max-drop", str(recipe.max_drop)]
     if recipe.ort_activations != "u8":
         out += ["--ort-activations", recipe.ort_activations]
+    if recipe.overflow_fix != "first_layer":
+        out += ["--int8-overflow-fix", recipe.overflow_fix]
     return out
 
 
@@ -260,17 +282,25 @@ def _ov_head(model: Any) -> str:
 
 
 def _nncf_options(nncf: Any, recipe: QuantRecipe, model: Any) -> dict[str, Any]:
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+    from nncf.quantization.advanced_parameters import (
+        AdvancedQuantizationParameters,
+        OverflowFix,
+    )
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet as R
 
     opts: dict[str, Any] = {"subset_size": recipe.num_images}
     if recipe.keep_head:
         opts["ignored_scope"] = nncf.IgnoredScope(names=[_ov_head(model)])
+    advanced: dict[str, Any] = {}
     estimator = {"minmax": R.MINMAX, "percentile": R.MEAN_QUANTILE,
                  "entropy": R.HISTOGRAM}.get(recipe.method)
     if estimator is not None:
-        opts["advanced"] = AdvancedQuantizationParameters(
-            activations_range_estimator_params=estimator)
+        advanced["activations_range_estimator_params"] = estimator
+    if recipe.overflow_fix != "first_layer":  # NNCF's default otherwise, left to NNCF
+        advanced["overflow_fix"] = {"enable": OverflowFix.ENABLE,
+                                    "disable": OverflowFix.DISABLE}[recipe.overflow_fix]
+    if advanced:
+        opts["advanced"] = AdvancedQuantizationParameters(**advanced)
     return opts
 
 

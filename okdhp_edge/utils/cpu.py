@@ -33,6 +33,13 @@ def cpu_has_native_bf16() -> bool:
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
+def cpu_has_int8_dot() -> bool:
+    """True when the CPU has an int8 dot-product instruction (x86 VNNI or AMX-INT8, Arm
+    dotprod); without one, x86 int8 kernels can saturate (see NNCF's overflow fix)."""
+    flags = cpu_info()[1]
+    return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8", "asimddp"})
+
+
 def isa_tier() -> str:
     """The widest vector ISA of this CPU, as a short tag: amx, avx512bf16, avx512, avx2,
     neon, or the machine name. Two CPUs of one model name can differ here (a hypervisor
