@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -72,9 +73,45 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     return ck
 
 
-RESUME_KEYS = ("config", "model", "optimizer", "scheduler", "scaler", "epoch", "iteration",
-               "iter_in_epoch", "best", "best_epoch", "wall", "skipped_images", "history",
-               "rng")
+@dataclass
+class TrainState:
+    """Where a run is: what a checkpoint keeps besides weights, optimizer and RNG states."""
+
+    epoch: int = 0  # epochs completed
+    iteration: int = 0
+    iter_in_epoch: int = 0
+    best: dict[str, float] = field(default_factory=dict)
+    best_epoch: dict[str, int] = field(default_factory=dict)
+    wall: float = 0.0
+    skipped_images: int = 0
+    history: list = field(default_factory=list)
+    # plateau schedule: LR drops so far, stale validations in a row, the best selection AP
+    # per student that counted as progress, and why the run ended early ("" while it runs)
+    drops: int = 0
+    stale: int = 0
+    plateau_ref: dict[str, float] = field(default_factory=dict)
+    finished: str = ""
+
+    def to_checkpoint(self) -> dict[str, Any]:
+        """The fields as checkpoint entries (containers copied)."""
+        return {f.name: _copied(getattr(self, f.name)) for f in fields(self)}
+
+    @classmethod
+    def from_checkpoint(cls, ck: dict[str, Any]) -> TrainState:
+        """The state a checkpoint kept; fields added after it was written keep their
+        defaults (checkpoints older than the plateau schedule resume)."""
+        return cls(**{f.name: _copied(ck[f.name]) for f in fields(cls) if f.name in ck})
+
+
+def _copied(value: Any) -> Any:
+    return dict(value) if isinstance(value, dict) else list(value) \
+        if isinstance(value, list) else value
+
+
+# what resuming cannot do without (the plateau fields came later: see from_checkpoint)
+RESUME_KEYS = ("config", "model", "optimizer", "scheduler", "scaler", "rng",
+               *(f.name for f in fields(TrainState) if f.name not in (
+                   "drops", "stale", "plateau_ref", "finished")))
 
 
 def check_resume_keys(ck: dict[str, Any], path: Path) -> None:

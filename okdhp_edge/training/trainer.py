@@ -7,7 +7,7 @@ import logging
 import math
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -27,6 +27,7 @@ from okdhp_edge.models.registry import (
     model_kwargs_from_config,
 )
 from okdhp_edge.training.checkpoint import (
+    TrainState,
     check_resume_keys,
     load_checkpoint,
     rng_state,
@@ -72,24 +73,6 @@ class Head:
 
     name: str
     branch: Optional[int]  # None for the ensemble
-
-
-@dataclass
-class TrainState:
-    epoch: int = 0  # epochs completed
-    iteration: int = 0
-    iter_in_epoch: int = 0
-    best: dict[str, float] = field(default_factory=dict)
-    best_epoch: dict[str, int] = field(default_factory=dict)
-    wall: float = 0.0
-    skipped_images: int = 0
-    history: list = field(default_factory=list)
-    # plateau schedule: LR drops so far, stale validations in a row, the best selection AP
-    # per student that counted as progress, and why the run ended early ("" while it runs)
-    drops: int = 0
-    stale: int = 0
-    plateau_ref: dict[str, float] = field(default_factory=dict)
-    finished: str = ""
 
 
 class Trainer:
@@ -202,17 +185,10 @@ class Trainer:
 
     # ---------------------------------------------------------------- checkpoints
     def _checkpoint(self) -> dict[str, Any]:
-        s = self.state
-        return {
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-            "epoch": s.epoch, "iteration": s.iteration, "iter_in_epoch": s.iter_in_epoch,
-            "best": dict(s.best), "best_epoch": dict(s.best_epoch), "wall": s.wall,
-            "skipped_images": s.skipped_images, "history": list(s.history), "rng": rng_state(),
-            "drops": s.drops, "stale": s.stale, "plateau_ref": dict(s.plateau_ref),
-            "finished": s.finished,
-            "config": json.dumps(_cfg_dict(self.cfg)),
-        }
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                **self.state.to_checkpoint(), "rng": rng_state(),
+                "config": json.dumps(_cfg_dict(self.cfg))}
 
     def save(self) -> None:
         if self.dist.is_main:
@@ -233,11 +209,7 @@ class Trainer:
         self.optimizer.load_state_dict(ck["optimizer"])
         self.scheduler.load_state_dict(ck["scheduler"])
         self.scaler.load_state_dict(ck["scaler"])
-        self.state = TrainState(ck["epoch"], ck["iteration"], ck["iter_in_epoch"],
-                                dict(ck["best"]), dict(ck["best_epoch"]), ck["wall"],
-                                ck["skipped_images"], list(ck["history"]),
-                                ck.get("drops", 0), ck.get("stale", 0),
-                                dict(ck.get("plateau_ref", {})), ck.get("finished", ""))
+        self.state = TrainState.from_checkpoint(ck)
         set_rng_state(ck["rng"])
         best = self.run_dir / "best_students.pt"
         if best.is_file():
