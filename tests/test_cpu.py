@@ -58,3 +58,31 @@ def test_governor_sees_a_real_busy_process():
         assert gov.threads == 1 and gov.others >= 0.6
     finally:
         os.kill(pid, signal.SIGKILL)
+
+
+def test_int8_dot_product_flags_and_the_bench_hint(monkeypatch, caplog):
+    """VNNI (x86) or dotprod (Arm) counts as an int8 dot product; without one, a bench that
+    quantizes for OpenVINO says once that the overflow fix exists, and not when it is set."""
+    import logging
+
+    from okdhp_edge.bench import __main__ as bench_cli
+
+    cpu.cpu_info.cache_clear()
+    try:
+        for flags, has in ((["avx2", "fma"], False), (["avx2", "avx_vnni"], True),
+                           (["avx512f", "avx512_vnni"], True), (["asimd", "asimddp"], True)):
+            monkeypatch.setattr(cpu, "cpu_info", lambda f=flags: ("test cpu", frozenset(f)))
+            assert cpu.cpu_has_int8_dot() is has, flags
+    finally:
+        monkeypatch.undo()
+        cpu.cpu_info.cache_clear()
+    monkeypatch.setattr(bench_cli, "cpu_has_int8_dot", lambda: False)
+    base = ["--zoo", "z", "--backends", "onnxruntime,openvino", "--precisions", "fp32,int8"]
+    with caplog.at_level(logging.INFO, logger="okdhp_edge.bench"):
+        bench_cli._targets(bench_cli._parser().parse_args(base))
+        assert "--int8-overflow-fix enable" in caplog.text
+        caplog.clear()
+        bench_cli._targets(bench_cli._parser().parse_args(
+            base + ["--int8-overflow-fix", "enable"]))
+        bench_cli._targets(bench_cli._parser().parse_args(base[:3] + ["onnxruntime"] + base[4:]))
+        assert "overflow" not in caplog.text
