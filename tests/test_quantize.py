@@ -58,6 +58,12 @@ def test_int8_is_reproducible_and_cached(student, int8_export, tmp_path):
     out, rec = int8_export
     again = export_student(student, out, formats=("onnx_int8",), recipe=RECIPE)
     assert again["formats"]["onnx_int8"]["sha256"] == rec["formats"]["onnx_int8"]["sha256"]
+    ort_file = out / "model_int8.onnx"
+    mtime = ort_file.stat().st_mtime_ns
+    ov_only = QuantRecipe(num_images=16, overflow_fix="enable", max_drop=0.01)
+    kept = export_student(student, out, formats=("onnx_int8",), recipe=ov_only)
+    assert ort_file.stat().st_mtime_ns == mtime  # OpenVINO-only fields: ORT's file stays
+    assert kept["formats"]["onnx_int8"]["recipe"] == RECIPE.as_dict()  # what made it
     other = export_student(student, tmp_path, formats=("onnx_int8",), recipe=RECIPE)
     assert other["formats"]["onnx_int8"]["calibration"] == rec["formats"]["onnx_int8"][
         "calibration"]  # the same command gives the same calibration list
@@ -139,6 +145,12 @@ def test_too_few_calibration_images_is_one_line(tiny_zoo, tmp_path):
 def test_recipe_is_checked():
     with pytest.raises(QuantizationError, match="calibration method 'kl'"):
         QuantRecipe(method="kl")
+    base, ov = QuantRecipe(), QuantRecipe(overflow_fix="enable")
+    assert ov.same_as(base.as_dict(), "onnxruntime") and ov.same_as(base.as_dict(), "tensorrt")
+    assert not ov.same_as(base.as_dict(), "openvino") and not ov.same_as(base.as_dict())
+    s8 = QuantRecipe(ort_activations="s8")
+    assert s8.same_as(base.as_dict(), "tensorrt") and not s8.same_as(base.as_dict(), "onnxruntime")
+    assert not QuantRecipe(seed=1).same_as(base.as_dict(), "tensorrt")  # shared fields count
 
 
 def test_schema_1_student_cannot_calibrate(student, tmp_path):

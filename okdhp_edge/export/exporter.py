@@ -109,11 +109,12 @@ def backend_unavailable_reason(backend: str) -> Optional[str]:
 
 def _cached(old: dict[str, Any], fmt: str, out_dir: Path, recipe: QuantRecipe) -> bool:
     """An earlier export of ``fmt`` that can be trusted: every file still hashes as
-    recorded and, for a quantized file, it was made with this recipe."""
+    recorded and, for a quantized file, it was made with this recipe (the fields its
+    backend's quantizer reads)."""
     entry = old.get(fmt)
     if not entry or not entry.get("available"):
         return False
-    if FORMATS[fmt].calibrated and not recipe.same_as(entry.get("recipe")):
+    if FORMATS[fmt].calibrated and not recipe.same_as(entry.get("recipe"), FORMATS[fmt].runs_on):
         return False
     files = entry.get("sha256") or {}
     if set(files) != set(FORMATS[fmt].files):

@@ -16,7 +16,7 @@ import hashlib
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, ClassVar, Optional
 
 import numpy as np
 
@@ -90,11 +90,24 @@ class QuantRecipe:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def same_as(self, record: Any) -> bool:
+    # the fields only one backend's quantizer reads (by the backend a file's parity runs on):
+    # a change of them leaves the other backends' files as they were
+    BACKEND_FIELDS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "onnxruntime": ("ort_activations",), "openvino": ("max_drop", "overflow_fix")}
+
+    def fields_for(self, backend: Optional[str] = None) -> tuple[str, ...]:
+        """The fields a file for ``backend`` depends on (None: all of them)."""
+        other = {f for b, fs in self.BACKEND_FIELDS.items() if backend and b != backend
+                 for f in fs}
+        return tuple(f for f in self.as_dict() if f not in other)
+
+    def same_as(self, record: Any, backend: Optional[str] = None) -> bool:
         """Whether a recorded recipe (export.yaml; written before a field existed, it holds
-        that field's default) is this recipe."""
-        return isinstance(record, dict) and {**QuantRecipe().as_dict(), **record} == \
-            self.as_dict()
+        that field's default) made the same file for ``backend`` as this recipe would."""
+        if not isinstance(record, dict):
+            return False
+        old, new = {**QuantRecipe().as_dict(), **record}, self.as_dict()
+        return all(old.get(f) == new[f] for f in self.fields_for(backend))
 
 
 def add_recipe_arguments(parser: Any) -> None:
