@@ -358,3 +358,25 @@ def test_a_run_that_cannot_start_leaves_no_folder(tmp_path):
     with pytest.raises(DataError, match="annotation file not found"):
         Trainer(cfg, config_name="broken")
     assert not (tmp_path / "runs").exists()
+
+
+def test_checkpoint_state_round_trip_and_older_checkpoints(tmp_path):
+    """TrainState through checkpoint entries; a checkpoint written before the plateau fields
+    resumes with their defaults, one without a needed field is refused in one line."""
+    from okdhp_edge.training.checkpoint import (
+        RESUME_KEYS,
+        CheckpointError,
+        TrainState,
+        check_resume_keys,
+    )
+
+    state = TrainState(epoch=3, iteration=30, best={"hg2": 0.5}, drops=1, finished="plateau")
+    ck = {"config": {}, "model": {}, "optimizer": {}, "scheduler": {}, "scaler": {}, "rng": {},
+          **state.to_checkpoint()}
+    assert TrainState.from_checkpoint(ck) == state
+    old = {k: v for k, v in ck.items() if k not in TrainState.OPTIONAL}
+    check_resume_keys(old, tmp_path / "last.pt")
+    assert TrainState.from_checkpoint(old) == TrainState(epoch=3, iteration=30, best={"hg2": 0.5})
+    assert not set(TrainState.OPTIONAL) & set(RESUME_KEYS)
+    with pytest.raises(CheckpointError, match="not a training checkpoint .no wall"):
+        check_resume_keys({k: v for k, v in ck.items() if k != "wall"}, tmp_path / "last.pt")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -91,6 +91,8 @@ class TrainState:
     stale: int = 0
     plateau_ref: dict[str, float] = field(default_factory=dict)
     finished: str = ""
+    # fields added after checkpoints were first written: an older checkpoint may lack them
+    OPTIONAL: ClassVar[tuple[str, ...]] = ("drops", "stale", "plateau_ref", "finished")
 
     def to_checkpoint(self) -> dict[str, Any]:
         """The fields as checkpoint entries (containers copied)."""
@@ -98,9 +100,10 @@ class TrainState:
 
     @classmethod
     def from_checkpoint(cls, ck: dict[str, Any]) -> TrainState:
-        """The state a checkpoint kept; fields added after it was written keep their
+        """The state a checkpoint kept; the :attr:`OPTIONAL` fields it lacks keep their
         defaults (checkpoints older than the plateau schedule resume)."""
-        return cls(**{f.name: _copied(ck[f.name]) for f in fields(cls) if f.name in ck})
+        return cls(**{f.name: _copied(ck[f.name]) for f in fields(cls)
+                      if f.name in ck or f.name not in cls.OPTIONAL})
 
 
 def _copied(value: Any) -> Any:
@@ -108,10 +111,9 @@ def _copied(value: Any) -> Any:
         if isinstance(value, list) else value
 
 
-# what resuming cannot do without (the plateau fields came later: see from_checkpoint)
+# what resuming cannot do without
 RESUME_KEYS = ("config", "model", "optimizer", "scheduler", "scaler", "rng",
-               *(f.name for f in fields(TrainState) if f.name not in (
-                   "drops", "stale", "plateau_ref", "finished")))
+               *(f.name for f in fields(TrainState) if f.name not in TrainState.OPTIONAL))
 
 
 def check_resume_keys(ck: dict[str, Any], path: Path) -> None:
