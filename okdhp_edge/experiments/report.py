@@ -204,9 +204,11 @@ def _paired_lines(table: dict, results: dict, students: list[str], plateau: bool
                   *_difference_table(list(gaps.items()), students), ""]
     f = findings(table, plateau)
     if f:
+        seeds = max(row["seeds"] for row in table.values())
         lines += ["## What the numbers say", "", *f,
                   "", "(\"above the seed noise\": |mean| > 2 standard errors of the paired "
-                  "differences; with 3 seeds this is a weak test, read it as such.)", ""]
+                  f"differences; with {seeds} seed{'s' * (seeds != 1)} this is a weak test, "
+                  "read it as such.)", ""]
     return lines
 
 
