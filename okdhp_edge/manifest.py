@@ -37,6 +37,7 @@ from typing import Any
 
 import yaml
 
+from okdhp_edge.data.errors import DataError
 from okdhp_edge.utils.io import atomic_write_text
 from okdhp_edge.utils.values import is_finite_number
 
@@ -53,8 +54,9 @@ def is_untrained(manifest: dict[str, Any]) -> bool:
     return manifest.get("accuracy", {}).get("split") == UNTRAINED_SPLIT
 
 
-class ManifestError(ValueError):
-    """A manifest with a missing, extra or mistyped field."""
+class ManifestError(DataError):
+    """A manifest that is missing or has a missing, extra or mistyped field (bad input:
+    the CLIs report it in one line)."""
 
 
 NUM = (int, float)
