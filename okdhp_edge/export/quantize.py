@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Optional
 
@@ -99,7 +99,7 @@ class QuantRecipe:
         """The fields a file for ``backend`` depends on (None: all of them)."""
         other = {f for b, fs in self.BACKEND_FIELDS.items() if backend and b != backend
                  for f in fs}
-        return tuple(f for f in self.as_dict() if f not in other)
+        return tuple(f.name for f in fields(self) if f.name not in other)
 
     def same_as(self, record: Any, backend: Optional[str] = None) -> bool:
         """Whether a recorded recipe (export.yaml; written before a field existed, it holds
