@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 import torch
 
+from okdhp_edge.backends.openvino import export_openvino, quantize_openvino
 from okdhp_edge.bench.device import device_id, fingerprint
 from okdhp_edge.bench.timing import TimingConfig, interleaved, summarize
 from okdhp_edge.export.onnx_export import export_onnx
-from okdhp_edge.export.openvino_export import export_openvino
-from okdhp_edge.export.quantize import QuantRecipe, quantize_openvino
+from okdhp_edge.export.quantize import QuantRecipe
 from okdhp_edge.models import create_model
 from okdhp_edge.runtime import make_runner
 from okdhp_edge.utils.io import atomic_write_json, atomic_write_text

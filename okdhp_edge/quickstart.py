@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from okdhp_edge.targets import default_backends
 from okdhp_edge.utils.cli import console_entry, run_cli, setup_logging
 
 log = logging.getLogger("okdhp_edge.quickstart")
@@ -58,9 +59,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                     if line.startswith("zoo:")))
     run = next(line.split(":", 1)[1].strip() for line in out.splitlines()
                if line.startswith("run:"))
-    log.info("[3/4] benching %s on torch, onnxruntime, openvino (tensorrt where present)", zoo)
-    _run(["okdhp_edge.bench", "--zoo", str(zoo), "--backends",
-          "torch,onnxruntime,openvino,tensorrt", "--min-time", "1.0", "--min-iters", "30"])
+    log.info("[3/4] benching %s on %s (each where present)", zoo, ", ".join(default_backends()))
+    _run(["okdhp_edge.bench", "--zoo", str(zoo), "--min-time", "1.0", "--min-iters", "30"])
     dev = device_id(fingerprint(0))
     report_dir = Path("bench/reports") / dev
     log.info("[4/4] the pick for a %.1f ms budget (engine median, batch 1) on %s",

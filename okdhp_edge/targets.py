@@ -2,9 +2,10 @@
 
 Every other module reads these records instead of restating them: the exporter builds the
 formats a target needs, the bench times targets, bundles copy a target's files, the zoo
-pick filters by them, reports and charts draw them. Adding a backend is one runner file,
-one exporter function and a few rows here; INT8 is rows plus a calibration step
-(:mod:`okdhp_edge.export.quantize`).
+pick filters by them, reports and charts draw them. A backend is one module (named in its
+:class:`BackendInfo` row: ``okdhp_edge.backends.<name>``) that owns its availability, its
+runner and the builders of its formats; adding one is that module, its rows here, its pip
+extra, its tests and its docs (:mod:`okdhp_edge.backends`).
 
 Formats are files derived from a student: ``source`` names the format a file is made
 from (``None``: from the student's weights), so the exporter builds a chain in order.
@@ -19,8 +20,55 @@ from dataclasses import dataclass
 from typing import Optional
 
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
-BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt", "torch_tensorrt")
 QUANTIZED = ("int8",)
+# the reference every accuracy difference and parity check is taken against
+BASELINE = ("torch", "fp32")
+# input layouts a model file may take (its pipeline feeds it in that order)
+LAYOUTS = ("NCHW", "NHWC")
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """One runtime: the facts other modules read about it.
+
+    Attributes:
+        name: the name on the command line, in reports and bundles.
+        module: the module that owns it (availability, runner, format builders).
+        extra: the pip extra that installs it (``pip install 'okdhp_edge[extra]'``); None:
+            in the plain install.
+        marker: its chart marker (precision is the marker's fill; int8 hollow).
+        torch_free: its runner loads files without torch (bundles, ``bench --bundles``).
+        bench_default: benched when ``--backends`` is not given.
+        bundle_default: exported by ``zoo export --all`` when ``--backends`` is not given.
+        packages: distributions whose versions the device fingerprint records.
+        recipe_fields: the INT8 recipe fields only this backend's quantizer reads.
+    """
+
+    name: str
+    module: str
+    extra: Optional[str]
+    marker: str
+    torch_free: bool
+    bench_default: bool = True
+    bundle_default: bool = False
+    packages: tuple[str, ...] = ()
+    recipe_fields: tuple[str, ...] = ()
+
+
+BACKEND_INFO: dict[str, BackendInfo] = {b.name: b for b in (
+    BackendInfo("torch", "okdhp_edge.backends.torch", "train", "o", False, packages=("torch",)),
+    BackendInfo("onnxruntime", "okdhp_edge.backends.onnxruntime", None, "s", True,
+                bundle_default=True, packages=("onnxruntime", "onnxruntime-gpu"),
+                recipe_fields=("ort_activations",)),
+    BackendInfo("openvino", "okdhp_edge.backends.openvino", None, "^", True,
+                bundle_default=True, packages=("openvino", "nncf"),
+                recipe_fields=("max_drop", "overflow_fix")),
+    BackendInfo("tensorrt", "okdhp_edge.backends.tensorrt", "tensorrt", "D", True,
+                packages=("tensorrt",)),
+    BackendInfo("torch_tensorrt", "okdhp_edge.backends.torch_tensorrt", "tensorrt", "P", False,
+                bench_default=False, packages=("torch-tensorrt",)),
+)}
+BACKENDS = tuple(BACKEND_INFO)
 
 
 @dataclass(frozen=True)
@@ -34,6 +82,8 @@ class ExportFormat:
         runs_on: the backend that checks its parity at export.
         precision: what the file itself carries (fp32 weights, fp16, int8 QDQ).
         calibrated: built by post-training quantization (needs calibration data).
+        built_by: the backend whose module builds it (None: ``runs_on``'s).
+        layout: the input layout the file takes (its runner is fed in that order).
     """
 
     name: str
@@ -42,6 +92,12 @@ class ExportFormat:
     runs_on: str
     precision: str = "fp32"
     calibrated: bool = False
+    built_by: Optional[str] = None
+    layout: str = "NCHW"
+
+    @property
+    def builder(self) -> str:
+        return self.built_by or self.runs_on
 
     @property
     def model_file(self) -> str:
@@ -51,10 +107,12 @@ class ExportFormat:
 FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
     ExportFormat("onnx", ("model.onnx",), None, "onnxruntime"),
     ExportFormat("onnx_dynamic", ("model_dynamic.onnx",), None, "onnxruntime"),
-    ExportFormat("onnx_fp16", ("model_fp16.onnx",), "onnx", "tensorrt", "fp16"),
+    ExportFormat("onnx_fp16", ("model_fp16.onnx",), "onnx", "tensorrt", "fp16",
+                 built_by="onnxruntime"),
     ExportFormat("onnx_int8", ("model_int8.onnx",), "onnx", "onnxruntime", "int8", True),
     # TensorRT's explicit quantization reads symmetric signed Q/DQ only
-    ExportFormat("onnx_int8_s8", ("model_int8_s8.onnx",), "onnx", "tensorrt", "int8", True),
+    ExportFormat("onnx_int8_s8", ("model_int8_s8.onnx",), "onnx", "tensorrt", "int8", True,
+                 built_by="onnxruntime"),
     ExportFormat("openvino_fp32", ("openvino_fp32/model.xml", "openvino_fp32/model.bin"),
                  "onnx", "openvino"),
     ExportFormat("openvino_fp16", ("openvino_fp16/model.xml", "openvino_fp16/model.bin"),
@@ -125,12 +183,31 @@ TARGETS: dict[tuple[str, str], Target] = {t.key: t for t in (
 )}
 
 # chart marker per backend; precision is drawn as the marker's fill (int8 hollow)
-MARKERS = {"torch": "o", "onnxruntime": "s", "openvino": "^", "tensorrt": "D",
-           "torch_tensorrt": "P"}
+MARKERS = {b.name: b.marker for b in BACKEND_INFO.values()}
 
 
 class UnknownTarget(ValueError):
     """A (backend, precision) pair the table does not define."""
+
+
+def backend_info(name: str) -> BackendInfo:
+    """The row of backend ``name``; UnknownTarget names the backends that exist."""
+    info = BACKEND_INFO.get(name)
+    if info is None:
+        raise UnknownTarget(f"unknown backend '{name}'; expected one of {', '.join(BACKENDS)}")
+    return info
+
+
+def default_backends(bundle: bool = False) -> tuple[str, ...]:
+    """The backends a bench (or, with ``bundle``, ``zoo export --all``) covers by default."""
+    return tuple(b.name for b in BACKEND_INFO.values()
+                 if (b.bundle_default if bundle else b.bench_default))
+
+
+def backends_with(precision: str, device: str = "cpu") -> tuple[str, ...]:
+    """The backends with a ``precision`` target on ``device`` (e.g. the CPU's INT8 ones)."""
+    return tuple(t.backend for t in TARGETS.values()
+                 if t.precision == precision and t.device == device)
 
 
 def get_target(backend: str, precision: str) -> Target:
@@ -151,8 +228,7 @@ def targets_for(backends: tuple[str, ...], precisions: Optional[tuple[str, ...]]
     that a backend defines (a backend without them is left out, not an error)."""
     out = []
     for b in backends:
-        if b not in BACKENDS:
-            raise UnknownTarget(f"unknown backend '{b}'; expected some of {', '.join(BACKENDS)}")
+        backend_info(b)
         for t in TARGETS.values():
             if t.backend != b or (bundle_only and not t.bundle):
                 continue

@@ -13,6 +13,7 @@ import numpy as np
 
 from okdhp_edge.data.dataset import read_image
 from okdhp_edge.data.keypoints import COCO_17, MPII_16
+from okdhp_edge.targets import BASELINE, TARGETS, get_target
 from okdhp_edge.utils.cli import UsageError, console_entry, run_cli, setup_logging
 from okdhp_edge.utils.io import atomic_write_bytes
 
@@ -39,12 +40,17 @@ def draw_pose(image: np.ndarray, kpts: np.ndarray, skeleton, thr: float = 0.2,
     return out
 
 
+def _cpu_backends() -> list[str]:
+    """The backends with an fp32 target that runs on this machine's CPU."""
+    return [b for b, p in TARGETS if p == "fp32" and TARGETS[(b, p)].device in ("cpu", "host")]
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m okdhp_edge.visualize", description=__doc__)
     p.add_argument("--student", type=Path, required=True)
     p.add_argument("--image", type=Path, required=True)
     p.add_argument("--box", type=float, nargs=4, metavar=("X", "Y", "W", "H"))
-    p.add_argument("--backend", choices=("torch", "onnxruntime", "openvino"), default="torch")
+    p.add_argument("--backend", choices=_cpu_backends(), default=BASELINE[0])
     p.add_argument("--flip", action="store_true", help="flip test")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
@@ -59,13 +65,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     box = tuple(args.box) if args.box else (0.0, 0.0, float(w), float(h))
     if box[2] <= 0 or box[3] <= 0:
         raise UsageError("--box needs a positive width and height")
-    if args.backend == "torch":
+    fmt = get_target(args.backend, "fp32").export
+    if fmt is None:  # the student itself (PyTorch)
         path = str(args.student)
     else:
         from okdhp_edge.export.exporter import export_student
-        from okdhp_edge.targets import get_target
 
-        fmt = get_target(args.backend, "fp32").export
         exp = export_student(args.student, formats=(fmt,))
         path = str(args.student.parent / "export" / exp["formats"][fmt]["file"])
     runner = make_runner(args.backend, "fp32", threads=1)

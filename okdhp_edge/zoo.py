@@ -6,7 +6,7 @@ pick the student to deploy under a latency budget, export deployable bundles.
              [--stat median|p90|p99] [--scope engine|e2e] [--min-accuracy Y]
              [--backend B] [--precision P] [--max-ap-drop X] [--json]
     zoo export --zoo Z --student NAME --backend B [--precision P] --out DIR [--calib-...]
-    zoo export --zoo Z --all [--backends onnxruntime,openvino] --out DIR
+    zoo export --zoo Z --all [--backends B,...] --out DIR
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any, Optional
 from okdhp_edge.bench.report import ReportError, latency_of, load_report, pick, row_label
 from okdhp_edge.export.quantize import add_recipe_arguments
 from okdhp_edge.manifest import load_zoo_manifest, zoo_students
+from okdhp_edge.targets import default_backends
 from okdhp_edge.utils.cli import UsageError, console_entry, run_cli, setup_logging
 
 log = logging.getLogger("okdhp_edge.zoo")
@@ -195,7 +196,8 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--backend")
     ex.add_argument("--precision", default="fp32")
     ex.add_argument("--all", action="store_true", help="every student, for --backends")
-    ex.add_argument("--backends", default="onnxruntime,openvino")
+    ex.add_argument("--backends", default=",".join(default_backends(bundle=True)),
+                    help="with --all (default: %(default)s)")
     ex.add_argument("--precisions", default=None)
     ex.add_argument("--out", type=Path, required=True)
     add_recipe_arguments(ex)

@@ -1,5 +1,5 @@
 """``python -m okdhp_edge.bench --zoo student_zoo/<zoo> [--backends torch,onnxruntime,openvino,
-tensorrt] [--precisions ...] [--threads N] [--device-name NAME]``
+tensorrt,...] [--precisions ...] [--threads N] [--device-name NAME]``
 
 Exports every student of the zoo, measures latency (engine call and end to end),
 throughput, accuracy and parity on each backend and precision, and writes
@@ -38,7 +38,15 @@ from okdhp_edge.export.quantize import (
     recipe_args,
     recipe_from_args,
 )
-from okdhp_edge.targets import PRECISIONS, QUANTIZED, UnknownTarget, formats_for, targets_for
+from okdhp_edge.targets import (
+    BACKEND_INFO,
+    PRECISIONS,
+    QUANTIZED,
+    UnknownTarget,
+    default_backends,
+    formats_for,
+    targets_for,
+)
 from okdhp_edge.utils.cli import UsageError, console_entry, run_cli, setup_logging
 from okdhp_edge.utils.cpu import cpu_has_int8_dot
 
@@ -61,10 +69,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="with --plan: config overrides, section.key=value")
     p.add_argument("--plan-root", type=Path, default=Path("plan_zoo"),
                    help="where --plan writes its untrained students")
-    p.add_argument("--backends", default="torch,onnxruntime,openvino,tensorrt")
+    p.add_argument("--backends", default=",".join(default_backends()),
+                   help=f"comma list of {', '.join(BACKEND_INFO)} (default: %(default)s)")
     p.add_argument("--precisions", default=None,
-                   help=f"comma list of {', '.join(PRECISIONS)} (default per backend: torch "
-                        "fp32; onnxruntime fp32; openvino fp32,bf16,fp16; tensorrt fp32,fp16)")
+                   help=f"comma list of {', '.join(PRECISIONS)} (default: each backend's "
+                        f"default targets: {_default_targets()})")
     add_recipe_arguments(p)
     p.add_argument("--students", default=None, help="comma list of student names (default all)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
@@ -80,6 +89,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--accuracy-max-persons", type=int, default=0)
     p.add_argument("--flip-test", action="store_true", help="accuracy with flip test")
     return p
+
+
+def _default_targets() -> str:
+    return "; ".join(f"{b} " + ",".join(t.precision for t in targets_for((b,)))
+                     for b in BACKEND_INFO)
 
 
 def _zoo_candidates(zoo: Path, students: Optional[tuple[str, ...]], formats: list[str],
@@ -141,7 +155,8 @@ def _targets(args: argparse.Namespace) -> tuple[tuple, Optional[list[str]], list
         targets, recipe = targets_for(backends, precisions), recipe_from_args(args)
     except (UnknownTarget, QuantizationError) as exc:
         raise UsageError(str(exc)) from None
-    if (any(t.quantized and t.backend == "openvino" for t in targets)
+    if (any(t.quantized and "overflow_fix" in BACKEND_INFO[t.backend].recipe_fields
+            for t in targets)
             and recipe.overflow_fix == "first_layer" and not cpu_has_int8_dot()):
         log.info("this CPU has no VNNI: its int8 kernels can saturate; "
                  "--int8-overflow-fix enable cut OpenVINO INT8's AP loss on the "
@@ -152,7 +167,7 @@ def _targets(args: argparse.Namespace) -> tuple[tuple, Optional[list[str]], list
 def _candidates(args: argparse.Namespace, targets: list, recipe: Any,
                 backends: tuple) -> tuple[list, str, tuple]:
     """(candidates, zoo name, backends) from --zoo, --plan (an untrained zoo written first)
-    or --bundles (no torch: the torch backend is dropped)."""
+    or --bundles (no torch: the backends whose runners need it are dropped)."""
     if args.overrides and not args.plan:
         raise UsageError(f"'{args.overrides[0]}': config overrides go with --plan only")
     if args.plan:
@@ -169,7 +184,7 @@ def _candidates(args: argparse.Namespace, targets: list, recipe: Any,
     from okdhp_edge.bundles import bundle_candidates
 
     cands, zoo_name = bundle_candidates(args.bundles, _csv(args.students))
-    return cands, zoo_name, tuple(b for b in backends if b != "torch") or backends
+    return cands, zoo_name, tuple(b for b in backends if BACKEND_INFO[b].torch_free) or backends
 
 
 def _row_command(args: argparse.Namespace, threads: int, recipe: Any) -> Any:

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple, Optional
 
 from okdhp_edge.bench.run import report_accuracy
 from okdhp_edge.export.quantize import METHODS, RECORD_FIELDS, QuantRecipe
-from okdhp_edge.targets import get_target
+from okdhp_edge.targets import BACKEND_INFO, backends_with, get_target
 from okdhp_edge.utils.cli import UsageError
 from okdhp_edge.utils.io import atomic_write_json, atomic_write_text
 
@@ -60,11 +60,17 @@ def _cells(students: list[str], backends: list[str], images: list[int], methods:
     grid += [("default", top, None, True)] if keep_head else []
     ac = [("default", top, d, False) for d in max_drops]
     cells = [Cell(s, b, m, n, d, h) for s in students for b in backends
-             for m, n, d, h in grid + (ac if b == "openvino" else [])]
-    if overflow_fix and "openvino" in backends:
-        cells += [Cell(s, "openvino", m, top, None, False, True) for s in students
+             for m, n, d, h in grid + (ac if _reads(b, "max_drop") else [])]
+    if overflow_fix:
+        cells += [Cell(s, b, m, top, None, False, True) for s in students
+                  for b in backends if _reads(b, "overflow_fix")
                   for m in ["default", *[m for m in methods if m != "default"]]]
     return cells
+
+
+def _reads(backend: str, recipe_field: str) -> bool:
+    """Whether ``backend``'s quantizer reads ``recipe_field``."""
+    return recipe_field in BACKEND_INFO[backend].recipe_fields
 
 
 def cell_key(cell: Cell) -> str:
@@ -90,7 +96,7 @@ def _measure(student_yaml: Path, man: dict[str, Any], backend: str, precision: s
     finally:
         runner.close()
     out = {"value": acc["value"], "metric": acc["metric"], "persons": acc.get("persons")}
-    if backend == "openvino":  # the split accuracy control decides on, measured the same way
+    if _reads(backend, "max_drop"):  # the split accuracy control decides on, measured alike
         out["select_value"] = _selection_metric(man, work / entry["file"], precision)
     for k in (*RECORD_FIELDS[1:], "file_bytes"):
         if k in entry:
@@ -228,7 +234,8 @@ def main(argv: list[str]) -> int:
                                 description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--zoo", type=Path, required=True)
-    p.add_argument("--backends", default="onnxruntime,openvino")
+    p.add_argument("--backends", default=",".join(backends_with("int8")),
+                   help="comma list of backends with an int8 target (default: %(default)s)")
     p.add_argument("--images", default="16,64,300", help="calibration image counts")
     p.add_argument("--methods", default="default,minmax,percentile,entropy")
     p.add_argument("--max-drops", default="",

@@ -9,13 +9,15 @@ import re
 import subprocess
 from typing import Any, Optional
 
+from okdhp_edge.targets import BACKEND_INFO
 from okdhp_edge.utils.cpu import cpu_info, isa_tier
 from okdhp_edge.utils.provenance import git_commit
 
 _FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile",
           "amx_bf16", "amx_int8", "fma", "neon", "asimd", "sve")
-_LIBS = ("numpy", "opencv-python-headless", "onnxruntime", "onnxruntime-gpu", "openvino",
-         "torch", "tensorrt", "torch-tensorrt", "pycocotools")
+# the kit's own libraries, then each backend's (the targets table names them)
+_LIBS = ("numpy", "opencv-python-headless", "pycocotools",
+         *(p for b in BACKEND_INFO.values() for p in b.packages))
 
 
 def _gpu() -> Optional[dict[str, str]]:

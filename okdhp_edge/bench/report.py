@@ -227,7 +227,8 @@ def _quantization_lines(rows: list[dict[str, Any]]) -> list[str]:
         ac = (f", accuracy control max drop {rec['max_drop']} on the selection split"
               if rec.get("max_drop") is not None else "")
         acts = f", {q['activations']} activations" if q.get("activations") else ""
-        if r["backend"] == "openvino" and rec.get("overflow_fix", "first_layer") != "first_layer":
+        if _reads(r["backend"], "overflow_fix") and \
+                rec.get("overflow_fix", "first_layer") != "first_layer":
             acts += f", overflow fix {rec['overflow_fix']}"
         out.append(f"- {row_label(r)}: {q.get('calibration_method')} ranges{acts}, "
                    f"{cal.get('num_images')} images (seed {cal.get('seed')}, list sha256 "
@@ -235,6 +236,14 @@ def _quantization_lines(rows: list[dict[str, Any]]) -> list[str]:
                    f"{'yes' if rec.get('keep_head') else 'no'}{ac}; float layers: "
                    f"{', '.join(layers) if layers else 'none'}")
     return out
+
+
+def _reads(backend: str, recipe_field: str) -> bool:
+    """Whether ``backend``'s quantizer reads ``recipe_field`` (the targets table says)."""
+    from okdhp_edge.targets import BACKEND_INFO
+
+    info = BACKEND_INFO.get(backend)
+    return info is not None and recipe_field in info.recipe_fields
 
 
 def _plot_report(ax: Any, rep: dict[str, Any], colors: dict[str, Any], style: str,

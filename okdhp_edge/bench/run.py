@@ -13,12 +13,19 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from okdhp_edge.backends.base import run_one_by_one
 from okdhp_edge.bench.timing import TimingConfig, interleaved, summarize
 from okdhp_edge.export.quantize import RECORD_FIELDS
 from okdhp_edge.runtime import BackendUnavailable, Runner, make_runner
-from okdhp_edge.runtime.base import run_one_by_one
 from okdhp_edge.runtime.pipeline import KeypointPipeline
-from okdhp_edge.targets import Target, UnknownTarget, get_target, targets_for
+from okdhp_edge.targets import (
+    BASELINE,
+    Target,
+    UnknownTarget,
+    default_backends,
+    get_target,
+    targets_for,
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +89,7 @@ def _device_for(t: Target, opts: BenchOptions) -> str:
 
 @dataclass
 class BenchOptions:
-    backends: tuple[str, ...] = ("torch", "onnxruntime", "openvino", "tensorrt")
+    backends: tuple[str, ...] = field(default_factory=default_backends)
     precisions: Optional[tuple[str, ...]] = None  # None: each backend's default targets
     threads: int = 0  # 0: all cores
     batch: int = 8
@@ -295,9 +302,9 @@ def report_accuracy(manifest: dict[str, Any], runner: Runner, flip_test: bool = 
 
 
 def _deltas(rows: list[Row]) -> None:
-    """Accuracy difference from PyTorch fp32 of the same student."""
+    """Accuracy difference from the baseline (PyTorch fp32) of the same student."""
     ref = {r.student: r.accuracy.get("value") for r in rows
-           if r.backend == "torch" and r.precision == "fp32" and r.accuracy}
+           if (r.backend, r.precision) == BASELINE and r.accuracy}
     for r in rows:
         v, base = r.accuracy.get("value"), ref.get(r.student)
         if v is not None and base is not None:

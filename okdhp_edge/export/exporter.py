@@ -33,6 +33,8 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from okdhp_edge.backends import format_builder, make_runner, unavailable_reason
+from okdhp_edge.backends.base import BackendUnavailable, run_one_by_one
 from okdhp_edge.data.codec import HeatmapCodec
 from okdhp_edge.export.quantize import QuantRecipe
 from okdhp_edge.manifest import (
@@ -42,8 +44,7 @@ from okdhp_edge.manifest import (
     validate_fields,
     write_yaml,
 )
-from okdhp_edge.runtime.base import BackendUnavailable, run_one_by_one
-from okdhp_edge.targets import FORMATS, TOLERANCE, format_chain
+from okdhp_edge.targets import FORMATS, TARGETS, TOLERANCE, format_chain
 from okdhp_edge.utils.io import sha256_file
 
 log = logging.getLogger(__name__)
@@ -92,21 +93,6 @@ def parity_inputs(man: dict[str, Any], n_random: int = 4, n_real: int = 8
     return out
 
 
-def backend_unavailable_reason(backend: str) -> Optional[str]:
-    """Why a format checked on ``backend`` cannot be built here (None: it can)."""
-    if backend == "tensorrt":
-        from okdhp_edge.export.tensorrt_export import tensorrt_unavailable_reason
-
-        return tensorrt_unavailable_reason()
-    module = {"onnxruntime": "onnxruntime", "openvino": "openvino"}.get(backend)
-    try:
-        if module:
-            __import__(module)
-    except ImportError as exc:
-        return f"{module} is not installed ({exc})"
-    return None
-
-
 def _cached(old: dict[str, Any], fmt: str, out_dir: Path, recipe: QuantRecipe) -> bool:
     """An earlier export of ``fmt`` that can be trusted: every file still hashes as
     recorded and, for a quantized file, it was made with this recipe (the fields its
@@ -128,7 +114,8 @@ def _cached(old: dict[str, Any], fmt: str, out_dir: Path, recipe: QuantRecipe) -
 
 
 class _Context:
-    """What building and checking formats needs, made once and only when needed."""
+    """What building and checking formats needs, made once and only when needed (the
+    :class:`okdhp_edge.backends.base.BuildContext` the backends' builders receive)."""
 
     def __init__(self, model: Any, man: dict[str, Any], out_dir: Path,
                  recipe: QuantRecipe) -> None:
@@ -162,36 +149,11 @@ class _Context:
             self._calib = calibration_set(self.man, self.recipe)
         return self._calib
 
+    def selection_validation(self) -> tuple[list, Callable, Callable]:
+        return selection_validation(self.man)
 
-def _build(fmt: str, ctx: _Context) -> dict[str, Any]:
-    """Write the files of ``fmt``; returns extra fields for its export.yaml entry."""
-    from okdhp_edge.export import onnx_export, openvino_export, quantize, tensorrt_export
-
-    dst, src = ctx.path(fmt), FORMATS[fmt].source
-    src_path = ctx.path(src) if src else None
-    if fmt in ("onnx", "onnx_dynamic"):
-        meta = model_file_metadata(ctx.man)
-        onnx_export.export_onnx(ctx.model, dst, ctx.size, meta,
-                                dynamic_batch=fmt == "onnx_dynamic")
-    elif fmt == "onnx_fp16":
-        onnx_export.convert_fp16(src_path, dst)
-    elif fmt in ("openvino_fp32", "openvino_fp16"):
-        openvino_export.export_openvino(src_path, dst, compress_fp16=fmt.endswith("fp16"))
-    elif fmt.startswith("tensorrt"):
-        tensorrt_export.build_engine(src_path, dst)
-    elif fmt in ("onnx_int8", "onnx_int8_s8"):
-        images, calib = ctx.calibration()
-        acts = "s8" if fmt == "onnx_int8_s8" else None
-        return {**quantize.quantize_onnx(src_path, dst, images, ctx.recipe, acts),
-                "calibration": calib, "recipe": ctx.recipe.as_dict()}
-    elif fmt == "openvino_int8":
-        images, calib = ctx.calibration()
-        validation = selection_validation(ctx.man) if ctx.recipe.max_drop is not None else None
-        return {**quantize.quantize_openvino(src_path, dst, images, ctx.recipe, validation),
-                "calibration": calib, "recipe": ctx.recipe.as_dict()}
-    else:
-        raise ValueError(f"no builder for export format '{fmt}'")
-    return {}
+    def metadata(self) -> dict[str, str]:
+        return model_file_metadata(self.man)
 
 
 def export_student(student_yaml: Path, out_dir: Optional[Path] = None,
@@ -259,12 +221,12 @@ def _export_one(fmt: str, ctx: _Context, done: dict[str, Any]) -> dict[str, Any]
     spec = FORMATS[fmt]
     entry: dict[str, Any] = {"backend": spec.runs_on, "precision": spec.precision}
     src = spec.source
-    reason = backend_unavailable_reason(spec.runs_on)
+    reason = unavailable_reason(spec.runs_on)
     if reason is None and src and not done.get(src, {}).get("available"):
         reason = f"needs {src}: {done.get(src, {}).get('reason', 'not built')}"
     if reason is None:
         try:
-            entry.update(_build(fmt, ctx))
+            entry.update(format_builder(fmt)(ctx, spec))
         except BackendUnavailable as exc:
             reason = str(exc)
     if reason:
@@ -279,14 +241,13 @@ def _export_one(fmt: str, ctx: _Context, done: dict[str, Any]) -> dict[str, Any]
 
 def _check_parity(fmt: str, ctx: _Context) -> dict[str, Any]:
     """The file run by the backend it is made for, against the student in PyTorch fp32."""
-    from okdhp_edge.runtime import make_runner
-
     spec = FORMATS[fmt]
     inputs, ref = ctx.reference()
     stride = int(ctx.man["preprocessing"]["heatmap_stride"])
-    device = "cuda" if spec.runs_on == "tensorrt" else "cpu"
+    # the file carries its precision; the runner is asked for fp32 (int8: the quantized file)
+    device = TARGETS[(spec.runs_on, "fp32")].device
     runner = make_runner(spec.runs_on, "int8" if spec.precision == "int8" else "fp32",
-                         threads=1, device=device)
+                         threads=1, device="cpu" if device == "host" else device)
     try:
         runner.load(str(ctx.path(fmt)))
         res: dict[str, Any] = {k: parity(ref[k], run_one_by_one(runner, x), stride)

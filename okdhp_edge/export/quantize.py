@@ -1,13 +1,12 @@
-"""INT8 post-training quantization of a student's ONNX file, calibrated on its training
-split: ONNX Runtime static quantization (QDQ, per-channel symmetric int8 weights; uint8
-activations for ONNX Runtime on x86, a signed symmetric S8S8 file for TensorRT's explicit
-quantization) and NNCF for OpenVINO, plain or with accuracy control on the selection split
-(never the report split).
+"""The INT8 post-training quantization recipe and its calibration data, shared by every
+backend's quantizer (each in its backend module: ONNX Runtime QDQ in
+:mod:`okdhp_edge.backends.onnxruntime`, NNCF in :mod:`okdhp_edge.backends.openvino`, ...),
+calibrated on the student's training split; accuracy control reads the selection split,
+never the report split.
 
 The recipe (method, image count, seed, the sha256 of the calibration list, what stayed in
 higher precision) is recorded with each quantized file, so the same command gives the
-same model. NNCF is imported only here: the torch-free runtime runs quantized files
-without it.
+same model.
 """
 
 from __future__ import annotations
@@ -15,22 +14,18 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
-from typing import Any, Callable, ClassVar, Optional
+from typing import Any, ClassVar, Optional
 
 import numpy as np
 
 from okdhp_edge.data.errors import DataError
-from okdhp_edge.runtime.base import BackendUnavailable
+from okdhp_edge.targets import BACKEND_INFO
 
 log = logging.getLogger(__name__)
 
 METHODS = ("default", "minmax", "percentile", "entropy")
 # NNCF's fix of int8 saturation on CPUs without VNNI (first_layer: NNCF's own default)
 OVERFLOW_FIXES = ("first_layer", "enable", "disable")
-# layer types whose precision is reported (the ones that carry the MACs)
-WEIGHTED_ONNX = ("Conv", "ConvTranspose", "MatMul", "Gemm")
-WEIGHTED_OV = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "MatMul")
 
 
 # what a quantized file's record carries (export.yaml, bench rows, bundle.yaml)
@@ -93,7 +88,7 @@ class QuantRecipe:
     # the fields only one backend's quantizer reads (by the backend a file's parity runs on):
     # a change of them leaves the other backends' files as they were
     BACKEND_FIELDS: ClassVar[dict[str, tuple[str, ...]]] = {
-        "onnxruntime": ("ort_activations",), "openvino": ("max_drop", "overflow_fix")}
+        b.name: b.recipe_fields for b in BACKEND_INFO.values() if b.recipe_fields}
 
     def fields_for(self, backend: Optional[str] = None) -> tuple[str, ...]:
         """The fields a file for ``backend`` depends on (None: all of them)."""
@@ -187,189 +182,3 @@ def _noise_calibration(manifest: dict[str, Any], recipe: QuantRecipe
     images = rng.standard_normal((recipe.num_images, 3, h, w)).astype(np.float32)
     return images, {"num_images": recipe.num_images, "seed": recipe.seed,
                     "list_sha256": "", "source": "seeded noise (untrained plan student)"}
-
-
-# ------------------------------------------------------------------------- ONNX Runtime
-
-
-def _head_node(model: Any) -> str:
-    """Name of the ONNX node that writes the graph's output (the heatmap convolution)."""
-    out = model.graph.output[0].name
-    for node in model.graph.node:
-        if out in node.output:
-            return node.name
-    raise QuantizationError("no node writes the model's output")
-
-
-def _calibration_reader(base: type, images: np.ndarray, input_name: str) -> Any:
-    """ONNX Runtime's calibration reader (a subclass of ``base``,
-    ``CalibrationDataReader``) feeding ``images`` [N, 3, H, W] one at a time."""
-
-    class Reader(base):  # type: ignore[misc, valid-type]
-        def __init__(self) -> None:
-            self.items = iter(images[i:i + 1] for i in range(len(images)))
-
-        def get_next(self) -> Optional[dict[str, np.ndarray]]:
-            x = next(self.items, None)
-            return None if x is None else {input_name: x}
-
-    return Reader()
-
-
-def quantize_onnx(src: Path, dst: Path, images: np.ndarray, recipe: QuantRecipe,
-                  activations: Optional[str] = None) -> dict[str, Any]:
-    """Static QDQ quantization of ``src`` into ``dst``: per-channel symmetric int8 weights,
-    activations as ``activations`` (default the recipe's ``ort_activations``: ``u8``
-    asymmetric, or ``s8`` symmetric, the only form TensorRT reads); returns what stayed
-    in higher precision.
-
-    Shape: images [N, 3, H, W] float32, fed one at a time (the model has batch 1).
-    """
-    try:
-        import onnx
-        from onnxruntime.quantization import (
-            CalibrationDataReader,
-            CalibrationMethod,
-            QuantFormat,
-            QuantType,
-            quantize_static,
-        )
-    except ImportError as exc:
-        raise BackendUnavailable(f"onnxruntime quantization is not installed ({exc})") from None
-    from okdhp_edge.utils.io import atomic_write
-
-    method = {"default": CalibrationMethod.MinMax, "minmax": CalibrationMethod.MinMax,
-              "percentile": CalibrationMethod.Percentile,
-              "entropy": CalibrationMethod.Entropy}[recipe.method]
-    model = onnx.load(str(src))
-    reader = _calibration_reader(CalibrationDataReader, images, model.graph.input[0].name)
-    exclude = [_head_node(model)] if recipe.keep_head else []
-    signed = (activations or recipe.ort_activations) == "s8"
-
-    def write(tmp: Path) -> None:
-        quantize_static(str(src), str(tmp), reader, quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QInt8 if signed else QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, calibrate_method=method,
-                        nodes_to_exclude=exclude,
-                        extra_options={"ActivationSymmetric": signed, "WeightSymmetric": True})
-
-    atomic_write(Path(dst), write)
-    return {"higher_precision_layers": onnx_float_layers(Path(dst)),
-            "calibration_method": "minmax" if recipe.method == "default" else recipe.method,
-            "activations": "s8 symmetric" if signed else "u8 asymmetric"}
-
-
-def onnx_float_layers(path: Path) -> list[str]:
-    """Weighted layers of a QDQ ONNX whose activation or weight is not dequantized int8
-    (they run in float)."""
-    import onnx
-
-    model = onnx.load(str(path))
-    dq = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
-    return [n.name for n in model.graph.node
-            if n.op_type in WEIGHTED_ONNX and not all(i in dq for i in n.input[:2])]
-
-
-# ----------------------------------------------------------------------------- OpenVINO
-
-
-def _nncf():
-    try:
-        import nncf
-    except ImportError as exc:
-        raise BackendUnavailable(f"nncf is not installed ({exc}); OpenVINO INT8 needs the "
-                                 "training/export install: pip install 'okdhp_edge[train]'"
-                                 ) from None
-    return nncf
-
-
-def _ov_head(model: Any) -> str:
-    """Friendly name of the convolution that makes the heatmaps (walking back from the
-    result through bias adds and converts)."""
-    node = model.outputs[0].get_node()
-    for _ in range(8):
-        node = node.input_value(0).get_node()
-        if node.get_type_name() in WEIGHTED_OV:
-            return node.get_friendly_name()
-    raise QuantizationError("no convolution found before the model's output")
-
-
-def _nncf_options(nncf: Any, recipe: QuantRecipe, model: Any) -> dict[str, Any]:
-    from nncf.quantization.advanced_parameters import (
-        AdvancedQuantizationParameters,
-        OverflowFix,
-    )
-    from nncf.quantization.range_estimator import RangeEstimatorParametersSet as R
-
-    opts: dict[str, Any] = {"subset_size": recipe.num_images}
-    if recipe.keep_head:
-        opts["ignored_scope"] = nncf.IgnoredScope(names=[_ov_head(model)])
-    advanced: dict[str, Any] = {}
-    estimator = {"minmax": R.MINMAX, "percentile": R.MEAN_QUANTILE,
-                 "entropy": R.HISTOGRAM}.get(recipe.method)
-    if estimator is not None:
-        advanced["activations_range_estimator_params"] = estimator
-    if recipe.overflow_fix != "first_layer":  # NNCF's default otherwise, left to NNCF
-        advanced["overflow_fix"] = {"enable": OverflowFix.ENABLE,
-                                    "disable": OverflowFix.DISABLE}[recipe.overflow_fix]
-    if advanced:
-        opts["advanced"] = AdvancedQuantizationParameters(**advanced)
-    return opts
-
-
-def quantize_openvino(src_onnx: Path, dst_xml: Path, images: np.ndarray,
-                      recipe: QuantRecipe,
-                      validation: Optional[tuple[list, Callable, Callable]] = None
-                      ) -> dict[str, Any]:
-    """NNCF post-training quantization of the ONNX model into an OpenVINO IR (``.xml`` +
-    ``.bin``). With ``recipe.max_drop``, the accuracy-controlled variant: ``validation`` =
-    (items, to_input, fn) where ``to_input(item)`` is a model input [1, 3, H, W] and
-    ``fn(compiled_model, items) -> metric`` measures the selection split. Returns what
-    stayed in higher precision."""
-    nncf = _nncf()
-    import openvino as ov
-
-    from okdhp_edge.export.openvino_export import save_ir
-
-    model = ov.convert_model(str(src_onnx))
-    calib = nncf.Dataset([images[i:i + 1] for i in range(len(images))])
-    opts = _nncf_options(nncf, recipe, model)
-    advanced = opts.pop("advanced", None)
-    if recipe.max_drop is None:
-        q = nncf.quantize(model, calib, advanced_parameters=advanced, **opts)
-    else:
-        if validation is None:
-            raise QuantizationError("accuracy control needs the selection split")
-        items, to_input, fn = validation
-        q = nncf.quantize_with_accuracy_control(
-            model, calib, nncf.Dataset(items, to_input),
-            validation_fn=lambda m, data: fn(m, list(data)),
-            max_drop=recipe.max_drop, drop_type=nncf.DropType.ABSOLUTE,
-            advanced_quantization_parameters=advanced, **opts)
-    save_ir(q, Path(dst_xml), compress_fp16=False)
-    method = "nncf-default" if recipe.method == "default" else recipe.method
-    return {"higher_precision_layers": openvino_float_layers(Path(dst_xml)),
-            "calibration_method": method}
-
-
-def openvino_float_layers(xml: Path) -> list[str]:
-    """Weighted layers of a quantized IR whose data input is not fake-quantized."""
-    import openvino as ov
-
-    model = ov.Core().read_model(str(xml))
-    out = []
-    for op in model.get_ordered_ops():
-        if op.get_type_name() not in WEIGHTED_OV:
-            continue
-        src = op.input_value(0).get_node()
-        while src.get_type_name() in _PRECISION_PRESERVING:  # int8 flows through these
-            src = src.input_value(0).get_node()
-        if src.get_type_name() != "FakeQuantize":
-            out.append(op.get_friendly_name())
-    return out
-
-
-# OpenVINO ops that pass an int8 tensor on unchanged (a FakeQuantize before them quantizes
-# the convolution after them)
-_PRECISION_PRESERVING = ("MaxPool", "Reshape", "Transpose", "Squeeze", "Unsqueeze",
-                         "StridedSlice", "Split", "VariadicSplit")

@@ -7,10 +7,10 @@ from typing import Any, Optional
 
 import numpy as np
 
+from okdhp_edge.backends.base import Runner
 from okdhp_edge.data.codec import HeatmapCodec
 from okdhp_edge.data.keypoints import flip_permutation
 from okdhp_edge.data.transforms import box_to_center_scale, crop
-from okdhp_edge.runtime.base import Runner
 
 
 class KeypointPipeline:

@@ -1,16 +1,20 @@
-"""PyTorch eager runner (the baseline) and the torch-tensorrt runner.
+"""PyTorch eager: the baseline every other backend is compared with.
 
-``load`` takes a ``student.yaml`` (weights verified by sha256). torch is imported here
-only, so the rest of the runtime stays torch-free.
+``load`` takes a ``student.yaml`` (weights verified by sha256). torch is imported when a
+runner loads, so importing this module stays torch-free.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
-from okdhp_edge.runtime.base import BackendUnavailable, Runner
+from okdhp_edge.backends.base import BackendUnavailable, Runner, missing_package
+
+
+def unavailable_reason() -> Optional[str]:
+    return missing_package("torch", "train")
 
 
 class TorchRunner(Runner):
@@ -60,31 +64,7 @@ class TorchRunner(Runner):
         return d
 
 
-class TorchTensorRTRunner(TorchRunner):
-    """A student compiled with torch-tensorrt (fp32 / fp16) on an NVIDIA GPU."""
+RUNNER = TorchRunner
 
-    backend = "torch_tensorrt"
-
-    def load(self, path: str) -> None:
-        from okdhp_edge.export.tensorrt_export import (
-            compile_torch_tensorrt,
-            torch_tensorrt_unavailable_reason,
-        )
-
-        reason = torch_tensorrt_unavailable_reason()
-        if reason:
-            raise BackendUnavailable(reason)
-        import torch
-
-        from okdhp_edge.students import load_student
-
-        self.torch = torch
-        model, man = load_student(path, "cuda")
-        size = tuple(man["preprocessing"]["input_size"])
-        self.model = compile_torch_tensorrt(model, size, self.precision == "fp16")
-        self._version = torch.__version__
-
-    def run(self, x: np.ndarray) -> np.ndarray:
-        torch = self.torch
-        with torch.inference_mode():
-            return self.model(torch.from_numpy(x).cuda()).float().cpu().numpy()
+# no formats: the torch backend runs the student itself
+BUILDERS: dict = {}

@@ -1,0 +1,42 @@
+"""Backends as plug-ins: each is one module, named in :mod:`okdhp_edge.targets`, that owns
+its availability, its runner and the builders of its formats (see
+:mod:`okdhp_edge.backends.base`). This module only looks them up. No torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+from typing import Any, Callable, Optional
+
+from okdhp_edge.backends.base import BackendUnavailable, Runner
+from okdhp_edge.targets import FORMATS, backend_info
+
+
+def backend_module(name: str) -> ModuleType:
+    """The module of backend ``name`` (UnknownTarget for a name the table lacks)."""
+    return importlib.import_module(backend_info(name).module)
+
+
+def make_runner(backend: str, precision: str = "fp32", threads: int = 1,
+                device: str = "cpu") -> Runner:
+    """A (not yet loaded) runner of ``backend``."""
+    return backend_module(backend).RUNNER(precision, threads, device)
+
+
+def unavailable_reason(backend: str) -> Optional[str]:
+    """Why ``backend`` cannot run files here (None: it can)."""
+    return backend_module(backend).unavailable_reason()
+
+
+def format_builder(fmt: str) -> Callable[[Any, Any], dict[str, Any]]:
+    """The function that writes the files of export format ``fmt``."""
+    spec = FORMATS[fmt]
+    builders = backend_module(spec.builder).BUILDERS
+    if fmt not in builders:
+        raise ValueError(f"backend {spec.builder} has no builder for export format '{fmt}'")
+    return builders[fmt]
+
+
+__all__ = ["BackendUnavailable", "Runner", "backend_module", "format_builder", "make_runner",
+           "unavailable_reason"]

@@ -1,0 +1,120 @@
+"""What every backend module implements (no torch here): a :class:`Runner` for its files
+and builders of its formats, which receive a :class:`BuildContext` from the exporter.
+
+A backend module (``okdhp_edge.backends.<name>``, named in :mod:`okdhp_edge.targets`)
+defines, at module level and without importing torch or a converter:
+
+- ``RUNNER``: its :class:`Runner` subclass;
+- ``unavailable_reason() -> Optional[str]``: why its runtime cannot run here (None: it can),
+  naming the pip extra that installs it;
+- ``BUILDERS``: ``{format name: fn(ctx, fmt) -> dict}`` for the formats it builds (the
+  extra fields of the format's ``export.yaml`` entry); converters are imported inside them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, Callable, Optional, Protocol
+
+import numpy as np
+
+
+class BackendUnavailable(RuntimeError):
+    """The backend (package, device or precision) is not present here; the message says why."""
+
+
+def missing_package(module: str, extra: Optional[str]) -> Optional[str]:
+    """None when ``module`` imports here, else the reason, with the line that installs it."""
+    try:
+        importlib.import_module(module)
+    except ImportError as exc:
+        how = f"pip install 'okdhp_edge[{extra}]'" if extra else "pip install okdhp_edge"
+        return f"{module} is not installed ({exc}); {how}"
+    return None
+
+
+class BuildContext(Protocol):
+    """What a format builder gets from the exporter (made once per student).
+
+    Attributes:
+        model: the student (``torch.nn.Module``, eval, fp32, CPU); its forward returns an
+            output with ``.heatmap`` [N, K, H/s, W/s].
+        man: the student manifest.
+        recipe: the INT8 recipe (:class:`okdhp_edge.export.quantize.QuantRecipe`).
+        size: the input (width, height).
+    """
+
+    model: Any
+    man: dict[str, Any]
+    recipe: Any
+    size: tuple[int, int]
+
+    def path(self, fmt: str) -> Path:
+        """Where the model file of format ``fmt`` is (or is to be) written."""
+
+    def calibration(self) -> tuple[np.ndarray, dict[str, Any]]:
+        """Calibration crops [N, 3, H, W] of the training split and their record."""
+
+    def selection_validation(self) -> tuple[list, Callable, Callable]:
+        """(items, to_input, metric_fn) on the selection split (NNCF accuracy control)."""
+
+    def metadata(self) -> dict[str, str]:
+        """The ``okdhp_*`` metadata a model file carries of its student."""
+
+
+class Runner(ABC):
+    """Load a model file, run it on a preallocated input, close, describe.
+
+    ``run`` takes float32 [N, 3, H, W] and returns float32 heatmaps [N, K, h, w].
+    """
+
+    backend: str = ""
+
+    def __init__(self, precision: str = "fp32", threads: int = 1, device: str = "cpu") -> None:
+        self.precision, self.threads, self.device = precision, int(threads), device
+
+    @abstractmethod
+    def load(self, path: str) -> None:
+        """Load (and compile) the model file."""
+
+    @abstractmethod
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """Heatmaps of a batch."""
+
+    def input_hw(self) -> Optional[tuple[int, int]]:
+        """The loaded model's fixed input (height, width), or None where it is dynamic or
+        unknown: a bundle's preprocessing is checked against it."""
+        return None
+
+    def model_metadata(self) -> dict[str, str]:
+        """The ``okdhp_*`` metadata the loaded file carries ({} where the format has none)."""
+        return {}
+
+    def runtime_latency_ms(self) -> Optional[float]:
+        """The runtime's own measure of the last ``run`` (ms), where it keeps one: the scope
+        C++ tools such as ``benchmark_app`` report, without the Python call around it."""
+        return None
+
+    def close(self) -> None:
+        """Release the session / compiled model."""
+
+    def describe(self) -> dict[str, Any]:
+        """What actually runs: backend, device, precision as read back, threads, versions."""
+        return {"backend": self.backend, "device": self.device, "precision": self.precision,
+                "threads": self.threads}
+
+    def __enter__(self) -> Runner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def run_one_by_one(runner: Runner, x: np.ndarray) -> np.ndarray:
+    """Run a batch [N, 3, H, W] through a (static batch-1) runner one image at a time.
+
+    Shape: returns [N, K, h, w].
+    """
+    return np.concatenate([runner.run(np.ascontiguousarray(x[i:i + 1])) for i in range(len(x))])

@@ -1,0 +1,208 @@
+"""ONNX Runtime: the runner (CPU execution provider; CUDA / TensorRT EPs with
+onnxruntime-gpu) and the ONNX formats: the student exported to ONNX (static and dynamic
+batch), its float16 copy and its INT8 QDQ files (ONNX Runtime static quantization).
+
+The runner needs only ``onnxruntime``; the builders import torch, onnx and the quantizer
+when they run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from okdhp_edge.backends.base import BackendUnavailable, BuildContext, Runner, missing_package
+from okdhp_edge.targets import ExportFormat
+
+_PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
+# layer types whose precision is reported (the ones that carry the MACs)
+WEIGHTED_ONNX = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+
+
+def unavailable_reason() -> Optional[str]:
+    return missing_package("onnxruntime", None)
+
+
+class OnnxRuntimeRunner(Runner):
+    """``device`` cpu or cuda (fp32, int8 QDQ files) or tensorrt (fp32 / fp16 through the
+    TRT EP)."""
+
+    backend = "onnxruntime"
+
+    def load(self, path: str) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise BackendUnavailable(f"onnxruntime is not installed ({exc})") from None
+        provider = _PROVIDERS.get(self.device)
+        if provider is None or provider not in ort.get_available_providers():
+            raise BackendUnavailable(
+                f"ONNX Runtime provider for device '{self.device}' is not available here "
+                f"(have: {', '.join(ort.get_available_providers())})")
+        # the file carries its precision: fp32, or int8 Q/DQ nodes (model_int8.onnx);
+        # fp16 exists only through the TensorRT execution provider
+        if self.precision not in ("fp32", "int8") and not (self.device == "tensorrt"
+                                                           and self.precision == "fp16"):
+            raise BackendUnavailable(
+                f"onnxruntime/{self.device} offers fp32 and int8 (a QDQ file), not "
+                f"'{self.precision}'")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = self.threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # errors only: graph clean-up notes (one per unused ReLU6 bound of a MobileNetV2)
+        # would flood the console
+        opts.log_severity_level = 3
+        prov_opts: list[Any] = [{}]
+        if self.device == "tensorrt":
+            prov_opts = [{"trt_fp16_enable": self.precision == "fp16"}]
+        self.session = ort.InferenceSession(path, opts, providers=[provider],
+                                            provider_options=prov_opts)
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_names = [self.session.get_outputs()[0].name]
+        self._version = ort.__version__
+
+    def model_metadata(self) -> dict[str, str]:
+        meta = self.session.get_modelmeta().custom_metadata_map
+        return {k: v for k, v in meta.items() if k.startswith("okdhp_")}
+
+    def input_hw(self) -> Optional[tuple[int, int]]:
+        shape = self.session.get_inputs()[0].shape
+        if len(shape) != 4 or not all(isinstance(d, int) for d in shape[2:]):
+            return None
+        return shape[2], shape[3]
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(self.output_names, {self.input_name: x})[0]
+
+    def close(self) -> None:
+        self.session = None
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        d.update(provider=_PROVIDERS[self.device], version=getattr(self, "_version", None),
+                 intra_op_threads=self.threads, inter_op_threads=1)
+        return d
+
+
+RUNNER = OnnxRuntimeRunner
+
+
+# ------------------------------------------------------------------------------ builders
+
+
+def _build_onnx(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
+    from okdhp_edge.export.onnx_export import export_onnx
+
+    export_onnx(ctx.model, ctx.path(fmt.name), ctx.size, ctx.metadata(),
+                dynamic_batch=fmt.name == "onnx_dynamic")
+    return {}
+
+
+def _build_fp16(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
+    from okdhp_edge.export.onnx_export import convert_fp16
+
+    convert_fp16(ctx.path(fmt.source), ctx.path(fmt.name))
+    return {}
+
+
+def _build_int8(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
+    """QDQ INT8; TensorRT's file (runs on tensorrt) gets signed symmetric activations."""
+    images, calib = ctx.calibration()
+    acts = "s8" if fmt.runs_on == "tensorrt" else None
+    return {**quantize_onnx(ctx.path(fmt.source), ctx.path(fmt.name), images, ctx.recipe, acts),
+            "calibration": calib, "recipe": ctx.recipe.as_dict()}
+
+
+BUILDERS = {"onnx": _build_onnx, "onnx_dynamic": _build_onnx, "onnx_fp16": _build_fp16,
+            "onnx_int8": _build_int8, "onnx_int8_s8": _build_int8}
+
+
+# ------------------------------------------------------------------------ INT8 quantizer
+
+
+def _head_node(model: Any) -> str:
+    """Name of the ONNX node that writes the graph's output (the heatmap convolution)."""
+    from okdhp_edge.export.quantize import QuantizationError
+
+    out = model.graph.output[0].name
+    for node in model.graph.node:
+        if out in node.output:
+            return node.name
+    raise QuantizationError("no node writes the model's output")
+
+
+def _calibration_reader(base: type, images: np.ndarray, input_name: str) -> Any:
+    """ONNX Runtime's calibration reader (a subclass of ``base``,
+    ``CalibrationDataReader``) feeding ``images`` [N, 3, H, W] one at a time."""
+
+    class Reader(base):  # type: ignore[misc, valid-type]
+        def __init__(self) -> None:
+            self.items = iter(images[i:i + 1] for i in range(len(images)))
+
+        def get_next(self) -> Optional[dict[str, np.ndarray]]:
+            x = next(self.items, None)
+            return None if x is None else {input_name: x}
+
+    return Reader()
+
+
+def quantize_onnx(src: Path, dst: Path, images: np.ndarray, recipe: Any,
+                  activations: Optional[str] = None) -> dict[str, Any]:
+    """Static QDQ quantization of ``src`` into ``dst``: per-channel symmetric int8 weights,
+    activations as ``activations`` (default the recipe's ``ort_activations``: ``u8``
+    asymmetric, or ``s8`` symmetric, the only form TensorRT reads); returns what stayed
+    in higher precision.
+
+    Shape: images [N, 3, H, W] float32, fed one at a time (the model has batch 1).
+    """
+    try:
+        import onnx
+        from onnxruntime.quantization import (
+            CalibrationDataReader,
+            CalibrationMethod,
+            QuantFormat,
+            QuantType,
+            quantize_static,
+        )
+    except ImportError as exc:
+        raise BackendUnavailable(f"onnxruntime quantization is not installed ({exc})") from None
+    from okdhp_edge.utils.io import atomic_write
+
+    method = {"default": CalibrationMethod.MinMax, "minmax": CalibrationMethod.MinMax,
+              "percentile": CalibrationMethod.Percentile,
+              "entropy": CalibrationMethod.Entropy}[recipe.method]
+    model = onnx.load(str(src))
+    reader = _calibration_reader(CalibrationDataReader, images, model.graph.input[0].name)
+    exclude = [_head_node(model)] if recipe.keep_head else []
+    signed = (activations or recipe.ort_activations) == "s8"
+
+    def write(tmp: Path) -> None:
+        quantize_static(str(src), str(tmp), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QInt8 if signed else QuantType.QUInt8,
+                        weight_type=QuantType.QInt8, calibrate_method=method,
+                        nodes_to_exclude=exclude,
+                        extra_options={"ActivationSymmetric": signed, "WeightSymmetric": True})
+
+    atomic_write(Path(dst), write)
+    return {"higher_precision_layers": onnx_float_layers(Path(dst)),
+            "calibration_method": "minmax" if recipe.method == "default" else recipe.method,
+            "activations": "s8 symmetric" if signed else "u8 asymmetric"}
+
+
+def onnx_float_layers(path: Path) -> list[str]:
+    """Weighted layers of a QDQ ONNX whose activation or weight is not dequantized int8
+    (they run in float)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    dq = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    return [n.name for n in model.graph.node
+            if n.op_type in WEIGHTED_ONNX and not all(i in dq for i in n.input[:2])]

@@ -1,0 +1,273 @@
+"""OpenVINO: the runner (inference precision set explicitly and read back from the compiled
+model: on CPUs with AMX or AVX512-BF16 OpenVINO's default is bf16) and the IR formats,
+converted from the ONNX file (fp32 weights, fp16-compressed weights) or quantized from it
+by NNCF (plain, or with accuracy control on the selection split).
+
+The runner needs only ``openvino``; NNCF is imported by the INT8 builder alone (the
+torch-free runtime runs quantized IRs without it).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from okdhp_edge.backends.base import BackendUnavailable, BuildContext, Runner, missing_package
+from okdhp_edge.targets import ExportFormat
+
+log = logging.getLogger(__name__)
+WEIGHTED_OV = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "MatMul")
+# OpenVINO ops that pass an int8 tensor on unchanged (a FakeQuantize before them quantizes
+# the convolution after them)
+_PRECISION_PRESERVING = ("MaxPool", "Reshape", "Transpose", "Squeeze", "Unsqueeze",
+                         "StridedSlice", "Split", "VariadicSplit")
+
+
+def unavailable_reason() -> Optional[str]:
+    return missing_package("openvino", None)
+
+# int8: the IR's FakeQuantize layers run in int8; the rest in f32, explicitly (a CPU with
+# native bf16 would otherwise run it in bf16)
+_HINT = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
+
+
+class OpenVINORunner(Runner):
+    """``device``: CPU, GPU or NPU (OpenVINO device names, case-insensitive)."""
+
+    backend = "openvino"
+
+    def load(self, path: str) -> None:
+        try:
+            import openvino as ov
+        except ImportError as exc:
+            raise BackendUnavailable(f"openvino is not installed ({exc})") from None
+        core = ov.Core()
+        dev = self.device.upper()
+        if dev not in core.available_devices:
+            raise BackendUnavailable(f"OpenVINO device '{dev}' not present "
+                                     f"(have: {', '.join(core.available_devices)})")
+        if self.precision not in _HINT:
+            raise BackendUnavailable(f"unknown OpenVINO precision '{self.precision}'")
+        caps = core.get_property(dev, "OPTIMIZATION_CAPABILITIES")
+        hint = _HINT[self.precision]
+        if self.precision == "bf16" and "BF16" not in caps:
+            raise BackendUnavailable(
+                f"OpenVINO {dev} has no native bf16 (capabilities: {', '.join(caps)})")
+        if self.precision == "fp16" and "FP16" not in caps:
+            # fp16 here means the fp16-compressed IR; without native f16 execution it
+            # runs in f32 (weights decompressed), which describe() records
+            hint = "f32"
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": hint,
+                                  "PERFORMANCE_HINT": "LATENCY"}
+        if dev == "CPU":
+            config["INFERENCE_NUM_THREADS"] = self.threads
+        model = core.read_model(path)
+        self._metadata = _framework_metadata(model)
+        self.compiled = core.compile_model(model, dev, config)
+        self.request = self.compiled.create_infer_request()
+        ran = self.compiled.get_property("INFERENCE_PRECISION_HINT")
+        self.actual_precision = ran.get_type_name() if hasattr(ran, "get_type_name") else str(ran)
+        self.output = self.compiled.output(0)
+        self._version = ov.__version__
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        return self.request.infer({0: x}, share_inputs=True)[self.output]
+
+    def model_metadata(self) -> dict[str, str]:
+        return dict(self._metadata)
+
+    def input_hw(self) -> Optional[tuple[int, int]]:
+        shape = self.compiled.input(0).get_partial_shape()
+        dims = [shape[i] for i in (2, 3)] if shape.rank.get_length() == 4 else []
+        if len(dims) != 2 or not all(d.is_static for d in dims):
+            return None
+        return dims[0].get_length(), dims[1].get_length()
+
+    def runtime_latency_ms(self) -> Optional[float]:
+        """``InferRequest.latency``: what ``benchmark_app`` reads."""
+        return float(self.request.latency)
+
+    def close(self) -> None:
+        self.request = None
+        self.compiled = None
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        d.update(device=self.device.upper(), version=getattr(self, "_version", None),
+                 inference_precision=getattr(self, "actual_precision", None),
+                 performance_hint="LATENCY")
+        return d
+
+
+RUNNER = OpenVINORunner
+
+
+def _framework_metadata(model: Any) -> dict[str, str]:
+    """The ONNX file's ``okdhp_*`` metadata, which conversion keeps in the IR's rt_info
+    under ``framework`` (and NNCF and fp16 compression keep with it)."""
+    if not model.has_rt_info(["framework"]):
+        return {}
+    keys = model.get_rt_info()["framework"].keys()
+    return {k: model.get_rt_info(["framework", k]).astype(str) for k in keys
+            if k.startswith("okdhp_")}
+
+
+# ------------------------------------------------------------------------------ builders
+
+
+def save_ir(model: Any, xml_path: Path, compress_fp16: bool = False) -> Path:
+    """``openvino.save_model`` under temporary names unique to this call, then rename the
+    ``.bin`` and the ``.xml`` into place (the ``.xml`` last: it names its ``.bin`` by stem),
+    so a crash never leaves a half IR and two exports of one model never collide."""
+    import openvino as ov
+
+    xml_path = Path(xml_path)
+    xml_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{xml_path.stem}.", dir=xml_path.parent))
+    try:
+        tmp_xml = tmp_dir / xml_path.name
+        ov.save_model(model, str(tmp_xml), compress_to_fp16=compress_fp16)
+        os.replace(tmp_xml.with_suffix(".bin"), xml_path.with_suffix(".bin"))
+        os.replace(tmp_xml, xml_path)
+    finally:
+        for leftover in tmp_dir.glob("*"):
+            leftover.unlink()
+        tmp_dir.rmdir()
+    return xml_path
+
+
+def export_openvino(onnx_path: Path, xml_path: Path, compress_fp16: bool = False) -> Path:
+    """Convert ``onnx_path`` with ``openvino.convert_model`` and save it as an IR.
+
+    Raises:
+        BackendUnavailable: the ``openvino`` package is not installed (a GPU box or an
+            embedded target may have TensorRT and ONNX Runtime only).
+    """
+    try:
+        import openvino as ov
+    except ImportError as exc:
+        raise BackendUnavailable(f"openvino is not installed ({exc})") from None
+    return save_ir(ov.convert_model(str(onnx_path)), xml_path, compress_fp16)
+
+
+def _build_ir(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
+    export_openvino(ctx.path(fmt.source), ctx.path(fmt.name),
+                    compress_fp16=fmt.precision == "fp16")
+    return {}
+
+
+def _build_int8(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
+    images, calib = ctx.calibration()
+    validation = ctx.selection_validation() if ctx.recipe.max_drop is not None else None
+    return {**quantize_openvino(ctx.path(fmt.source), ctx.path(fmt.name), images, ctx.recipe,
+                                validation),
+            "calibration": calib, "recipe": ctx.recipe.as_dict()}
+
+
+BUILDERS = {"openvino_fp32": _build_ir, "openvino_fp16": _build_ir,
+            "openvino_int8": _build_int8}
+
+
+# ------------------------------------------------------------------ INT8 quantizer (NNCF)
+
+
+def _nncf():
+    try:
+        import nncf
+    except ImportError as exc:
+        raise BackendUnavailable(f"nncf is not installed ({exc}); OpenVINO INT8 needs the "
+                                 "training/export install: pip install 'okdhp_edge[train]'"
+                                 ) from None
+    return nncf
+
+
+def _ov_head(model: Any) -> str:
+    """Friendly name of the convolution that makes the heatmaps (walking back from the
+    result through bias adds and converts)."""
+    from okdhp_edge.export.quantize import QuantizationError
+
+    node = model.outputs[0].get_node()
+    for _ in range(8):
+        node = node.input_value(0).get_node()
+        if node.get_type_name() in WEIGHTED_OV:
+            return node.get_friendly_name()
+    raise QuantizationError("no convolution found before the model's output")
+
+
+def _nncf_options(nncf: Any, recipe: Any, model: Any) -> dict[str, Any]:
+    from nncf.quantization.advanced_parameters import (
+        AdvancedQuantizationParameters,
+        OverflowFix,
+    )
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet as R
+
+    opts: dict[str, Any] = {"subset_size": recipe.num_images}
+    if recipe.keep_head:
+        opts["ignored_scope"] = nncf.IgnoredScope(names=[_ov_head(model)])
+    advanced: dict[str, Any] = {}
+    estimator = {"minmax": R.MINMAX, "percentile": R.MEAN_QUANTILE,
+                 "entropy": R.HISTOGRAM}.get(recipe.method)
+    if estimator is not None:
+        advanced["activations_range_estimator_params"] = estimator
+    if recipe.overflow_fix != "first_layer":  # NNCF's default otherwise, left to NNCF
+        advanced["overflow_fix"] = {"enable": OverflowFix.ENABLE,
+                                    "disable": OverflowFix.DISABLE}[recipe.overflow_fix]
+    if advanced:
+        opts["advanced"] = AdvancedQuantizationParameters(**advanced)
+    return opts
+
+
+def quantize_openvino(src_onnx: Path, dst_xml: Path, images: np.ndarray, recipe: Any,
+                      validation: Optional[tuple[list, Callable, Callable]] = None
+                      ) -> dict[str, Any]:
+    """NNCF post-training quantization of the ONNX model into an OpenVINO IR (``.xml`` +
+    ``.bin``). With ``recipe.max_drop``, the accuracy-controlled variant: ``validation`` =
+    (items, to_input, fn) where ``to_input(item)`` is a model input [1, 3, H, W] and
+    ``fn(compiled_model, items) -> metric`` measures the selection split. Returns what
+    stayed in higher precision."""
+    from okdhp_edge.export.quantize import QuantizationError
+
+    nncf = _nncf()
+    import openvino as ov
+
+    model = ov.convert_model(str(src_onnx))
+    calib = nncf.Dataset([images[i:i + 1] for i in range(len(images))])
+    opts = _nncf_options(nncf, recipe, model)
+    advanced = opts.pop("advanced", None)
+    if recipe.max_drop is None:
+        q = nncf.quantize(model, calib, advanced_parameters=advanced, **opts)
+    else:
+        if validation is None:
+            raise QuantizationError("accuracy control needs the selection split")
+        items, to_input, fn = validation
+        q = nncf.quantize_with_accuracy_control(
+            model, calib, nncf.Dataset(items, to_input),
+            validation_fn=lambda m, data: fn(m, list(data)),
+            max_drop=recipe.max_drop, drop_type=nncf.DropType.ABSOLUTE,
+            advanced_quantization_parameters=advanced, **opts)
+    save_ir(q, Path(dst_xml), compress_fp16=False)
+    method = "nncf-default" if recipe.method == "default" else recipe.method
+    return {"higher_precision_layers": openvino_float_layers(Path(dst_xml)),
+            "calibration_method": method}
+
+
+def openvino_float_layers(xml: Path) -> list[str]:
+    """Weighted layers of a quantized IR whose data input is not fake-quantized."""
+    import openvino as ov
+
+    model = ov.Core().read_model(str(xml))
+    out = []
+    for op in model.get_ordered_ops():
+        if op.get_type_name() not in WEIGHTED_OV:
+            continue
+        src = op.input_value(0).get_node()
+        while src.get_type_name() in _PRECISION_PRESERVING:  # int8 flows through these
+            src = src.input_value(0).get_node()
+        if src.get_type_name() != "FakeQuantize":
+            out.append(op.get_friendly_name())
+    return out
