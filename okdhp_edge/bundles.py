@@ -24,7 +24,14 @@ from okdhp_edge.manifest import (
     write_yaml,
 )
 from okdhp_edge.runtime.bundle import BUNDLE_VERSION, read_bundle_manifest, verify_bundle
-from okdhp_edge.targets import FORMATS, TARGETS, UnknownTarget, get_target, targets_for
+from okdhp_edge.targets import (
+    BACKEND_INFO,
+    FORMATS,
+    TARGETS,
+    UnknownTarget,
+    get_target,
+    targets_for,
+)
 from okdhp_edge.utils.cli import UsageError
 from okdhp_edge.utils.io import sha256_file, verify_sha256
 
@@ -82,6 +89,9 @@ def export_bundle(student_yaml: Path, backend: str, precision: str, out: Path,
     }
     if "recipe" in entry:
         bundle["quantization"] = {k: entry[k] for k in RECORD_FIELDS if k in entry}
+    bundle["input_layout"] = FORMATS[t.export].layout
+    if BACKEND_INFO[backend].runtime_extra:
+        bundle["requires"] = BACKEND_INFO[backend].runtime_extra
     write_yaml(out / "bundle.yaml", bundle)
     return out
 

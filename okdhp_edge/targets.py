@@ -34,8 +34,9 @@ class BackendInfo:
     Attributes:
         name: the name on the command line, in reports and bundles.
         module: the module that owns it (availability, runner, format builders).
-        extra: the pip extra that installs it (``pip install 'okdhp_edge[extra]'``); None:
-            in the plain install.
+        runtime_extra: the pip extra its runner needs (``pip install 'okdhp_edge[extra]'``);
+            None: the plain install runs its files.
+        export_extra: the pip extra its format builders (converters, quantizers) need.
         marker: its chart marker (precision is the marker's fill; int8 hollow).
         torch_free: its runner loads files without torch (bundles, ``bench --bundles``).
         bench_default: benched when ``--backends`` is not given.
@@ -46,7 +47,8 @@ class BackendInfo:
 
     name: str
     module: str
-    extra: Optional[str]
+    runtime_extra: Optional[str]
+    export_extra: str
     marker: str
     torch_free: bool
     bench_default: bool = True
@@ -56,17 +58,21 @@ class BackendInfo:
 
 
 BACKEND_INFO: dict[str, BackendInfo] = {b.name: b for b in (
-    BackendInfo("torch", "okdhp_edge.backends.torch", "train", "o", False, packages=("torch",)),
-    BackendInfo("onnxruntime", "okdhp_edge.backends.onnxruntime", None, "s", True,
+    BackendInfo("torch", "okdhp_edge.backends.torch", "train", "train", "o", False,
+                packages=("torch",)),
+    BackendInfo("onnxruntime", "okdhp_edge.backends.onnxruntime", None, "train", "s", True,
                 bundle_default=True, packages=("onnxruntime", "onnxruntime-gpu"),
                 recipe_fields=("ort_activations",)),
-    BackendInfo("openvino", "okdhp_edge.backends.openvino", None, "^", True,
+    BackendInfo("openvino", "okdhp_edge.backends.openvino", None, "train", "^", True,
                 bundle_default=True, packages=("openvino", "nncf"),
                 recipe_fields=("max_drop", "overflow_fix")),
-    BackendInfo("tensorrt", "okdhp_edge.backends.tensorrt", "tensorrt", "D", True,
+    BackendInfo("tensorrt", "okdhp_edge.backends.tensorrt", "tensorrt", "tensorrt", "D", True,
                 packages=("tensorrt",)),
-    BackendInfo("torch_tensorrt", "okdhp_edge.backends.torch_tensorrt", "tensorrt", "P", False,
-                bench_default=False, packages=("torch-tensorrt",)),
+    BackendInfo("torch_tensorrt", "okdhp_edge.backends.torch_tensorrt", "tensorrt", "tensorrt",
+                "P", False, bench_default=False, packages=("torch-tensorrt",)),
+    BackendInfo("litert", "okdhp_edge.backends.litert", None, "litert", "v", True,
+                bundle_default=True, packages=("ai-edge-litert", "litert-torch",
+                                               "ai-edge-quantizer")),
 )}
 BACKENDS = tuple(BACKEND_INFO)
 
@@ -123,6 +129,9 @@ FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
     ExportFormat("tensorrt_fp16", ("model_fp16.engine",), "onnx_fp16", "tensorrt", "fp16"),
     ExportFormat("tensorrt_int8", ("model_int8.engine",), "onnx_int8_s8", "tensorrt", "int8",
                  True),
+    ExportFormat("litert_fp32", ("model_fp32.tflite",), None, "litert"),
+    ExportFormat("litert_fp16", ("model_fp16.tflite",), "litert_fp32", "litert", "fp16"),
+    ExportFormat("litert_int8", ("model_int8.tflite",), "litert_fp32", "litert", "int8", True),
 )}
 
 
@@ -180,6 +189,9 @@ TARGETS: dict[tuple[str, str], Target] = {t.key: t for t in (
     Target("tensorrt", "int8", "tensorrt_int8", "cuda", default=False),
     Target("torch_tensorrt", "fp32", None, "cuda", bundle=False),
     Target("torch_tensorrt", "fp16", None, "cuda", bundle=False),
+    Target("litert", "fp32", "litert_fp32", "cpu"),
+    Target("litert", "fp16", "litert_fp16", "cpu", default=False),
+    Target("litert", "int8", "litert_int8", "cpu", default=False),
 )}
 
 # chart marker per backend; precision is drawn as the marker's fill (int8 hollow)

@@ -25,8 +25,13 @@ class BackendUnavailable(RuntimeError):
     """The backend (package, device or precision) is not present here; the message says why."""
 
 
-def missing_package(module: str, extra: Optional[str]) -> Optional[str]:
-    """None when ``module`` imports here, else the reason, with the line that installs it."""
+def missing_package(module: str, backend: str, export: bool = False) -> Optional[str]:
+    """None when ``module`` imports here, else the reason, with the line that installs it
+    (the pip extra ``backend``'s runner, or with ``export`` its builders, need)."""
+    from okdhp_edge.targets import backend_info
+
+    info = backend_info(backend)
+    extra = info.export_extra if export else info.runtime_extra
     try:
         importlib.import_module(module)
     except ImportError as exc:
@@ -91,6 +96,11 @@ class Runner(ABC):
     def model_metadata(self) -> dict[str, str]:
         """The ``okdhp_*`` metadata the loaded file carries ({} where the format has none)."""
         return {}
+
+    def input_layout(self) -> Optional[str]:
+        """``NCHW`` or ``NHWC``, as the loaded file's input shape says (None: unknown). The
+        runner is fed in this layout; a bundle's ``input_layout`` is checked against it."""
+        return "NCHW" if self.input_hw() is not None else None
 
     def runtime_latency_ms(self) -> Optional[float]:
         """The runtime's own measure of the last ``run`` (ms), where it keeps one: the scope

@@ -26,7 +26,7 @@ WEIGHTED_ONNX = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 
 
 def unavailable_reason() -> Optional[str]:
-    return missing_package("onnxruntime", None)
+    return missing_package("onnxruntime", "onnxruntime")
 
 
 class OnnxRuntimeRunner(Runner):

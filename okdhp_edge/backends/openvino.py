@@ -29,7 +29,7 @@ _PRECISION_PRESERVING = ("MaxPool", "Reshape", "Transpose", "Squeeze", "Unsqueez
 
 
 def unavailable_reason() -> Optional[str]:
-    return missing_package("openvino", None)
+    return missing_package("openvino", "openvino")
 
 # int8: the IR's FakeQuantize layers run in int8; the rest in f32, explicitly (a CPU with
 # native bf16 would otherwise run it in bf16)

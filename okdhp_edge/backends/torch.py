@@ -14,7 +14,7 @@ from okdhp_edge.backends.base import BackendUnavailable, Runner, missing_package
 
 
 def unavailable_reason() -> Optional[str]:
-    return missing_package("torch", "train")
+    return missing_package("torch", "torch")
 
 
 class TorchRunner(Runner):

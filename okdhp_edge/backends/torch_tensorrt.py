@@ -15,7 +15,7 @@ from okdhp_edge.backends.torch import TorchRunner
 
 def unavailable_reason() -> Optional[str]:
     """None when ``torch_tensorrt`` and a GPU are present, else the reason."""
-    return missing_package("torch_tensorrt", "tensorrt") or gpu_reason()
+    return missing_package("torch_tensorrt", "torch_tensorrt") or gpu_reason()
 
 
 def compile_torch_tensorrt(model: Any, input_size: tuple[int, int], fp16: bool = False) -> Any:

@@ -20,6 +20,7 @@ from okdhp_edge.runtime import BackendUnavailable, Runner, make_runner
 from okdhp_edge.runtime.pipeline import KeypointPipeline
 from okdhp_edge.targets import (
     BASELINE,
+    FORMATS,
     Target,
     UnknownTarget,
     default_backends,
@@ -180,7 +181,8 @@ def _timed_calls(runners: dict[int, Any], rows: list[Row], cand_of: dict[str, Ca
         x = np.random.default_rng(0).standard_normal((1, 3, h, w)).astype(np.float32)
         engine_fns[i] = _guarded(_engine_call(r, x, own.setdefault(i, [])), row)
         if opts.e2e_image is not None:
-            pipe = KeypointPipeline(r, pre)
+            fmt = FORMATS.get(row.target.export or "")
+            pipe = KeypointPipeline(r, pre, layout=fmt.layout if fmt else "NCHW")
             e2e_fns[i] = _guarded(lambda p=pipe: p(opts.e2e_image, opts.e2e_box), row)
     return engine_fns, e2e_fns, own
 

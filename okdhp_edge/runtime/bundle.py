@@ -15,6 +15,8 @@ bundle version before anything runs. No torch.
     student_manifest: {...}           # params, macs, accuracy, provenance
     parity: {...}
     quantization: {...}               # INT8 only: recipe, calibration, float layers
+    input_layout: NCHW                # the model file's input layout (checked at load)
+    requires: executorch              # the pip extra its runner needs (absent: plain install)
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from okdhp_edge.backends import make_runner
+from okdhp_edge.backends.base import BackendUnavailable
 from okdhp_edge.manifest import (
     ManifestError,
     check_model_metadata,
@@ -30,9 +34,8 @@ from okdhp_edge.manifest import (
     read_yaml,
     validate_fields,
 )
-from okdhp_edge.runtime import make_runner
 from okdhp_edge.runtime.pipeline import KeypointPipeline
-from okdhp_edge.targets import UnknownTarget, get_target
+from okdhp_edge.targets import LAYOUTS, UnknownTarget, get_target
 from okdhp_edge.utils.io import verify_sha256
 
 BUNDLE_VERSION = 1
@@ -44,7 +47,7 @@ BUNDLE_SCHEMA: dict[str, Any] = {
     "bundle_version": int, "okdhp_edge": str, "student": str, "backend": str,
     "precision": str, "model": str, "files": dict, "preprocessing": dict,
     "student_manifest": dict, "parity": dict}
-BUNDLE_OPTIONAL = ("quantization",)
+BUNDLE_OPTIONAL = ("quantization", "input_layout", "requires")
 
 
 def read_bundle_manifest(directory: str | Path) -> dict[str, Any]:
@@ -67,6 +70,10 @@ def read_bundle_manifest(directory: str | Path) -> dict[str, Any]:
     if extra:
         raise ManifestError(f"{where}: unknown field '{extra[0]}'")
     check_preprocessing(man["preprocessing"], where)
+    if man.get("input_layout", "NCHW") not in LAYOUTS:
+        raise ManifestError(f"{where}: input_layout must be one of {', '.join(LAYOUTS)}")
+    if not isinstance(man.get("requires", ""), str):
+        raise ManifestError(f"{where}: requires must name a pip extra")
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in man["files"].items()):
         raise ManifestError(f"{where}: 'files' must map file names to sha256 digests")
     return man
@@ -100,11 +107,20 @@ def load_bundle(directory: str | Path, threads: int = 1, device: str = "cpu"
         raise ManifestError(f"{directory / 'bundle.yaml'}: {exc}") from None
     runner = make_runner(man["backend"], man["precision"], threads,
                          device if target.device in ("cpu", "host") else target.device)
-    runner.load(str(directory / man["model"]))
+    try:
+        runner.load(str(directory / man["model"]))
+    except BackendUnavailable as exc:
+        extra = man.get("requires")
+        need = f" (this bundle needs pip install 'okdhp_edge[{extra}]')" if extra else ""
+        raise BackendUnavailable(f"{directory}: {exc}{need}") from None
     check_model_metadata({**man["student_manifest"], "preprocessing": man["preprocessing"]},
                          runner.model_metadata(), directory / "bundle.yaml")
     w, h = man["preprocessing"]["input_size"]
     if runner.input_hw() not in (None, (h, w)):
         raise ManifestError(f"{directory / 'bundle.yaml'}: preprocessing.input_size {[w, h]} "
                             f"does not match the model file's input (h, w) {runner.input_hw()}")
-    return KeypointPipeline(runner, man["preprocessing"], manifest=man)
+    layout = man.get("input_layout", "NCHW")
+    if runner.input_layout() not in (None, layout):
+        raise ManifestError(f"{directory / 'bundle.yaml'}: input_layout {layout} does not match "
+                            f"the model file's {runner.input_layout()}")
+    return KeypointPipeline(runner, man["preprocessing"], manifest=man, layout=layout)

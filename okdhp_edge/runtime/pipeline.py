@@ -20,12 +20,14 @@ class KeypointPipeline:
         runner: a loaded :class:`Runner`.
         preprocessing: the ``preprocessing`` block of a student or bundle manifest.
         manifest: the bundle manifest it was loaded from, if any.
+        layout: the model file's input layout, ``NCHW`` or ``NHWC`` (the runner is fed so).
     """
 
     def __init__(self, runner: Runner, preprocessing: dict[str, Any],
-                 manifest: Optional[dict[str, Any]] = None) -> None:
+                 manifest: Optional[dict[str, Any]] = None, layout: str = "NCHW") -> None:
         self.runner = runner
         self.manifest = manifest
+        self.nhwc = layout == "NHWC"
         self.input_size = tuple(int(v) for v in preprocessing["input_size"])
         self.mean = np.asarray(preprocessing["mean"], np.float32)
         self.std = np.asarray(preprocessing["std"], np.float32)
@@ -35,16 +37,18 @@ class KeypointPipeline:
         pairs = preprocessing.get("flip_pairs", [])
         self.flip_index: Optional[np.ndarray] = (
             flip_permutation(pairs, max(max(p) for p in pairs) + 1) if pairs else None)
-        self._buf = np.zeros((1, 3, self.input_size[1], self.input_size[0]), np.float32)
+        w, h = self.input_size
+        self._buf = np.zeros((1, h, w, 3) if self.nhwc else (1, 3, h, w), np.float32)
 
     def preprocess(self, image: np.ndarray, box: tuple[float, float, float, float]
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """RGB uint8 image + xywh box -> (input [1, 3, H, W] float32, center, scale)."""
+        """RGB uint8 image + xywh box -> (input [1, 3, H, W] float32, or [1, H, W, 3] for an
+        NHWC model, center, scale)."""
         center, scale = box_to_center_scale(box, self.input_size[0] / self.input_size[1],
                                             self.padding)
         patch, _ = crop(image, center, scale, 0.0, self.input_size)
         x = (patch.astype(np.float32) * (1.0 / 255.0) - self.mean) / self.std
-        self._buf[0] = x.transpose(2, 0, 1)
+        self._buf[0] = x if self.nhwc else x.transpose(2, 0, 1)
         return self._buf, center, scale
 
     def __call__(self, image: np.ndarray, box: tuple[float, float, float, float],
@@ -56,7 +60,8 @@ class KeypointPipeline:
         x, center, scale = self.preprocess(image, box)
         hm = np.asarray(self.runner.run(x), np.float32)
         if flip and self.flip_index is not None:
-            fl = np.asarray(self.runner.run(np.ascontiguousarray(x[..., ::-1])), np.float32)
+            mirrored = x[:, :, ::-1] if self.nhwc else x[..., ::-1]
+            fl = np.asarray(self.runner.run(np.ascontiguousarray(mirrored)), np.float32)
             hm = 0.5 * (hm + HeatmapCodec.flip_back(fl, self.flip_index))
         coords, maxvals = self.codec.decode_to_image(hm, center[None], scale[None])
         return np.concatenate([coords[0], maxvals[0][:, None]], 1).astype(np.float32)

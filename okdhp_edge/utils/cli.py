@@ -48,6 +48,7 @@ def console_entry(main: Callable[[Optional[list[str]]], int]) -> Callable[[], No
 
 def run_cli(main: Callable[[Optional[list[str]]], int], argv: Optional[list[str]] = None) -> None:
     """Run ``main`` and turn expected errors into one line and an exit status."""
+    from okdhp_edge.backends.base import BackendUnavailable
     from okdhp_edge.data.errors import DataError
     from okdhp_edge.utils.io import IntegrityError, WriteError
 
@@ -56,7 +57,7 @@ def run_cli(main: Callable[[Optional[list[str]]], int], argv: Optional[list[str]
     except (ConfigError, UsageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         code = 2
-    except (DataError, IntegrityError, WriteError) as exc:
+    except (DataError, IntegrityError, WriteError, BackendUnavailable) as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         code = 1
     except ModuleNotFoundError as exc:

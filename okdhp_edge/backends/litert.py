@@ -1,0 +1,267 @@
+"""LiteRT (TensorFlow Lite): ``.tflite`` files run by the ``ai-edge-litert`` interpreter
+(XNNPACK on the CPU), the runtime of Android phones and Arm boards.
+
+- ``litert_fp32``: the student converted by ``litert-torch`` (``torch.export``, no
+  TensorFlow), NCHW input as the student takes it (the converter keeps the layout at the
+  model's boundary and transposes inside).
+- ``litert_fp16``: float16 weights (ai-edge-quantizer's float casting), computed in float.
+- ``litert_int8``: full-integer post-training quantization by ai-edge-quantizer's
+  ``static_wi8_ai8`` recipe (int8 per-channel weights, int8 activations, min-max ranges
+  from the training-split crops every INT8 format is calibrated on); its input and output
+  are int8, which the runner quantizes and dequantizes with the file's own parameters.
+
+The runner needs only ``ai-edge-litert`` (numpy and flatbuffers; in the plain install), so
+a LiteRT bundle runs on a board without torch. The converter and the quantizer are the
+``litert`` extra. Each file carries the student's ``okdhp_*`` metadata as a flatbuffer
+metadata entry, read back without TensorFlow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from okdhp_edge.backends.base import BackendUnavailable, BuildContext, Runner, missing_package
+from okdhp_edge.targets import ExportFormat
+
+log = logging.getLogger(__name__)
+
+METADATA_NAME = "okdhp"  # the flatbuffer metadata entry holding the okdhp_* fields (JSON)
+
+
+def unavailable_reason() -> Optional[str]:
+    return missing_package("ai_edge_litert", "litert")
+
+
+class LiteRTRunner(Runner):
+    """The LiteRT interpreter with its default XNNPACK delegate and ``threads`` threads.
+
+    A full-integer file takes and gives int8: ``run`` quantizes the float input and
+    dequantizes the heatmaps with the file's own scale and zero point (what an app on the
+    device does), so every runner keeps the float [N, 3, H, W] -> [N, K, h, w] contract.
+    """
+
+    backend = "litert"
+
+    def load(self, path: str) -> None:
+        try:
+            import ai_edge_litert
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError as exc:
+            raise BackendUnavailable(f"ai-edge-litert is not installed ({exc}); "
+                                     "pip install okdhp_edge") from None  # the plain install
+        if self.device != "cpu":
+            raise BackendUnavailable(f"the LiteRT runner here runs on the CPU, not "
+                                     f"'{self.device}'")
+        if self.precision not in ("fp32", "fp16", "int8"):
+            raise BackendUnavailable(f"LiteRT files are fp32, fp16 or int8, not "
+                                     f"'{self.precision}'")
+        content = Path(path).read_bytes()
+        self._metadata = read_metadata(content)
+        self.interp = Interpreter(model_content=content, num_threads=max(1, self.threads))
+        self.interp.allocate_tensors()
+        self._in = self.interp.get_input_details()[0]
+        self._out = self.interp.get_output_details()[0]
+        self._version = getattr(ai_edge_litert, "__version__", None)
+
+    def _to_input(self, x: np.ndarray) -> np.ndarray:
+        dtype = self._in["dtype"]
+        if dtype == np.float32:
+            return x
+        scale, zero = self._in["quantization"]
+        info = np.iinfo(dtype)
+        return np.clip(np.round(x / scale) + zero, info.min, info.max).astype(dtype)
+
+    def _from_output(self, y: np.ndarray) -> np.ndarray:
+        if y.dtype == np.float32:
+            return y.copy()  # the interpreter reuses its output buffer
+        scale, zero = self._out["quantization"]
+        return (y.astype(np.float32) - zero) * np.float32(scale)
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        if x.shape[0] != 1:
+            from okdhp_edge.backends.base import run_one_by_one
+
+            return run_one_by_one(self, x)
+        self.interp.set_tensor(self._in["index"], self._to_input(x))
+        self.interp.invoke()
+        return self._from_output(self.interp.get_tensor(self._out["index"]))
+
+    def input_hw(self) -> Optional[tuple[int, int]]:
+        shape = [int(d) for d in self._in["shape"]]
+        return (shape[2], shape[3]) if len(shape) == 4 and shape[1] == 3 else None
+
+    def model_metadata(self) -> dict[str, str]:
+        return dict(self._metadata)
+
+    def close(self) -> None:
+        self.interp = None
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        d.update(version=getattr(self, "_version", None), delegate="XNNPACK (default)",
+                 input_dtype=np.dtype(self._in["dtype"]).name if hasattr(self, "_in") else None)
+        return d
+
+
+RUNNER = LiteRTRunner
+
+
+def read_metadata(content: bytes) -> dict[str, str]:
+    """The ``okdhp_*`` metadata of a ``.tflite`` flatbuffer ({} where it carries none)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.Model.GetRootAsModel(content, 0)
+    for i in range(model.MetadataLength()):
+        entry = model.Metadata(i)
+        if entry.Name() == METADATA_NAME.encode():
+            data = model.Buffers(entry.Buffer()).DataAsNumpy()
+            return {k: str(v) for k, v in json.loads(bytes(data).decode()).items()}
+    return {}
+
+
+# ------------------------------------------------------------------------------ builders
+
+
+def _with_metadata(content: bytes, metadata: dict[str, str]) -> bytes:
+    """``content`` with the ``okdhp`` metadata entry set to ``metadata`` (JSON)."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
+    kept = [m for m in (model.metadata or []) if m.name != METADATA_NAME.encode()]
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(json.dumps(metadata, sort_keys=True).encode(), np.uint8)
+    model.buffers = [*(model.buffers or []), buffer]
+    entry = schema.MetadataT()
+    entry.name, entry.buffer = METADATA_NAME.encode(), len(model.buffers) - 1
+    model.metadata = [*kept, entry]
+    builder = flatbuffers.Builder(len(content) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def _write(ctx: BuildContext, fmt: ExportFormat, content: bytes) -> None:
+    from okdhp_edge.utils.io import atomic_write_bytes
+
+    atomic_write_bytes(ctx.path(fmt.name), _with_metadata(content, ctx.metadata()))
+
+
+def _converter_failed(exc: Exception, what: str) -> BackendUnavailable:
+    """A conversion that fails for this student (an operator the converter lacks) makes its
+    row unavailable with the converter's reason in one line; the bench goes on."""
+    first = (str(exc).strip().splitlines() or [""])[0][:300]
+    log.warning("%s failed: %s: %s", what, type(exc).__name__, first)
+    return BackendUnavailable(f"{what} failed: {type(exc).__name__}: {first}")
+
+
+def _build_fp32(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
+    reason = missing_package("litert_torch", "litert", export=True)
+    if reason:
+        raise BackendUnavailable(reason)
+    import litert_torch
+    import torch
+
+    from okdhp_edge.models.hourglass import HeatmapOnly
+
+    w, h = ctx.size
+    module = HeatmapOnly(ctx.model.float().cpu().eval()).eval()
+    tmp = ctx.path(fmt.name).with_name(f".{fmt.name}.convert.tflite")
+    try:
+        edge = litert_torch.convert(module, (torch.zeros(1, 3, h, w),))
+        edge.export(str(tmp))
+        content = tmp.read_bytes()
+    except Exception as exc:  # noqa: BLE001 - any converter error is this row's reason
+        raise _converter_failed(exc, "litert-torch conversion") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    _write(ctx, fmt, content)
+    return {"layout": fmt.layout, "converter": f"litert-torch {litert_torch.__version__}"}
+
+
+def _quantizer(src: Path) -> Any:
+    reason = missing_package("ai_edge_quantizer", "litert", export=True)
+    if reason:
+        raise BackendUnavailable(reason)
+    from ai_edge_quantizer import quantizer
+
+    return quantizer.Quantizer(str(src))
+
+
+def _quantize(step: Callable[[], Any], what: str) -> Any:
+    """Run a quantizer step; its printed size report goes to the log, not stdout."""
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out):
+            result = step()
+    except Exception as exc:  # noqa: BLE001 - any quantizer error is this row's reason
+        raise _converter_failed(exc, what) from None
+    log.debug("%s: %s", what, " | ".join(out.getvalue().splitlines()))
+    return result
+
+
+def _build_fp16(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
+    """Float16 weights, dequantized to float32 where they are used."""
+    from ai_edge_quantizer import qtyping
+    from ai_edge_quantizer.algorithm_manager import AlgorithmName
+
+    qt = _quantizer(ctx.path(fmt.source))
+    qt.add_weight_only_config(regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
+                              num_bits=16, algorithm_key=AlgorithmName.FLOAT_CASTING)
+    result = _quantize(lambda: qt.quantize(), "ai-edge-quantizer float16")
+    _write(ctx, fmt, bytes(result.quantized_model))
+    return {"layout": fmt.layout, "weights": "float16"}
+
+
+def _build_int8(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
+    """Full-integer INT8 calibrated on the training-split crops (min-max ranges)."""
+    from ai_edge_quantizer import recipe as aeq_recipe
+
+    if ctx.recipe.method not in ("default", "minmax"):
+        raise BackendUnavailable(f"LiteRT INT8 (ai-edge-quantizer) estimates min-max ranges "
+                                 f"only, not '{ctx.recipe.method}'")
+    if ctx.recipe.keep_head:
+        raise BackendUnavailable("LiteRT INT8 here quantizes every layer (no --int8-keep-head)")
+    images, calib = ctx.calibration()
+    qt = _quantizer(ctx.path(fmt.source))
+    qt.load_quantization_recipe(aeq_recipe.static_wi8_ai8())
+    signature, input_name = _signature(ctx.path(fmt.source))
+    data = {signature: [{input_name: images[i:i + 1]} for i in range(len(images))]}
+    result = _quantize(lambda: qt.quantize(qt.calibrate(data)), "ai-edge-quantizer int8")
+    _write(ctx, fmt, bytes(result.quantized_model))
+    return {"layout": fmt.layout, "calibration": calib, "recipe": ctx.recipe.as_dict(),
+            "calibration_method": "minmax", "activations": "s8 (full integer, int8 I/O)",
+            "higher_precision_layers": float_layers(ctx.path(fmt.name))}
+
+
+def _signature(path: Path) -> tuple[str, str]:
+    """(signature key, input name) of a converted file's only signature."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    sigs = Interpreter(model_path=str(path)).get_signature_list()
+    key = next(iter(sigs))
+    return key, sigs[key]["inputs"][0]
+
+
+def float_layers(path: Path) -> list[str]:
+    """Convolutions of a quantized ``.tflite`` whose input is not int8 (they run in float)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(path))
+    tensors = {t["index"]: t for t in interp.get_tensor_details()}
+    out = []
+    for op in interp._get_ops_details():  # noqa: SLF001 - the interpreter's public op listing
+        if "CONV" in op["op_name"] and len(op["inputs"]):
+            first = tensors.get(int(op["inputs"][0]))
+            if first is not None and first["dtype"] not in (np.int8, np.uint8):
+                out.append(f"{op['op_name']}#{op['index']}")
+    return out
+
+
+BUILDERS = {"litert_fp32": _build_fp32, "litert_fp16": _build_fp16, "litert_int8": _build_int8}

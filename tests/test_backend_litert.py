@@ -1,0 +1,131 @@
+"""LiteRT: a tiny student converted to .tflite (fp32, fp16, int8), run by ai-edge-litert,
+checked for parity; a LiteRT bundle loaded and run with torch blocked; tampering refused."""
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from okdhp_edge.manifest import zoo_students
+
+pytest.importorskip("litert_torch", reason="the litert extra is not installed")
+
+
+@pytest.fixture(scope="module")
+def litert_export(tiny_zoo, tmp_path_factory):
+    from okdhp_edge.export.exporter import export_student
+    from okdhp_edge.export.quantize import QuantRecipe
+
+    d, man = zoo_students(tiny_zoo)[0]
+    out = tmp_path_factory.mktemp("litert")
+    rec = export_student(d / "student.yaml", out, force=True, recipe=QuantRecipe(num_images=8),
+                         formats=("litert_fp32", "litert_fp16", "litert_int8"))
+    return d, man, out, rec
+
+
+def test_tflite_files_run_with_parity(litert_export):
+    from okdhp_edge.backends import make_runner
+
+    _, man, out, rec = litert_export
+    for fmt in ("litert_fp32", "litert_fp16", "litert_int8"):
+        entry = rec["formats"][fmt]
+        assert entry["available"], entry.get("reason")
+        assert entry["parity"]["passed"], (fmt, entry["parity"])
+        assert entry["layout"] == "NCHW"
+    assert rec["formats"]["litert_fp32"]["parity"]["random"]["max_abs_heatmap_err"] < 1e-4
+    int8 = rec["formats"]["litert_int8"]
+    assert int8["recipe"]["num_images"] == 8 and len(int8["calibration"]["list_sha256"]) == 64
+    r = make_runner("litert", "int8", threads=1)
+    r.load(str(out / int8["file"]))
+    assert r.describe()["input_dtype"] == "int8"  # full integer: int8 in, int8 out
+    assert r.model_metadata()["okdhp_student"] == man["name"]
+    w, h = man["preprocessing"]["input_size"]
+    assert r.input_hw() == (h, w) and r.input_layout() == "NCHW"
+    y = r.run(np.zeros((2, 3, h, w), np.float32))  # a batch runs one image at a time
+    assert y.shape[0] == 2 and y.dtype == np.float32
+    sizes = {f: rec["formats"][f]["file_bytes"] for f in ("litert_fp32", "litert_int8")}
+    assert sizes["litert_int8"] < sizes["litert_fp32"]
+
+
+def test_unsupported_recipe_is_an_unavailable_row(litert_export, tmp_path):
+    from okdhp_edge.export.exporter import export_student
+    from okdhp_edge.export.quantize import QuantRecipe
+
+    d, _, _, _ = litert_export
+    rec = export_student(d / "student.yaml", tmp_path, formats=("litert_int8",),
+                         recipe=QuantRecipe(method="entropy", num_images=8))
+    entry = rec["formats"]["litert_int8"]
+    assert entry["available"] is False and "min-max" in entry["reason"]
+    assert rec["formats"]["litert_fp32"]["available"]  # the rest of the export went on
+
+
+LOAD_BUNDLE = textwrap.dedent("""
+    import sys
+    class Block:
+        def find_spec(self, name, path=None, target=None):
+            if name == "torch" or name.startswith("torch."):
+                raise ImportError("torch is blocked in this test")
+    sys.meta_path.insert(0, Block())
+    import numpy as np
+    from okdhp_edge.runtime.bundle import load_bundle
+    pipe = load_bundle(sys.argv[1])
+    img = np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    kp = pipe(img, (20, 10, 60, 90), flip=True)
+    assert "torch" not in sys.modules
+    print(kp.shape, pipe.runner.describe()["backend"])
+""")
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_litert_bundle_runs_without_torch_and_refuses_tampering(tiny_zoo, tmp_path, precision):
+    from okdhp_edge.bundles import export_bundle
+    from okdhp_edge.export.quantize import QuantRecipe
+    from okdhp_edge.runtime.bundle import load_bundle
+    from okdhp_edge.utils.io import IntegrityError
+
+    d, _ = zoo_students(tiny_zoo)[0]
+    out = export_bundle(d / "student.yaml", "litert", precision, tmp_path / "b",
+                        recipe=QuantRecipe(num_images=8))
+    proc = subprocess.run([sys.executable, "-c", LOAD_BUNDLE, str(out)], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "(17, 3) litert" in proc.stdout
+    pipe = load_bundle(out)
+    assert pipe.manifest["input_layout"] == "NCHW" and "requires" not in pipe.manifest
+    model = out / pipe.manifest["model"]
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte in the weights
+    model.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match="sha256 mismatch"):
+        load_bundle(out)
+
+
+def test_edited_tflite_metadata_check(tiny_zoo, tmp_path):
+    """The bundle's preprocessing is checked against the metadata the .tflite carries."""
+    import yaml
+
+    from okdhp_edge.bundles import export_bundle
+    from okdhp_edge.manifest import ManifestError
+    from okdhp_edge.runtime.bundle import load_bundle
+
+    d, _ = zoo_students(tiny_zoo)[0]
+    out = export_bundle(d / "student.yaml", "litert", "fp32", tmp_path / "b")
+    man = yaml.safe_load((out / "bundle.yaml").read_text())
+    man["preprocessing"]["mean"] = [0.5, 0.5, 0.5]
+    (out / "bundle.yaml").write_text(yaml.safe_dump(man))
+    with pytest.raises(ManifestError, match="mean"):
+        load_bundle(out)
+
+
+def test_missing_converter_is_one_line_with_its_extra(tiny_zoo, tmp_path, monkeypatch):
+    from okdhp_edge.export.exporter import export_student
+
+    monkeypatch.setitem(sys.modules, "litert_torch", None)  # import litert_torch -> ImportError
+    d, _ = zoo_students(tiny_zoo)[0]
+    rec = export_student(d / "student.yaml", tmp_path, formats=("litert_fp32",))
+    entry = rec["formats"]["litert_fp32"]
+    assert entry["available"] is False
+    assert "litert_torch is not installed" in entry["reason"]
+    assert "pip install 'okdhp_edge[litert]'" in entry["reason"] and "\n" not in entry["reason"]
