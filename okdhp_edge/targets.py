@@ -73,6 +73,9 @@ BACKEND_INFO: dict[str, BackendInfo] = {b.name: b for b in (
     BackendInfo("litert", "okdhp_edge.backends.litert", None, "litert", "v", True,
                 bundle_default=True, packages=("ai-edge-litert", "litert-torch",
                                                "ai-edge-quantizer")),
+    # lowering takes tens of seconds a student (minutes in INT8): benched when asked for
+    BackendInfo("executorch", "okdhp_edge.backends.executorch", "executorch", "executorch",
+                "X", False, bench_default=False, packages=("executorch", "torchao")),
 )}
 BACKENDS = tuple(BACKEND_INFO)
 
@@ -132,6 +135,8 @@ FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
     ExportFormat("litert_fp32", ("model_fp32.tflite",), None, "litert"),
     ExportFormat("litert_fp16", ("model_fp16.tflite",), "litert_fp32", "litert", "fp16"),
     ExportFormat("litert_int8", ("model_int8.tflite",), "litert_fp32", "litert", "int8", True),
+    ExportFormat("executorch_fp32", ("model_fp32.pte",), None, "executorch"),
+    ExportFormat("executorch_int8", ("model_int8.pte",), None, "executorch", "int8", True),
 )}
 
 
@@ -192,6 +197,8 @@ TARGETS: dict[tuple[str, str], Target] = {t.key: t for t in (
     Target("litert", "fp32", "litert_fp32", "cpu"),
     Target("litert", "fp16", "litert_fp16", "cpu", default=False),
     Target("litert", "int8", "litert_int8", "cpu", default=False),
+    Target("executorch", "fp32", "executorch_fp32", "cpu"),
+    Target("executorch", "int8", "executorch_int8", "cpu", default=False),
 )}
 
 # chart marker per backend; precision is drawn as the marker's fill (int8 hollow)

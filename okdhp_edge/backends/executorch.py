@@ -1,0 +1,224 @@
+"""ExecuTorch: ``.pte`` programs lowered to XNNPACK, the runtime of PyTorch on phones,
+microcontrollers and embedded Linux.
+
+- ``executorch_fp32``: ``torch.export`` of the student, lowered by ExecuTorch's
+  ``XnnpackPartitioner`` (``to_edge_transform_and_lower``) and serialised.
+- ``executorch_int8``: PT2E post-training quantization (``XNNPACKQuantizer`` with int8
+  per-channel symmetric weights and int8 per-tensor activations; torchao's
+  ``prepare_pt2e`` / ``convert_pt2e``), calibrated on the same training-split crops as
+  every INT8 format, then lowered the same way. Range estimation: XNNPACK's own default
+  (a histogram observer) or ``--calib-method minmax``.
+
+The Python runtime (``executorch.runtime``) loads torch, so ExecuTorch rows are benched
+from a zoo, and a bundle says it needs the ``executorch`` extra. On a device the same
+``.pte`` runs under ExecuTorch's C++ runner (``executor_runner``, or an app linking the
+XNNPACK backend). A ``.pte`` carries no metadata of its student here: a bundle's
+preprocessing is bound to it by the bundle's sha256 list alone.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from okdhp_edge.backends.base import BackendUnavailable, BuildContext, Runner, missing_package
+from okdhp_edge.targets import ExportFormat
+
+log = logging.getLogger(__name__)
+
+
+def unavailable_reason() -> Optional[str]:
+    return missing_package("executorch", "executorch")
+
+
+# loaded methods hold the process-wide XNNPACK thread pool: resizing it under them leaves
+# them a freed pool (their next call hangs), so it is resized only while none is loaded
+_LIVE: set[int] = set()
+
+
+class ExecuTorchRunner(Runner):
+    """A ``.pte`` program's ``forward`` method, executed by the ExecuTorch Python runtime
+    on XNNPACK. Its thread pool is process-wide: the first runner loaded sizes it to its
+    ``threads``; a runner loaded beside others runs with the size they have (``describe``
+    says which)."""
+
+    backend = "executorch"
+
+    def load(self, path: str) -> None:
+        reason = unavailable_reason()
+        if reason:
+            raise BackendUnavailable(reason)
+        if self.device != "cpu":
+            raise BackendUnavailable(f"the ExecuTorch runner here runs on the CPU, not "
+                                     f"'{self.device}'")
+        if self.precision not in ("fp32", "int8"):
+            raise BackendUnavailable(f"ExecuTorch files are fp32 or int8, not "
+                                     f"'{self.precision}'")
+        import torch
+        from executorch.runtime import Runtime, Verification
+
+        self._torch = torch
+        self.pool_threads = self._size_pool()
+        program = Runtime.get().load_program(Path(path), verification=Verification.Minimal)
+        self.method = program.load_method("forward")
+        if self.method is None:
+            raise RuntimeError(f"{path}: the program has no 'forward' method")
+        _LIVE.add(id(self))
+        meta = self.method.metadata.input_tensor_meta(0)
+        self._shape = tuple(int(d) for d in meta.sizes())
+        self._version = _version()
+
+    def _size_pool(self) -> int:
+        """Size the XNNPACK pool to ``threads`` if no loaded method uses it; its size."""
+        from executorch.extension.pybindings import portable_lib as lib
+
+        want, have = max(1, self.threads), lib._threadpool_get_thread_count()  # noqa: SLF001
+        if have != want and not _LIVE:
+            lib._unsafe_reset_threadpool(want)  # noqa: SLF001
+        elif have != want:
+            log.warning("ExecuTorch runs with %d threads, not %d: %d loaded program(s) "
+                        "share the pool", have, want, len(_LIVE))
+        return int(lib._threadpool_get_thread_count())  # noqa: SLF001
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        if x.shape[0] != 1:
+            from okdhp_edge.backends.base import run_one_by_one
+
+            return run_one_by_one(self, x)
+        out = self.method.execute([self._torch.from_numpy(x)])[0]
+        return out.numpy().copy()
+
+    def input_hw(self) -> Optional[tuple[int, int]]:
+        shape = getattr(self, "_shape", ())
+        return (shape[2], shape[3]) if len(shape) == 4 and shape[1] == 3 else None
+
+    def close(self) -> None:
+        self.method = None
+        _LIVE.discard(id(self))
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        d.update(version=getattr(self, "_version", None), delegate="XNNPACK",
+                 threads=getattr(self, "pool_threads", self.threads))
+        return d
+
+
+RUNNER = ExecuTorchRunner
+
+
+def _version() -> Optional[str]:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("executorch")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+# ------------------------------------------------------------------------------ builders
+
+
+def _lower(exported: Any, dst: Path) -> None:
+    """XNNPACK-lower an exported program and write it as a ``.pte`` (atomically)."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    from okdhp_edge.utils.io import atomic_write_bytes
+
+    program = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
+    atomic_write_bytes(dst, bytes(program.to_executorch().buffer))
+
+
+def _module_and_input(ctx: BuildContext) -> tuple[Any, Any]:
+    reason = missing_package("executorch", "executorch", export=True)
+    if reason:
+        raise BackendUnavailable(reason)
+    import torch
+
+    from okdhp_edge.models.hourglass import HeatmapOnly
+
+    w, h = ctx.size
+    return HeatmapOnly(ctx.model.float().cpu().eval()).eval(), torch.zeros(1, 3, h, w)
+
+
+def _failed(exc: Exception, what: str) -> BackendUnavailable:
+    """A lowering that fails for this student is its row's one-line reason."""
+    first = (str(exc).strip().splitlines() or [""])[0][:300]
+    log.warning("%s failed: %s: %s", what, type(exc).__name__, first)
+    return BackendUnavailable(f"{what} failed: {type(exc).__name__}: {first}")
+
+
+def _build_fp32(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
+    import torch
+
+    module, x = _module_and_input(ctx)
+    try:
+        _lower(torch.export.export(module, (x,)), ctx.path(fmt.name))
+    except Exception as exc:  # noqa: BLE001 - any lowering error is this row's reason
+        raise _failed(exc, "ExecuTorch XNNPACK lowering") from None
+    return {"layout": fmt.layout, "delegate": "XNNPACK", "executorch": _version()}
+
+
+def _quantizer(method: str) -> Any:
+    """XNNPACK's PT2E quantizer: per-channel int8 weights, int8 activations whose ranges
+    come from XNNPACK's default observer, or a min-max one."""
+    import dataclasses
+
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+    from torchao.quantization.pt2e import MinMaxObserver
+
+    config = get_symmetric_quantization_config(is_per_channel=True)
+    if method == "minmax":
+        act = dataclasses.replace(config.input_activation,
+                                  observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2**-12))
+        config = dataclasses.replace(config, input_activation=act, output_activation=act)
+    return XNNPACKQuantizer().set_global(config)
+
+
+def _build_int8(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
+    if ctx.recipe.method not in ("default", "minmax"):
+        raise BackendUnavailable(f"ExecuTorch INT8 here estimates ranges with XNNPACK's "
+                                 f"default observer or min-max, not '{ctx.recipe.method}'")
+    if ctx.recipe.keep_head:
+        raise BackendUnavailable("ExecuTorch INT8 here quantizes every layer "
+                                 "(no --int8-keep-head)")
+    import torch
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    module, x = _module_and_input(ctx)
+    images, calib = ctx.calibration()
+    try:
+        prepared = prepare_pt2e(torch.export.export(module, (x,)).module(),
+                                _quantizer(ctx.recipe.method))
+        with torch.no_grad():
+            for i in range(len(images)):
+                prepared(torch.from_numpy(images[i:i + 1]))
+        converted = convert_pt2e(prepared)
+        _lower(torch.export.export(converted, (x,)), ctx.path(fmt.name))
+    except Exception as exc:  # noqa: BLE001
+        raise _failed(exc, "ExecuTorch PT2E INT8") from None
+    method = "xnnpack-default (histogram)" if ctx.recipe.method == "default" else "minmax"
+    return {"layout": fmt.layout, "delegate": "XNNPACK", "executorch": _version(),
+            "calibration": calib, "recipe": ctx.recipe.as_dict(), "calibration_method": method,
+            "activations": "s8 asymmetric per tensor",
+            "higher_precision_layers": float_convolutions(converted)}
+
+
+def float_convolutions(graph_module: Any) -> list[str]:
+    """Convolutions of a converted PT2E graph whose input is not dequantized int8."""
+    out = []
+    for node in graph_module.graph.nodes:
+        if node.op == "call_function" and "conv" in str(node.target):
+            src = node.args[0]
+            if not (hasattr(src, "target") and "dequantize" in str(src.target)):
+                out.append(node.name)
+    return out
+
+
+BUILDERS = {"executorch_fp32": _build_fp32, "executorch_int8": _build_int8}

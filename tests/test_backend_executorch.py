@@ -1,0 +1,83 @@
+"""ExecuTorch: a tiny student lowered to XNNPACK .pte programs (fp32 and PT2E int8), run by
+the ExecuTorch runtime and checked for parity; bundles name their extra."""
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from okdhp_edge.manifest import zoo_students
+
+pytest.importorskip("executorch", reason="the executorch extra is not installed")
+
+
+@pytest.fixture(scope="module")
+def et_export(tiny_zoo, tmp_path_factory):
+    from okdhp_edge.export.exporter import export_student
+    from okdhp_edge.export.quantize import QuantRecipe
+
+    d, man = zoo_students(tiny_zoo)[0]
+    # into the student's own export folder: the bundle test below reuses the files (a
+    # lowering takes ~20 s even for this tiny student)
+    rec = export_student(d / "student.yaml", recipe=QuantRecipe(method="minmax", num_images=8),
+                         formats=("executorch_fp32", "executorch_int8"))
+    return d, man, d / "export", rec
+
+
+def test_pte_programs_run_with_parity(et_export):
+    from okdhp_edge.backends import make_runner
+
+    _, man, out, rec = et_export
+    for fmt in ("executorch_fp32", "executorch_int8"):
+        entry = rec["formats"][fmt]
+        assert entry["available"], entry.get("reason")
+        assert entry["parity"]["passed"], (fmt, entry["parity"])
+    assert rec["formats"]["executorch_fp32"]["parity"]["random"]["max_abs_heatmap_err"] < 1e-4
+    int8 = rec["formats"]["executorch_int8"]
+    assert int8["calibration_method"] == "minmax" and int8["calibration"]["num_images"] == 8
+    assert int8["higher_precision_layers"] == []  # every convolution reads int8
+    assert int8["file_bytes"] > 0
+    r = make_runner("executorch", "fp32", threads=1)
+    r.load(str(out / rec["formats"]["executorch_fp32"]["file"]))
+    w, h = man["preprocessing"]["input_size"]
+    assert r.input_hw() == (h, w) and r.describe()["delegate"] == "XNNPACK"
+    assert r.run(np.zeros((2, 3, h, w), np.float32)).shape[0] == 2
+
+
+NO_EXECUTORCH = textwrap.dedent("""
+    import sys
+    class Block:
+        def find_spec(self, name, path=None, target=None):
+            if name == "executorch" or name.startswith("executorch."):
+                raise ImportError("executorch is not installed here")
+    sys.meta_path.insert(0, Block())
+    from okdhp_edge.runtime.bundle import load_bundle
+    from okdhp_edge.utils.cli import run_cli
+    run_cli(lambda argv: load_bundle(sys.argv[1]) and 0)
+""")
+
+
+def test_bundle_names_its_extra_and_refuses_tampering(et_export, tmp_path):
+    from okdhp_edge.bundles import export_bundle
+    from okdhp_edge.runtime.bundle import load_bundle
+    from okdhp_edge.utils.io import IntegrityError
+
+    d, _, _, _ = et_export
+    out = export_bundle(d / "student.yaml", "executorch", "fp32", tmp_path / "b")
+    pipe = load_bundle(out)
+    assert pipe.manifest["requires"] == "executorch"
+    img = np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    assert pipe(img, (20, 10, 60, 90)).shape == (17, 3)
+    proc = subprocess.run([sys.executable, "-c", NO_EXECUTORCH, str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    err = proc.stderr.strip()
+    assert len(err.splitlines()) == 1 and "okdhp_edge[executorch]" in err, err
+    pte = out / pipe.manifest["model"]
+    data = bytearray(pte.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    pte.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match="sha256 mismatch"):
+        load_bundle(out)
