@@ -64,14 +64,22 @@ def tiny_zoo(synthetic_root, tmp_path_factory) -> Path:
     return write_zoo(trainer)
 
 
+def blocking(package: str) -> str:
+    """The start of a ``python -c`` script in which ``package`` cannot be imported (a target
+    device without it)."""
+    return textwrap.dedent(f"""
+        import sys
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name == "{package}" or name.startswith("{package}."):
+                    raise ImportError("{package} is not installed here")
+        sys.meta_path.insert(0, Block())
+    """)
+
+
 # runs `python -m okdhp_edge.bench ARGS` with torch made unimportable (a target device)
-BLOCK_TORCH = textwrap.dedent("""
-    import sys, runpy
-    class Block:
-        def find_spec(self, name, path=None, target=None):
-            if name == "torch" or name.startswith("torch."):
-                raise ImportError("torch is blocked in this test")
-    sys.meta_path.insert(0, Block())
+BLOCK_TORCH = blocking("torch") + textwrap.dedent("""
+    import runpy
     sys.argv = ["okdhp_edge.bench"] + sys.argv[1:]
     runpy.run_module("okdhp_edge.bench", run_name="__main__")
 """)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from okdhp_edge.manifest import zoo_students
+from tests.conftest import blocking
 
 pytest.importorskip("executorch", reason="the executorch extra is not installed")
 
@@ -46,13 +47,7 @@ def test_pte_programs_run_with_parity(et_export):
     assert r.run(np.zeros((2, 3, h, w), np.float32)).shape[0] == 2
 
 
-NO_EXECUTORCH = textwrap.dedent("""
-    import sys
-    class Block:
-        def find_spec(self, name, path=None, target=None):
-            if name == "executorch" or name.startswith("executorch."):
-                raise ImportError("executorch is not installed here")
-    sys.meta_path.insert(0, Block())
+NO_EXECUTORCH = blocking("executorch") + textwrap.dedent("""
     from okdhp_edge.runtime.bundle import load_bundle
     from okdhp_edge.utils.cli import run_cli
     run_cli(lambda argv: load_bundle(sys.argv[1]) and 0)

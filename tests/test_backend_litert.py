@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from okdhp_edge.manifest import zoo_students
+from tests.conftest import blocking
 
 pytest.importorskip("litert_torch", reason="the litert extra is not installed")
 
@@ -61,13 +62,7 @@ def test_unsupported_recipe_is_an_unavailable_row(litert_export, tmp_path):
     assert rec["formats"]["litert_fp32"]["available"]  # the rest of the export went on
 
 
-LOAD_BUNDLE = textwrap.dedent("""
-    import sys
-    class Block:
-        def find_spec(self, name, path=None, target=None):
-            if name == "torch" or name.startswith("torch."):
-                raise ImportError("torch is blocked in this test")
-    sys.meta_path.insert(0, Block())
+LOAD_BUNDLE = blocking("torch") + textwrap.dedent("""
     import numpy as np
     from okdhp_edge.runtime.bundle import load_bundle
     pipe = load_bundle(sys.argv[1])

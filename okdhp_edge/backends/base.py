@@ -14,6 +14,7 @@ defines, at module level and without importing torch or a converter:
 from __future__ import annotations
 
 import importlib
+import logging
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Callable, Optional, Protocol
@@ -38,6 +39,14 @@ def missing_package(module: str, backend: str, export: bool = False) -> Optional
         how = f"pip install 'okdhp_edge[{extra}]'" if extra else "pip install okdhp_edge"
         return f"{module} is not installed ({exc}); {how}"
     return None
+
+
+def conversion_failed(exc: Exception, what: str) -> BackendUnavailable:
+    """A converter's failure on one student (an operator it lacks) as that format's one-line
+    reason: its row is unavailable, and the rest of the export and bench goes on."""
+    first = (str(exc).strip().splitlines() or [""])[0][:300]
+    logging.getLogger(__name__).warning("%s failed: %s: %s", what, type(exc).__name__, first)
+    return BackendUnavailable(f"{what} failed: {type(exc).__name__}: {first}")
 
 
 class BuildContext(Protocol):

@@ -24,7 +24,13 @@ from typing import Any, Optional
 
 import numpy as np
 
-from okdhp_edge.backends.base import BackendUnavailable, BuildContext, Runner, missing_package
+from okdhp_edge.backends.base import (
+    BackendUnavailable,
+    BuildContext,
+    Runner,
+    conversion_failed,
+    missing_package,
+)
 from okdhp_edge.targets import ExportFormat
 
 log = logging.getLogger(__name__)
@@ -144,13 +150,6 @@ def _module_and_input(ctx: BuildContext) -> tuple[Any, Any]:
     return HeatmapOnly(ctx.model.float().cpu().eval()).eval(), torch.zeros(1, 3, h, w)
 
 
-def _failed(exc: Exception, what: str) -> BackendUnavailable:
-    """A lowering that fails for this student is its row's one-line reason."""
-    first = (str(exc).strip().splitlines() or [""])[0][:300]
-    log.warning("%s failed: %s: %s", what, type(exc).__name__, first)
-    return BackendUnavailable(f"{what} failed: {type(exc).__name__}: {first}")
-
-
 def _build_fp32(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
     import torch
 
@@ -158,7 +157,7 @@ def _build_fp32(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
     try:
         _lower(torch.export.export(module, (x,)), ctx.path(fmt.name))
     except Exception as exc:  # noqa: BLE001 - any lowering error is this row's reason
-        raise _failed(exc, "ExecuTorch XNNPACK lowering") from None
+        raise conversion_failed(exc, "ExecuTorch XNNPACK lowering") from None
     return {"layout": fmt.layout, "delegate": "XNNPACK", "executorch": _version()}
 
 
@@ -202,7 +201,7 @@ def _build_int8(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
         converted = convert_pt2e(prepared)
         _lower(torch.export.export(converted, (x,)), ctx.path(fmt.name))
     except Exception as exc:  # noqa: BLE001
-        raise _failed(exc, "ExecuTorch PT2E INT8") from None
+        raise conversion_failed(exc, "ExecuTorch PT2E INT8") from None
     method = "xnnpack-default (histogram)" if ctx.recipe.method == "default" else "minmax"
     return {"layout": fmt.layout, "delegate": "XNNPACK", "executorch": _version(),
             "calibration": calib, "recipe": ctx.recipe.as_dict(), "calibration_method": method,

@@ -27,7 +27,13 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from okdhp_edge.backends.base import BackendUnavailable, BuildContext, Runner, missing_package
+from okdhp_edge.backends.base import (
+    BackendUnavailable,
+    BuildContext,
+    Runner,
+    conversion_failed,
+    missing_package,
+)
 from okdhp_edge.targets import ExportFormat
 
 log = logging.getLogger(__name__)
@@ -153,14 +159,6 @@ def _write(ctx: BuildContext, fmt: ExportFormat, content: bytes) -> None:
     atomic_write_bytes(ctx.path(fmt.name), _with_metadata(content, ctx.metadata()))
 
 
-def _converter_failed(exc: Exception, what: str) -> BackendUnavailable:
-    """A conversion that fails for this student (an operator the converter lacks) makes its
-    row unavailable with the converter's reason in one line; the bench goes on."""
-    first = (str(exc).strip().splitlines() or [""])[0][:300]
-    log.warning("%s failed: %s: %s", what, type(exc).__name__, first)
-    return BackendUnavailable(f"{what} failed: {type(exc).__name__}: {first}")
-
-
 def _build_fp32(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
     reason = missing_package("litert_torch", "litert", export=True)
     if reason:
@@ -178,7 +176,7 @@ def _build_fp32(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
         edge.export(str(tmp))
         content = tmp.read_bytes()
     except Exception as exc:  # noqa: BLE001 - any converter error is this row's reason
-        raise _converter_failed(exc, "litert-torch conversion") from None
+        raise conversion_failed(exc, "litert-torch conversion") from None
     finally:
         tmp.unlink(missing_ok=True)
     _write(ctx, fmt, content)
@@ -201,7 +199,7 @@ def _quantize(step: Callable[[], Any], what: str) -> Any:
         with contextlib.redirect_stdout(out):
             result = step()
     except Exception as exc:  # noqa: BLE001 - any quantizer error is this row's reason
-        raise _converter_failed(exc, what) from None
+        raise conversion_failed(exc, what) from None
     log.debug("%s: %s", what, " | ".join(out.getvalue().splitlines()))
     return result
 
