@@ -22,6 +22,7 @@ import contextlib
 import io
 import json
 import logging
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -172,7 +173,9 @@ def _build_fp32(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
     module = HeatmapOnly(ctx.model.float().cpu().eval()).eval()
     tmp = ctx.path(fmt.name).with_name(f".{fmt.name}.convert.tflite")
     try:
-        edge = litert_torch.convert(module, (torch.zeros(1, 3, h, w),))
+        with warnings.catch_warnings():  # torch.export's deprecation notes, once per node
+            warnings.simplefilter("ignore", FutureWarning)
+            edge = litert_torch.convert(module, (torch.zeros(1, 3, h, w),))
         edge.export(str(tmp))
         content = tmp.read_bytes()
     except Exception as exc:  # noqa: BLE001 - any converter error is this row's reason
