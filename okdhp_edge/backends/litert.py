@@ -142,6 +142,10 @@ def _with_metadata(content: bytes, metadata: dict[str, str]) -> bytes:
     from ai_edge_litert import schema_py_generated as schema
 
     model = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
+    for buf in model.buffers or []:  # data stored after the flatbuffer (offset, size) moves
+        if buf.offset and buf.offset > 1:  # inside it: repacking drops that tail
+            buf.data = np.frombuffer(content[buf.offset:buf.offset + buf.size], np.uint8)
+            buf.offset = buf.size = 0
     kept = [m for m in (model.metadata or []) if m.name != METADATA_NAME.encode()]
     buffer = schema.BufferT()
     buffer.data = np.frombuffer(json.dumps(metadata, sort_keys=True).encode(), np.uint8)
