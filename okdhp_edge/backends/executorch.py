@@ -68,8 +68,11 @@ class ExecuTorchRunner(Runner):
 
         self._torch = torch
         self.pool_threads = self._size_pool()
-        program = Runtime.get().load_program(Path(path), verification=Verification.Minimal)
-        self.method = program.load_method("forward")
+        # the method lives in its program: the runner keeps both (a program collected under
+        # its method leaves the method without its inputs)
+        self._program = Runtime.get().load_program(Path(path),
+                                                   verification=Verification.Minimal)
+        self.method = self._program.load_method("forward")
         if self.method is None:
             raise RuntimeError(f"{path}: the program has no 'forward' method")
         _LIVE.add(id(self))
@@ -102,7 +105,7 @@ class ExecuTorchRunner(Runner):
         return (shape[2], shape[3]) if len(shape) == 4 and shape[1] == 3 else None
 
     def close(self) -> None:
-        self.method = None
+        self.method = self._program = None
         _LIVE.discard(id(self))
 
     def describe(self) -> dict[str, Any]:

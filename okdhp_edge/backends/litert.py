@@ -112,7 +112,10 @@ class LiteRTRunner(Runner):
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()
+        # float16 weights are dequantized where they are used: the arithmetic is f32
+        ran = {"fp16": "f32 (fp16 weights)", "int8": "int8"}.get(self.precision, "f32")
         d.update(version=getattr(self, "_version", None), delegate="XNNPACK (default)",
+                 inference_precision=ran,
                  input_dtype=np.dtype(self._in["dtype"]).name if hasattr(self, "_in") else None)
         return d
 
