@@ -20,10 +20,10 @@ def litert_export(tiny_zoo, tmp_path_factory):
     from okdhp_edge.export.quantize import QuantRecipe
 
     d, man = zoo_students(tiny_zoo)[0]
-    out = tmp_path_factory.mktemp("litert")
-    rec = export_student(d / "student.yaml", out, force=True, recipe=QuantRecipe(num_images=8),
+    # into the student's own export folder: the bundle tests reuse the files
+    rec = export_student(d / "student.yaml", recipe=QuantRecipe(num_images=8),
                          formats=("litert_fp32", "litert_fp16", "litert_int8"))
-    return d, man, out, rec
+    return d, man, d / "export", rec
 
 
 def test_tflite_files_run_with_parity(litert_export):
@@ -51,10 +51,14 @@ def test_tflite_files_run_with_parity(litert_export):
 
 
 def test_unsupported_recipe_is_an_unavailable_row(litert_export, tmp_path):
+    import shutil
+
     from okdhp_edge.export.exporter import export_student
     from okdhp_edge.export.quantize import QuantRecipe
 
-    d, _, _, _ = litert_export
+    d, _, out, _ = litert_export
+    for name in ("export.yaml", "model_fp32.tflite"):  # the fp32 file is reused, not rebuilt
+        shutil.copyfile(out / name, tmp_path / name)
     rec = export_student(d / "student.yaml", tmp_path, formats=("litert_int8",),
                          recipe=QuantRecipe(method="entropy", num_images=8))
     entry = rec["formats"]["litert_int8"]
@@ -74,13 +78,14 @@ LOAD_BUNDLE = blocking("torch") + textwrap.dedent("""
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
-def test_litert_bundle_runs_without_torch_and_refuses_tampering(tiny_zoo, tmp_path, precision):
+def test_litert_bundle_runs_without_torch_and_refuses_tampering(litert_export, tmp_path,
+                                                                precision):
     from okdhp_edge.bundles import export_bundle
     from okdhp_edge.export.quantize import QuantRecipe
     from okdhp_edge.runtime.bundle import load_bundle
     from okdhp_edge.utils.io import IntegrityError
 
-    d, _ = zoo_students(tiny_zoo)[0]
+    d = litert_export[0]
     out = export_bundle(d / "student.yaml", "litert", precision, tmp_path / "b",
                         recipe=QuantRecipe(num_images=8))
     proc = subprocess.run([sys.executable, "-c", LOAD_BUNDLE, str(out)], capture_output=True,
@@ -97,7 +102,7 @@ def test_litert_bundle_runs_without_torch_and_refuses_tampering(tiny_zoo, tmp_pa
         load_bundle(out)
 
 
-def test_edited_tflite_metadata_check(tiny_zoo, tmp_path):
+def test_edited_tflite_metadata_check(litert_export, tmp_path):
     """The bundle's preprocessing is checked against the metadata the .tflite carries."""
     import yaml
 
@@ -105,8 +110,7 @@ def test_edited_tflite_metadata_check(tiny_zoo, tmp_path):
     from okdhp_edge.manifest import ManifestError
     from okdhp_edge.runtime.bundle import load_bundle
 
-    d, _ = zoo_students(tiny_zoo)[0]
-    out = export_bundle(d / "student.yaml", "litert", "fp32", tmp_path / "b")
+    out = export_bundle(litert_export[0] / "student.yaml", "litert", "fp32", tmp_path / "b")
     man = yaml.safe_load((out / "bundle.yaml").read_text())
     man["preprocessing"]["mean"] = [0.5, 0.5, 0.5]
     (out / "bundle.yaml").write_text(yaml.safe_dump(man))
