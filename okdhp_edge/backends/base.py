@@ -119,6 +119,19 @@ class Runner(ABC):
     def close(self) -> None:
         """Release the session / compiled model."""
 
+    def check_cpu_target(self) -> None:
+        """BackendUnavailable unless this runner runs on the CPU and the targets table gives
+        its backend this precision (for runners of CPU-only files)."""
+        from okdhp_edge.targets import TARGETS
+
+        if self.device != "cpu":
+            raise BackendUnavailable(f"the {self.backend} runner here runs on the CPU, not "
+                                     f"'{self.device}'")
+        if (self.backend, self.precision) not in TARGETS:
+            have = ", ".join(p for b, p in TARGETS if b == self.backend)
+            raise BackendUnavailable(f"{self.backend} files are {have}, not "
+                                     f"'{self.precision}'")
+
     def describe(self) -> dict[str, Any]:
         """What actually runs: backend, device, precision as read back, threads, versions."""
         return {"backend": self.backend, "device": self.device, "precision": self.precision,

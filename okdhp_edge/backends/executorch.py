@@ -57,12 +57,7 @@ class ExecuTorchRunner(Runner):
         reason = unavailable_reason()
         if reason:
             raise BackendUnavailable(reason)
-        if self.device != "cpu":
-            raise BackendUnavailable(f"the ExecuTorch runner here runs on the CPU, not "
-                                     f"'{self.device}'")
-        if self.precision not in ("fp32", "int8"):
-            raise BackendUnavailable(f"ExecuTorch files are fp32 or int8, not "
-                                     f"'{self.precision}'")
+        self.check_cpu_target()
         import torch
         from executorch.runtime import Runtime, Verification
 

@@ -63,12 +63,7 @@ class LiteRTRunner(Runner):
         except ImportError as exc:
             raise BackendUnavailable(f"ai-edge-litert is not installed ({exc}); "
                                      "pip install okdhp_edge") from None  # the plain install
-        if self.device != "cpu":
-            raise BackendUnavailable(f"the LiteRT runner here runs on the CPU, not "
-                                     f"'{self.device}'")
-        if self.precision not in ("fp32", "fp16", "int8"):
-            raise BackendUnavailable(f"LiteRT files are fp32, fp16 or int8, not "
-                                     f"'{self.precision}'")
+        self.check_cpu_target()
         content = Path(path).read_bytes()
         self._metadata = read_metadata(content)
         self.interp = Interpreter(model_content=content, num_threads=max(1, self.threads))
