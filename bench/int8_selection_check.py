@@ -30,16 +30,16 @@ def main() -> None:
     core, out = ov.Core(), {}
     for _, man in zoo_students(args.zoo):
         items, _, metric = selection_validation(man)
-        base = args.work_dir / man["name"]
+        base = args.work_dir / man.name
         for tag, xml in (("fp32", base / "fp32/openvino_fp32/model.xml"),
                          ("default", base / "openvino-default-300/openvino_int8/model.xml"),
                          ("minmax", base / "openvino-minmax-300/openvino_int8/model.xml")):
             if not xml.is_file():
-                print(f"{man['name']} {tag}: {xml} missing (run the calibration experiment)")
+                print(f"{man.name} {tag}: {xml} missing (run the calibration experiment)")
                 continue
             compiled = core.compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32",
                                                             "INFERENCE_NUM_THREADS": 1})
-            key = f"{man['name']}/{tag}"
+            key = f"{man.name}/{tag}"
             out[key] = metric(compiled, items)
             print(f"{key}: {out[key]:.4f}", flush=True)
     print(json.dumps(out, indent=1))

@@ -17,13 +17,14 @@ import torch
 from okdhp_edge.config import load_config, save_config
 from okdhp_edge.data.keypoints import get_spec
 from okdhp_edge.families import is_multi_branch, zoo_student_names
-from okdhp_edge.manifest import UNTRAINED_SPLIT, ZOO_SCHEMA, unique_dir
+from okdhp_edge.manifest import unique_dir
 from okdhp_edge.models.info import count_macs, count_params
 from okdhp_edge.models.registry import create_model, model_kwargs_from_config
+from okdhp_edge.records import UNTRAINED_SPLIT, Accuracy, Provenance, StudentManifest, ZooManifest
 from okdhp_edge.students import (
     preprocessing_of,
-    set_compression,
     student_manifest,
+    with_compression,
     write_zoo_dir,
 )
 from okdhp_edge.utils.provenance import git_commit
@@ -55,7 +56,7 @@ def write_plan_zoo(configs: list[Path], overrides: list[str], root: Path,
     name = name or "plan_" + "+".join(Path(c).stem for c in configs)
     zoo_dir = unique_dir(Path(root), name)
     models: dict[str, torch.nn.Module] = {}
-    manifests: dict[str, dict[str, Any]] = {}
+    manifests: dict[str, StudentManifest] = {}
     for path, cfg in zip(configs, cfgs):
         students = plan_students(cfg)
         for student, m in students.items():
@@ -65,28 +66,28 @@ def write_plan_zoo(configs: list[Path], overrides: list[str], root: Path,
             models[student] = m
             manifests[student] = _plan_manifest(student, m, cfg, branch,
                                                 zoo_dir / f"{Path(path).stem}.yaml")
-    set_compression(manifests)
+    manifests = with_compression(manifests)
     first = next(iter(manifests.values()))
-    zoo = {"schema": ZOO_SCHEMA, "name": zoo_dir.name,
-           "students": sorted(manifests, key=lambda n: manifests[n]["params"]),
-           "run": "", "dataset": cfgs[0].data.dataset, "metric": first["accuracy"]["metric"]}
+    zoo = ZooManifest(schema=ZooManifest.VERSION, name=zoo_dir.name,
+                      students=sorted(manifests, key=lambda n: manifests[n].params),
+                      run="", dataset=cfgs[0].data.dataset, metric=first.accuracy.metric)
     write_zoo_dir(zoo_dir, zoo, manifests, models)
     for path, cfg in zip(configs, cfgs):  # the resolved configs beside the students
         save_config(cfg, zoo_dir / f"{Path(path).stem}.yaml")
-    log.info("plan zoo (untrained students %s) written: %s", ", ".join(zoo["students"]),
+    log.info("plan zoo (untrained students %s) written: %s", ", ".join(zoo.students),
              zoo_dir)
     return zoo_dir
 
 
 def _plan_manifest(student: str, m: torch.nn.Module, cfg: Any, branch: int,
-                   config_path: Path) -> dict[str, Any]:
+                   config_path: Path) -> StudentManifest:
     size = tuple(cfg.data.input_size)
-    accuracy = {"metric": METRICS.get(cfg.data.dataset, "AP"), "value": None,
-                "dataset": cfg.data.dataset, "split": UNTRAINED_SPLIT, "ann": "", "images": "",
-                "headboxes": "", "flip_test": False, "stats": {}}
-    prov = {"config": str(config_path), "run": "", "git_commit": git_commit(),
-            "seed": cfg.train.seed, "branch": branch, "multi_branch": {}, "splits": {},
-            "distillation": {}, "epoch": 0, "select_metric": None}
+    accuracy = Accuracy(metric=METRICS.get(cfg.data.dataset, "AP"), value=None,
+                        dataset=cfg.data.dataset, split=UNTRAINED_SPLIT, ann="", images="",
+                        headboxes="", flip_test=False, stats={})
+    prov = Provenance(config=str(config_path), run="", git_commit=git_commit(),
+                      seed=cfg.train.seed, branch=branch, multi_branch={}, splits={},
+                      distillation={}, epoch=0, select_metric=None)
     return student_manifest(student, m, list(size), count_params(m), count_macs(m, size),
                             preprocessing_of(cfg.data, get_spec(cfg.data.dataset).flip_pairs),
                             accuracy, prov)

@@ -10,11 +10,18 @@ import numpy as np
 import torch
 
 from okdhp_edge.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from okdhp_edge.manifest import (
-    STUDENT_SCHEMA,
+from okdhp_edge.manifest import load_student_manifest
+from okdhp_edge.records import (
+    Accuracy,
+    Architecture,
+    Compression,
     ManifestError,
-    load_student_manifest,
-    write_yaml,
+    Preprocessing,
+    Provenance,
+    StudentManifest,
+    WeightsRef,
+    ZooManifest,
+    write_record,
 )
 from okdhp_edge.utils.io import atomic_write, sha256_file, verify_sha256
 
@@ -23,9 +30,10 @@ log = logging.getLogger(__name__)
 WEIGHTS_FILE = "weights.safetensors"
 
 
-def save_student(directory: Path, model: torch.nn.Module, manifest: dict[str, Any]) -> Path:
-    """Write weights (safetensors, atomically) and ``student.yaml``; fills the weights
-    fields of ``manifest``. Refuses an existing student directory."""
+def save_student(directory: Path, model: torch.nn.Module, manifest: StudentManifest
+                 ) -> StudentManifest:
+    """Write weights (safetensors, atomically) and ``student.yaml``; returns the manifest
+    with its weights fields filled. Refuses an existing student directory."""
     from safetensors.torch import save_file
 
     directory = Path(directory)
@@ -35,21 +43,23 @@ def save_student(directory: Path, model: torch.nn.Module, manifest: dict[str, An
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = bound_fields(manifest)  # in the weights' header, so under their sha256
     atomic_write(directory / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp), metadata=meta))
-    manifest["weights"] = {"file": WEIGHTS_FILE, "sha256": sha256_file(directory / WEIGHTS_FILE)}
-    write_yaml(directory / "student.yaml", manifest)
-    return directory / "student.yaml"
+    manifest = manifest.replace(weights=WeightsRef(WEIGHTS_FILE,
+                                                   sha256_file(directory / WEIGHTS_FILE)))
+    write_record(directory / "student.yaml", manifest)
+    return manifest
 
 
-def set_compression(manifests: dict[str, dict[str, Any]]) -> None:
-    """Fill each manifest's ``compression``: the largest student's params and MACs over its."""
-    max_p = max(v["params"] for v in manifests.values())
-    max_m = max(v["macs"] for v in manifests.values())
-    for man in manifests.values():
-        man["compression"] = {"params": round(max_p / man["params"], 4),
-                              "macs": round(max_m / man["macs"], 4)}
+def with_compression(manifests: dict[str, StudentManifest]) -> dict[str, StudentManifest]:
+    """Each manifest with its ``compression``: the largest student's params and MACs over
+    its own."""
+    max_p = max(v.params for v in manifests.values())
+    max_m = max(v.macs for v in manifests.values())
+    return {k: man.replace(compression=Compression(round(max_p / man.params, 4),
+                                                   round(max_m / man.macs, 4)))
+            for k, man in manifests.items()}
 
 
-def write_zoo_dir(zoo_dir: Path, zoo: dict[str, Any], manifests: dict[str, dict],
+def write_zoo_dir(zoo_dir: Path, zoo: ZooManifest, manifests: dict[str, StudentManifest],
                   models: dict[str, torch.nn.Module]) -> None:
     """Write a zoo (students + ``zoo.yaml``) in a hidden folder beside ``zoo_dir`` and rename
     it into place: a kill while writing leaves no half zoo under the zoo's name."""
@@ -66,23 +76,23 @@ def write_zoo_dir(zoo_dir: Path, zoo: dict[str, Any], manifests: dict[str, dict]
         for name, man in manifests.items():
             save_student(build / name, models[name].to(memory_format=torch.contiguous_format),
                          man)
-        write_yaml(build / "zoo.yaml", zoo)
+        write_record(build / "zoo.yaml", zoo)
         os.rename(build, zoo_dir)
     except BaseException:
         shutil.rmtree(build, ignore_errors=True)
         raise
 
 
-def build_student(manifest: dict[str, Any]) -> torch.nn.Module:
+def build_student(manifest: StudentManifest) -> torch.nn.Module:
     """The (untrained) model a manifest's ``architecture`` describes, from the registry."""
     from okdhp_edge.models.registry import create_model
 
-    arch = manifest["architecture"]
+    arch = manifest.architecture
     try:
-        return create_model(arch["family"], num_joints=arch["num_joints"], **arch["args"])
+        return create_model(arch.family, num_joints=arch.num_joints, **arch.args)
     except (TypeError, ValueError) as exc:
-        raise ManifestError(f"student '{manifest['name']}': architecture {arch['family']} "
-                            f"{arch['args']} cannot be built: {exc}") from None
+        raise ManifestError(f"student '{manifest.name}': architecture {arch.family} "
+                            f"{arch.args} cannot be built: {exc}") from None
 
 
 # the manifest fields a student computes with: written into its weights file's header too,
@@ -90,13 +100,15 @@ def build_student(manifest: dict[str, Any]) -> torch.nn.Module:
 BOUND_FIELDS = ("architecture", "preprocessing")
 
 
-def bound_fields(manifest: dict[str, Any]) -> dict[str, str]:
+def bound_fields(manifest: StudentManifest) -> dict[str, str]:
     import json
 
-    return {k: json.dumps(manifest[k], sort_keys=True) for k in BOUND_FIELDS}
+    from okdhp_edge.schema import to_dict
+
+    return {k: json.dumps(to_dict(getattr(manifest, k)), sort_keys=True) for k in BOUND_FIELDS}
 
 
-def check_bound_fields(weights: Path, manifest: dict[str, Any], where: Path) -> None:
+def check_bound_fields(weights: Path, manifest: StudentManifest, where: Path) -> None:
     """Refuse a manifest whose architecture or preprocessing differs from the one its
     (sha256-verified) weights were saved with. Weights saved before this check carry none."""
     from safetensors import safe_open
@@ -110,15 +122,15 @@ def check_bound_fields(weights: Path, manifest: dict[str, Any], where: Path) -> 
 
 
 def load_student(path: str | Path, device: str | torch.device = "cpu"
-                 ) -> tuple[torch.nn.Module, dict[str, Any]]:
+                 ) -> tuple[torch.nn.Module, StudentManifest]:
     """Model (eval mode) and manifest of a ``student.yaml``; verifies the weights' sha256
     and that the manifest's architecture and preprocessing are the ones saved with them."""
     from safetensors.torch import load_file
 
     path = Path(path)
     manifest = load_student_manifest(path)
-    weights = path.parent / manifest["weights"]["file"]
-    verify_sha256(weights, manifest["weights"]["sha256"])
+    weights = path.parent / manifest.weights.file
+    verify_sha256(weights, manifest.weights.sha256)
     check_bound_fields(weights, manifest, path)
     model = build_student(manifest)
     model.load_state_dict(load_file(str(weights), device=str(device)))
@@ -126,27 +138,23 @@ def load_student(path: str | Path, device: str | torch.device = "cpu"
 
 
 def student_manifest(name: str, model: torch.nn.Module, input_size: list[int], params: int,
-                     macs: int, preprocessing: dict[str, Any], accuracy: dict[str, Any],
-                     provenance: dict[str, Any]) -> dict[str, Any]:
+                     macs: int, preprocessing: Preprocessing, accuracy: Accuracy,
+                     provenance: Provenance) -> StudentManifest:
     """A student manifest of the current schema (weights and compression filled in later).
     ``model`` is a registered student family (``family`` attribute, ``arch()`` method)."""
-    return {
-        "schema": STUDENT_SCHEMA, "name": name,
-        "architecture": {"family": model.family, "args": model.arch(),
-                         "num_joints": int(model.num_joints), "input_size": list(input_size)},
-        "params": int(params), "macs": int(macs),
-        "compression": {"params": 1.0, "macs": 1.0},
-        "weights": {"file": WEIGHTS_FILE, "sha256": ""},
-        "preprocessing": preprocessing, "accuracy": accuracy, "provenance": provenance,
-    }
+    arch = Architecture(model.family, model.arch(), int(model.num_joints), list(input_size))
+    return StudentManifest(
+        schema=StudentManifest.VERSION, name=name, architecture=arch, params=int(params),
+        macs=int(macs), compression=Compression(1.0, 1.0), weights=WeightsRef(WEIGHTS_FILE, ""),
+        preprocessing=preprocessing, accuracy=accuracy, provenance=provenance)
 
 
-def preprocessing_of(dcfg: Any, flip_pairs: list) -> dict[str, Any]:
+def preprocessing_of(dcfg: Any, flip_pairs: list) -> Preprocessing:
     """Preprocessing and decoding parameters a deployment needs."""
-    return {"input_size": list(dcfg.input_size), "mean": list(IMAGENET_MEAN),
-            "std": list(IMAGENET_STD), "box_padding": float(dcfg.box_padding),
-            "heatmap_stride": int(dcfg.heatmap_stride), "sigma": float(dcfg.sigma),
-            "flip_pairs": [list(p) for p in flip_pairs]}
+    return Preprocessing(
+        input_size=list(dcfg.input_size), mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD),
+        box_padding=float(dcfg.box_padding), heatmap_stride=int(dcfg.heatmap_stride),
+        sigma=float(dcfg.sigma), flip_pairs=[list(p) for p in flip_pairs])
 
 
 def torch_engine(model: torch.nn.Module, device: str | torch.device = "cpu"):
@@ -169,9 +177,9 @@ def evaluate_student(path: str | Path, dataset: Optional[str] = None, ann: str =
 
     model, man = load_student(path)
     ds = report_dataset(man, dataset, ann, images, headboxes)
-    flip = man["accuracy"]["flip_test"] if flip is None else flip
+    flip = man.accuracy.flip_test if flip is None else flip
     fn = engine_heatmap_fn(torch_engine(model), ds.flip_index if flip else None)
     res = score(ds, predict(ds, fn, batch_size=batch_size),
                 headboxes=ds.headboxes)
-    res.update(student=man["name"], flip_test=flip)
+    res.update(student=man.name, flip_test=flip)
     return res

@@ -71,19 +71,21 @@ def main(argv: Optional[list[str]] = None) -> int:
     else:
         from okdhp_edge.export.exporter import export_student
 
-        exp = export_student(args.student, formats=(fmt,))
-        path = str(args.student.parent / "export" / exp["formats"][fmt]["file"])
+        entry = export_student(args.student, formats=(fmt,)).formats[fmt]
+        if not entry.available:
+            raise UsageError(f"{fmt} unavailable here: {entry.reason}")
+        path = str(args.student.parent / "export" / entry.file)
     runner = make_runner(args.backend, "fp32", threads=1)
     runner.load(path)
-    kpts = KeypointPipeline(runner, man["preprocessing"])(image, box, flip=args.flip)
+    kpts = KeypointPipeline(runner, man.preprocessing)(image, box, flip=args.flip)
     runner.close()
-    skeleton = (MPII_16 if man["architecture"]["num_joints"] == 16 else COCO_17).skeleton
+    skeleton = (MPII_16 if man.architecture.num_joints == 16 else COCO_17).skeleton
     vis = draw_pose(image, kpts, skeleton, box=box)
     ok, buf = cv2.imencode(".png", cv2.cvtColor(vis, cv2.COLOR_RGB2BGR))
     if not ok:
         raise RuntimeError("PNG encoding failed")
     atomic_write_bytes(args.out, buf.tobytes())
-    print(f"wrote {args.out} ({args.backend}, {man['name']})")
+    print(f"wrote {args.out} ({args.backend}, {man.name})")
     return 0
 
 

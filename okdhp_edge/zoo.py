@@ -46,17 +46,17 @@ def cmd_list(args: argparse.Namespace) -> int:
         return 0
     for zoo_dir in zoos:
         zoo = load_zoo_manifest(zoo_dir)
-        reports = _reports_for(zoo["name"], args.reports)
-        print(f"zoo {zoo['name']} ({zoo_dir}), dataset {zoo['dataset']}, run {zoo['run']}")
-        head = f"  {'student':<12} {'params M':>9} {'GMACs':>7} {'x params':>8} {zoo['metric']:>9}"
+        reports = _reports_for(zoo.name, args.reports)
+        print(f"zoo {zoo.name} ({zoo_dir}), dataset {zoo.dataset}, run {zoo.run}")
+        head = f"  {'student':<12} {'params M':>9} {'GMACs':>7} {'x params':>8} {zoo.metric:>9}"
         print(head + "".join(f"  {d[:28]:>28}" for d in reports))
         for _, man in zoo_students(zoo_dir):
-            acc = man["accuracy"]["value"]
-            line = (f"  {man['name']:<12} {man['params'] / 1e6:9.3f} {man['macs'] / 1e9:7.3f} "
-                    f"{man['compression']['params']:8.2f} "
+            acc = man.accuracy.value
+            line = (f"  {man.name:<12} {man.params / 1e6:9.3f} {man.macs / 1e9:7.3f} "
+                    f"{man.compression.params:8.2f} "
                     f"{'-' if acc is None else f'{acc:9.4f}':>9}")
             for rep in reports.values():
-                rows = [r for r in rep["rows"] if r["student"] == man["name"]
+                rows = [r for r in rep["rows"] if r["student"] == man.name
                         and latency_of(r) is not None]
                 best = min(rows, key=latency_of, default=None)
                 cell = "-" if best is None else \
@@ -76,7 +76,7 @@ def _report_path(args: argparse.Namespace) -> Path:
         return args.report
     if not (args.zoo and args.device):
         raise UsageError("zoo pick needs --report FILE, or --zoo and --device")
-    zoo = load_zoo_manifest(args.zoo)["name"]
+    zoo = load_zoo_manifest(args.zoo).name
     path = args.reports / args.device / f"{zoo}.json"
     if not path.is_file():
         have = sorted(p.parent.name for p in args.reports.glob(f"*/{zoo}.json"))
@@ -153,7 +153,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         return 0
     if not args.student or not args.backend:
         raise UsageError("zoo export needs --student and --backend (or --all)")
-    students = {m["name"]: d for d, m in zoo_students(args.zoo)}
+    students = {m.name: d for d, m in zoo_students(args.zoo)}
     if args.student not in students:
         raise UsageError(f"no student '{args.student}' in {args.zoo} "
                          f"(have: {', '.join(students)})")

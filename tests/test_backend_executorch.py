@@ -29,12 +29,12 @@ def test_pte_program_runs_with_parity(et_export):
     from okdhp_edge.backends import make_runner
 
     _, man, out, rec = et_export
-    entry = rec["formats"]["executorch_fp32"]
-    assert entry["available"], entry.get("reason")
-    assert entry["parity"]["passed"] and entry["parity"]["random"]["max_abs_heatmap_err"] < 1e-4
+    entry = rec.formats["executorch_fp32"]
+    assert entry.available, entry.reason
+    assert entry.parity["passed"] and entry.parity["random"]["max_abs_heatmap_err"] < 1e-4
     r = make_runner("executorch", "fp32", threads=1)
-    r.load(str(out / entry["file"]))
-    w, h = man["preprocessing"]["input_size"]
+    r.load(str(out / entry.file))
+    w, h = man.preprocessing.input_size
     assert r.input_hw() == (h, w) and r.describe()["delegate"] == "XNNPACK"
     assert r.run(np.zeros((2, 3, h, w), np.float32)).shape[0] == 2
 
@@ -47,11 +47,11 @@ def test_pte_int8_runs_with_parity(et_export):
     d, _, _, _ = et_export
     rec = export_student(d / "student.yaml", formats=("executorch_int8",),
                          recipe=QuantRecipe(method="minmax", num_images=8))
-    int8 = rec["formats"]["executorch_int8"]
-    assert int8["available"], int8.get("reason")
-    assert int8["parity"]["passed"], int8["parity"]
-    assert int8["calibration_method"] == "minmax" and int8["calibration"]["num_images"] == 8
-    assert int8["higher_precision_layers"] == []  # every convolution reads int8
+    int8 = rec.formats["executorch_int8"]
+    assert int8.available, int8.reason
+    assert int8.parity["passed"], int8.parity
+    assert int8.calibration_method == "minmax" and int8.calibration["num_images"] == 8
+    assert int8.higher_precision_layers == []  # every convolution reads int8
 
 
 NO_EXECUTORCH = blocking("executorch") + textwrap.dedent("""
@@ -69,7 +69,7 @@ def test_bundle_names_its_extra_and_refuses_tampering(et_export, tmp_path):
     d, _, _, _ = et_export
     out = export_bundle(d / "student.yaml", "executorch", "fp32", tmp_path / "b")
     pipe = load_bundle(out)
-    assert pipe.manifest["requires"] == "executorch"
+    assert pipe.manifest.requires == "executorch"
     img = np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)
     assert pipe(img, (20, 10, 60, 90)).shape == (17, 3)
     proc = subprocess.run([sys.executable, "-c", NO_EXECUTORCH, str(out)],
@@ -77,7 +77,7 @@ def test_bundle_names_its_extra_and_refuses_tampering(et_export, tmp_path):
     assert proc.returncode == 1
     err = proc.stderr.strip()
     assert len(err.splitlines()) == 1 and "okdhp_edge[executorch]" in err, err
-    pte = out / pipe.manifest["model"]
+    pte = out / pipe.manifest.model
     data = bytearray(pte.read_bytes())
     data[len(data) // 2] ^= 0xFF
     pte.write_bytes(bytes(data))

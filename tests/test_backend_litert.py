@@ -31,22 +31,22 @@ def test_tflite_files_run_with_parity(litert_export):
 
     _, man, out, rec = litert_export
     for fmt in ("litert_fp32", "litert_fp16", "litert_int8"):
-        entry = rec["formats"][fmt]
-        assert entry["available"], entry.get("reason")
-        assert entry["parity"]["passed"], (fmt, entry["parity"])
-        assert entry["layout"] == "NCHW"
-    assert rec["formats"]["litert_fp32"]["parity"]["random"]["max_abs_heatmap_err"] < 1e-4
-    int8 = rec["formats"]["litert_int8"]
-    assert int8["recipe"]["num_images"] == 8 and len(int8["calibration"]["list_sha256"]) == 64
+        entry = rec.formats[fmt]
+        assert entry.available, entry.reason
+        assert entry.parity["passed"], (fmt, entry.parity)
+        assert entry.layout == "NCHW"
+    assert rec.formats["litert_fp32"].parity["random"]["max_abs_heatmap_err"] < 1e-4
+    int8 = rec.formats["litert_int8"]
+    assert int8.recipe["num_images"] == 8 and len(int8.calibration["list_sha256"]) == 64
     r = make_runner("litert", "int8", threads=1)
-    r.load(str(out / int8["file"]))
+    r.load(str(out / int8.file))
     assert r.describe()["input_dtype"] == "int8"  # full integer: int8 in, int8 out
-    assert r.model_metadata()["okdhp_student"] == man["name"]
-    w, h = man["preprocessing"]["input_size"]
+    assert r.model_metadata()["okdhp_student"] == man.name
+    w, h = man.preprocessing.input_size
     assert r.input_hw() == (h, w) and r.input_layout() == "NCHW"
     y = r.run(np.zeros((2, 3, h, w), np.float32))  # a batch runs one image at a time
     assert y.shape[0] == 2 and y.dtype == np.float32
-    sizes = {f: rec["formats"][f]["file_bytes"] for f in ("litert_fp32", "litert_int8")}
+    sizes = {f: rec.formats[f].file_bytes for f in ("litert_fp32", "litert_int8")}
     assert sizes["litert_int8"] < sizes["litert_fp32"]
 
 
@@ -61,9 +61,9 @@ def test_unsupported_recipe_is_an_unavailable_row(litert_export, tmp_path):
         shutil.copyfile(out / name, tmp_path / name)
     rec = export_student(d / "student.yaml", tmp_path, formats=("litert_int8",),
                          recipe=QuantRecipe(method="entropy", num_images=8))
-    entry = rec["formats"]["litert_int8"]
-    assert entry["available"] is False and "min-max" in entry["reason"]
-    assert rec["formats"]["litert_fp32"]["available"]  # the rest of the export went on
+    entry = rec.formats["litert_int8"]
+    assert entry.available is False and "min-max" in entry.reason
+    assert rec.formats["litert_fp32"].available  # the rest of the export went on
 
 
 LOAD_BUNDLE = blocking("torch") + textwrap.dedent("""
@@ -93,8 +93,9 @@ def test_litert_bundle_runs_without_torch_and_refuses_tampering(litert_export, t
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "(17, 3) litert" in proc.stdout
     pipe = load_bundle(out)
-    assert pipe.manifest["input_layout"] == "NCHW" and "requires" not in pipe.manifest
-    model = out / pipe.manifest["model"]
+    assert pipe.manifest.input_layout == "NCHW" and pipe.manifest.requires is None
+    assert "requires" not in (out / "bundle.yaml").read_text()  # the plain install runs it
+    model = out / pipe.manifest.model
     data = bytearray(model.read_bytes())
     data[len(data) // 2] ^= 0xFF  # one flipped byte in the weights
     model.write_bytes(bytes(data))
@@ -124,7 +125,7 @@ def test_missing_converter_is_one_line_with_its_extra(tiny_zoo, tmp_path, monkey
     monkeypatch.setitem(sys.modules, "litert_torch", None)  # import litert_torch -> ImportError
     d, _ = zoo_students(tiny_zoo)[0]
     rec = export_student(d / "student.yaml", tmp_path, formats=("litert_fp32",))
-    entry = rec["formats"]["litert_fp32"]
-    assert entry["available"] is False
-    assert "litert_torch is not installed" in entry["reason"]
-    assert "pip install 'okdhp_edge[litert]'" in entry["reason"] and "\n" not in entry["reason"]
+    entry = rec.formats["litert_fp32"]
+    assert entry.available is False
+    assert "litert_torch is not installed" in entry.reason
+    assert "pip install 'okdhp_edge[litert]'" in entry.reason and "\n" not in entry.reason

@@ -28,7 +28,7 @@ def test_bundle_round_trip_and_tamper(tiny_zoo, tmp_path):
     ref = torch_engine(model)(x)
     coords, _ = pipe.codec.decode_to_image(ref, c[None], s[None])
     assert np.abs(coords[0] - kp[:, :2]).max() < 0.5
-    model_file = out / pipe.manifest["model"]
+    model_file = out / pipe.manifest.model
     model_file.write_bytes(model_file.read_bytes()[:-100])
     with pytest.raises(IntegrityError, match="sha256 mismatch"):
         load_bundle(out)

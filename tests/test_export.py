@@ -13,9 +13,9 @@ def test_onnx_metadata(tiny_zoo):
     d, man = zoo_students(tiny_zoo)[0]
     export_student(d / "student.yaml", formats=("onnx", "onnx_dynamic"))
     meta = read_onnx_metadata(d / "export" / "model.onnx")
-    assert meta["okdhp_student"] == man["name"]
-    assert meta["okdhp_weights_sha256"] == man["weights"]["sha256"]
-    assert json.loads(meta["okdhp_input_size"]) == man["preprocessing"]["input_size"]
+    assert meta["okdhp_student"] == man.name
+    assert meta["okdhp_weights_sha256"] == man.weights.sha256
+    assert json.loads(meta["okdhp_input_size"]) == man.preprocessing.input_size
     import onnx
 
     dyn = onnx.load(str(d / "export" / "model_dynamic.onnx"))
@@ -31,9 +31,9 @@ def test_export_without_openvino_reports_it_unavailable(tiny_zoo, tmp_path, monk
     d, _ = zoo_students(tiny_zoo)[0]
     rec = export_student(d / "student.yaml", tmp_path / "export",
                          formats=("onnx", "openvino_fp32"), force=True)
-    assert rec["formats"]["onnx"]["available"] and rec["formats"]["onnx"]["parity"]["passed"]
-    ov = rec["formats"]["openvino_fp32"]
-    assert ov["available"] is False and "openvino is not installed" in ov["reason"]
+    assert rec.formats["onnx"].available and rec.formats["onnx"].parity["passed"]
+    ov = rec.formats["openvino_fp32"]
+    assert ov.available is False and "openvino is not installed" in ov.reason
     assert not list((tmp_path / "export").glob("*.xml"))
 
 
@@ -51,12 +51,15 @@ def test_export_record_read_through_its_schema(tiny_zoo, tmp_path):
     out = tmp_path / "export"
     export_student(d / "student.yaml", out, formats=("onnx",), force=True)
     rec = read_export_record(out / "export.yaml")
-    assert rec["formats"]["onnx"]["available"] is True
-    for bad, match in (({**rec, "schema": 3}, "export schema 3"),
-                       ({**rec, "formats": {"onnx": "yes"}}, "formats.onnx"),
-                       ({**rec, "student": 5}, "field 'student' should be")):
+    assert rec.formats["onnx"].available is True
+    data = rec.to_dict()
+    for bad, match in (({**data, "schema": 3}, "schema 3 is newer"),
+                       ({**data, "formats": {"onnx": "yes"}}, "formats.onnx"),
+                       ({**data, "formats": {"onnx_x": data["formats"]["onnx"]}},
+                        "formats.onnx_x is not a known format"),
+                       ({**data, "student": 5}, "student: expected str")):
         (out / "export.yaml").write_text(yaml.safe_dump(bad))
         with pytest.raises(ManifestError, match=match):
             read_export_record(out / "export.yaml")
     again = export_student(d / "student.yaml", out, formats=("onnx",))
-    assert again["formats"]["onnx"]["available"] and again["student"] == rec["student"]
+    assert again.formats["onnx"].available and again.student == rec.student

@@ -113,19 +113,19 @@ def test_light_family_trains_extracts_exports(encoder, synthetic_root, tmp_path)
     zoo = write_zoo(trainer)
     students = zoo_students(zoo)
     abbrev = {"resnet18": "r18", "mobilenetv2": "mbv2", "shufflenetv2": "sv2"}[encoder]
-    assert [m["name"] for _, m in students] == [f"{abbrev}x{LIGHT_TINY[encoder]:g}-d8",
+    assert [m.name for _, m in students] == [f"{abbrev}x{LIGHT_TINY[encoder]:g}-d8",
                                                 f"{abbrev}x{LIGHT_TINY[encoder]:g}-d16"]
     d, man = students[0]
-    assert man["architecture"]["family"] == "encoder_decoder"
-    assert man["provenance"]["multi_branch"]["decoder_widths"] == [8, 16]
+    assert man.architecture.family == "encoder_decoder"
+    assert man.provenance.multi_branch["decoder_widths"] == [8, 16]
     model, loaded = load_student(d / "student.yaml")  # rebuilt from the manifest alone
-    assert loaded["architecture"]["args"] == model.arch()
-    best = trainer.best_states[man["name"]]
+    assert loaded.architecture.args == model.arch()
+    best = trainer.best_states[man.name]
     assert all(torch.equal(v, best[k]) for k, v in model.state_dict().items())
     rec = export_student(d / "student.yaml", formats=("onnx", "openvino_fp32"))
     for fmt in ("onnx", "openvino_fp32"):
-        assert rec["formats"][fmt]["available"], rec["formats"][fmt]
-        assert rec["formats"][fmt]["parity"]["passed"], rec["formats"][fmt]["parity"]
+        assert rec.formats[fmt].available, rec.formats[fmt]
+        assert rec.formats[fmt].parity["passed"], rec.formats[fmt].parity
     # a torch-free bundle of the light student gives the PyTorch student's keypoints
     import numpy as np
 

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from okdhp_edge.bench.report import ReportError, load_report
-from okdhp_edge.manifest import is_untrained, zoo_students
+from okdhp_edge.manifest import zoo_students
 from tests.conftest import BLOCK_TORCH
 
 LIGHT = ["model.name=okdhp_light", "model.width_mult=0.25", "model.decoder_widths=[8,16]",
@@ -42,8 +42,8 @@ def test_plan_zoo_holds_the_configs_untrained_students(plan):
 
     students = zoo_students(plan / "zoo" / "plan_quickstart")
     assert (plan / "zoo" / "plan_quickstart" / "quickstart.yaml").is_file()
-    assert [m["name"] for _, m in students] == ["mbv2x0.25-d8", "mbv2x0.25-d16"]
-    assert all(is_untrained(m) and m["accuracy"]["value"] is None for _, m in students)
+    assert [m.name for _, m in students] == ["mbv2x0.25-d8", "mbv2x0.25-d16"]
+    assert all(m.untrained and m.accuracy.value is None for _, m in students)
     # the names the trainer would give, from the same config
     cfg = load_config("configs/quickstart.yaml", LIGHT)
     assert list(plan_students(cfg)) == ["mbv2x0.25-d8", "mbv2x0.25-d16"]
@@ -144,9 +144,9 @@ def test_several_configs_plan_as_one_zoo(tmp_path):
                      "decoder_width: 8}\ndata: {input_size: [64, 64]}\n")
     zoo = write_plan_zoo([hg, light], [], tmp_path / "zoo")
     assert zoo.name == "plan_hg+light"
-    names = {m["name"]: m for _, m in zoo_students(zoo)}
+    names = {m.name: m for _, m in zoo_students(zoo)}
     assert set(names) == {"hg2", "sv2x0.5-d8"}
-    assert names["sv2x0.5-d8"]["architecture"]["family"] == "encoder_decoder"
+    assert names["sv2x0.5-d8"].architecture.family == "encoder_decoder"
     other = tmp_path / "other.yaml"
     other.write_text("data: {input_size: [96, 128]}\n")
     with pytest.raises(ValueError, match="input_size"):

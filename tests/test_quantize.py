@@ -1,6 +1,7 @@
 """INT8: real ONNX Runtime and NNCF/OpenVINO quantization of a tiny student, the recipe
 through export.yaml and bundles, tampered files refused, bad requests in one line."""
 
+import dataclasses
 import subprocess
 import sys
 
@@ -43,30 +44,30 @@ def test_targets_table_is_the_one_place():
 @pytest.mark.parametrize("fmt", ["onnx_int8", "openvino_int8"])
 def test_real_int8_on_both_cpu_backends(int8_export, fmt):
     out, rec = int8_export
-    e = rec["formats"][fmt]
-    assert e["available"] and e["precision"] == "int8"
-    par = e["parity"]
+    e = rec.formats[fmt]
+    assert e.available and e.precision == "int8"
+    par = e.parity
     assert par["passed"], par  # within the stated INT8 tolerance against PyTorch fp32
     assert par["tolerance"]["mean_kpt_disp_px"] == TOLERANCE["int8"][1]
-    assert e["recipe"] == RECIPE.as_dict()
-    assert e["calibration"]["num_images"] == 16 and len(e["calibration"]["list_sha256"]) == 64
-    assert e["higher_precision_layers"] == []  # plain PTQ: every weighted layer in int8
-    assert e["file_bytes"] > 0  # (at width 8 the Q/DQ scales outweigh the int8 weights)
+    assert e.recipe == RECIPE.as_dict()
+    assert e.calibration["num_images"] == 16 and len(e.calibration["list_sha256"]) == 64
+    assert e.higher_precision_layers == []  # plain PTQ: every weighted layer in int8
+    assert e.file_bytes > 0  # (at width 8 the Q/DQ scales outweigh the int8 weights)
 
 
 def test_int8_is_reproducible_and_cached(student, int8_export, tmp_path):
     out, rec = int8_export
     again = export_student(student, out, formats=("onnx_int8",), recipe=RECIPE)
-    assert again["formats"]["onnx_int8"]["sha256"] == rec["formats"]["onnx_int8"]["sha256"]
+    assert again.formats["onnx_int8"].sha256 == rec.formats["onnx_int8"].sha256
     ort_file = out / "model_int8.onnx"
     mtime = ort_file.stat().st_mtime_ns
     ov_only = QuantRecipe(num_images=16, overflow_fix="enable", max_drop=0.01)
     kept = export_student(student, out, formats=("onnx_int8",), recipe=ov_only)
     assert ort_file.stat().st_mtime_ns == mtime  # OpenVINO-only fields: ORT's file stays
-    assert kept["formats"]["onnx_int8"]["recipe"] == RECIPE.as_dict()  # what made it
+    assert kept.formats["onnx_int8"].recipe == RECIPE.as_dict()  # what made it
     other = export_student(student, tmp_path, formats=("onnx_int8",), recipe=RECIPE)
-    assert other["formats"]["onnx_int8"]["calibration"] == rec["formats"]["onnx_int8"][
-        "calibration"]  # the same command gives the same calibration list
+    # the same command gives the same calibration list
+    assert other.formats["onnx_int8"].calibration == rec.formats["onnx_int8"].calibration
 
 
 def test_keep_head_leaves_the_heatmap_conv_in_float(student, tmp_path):
@@ -74,7 +75,7 @@ def test_keep_head_leaves_the_heatmap_conv_in_float(student, tmp_path):
     rec = export_student(student, tmp_path, formats=("onnx_int8", "openvino_int8"),
                          recipe=recipe)
     for fmt in ("onnx_int8", "openvino_int8"):
-        assert len(rec["formats"][fmt]["higher_precision_layers"]) == 1, fmt
+        assert len(rec.formats[fmt].higher_precision_layers) == 1, fmt
 
 
 def _int8_weight_range(xml) -> list[int]:
@@ -91,14 +92,14 @@ def test_overflow_fix_halves_every_weight_range(student, tmp_path):
     weights use half the int8 range; ``enable`` puts every one in [-64, 64]; a changed fix
     rebuilds the cached file, an old record without the field reads as the default."""
     plain = export_student(student, tmp_path, formats=("openvino_int8",), recipe=RECIPE)
-    xml = tmp_path / plain["formats"]["openvino_int8"]["file"]
+    xml = tmp_path / plain.formats["openvino_int8"].file
     before = _int8_weight_range(xml)
     fixed_recipe = QuantRecipe(num_images=16, overflow_fix="enable")
     fixed = export_student(student, tmp_path, formats=("openvino_int8",), recipe=fixed_recipe)
     after = _int8_weight_range(xml)
     assert len(before) == len(after) > 2
     assert max(after) <= 64 < max(before) and min(before) <= 64
-    assert fixed["formats"]["openvino_int8"]["recipe"]["overflow_fix"] == "enable"
+    assert fixed.formats["openvino_int8"].recipe["overflow_fix"] == "enable"
     old = {k: v for k, v in RECIPE.as_dict().items() if k != "overflow_fix"}
     assert RECIPE.same_as(old) and not fixed_recipe.same_as(old)
     with pytest.raises(QuantizationError, match="overflow_fix must be one of"):
@@ -111,7 +112,7 @@ def test_tampered_cache_is_rebuilt_not_trusted(student, tmp_path, caplog):
     f.write_bytes(f.read_bytes()[:-10])
     again = export_student(student, tmp_path, formats=("onnx_int8",), recipe=RECIPE)
     assert "sha256 differs" in caplog.text
-    assert again["formats"]["onnx_int8"]["sha256"] == rec["formats"]["onnx_int8"]["sha256"]
+    assert again.formats["onnx_int8"].sha256 == rec.formats["onnx_int8"].sha256
 
 
 def test_int8_bundle_round_trip_and_tamper(student, tmp_path):
@@ -120,11 +121,11 @@ def test_int8_bundle_round_trip_and_tamper(student, tmp_path):
 
     out = export_bundle(student, "openvino", "int8", tmp_path / "b", recipe=RECIPE)
     pipe = load_bundle(out)
-    q = pipe.manifest["quantization"]
+    q = pipe.manifest.quantization
     assert q["recipe"] == RECIPE.as_dict() and q["calibration"]["num_images"] == 16
     img = np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)
     assert pipe(img, (20, 10, 60, 90)).shape == (17, 3)
-    model = out / pipe.manifest["model"]
+    model = out / pipe.manifest.model
     model.with_suffix(".bin").write_bytes(b"\0" + model.with_suffix(".bin").read_bytes()[1:])
     with pytest.raises(IntegrityError, match="sha256 mismatch"):
         load_bundle(out)
@@ -159,7 +160,7 @@ def test_schema_1_student_cannot_calibrate(student, tmp_path):
     from okdhp_edge.manifest import load_student_manifest
 
     man = load_student_manifest(student)
-    man["provenance"]["splits"] = {}
+    man = man.replace(provenance=dataclasses.replace(man.provenance, splits={}))
     with pytest.raises(DataError, match="records no training split"):
         calibration_set(man, RECIPE)
 
@@ -169,9 +170,9 @@ def test_accuracy_control_on_the_selection_split(student, tmp_path):
     and records which layers it kept in float."""
     recipe = QuantRecipe(num_images=8, max_drop=0.0)
     e = export_student(student, tmp_path, formats=("openvino_int8",),
-                       recipe=recipe)["formats"]["openvino_int8"]
-    assert e["available"] and e["recipe"]["max_drop"] == 0.0
-    assert isinstance(e["higher_precision_layers"], list)
+                       recipe=recipe).formats["openvino_int8"]
+    assert e.available and e.recipe["max_drop"] == 0.0
+    assert isinstance(e.higher_precision_layers, list)
     assert yaml.safe_load((tmp_path / "export.yaml").read_text())["formats"]["openvino_int8"][
         "recipe"] == recipe.as_dict()
 

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from okdhp_edge.manifest import ManifestError, load_student_manifest, zoo_students
+from okdhp_edge.records import StudentManifest
 from okdhp_edge.utils.io import IntegrityError
 
 
@@ -19,12 +20,12 @@ def test_evaluate_student_cli_and_sha(tiny_zoo, tmp_path):
                            str(d / "student.yaml"), "--no-flip", "--out", str(out)],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(out.read_text())["AP"] == pytest.approx(man["accuracy"]["value"], abs=1e-6)
+    assert json.loads(out.read_text())["AP"] == pytest.approx(man.accuracy.value, abs=1e-6)
     import shutil
 
     bad = tmp_path / "bad"
     shutil.copytree(d, bad)
-    w = bad / man["weights"]["file"]
+    w = bad / man.weights.file
     w.write_bytes(w.read_bytes()[:-10] + b"0123456789")
     from okdhp_edge.students import load_student
 
@@ -37,7 +38,7 @@ def test_evaluate_student_cli_and_sha(tiny_zoo, tmp_path):
     (lambda m: m["accuracy"].pop("split"), "missing field 'accuracy.split'"),
     (lambda m: m.update(colour="red"), "unknown field 'colour'"),
     (lambda m: m["architecture"].update(num_joints="two"),
-     "'architecture.num_joints' should be int"),
+     "architecture.num_joints: expected int"),
     (lambda m: m.update(schema=99), "schema 99 is newer"),
 ])
 def test_manifest_errors_name_the_field(tiny_zoo, tmp_path, mutate, needle):
@@ -64,7 +65,7 @@ def test_student_arguments_the_family_does_not_take(tiny_zoo, tmp_path):
     from okdhp_edge.students import build_student  # and the builder's own message
 
     with pytest.raises(ManifestError, match="cannot be built"):
-        build_student(man)
+        build_student(StudentManifest.from_data(man, "edited"))
 
 
 def test_schema_1_manifest_is_read_with_the_lua_stem(tiny_zoo, tmp_path):
@@ -80,9 +81,9 @@ def test_schema_1_manifest_is_read_with_the_lua_stem(tiny_zoo, tmp_path):
     prov.update(branches=layout["branches"], shared_stacks=layout["shared_stacks"])
     (tmp_path / "student.yaml").write_text(yaml.safe_dump(man))
     old = load_student_manifest(tmp_path / "student.yaml")
-    assert old["schema"] == 2 and old["architecture"]["args"]["stem"] == "lua"
-    assert old["architecture"]["args"]["num_stacks"] == args["num_stacks"]
-    assert old["provenance"]["multi_branch"] == layout
+    assert old.schema == 2 and old.architecture.args["stem"] == "lua"
+    assert old.architecture.args["num_stacks"] == args["num_stacks"]
+    assert old.provenance.multi_branch == layout
 
 
 def test_zoo_never_overwritten(tiny_zoo):

@@ -26,23 +26,23 @@ def _state(path):
 
 def test_run_folder_and_zoo(tiny_zoo):
     students = zoo_students(tiny_zoo)
-    assert [m["name"] for _, m in students] == ["hg2", "hg3"]  # ordered by size
-    run = Path(students[0][1]["provenance"]["run"])
+    assert [m.name for _, m in students] == ["hg2", "hg3"]  # ordered by size
+    run = Path(students[0][1].provenance.run)
     assert load_config(run / "config.yaml").model.branches == [1, 2]
     lines = (run / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["epoch"] for x in lines] == [1, 2]
     assert set(json.loads(lines[-1])["select"]) == {"hg2", "hg3", "ensemble"}
     for d, man in students:
-        assert man["accuracy"]["split"] == "report" and man["accuracy"]["metric"] == "AP"
-        assert man["provenance"]["distillation"]["lambda_kd"] == 2.0
-        assert (d / man["weights"]["file"]).is_file()
+        assert man.accuracy.split == "report" and man.accuracy.metric == "AP"
+        assert man.provenance.distillation["lambda_kd"] == 2.0
+        assert (d / man.weights.file).is_file()
     big = students[-1][1]
-    assert big["compression"]["params"] == 1.0
-    assert students[0][1]["compression"]["params"] > 1.0
+    assert big.compression.params == 1.0
+    assert students[0][1].compression.params > 1.0
 
 
 def test_checkpoint_loads_weights_only(tiny_zoo):
-    run = Path(zoo_students(tiny_zoo)[0][1]["provenance"]["run"])
+    run = Path(zoo_students(tiny_zoo)[0][1].provenance.run)
     ck = torch.load(run / "last.pt", weights_only=True)
     assert ck["epoch"] == 2 and "optimizer" in ck and "rng" in ck
 

@@ -61,7 +61,7 @@ class BuildContext(Protocol):
     """
 
     model: Any
-    man: dict[str, Any]
+    man: Any  # okdhp_edge.records.StudentManifest
     recipe: Any
     size: tuple[int, int]
 

@@ -49,7 +49,7 @@ class TorchTensorRTRunner(TorchRunner):
 
         self.torch = torch
         model, man = load_student(path, "cuda")
-        size = tuple(man["preprocessing"]["input_size"])
+        size = tuple(man.preprocessing.input_size)
         self.model = compile_torch_tensorrt(model, size, self.precision == "fp16")
         self._version = torch.__version__
 

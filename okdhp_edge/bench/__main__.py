@@ -103,11 +103,11 @@ def _zoo_candidates(zoo: Path, students: Optional[tuple[str, ...]], formats: lis
 
     out = []
     for d, man in zoo_students(zoo):
-        if students and man["name"] not in students:
+        if students and man.name not in students:
             continue
-        log.info("exporting %s: %s", man["name"], ", ".join(formats) or "nothing")
+        log.info("exporting %s: %s", man.name, ", ".join(formats) or "nothing")
         exp = export_student(d / "student.yaml", formats=tuple(formats), recipe=recipe)
-        out.append(Candidate(man["name"], man, d / "student.yaml", d / "export", exp))
+        out.append(Candidate(man.name, man, d / "student.yaml", d / "export", exp.formats))
     if not out:
         raise UsageError(f"{zoo}: no students selected")
     return out
@@ -122,11 +122,11 @@ def _e2e_sample(c: Candidate):
     from okdhp_edge.evaluation.datasets import report_dataset
 
     grey = np.full((480, 640, 3), 127, np.uint8), (200.0, 100.0, 160.0, 300.0)
-    if not c.manifest["accuracy"]["ann"]:  # an untrained plan: no data named
+    if not c.manifest.accuracy.ann:  # an untrained plan: no data named
         return grey
     try:
         rec = report_dataset(c.manifest).records[0]
-        w, h = (float(v) / c.manifest["preprocessing"]["box_padding"] for v in rec.scale)
+        w, h = (float(v) / c.manifest.preprocessing.box_padding for v in rec.scale)
         box = (float(rec.center[0]) - w / 2, float(rec.center[1]) - h / 2, w, h)
         return read_image(rec.image_path), box
     except Exception as exc:  # noqa: BLE001
@@ -136,9 +136,7 @@ def _e2e_sample(c: Candidate):
 
 def _untrained(cands: list[Candidate]) -> bool:
     """Whether the candidates are a plan's untrained students (all of them, or none)."""
-    from okdhp_edge.manifest import is_untrained
-
-    flags = {is_untrained(c.manifest) for c in cands}
+    flags = {c.manifest.untrained for c in cands}
     if len(flags) > 1:
         raise UsageError("untrained (plan) and trained students cannot be benched together")
     return flags.pop()
@@ -222,7 +220,7 @@ def run_bench(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     t0 = time.time()
     rows = bench_candidates(cands, opts, _row_command(args, threads, recipe))
     fp = fingerprint(threads)
-    metric = next((c.manifest["accuracy"]["metric"] for c in cands), "accuracy")
+    metric = next((c.manifest.accuracy.metric for c in cands), "accuracy")
     return {
         "report_version": REPORT_VERSION, "zoo": zoo_name, "device_id": device_id(
             fp, args.device_name), "device": fp, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -232,9 +230,8 @@ def run_bench(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
                    "min_iters": opts.timing.min_iters, "min_time_s": opts.timing.min_time_s,
                    "rounds": opts.timing.rounds, "interleaved": True, "batch_latency": 1,
                    "batch_throughput": args.batch},
-        "students": [{"name": c.name, "params": c.manifest.get("params"),
-                      "macs": c.manifest.get("macs"),
-                      "accuracy_torch_manifest": c.manifest["accuracy"].get("value")}
+        "students": [{"name": c.name, "params": c.manifest.params, "macs": c.manifest.macs,
+                      "accuracy_torch_manifest": c.manifest.accuracy.value}
                      for c in cands],
         "quantization": recipe.as_dict() if any(t.quantized for t in targets) else None,
         "rows": rows, "wall_s": round(time.time() - t0, 1),

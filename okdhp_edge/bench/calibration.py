@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any, NamedTuple, Optional
 
 from okdhp_edge.bench.run import report_accuracy
-from okdhp_edge.export.quantize import METHODS, RECORD_FIELDS, QuantRecipe
+from okdhp_edge.export.quantize import METHODS, QuantRecipe
+from okdhp_edge.records import QUANT_FIELDS, StudentManifest
 from okdhp_edge.targets import BACKEND_INFO, backends_with, get_target
 from okdhp_edge.utils.cli import UsageError
 from okdhp_edge.utils.io import atomic_write_json, atomic_write_text
@@ -79,32 +80,32 @@ def cell_key(cell: Cell) -> str:
     return f"{cell.student}/{cell.backend}/{name}/{cell.images}"
 
 
-def _measure(student_yaml: Path, man: dict[str, Any], backend: str, precision: str,
+def _measure(student_yaml: Path, man: StudentManifest, backend: str, precision: str,
              work: Path, recipe: QuantRecipe, dataset: Any) -> dict[str, Any]:
     """Export (quantizing when int8) into ``work`` and measure the report split."""
     from okdhp_edge.export.exporter import export_student
     from okdhp_edge.runtime import make_runner
 
     fmt = get_target(backend, precision).export
-    entry = export_student(student_yaml, work, formats=(fmt,), recipe=recipe)["formats"][fmt]
-    if not entry.get("available"):
-        return {"value": None, "reason": entry.get("reason")}
+    entry = export_student(student_yaml, work, formats=(fmt,), recipe=recipe).formats[fmt]
+    if not entry.available:
+        return {"value": None, "reason": entry.reason}
     runner = make_runner(backend, precision, threads=1)
-    runner.load(str(work / entry["file"]))
+    runner.load(str(work / entry.file))
     try:
         acc = report_accuracy(man, runner, dataset=dataset)
     finally:
         runner.close()
     out = {"value": acc["value"], "metric": acc["metric"], "persons": acc.get("persons")}
     if _reads(backend, "max_drop"):  # the split accuracy control decides on, measured alike
-        out["select_value"] = _selection_metric(man, work / entry["file"], precision)
-    for k in (*RECORD_FIELDS[1:], "file_bytes"):
-        if k in entry:
-            out[k] = entry[k]
+        out["select_value"] = _selection_metric(man, work / entry.file, precision)
+    for k in (*QUANT_FIELDS[1:], "file_bytes"):
+        if getattr(entry, k) is not None:
+            out[k] = getattr(entry, k)
     return out
 
 
-def _selection_metric(man: dict[str, Any], xml: Path, precision: str) -> float:
+def _selection_metric(man: StudentManifest, xml: Path, precision: str) -> float:
     """The selection split's metric of an OpenVINO file, as accuracy control measures it."""
     import openvino as ov
 
@@ -126,26 +127,26 @@ def run(zoo: Path, out: Path, backends: list[str], images: list[int], methods: l
     from okdhp_edge.evaluation.datasets import report_dataset
     from okdhp_edge.manifest import load_zoo_manifest, zoo_students
 
-    zoo_name = load_zoo_manifest(zoo)["name"]
+    zoo_name = load_zoo_manifest(zoo).name
     rep = json.loads(out.read_text()) if out.is_file() else {
         "calibration_version": CALIBRATION_VERSION, "zoo": zoo_name, "fp32": {}, "cells": {}}
     rep["zoo_path"] = str(zoo)
-    members = [(d, m) for d, m in zoo_students(zoo) if not students or m["name"] in students]
+    members = [(d, m) for d, m in zoo_students(zoo) if not students or m.name in students]
     dataset = report_dataset(members[0][1])
     for d, man in members:
         for b in backends:
-            key = f"{man['name']}/{b}"
+            key = f"{man.name}/{b}"
             if key not in rep["fp32"]:
                 rep["fp32"][key] = _measure(d / "student.yaml", man, b, "fp32",
-                                            work_root / man["name"] / "fp32", QuantRecipe(),
+                                            work_root / man.name / "fp32", QuantRecipe(),
                                             dataset)
                 atomic_write_json(out, rep)
-    for c in _cells([m["name"] for _, m in members], backends, images, methods,
+    for c in _cells([m.name for _, m in members], backends, images, methods,
                     list(max_drops), keep_head, overflow_fix):
         key = cell_key(c)
         if key in rep["cells"]:
             continue
-        d, man = next((d, x) for d, x in members if x["name"] == c.student)
+        d, man = next((d, x) for d, x in members if x.name == c.student)
         t0 = time.time()
         cell = _measure(d / "student.yaml", man, c.backend, "int8",
                         work_root / c.student / key.split("/", 1)[1].replace("/", "-"),

@@ -15,7 +15,7 @@ import numpy as np
 
 from okdhp_edge.backends.base import run_one_by_one
 from okdhp_edge.bench.timing import TimingConfig, interleaved, summarize
-from okdhp_edge.export.quantize import RECORD_FIELDS
+from okdhp_edge.records import FormatRecord, StudentManifest
 from okdhp_edge.runtime import BackendUnavailable, Runner, make_runner
 from okdhp_edge.runtime.pipeline import KeypointPipeline
 from okdhp_edge.targets import (
@@ -38,10 +38,10 @@ class Candidate:
     """One student as the bench sees it: its manifest and where its model files are."""
 
     name: str
-    manifest: dict[str, Any]  # student.yaml (zoo) or bundle manifest
+    manifest: StudentManifest  # student.yaml (zoo) or the one its bundles carry
     student_yaml: Optional[Path]  # None in torch-free (bundle) mode
     export_dir: Path
-    export: dict[str, Any]  # export.yaml
+    formats: dict[str, FormatRecord]  # export.yaml's formats (or the bundles')
 
 
 @dataclass
@@ -76,12 +76,12 @@ def model_path(c: Candidate, t: Target) -> tuple[Optional[str], str]:
         if c.student_yaml is None:
             return None, f"{t.backend} needs the student's weights and torch (bundle mode)"
         return str(c.student_yaml), ""
-    entry = c.export["formats"].get(t.export)
+    entry = c.formats.get(t.export)
     if entry is None:
         return None, f"format {t.export} was not exported"
-    if not entry.get("available", False):
-        return None, entry.get("reason", f"{t.export} unavailable")
-    return str(c.export_dir / entry["file"]), ""
+    if not entry.available:
+        return None, entry.reason or f"{t.export} unavailable"
+    return str(c.export_dir / entry.file), ""
 
 
 def _device_for(t: Target, opts: BenchOptions) -> str:
@@ -176,8 +176,8 @@ def _timed_calls(runners: dict[int, Any], rows: list[Row], cand_of: dict[str, Ca
     engine_fns, e2e_fns, own = {}, {}, {}
     for i, r in runners.items():
         row = rows[i]
-        pre = cand_of[row.student].manifest["preprocessing"]
-        w, h = pre["input_size"]
+        pre = cand_of[row.student].manifest.preprocessing
+        w, h = pre.input_size
         x = np.random.default_rng(0).standard_normal((1, 3, h, w)).astype(np.float32)
         engine_fns[i] = _guarded(_engine_call(r, x, own.setdefault(i, [])), row)
         if opts.e2e_image is not None:
@@ -212,8 +212,7 @@ def bench_candidates(cands: list[Candidate], opts: BenchOptions,
     """Measure every (student, backend, precision); return the report rows."""
     from tqdm import tqdm
 
-    rows = [Row(c.name, b, p, params=int(c.manifest.get("params", 0)),
-                macs=int(c.manifest.get("macs", 0)))
+    rows = [Row(c.name, b, p, params=c.manifest.params, macs=c.manifest.macs)
             for c in cands for b, p in _pairs(opts)]
     runners = _load_runners(cands, opts, rows)
     bar = tqdm(total=len(runners) * (2 * opts.timing.rounds + 2), desc="bench", unit="step",
@@ -230,7 +229,7 @@ def bench_candidates(cands: list[Candidate], opts: BenchOptions,
                 row.accuracy = _accuracy(c, r, opts)
             bar.update(1)
             if row.target.export:
-                _file_facts(row, c.export["formats"][row.target.export])
+                _file_facts(row, c.formats[row.target.export])
         r.close()
     bar.close()
     _deltas(rows)
@@ -239,12 +238,11 @@ def bench_candidates(cands: list[Candidate], opts: BenchOptions,
     return [row.__dict__ for row in rows]
 
 
-def _file_facts(row: Row, entry: dict[str, Any]) -> None:
+def _file_facts(row: Row, entry: FormatRecord) -> None:
     """Parity, file size and (quantized files) the recipe, from the export record."""
-    row.parity = entry.get("parity", {})
-    row.file_bytes = entry.get("file_bytes")
-    if "recipe" in entry:
-        row.quantization = {k: entry[k] for k in RECORD_FIELDS if k in entry}
+    row.parity = entry.parity
+    row.file_bytes = entry.file_bytes
+    row.quantization = entry.quantization
 
 
 def _throughput(c: Candidate, row: Row, opts: BenchOptions) -> dict[str, Any]:
@@ -255,13 +253,13 @@ def _throughput(c: Candidate, row: Row, opts: BenchOptions) -> dict[str, Any]:
     if t.throughput == "student":
         path = str(c.student_yaml)
     elif t.throughput:
-        entry = c.export["formats"].get(t.throughput, {})
-        if not entry.get("available"):
+        entry = c.formats.get(t.throughput)
+        if entry is None or not entry.available:
             return {"batch": opts.batch, "reason": "no dynamic-batch export"}
-        path = str(c.export_dir / entry["file"])
+        path = str(c.export_dir / entry.file)
     else:
         return {"batch": opts.batch, "reason": f"not measured for {t.label}"}
-    w, h = c.manifest["preprocessing"]["input_size"]
+    w, h = c.manifest.preprocessing.input_size
     x = np.random.default_rng(1).standard_normal((opts.batch, 3, h, w)).astype(np.float32)
     runner = make_runner(row.backend, row.precision, opts.threads, _device_for(t, opts))
     try:
@@ -280,18 +278,18 @@ def _accuracy(c: Candidate, runner: Runner, opts: BenchOptions) -> dict[str, Any
     return report_accuracy(c.manifest, runner, opts.flip_test, opts.accuracy_max_persons)
 
 
-def report_accuracy(manifest: dict[str, Any], runner: Runner, flip_test: bool = False,
+def report_accuracy(manifest: StudentManifest, runner: Runner, flip_test: bool = False,
                     max_persons: int = 0, dataset: Any = None) -> dict[str, Any]:
     """The report split (``dataset``, or the one the manifest names) through this runner,
     with the same preprocessing and decoding as PyTorch."""
     from okdhp_edge.evaluation.datasets import report_dataset
     from okdhp_edge.evaluation.inference import engine_heatmap_fn, predict, score
 
-    acc = manifest["accuracy"]
     try:
         ds = dataset if dataset is not None else report_dataset(manifest)
     except Exception as exc:  # noqa: BLE001
-        return {"metric": acc["metric"], "value": None, "reason": f"report split unreadable: {exc}"}
+        return {"metric": manifest.accuracy.metric, "value": None,
+                "reason": f"report split unreadable: {exc}"}
     if max_persons and len(ds) > max_persons:
         ds.records = ds.records[:max_persons]
         if ds.headboxes is not None:

@@ -14,6 +14,7 @@ from okdhp_edge.data.dataset import TopDownDataset, require_persons
 from okdhp_edge.data.errors import DataError
 from okdhp_edge.data.keypoints import get_spec
 from okdhp_edge.data.mpii import MpiiKeypoints, load_headboxes
+from okdhp_edge.records import StudentManifest
 
 
 def build_eval_dataset(dataset: str, ann: str, images: str, input_size: tuple[int, int],
@@ -34,19 +35,17 @@ def build_eval_dataset(dataset: str, ann: str, images: str, input_size: tuple[in
                                          det_score_thr=det_thr, **common), ann)
 
 
-def report_dataset(manifest: dict[str, Any], dataset: Optional[str] = None, ann: str = "",
+def report_dataset(manifest: StudentManifest, dataset: Optional[str] = None, ann: str = "",
                    images: str = "", headboxes: str = "") -> TopDownDataset:
     """The report split named in a student/bundle manifest (any field overridable), with
     the manifest's preprocessing."""
-    acc, pre = manifest["accuracy"], manifest["preprocessing"]
-    return build_eval_dataset(dataset or acc["dataset"], ann or acc["ann"],
-                              images or acc["images"], tuple(pre["input_size"]),
-                              pre["heatmap_stride"], pre["sigma"],
-                              headboxes or acc.get("headboxes", ""),
-                              box_padding=pre["box_padding"])
+    acc, pre = manifest.accuracy, manifest.preprocessing
+    return build_eval_dataset(dataset or acc.dataset, ann or acc.ann, images or acc.images,
+                              tuple(pre.input_size), pre.heatmap_stride, pre.sigma,
+                              headboxes or acc.headboxes, box_padding=pre.box_padding)
 
 
-def training_split(manifest: dict[str, Any], split: str) -> TopDownDataset:
+def training_split(manifest: StudentManifest, split: str) -> TopDownDataset:
     """The ``train`` or ``select`` split of the run that trained a student, without
     augmentation, with the student's preprocessing: calibration crops come from ``train``,
     accuracy-controlled quantization measures on ``select`` (never on the report split).
@@ -56,13 +55,12 @@ def training_split(manifest: dict[str, Any], split: str) -> TopDownDataset:
     """
     if split not in ("train", "select"):
         raise ValueError(f"split must be train or select, got {split!r}")
-    sp, pre = manifest["provenance"].get("splits") or {}, manifest["preprocessing"]
+    sp, pre = manifest.provenance.splits, manifest.preprocessing
     if not sp:
-        raise DataError(f"student '{manifest['name']}': its manifest records no training "
+        raise DataError(f"student '{manifest.name}': its manifest records no training "
                         "split (written before schema 2): retrain it, or give the data")
-    common: dict[str, Any] = dict(input_size=tuple(pre["input_size"]),
-                                  stride=pre["heatmap_stride"], sigma=pre["sigma"],
-                                  box_padding=pre["box_padding"])
+    common: dict[str, Any] = dict(input_size=tuple(pre.input_size), stride=pre.heatmap_stride,
+                                  sigma=pre.sigma, box_padding=pre.box_padding)
     spec = get_spec(sp["dataset"])
     if sp["dataset"] == "mpii":
         from okdhp_edge.data.build import estimated_headboxes, mpii_split_indices

@@ -68,7 +68,7 @@ def run_one(config: Optional[Path], overrides: list[str], run_dir: Path) -> dict
         "iterations": trainer.state.iteration,
         "finished": trainer.state.finished,  # why a plateau schedule ended; "" otherwise
         "images_per_s": float(np.mean([h["images_per_s"] for h in trainer.state.history])),
-        "students": {m["name"]: m["accuracy"]["value"] for _, m in zoo_students(zoo)},
+        "students": {m.name: m.accuracy.value for _, m in zoo_students(zoo)},
         "curves": [{"iteration": h["iteration"], "wall_s": h["wall_s"], **h["select"]}
                    for h in trainer.state.history if h["select"]],
         "losses": _last_losses(run_dir / "metrics.jsonl"),

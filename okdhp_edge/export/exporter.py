@@ -37,21 +37,21 @@ from okdhp_edge.backends import format_builder, make_runner, unavailable_reason
 from okdhp_edge.backends.base import BackendUnavailable, run_one_by_one
 from okdhp_edge.data.codec import HeatmapCodec
 from okdhp_edge.export.quantize import QuantRecipe
-from okdhp_edge.manifest import (
+from okdhp_edge.manifest import model_file_metadata
+from okdhp_edge.records import (
+    ExportRecord,
+    FormatRecord,
     ManifestError,
-    model_file_metadata,
-    read_yaml,
-    validate_fields,
-    write_yaml,
+    StudentManifest,
+    format_record,
+    read_record,
+    write_record,
 )
 from okdhp_edge.targets import FORMATS, TARGETS, TOLERANCE, format_chain
 from okdhp_edge.utils.io import sha256_file
 
 log = logging.getLogger(__name__)
 
-EXPORT_SCHEMA = 2
-EXPORT_FIELDS: dict[str, Any] = {"schema": int, "student": str, "weights_sha256": str,
-                                 "preprocessing": dict, "formats": dict}
 DEFAULT_FORMATS = ("onnx", "onnx_dynamic", "openvino_fp32", "openvino_fp16", "tensorrt_fp32",
                    "tensorrt_fp16")
 
@@ -76,10 +76,10 @@ def parity(reference: np.ndarray, other: np.ndarray, stride: int) -> dict[str, f
             "joints_compared": int(disp.size)}
 
 
-def parity_inputs(man: dict[str, Any], n_random: int = 4, n_real: int = 8
+def parity_inputs(man: StudentManifest, n_random: int = 4, n_real: int = 8
                   ) -> dict[str, np.ndarray]:
     """Seeded random inputs and real crops of the student's report split (when readable)."""
-    w, h = man["preprocessing"]["input_size"]
+    w, h = man.preprocessing.input_size
     rng = np.random.default_rng(0)
     out = {"random": rng.standard_normal((n_random, 3, h, w)).astype(np.float32)}
     try:
@@ -89,20 +89,21 @@ def parity_inputs(man: dict[str, Any], n_random: int = 4, n_real: int = 8
         idx = np.linspace(0, len(ds) - 1, min(n_real, len(ds))).astype(int)
         out["real"] = np.stack([ds[int(i)]["image"] for i in idx])
     except Exception as exc:  # noqa: BLE001 - parity on random inputs still runs
-        log.warning("no real parity inputs for %s: %s", man["name"], exc)
+        log.warning("no real parity inputs for %s: %s", man.name, exc)
     return out
 
 
-def _cached(old: dict[str, Any], fmt: str, out_dir: Path, recipe: QuantRecipe) -> bool:
+def _cached(old: dict[str, FormatRecord], fmt: str, out_dir: Path, recipe: QuantRecipe
+            ) -> bool:
     """An earlier export of ``fmt`` that can be trusted: every file still hashes as
     recorded and, for a quantized file, it was made with this recipe (the fields its
     backend's quantizer reads)."""
     entry = old.get(fmt)
-    if not entry or not entry.get("available"):
+    if not entry or not entry.available:
         return False
-    if FORMATS[fmt].calibrated and not recipe.same_as(entry.get("recipe"), FORMATS[fmt].runs_on):
+    if FORMATS[fmt].calibrated and not recipe.same_as(entry.recipe, FORMATS[fmt].runs_on):
         return False
-    files = entry.get("sha256") or {}
+    files = entry.sha256
     if set(files) != set(FORMATS[fmt].files):
         return False
     for rel, digest in files.items():
@@ -117,7 +118,7 @@ class _Context:
     """What building and checking formats needs, made once and only when needed (the
     :class:`okdhp_edge.backends.base.BuildContext` the backends' builders receive)."""
 
-    def __init__(self, model: Any, man: dict[str, Any], out_dir: Path,
+    def __init__(self, model: Any, man: StudentManifest, out_dir: Path,
                  recipe: QuantRecipe) -> None:
         self.model, self.man, self.out_dir, self.recipe = model, man, out_dir, recipe
         self._inputs: Optional[dict[str, np.ndarray]] = None
@@ -126,7 +127,7 @@ class _Context:
 
     @property
     def size(self) -> tuple[int, int]:
-        return tuple(self.man["preprocessing"]["input_size"])
+        return tuple(self.man.preprocessing.input_size)
 
     def path(self, fmt: str) -> Path:
         return self.out_dir / FORMATS[fmt].model_file
@@ -158,7 +159,7 @@ class _Context:
 
 def export_student(student_yaml: Path, out_dir: Optional[Path] = None,
                    formats: tuple[str, ...] = DEFAULT_FORMATS, force: bool = False,
-                   recipe: Optional[QuantRecipe] = None) -> dict[str, Any]:
+                   recipe: Optional[QuantRecipe] = None) -> ExportRecord:
     """Export a student to ``formats`` (and the formats they are built from) and return its
     export manifest (also written as ``export.yaml``). Earlier files are reused when their
     sha256 and recipe check out, unless ``force``."""
@@ -169,9 +170,7 @@ def export_student(student_yaml: Path, out_dir: Optional[Path] = None,
     model, man = load_student(student_yaml)
     out_dir = Path(out_dir or student_yaml.parent / "export")
     old = {} if force else _previous(out_dir / "export.yaml", man)
-    record: dict[str, Any] = {"schema": EXPORT_SCHEMA, "student": man["name"],
-                              "weights_sha256": man["weights"]["sha256"],
-                              "preprocessing": man["preprocessing"], "formats": dict(old)}
+    done = dict(old)
     ctx = _Context(model.eval(), man, out_dir, recipe)
     wanted = []
     for f in formats:
@@ -179,30 +178,31 @@ def export_student(student_yaml: Path, out_dir: Optional[Path] = None,
     for fmt in wanted:
         if _cached(old, fmt, out_dir, recipe):
             continue
-        record["formats"][fmt] = _export_one(fmt, ctx, record["formats"])
-        write_yaml(out_dir / "export.yaml", record)  # a crash keeps what is done
-    write_yaml(out_dir / "export.yaml", record)
+        done[fmt] = _export_one(fmt, ctx, done)
+        _write_record(out_dir, man, done)  # a crash keeps what is done
+    return _write_record(out_dir, man, done)
+
+
+def _write_record(out_dir: Path, man: StudentManifest, formats: dict[str, FormatRecord]
+                  ) -> ExportRecord:
+    record = ExportRecord(schema=ExportRecord.VERSION, student=man.name,
+                          weights_sha256=man.weights.sha256, preprocessing=man.preprocessing,
+                          formats=dict(formats))
+    write_record(out_dir / "export.yaml", record)
     return record
 
 
-def read_export_record(path: Path) -> dict[str, Any]:
-    """``export.yaml`` checked against :data:`EXPORT_FIELDS` (and each format entry a
-    mapping with a boolean ``available``); ManifestError in one line otherwise."""
-    rec = read_yaml(path)
-    if not isinstance(rec, dict) or not isinstance(rec.get("schema"), int):
-        raise ManifestError(f"{path}: not an okdhp_edge export record (no schema)")
-    if rec["schema"] != EXPORT_SCHEMA:
-        raise ManifestError(f"{path}: export schema {rec['schema']}, this okdhp_edge reads "
-                            f"{EXPORT_SCHEMA}")
-    validate_fields(rec, EXPORT_FIELDS, str(path))
-    for fmt, entry in rec["formats"].items():
-        if fmt not in FORMATS or not isinstance(entry, dict) or \
-                not isinstance(entry.get("available"), bool):
-            raise ManifestError(f"{path}: formats.{fmt} is not a known format's record")
+def read_export_record(path: Path) -> ExportRecord:
+    """``export.yaml``, strictly (every format entry a known format's record);
+    ManifestError in one line otherwise."""
+    rec = read_record(ExportRecord, path)
+    unknown = sorted(set(rec.formats) - set(FORMATS))
+    if unknown:
+        raise ManifestError(f"{path}: formats.{unknown[0]} is not a known format")
     return rec
 
 
-def _previous(path: Path, man: dict[str, Any]) -> dict[str, Any]:
+def _previous(path: Path, man: StudentManifest) -> dict[str, FormatRecord]:
     """The formats of an earlier export of these very weights ({} otherwise: an unreadable
     or older record is rebuilt, not trusted)."""
     if not path.is_file():
@@ -212,38 +212,38 @@ def _previous(path: Path, man: dict[str, Any]) -> dict[str, Any]:
     except ManifestError as exc:
         log.warning("%s; exporting again", exc)
         return {}
-    if old["weights_sha256"] != man["weights"]["sha256"]:
+    if old.weights_sha256 != man.weights.sha256:
         return {}
-    return dict(old["formats"])
+    return dict(old.formats)
 
 
-def _export_one(fmt: str, ctx: _Context, done: dict[str, Any]) -> dict[str, Any]:
+def _export_one(fmt: str, ctx: _Context, done: dict[str, FormatRecord]) -> FormatRecord:
     spec = FORMATS[fmt]
     entry: dict[str, Any] = {"backend": spec.runs_on, "precision": spec.precision}
     src = spec.source
     reason = unavailable_reason(spec.runs_on)
-    if reason is None and src and not done.get(src, {}).get("available"):
-        reason = f"needs {src}: {done.get(src, {}).get('reason', 'not built')}"
+    if reason is None and src and not (src in done and done[src].available):
+        reason = f"needs {src}: {done[src].reason if src in done else 'not built'}"
     if reason is None:
         try:
             entry.update(format_builder(fmt)(ctx, spec))
         except BackendUnavailable as exc:
             reason = str(exc)
     if reason:
-        log.info("%s of %s unavailable: %s", fmt, ctx.man["name"], reason)
-        return {**entry, "available": False, "reason": reason}
+        log.info("%s of %s unavailable: %s", fmt, ctx.man.name, reason)
+        return format_record({**entry, "available": False, "reason": reason}, fmt)
     files = {rel: sha256_file(ctx.out_dir / rel) for rel in spec.files}
     entry.update(available=True, file=spec.model_file, sha256=files,
                  file_bytes=sum((ctx.out_dir / rel).stat().st_size for rel in spec.files))
     entry["parity"] = _check_parity(fmt, ctx)
-    return entry
+    return format_record(entry, fmt)
 
 
 def _check_parity(fmt: str, ctx: _Context) -> dict[str, Any]:
     """The file run by the backend it is made for, against the student in PyTorch fp32."""
     spec = FORMATS[fmt]
     inputs, ref = ctx.reference()
-    stride = int(ctx.man["preprocessing"]["heatmap_stride"])
+    stride = ctx.man.preprocessing.heatmap_stride
     # the file carries its precision; the runner is asked for fp32 (int8: the quantized file)
     device = TARGETS[(spec.runs_on, "fp32")].device
     runner = make_runner(spec.runs_on, "int8" if spec.precision == "int8" else "fp32",
@@ -265,7 +265,7 @@ def _check_parity(fmt: str, ctx: _Context) -> dict[str, Any]:
     return res
 
 
-def selection_validation(man: dict[str, Any]) -> tuple[list, Callable, Callable]:
+def selection_validation(man: StudentManifest) -> tuple[list, Callable, Callable]:
     """(items, to_input, metric_fn) on the student's selection split, for NNCF accuracy
     control: ``metric_fn(compiled_model, items)`` is the split's metric (AP, or PCKh) of
     the items given (a sample of the split scores only its own images)."""

@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Optional
 import numpy as np
 
 from okdhp_edge.data.errors import DataError
+from okdhp_edge.records import StudentManifest
 from okdhp_edge.targets import BACKEND_INFO
 
 log = logging.getLogger(__name__)
@@ -26,11 +27,6 @@ log = logging.getLogger(__name__)
 METHODS = ("default", "minmax", "percentile", "entropy")
 # NNCF's fix of int8 saturation on CPUs without VNNI (first_layer: NNCF's own default)
 OVERFLOW_FIXES = ("first_layer", "enable", "disable")
-
-
-# what a quantized file's record carries (export.yaml, bench rows, bundle.yaml)
-RECORD_FIELDS = ("recipe", "calibration", "calibration_method", "activations",
-                 "higher_precision_layers")
 
 
 class QuantizationError(ValueError):
@@ -146,7 +142,7 @@ def recipe_args(recipe: QuantRecipe) -> list[str]:
     return out
 
 
-def calibration_set(manifest: dict[str, Any], recipe: QuantRecipe
+def calibration_set(manifest: StudentManifest, recipe: QuantRecipe
                     ) -> tuple[np.ndarray, dict[str, Any]]:
     """``num_images`` crops [N, 3, H, W] of the training split, made exactly as training
     and the bench make them (no augmentation), and their record: which records (sha256
@@ -156,14 +152,12 @@ def calibration_set(manifest: dict[str, Any], recipe: QuantRecipe
         DataError: no training split recorded, unreadable, or fewer persons than asked.
     """
     from okdhp_edge.evaluation.datasets import training_split
-    from okdhp_edge.manifest import is_untrained
-
-    if is_untrained(manifest):  # a plan's student: its latency does not depend on the data
+    if manifest.untrained:  # a plan's student: its latency does not depend on the data
         return _noise_calibration(manifest, recipe)
     ds = training_split(manifest, "train")
     if len(ds) < recipe.num_images:
         raise DataError(f"calibration asks for {recipe.num_images} images but the training "
-                        f"split of '{manifest['name']}' has {len(ds)} persons")
+                        f"split of '{manifest.name}' has {len(ds)} persons")
     rng = np.random.default_rng(recipe.seed)
     idx = np.sort(rng.choice(len(ds), recipe.num_images, replace=False))
     images = np.stack([ds[int(i)]["image"] for i in idx]).astype(np.float32)
@@ -174,10 +168,10 @@ def calibration_set(manifest: dict[str, Any], recipe: QuantRecipe
     return images, record
 
 
-def _noise_calibration(manifest: dict[str, Any], recipe: QuantRecipe
+def _noise_calibration(manifest: StudentManifest, recipe: QuantRecipe
                        ) -> tuple[np.ndarray, dict[str, Any]]:
     """Seeded normal noise in the normalised input's range, for untrained (plan) students."""
-    w, h = manifest["preprocessing"]["input_size"]
+    w, h = manifest.preprocessing.input_size
     rng = np.random.default_rng(recipe.seed)
     images = rng.standard_normal((recipe.num_images, 3, h, w)).astype(np.float32)
     return images, {"num_images": recipe.num_images, "seed": recipe.seed,

@@ -3,7 +3,7 @@ decoding as training and evaluation (numpy + OpenCV only)."""
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 
@@ -11,6 +11,7 @@ from okdhp_edge.backends.base import Runner
 from okdhp_edge.data.codec import HeatmapCodec
 from okdhp_edge.data.keypoints import flip_permutation
 from okdhp_edge.data.transforms import box_to_center_scale, crop
+from okdhp_edge.records import BundleManifest, Preprocessing
 
 
 class KeypointPipeline:
@@ -18,23 +19,23 @@ class KeypointPipeline:
 
     Args:
         runner: a loaded :class:`Runner`.
-        preprocessing: the ``preprocessing`` block of a student or bundle manifest.
+        preprocessing: the preprocessing record of a student or bundle manifest.
         manifest: the bundle manifest it was loaded from, if any.
         layout: the model file's input layout, ``NCHW`` or ``NHWC`` (the runner is fed so).
     """
 
-    def __init__(self, runner: Runner, preprocessing: dict[str, Any],
-                 manifest: Optional[dict[str, Any]] = None, layout: str = "NCHW") -> None:
+    def __init__(self, runner: Runner, preprocessing: Preprocessing,
+                 manifest: Optional[BundleManifest] = None, layout: str = "NCHW") -> None:
         self.runner = runner
         self.manifest = manifest
         self.nhwc = layout == "NHWC"
-        self.input_size = tuple(int(v) for v in preprocessing["input_size"])
-        self.mean = np.asarray(preprocessing["mean"], np.float32)
-        self.std = np.asarray(preprocessing["std"], np.float32)
-        self.padding = float(preprocessing["box_padding"])
-        self.codec = HeatmapCodec(self.input_size, int(preprocessing["heatmap_stride"]),
-                                  float(preprocessing["sigma"]))
-        pairs = preprocessing.get("flip_pairs", [])
+        self.input_size = tuple(preprocessing.input_size)
+        self.mean = np.asarray(preprocessing.mean, np.float32)
+        self.std = np.asarray(preprocessing.std, np.float32)
+        self.padding = float(preprocessing.box_padding)
+        self.codec = HeatmapCodec(self.input_size, preprocessing.heatmap_stride,
+                                  float(preprocessing.sigma))
+        pairs = preprocessing.flip_pairs
         self.flip_index: Optional[np.ndarray] = (
             flip_permutation(pairs, max(max(p) for p in pairs) + 1) if pairs else None)
         w, h = self.input_size

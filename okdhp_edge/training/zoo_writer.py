@@ -12,13 +12,14 @@ import torch
 
 from okdhp_edge.data.build import build_split, split_record
 from okdhp_edge.evaluation.inference import Predictions, engine_heatmap_fn, predict_heads, score
-from okdhp_edge.manifest import ZOO_SCHEMA, unique_dir
+from okdhp_edge.manifest import unique_dir
 from okdhp_edge.models.info import count_macs, count_params
 from okdhp_edge.models.registry import create_model
+from okdhp_edge.records import Accuracy, Provenance, ZooManifest
 from okdhp_edge.students import (
     preprocessing_of,
-    set_compression,
     student_manifest,
+    with_compression,
     write_zoo_dir,
 )
 from okdhp_edge.training.trainer import Trainer
@@ -68,24 +69,24 @@ def _best_students(trainer: Trainer, heads: list) -> dict[str, torch.nn.Module]:
     return models
 
 
-def _provenance(trainer: Trainer, head: Any, commit: str) -> dict[str, Any]:
+def _provenance(trainer: Trainer, head: Any, commit: str) -> Provenance:
     """The manifest's provenance block of one student: run, commit, branch, distillation
     settings and the epoch its weights were selected at."""
     cfg, loss = trainer.cfg, trainer.cfg.loss
-    return {
-        "config": str(trainer.run_dir / "config.yaml"), "run": str(trainer.run_dir),
-        "git_commit": commit, "seed": cfg.train.seed,
-        "branch": -1 if head.branch is None else head.branch,
-        "multi_branch": {} if trainer.plain else trainer.model.multi_branch_record(),
-        "splits": split_record(cfg.data),
-        "distillation": ({} if trainer.plain else {
+    return Provenance(
+        config=str(trainer.run_dir / "config.yaml"), run=str(trainer.run_dir),
+        git_commit=commit, seed=cfg.train.seed,
+        branch=-1 if head.branch is None else head.branch,
+        multi_branch={} if trainer.plain else trainer.model.multi_branch_record(),
+        splits=split_record(cfg.data),
+        distillation=({} if trainer.plain else {
             "lambda_kd": loss.lambda_kd, "lambda_ens": loss.lambda_ens,
             "ramp_epochs": loss.ramp_epochs, "distill": loss.distill,
             "kl_temperature": loss.kl_temperature, "kl_norm": loss.kl_norm,
             "detach_ensemble": loss.detach_ensemble, "fau": cfg.model.fau}),
-        "epoch": int(trainer.state.best_epoch.get(head.name, trainer.state.epoch)),
-        "select_metric": trainer.state.best.get(head.name),
-    }
+        epoch=int(trainer.state.best_epoch.get(head.name, trainer.state.epoch)),
+        select_metric=trainer.state.best.get(head.name),
+    )
 
 
 def write_zoo(trainer: Trainer) -> Path:
@@ -108,20 +109,20 @@ def write_zoo(trainer: Trainer) -> Path:
                     report.headboxes)
         stats = {k: float(v) for k, v in res.items() if isinstance(v, float)}
         m = models[h.name]
-        accuracy = {"metric": res["metric"], "value": float(res["value"]),
-                    "dataset": cfg.data.dataset, "split": "report", **paths,
-                    "flip_test": cfg.eval.flip_test, "stats": stats}
+        accuracy = Accuracy(metric=res["metric"], value=float(res["value"]),
+                            dataset=cfg.data.dataset, split="report", **paths,
+                            flip_test=cfg.eval.flip_test, stats=stats)
         provenance = _provenance(trainer, h, commit)
         manifests[h.name] = student_manifest(
             h.name, m, cfg.data.input_size, count_params(m),
             count_macs(m, tuple(cfg.data.input_size)), pre, accuracy, provenance)
         log.info("student %s: %s %.4f on the report split (selected at epoch %d)", h.name,
-                 res["metric"], res["value"], provenance["epoch"])
-    set_compression(manifests)
-    zoo = {"schema": ZOO_SCHEMA, "name": zoo_dir.name,
-           "students": sorted(manifests, key=lambda n: manifests[n]["params"]),
-           "run": str(trainer.run_dir), "dataset": cfg.data.dataset,
-           "metric": next(iter(manifests.values()))["accuracy"]["metric"]}
+                 res["metric"], res["value"], provenance.epoch)
+    manifests = with_compression(manifests)
+    zoo = ZooManifest(schema=ZooManifest.VERSION, name=zoo_dir.name,
+                      students=sorted(manifests, key=lambda n: manifests[n].params),
+                      run=str(trainer.run_dir), dataset=cfg.data.dataset,
+                      metric=next(iter(manifests.values())).accuracy.metric)
     write_zoo_dir(zoo_dir, zoo, manifests, models)
     log.info("zoo written: %s", zoo_dir)
     return zoo_dir

@@ -1,0 +1,472 @@
+"""The on-disk records, one frozen dataclass each, with their versions and migrations.
+
+=====================  ===============================  =====================  ========
+record                 file                             class                  version
+=====================  ===============================  =====================  ========
+student manifest       ``<zoo>/<student>/student.yaml``  :class:`StudentManifest`  2
+zoo manifest           ``<zoo>/zoo.yaml``                :class:`ZooManifest`      1
+export record          ``<student>/export/export.yaml``  :class:`ExportRecord`     2
+bundle manifest        ``<bundle>/bundle.yaml``          :class:`BundleManifest`   1
+bundle set index       ``<set>/bundles.yaml``            :class:`BundleSet`        1
+bench report           ``<report>.json``                 :class:`BenchReport`      1
+calibration report     ``<calibration>.json``            :class:`CalibrationReport` 1
+=====================  ===============================  =====================  ========
+
+Every record is read by :func:`read_record` (the strict loader of :mod:`okdhp_edge.schema`:
+unknown fields named with the closest valid one, types checked, then the record's own
+range checks), after its version is checked and older versions are migrated in memory by
+the functions in :data:`MIGRATIONS`. Readers use attributes; :meth:`Record.to_dict` gives
+the plain data that is written. No torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Optional, TypeVar
+
+from okdhp_edge.data.errors import DataError
+from okdhp_edge.schema import OMIT_NONE, check_version, from_dict, optional_number, to_dict
+from okdhp_edge.utils.values import is_finite_number
+
+R = TypeVar("R", bound="Record")
+
+# accuracy.split of a student built by `bench --plan`: random weights, no accuracy
+UNTRAINED_SPLIT = "untrained"
+
+
+class ManifestError(DataError):
+    """A record that is missing, unreadable, of a newer version, or has a missing, extra,
+    mistyped or out-of-range field (bad input: the CLIs report it in one line)."""
+
+
+class Record:
+    """Base of the on-disk records: ``VERSION_KEY`` names the version field, ``VERSION``
+    the version this okdhp_edge writes."""
+
+    VERSION_KEY: ClassVar[str] = "schema"
+    VERSION: ClassVar[int] = 1
+
+    @classmethod
+    def from_data(cls: type[R], data: Any, where: str) -> R:
+        """The record from plain data: version checked, older versions migrated, strict."""
+        version = check_version(data, cls.VERSION_KEY, cls.VERSION, where, ManifestError)
+        while version < cls.VERSION:
+            data = MIGRATIONS[(cls.__name__, version)](dict(data), where)
+            version += 1
+        return from_dict(cls, data, where, ManifestError)
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+    def replace(self: R, **changes: Any) -> R:
+        """A copy with ``changes`` (records are frozen)."""
+        return dataclasses.replace(self, **changes)
+
+
+# --------------------------------------------------------------------------- student
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What turns an image and a person box into the model's input, and heatmaps back into
+    keypoints: the one record of the normalisation a student was trained with (training
+    writes it; evaluation, export and the runtime read it)."""
+
+    input_size: list[int]  # [w, h]
+    mean: list[float]  # per channel, on 0..1 RGB
+    std: list[float]
+    box_padding: float
+    heatmap_stride: int
+    sigma: float
+    flip_pairs: list[list[int]]
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        """The input's (height, width)."""
+        return self.input_size[1], self.input_size[0]
+
+    def _check(self, where: str) -> None:
+        size = self.input_size
+        if len(size) != 2 or not all(16 <= v <= 4096 for v in size):
+            raise ManifestError(f"{where}: preprocessing.input_size must be [w, h], ints in "
+                                "16..4096")
+        if self.heatmap_stride < 1 or any(v % self.heatmap_stride for v in size):
+            raise ManifestError(f"{where}: preprocessing.heatmap_stride must divide the input "
+                                "size")
+        for key in ("mean", "std"):
+            values = getattr(self, key)
+            if len(values) != 3 or not all(is_finite_number(v, positive=key == "std")
+                                           for v in values):
+                raise ManifestError(f"{where}: preprocessing.{key} must be 3 finite numbers"
+                                    + (" > 0" if key == "std" else ""))
+        if not (is_finite_number(self.sigma, positive=True)
+                and is_finite_number(self.box_padding, positive=True)):
+            raise ManifestError(f"{where}: preprocessing.sigma and box_padding must be > 0")
+        if not all(len(p) == 2 for p in self.flip_pairs):
+            raise ManifestError(f"{where}: preprocessing.flip_pairs must be [i, j] int pairs")
+
+
+@dataclass(frozen=True)
+class Architecture:
+    family: str  # a model registry name (or encoder_decoder)
+    args: dict[str, Any]  # the family's own constructor arguments
+    num_joints: int
+    input_size: list[int]
+
+
+@dataclass(frozen=True)
+class Compression:
+    params: float  # the largest student's over this one's
+    macs: float
+
+
+@dataclass(frozen=True)
+class WeightsRef:
+    file: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    """A student's accuracy on its report split, and where that split is."""
+
+    metric: str
+    value: Optional[float]
+    dataset: str
+    split: str
+    ann: str
+    images: str
+    headboxes: str
+    flip_test: bool
+    stats: dict[str, Any]
+
+    @property
+    def untrained(self) -> bool:
+        return self.split == UNTRAINED_SPLIT
+
+    def _check(self, where: str) -> None:
+        if not optional_number(self.value):
+            raise ManifestError(f"{where}: accuracy.value must be a finite number or null")
+
+
+@dataclass(frozen=True)
+class Provenance:
+    config: str
+    run: str
+    git_commit: str
+    seed: int
+    branch: int
+    multi_branch: dict[str, Any]  # {} plain; hourglass {shared_stacks, branches}; light ...
+    splits: dict[str, Any]  # where the training data is, how selection was held out
+    distillation: dict[str, Any]
+    epoch: int
+    select_metric: Optional[float]
+
+
+@dataclass(frozen=True)
+class StudentManifest(Record):
+    """``student.yaml``: one trained (or planned) student of a zoo::
+
+        schema: 2
+        name: hg4
+        architecture:
+          family: stacked_hourglass            # a model registry name (or encoder_decoder)
+          args: {num_stacks, width, ...}       # the family's own constructor arguments
+                                               # ({encoder, width_mult, decoder_width, ...})
+          num_joints: int
+          input_size: [w, h]
+        params: int
+        macs: int
+        compression: {params, macs}          # relative to the largest student of the zoo
+        weights: {file, sha256}
+        preprocessing: {input_size, mean, std, box_padding, heatmap_stride, sigma, flip_pairs}
+        accuracy: {metric, value, dataset, split, ann, images, headboxes, flip_test, stats}
+        provenance: {config, run, git_commit, seed, branch, multi_branch, splits, distillation,
+                     epoch, select_metric}
+
+    ``multi_branch`` holds the training network's branch layout ({} for a plain run; hourglass
+    {shared_stacks, branches}, light {encoder, width_mult, decoder_widths});
+    ``splits`` where its training data is and how the selection split was held out
+    (calibration and accuracy-controlled quantization rebuild them from it). Schema 1
+    manifests (hourglass only, written before the stem became a switch) are read and migrated
+    in memory: their architecture fields move under ``args`` with ``stem: lua``, the only stem
+    there was then, and their ``splits`` are unknown ({}).
+    """
+
+    VERSION: ClassVar[int] = 2
+
+    schema: int
+    name: str
+    architecture: Architecture
+    params: int
+    macs: int
+    compression: Compression
+    weights: WeightsRef
+    preprocessing: Preprocessing
+    accuracy: Accuracy
+    provenance: Provenance
+
+    @property
+    def untrained(self) -> bool:
+        return self.accuracy.untrained
+
+
+_V1_ARCH = ("num_stacks", "width", "depth", "stem_width")
+
+
+def _student_v1_to_v2(data: dict[str, Any], where: str) -> dict[str, Any]:
+    """Schema 1 (hourglass only, written before the stem became a switch): architecture
+    fields move under ``args`` with ``stem: lua``, the only stem there was then; the branch
+    layout moves to ``multi_branch``; the splits are unknown ({})."""
+    try:
+        arch, prov = dict(data["architecture"]), dict(data["provenance"])
+        args = {k: arch.pop(k) for k in _V1_ARCH}
+        branches, shared = prov.pop("branches"), prov.pop("shared_stacks")
+    except (KeyError, TypeError) as exc:
+        raise ManifestError(f"{where}: schema 1 manifest without field {exc}") from None
+    arch = {"family": arch.get("family"), "args": {**args, "stem": "lua"},
+            "num_joints": arch.get("num_joints"), "input_size": arch.get("input_size")}
+    prov["multi_branch"] = ({"shared_stacks": shared, "branches": branches} if branches
+                            else {})
+    prov["splits"] = {}
+    return {**data, "schema": 2, "architecture": arch, "provenance": prov}
+
+
+@dataclass(frozen=True)
+class ZooManifest(Record):
+    """``zoo.yaml``: the students of one training run (or plan), smallest first."""
+
+    schema: int
+    name: str
+    students: list[str]
+    run: str
+    dataset: str
+    metric: str
+
+
+# --------------------------------------------------------------------------- export
+
+
+@dataclass(frozen=True)
+class FormatRecord:
+    """One format of an export: its file and sha256s, its parity against PyTorch fp32, and
+    (a quantized file) the recipe and calibration it was made with; or why it is not there."""
+
+    backend: str  # the runtime its parity is checked on
+    precision: str
+    available: bool
+    reason: str = ""
+    file: str = ""
+    sha256: dict[str, str] = field(default_factory=dict)
+    file_bytes: Optional[int] = None
+    parity: dict[str, Any] = field(default_factory=dict)
+    # what the builder records (a quantizer's recipe, a converter's version...)
+    layout: Optional[str] = None
+    converter: Optional[str] = None
+    delegate: Optional[str] = None
+    executorch: Optional[str] = None
+    weights: Optional[str] = None
+    recipe: Optional[dict[str, Any]] = None
+    calibration: Optional[dict[str, Any]] = None
+    calibration_method: Optional[str] = None
+    activations: Optional[str] = None
+    higher_precision_layers: Optional[list[str]] = None
+
+    @property
+    def quantization(self) -> dict[str, Any]:
+        """The fields that say how a quantized file was made ({} for a float file)."""
+        if self.recipe is None:
+            return {}
+        return {k: getattr(self, k) for k in QUANT_FIELDS if getattr(self, k) is not None}
+
+
+# what a quantized file's record carries (export.yaml, bench rows, bundle.yaml)
+QUANT_FIELDS = ("recipe", "calibration", "calibration_method", "activations",
+                "higher_precision_layers")
+
+
+def format_record(data: dict[str, Any], where: str) -> FormatRecord:
+    """A format entry as a builder returns it, checked (None fields left out on write)."""
+    return from_dict(FormatRecord, data, where, ManifestError)
+
+
+@dataclass(frozen=True)
+class ExportRecord(Record):
+    """``export.yaml``: every format exported from one student's weights."""
+
+    VERSION: ClassVar[int] = 2
+
+    schema: int
+    student: str
+    weights_sha256: str
+    preprocessing: Preprocessing
+    formats: dict[str, FormatRecord]
+
+    def to_dict(self) -> dict[str, Any]:
+        out = to_dict(self)
+        out["formats"] = {k: _without_none(v) for k, v in out["formats"].items()}
+        return out
+
+
+def _without_none(entry: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in entry.items() if v is not None}
+
+
+# --------------------------------------------------------------------------- bundles
+
+
+@dataclass(frozen=True)
+class BundledStudent:
+    """The student manifest a bundle carries (its preprocessing is the bundle's own)."""
+
+    name: str
+    architecture: Architecture
+    params: int
+    macs: int
+    compression: Compression
+    accuracy: Accuracy
+    provenance: Provenance
+
+
+@dataclass(frozen=True)
+class BundleManifest(Record):
+    """``bundle.yaml``: one student's model file for one backend and precision."""
+
+    VERSION_KEY: ClassVar[str] = "bundle_version"
+
+    bundle_version: int
+    okdhp_edge: str
+    student: str
+    backend: str
+    precision: str
+    model: str  # the target's model file
+    files: dict[str, str]  # every file of the bundle but bundle.yaml -> sha256
+    preprocessing: Preprocessing
+    student_manifest: BundledStudent
+    parity: dict[str, Any]
+    quantization: Optional[dict[str, Any]] = field(default=None, metadata=OMIT_NONE)
+    input_layout: str = "NCHW"  # the model file's input layout (checked at load)
+    requires: Optional[str] = field(default=None, metadata=OMIT_NONE)  # the pip extra
+
+    def _check(self, where: str) -> None:
+        from okdhp_edge.targets import LAYOUTS
+
+        if self.input_layout not in LAYOUTS:
+            raise ManifestError(f"{where}: input_layout must be one of {', '.join(LAYOUTS)}")
+        if not self.files:
+            raise ManifestError(f"{where}: 'files' lists nothing to verify")
+        if self.model not in self.files:
+            raise ManifestError(f"{where}: model '{self.model}' is not one of the verified "
+                                "files")
+
+    def student_record(self) -> StudentManifest:
+        """The student as a :class:`StudentManifest` (the bundle's preprocessing; weights
+        not shipped)."""
+        s = self.student_manifest
+        return StudentManifest(
+            schema=StudentManifest.VERSION, name=s.name, architecture=s.architecture,
+            params=s.params, macs=s.macs, compression=s.compression,
+            weights=WeightsRef("", ""), preprocessing=self.preprocessing,
+            accuracy=s.accuracy, provenance=s.provenance)
+
+
+@dataclass(frozen=True)
+class SetEntry:
+    student: str
+    backend: str
+    precision: str
+    path: str
+    bundle_sha256: str
+
+
+@dataclass(frozen=True)
+class SkippedBundle:
+    student: str
+    backend: str
+    precision: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ReportData:
+    """The report split a bundle set carries (paths inside the set; '' when none)."""
+
+    dataset: str
+    ann: str
+    images: str
+    headboxes: str
+
+
+@dataclass(frozen=True)
+class BundleSet(Record):
+    """``bundles.yaml``: the index of a bundle set for a target device."""
+
+    VERSION_KEY: ClassVar[str] = "set_version"
+
+    set_version: int
+    bundle_version: int
+    okdhp_edge: str
+    zoo: str
+    metric: str
+    bundles: list[SetEntry]
+    skipped: list[SkippedBundle]
+    report_data: ReportData
+    report_files: dict[str, str]
+
+    def _check(self, where: str) -> None:
+        if self.bundle_version > BundleManifest.VERSION:
+            raise ManifestError(
+                f"{where}: written by okdhp_edge {self.okdhp_edge} (bundle version "
+                f"{self.bundle_version}), newer than this okdhp_edge reads; upgrade okdhp_edge "
+                "on this device")
+
+
+# --------------------------------------------------------------------------- reading
+
+
+MIGRATIONS: dict[tuple[str, int], Callable[[dict[str, Any], str], dict[str, Any]]] = {
+    ("StudentManifest", 1): _student_v1_to_v2,
+}
+
+
+def read_yaml(path: Path) -> Any:
+    """A YAML file's content (``safe_load``); ManifestError when missing or unreadable."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"{path}: manifest not found")
+    try:
+        return yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"{path}: not valid UTF-8 YAML: {exc}") from None
+
+
+def read_record(cls: type[R], path: str | Path) -> R:
+    """A record from its YAML (or JSON: YAML reads it too) file."""
+    path = Path(path)
+    return cls.from_data(read_yaml(path), str(path))
+
+
+def write_record(path: str | Path, record: Record) -> None:
+    """Write a record as YAML, atomically."""
+    import yaml
+
+    from okdhp_edge.utils.io import atomic_write_text
+
+    atomic_write_text(Path(path), yaml.safe_dump(record.to_dict(), sort_keys=False))
+
+
+def read_json_record(cls: type[R], path: str | Path) -> R:
+    """A record from a JSON file (reports); ManifestError in one line otherwise."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ManifestError(f"{path}: not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"{path}: not valid JSON: {exc}") from None
+    return cls.from_data(data, str(path))

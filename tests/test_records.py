@@ -1,0 +1,82 @@
+"""The on-disk records: every published one loads through the one strict loader and is
+written back byte for byte; bad fields are refused by name."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from okdhp_edge.records import (
+    BundleSet,
+    ManifestError,
+    Preprocessing,
+    StudentManifest,
+    ZooManifest,
+    read_record,
+)
+from okdhp_edge.schema import from_dict, to_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+PUBLISHED_ZOOS = sorted(p.parent for p in (ROOT / "student_zoo").glob("*/zoo.yaml")
+                        if (ROOT / ".git").exists())
+
+
+@pytest.mark.parametrize("zoo", PUBLISHED_ZOOS, ids=lambda p: p.name)
+def test_published_manifests_round_trip(zoo):
+    """A published zoo's manifests load and dump to the very bytes on disk."""
+    zm = read_record(ZooManifest, zoo / "zoo.yaml")
+    assert yaml.safe_dump(zm.to_dict(), sort_keys=False) == (zoo / "zoo.yaml").read_text()
+    for name in zm.students:
+        path = zoo / name / "student.yaml"
+        man = read_record(StudentManifest, path)
+        assert yaml.safe_dump(man.to_dict(), sort_keys=False) == path.read_text()
+        assert man.preprocessing.hw == (man.preprocessing.input_size[1],
+                                        man.preprocessing.input_size[0])
+
+
+def _student() -> dict:
+    return yaml.safe_load((PUBLISHED_ZOOS[0] / "hg2" / "student.yaml").read_text()) \
+        if PUBLISHED_ZOOS else pytest.skip("no published zoo in this checkout")
+
+
+@pytest.mark.parametrize("edit,needle", [
+    (lambda m: m["preprocessing"].update(sigmaa=2.0),
+     "unknown field 'preprocessing.sigmaa'; did you mean 'preprocessing.sigma'"),
+    (lambda m: m["preprocessing"]["flip_pairs"].__setitem__(0, ["a", 1]),
+     r"preprocessing.flip_pairs\[0\]\[0\]: expected int"),
+    (lambda m: m["preprocessing"].update(std=[1.0, 0.0, 1.0]), "std must be 3 finite"),
+    (lambda m: m["preprocessing"].update(heatmap_stride=5), "must divide the input"),
+    (lambda m: m["accuracy"].update(value=float("nan")), "accuracy.value: expected"),
+    (lambda m: m.update(params=True), "params: expected int"),
+])
+def test_bad_fields_are_named(edit, needle):
+    data = _student()
+    edit(data)
+    with pytest.raises(ManifestError, match=needle):
+        StudentManifest.from_data(data, "student.yaml")
+
+
+def test_records_are_frozen():
+    man = StudentManifest.from_data(_student(), "student.yaml")
+    with pytest.raises(AttributeError):
+        man.name = "other"  # type: ignore[misc]
+    assert man.replace(name="other").name == "other" and man.name == "hg2"
+
+
+def test_nested_list_records_name_their_index():
+    idx = {"set_version": 1, "bundle_version": 1, "okdhp_edge": "0", "zoo": "z", "metric": "AP",
+           "bundles": [{"student": "hg2"}], "skipped": [], "report_files": {},
+           "report_data": {"dataset": "coco", "ann": "", "images": "", "headboxes": ""}}
+    with pytest.raises(ManifestError, match=r"missing field 'bundles\[0\]\.backend'"):
+        BundleSet.from_data(idx, "bundles.yaml")
+    with pytest.raises(ManifestError, match="set version 2 is newer"):
+        BundleSet.from_data({**idx, "set_version": 2}, "bundles.yaml")
+
+
+def test_preprocessing_keeps_written_number_types():
+    """Records do not widen ints to floats: what is read is what is written."""
+    pre = from_dict(Preprocessing, {"input_size": [64, 96], "mean": [0, 0.5, 1], "std": [1, 1, 1],
+                                    "box_padding": 1.25, "heatmap_stride": 4, "sigma": 2,
+                                    "flip_pairs": [[1, 2]]}, "p", ManifestError)
+    assert pre.mean == [0, 0.5, 1] and isinstance(pre.sigma, int)
+    assert to_dict(pre)["sigma"] == 2 and to_dict(pre)["flip_pairs"] == [[1, 2]]
