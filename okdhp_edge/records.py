@@ -8,7 +8,7 @@ zoo manifest           ``<zoo>/zoo.yaml``                :class:`ZooManifest`   
 export record          ``<student>/export/export.yaml``  :class:`ExportRecord`     2
 bundle manifest        ``<bundle>/bundle.yaml``          :class:`BundleManifest`   1
 bundle set index       ``<set>/bundles.yaml``            :class:`BundleSet`        1
-bench report           ``<report>.json``                 :class:`BenchReport`      1
+bench report           ``<zoo>.json``                    :class:`BenchReport`      1
 calibration report     ``<calibration>.json``            :class:`CalibrationReport` 1
 =====================  ===============================  =====================  ========
 
@@ -42,21 +42,26 @@ class ManifestError(DataError):
     mistyped or out-of-range field (bad input: the CLIs report it in one line)."""
 
 
+class ReportError(ManifestError):
+    """A bench or calibration report that cannot be read or compared."""
+
+
 class Record:
     """Base of the on-disk records: ``VERSION_KEY`` names the version field, ``VERSION``
-    the version this okdhp_edge writes."""
+    the version this okdhp_edge writes, ``ERROR`` what a bad one raises."""
 
     VERSION_KEY: ClassVar[str] = "schema"
     VERSION: ClassVar[int] = 1
+    ERROR: ClassVar[type[ManifestError]] = ManifestError
 
     @classmethod
     def from_data(cls: type[R], data: Any, where: str) -> R:
         """The record from plain data: version checked, older versions migrated, strict."""
-        version = check_version(data, cls.VERSION_KEY, cls.VERSION, where, ManifestError)
+        version = check_version(data, cls.VERSION_KEY, cls.VERSION, where, cls.ERROR)
         while version < cls.VERSION:
             data = MIGRATIONS[(cls.__name__, version)](dict(data), where)
             version += 1
-        return from_dict(cls, data, where, ManifestError)
+        return from_dict(cls, data, where, cls.ERROR)
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
@@ -424,6 +429,131 @@ class BundleSet(Record):
                 "on this device")
 
 
+# --------------------------------------------------------------------------- reports
+
+
+ROW_STATUSES = ("ok", "unavailable", "failed")
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """One scope's latency summary (ms): :func:`okdhp_edge.bench.timing.summarize`."""
+
+    median: float
+    p90: float
+    p99: float
+    mean: Optional[float] = field(default=None, metadata=OMIT_NONE)
+    std: Optional[float] = field(default=None, metadata=OMIT_NONE)
+    min: Optional[float] = field(default=None, metadata=OMIT_NONE)
+    max: Optional[float] = field(default=None, metadata=OMIT_NONE)
+    ci95_median: Optional[list[float]] = field(default=None, metadata=OMIT_NONE)
+    iterations: Optional[int] = field(default=None, metadata=OMIT_NONE)
+    cv: Optional[float] = field(default=None, metadata=OMIT_NONE)
+    high_cv: bool = False
+    warmup_iters: Optional[int] = field(default=None, metadata=OMIT_NONE)
+    warmup_s: Optional[float] = field(default=None, metadata=OMIT_NONE)
+    rounds: Optional[int] = field(default=None, metadata=OMIT_NONE)
+
+
+@dataclass(frozen=True)
+class RowAccuracy:
+    """A row's accuracy on the report split through its backend (all absent: not
+    measured)."""
+
+    metric: Optional[str] = field(default=None, metadata=OMIT_NONE)
+    value: Optional[float] = field(default=None, metadata=OMIT_NONE)
+    persons: Optional[int] = field(default=None, metadata=OMIT_NONE)
+    flip_test: Optional[bool] = field(default=None, metadata=OMIT_NONE)
+    delta_vs_torch_fp32: Optional[float] = field(default=None, metadata=OMIT_NONE)
+    reason: Optional[str] = field(default=None, metadata=OMIT_NONE)
+
+    def _check(self, where: str) -> None:
+        if not (optional_number(self.value) and optional_number(self.delta_vs_torch_fp32)):
+            raise ReportError(f"{where}: accuracy value and delta must be finite numbers "
+                              "or null")
+
+
+@dataclass
+class BenchRow:
+    """One (student, backend, precision) of a bench report. The one record that is not
+    frozen: the bench fills its row in place as it loads, times and scores it."""
+
+    student: str
+    backend: str
+    precision: str
+    batch: int = 1
+    available: bool = True
+    status: str = "ok"  # ok | unavailable | failed
+    reason: str = ""
+    model_file: str = ""
+    runner: dict[str, Any] = field(default_factory=dict)
+    latency_ms: dict[str, LatencyStats] = field(default_factory=dict)  # scope -> stats
+    throughput: dict[str, Any] = field(default_factory=dict)
+    accuracy: RowAccuracy = field(default_factory=RowAccuracy)
+    parity: dict[str, Any] = field(default_factory=dict)
+    params: int = 0
+    macs: int = 0
+    command: str = ""
+    file_bytes: Optional[int] = None  # the model file (and weights) this row loads
+    quantization: dict[str, Any] = field(default_factory=dict)  # recipe, calibration, layers
+    zoo: Optional[str] = field(default=None, metadata=OMIT_NONE)  # a merged report's
+
+    @property
+    def label(self) -> str:
+        return f"{self.student} / {self.backend} {self.precision}"
+
+    def latency(self, stat: str = "median", scope: str = "engine") -> Optional[float]:
+        lat = self.latency_ms.get(scope)
+        return None if lat is None else float(getattr(lat, stat))
+
+    def _check(self, where: str) -> None:
+        if self.status not in ROW_STATUSES:
+            raise ReportError(f"{where}: row {self.label}: status must be one of "
+                              f"{', '.join(ROW_STATUSES)}")
+        if self.status == "ok" and "engine" not in self.latency_ms:
+            raise ReportError(f"{where}: row {self.label}: latency_ms must hold an engine "
+                              "scope")
+
+
+@dataclass(frozen=True)
+class BenchReport(Record):
+    """A bench report (``<zoo>.json``): every row measured on one device, interleaved."""
+
+    VERSION_KEY: ClassVar[str] = "report_version"
+    ERROR: ClassVar[type[ManifestError]] = ReportError
+
+    report_version: int
+    zoo: str
+    device_id: str
+    device: dict[str, Any]  # the device fingerprint
+    created: str
+    command: str
+    metric: str
+    flip_test: bool
+    timing: dict[str, Any]
+    students: list[dict[str, Any]]
+    rows: list[BenchRow]
+    wall_s: float
+    untrained: bool = False  # a plan's random-weight students: latency only
+    quantization: Optional[dict[str, Any]] = None  # the recipe of its INT8 rows
+    merged_from: Optional[list[dict[str, Any]]] = field(default=None, metadata=OMIT_NONE)
+
+
+@dataclass(frozen=True)
+class CalibrationReport(Record):
+    """The INT8 calibration sensitivity report: PyTorch-fp32-equivalent float figures per
+    (student, backend) and one cell per recipe (``student/backend/method/images``)."""
+
+    VERSION_KEY: ClassVar[str] = "calibration_version"
+    ERROR: ClassVar[type[ManifestError]] = ReportError
+
+    calibration_version: int
+    zoo: str
+    fp32: dict[str, dict[str, Any]]
+    cells: dict[str, dict[str, Any]]
+    zoo_path: str = ""
+
+
 # --------------------------------------------------------------------------- reading
 
 
@@ -461,12 +591,12 @@ def write_record(path: str | Path, record: Record) -> None:
 
 
 def read_json_record(cls: type[R], path: str | Path) -> R:
-    """A record from a JSON file (reports); ManifestError in one line otherwise."""
+    """A record from a JSON file (reports); the record's error in one line otherwise."""
     path = Path(path)
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        raise ManifestError(f"{path}: not found") from None
+        raise cls.ERROR(f"{path}: report not found") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ManifestError(f"{path}: not valid JSON: {exc}") from None
+        raise cls.ERROR(f"{path}: not valid JSON: {exc}") from None
     return cls.from_data(data, str(path))

@@ -15,11 +15,12 @@ import argparse
 import json
 import logging
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 from okdhp_edge.bench.report import ReportError, latency_of, load_report, pick, row_label
 from okdhp_edge.export.quantize import add_recipe_arguments
 from okdhp_edge.manifest import load_zoo_manifest, zoo_students
+from okdhp_edge.records import BenchReport, BenchRow
 from okdhp_edge.targets import default_backends
 from okdhp_edge.utils.cli import UsageError, console_entry, run_cli, setup_logging
 
@@ -29,7 +30,7 @@ log = logging.getLogger("okdhp_edge.zoo")
 # ------------------------------------------------------------------------------- list
 
 
-def _reports_for(zoo: str, root: Path) -> dict[str, dict[str, Any]]:
+def _reports_for(zoo: str, root: Path) -> dict[str, BenchReport]:
     out = {}
     for path in sorted(root.glob(f"*/{zoo}.json")):
         try:
@@ -56,11 +57,11 @@ def cmd_list(args: argparse.Namespace) -> int:
                     f"{man.compression.params:8.2f} "
                     f"{'-' if acc is None else f'{acc:9.4f}':>9}")
             for rep in reports.values():
-                rows = [r for r in rep["rows"] if r["student"] == man.name
+                rows = [r for r in rep.rows if r.student == man.name
                         and latency_of(r) is not None]
                 best = min(rows, key=latency_of, default=None)
                 cell = "-" if best is None else \
-                    f"{latency_of(best):.2f} ms {best['backend']} {best['precision']}"
+                    f"{latency_of(best):.2f} ms {best.backend} {best.precision}"
                 line += f"  {cell:>28}"
             print(line)
         if reports:
@@ -92,45 +93,45 @@ def cmd_pick(args: argparse.Namespace) -> int:
         rep = load_report(path)
     except ReportError as exc:
         raise UsageError(str(exc)) from None
-    if rep.get("untrained"):
+    if rep.untrained:
         raise UsageError(f"{path}: a plan of untrained students (bench --plan) has latencies "
                          "but no accuracy; pick from a trained zoo's report")
-    best, closest, front = pick(rep["rows"], args.max_latency_ms, args.stat, args.scope,
+    best, closest, front = pick(rep.rows, args.max_latency_ms, args.stat, args.scope,
                                 args.min_accuracy, args.backend, args.precision,
                                 args.max_ap_drop)
-    metric = rep.get("metric", "accuracy")
+    metric = rep.metric
 
-    def brief(r: Optional[dict]) -> Optional[dict]:
+    def brief(r: Optional[BenchRow]) -> Optional[dict]:
         if r is None:
             return None
-        return {"student": r["student"], "backend": r["backend"], "precision": r["precision"],
+        return {"student": r.student, "backend": r.backend, "precision": r.precision,
                 "latency_ms": latency_of(r, args.stat, args.scope), "stat": args.stat,
-                "scope": args.scope, metric: r["accuracy"]["value"],
-                "params": r["params"], "macs": r["macs"], "command": r["command"]}
+                "scope": args.scope, metric: r.accuracy.value,
+                "params": r.params, "macs": r.macs, "command": r.command}
 
     if args.json:
-        print(json.dumps({"device": rep["device_id"], "zoo": rep["zoo"],
+        print(json.dumps({"device": rep.device_id, "zoo": rep.zoo,
                           "budget_ms": args.max_latency_ms, "choice": brief(best),
                           "closest": brief(closest), "frontier": [brief(r) for r in front]},
                          indent=2))
     elif best:
-        print(f"pick on {rep['device_id']}: {row_label(best)} - "
+        print(f"pick on {rep.device_id}: {row_label(best)} - "
               f"{latency_of(best, args.stat, args.scope):.2f} ms {args.scope} {args.stat} "
-              f"<= {args.max_latency_ms} ms, {metric} {best['accuracy']['value']:.4f} "
+              f"<= {args.max_latency_ms} ms, {metric} {best.accuracy.value:.4f} "
               f"(the most accurate within the budget)")
     else:
         msg = "no student meets the budget"
         if closest is not None:
             msg += (f"; closest: {row_label(closest)} at "
                     f"{latency_of(closest, args.stat, args.scope):.2f} ms, "
-                    f"{metric} {closest['accuracy']['value']:.4f}")
+                    f"{metric} {closest.accuracy.value:.4f}")
         print(msg)
     if not args.json:
         print("frontier (latency -> accuracy):")
         for r in front:
             mark = " <- pick" if r is best else ""
             print(f"  {latency_of(r, args.stat, args.scope):8.2f} ms  "
-                  f"{r['accuracy']['value']:.4f}  {row_label(r)}{mark}")
+                  f"{r.accuracy.value:.4f}  {row_label(r)}{mark}")
     return 0 if best else 1
 
 

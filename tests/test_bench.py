@@ -7,6 +7,8 @@ import pytest
 
 from okdhp_edge.bench.report import load_report, pareto, pick
 from okdhp_edge.bench.timing import TimingConfig, interleaved, summarize
+from okdhp_edge.records import BenchRow
+from okdhp_edge.schema import from_dict
 
 
 def test_summary_statistics():
@@ -31,9 +33,10 @@ def test_interleaved_meets_minimums():
 
 
 def _row(student, backend, lat, acc, status="ok"):
-    return {"student": student, "backend": backend, "precision": "fp32", "status": status,
-            "latency_ms": {"engine": {"median": lat, "p90": lat * 1.1, "p99": lat * 1.2}},
-            "accuracy": {"value": acc}, "params": 1, "macs": 1, "command": "x"}
+    return from_dict(BenchRow, {
+        "student": student, "backend": backend, "precision": "fp32", "status": status,
+        "latency_ms": {"engine": {"median": lat, "p90": lat * 1.1, "p99": lat * 1.2}},
+        "accuracy": {"value": acc}, "params": 1, "macs": 1, "command": "x"}, "row")
 
 
 def test_pick_and_frontier_on_hand_made_report():
@@ -41,41 +44,40 @@ def test_pick_and_frontier_on_hand_made_report():
             _row("m", "torch", 4.0, 0.60), _row("l", "openvino", 3.0, 0.70),
             _row("l", "torch", 9.0, 0.71), _row("x", "tensorrt", 0.1, 0.9, "unavailable")]
     best, closest, front = pick(rows, 3.5)
-    assert (best["student"], best["backend"]) == ("l", "openvino")
-    assert [r["student"] for r in front] == ["s", "m", "l", "l"]
+    assert (best.student, best.backend) == ("l", "openvino")
+    assert [r.student for r in front] == ["s", "m", "l", "l"]
     best, closest, _ = pick(rows, 0.5)
-    assert best is None and (closest["student"], closest["latency_ms"]["engine"]["median"]) == \
-        ("s", 1.0)
+    assert best is None and (closest.student, closest.latency_ms["engine"].median) == ("s", 1.0)
     best, _, _ = pick(rows, 10, min_accuracy=0.705)
-    assert best["backend"] == "torch"
+    assert best.backend == "torch"
     best, _, _ = pick(rows, 10, backend="onnxruntime")
-    assert best["student"] == "m"
-    assert pareto(rows)[0]["student"] == "s"
+    assert best.student == "m"
+    assert pareto(rows)[0].student == "s"
 
 
 def test_report_contents(report, tiny_zoo):
     rep = load_report(report / "tiny.json")
     assert (report / "tiny.md").is_file() and (report / "tiny_pareto.png").stat().st_size > 1000
-    fp = rep["device"]
+    fp = rep.device
     for key in ("cpu_model", "cpu_flags", "cores", "threads", "versions", "git_commit", "os"):
         assert key in fp
-    rows = {(r["student"], r["backend"], r["precision"]): r for r in rep["rows"]}
+    rows = {(r.student, r.backend, r.precision): r for r in rep.rows}
     for s in ("hg2", "hg3"):
         for b, p in (("torch", "fp32"), ("onnxruntime", "fp32"), ("openvino", "fp32")):
             r = rows[(s, b, p)]
-            assert r["status"] == "ok" and r["available"]
-            lat = r["latency_ms"]["engine"]
-            assert lat["iterations"] >= 6 and lat["min"] <= lat["median"] <= lat["max"]
-            assert "e2e" in r["latency_ms"] and r["accuracy"]["metric"] == "AP"
-            assert "--backends " + b in r["command"]
+            assert r.status == "ok" and r.available
+            lat = r.latency_ms["engine"]
+            assert lat.iterations >= 6 and lat.min <= lat.median <= lat.max
+            assert "e2e" in r.latency_ms and r.accuracy.metric == "AP"
+            assert "--backends " + b in r.command
         ov = rows[(s, "openvino", "fp32")]
-        assert ov["runner"]["inference_precision"] == "f32"
-        assert ov["parity"]["passed"] and ov["parity"]["real"]["mean_kpt_disp_px"] <= 0.5
-        assert rows[(s, "onnxruntime", "fp32")]["accuracy"]["delta_vs_torch_fp32"] == \
+        assert ov.runner["inference_precision"] == "f32"
+        assert ov.parity["passed"] and ov.parity["real"]["mean_kpt_disp_px"] <= 0.5
+        assert rows[(s, "onnxruntime", "fp32")].accuracy.delta_vs_torch_fp32 == \
             pytest.approx(0.0, abs=0.02)
         trt = rows[(s, "tensorrt", "fp32")]
-        assert trt["available"] is False and trt["status"] == "unavailable"
-        assert "tensorrt" in trt["reason"].lower() or "gpu" in trt["reason"].lower()
+        assert trt.available is False and trt.status == "unavailable"
+        assert "tensorrt" in trt.reason.lower() or "gpu" in trt.reason.lower()
 
 
 def test_compare_refuses_mismatched_zoos(report, tmp_path):

@@ -62,9 +62,9 @@ def test_bundle_set_bench_without_torch(tiny_zoo, tmp_path):
         capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rep = load_report(tmp_path / "reports" / "target" / "tiny.json")
-    ok = [r for r in rep["rows"] if r["status"] == "ok"]
-    assert {r["backend"] for r in ok} == {"onnxruntime", "openvino", "litert"}
-    assert all(r["accuracy"]["value"] is not None for r in ok)
+    ok = [r for r in rep.rows if r.status == "ok"]
+    assert {r.backend for r in ok} == {"onnxruntime", "openvino", "litert"}
+    assert all(r.accuracy.value is not None for r in ok)
     # tampering with the report data is refused before anything runs
     victim = next((out / "report_data" / "images").iterdir())
     victim.write_bytes(b"x")

@@ -158,7 +158,7 @@ def test_report_reader_and_pick(mutation):
             rep = load_report(f)
         except ReportError:
             return
-        pick(rep["rows"], 5.0)  # what loads can be picked from
+        pick(rep.rows, 5.0)  # what loads can be picked from
 
 
 # --------------------------------------------------------------------------------- COCO

@@ -51,13 +51,13 @@ def test_plan_zoo_holds_the_configs_untrained_students(plan):
 
 def test_plan_report_has_latency_and_no_accuracy(plan):
     rep = load_report(plan / "reports" / "box" / "plan_quickstart.json")
-    assert rep["untrained"] is True
-    ok = [r for r in rep["rows"] if r["status"] == "ok"]
-    assert {(r["backend"], r["precision"]) for r in ok} >= {
+    assert rep.untrained is True
+    ok = [r for r in rep.rows if r.status == "ok"]
+    assert {(r.backend, r.precision) for r in ok} >= {
         ("torch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "int8"),
         ("openvino", "fp32"), ("openvino", "int8")}
-    assert all(r["latency_ms"]["engine"]["median"] > 0 for r in ok)
-    assert all(r["accuracy"].get("value") is None for r in ok)
+    assert all(r.latency_ms["engine"].median > 0 for r in ok)
+    assert all(r.accuracy.value is None for r in ok)
     md = (plan / "reports" / "box" / "plan_quickstart.md").read_text()
     assert "untrained plan" in md
     assert (plan / "reports" / "box" / "plan_quickstart_pareto.png").stat().st_size > 1000
@@ -86,8 +86,8 @@ def test_plan_runs_torch_free_from_bundles(plan, tmp_path):
         capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rep = load_report(tmp_path / "reports" / "target" / "plan_quickstart.json")
-    assert rep["untrained"] is True
-    ok = {(r["student"], r["backend"]) for r in rep["rows"] if r["status"] == "ok"}
+    assert rep.untrained is True
+    ok = {(r.student, r.backend) for r in rep.rows if r.status == "ok"}
     assert ok == {("mbv2x0.25-d8", "onnxruntime"), ("mbv2x0.25-d16", "onnxruntime")}
 
 
@@ -103,29 +103,30 @@ def _fake_report(zoo, device, students, acc, lat):
              "latency_ms": {"engine": {"median": t, "p90": t, "p99": t}}}
             for s, a, t in zip(students, acc, lat)]
     return {"report_version": 0, "zoo": zoo, "device_id": device, "device": {},
-            "metric": "AP", "timing": {}, "created": "now", "command": f"bench {zoo}",
+            "metric": "AP", "flip_test": False, "timing": {}, "created": "now",
+            "command": f"bench {zoo}",
             "students": [{"name": s} for s in students], "rows": rows, "wall_s": 1.0}
 
 
 def test_merge_joins_families_for_one_pick(tmp_path):
     from okdhp_edge.bench.merge import merge_reports
     from okdhp_edge.bench.report import pick
-    from okdhp_edge.bench.run import REPORT_VERSION
+    from okdhp_edge.records import BenchReport
 
     hg = _fake_report("hg_zoo", "box", ["hg2", "hg4"], [0.70, 0.78], [20.0, 40.0])
     light = _fake_report("light_zoo", "box", ["mbv2-d64", "hg2"], [0.66, 0.60], [4.0, 3.0])
     paths = []
     for rep in (hg, light):
-        rep["report_version"] = REPORT_VERSION
+        rep["report_version"] = BenchReport.VERSION
         paths.append(tmp_path / f"{rep['zoo']}.json")
         paths[-1].write_text(json.dumps(rep))
     merged = merge_reports(paths, "all")
-    names = {r["student"] for r in merged["rows"]}
+    names = {r.student for r in merged.rows}
     assert names == {"hg_zoo/hg2", "hg4", "mbv2-d64", "light_zoo/hg2"}  # clash renamed
-    assert [m["zoo"] for m in merged["merged_from"]] == ["hg_zoo", "light_zoo"]
-    best, _, front = pick(merged["rows"], 10.0)
-    assert best["student"] == "mbv2-d64" and best["zoo"] == "light_zoo"
-    assert pick(merged["rows"], 25.0)[0]["student"] == "hg_zoo/hg2"
+    assert [m["zoo"] for m in merged.merged_from] == ["hg_zoo", "light_zoo"]
+    best, _, front = pick(merged.rows, 10.0)
+    assert best.student == "mbv2-d64" and best.zoo == "light_zoo"
+    assert pick(merged.rows, 25.0)[0].student == "hg_zoo/hg2"
     other = copy.deepcopy(light)
     other["device_id"] = "elsewhere"
     paths[1].write_text(json.dumps(other))

@@ -192,16 +192,16 @@ def test_bench_int8_rows_chart_and_pick(tiny_zoo, tmp_path):
         capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rep = load_report(tmp_path / "box" / "tiny.json")
-    rows = {(r["student"], r["backend"], r["precision"]): r for r in rep["rows"]}
+    rows = {(r.student, r.backend, r.precision): r for r in rep.rows}
     for b in ("onnxruntime", "openvino"):
         r = rows[("hg3", b, "int8")]
-        assert r["status"] == "ok" and r["quantization"]["recipe"]["num_images"] == 16
-        assert r["file_bytes"] > 0 and "delta_vs_torch_fp32" in r["accuracy"]
-        assert "--calib-images 16" in r["command"]
-    assert rows[("hg3", "torch", "int8")]["reason"] == (
+        assert r.status == "ok" and r.quantization["recipe"]["num_images"] == 16
+        assert r.file_bytes > 0 and r.accuracy.delta_vs_torch_fp32 is not None
+        assert "--calib-images 16" in r.command
+    assert rows[("hg3", "torch", "int8")].reason == (
         "torch has no int8 target (it has: fp32, bf16, fp16)")
-    assert rows[("hg3", "tensorrt", "int8")]["status"] == "unavailable"
-    assert rep["quantization"]["num_images"] == 16
+    assert rows[("hg3", "tensorrt", "int8")].status == "unavailable"
+    assert rep.quantization["num_images"] == 16
     assert "INT8 files" in (tmp_path / "box" / "tiny.md").read_text()
     base = [sys.executable, "-m", "okdhp_edge.zoo", "pick", "--report",
             str(tmp_path / "box" / "tiny.json"), "--max-latency-ms", "1000", "--json"]
@@ -214,19 +214,22 @@ def test_bench_int8_rows_chart_and_pick(tiny_zoo, tmp_path):
 
 def test_pick_bounds_the_loss_against_fp32():
     from okdhp_edge.bench.report import pick
+    from okdhp_edge.records import BenchRow
+    from okdhp_edge.schema import from_dict
 
     def row(precision, lat, acc, delta):
-        return {"student": "s", "backend": "openvino", "precision": precision, "status": "ok",
-                "latency_ms": {"engine": {"median": lat}},
-                "accuracy": {"value": acc, "delta_vs_torch_fp32": delta}}
+        return from_dict(BenchRow, {
+            "student": "s", "backend": "openvino", "precision": precision, "status": "ok",
+            "latency_ms": {"engine": {"median": lat, "p90": lat, "p99": lat}},
+            "accuracy": {"value": acc, "delta_vs_torch_fp32": delta}}, "row")
 
     rows = [row("fp32", 3.0, 0.70, 0.0), row("int8", 1.0, 0.68, -0.02),
             row("bf16", 2.0, 0.699, -0.001)]
-    assert pick(rows, 5.0)[0]["precision"] == "fp32"
-    assert pick(rows, 2.5)[0]["precision"] == "bf16"
-    assert pick(rows, 1.5)[0]["precision"] == "int8"
+    assert pick(rows, 5.0)[0].precision == "fp32"
+    assert pick(rows, 2.5)[0].precision == "bf16"
+    assert pick(rows, 1.5)[0].precision == "int8"
     assert pick(rows, 1.5, max_drop=0.005)[0] is None  # int8 loses 0.02: out of bounds
-    assert pick(rows, 5.0, precision="int8")[0]["precision"] == "int8"
+    assert pick(rows, 5.0, precision="int8")[0].precision == "int8"
 
 
 def test_fp16_onnx_for_strongly_typed_tensorrt(int8_export, tmp_path):

@@ -80,3 +80,35 @@ def test_preprocessing_keeps_written_number_types():
                                     "flip_pairs": [[1, 2]]}, "p", ManifestError)
     assert pre.mean == [0, 0.5, 1] and isinstance(pre.sigma, int)
     assert to_dict(pre)["sigma"] == 2 and to_dict(pre)["flip_pairs"] == [[1, 2]]
+
+
+def _published_reports() -> list[Path]:
+    found = []
+    for path in sorted([*(ROOT / "bench" / "reports").glob("*/*.json"),
+                        *(ROOT / "docs").glob("*.json")]):
+        head = path.read_text()[:200]
+        if ('"report_version"' in head or '"calibration_version"' in head) and \
+                path.with_suffix(".md").is_file():
+            found.append(path)
+    return found
+
+
+@pytest.mark.parametrize("path", _published_reports(),
+                         ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_published_reports_re_render_byte_identically(path):
+    """Every published bench and calibration report loads through its record and its
+    Markdown is rebuilt from the JSON alone, byte for byte."""
+    import re
+
+    from okdhp_edge.bench import calibration
+    from okdhp_edge.bench.report import load_report, markdown
+    from okdhp_edge.records import CalibrationReport, read_json_record
+
+    old = path.with_suffix(".md").read_text()
+    if '"calibration_version"' in path.read_text()[:200]:
+        rep = read_json_record(CalibrationReport, path)
+        new = calibration.markdown(rep, calibration.reproduce_command(rep))
+    else:
+        chart = re.findall(r"!\[accuracy vs latency\]\((.*)\)", old)
+        new = markdown(load_report(path), chart[0] if chart else None)
+    assert new == old

@@ -22,14 +22,7 @@ from typing import Any, Optional
 
 from okdhp_edge.bench.device import device_id, fingerprint
 from okdhp_edge.bench.report import write_report
-from okdhp_edge.bench.run import (
-    REPORT_VERSION,
-    BenchOptions,
-    Candidate,
-    Row,
-    bench_candidates,
-    cli_command,
-)
+from okdhp_edge.bench.run import BenchOptions, Candidate, bench_candidates, cli_command
 from okdhp_edge.bench.timing import TimingConfig
 from okdhp_edge.export.quantize import (
     QuantizationError,
@@ -38,6 +31,7 @@ from okdhp_edge.export.quantize import (
     recipe_args,
     recipe_from_args,
 )
+from okdhp_edge.records import BenchReport, BenchRow
 from okdhp_edge.targets import (
     BACKEND_INFO,
     PRECISIONS,
@@ -189,7 +183,7 @@ def _row_command(args: argparse.Namespace, threads: int, recipe: Any) -> Any:
     """The command that re-measures one row alone."""
     src = ["--zoo", str(args.zoo)] if args.zoo else ["--bundles", str(args.bundles)]
 
-    def command_of(row: Row) -> str:
+    def command_of(row: BenchRow) -> str:
         extra = ["--students", row.student, "--backends", row.backend, "--precisions",
                  row.precision, "--threads", str(threads), "--batch", str(args.batch)]
         if args.device_name:
@@ -203,7 +197,7 @@ def _row_command(args: argparse.Namespace, threads: int, recipe: Any) -> Any:
     return command_of
 
 
-def run_bench(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
+def run_bench(args: argparse.Namespace, argv: list[str]) -> BenchReport:
     """Measure what the command line asks for; the report (not yet written)."""
     backends, precisions, targets, recipe = _targets(args)
     threads = args.threads or len(os.sched_getaffinity(0))
@@ -221,21 +215,19 @@ def run_bench(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     rows = bench_candidates(cands, opts, _row_command(args, threads, recipe))
     fp = fingerprint(threads)
     metric = next((c.manifest.accuracy.metric for c in cands), "accuracy")
-    return {
-        "report_version": REPORT_VERSION, "zoo": zoo_name, "device_id": device_id(
-            fp, args.device_name), "device": fp, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "command": cli_command(argv), "metric": metric, "flip_test": bool(args.flip_test),
-        "untrained": untrained,
-        "timing": {"warmup_iters": opts.timing.warmup_iters, "warmup_s": opts.timing.warmup_s,
-                   "min_iters": opts.timing.min_iters, "min_time_s": opts.timing.min_time_s,
-                   "rounds": opts.timing.rounds, "interleaved": True, "batch_latency": 1,
-                   "batch_throughput": args.batch},
-        "students": [{"name": c.name, "params": c.manifest.params, "macs": c.manifest.macs,
-                      "accuracy_torch_manifest": c.manifest.accuracy.value}
-                     for c in cands],
-        "quantization": recipe.as_dict() if any(t.quantized for t in targets) else None,
-        "rows": rows, "wall_s": round(time.time() - t0, 1),
-    }
+    return BenchReport(
+        report_version=BenchReport.VERSION, zoo=zoo_name,
+        device_id=device_id(fp, args.device_name), device=fp,
+        created=time.strftime("%Y-%m-%dT%H:%M:%S"), command=cli_command(argv), metric=metric,
+        flip_test=bool(args.flip_test), untrained=untrained,
+        timing={"warmup_iters": opts.timing.warmup_iters, "warmup_s": opts.timing.warmup_s,
+                "min_iters": opts.timing.min_iters, "min_time_s": opts.timing.min_time_s,
+                "rounds": opts.timing.rounds, "interleaved": True, "batch_latency": 1,
+                "batch_throughput": args.batch},
+        students=[{"name": c.name, "params": c.manifest.params, "macs": c.manifest.macs,
+                   "accuracy_torch_manifest": c.manifest.accuracy.value} for c in cands],
+        quantization=recipe.as_dict() if any(t.quantized for t in targets) else None,
+        rows=rows, wall_s=round(time.time() - t0, 1))
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -261,7 +253,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     check_writable(args.out_root)  # before the measuring, not after it
     rep = run_bench(args, argv)
-    paths = write_report(rep, args.out_root / rep["device_id"])
+    paths = write_report(rep, args.out_root / rep.device_id)
     for k in ("json", "md", "png"):
         print(f"{k}: {paths[k]}")
     return 0

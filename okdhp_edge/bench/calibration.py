@@ -17,14 +17,18 @@ from typing import Any, NamedTuple, Optional
 
 from okdhp_edge.bench.run import report_accuracy
 from okdhp_edge.export.quantize import METHODS, QuantRecipe
-from okdhp_edge.records import QUANT_FIELDS, StudentManifest
+from okdhp_edge.records import (
+    QUANT_FIELDS,
+    CalibrationReport,
+    StudentManifest,
+    read_json_record,
+)
 from okdhp_edge.targets import BACKEND_INFO, backends_with, get_target
 from okdhp_edge.utils.cli import UsageError
 from okdhp_edge.utils.io import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 
-CALIBRATION_VERSION = 1
 
 
 def _csv(text: str) -> list[str]:
@@ -120,31 +124,29 @@ def _selection_metric(man: StudentManifest, xml: Path, precision: str) -> float:
 def run(zoo: Path, out: Path, backends: list[str], images: list[int], methods: list[str],
         work_root: Path, students: Optional[list[str]] = None,
         max_drops: tuple[float, ...] = (), keep_head: bool = False,
-        overflow_fix: bool = False) -> dict[str, Any]:
+        overflow_fix: bool = False) -> CalibrationReport:
     """Fill (or resume) the calibration report at ``out`` (.json); returns it."""
-    import json
-
     from okdhp_edge.evaluation.datasets import report_dataset
     from okdhp_edge.manifest import load_zoo_manifest, zoo_students
 
     zoo_name = load_zoo_manifest(zoo).name
-    rep = json.loads(out.read_text()) if out.is_file() else {
-        "calibration_version": CALIBRATION_VERSION, "zoo": zoo_name, "fp32": {}, "cells": {}}
-    rep["zoo_path"] = str(zoo)
+    rep = read_json_record(CalibrationReport, out) if out.is_file() else CalibrationReport(
+        calibration_version=CalibrationReport.VERSION, zoo=zoo_name, fp32={}, cells={})
+    rep = rep.replace(zoo_path=str(zoo))
     members = [(d, m) for d, m in zoo_students(zoo) if not students or m.name in students]
     dataset = report_dataset(members[0][1])
     for d, man in members:
         for b in backends:
             key = f"{man.name}/{b}"
-            if key not in rep["fp32"]:
-                rep["fp32"][key] = _measure(d / "student.yaml", man, b, "fp32",
+            if key not in rep.fp32:
+                rep.fp32[key] = _measure(d / "student.yaml", man, b, "fp32",
                                             work_root / man.name / "fp32", QuantRecipe(),
                                             dataset)
-                atomic_write_json(out, rep)
+                atomic_write_json(out, rep.to_dict())
     for c in _cells([m.name for _, m in members], backends, images, methods,
                     list(max_drops), keep_head, overflow_fix):
         key = cell_key(c)
-        if key in rep["cells"]:
+        if key in rep.cells:
             continue
         d, man = next((d, x) for d, x in members if x.name == c.student)
         t0 = time.time()
@@ -152,22 +154,22 @@ def run(zoo: Path, out: Path, backends: list[str], images: list[int], methods: l
                         work_root / c.student / key.split("/", 1)[1].replace("/", "-"),
                         c.recipe(), dataset)
         cell["seconds"] = round(time.time() - t0, 1)
-        rep["cells"][key] = cell
-        atomic_write_json(out, rep)  # a kill loses at most this cell
+        rep.cells[key] = cell
+        atomic_write_json(out, rep.to_dict())  # a kill loses at most this cell
         log.info("%s: %s", key, cell.get("value"))
     return rep
 
 
-def reproduce_command(rep: dict[str, Any]) -> str:
+def reproduce_command(rep: CalibrationReport) -> str:
     """One command that rebuilds every cell of ``rep`` (finished cells are skipped)."""
-    keys = [k.split("/") for k in rep["cells"]]
-    students = sorted({k[0] for k in keys} | {k.split("/")[0] for k in rep["fp32"]})
-    backends = sorted({k.split("/")[1] for k in rep["fp32"]})
+    keys = [k.split("/") for k in rep.cells]
+    students = sorted({k[0] for k in keys} | {k.split("/")[0] for k in rep.fp32})
+    backends = sorted({k.split("/")[1] for k in rep.fp32})
     images = sorted({int(k[3]) for k in keys})
     methods = sorted({k[2] for k in keys if not k[2].startswith("ac") and "+" not in k[2]},
                      key=lambda m: (m != "default", m))
     drops = sorted({float(k[2][2:]) for k in keys if k[2].startswith("ac")})
-    cmd = (f"python -m okdhp_edge.bench calibration --zoo {rep.get('zoo_path', rep['zoo'])} "
+    cmd = (f"python -m okdhp_edge.bench calibration --zoo {rep.zoo_path or rep.zoo} "
            f"--students {','.join(students)} --backends {','.join(backends)} "
            f"--images {','.join(map(str, images))} --methods {','.join(methods)}")
     cmd += " --keep-head" if any("+head" in k[2] for k in keys) else ""
@@ -175,26 +177,26 @@ def reproduce_command(rep: dict[str, Any]) -> str:
     return cmd + (f" --max-drops {','.join(f'{d:g}' for d in drops)}" if drops else "")
 
 
-def markdown(rep: dict[str, Any], command: str) -> str:
+def markdown(rep: CalibrationReport, command: str) -> str:
     """One table per backend: students x (images, method), AP and its change from fp32."""
-    lines = [f"# INT8 calibration sensitivity: zoo `{rep['zoo']}`", "",
+    lines = [f"# INT8 calibration sensitivity: zoo `{rep.zoo}`", "",
              "Report-split accuracy (no flip test) of each student's INT8 file against the "
              "number of calibration images (crops of the training split, default method) "
              "and the range-estimation method (at the largest count); in brackets the change "
              "from the same backend's fp32 file. Calibration never sees the report split.",
              "", f"    {command}", ""]
-    backends = sorted({k.split("/")[1] for k in rep["fp32"]})
+    backends = sorted({k.split("/")[1] for k in rep.fp32})
     for b in backends:
-        cols = sorted({tuple(k.split("/")[2:]) for k in rep["cells"] if k.split("/")[1] == b},
+        cols = sorted({tuple(k.split("/")[2:]) for k in rep.cells if k.split("/")[1] == b},
                       key=lambda c: (c[0] != "default", int(c[1]), c[0]))
-        students = sorted({k.split("/")[0] for k in rep["fp32"] if k.endswith("/" + b)})
+        students = sorted({k.split("/")[0] for k in rep.fp32 if k.endswith("/" + b)})
         lines += [f"## {b}", "", "| student | fp32 | " + " | ".join(
             f"{m} @ {n}" for m, n in cols) + " |", "|---|---|" + "---|" * len(cols)]
         for s in students:
-            ref = rep["fp32"][f"{s}/{b}"].get("value")
+            ref = rep.fp32[f"{s}/{b}"].get("value")
             cells = []
             for m, n in cols:
-                v = rep["cells"].get(f"{s}/{b}/{m}/{n}", {}).get("value")
+                v = rep.cells.get(f"{s}/{b}/{m}/{n}", {}).get("value")
                 cells.append("-" if v is None else
                              f"{v:.4f} ({v - ref:+.4f})" if ref is not None else f"{v:.4f}")
             lines.append(f"| {s} | {'-' if ref is None else f'{ref:.4f}'} | "
@@ -204,10 +206,10 @@ def markdown(rep: dict[str, Any], command: str) -> str:
     return "\n".join(lines)
 
 
-def _accuracy_control_lines(rep: dict[str, Any]) -> list[str]:
+def _accuracy_control_lines(rep: CalibrationReport) -> list[str]:
     """OpenVINO: plain PTQ against accuracy control, on the selection split that control
     decides on and on the report split, with the layers it kept in floating point."""
-    ac = {k: v for k, v in rep["cells"].items() if k.split("/")[2].startswith("ac")}
+    ac = {k: v for k, v in rep.cells.items() if k.split("/")[2].startswith("ac")}
     if not ac:
         return []
     out = ["## OpenVINO accuracy control (NNCF), decided on the selection split", "",
@@ -215,7 +217,7 @@ def _accuracy_control_lines(rep: dict[str, Any]) -> list[str]:
            "plain INT8 / controlled | layers kept in floating point |", "|---|---|---|---|---|"]
     for key, cell in ac.items():
         s, b, name, n = key.split("/")
-        three = (rep["fp32"].get(f"{s}/{b}", {}), rep["cells"].get(f"{s}/{b}/default/{n}", {}),
+        three = (rep.fp32.get(f"{s}/{b}", {}), rep.cells.get(f"{s}/{b}/default/{n}", {}),
                  cell)
         layers = cell.get("higher_precision_layers") or []
         out.append(f"| {s} | {name[2:]} | {_trio(three, 'select_value')} | "

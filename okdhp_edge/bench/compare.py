@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 from okdhp_edge.bench.report import (
     ReportError,
@@ -15,42 +15,43 @@ from okdhp_edge.bench.report import (
     load_report,
     pareto,
 )
+from okdhp_edge.records import BenchReport
 from okdhp_edge.utils.cli import UsageError
 from okdhp_edge.utils.io import atomic_write_text
 
 
-def combine(reports: list[dict[str, Any]]) -> str:
+def combine(reports: list[BenchReport]) -> str:
     """Markdown table of every measured (student, device, backend, precision)."""
-    zoo = reports[0]["zoo"]
-    metric = reports[0].get("metric", "accuracy")
+    zoo = reports[0].zoo
+    metric = reports[0].metric
     lines = [f"# Zoo `{zoo}` across {len(reports)} devices", "",
              "| student | device | backend | precision | median ms | p90 ms | "
              f"{metric} | on frontier |", "|---|---|---|---|---|---|---|---|"]
-    students = [s["name"] for s in reports[0]["students"]]
+    students = [s["name"] for s in reports[0].students]
     for s in students:
         for rep in reports:
-            front = {id(r) for r in pareto(rep["rows"])}
-            for r in rep["rows"]:
-                if r["student"] != s or r.get("status") != "ok":
+            front = {id(r) for r in pareto(rep.rows)}
+            for r in rep.rows:
+                if r.student != s or r.status != "ok":
                     continue
                 acc = accuracy_of(r)
                 lines.append(
-                    f"| {s} | {rep['device_id']} | {r['backend']} | {r['precision']} | "
+                    f"| {s} | {rep.device_id} | {r.backend} | {r.precision} | "
                     f"{latency_of(r):.2f} | {latency_of(r, 'p90'):.2f} | "
                     f"{'-' if acc is None else f'{acc:.4f}'} | "
                     f"{'yes' if id(r) in front else ''} |")
     return "\n".join(lines) + "\n\n![frontiers](compare_pareto.png)\n"
 
 
-def check_compatible(reports: list[dict[str, Any]], paths: list[Path]) -> None:
+def check_compatible(reports: list[BenchReport], paths: list[Path]) -> None:
     """Refuse reports of different zoos, students or report versions."""
     first = reports[0]
-    names = [s["name"] for s in first["students"]]
+    names = [s["name"] for s in first.students]
     for rep, path in zip(reports[1:], paths[1:]):
-        if rep["zoo"] != first["zoo"]:
-            raise UsageError(f"{path}: zoo '{rep['zoo']}' differs from '{first['zoo']}' "
+        if rep.zoo != first.zoo:
+            raise UsageError(f"{path}: zoo '{rep.zoo}' differs from '{first.zoo}' "
                              f"({paths[0]}); compare reports of one zoo")
-        if [s["name"] for s in rep["students"]] != names:
+        if [s["name"] for s in rep.students] != names:
             raise UsageError(f"{path}: its students differ from {paths[0]}'s (another "
                              "training run under the same zoo name?)")
 

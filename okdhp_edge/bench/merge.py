@@ -9,49 +9,49 @@ reports of different devices or metrics are refused. No torch.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
-from okdhp_edge.bench.report import ReportError, load_report, write_report
+from okdhp_edge.bench.report import load_report, write_report
+from okdhp_edge.records import BenchReport, ReportError
 from okdhp_edge.utils.cli import UsageError, run_cli
 from okdhp_edge.utils.io import sha256_file
 
 
-def merge_reports(paths: list[Path], name: str) -> dict[str, Any]:
+def merge_reports(paths: list[Path], name: str) -> BenchReport:
     """One report of every row of ``paths`` (same device and metric, all trained); each row
     keeps its ``zoo``, a student name shared by two zoos becomes ``zoo/student``."""
     reps = [load_report(p) for p in paths]
     for p, r in zip(paths, reps):
-        if r.get("untrained"):
+        if r.untrained:
             raise ReportError(f"{p}: a plan of untrained students has no accuracy; it is "
                               "never merged with trained zoos")
     for key in ("device_id", "metric"):
-        values = {r[key] for r in reps}
+        values = {getattr(r, key) for r in reps}
         if len(values) > 1:
             raise ReportError(f"reports of different {key}s cannot be merged: "
                               f"{', '.join(sorted(map(str, values)))}")
-    names = [s["name"] for r in reps for s in r["students"]]
+    names = [s["name"] for r in reps for s in r.students]
     clash = {n for n in names if names.count(n) > 1}
     rows, students = [], []
     for r in reps:
-        rename = {s["name"]: (f"{r['zoo']}/{s['name']}" if s["name"] in clash else s["name"])
-                  for s in r["students"]}
-        students += [dict(s, name=rename[s["name"]], zoo=r["zoo"]) for s in r["students"]]
-        rows += [dict(row, student=rename.get(row["student"], row["student"]), zoo=r["zoo"])
-                 for row in r["rows"]]
+        rename = {s["name"]: (f"{r.zoo}/{s['name']}" if s["name"] in clash else s["name"])
+                  for s in r.students}
+        students += [dict(s, name=rename[s["name"]], zoo=r.zoo) for s in r.students]
+        rows += [dataclasses.replace(row, student=rename.get(row.student, row.student),
+                                     zoo=r.zoo) for row in r.rows]
     first = reps[0]
-    return {**{k: first[k] for k in ("report_version", "device_id", "device", "metric",
-                                       "timing")},
-            "zoo": name, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "untrained": False,
-            "flip_test": all(r.get("flip_test") for r in reps),
-            "merged_from": [{"zoo": r["zoo"], "report": str(p), "sha256": sha256_file(p),
-                             "created": r["created"], "command": r["command"]}
-                            for p, r in zip(paths, reps)],
-            "command": " ".join(["python -m okdhp_edge.bench merge", *map(str, paths),
-                                 "--name", name]),
-            "students": students, "rows": rows, "quantization": None,
-            "wall_s": sum(r.get("wall_s", 0) for r in reps)}
+    return BenchReport(
+        report_version=first.report_version, zoo=name, device_id=first.device_id,
+        device=first.device, created=time.strftime("%Y-%m-%dT%H:%M:%S"),
+        command=" ".join(["python -m okdhp_edge.bench merge", *map(str, paths), "--name", name]),
+        metric=first.metric, flip_test=all(r.flip_test for r in reps), timing=first.timing,
+        students=students, rows=rows, wall_s=sum(r.wall_s for r in reps), untrained=False,
+        merged_from=[{"zoo": r.zoo, "report": str(p), "sha256": sha256_file(p),
+                      "created": r.created, "command": r.command}
+                     for p, r in zip(paths, reps)])
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -67,7 +67,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         rep = merge_reports(args.reports, args.name)
     except ReportError as exc:
         raise UsageError(str(exc)) from None
-    paths = write_report(rep, args.out_root / rep["device_id"])
+    paths = write_report(rep, args.out_root / rep.device_id)
     for k in ("json", "md", "png"):
         print(f"{k}: {paths[k]}")
     return 0

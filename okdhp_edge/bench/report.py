@@ -8,90 +8,38 @@ import math
 from pathlib import Path
 from typing import Any, Optional
 
+from okdhp_edge.records import BenchReport, BenchRow, ReportError, read_json_record
 from okdhp_edge.utils.io import atomic_write
-from okdhp_edge.utils.values import is_finite_number
+
+__all__ = ["ReportError", "load_report", "pick", "pareto", "markdown", "write_report"]
 
 STATS = ("median", "p90", "p99")
 
 
-class ReportError(ValueError):
-    """A report that cannot be read or compared."""
+def load_report(path: str | Path) -> BenchReport:
+    """Read a bench report JSON strictly (ReportError in one line otherwise)."""
+    return read_json_record(BenchReport, path)
 
 
-def load_report(path: str | Path) -> dict[str, Any]:
-    """Read a bench report JSON, checking its version."""
-    from okdhp_edge.bench.run import REPORT_VERSION
-
-    path = Path(path)
-    try:
-        rep = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ReportError(f"{path}: report not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ReportError(f"{path}: not valid JSON: {exc}") from None
-    if not isinstance(rep, dict) or "rows" not in rep or "report_version" not in rep:
-        raise ReportError(f"{path}: not an okdhp_edge bench report")
-    if rep["report_version"] != REPORT_VERSION:
-        raise ReportError(f"{path}: report version {rep['report_version']}, this okdhp_edge "
-                          f"reads version {REPORT_VERSION}")
-    _check_report(rep, path)
-    return rep
-
-
-def _check_row(r: Any, where: str) -> None:
-    """The fields the table, the chart and the pick read, with their types."""
-    if not isinstance(r, dict) or not all(isinstance(r.get(k), str) for k in ROW_TEXT):
-        raise ReportError(f"{where}: a row needs {', '.join(ROW_TEXT)} as text")
-    if r["status"] != "ok":
-        return
-    lat, acc = r.get("latency_ms"), r.get("accuracy")
-    if not isinstance(lat, dict) or not all(
-            isinstance(v, dict) and all(is_finite_number(v.get(s)) for s in STATS)
-            for v in lat.values()) or "engine" not in lat:
-        raise ReportError(f"{where}: row {row_label(r)}: latency_ms must hold an engine "
-                          f"scope with finite {', '.join(STATS)}")
-    if not isinstance(acc, dict) or not is_finite_number(acc.get("value"), optional=True) or \
-            not is_finite_number(acc.get("delta_vs_torch_fp32"), optional=True):
-        raise ReportError(f"{where}: row {row_label(r)}: accuracy value and delta must be "
-                          "finite numbers or null")
-    if not (is_finite_number(r.get("params")) and is_finite_number(r.get("macs"))):
-        raise ReportError(f"{where}: row {row_label(r)}: params and macs must be numbers")
-
-
-ROW_TEXT = ("student", "backend", "precision", "status")
-REPORT_TEXT = ("zoo", "device_id", "metric")
-
-
-def _check_report(rep: dict[str, Any], path: Path) -> None:
-    """Refuse, in one line, a report whose fields the readers would trip on."""
-    if not all(isinstance(rep.get(k), str) for k in REPORT_TEXT):
-        raise ReportError(f"{path}: a report needs {', '.join(REPORT_TEXT)} as text")
-    if not isinstance(rep["rows"], list):
-        raise ReportError(f"{path}: 'rows' must be a list")
-    for r in rep["rows"]:
-        _check_row(r, str(path))
-
-
-def latency_of(row: dict[str, Any], stat: str = "median", scope: str = "engine"
+def latency_of(row: BenchRow, stat: str = "median", scope: str = "engine"
                ) -> Optional[float]:
-    lat = row.get("latency_ms", {}).get(scope)
-    return None if not lat else float(lat[stat])
+    return row.latency(stat, scope)
 
 
-def accuracy_of(row: dict[str, Any]) -> Optional[float]:
-    v = row.get("accuracy", {}).get("value")
+def accuracy_of(row: BenchRow) -> Optional[float]:
+    v = row.accuracy.value
     return None if v is None else float(v)
 
 
-def measured(rows: list[dict[str, Any]], stat: str = "median", scope: str = "engine"
-             ) -> list[dict[str, Any]]:
+def measured(rows: list[BenchRow], stat: str = "median", scope: str = "engine"
+             ) -> list[BenchRow]:
     """Rows that ran and have both a latency and an accuracy."""
-    return [r for r in rows if r.get("status") == "ok" and latency_of(r, stat, scope) is not None
+    return [r for r in rows if r.status == "ok" and latency_of(r, stat, scope) is not None
             and accuracy_of(r) is not None]
 
 
-def pareto(rows: list[dict[str, Any]], stat: str = "median", scope: str = "engine"
-           ) -> list[dict[str, Any]]:
+def pareto(rows: list[BenchRow], stat: str = "median", scope: str = "engine"
+           ) -> list[BenchRow]:
     """Rows no other row beats on both latency (lower) and accuracy (higher), fastest first."""
     pts = sorted(measured(rows, stat, scope), key=lambda r: (latency_of(r, stat, scope),
                                                               -accuracy_of(r)))
@@ -103,24 +51,24 @@ def pareto(rows: list[dict[str, Any]], stat: str = "median", scope: str = "engin
     return front
 
 
-def accuracy_drop(row: dict[str, Any]) -> Optional[float]:
+def accuracy_drop(row: BenchRow) -> Optional[float]:
     """How much accuracy the row loses against the same student in PyTorch fp32."""
-    d = row.get("accuracy", {}).get("delta_vs_torch_fp32")
+    d = row.accuracy.delta_vs_torch_fp32
     return None if d is None else -float(d)
 
 
-def pick(rows: list[dict[str, Any]], max_latency_ms: float, stat: str = "median",
+def pick(rows: list[BenchRow], max_latency_ms: float, stat: str = "median",
          scope: str = "engine", min_accuracy: Optional[float] = None,
          backend: Optional[str] = None, precision: Optional[str] = None,
          max_drop: Optional[float] = None
-         ) -> tuple[Optional[dict[str, Any]], Optional[dict[str, Any]], list[dict[str, Any]]]:
+         ) -> tuple[Optional[BenchRow], Optional[BenchRow], list[BenchRow]]:
     """The most accurate row within the budget (ties: the faster), the closest candidate
     when none fits, and the Pareto frontier of the filtered rows. Precision is a dimension
     like any other: ``precision`` restricts it, ``max_drop`` bounds each row's accuracy loss
     against its own student in PyTorch fp32 (rows without that reference are left out)."""
     cand = [r for r in measured(rows, stat, scope)
-            if (backend is None or r["backend"] == backend)
-            and (precision is None or r["precision"] == precision)
+            if (backend is None or r.backend == backend)
+            and (precision is None or r.precision == precision)
             and (max_drop is None or (accuracy_drop(r) is not None
                                       and accuracy_drop(r) <= max_drop + 1e-12))]
     front = pareto(cand, stat, scope)
@@ -138,96 +86,94 @@ def _fmt(v: Optional[float], nd: int = 2) -> str:
     return "-" if v is None else f"{v:.{nd}f}"
 
 
-def row_label(r: dict[str, Any]) -> str:
-    return f"{r['student']} / {r['backend']} {r['precision']}"
+def row_label(r: BenchRow) -> str:
+    return r.label
 
 
-def _table_row(r: dict[str, Any]) -> str:
+def _table_row(r: BenchRow) -> str:
     """One measured row of the Markdown table."""
-    eng = r["latency_ms"].get("engine", {})
-    e2e = r["latency_ms"].get("e2e", {})
-    ran = r["runner"].get("inference_precision") or r["precision"]
-    par = r.get("parity", {})
-    perr = max((v["max_abs_heatmap_err"] for k, v in par.items()
+    eng, e2e = r.latency_ms["engine"], r.latency_ms.get("e2e")
+    ran = r.runner.get("inference_precision") or r.precision
+    perr = max((v["max_abs_heatmap_err"] for k, v in r.parity.items()
                 if k in ("random", "real") and isinstance(v, dict)), default=None)
-    flag = " ⚠" if eng.get("high_cv") else ""
-    return (f"| {r['student']} | {r['params'] / 1e6:.2f} | {r['macs'] / 1e9:.2f} | "
-            f"{r['backend']} | {r['precision']} ({ran}) | {_fmt(eng.get('median'))}{flag} | "
-            f"{_fmt(eng.get('p90'))} | {_fmt(e2e.get('median'))} | "
-            f"{_fmt(r['throughput'].get('images_per_s'), 1)} | "
-            f"{_fmt(accuracy_of(r), 4)} | {_fmt(r['accuracy'].get('delta_vs_torch_fp32'), 4)} | "
+    flag = " ⚠" if eng.high_cv else ""
+    return (f"| {r.student} | {r.params / 1e6:.2f} | {r.macs / 1e9:.2f} | "
+            f"{r.backend} | {r.precision} ({ran}) | {_fmt(eng.median)}{flag} | "
+            f"{_fmt(eng.p90)} | {_fmt(e2e.median if e2e else None)} | "
+            f"{_fmt(r.throughput.get('images_per_s'), 1)} | "
+            f"{_fmt(accuracy_of(r), 4)} | {_fmt(r.accuracy.delta_vs_torch_fp32, 4)} | "
             f"{'-' if perr is None else f'{perr:.1e}'} | "
-            f"{_fmt(r['file_bytes'] / 1e6 if r.get('file_bytes') else None, 3)} |")
+            f"{_fmt(r.file_bytes / 1e6 if r.file_bytes else None, 3)} |")
 
 
-def _not_measured_lines(rows: list[dict[str, Any]]) -> list[str]:
+def _not_measured_lines(rows: list[BenchRow]) -> list[str]:
     """Each distinct (backend, precision, reason) that was not measured, once."""
-    other = [r for r in rows if r["status"] != "ok"]
+    other = [r for r in rows if r.status != "ok"]
     if not other:
         return []
     lines, seen = ["", "Not measured:", ""], set()
     for r in other:
-        key = (r["backend"], r["precision"], r["reason"])
+        key = (r.backend, r.precision, r.reason)
         if key not in seen:
             seen.add(key)
-            lines.append(f"- {r['backend']} {r['precision']} ({r['status']}): {r['reason']}")
+            lines.append(f"- {r.backend} {r.precision} ({r.status}): {r.reason}")
     return lines
 
 
-def markdown(rep: dict[str, Any], chart_name: Optional[str]) -> str:
+def markdown(rep: BenchReport, chart_name: Optional[str]) -> str:
     """The Markdown report: device, students x backends table, unavailable backends, chart."""
-    fp = rep["device"]
-    metric = rep.get("metric", "accuracy")
-    lines = [f"# Bench report: zoo `{rep['zoo']}` on `{rep['device_id']}`", "",
+    fp = rep.device
+    metric = rep.metric
+    lines = [f"# Bench report: zoo `{rep.zoo}` on `{rep.device_id}`", "",
              f"- CPU: {fp['cpu_model']} ({fp['cores']} cores, flags: "
              f"{', '.join(fp['cpu_flags']) or '-'}); threads used: {fp['threads']}",
              f"- GPU: {fp['gpu']['name'] + ' (driver ' + fp['gpu']['driver'] + ')' if fp.get('gpu') else 'none'}",  # noqa: E501
              f"- OS: {fp['os']}; versions: " + ", ".join(f"{k} {v}" for k, v in
                                                           fp["versions"].items()),
-             f"- okdhp_edge commit: {fp['git_commit']}; measured {rep['created']}",
-             f"- timing: {rep['timing']}",
+             f"- okdhp_edge commit: {fp['git_commit']}; measured {rep.created}",
+             f"- timing: {rep.timing}",
              _accuracy_line(rep, metric), "",
              f"| student | params (M) | GMACs | backend | precision (ran as) | median ms | p90 ms "
              f"| e2e median ms | imgs/s @B | {metric} | Δ vs torch fp32 | parity max err "
              f"| file MB |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    lines += [_table_row(r) for r in rep["rows"] if r["status"] == "ok"]
-    lines += _not_measured_lines(rep["rows"])
+    lines += [_table_row(r) for r in rep.rows if r.status == "ok"]
+    lines += _not_measured_lines(rep.rows)
     lines += ["", "⚠: coefficient of variation above the threshold; the median is still "
               "reported with its bootstrap 95% CI in the JSON."]
-    lines += _quantization_lines(rep["rows"])
+    lines += _quantization_lines(rep.rows)
     if chart_name:
         lines += ["", f"![accuracy vs latency]({chart_name})"]
     return "\n".join(lines) + "\n"
 
 
-def _accuracy_line(rep: dict[str, Any], metric: str) -> str:
-    if rep.get("untrained"):
+def _accuracy_line(rep: BenchReport, metric: str) -> str:
+    if rep.untrained:
         return ("- **untrained plan** (`bench --plan`): the students a config would train, with "
                 "random weights: latency and size only, no accuracy; never a pick")
     line = (f"- accuracy: {metric} on the report split through each backend, flip test "
-            f"{'on' if rep.get('flip_test') else 'off'} (the student manifests' own figure "
+            f"{'on' if rep.flip_test else 'off'} (the student manifests' own figure "
             "may use flip test)")
-    if rep.get("merged_from"):
-        line += "; merged from " + ", ".join(f"`{m['zoo']}`" for m in rep["merged_from"])
+    if rep.merged_from:
+        line += "; merged from " + ", ".join(f"`{m['zoo']}`" for m in rep.merged_from)
     return line
 
 
-def _quantization_lines(rows: list[dict[str, Any]]) -> list[str]:
+def _quantization_lines(rows: list[BenchRow]) -> list[str]:
     """How each INT8 file was made: recipe, calibration list, layers left in float."""
-    quant = [r for r in rows if r.get("quantization")]
+    quant = [r for r in rows if r.quantization]
     if not quant:
         return []
     out = ["", "INT8 files (post-training quantization, calibrated on the training split; "
            "layers listed stayed in floating point):", ""]
     for r in quant:
-        q = r["quantization"]
+        q = r.quantization
         rec, cal = q.get("recipe", {}), q.get("calibration", {})
         layers = q.get("higher_precision_layers") or []
         ac = (f", accuracy control max drop {rec['max_drop']} on the selection split"
               if rec.get("max_drop") is not None else "")
         acts = f", {q['activations']} activations" if q.get("activations") else ""
-        if _reads(r["backend"], "overflow_fix") and \
+        if _reads(r.backend, "overflow_fix") and \
                 rec.get("overflow_fix", "first_layer") != "first_layer":
             acts += f", overflow fix {rec['overflow_fix']}"
         out.append(f"- {row_label(r)}: {q.get('calibration_method')} ranges{acts}, "
@@ -246,45 +192,45 @@ def _reads(backend: str, recipe_field: str) -> bool:
     return info is not None and recipe_field in info.recipe_fields
 
 
-def _plot_report(ax: Any, rep: dict[str, Any], colors: dict[str, Any], style: str,
+def _plot_report(ax: Any, rep: BenchReport, colors: dict[str, Any], style: str,
                  stat: str, scope: str) -> None:
     """One device's rows (hollow markers for quantized precisions) and its frontier."""
     from okdhp_edge.targets import MARKERS, QUANTIZED
 
-    rows = measured(rep["rows"], stat, scope)
+    rows = measured(rep.rows, stat, scope)
     for r in rows:
-        quantized = r["precision"] in QUANTIZED
+        quantized = r.precision in QUANTIZED
         ax.scatter(latency_of(r, stat, scope), accuracy_of(r), s=60,
-                   marker=MARKERS.get(r["backend"], "x"),
-                   color="none" if quantized else colors[r["student"]],
-                   edgecolor=colors[r["student"]] if quantized else "black",
+                   marker=MARKERS.get(r.backend, "x"),
+                   color="none" if quantized else colors[r.student],
+                   edgecolor=colors[r.student] if quantized else "black",
                    linewidth=1.5 if quantized else 0.5, zorder=3)
-        if r["precision"] != "fp32":
-            ax.annotate(r["precision"], (latency_of(r, stat, scope), accuracy_of(r)),
+        if r.precision != "fp32":
+            ax.annotate(r.precision, (latency_of(r, stat, scope), accuracy_of(r)),
                         textcoords="offset points", xytext=(4, -9), fontsize=6)
     front = pareto(rows, stat, scope)
     if front:
         ax.plot([latency_of(r, stat, scope) for r in front], [accuracy_of(r) for r in front],
                 style, color="tab:red", alpha=0.7,
-                label=f"Pareto frontier: {rep['device_id']}", zorder=2)
+                label=f"Pareto frontier: {rep.device_id}", zorder=2)
 
 
-def _legend_entries(ax: Any, rows: list[dict[str, Any]], colors: dict[str, Any]) -> None:
+def _legend_entries(ax: Any, rows: list[BenchRow], colors: dict[str, Any]) -> None:
     """Empty scatters that give the legend one entry per backend, student and (when any
     is drawn) the hollow INT8 marker."""
     from okdhp_edge.targets import MARKERS, QUANTIZED
 
     for b, m in MARKERS.items():
-        if any(r["backend"] == b for r in rows):
+        if any(r.backend == b for r in rows):
             ax.scatter([], [], marker=m, color="gray", label=b)
     for s, c in colors.items():
         ax.scatter([], [], marker="o", color=c, label=s)
-    if any(r["precision"] in QUANTIZED for r in rows):
+    if any(r.precision in QUANTIZED for r in rows):
         ax.scatter([], [], marker="o", color="none", edgecolor="gray", linewidth=1.5,
                    label="int8 (hollow)")
 
 
-def chart(reports: list[dict[str, Any]], path: Path, stat: str = "median",
+def chart(reports: list[BenchReport], path: Path, stat: str = "median",
           scope: str = "engine") -> None:
     """Accuracy against latency (log x), one marker per student/backend/precision, the
     Pareto frontier drawn per device."""
@@ -295,11 +241,11 @@ def chart(reports: list[dict[str, Any]], path: Path, stat: str = "median",
     from matplotlib.ticker import FormatStrFormatter
 
     fig, ax = plt.subplots(figsize=(8, 5.5), dpi=110)
-    students = sorted({r["student"] for rep in reports for r in rep["rows"]})
+    students = sorted({r.student for rep in reports for r in rep.rows})
     colors = {s: plt.cm.viridis(i / max(1, len(students) - 1)) for i, s in enumerate(students)}
     for d, rep in enumerate(reports):
         _plot_report(ax, rep, colors, ["-", "--", ":", "-."][d % 4], stat, scope)
-    drawn = [r for rep in reports for r in measured(rep["rows"], stat, scope)]
+    drawn = [r for rep in reports for r in measured(rep.rows, stat, scope)]
     _legend_entries(ax, drawn, colors)
     if not drawn:
         ax.text(0.5, 0.5, "no row with both a latency and an accuracy\n(see the report's "
@@ -311,14 +257,14 @@ def chart(reports: list[dict[str, Any]], path: Path, stat: str = "median",
     ax.xaxis.set_minor_formatter(FormatStrFormatter("%g"))
     ax.tick_params(axis="x", which="minor", labelsize=7)
     ax.set_xlabel(f"latency, {scope} {stat} (ms, log scale)")
-    metric = reports[0].get("metric", "accuracy") if reports else "accuracy"
+    metric = reports[0].metric if reports else "accuracy"
     ax.set_ylabel(f"{metric} on the report split")
-    title = reports[0]["zoo"] if len(reports) == 1 else f"{reports[0]['zoo']} across devices"
+    title = reports[0].zoo if len(reports) == 1 else f"{reports[0].zoo} across devices"
     ax.set_title(f"{title}: accuracy vs latency")
     _save_chart(fig, ax, path, "best")
 
 
-def plan_chart(rep: dict[str, Any], path: Path, stat: str = "median",
+def plan_chart(rep: BenchReport, path: Path, stat: str = "median",
                scope: str = "engine") -> None:
     """Latency (log x) against GMACs of an untrained plan, one marker per student/backend/
     precision: what each student would cost on the device, before training."""
@@ -330,18 +276,17 @@ def plan_chart(rep: dict[str, Any], path: Path, stat: str = "median",
     from okdhp_edge.targets import MARKERS
 
     fig, ax = plt.subplots(figsize=(8, 5.5), dpi=110)
-    rows = [r for r in rep["rows"] if r.get("status") == "ok"
-            and latency_of(r, stat, scope) is not None]
-    students = sorted({r["student"] for r in rows})
+    rows = [r for r in rep.rows if r.status == "ok" and latency_of(r, stat, scope) is not None]
+    students = sorted({r.student for r in rows})
     colors = {s: plt.cm.viridis(i / max(1, len(students) - 1)) for i, s in enumerate(students)}
     for r in rows:
-        x, y = latency_of(r, stat, scope), r["macs"] / 1e9
-        ax.scatter(x, y, s=60, marker=MARKERS.get(r["backend"], "x"),
-                   color=colors[r["student"]], edgecolor="black", linewidth=0.5, zorder=3)
-        ax.annotate(r["precision"], (x, y), textcoords="offset points", xytext=(4, -9),
+        x, y = latency_of(r, stat, scope), r.macs / 1e9
+        ax.scatter(x, y, s=60, marker=MARKERS.get(r.backend, "x"),
+                   color=colors[r.student], edgecolor="black", linewidth=0.5, zorder=3)
+        ax.annotate(r.precision, (x, y), textcoords="offset points", xytext=(4, -9),
                     fontsize=6)
     for b, m in MARKERS.items():
-        if any(r["backend"] == b for r in rows):
+        if any(r.backend == b for r in rows):
             ax.scatter([], [], marker=m, color="gray", label=b)
     for s in students:
         ax.scatter([], [], marker="o", color=colors[s], label=s)
@@ -349,7 +294,7 @@ def plan_chart(rep: dict[str, Any], path: Path, stat: str = "median",
         ax.set_xscale("log")
     ax.set_xlabel(f"latency, {scope} {stat} (ms, log scale)")
     ax.set_ylabel("GMACs per image")
-    ax.set_title(f"{rep['zoo']} on {rep['device_id']}: untrained plan (latency only)")
+    ax.set_title(f"{rep.zoo} on {rep.device_id}: untrained plan (latency only)")
     _save_chart(fig, ax, path, "upper left")
 
 
@@ -364,22 +309,22 @@ def _save_chart(fig: Any, ax: Any, path: Path, legend_loc: str) -> None:
     plt.close(fig)
 
 
-def write_report(rep: dict[str, Any], out_dir: Path) -> dict[str, Path]:
+def write_report(rep: BenchReport, out_dir: Path) -> dict[str, Path]:
     """Write ``<zoo>.json``, ``<zoo>_pareto.png`` and ``<zoo>.md`` under ``out_dir`` as a set:
     a reader never finds a new JSON beside an old chart or table."""
     from okdhp_edge.utils.io import atomic_write_set, remove_stale_temporaries
 
     out_dir = Path(out_dir)
-    name = rep["zoo"]
+    name = rep.zoo
     paths = {"json": out_dir / f"{name}.json", "png": out_dir / f"{name}_pareto.png",
              "md": out_dir / f"{name}.md"}
     remove_stale_temporaries(out_dir, [p.name for p in paths.values()])
-    draw = plan_chart if rep.get("untrained") else (lambda r, p: chart([r], p))
+    draw = plan_chart if rep.untrained else (lambda r, p: chart([r], p))
     text = markdown(rep, paths["png"].name)
     atomic_write_set({
         paths["png"]: lambda tmp: draw(rep, tmp),
         paths["md"]: lambda tmp: tmp.write_text(text, encoding="utf-8"),
-        paths["json"]: lambda tmp: tmp.write_text(json.dumps(rep, indent=2) + "\n",
+        paths["json"]: lambda tmp: tmp.write_text(json.dumps(rep.to_dict(), indent=2) + "\n",
                                                   encoding="utf-8"),
     })
     return paths

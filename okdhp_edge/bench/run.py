@@ -3,6 +3,7 @@ per (student, backend, precision), measured in interleaved rounds."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shlex
 import sys
@@ -15,7 +16,7 @@ import numpy as np
 
 from okdhp_edge.backends.base import run_one_by_one
 from okdhp_edge.bench.timing import TimingConfig, interleaved, summarize
-from okdhp_edge.records import FormatRecord, StudentManifest
+from okdhp_edge.records import BenchRow, FormatRecord, LatencyStats, RowAccuracy, StudentManifest
 from okdhp_edge.runtime import BackendUnavailable, Runner, make_runner
 from okdhp_edge.runtime.pipeline import KeypointPipeline
 from okdhp_edge.targets import (
@@ -30,7 +31,6 @@ from okdhp_edge.targets import (
 
 log = logging.getLogger(__name__)
 
-REPORT_VERSION = 1
 
 
 @dataclass
@@ -44,30 +44,8 @@ class Candidate:
     formats: dict[str, FormatRecord]  # export.yaml's formats (or the bundles')
 
 
-@dataclass
-class Row:
-    student: str
-    backend: str
-    precision: str
-    batch: int = 1
-    available: bool = True
-    status: str = "ok"  # ok | unavailable | failed
-    reason: str = ""
-    model_file: str = ""
-    runner: dict[str, Any] = field(default_factory=dict)
-    latency_ms: dict[str, Any] = field(default_factory=dict)
-    throughput: dict[str, Any] = field(default_factory=dict)
-    accuracy: dict[str, Any] = field(default_factory=dict)
-    parity: dict[str, Any] = field(default_factory=dict)
-    params: int = 0
-    macs: int = 0
-    command: str = ""
-    file_bytes: Optional[int] = None  # the model file (and weights) this row loads
-    quantization: dict[str, Any] = field(default_factory=dict)  # recipe, calibration, layers
-
-    @property
-    def target(self) -> Target:
-        return get_target(self.backend, self.precision)
+def _target(row: BenchRow) -> Target:
+    return get_target(row.backend, row.precision)
 
 
 def model_path(c: Candidate, t: Target) -> tuple[Optional[str], str]:
@@ -103,13 +81,13 @@ class BenchOptions:
     torch_device: str = "cpu"  # cpu | cuda: where the PyTorch eager baseline runs
 
 
-def _load_runners(cands: list[Candidate], opts: BenchOptions, rows: list[Row]
+def _load_runners(cands: list[Candidate], opts: BenchOptions, rows: list[BenchRow]
                   ) -> dict[int, Runner]:
     runners: dict[int, Runner] = {}
     for i, row in enumerate(rows):
         c = next(c for c in cands if c.name == row.student)
         try:
-            path, reason = model_path(c, row.target)
+            path, reason = model_path(c, _target(row))
         except UnknownTarget as exc:
             path, reason = None, str(exc)
         if path is None:
@@ -117,7 +95,7 @@ def _load_runners(cands: list[Candidate], opts: BenchOptions, rows: list[Row]
             continue
         row.model_file = path
         runner = make_runner(row.backend, row.precision, opts.threads,
-                             _device_for(row.target, opts))
+                             _device_for(_target(row), opts))
         try:
             runner.load(path)
         except BackendUnavailable as exc:
@@ -155,7 +133,7 @@ def _engine_call(runner: Runner, x: np.ndarray, own: list[float]) -> Callable[[]
     return call
 
 
-def _guarded(fn: Callable[[], object], row: Row) -> Callable[[], object]:
+def _guarded(fn: Callable[[], object], row: BenchRow) -> Callable[[], object]:
     def call() -> object:
         if row.status != "ok":
             return None
@@ -169,7 +147,7 @@ def _guarded(fn: Callable[[], object], row: Row) -> Callable[[], object]:
     return call
 
 
-def _timed_calls(runners: dict[int, Any], rows: list[Row], cand_of: dict[str, Candidate],
+def _timed_calls(runners: dict[int, Any], rows: list[BenchRow], cand_of: dict[str, Candidate],
                  opts: BenchOptions) -> tuple[dict, dict, dict]:
     """The engine call (and, with an e2e image, the whole pipeline call) of every loaded
     runner, guarded so that a failure marks its row; plus the runtime's own timings."""
@@ -181,13 +159,13 @@ def _timed_calls(runners: dict[int, Any], rows: list[Row], cand_of: dict[str, Ca
         x = np.random.default_rng(0).standard_normal((1, 3, h, w)).astype(np.float32)
         engine_fns[i] = _guarded(_engine_call(r, x, own.setdefault(i, [])), row)
         if opts.e2e_image is not None:
-            fmt = FORMATS.get(row.target.export or "")
+            fmt = FORMATS.get(_target(row).export or "")
             pipe = KeypointPipeline(r, pre, layout=fmt.layout if fmt else "NCHW")
             e2e_fns[i] = _guarded(lambda p=pipe: p(opts.e2e_image, opts.e2e_box), row)
     return engine_fns, e2e_fns, own
 
 
-def _measure_latency(runners: dict[int, Any], rows: list[Row], cand_of: dict[str, Candidate],
+def _measure_latency(runners: dict[int, Any], rows: list[BenchRow], cand_of: dict[str, Candidate],
                      opts: BenchOptions, tick: Callable[[object], None]) -> None:
     """Interleaved timing of every runner; fills each ok row's ``latency_ms``."""
     engine_fns, e2e_fns, own = _timed_calls(runners, rows, cand_of, opts)
@@ -198,21 +176,22 @@ def _measure_latency(runners: dict[int, Any], rows: list[Row], cand_of: dict[str
         row = rows[i]
         if row.status != "ok":
             continue
-        row.latency_ms["engine"] = summarize(eng[i], opts.timing)
+        row.latency_ms["engine"] = LatencyStats(**summarize(eng[i], opts.timing))
         if own.get(i):  # the runtime's own timing of the same timed calls (OpenVINO)
-            row.latency_ms["engine_runtime"] = summarize(own[i][-len(eng[i]):], opts.timing)
+            row.latency_ms["engine_runtime"] = LatencyStats(
+                **summarize(own[i][-len(eng[i]):], opts.timing))
         if i in e2e and e2e[i]:
-            row.latency_ms["e2e"] = summarize(e2e[i], opts.timing)
+            row.latency_ms["e2e"] = LatencyStats(**summarize(e2e[i], opts.timing))
     log.info("latency measured in %.1f s", time.time() - t0)
 
 
 def bench_candidates(cands: list[Candidate], opts: BenchOptions,
-                     command_of: Callable[[Row], str],
-                     progress: bool = True) -> list[dict[str, Any]]:
+                     command_of: Callable[[BenchRow], str],
+                     progress: bool = True) -> list[BenchRow]:
     """Measure every (student, backend, precision); return the report rows."""
     from tqdm import tqdm
 
-    rows = [Row(c.name, b, p, params=c.manifest.params, macs=c.manifest.macs)
+    rows = [BenchRow(c.name, b, p, params=c.manifest.params, macs=c.manifest.macs)
             for c in cands for b, p in _pairs(opts)]
     runners = _load_runners(cands, opts, rows)
     bar = tqdm(total=len(runners) * (2 * opts.timing.rounds + 2), desc="bench", unit="step",
@@ -226,28 +205,28 @@ def bench_candidates(cands: list[Candidate], opts: BenchOptions,
             row.throughput = _throughput(c, row, opts)
             bar.update(1)
             if opts.accuracy:
-                row.accuracy = _accuracy(c, r, opts)
+                row.accuracy = RowAccuracy(**_accuracy(c, r, opts))
             bar.update(1)
-            if row.target.export:
-                _file_facts(row, c.formats[row.target.export])
+            if _target(row).export:
+                _file_facts(row, c.formats[_target(row).export])
         r.close()
     bar.close()
     _deltas(rows)
     for row in rows:
         row.command = command_of(row)
-    return [row.__dict__ for row in rows]
+    return rows
 
 
-def _file_facts(row: Row, entry: FormatRecord) -> None:
+def _file_facts(row: BenchRow, entry: FormatRecord) -> None:
     """Parity, file size and (quantized files) the recipe, from the export record."""
     row.parity = entry.parity
     row.file_bytes = entry.file_bytes
     row.quantization = entry.quantization
 
 
-def _throughput(c: Candidate, row: Row, opts: BenchOptions) -> dict[str, Any]:
+def _throughput(c: Candidate, row: BenchRow, opts: BenchOptions) -> dict[str, Any]:
     """Images/s at ``opts.batch`` (the target's throughput format, or the torch student)."""
-    t = row.target
+    t = _target(row)
     if opts.batch <= 1:
         return {}
     if t.throughput == "student":
@@ -301,14 +280,13 @@ def report_accuracy(manifest: StudentManifest, runner: Runner, flip_test: bool =
             "flip_test": flip_test}
 
 
-def _deltas(rows: list[Row]) -> None:
+def _deltas(rows: list[BenchRow]) -> None:
     """Accuracy difference from the baseline (PyTorch fp32) of the same student."""
-    ref = {r.student: r.accuracy.get("value") for r in rows
-           if (r.backend, r.precision) == BASELINE and r.accuracy}
+    ref = {r.student: r.accuracy.value for r in rows if (r.backend, r.precision) == BASELINE}
     for r in rows:
-        v, base = r.accuracy.get("value"), ref.get(r.student)
+        v, base = r.accuracy.value, ref.get(r.student)
         if v is not None and base is not None:
-            r.accuracy["delta_vs_torch_fp32"] = float(v - base)
+            r.accuracy = dataclasses.replace(r.accuracy, delta_vs_torch_fp32=float(v - base))
 
 
 def cli_command(argv: list[str]) -> str:
