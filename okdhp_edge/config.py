@@ -17,12 +17,9 @@ from typing import Any, Optional
 
 import yaml
 
+from okdhp_edge.errors import ConfigError
 from okdhp_edge.schema import closest, coerce
 from okdhp_edge.utils.io import atomic_write_text
-
-
-class ConfigError(ValueError):
-    """A config file or override that does not fit the schema."""
 
 
 @dataclass

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Optional, TypeVar
 
-from okdhp_edge.data.errors import DataError
+from okdhp_edge.errors import ManifestError, ReportError
 from okdhp_edge.schema import OMIT_NONE, check_version, from_dict, optional_number, to_dict
 from okdhp_edge.utils.values import is_finite_number
 
@@ -35,15 +35,6 @@ R = TypeVar("R", bound="Record")
 
 # accuracy.split of a student built by `bench --plan`: random weights, no accuracy
 UNTRAINED_SPLIT = "untrained"
-
-
-class ManifestError(DataError):
-    """A record that is missing, unreadable, of a newer version, or has a missing, extra,
-    mistyped or out-of-range field (bad input: the CLIs report it in one line)."""
-
-
-class ReportError(ManifestError):
-    """A bench or calibration report that cannot be read or compared."""
 
 
 class Record:

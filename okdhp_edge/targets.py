@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from okdhp_edge.errors import UnknownTarget
+
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 QUANTIZED = ("int8",)
 # the reference every accuracy difference and parity check is taken against
@@ -205,8 +207,6 @@ TARGETS: dict[tuple[str, str], Target] = {t.key: t for t in (
 MARKERS = {b.name: b.marker for b in BACKEND_INFO.values()}
 
 
-class UnknownTarget(ValueError):
-    """A (backend, precision) pair the table does not define."""
 
 
 def backend_info(name: str) -> BackendInfo:

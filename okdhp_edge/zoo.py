@@ -88,11 +88,8 @@ def _report_path(args: argparse.Namespace) -> Path:
 
 
 def cmd_pick(args: argparse.Namespace) -> int:
-    try:
-        path = _report_path(args)
-        rep = load_report(path)
-    except ReportError as exc:
-        raise UsageError(str(exc)) from None
+    path = _report_path(args)
+    rep = load_report(path)
     if rep.untrained:
         raise UsageError(f"{path}: a plan of untrained students (bench --plan) has latencies "
                          "but no accuracy; pick from a trained zoo's report")
@@ -139,14 +136,11 @@ def cmd_pick(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from okdhp_edge.export.quantize import QuantizationError, recipe_from_args
+    from okdhp_edge.export.quantize import recipe_from_args
 
-    try:
-        recipe = recipe_from_args(args)
-    except QuantizationError as exc:
-        raise UsageError(str(exc)) from None
+    recipe = recipe_from_args(args)
     if args.all:
-        from okdhp_edge.bundles import export_all
+        from okdhp_edge.export.bundles import export_all
 
         out = export_all(args.zoo, args.out, tuple(args.backends.split(",")),
                          tuple(args.precisions.split(",")) if args.precisions else None, recipe)
@@ -158,7 +152,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.student not in students:
         raise UsageError(f"no student '{args.student}' in {args.zoo} "
                          f"(have: {', '.join(students)})")
-    from okdhp_edge.bundles import export_bundle
+    from okdhp_edge.export.bundles import export_bundle
 
     out = export_bundle(students[args.student] / "student.yaml", args.backend, args.precision,
                         args.out, recipe=recipe)

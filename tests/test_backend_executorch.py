@@ -62,7 +62,7 @@ NO_EXECUTORCH = blocking("executorch") + textwrap.dedent("""
 
 
 def test_bundle_names_its_extra_and_refuses_tampering(et_export, tmp_path):
-    from okdhp_edge.bundles import export_bundle
+    from okdhp_edge.export.bundles import export_bundle
     from okdhp_edge.runtime.bundle import load_bundle
     from okdhp_edge.utils.io import IntegrityError
 

@@ -80,7 +80,7 @@ LOAD_BUNDLE = blocking("torch") + textwrap.dedent("""
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
 def test_litert_bundle_runs_without_torch_and_refuses_tampering(litert_export, tmp_path,
                                                                 precision):
-    from okdhp_edge.bundles import export_bundle
+    from okdhp_edge.export.bundles import export_bundle
     from okdhp_edge.export.quantize import QuantRecipe
     from okdhp_edge.runtime.bundle import load_bundle
     from okdhp_edge.utils.io import IntegrityError
@@ -107,7 +107,7 @@ def test_edited_tflite_metadata_check(litert_export, tmp_path):
     """The bundle's preprocessing is checked against the metadata the .tflite carries."""
     import yaml
 
-    from okdhp_edge.bundles import export_bundle
+    from okdhp_edge.export.bundles import export_bundle
     from okdhp_edge.manifest import ManifestError
     from okdhp_edge.runtime.bundle import load_bundle
 

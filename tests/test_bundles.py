@@ -13,7 +13,7 @@ from tests.conftest import BLOCK_TORCH
 
 
 def test_bundle_round_trip_and_tamper(tiny_zoo, tmp_path):
-    from okdhp_edge.bundles import export_bundle
+    from okdhp_edge.export.bundles import export_bundle
     from okdhp_edge.runtime.bundle import load_bundle
     from okdhp_edge.students import load_student, torch_engine
 
@@ -37,7 +37,7 @@ def test_bundle_round_trip_and_tamper(tiny_zoo, tmp_path):
 def test_newer_bundle_version_refused(tiny_zoo, tmp_path):
     import yaml
 
-    from okdhp_edge.bundles import export_bundle
+    from okdhp_edge.export.bundles import export_bundle
     from okdhp_edge.runtime.bundle import load_bundle
 
     d, _ = zoo_students(tiny_zoo)[0]
@@ -50,7 +50,8 @@ def test_newer_bundle_version_refused(tiny_zoo, tmp_path):
 
 
 def test_bundle_set_bench_without_torch(tiny_zoo, tmp_path):
-    from okdhp_edge.bundles import export_all, read_set
+    from okdhp_edge.export.bundles import export_all
+    from okdhp_edge.runtime.bundle import read_set
 
     out = export_all(tiny_zoo, tmp_path / "set", ("onnxruntime", "openvino", "litert"),
                      ("fp32",))
@@ -77,7 +78,8 @@ def test_bundle_set_index_is_checked(tiny_zoo, tmp_path):
     missing field is refused in one line before anything is loaded."""
     import yaml
 
-    from okdhp_edge.bundles import export_all, read_set
+    from okdhp_edge.export.bundles import export_all
+    from okdhp_edge.runtime.bundle import read_set
 
     out = export_all(tiny_zoo, tmp_path / "set", ("onnxruntime",), ("fp32",))
     idx = yaml.safe_load((out / "bundles.yaml").read_text())
@@ -96,7 +98,7 @@ def test_edited_bundle_preprocessing_is_refused(tiny_zoo, tmp_path, backend):
     against the metadata the model file carries: an edited mean is refused, not run."""
     import yaml
 
-    from okdhp_edge.bundles import export_bundle
+    from okdhp_edge.export.bundles import export_bundle
     from okdhp_edge.runtime.bundle import load_bundle
 
     d, _ = zoo_students(tiny_zoo)[0]

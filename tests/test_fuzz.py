@@ -224,7 +224,7 @@ def test_mpii_headbox_reader(mutation):
 
 @pytest.fixture(scope="module")
 def bundle(tiny_zoo, tmp_path_factory):
-    from okdhp_edge.bundles import export_bundle
+    from okdhp_edge.export.bundles import export_bundle
     from okdhp_edge.manifest import zoo_students
 
     d, _ = zoo_students(tiny_zoo)[0]

@@ -129,7 +129,7 @@ def test_light_family_trains_extracts_exports(encoder, synthetic_root, tmp_path)
     # a torch-free bundle of the light student gives the PyTorch student's keypoints
     import numpy as np
 
-    from okdhp_edge.bundles import export_bundle
+    from okdhp_edge.export.bundles import export_bundle
     from okdhp_edge.runtime.bundle import load_bundle
     from okdhp_edge.students import torch_engine
 

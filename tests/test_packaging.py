@@ -51,3 +51,12 @@ def test_training_without_torch_names_the_extra():
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "pip install 'okdhp_edge[train]'" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_setup_py_shim_reads_the_same_metadata():
+    """``pyproject.toml`` is the metadata; the one-line ``setup.py`` serves tools that
+    still call it."""
+    proc = subprocess.run([sys.executable, "setup.py", "--name", "--version"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split()[-2:] == [_project()["name"], _project()["version"]]

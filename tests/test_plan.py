@@ -76,7 +76,7 @@ def test_plan_report_is_never_picked_nor_merged(plan):
 
 
 def test_plan_runs_torch_free_from_bundles(plan, tmp_path):
-    from okdhp_edge.bundles import export_all
+    from okdhp_edge.export.bundles import export_all
 
     out = export_all(plan / "zoo" / "plan_quickstart", tmp_path / "set", ("onnxruntime",),
                      ("fp32",))

@@ -116,7 +116,7 @@ def test_tampered_cache_is_rebuilt_not_trusted(student, tmp_path, caplog):
 
 
 def test_int8_bundle_round_trip_and_tamper(student, tmp_path):
-    from okdhp_edge.bundles import export_bundle
+    from okdhp_edge.export.bundles import export_bundle
     from okdhp_edge.runtime.bundle import load_bundle
 
     out = export_bundle(student, "openvino", "int8", tmp_path / "b", recipe=RECIPE)

@@ -21,9 +21,7 @@ from typing import Any, Callable, Optional, Protocol
 
 import numpy as np
 
-
-class BackendUnavailable(RuntimeError):
-    """The backend (package, device or precision) is not present here; the message says why."""
+from okdhp_edge.errors import BackendUnavailable
 
 
 def missing_package(module: str, backend: str, export: bool = False) -> Optional[str]:

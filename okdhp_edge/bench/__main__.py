@@ -20,13 +20,12 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from okdhp_edge.bench.candidates import Candidate, bundle_candidates, zoo_candidates
 from okdhp_edge.bench.device import device_id, fingerprint
 from okdhp_edge.bench.report import write_report
-from okdhp_edge.bench.run import BenchOptions, Candidate, bench_candidates, cli_command
+from okdhp_edge.bench.run import BenchOptions, bench_candidates, cli_command
 from okdhp_edge.bench.timing import TimingConfig
 from okdhp_edge.export.quantize import (
-    QuantizationError,
-    QuantRecipe,
     add_recipe_arguments,
     recipe_args,
     recipe_from_args,
@@ -36,7 +35,6 @@ from okdhp_edge.targets import (
     BACKEND_INFO,
     PRECISIONS,
     QUANTIZED,
-    UnknownTarget,
     default_backends,
     formats_for,
     targets_for,
@@ -90,23 +88,6 @@ def _default_targets() -> str:
                      for b in BACKEND_INFO)
 
 
-def _zoo_candidates(zoo: Path, students: Optional[tuple[str, ...]], formats: list[str],
-                    recipe: QuantRecipe) -> list[Candidate]:
-    from okdhp_edge.export.exporter import export_student
-    from okdhp_edge.manifest import zoo_students
-
-    out = []
-    for d, man in zoo_students(zoo):
-        if students and man.name not in students:
-            continue
-        log.info("exporting %s: %s", man.name, ", ".join(formats) or "nothing")
-        exp = export_student(d / "student.yaml", formats=tuple(formats), recipe=recipe)
-        out.append(Candidate(man.name, man, d / "student.yaml", d / "export", exp.formats))
-    if not out:
-        raise UsageError(f"{zoo}: no students selected")
-    return out
-
-
 def _e2e_sample(c: Candidate):
     """A real image and person box of the candidate's report split (for the e2e scope), read
     by the dataset's own reader (the person's box, its padding taken off again)."""
@@ -143,10 +124,7 @@ def _targets(args: argparse.Namespace) -> tuple[tuple, Optional[list[str]], list
     if bad:
         raise UsageError(f"unknown precision '{bad[0]}'; expected some of "
                          f"{', '.join(PRECISIONS)}")
-    try:
-        targets, recipe = targets_for(backends, precisions), recipe_from_args(args)
-    except (UnknownTarget, QuantizationError) as exc:
-        raise UsageError(str(exc)) from None
+    targets, recipe = targets_for(backends, precisions), recipe_from_args(args)
     if (any(t.quantized and "overflow_fix" in BACKEND_INFO[t.backend].recipe_fields
             for t in targets)
             and recipe.overflow_fix == "first_layer" and not cpu_has_int8_dot()):
@@ -171,10 +149,8 @@ def _candidates(args: argparse.Namespace, targets: list, recipe: Any,
             raise UsageError(str(exc)) from None
     if args.zoo:
         formats = formats_for(targets, throughput=args.batch > 1)
-        cands = _zoo_candidates(args.zoo, _csv(args.students), formats, recipe)
+        cands = zoo_candidates(args.zoo, _csv(args.students), formats, recipe)
         return cands, args.zoo.resolve().name, backends
-    from okdhp_edge.bundles import bundle_candidates
-
     cands, zoo_name = bundle_candidates(args.bundles, _csv(args.students))
     return cands, zoo_name, tuple(b for b in backends if BACKEND_INFO[b].torch_free) or backends
 

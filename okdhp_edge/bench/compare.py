@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Optional
 
 from okdhp_edge.bench.report import (
-    ReportError,
     accuracy_of,
     chart,
     latency_of,
@@ -61,10 +60,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("reports", nargs="+", type=Path)
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
-    try:
-        reports = [load_report(r) for r in args.reports]
-    except ReportError as exc:
-        raise UsageError(str(exc)) from None
+    reports = [load_report(r) for r in args.reports]
     check_compatible(reports, args.reports)
     args.out.mkdir(parents=True, exist_ok=True)
     chart(reports, args.out / "compare_pareto.png")

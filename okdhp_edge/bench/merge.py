@@ -63,10 +63,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = p.parse_args(argv)
     if len(args.reports) < 2:
         raise UsageError("merge needs at least two reports")
-    try:
-        rep = merge_reports(args.reports, args.name)
-    except ReportError as exc:
-        raise UsageError(str(exc)) from None
+    rep = merge_reports(args.reports, args.name)
     paths = write_report(rep, args.out_root / rep.device_id)
     for k in ("json", "md", "png"):
         print(f"{k}: {paths[k]}")

@@ -9,12 +9,12 @@ import shlex
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
 
 from okdhp_edge.backends.base import run_one_by_one
+from okdhp_edge.bench.candidates import Candidate
 from okdhp_edge.bench.timing import TimingConfig, interleaved, summarize
 from okdhp_edge.records import BenchRow, FormatRecord, LatencyStats, RowAccuracy, StudentManifest
 from okdhp_edge.runtime import BackendUnavailable, Runner, make_runner
@@ -31,17 +31,6 @@ from okdhp_edge.targets import (
 
 log = logging.getLogger(__name__)
 
-
-
-@dataclass
-class Candidate:
-    """One student as the bench sees it: its manifest and where its model files are."""
-
-    name: str
-    manifest: StudentManifest  # student.yaml (zoo) or the one its bundles carry
-    student_yaml: Optional[Path]  # None in torch-free (bundle) mode
-    export_dir: Path
-    formats: dict[str, FormatRecord]  # export.yaml's formats (or the bundles')
 
 
 def _target(row: BenchRow) -> Target:

@@ -6,9 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-
-class DataError(ValueError):
-    """Bad input data (missing or unreadable image, malformed annotation file)."""
+from okdhp_edge.errors import DataError
 
 
 def read_json(path: Path, what: str) -> Any:

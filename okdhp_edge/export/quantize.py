@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Optional
 import numpy as np
 
 from okdhp_edge.data.errors import DataError
+from okdhp_edge.errors import QuantizationError
 from okdhp_edge.records import StudentManifest
 from okdhp_edge.targets import BACKEND_INFO
 
@@ -29,8 +30,6 @@ METHODS = ("default", "minmax", "percentile", "entropy")
 OVERFLOW_FIXES = ("first_layer", "enable", "disable")
 
 
-class QuantizationError(ValueError):
-    """A quantization request that cannot be met (bad recipe, too little data)."""
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
-"""Deployable bundles: one student's model file for one backend, with everything needed to
-turn an image and a person box into keypoints. Loading verifies every sha256 and the
-bundle version before anything runs. No torch.
+"""Reading deployable bundles and bundle sets (:mod:`okdhp_edge.export.bundles` writes
+them): one student's model file for one backend, with everything needed to turn an image
+and a person box into keypoints. Loading verifies every sha256 and the version before
+anything runs. No torch.
 
 ``bundle.yaml`` (:class:`okdhp_edge.records.BundleManifest`)::
 
@@ -26,7 +27,7 @@ from pathlib import Path
 from okdhp_edge.backends import make_runner
 from okdhp_edge.backends.base import BackendUnavailable
 from okdhp_edge.manifest import check_model_metadata, path_inside
-from okdhp_edge.records import BundleManifest, ManifestError, read_record
+from okdhp_edge.records import BundleManifest, BundleSet, ManifestError, read_record
 from okdhp_edge.runtime.pipeline import KeypointPipeline
 from okdhp_edge.targets import UnknownTarget, get_target
 from okdhp_edge.utils.io import verify_sha256
@@ -76,3 +77,18 @@ def load_bundle(directory: str | Path, threads: int = 1, device: str = "cpu"
         raise ManifestError(f"{directory / 'bundle.yaml'}: input_layout {layout} does not match "
                             f"the model file's {runner.input_layout()}")
     return KeypointPipeline(runner, man.preprocessing, manifest=man, layout=layout)
+
+
+def read_set(directory: Path) -> BundleSet:
+    """Read and fully verify a bundle set: its schema and versions, every file inside the
+    set, every sha256 (ManifestError / IntegrityError in one line otherwise)."""
+    directory = Path(directory)
+    idx = read_record(BundleSet, directory / "bundles.yaml")
+    where = directory / "bundles.yaml"
+    for rel, digest in idx.report_files.items():
+        verify_sha256(path_inside(directory, rel, where), digest)
+    for e in idx.bundles:
+        bdir = path_inside(directory, e.path, where)
+        verify_sha256(bdir / "bundle.yaml", e.bundle_sha256)
+        verify_bundle(bdir)
+    return idx

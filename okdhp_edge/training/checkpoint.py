@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from okdhp_edge.data.errors import DataError
+from okdhp_edge.errors import CheckpointError
 from okdhp_edge.utils.io import atomic_write
 
 
@@ -45,8 +45,6 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     atomic_write(Path(path), lambda tmp: torch.save(state, tmp))
 
 
-class CheckpointError(DataError):
-    """A checkpoint that is missing, truncated, not ours, or an arbitrary pickle."""
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -6,14 +6,13 @@ import logging
 import sys
 from typing import Callable, Optional
 
-from okdhp_edge.config import ConfigError
+from okdhp_edge.errors import OkdhpError, UsageError
 
 # what `pip install okdhp_edge[train]` adds to the torch-free runtime (pyproject.toml)
 TRAIN_EXTRA = ("torch", "scipy", "onnx", "safetensors", "psutil", "cpuinfo", "nncf")
 
 
-class UsageError(ValueError):
-    """Bad command-line input: reported in one line, exit status 2."""
+__all__ = ["UsageError", "console_entry", "one_line", "run_cli", "setup_logging"]
 
 
 def setup_logging(verbose: bool = False) -> None:
@@ -47,19 +46,13 @@ def console_entry(main: Callable[[Optional[list[str]]], int]) -> Callable[[], No
 
 
 def run_cli(main: Callable[[Optional[list[str]]], int], argv: Optional[list[str]] = None) -> None:
-    """Run ``main`` and turn expected errors into one line and an exit status."""
-    from okdhp_edge.backends.base import BackendUnavailable
-    from okdhp_edge.data.errors import DataError
-    from okdhp_edge.utils.io import IntegrityError, WriteError
-
+    """Run ``main`` and turn a user's error (:class:`okdhp_edge.errors.OkdhpError`) into one
+    line and its exit status."""
     try:
         code = main(argv)
-    except (ConfigError, UsageError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        code = 2
-    except (DataError, IntegrityError, WriteError, BackendUnavailable) as exc:
+    except OkdhpError as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
-        code = 1
+        code = exc.exit_code
     except ModuleNotFoundError as exc:
         if (exc.name or "").split(".")[0] not in TRAIN_EXTRA:
             raise

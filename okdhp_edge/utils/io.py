@@ -11,6 +11,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from okdhp_edge.errors import IntegrityError, WriteError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -21,8 +23,6 @@ def _umask() -> int:
 UMASK = _umask()  # the process's umask: files are written as open() would create them
 
 
-class WriteError(OSError):
-    """A file that cannot be written (full disk, read-only or forbidden folder), named."""
 
 
 _WRITE_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
@@ -136,8 +136,6 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-class IntegrityError(RuntimeError):
-    """A file whose sha256 does not match the one its manifest names."""
 
 
 def verify_sha256(path: Path, expected: str) -> None:

@@ -1,15 +1,15 @@
-"""Bundle sets for target devices: every student of a zoo exported for the requested
-backends, plus the report split (images and annotations) to measure accuracy there.
+"""Writing bundles and bundle sets for target devices (reading them, torch-free, is
+:mod:`okdhp_edge.runtime.bundle`): one student's model file for one backend, or every
+student of a zoo for the requested backends plus the report split (images and
+annotations) to measure accuracy there.
 
-``DIR/bundles.yaml`` indexes the set; ``DIR/<student>/<backend>-<precision>/`` are
-bundles (see :mod:`okdhp_edge.runtime.bundle`); ``DIR/report_data/`` holds the report
-split. Every file carries its sha256; the bench on the target refuses any mismatch
-before it runs anything. Reading a set needs no torch.
+``DIR/bundles.yaml`` indexes a set; ``DIR/<student>/<backend>-<precision>/`` are
+bundles; ``DIR/report_data/`` holds the report split. Every file carries its sha256; the
+bench on the target refuses any mismatch before it runs anything.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import shutil
 from pathlib import Path
@@ -17,33 +17,25 @@ from typing import Optional
 
 from okdhp_edge import __version__
 from okdhp_edge.export.quantize import QuantRecipe
-from okdhp_edge.manifest import path_inside
 from okdhp_edge.records import (
-    Accuracy,
     BundledStudent,
     BundleManifest,
     BundleSet,
-    FormatRecord,
-    ManifestError,
     ReportData,
     SetEntry,
     SkippedBundle,
     StudentManifest,
-    format_record,
-    read_record,
     write_record,
 )
-from okdhp_edge.runtime.bundle import read_bundle_manifest, verify_bundle
 from okdhp_edge.targets import (
     BACKEND_INFO,
     FORMATS,
     TARGETS,
-    UnknownTarget,
     get_target,
     targets_for,
 )
 from okdhp_edge.utils.cli import UsageError
-from okdhp_edge.utils.io import sha256_file, verify_sha256
+from okdhp_edge.utils.io import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +53,7 @@ def export_bundle(student_yaml: Path, backend: str, precision: str, out: Path,
     from okdhp_edge.export.exporter import export_student
     from okdhp_edge.manifest import load_student_manifest
 
-    try:
-        t = get_target(backend, precision)
-    except UnknownTarget as exc:
-        raise UsageError(str(exc)) from None
+    t = get_target(backend, precision)
     if not t.bundle:
         raise UsageError(f"no torch-free bundle of {t.label} (bundles exist for: "
                          + ", ".join(x.label for x in TARGETS.values() if x.bundle) + ")")
@@ -131,10 +120,7 @@ def export_all(zoo: Path, out: Path, backends: tuple[str, ...],
     zoo_man = load_zoo_manifest(zoo)
     students = zoo_students(zoo)
     entries, skipped = [], []
-    try:
-        targets = targets_for(backends, precisions, bundle_only=True)
-    except UnknownTarget as exc:
-        raise UsageError(str(exc)) from None
+    targets = targets_for(backends, precisions, bundle_only=True)
     for d, man in students:
         for t in targets:
             b, p = t.backend, t.precision
@@ -157,66 +143,3 @@ def export_all(zoo: Path, out: Path, backends: tuple[str, ...],
     return out
 
 
-def read_set(directory: Path) -> BundleSet:
-    """Read and fully verify a bundle set: its schema and versions, every file inside the
-    set, every sha256 (ManifestError / IntegrityError in one line otherwise)."""
-    directory = Path(directory)
-    idx = read_record(BundleSet, directory / "bundles.yaml")
-    where = directory / "bundles.yaml"
-    for rel, digest in idx.report_files.items():
-        verify_sha256(path_inside(directory, rel, where), digest)
-    for e in idx.bundles:
-        bdir = path_inside(directory, e.path, where)
-        verify_sha256(bdir / "bundle.yaml", e.bundle_sha256)
-        verify_bundle(bdir)
-    return idx
-
-
-def bundle_candidates(directory: Path, students: Optional[tuple[str, ...]] = None):
-    """Bench candidates from a verified bundle set: (candidates, zoo name)."""
-    from okdhp_edge.bench.run import Candidate
-
-    directory = Path(directory)
-    idx = read_set(directory)
-    by_student: dict[str, Candidate] = {}
-    for e in idx.bundles:
-        if students and e.student not in students:
-            continue
-        bdir = directory / e.path
-        man = read_bundle_manifest(bdir)
-        c = by_student.get(e.student)
-        if c is None:
-            sm = man.student_record()
-            sm = sm.replace(accuracy=_set_report_data(sm.accuracy, idx.report_data, directory))
-            c = by_student[e.student] = Candidate(e.student, sm, None, directory, {})
-        c.formats[_format_of(e.backend, e.precision)] = _bundle_format(e, man, bdir)
-    if not by_student:
-        raise ManifestError(f"{directory}: no bundles selected")
-    return list(by_student.values()), idx.zoo
-
-
-def _set_report_data(acc: Accuracy, rd: ReportData, directory: Path) -> Accuracy:
-    """The student's accuracy record pointing at the report split the set carries."""
-    if not rd.ann:
-        return acc
-    return dataclasses.replace(
-        acc, ann=str(directory / rd.ann), images=str(directory / rd.images),
-        headboxes=str(directory / rd.headboxes) if rd.headboxes else "")
-
-
-def _bundle_format(e: SetEntry, man: BundleManifest, bdir: Path) -> FormatRecord:
-    """A bundle's model file as the bench reads a format of an export."""
-    return format_record({"available": True, "backend": e.backend, "precision": e.precision,
-                          "file": str(Path(e.path) / man.model), "parity": man.parity,
-                          "file_bytes": sum((bdir / rel).stat().st_size for rel in man.files),
-                          **(man.quantization or {})}, str(bdir / "bundle.yaml"))
-
-
-def _format_of(backend: str, precision: str) -> str:
-    try:
-        fmt = get_target(backend, precision).export
-    except UnknownTarget:
-        fmt = None
-    if fmt is None:
-        raise ManifestError(f"bundle backend/precision {backend}/{precision} is not known")
-    return fmt

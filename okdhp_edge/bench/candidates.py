@@ -1,0 +1,104 @@
+"""What the bench measures: each student of a zoo (exported on the way) or of a verified
+bundle set, as a :class:`Candidate`: its manifest and its model files by format."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from okdhp_edge.errors import ManifestError, UsageError
+from okdhp_edge.records import (
+    Accuracy,
+    BundleManifest,
+    FormatRecord,
+    ReportData,
+    SetEntry,
+    StudentManifest,
+    format_record,
+)
+from okdhp_edge.runtime.bundle import read_bundle_manifest, read_set
+from okdhp_edge.targets import UnknownTarget, get_target
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Candidate:
+    """One student as the bench sees it: its manifest and where its model files are."""
+
+    name: str
+    manifest: StudentManifest  # student.yaml (zoo) or the one its bundles carry
+    student_yaml: Optional[Path]  # None in torch-free (bundle) mode
+    export_dir: Path
+    formats: dict[str, FormatRecord]  # export.yaml's formats (or the bundles')
+
+
+def zoo_candidates(zoo: Path, students: Optional[tuple[str, ...]], formats: list[str],
+                   recipe: object) -> list[Candidate]:
+    """Every (selected) student of ``zoo``, exported to ``formats`` with ``recipe`` (a
+    :class:`okdhp_edge.export.quantize.QuantRecipe`); needs torch."""
+    from okdhp_edge.export.exporter import export_student
+    from okdhp_edge.manifest import zoo_students
+
+    out = []
+    for d, man in zoo_students(zoo):
+        if students and man.name not in students:
+            continue
+        log.info("exporting %s: %s", man.name, ", ".join(formats) or "nothing")
+        exp = export_student(d / "student.yaml", formats=tuple(formats), recipe=recipe)
+        out.append(Candidate(man.name, man, d / "student.yaml", d / "export", exp.formats))
+    if not out:
+        raise UsageError(f"{zoo}: no students selected")
+    return out
+
+
+def bundle_candidates(directory: Path, students: Optional[tuple[str, ...]] = None
+                      ) -> tuple[list[Candidate], str]:
+    """Bench candidates from a verified bundle set (torch-free): (candidates, zoo name)."""
+    directory = Path(directory)
+    idx = read_set(directory)
+    by_student: dict[str, Candidate] = {}
+    for e in idx.bundles:
+        if students and e.student not in students:
+            continue
+        bdir = directory / e.path
+        man = read_bundle_manifest(bdir)
+        c = by_student.get(e.student)
+        if c is None:
+            sm = man.student_record()
+            sm = sm.replace(accuracy=_set_report_data(sm.accuracy, idx.report_data, directory))
+            c = by_student[e.student] = Candidate(e.student, sm, None, directory, {})
+        c.formats[_format_of(e.backend, e.precision)] = _bundle_format(e, man, bdir)
+    if not by_student:
+        raise ManifestError(f"{directory}: no bundles selected")
+    return list(by_student.values()), idx.zoo
+
+
+def _set_report_data(acc: Accuracy, rd: ReportData, directory: Path) -> Accuracy:
+    """The student's accuracy record pointing at the report split the set carries."""
+    if not rd.ann:
+        return acc
+    return dataclasses.replace(
+        acc, ann=str(directory / rd.ann), images=str(directory / rd.images),
+        headboxes=str(directory / rd.headboxes) if rd.headboxes else "")
+
+
+def _bundle_format(e: SetEntry, man: BundleManifest, bdir: Path) -> FormatRecord:
+    """A bundle's model file as the bench reads a format of an export."""
+    return format_record({"available": True, "backend": e.backend, "precision": e.precision,
+                          "file": str(Path(e.path) / man.model), "parity": man.parity,
+                          "file_bytes": sum((bdir / rel).stat().st_size for rel in man.files),
+                          **(man.quantization or {})}, str(bdir / "bundle.yaml"))
+
+
+def _format_of(backend: str, precision: str) -> str:
+    try:
+        fmt = get_target(backend, precision).export
+    except UnknownTarget:
+        fmt = None
+    if fmt is None:
+        raise ManifestError(f"bundle backend/precision {backend}/{precision} is not known")
+    return fmt
