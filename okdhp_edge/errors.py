@@ -61,5 +61,17 @@ class WriteError(OkdhpError, OSError):
     """An output that cannot be written (read-only folder, disk full)."""
 
 
+class TrainingInterrupted(OkdhpError, RuntimeError):
+    """SIGINT/SIGTERM: a checkpoint was written and the run can be resumed."""
+
+    exit_code = 130
+
+
+class NonFiniteLossError(OkdhpError, RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+    exit_code = 3
+
+
 class BackendUnavailable(OkdhpError, RuntimeError):
     """A backend that cannot run here (package missing, no GPU); the reason says which."""

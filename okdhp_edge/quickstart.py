@@ -22,20 +22,6 @@ log = logging.getLogger("okdhp_edge.quickstart")
 DEFAULT_BUDGET_MS = 1.5
 
 
-def _run(args: list[str]) -> str:
-    """Run one CLI step in its own process (as a user would), echoing its output."""
-    import subprocess
-    import sys
-
-    cmd = [sys.executable, "-m", *args]
-    log.info("$ python -m %s", " ".join(args))
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
-    print(proc.stdout, end="")
-    if proc.returncode not in (0, 1):
-        raise SystemExit(proc.returncode)
-    return proc.stdout
-
-
 def main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m okdhp_edge.quickstart", description=__doc__)
     p.add_argument("--config", type=Path, default=Path("configs/quickstart.yaml"))
@@ -45,7 +31,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = p.parse_args(argv)
     setup_logging()
     t0 = time.time()
-    from okdhp_edge.bench.device import device_id, fingerprint
+    from okdhp_edge import api
+    from okdhp_edge.bench.report import pick_lines
     from okdhp_edge.config import load_config
     from okdhp_edge.data.build import ensure_synthetic
 
@@ -54,22 +41,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     ensure_synthetic(cfg.data)
     log.info("[2/4] training the quickstart OKDHP zoo (shared %d + branches %s)",
              cfg.model.shared_stacks, cfg.model.branches)
-    out = _run(["okdhp_edge.train", "--config", str(args.config), *args.overrides])
-    zoo = Path(next(line.split(":", 1)[1].strip() for line in out.splitlines()
-                    if line.startswith("zoo:")))
-    run = next(line.split(":", 1)[1].strip() for line in out.splitlines()
-               if line.startswith("run:"))
-    log.info("[3/4] benching %s on %s (each where present)", zoo, ", ".join(default_backends()))
-    _run(["okdhp_edge.bench", "--zoo", str(zoo), "--min-time", "1.0", "--min-iters", "30"])
-    dev = device_id(fingerprint(0))
-    report_dir = Path("bench/reports") / dev
+    run = api.train(cfg, config_name=args.config.stem)
+    log.info("[3/4] benching %s on %s (each where present)", run.zoo,
+             ", ".join(default_backends()))
+    report, files = api.bench(run.zoo, min_time=1.0, min_iters=30)
     log.info("[4/4] the pick for a %.1f ms budget (engine median, batch 1) on %s",
-             args.max_latency_ms, dev)
-    _run(["okdhp_edge.zoo", "pick", "--zoo", str(zoo), "--device", dev, "--max-latency-ms",
-          str(args.max_latency_ms)])
-    print(f"\nzoo:    {zoo}\nreport: {report_dir / (zoo.name + '.md')}\n"
-          f"chart:  {report_dir / (zoo.name + '_pareto.png')}\nrun:    {run}\n"
-          f"took {time.time() - t0:.0f} s")
+             args.max_latency_ms, report.device_id)
+    p = api.pick(report, args.max_latency_ms)
+    print("\n".join(pick_lines(report, p.choice, p.closest, p.frontier, args.max_latency_ms)))
+    print(f"\nzoo:    {run.zoo}\nreport: {files['md']}\nchart:  {files['png']}\n"
+          f"run:    {run.run_dir}\ntook {time.time() - t0:.0f} s")
     return 0
 
 

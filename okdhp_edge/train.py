@@ -39,27 +39,14 @@ def main(argv: Optional[list[str]] = None) -> int:
         cfg = load_config(args.resume / "config.yaml", args.overrides)
     else:
         cfg = load_config(args.config, args.overrides)
-    from okdhp_edge.training.trainer import NonFiniteLossError, Trainer, TrainingInterrupted
+    from okdhp_edge import api
 
     name = args.config.stem if args.config else ""
-    trainer = Trainer(cfg, run_dir=args.resume, resume=bool(args.resume), config_name=name)
-    try:
-        trainer.fit()
-        if trainer.dist.is_main and not args.no_zoo:
-            from okdhp_edge.training.zoo_writer import write_zoo
-
-            zoo = write_zoo(trainer)
-            print(f"zoo: {zoo}")
-        if trainer.dist.is_main:
-            print(f"run: {trainer.run_dir}")
-    except TrainingInterrupted as exc:
-        log.warning("%s", exc)
-        return 130
-    except NonFiniteLossError as exc:
-        log.error("%s", exc)
-        return 3
-    finally:
-        trainer.close()
+    run = api.train(cfg, config_name=name, resume=args.resume, write_zoo=not args.no_zoo)
+    if run.zoo is not None:
+        print(f"zoo: {run.zoo}")
+    if run.is_main:
+        print(f"run: {run.run_dir}")
     return 0
 
 

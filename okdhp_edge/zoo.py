@@ -17,7 +17,8 @@ import logging
 from pathlib import Path
 from typing import Optional
 
-from okdhp_edge.bench.report import ReportError, latency_of, load_report, pick, row_label
+from okdhp_edge.bench.report import latency_of, load_report, pick, pick_lines
+from okdhp_edge.errors import ReportError
 from okdhp_edge.export.quantize import add_recipe_arguments
 from okdhp_edge.manifest import load_zoo_manifest, zoo_students
 from okdhp_edge.records import BenchReport, BenchRow
@@ -111,24 +112,9 @@ def cmd_pick(args: argparse.Namespace) -> int:
                           "budget_ms": args.max_latency_ms, "choice": brief(best),
                           "closest": brief(closest), "frontier": [brief(r) for r in front]},
                          indent=2))
-    elif best:
-        print(f"pick on {rep.device_id}: {row_label(best)} - "
-              f"{latency_of(best, args.stat, args.scope):.2f} ms {args.scope} {args.stat} "
-              f"<= {args.max_latency_ms} ms, {metric} {best.accuracy.value:.4f} "
-              f"(the most accurate within the budget)")
     else:
-        msg = "no student meets the budget"
-        if closest is not None:
-            msg += (f"; closest: {row_label(closest)} at "
-                    f"{latency_of(closest, args.stat, args.scope):.2f} ms, "
-                    f"{metric} {closest.accuracy.value:.4f}")
-        print(msg)
-    if not args.json:
-        print("frontier (latency -> accuracy):")
-        for r in front:
-            mark = " <- pick" if r is best else ""
-            print(f"  {latency_of(r, args.stat, args.scope):8.2f} ms  "
-                  f"{r.accuracy.value:.4f}  {row_label(r)}{mark}")
+        print("\n".join(pick_lines(rep, best, closest, front, args.max_latency_ms,
+                                   args.stat, args.scope)))
     return 0 if best else 1
 
 

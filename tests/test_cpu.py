@@ -65,7 +65,7 @@ def test_int8_dot_product_flags_and_the_bench_hint(monkeypatch, caplog):
     quantizes for OpenVINO says once that the overflow fix exists, and not when it is set."""
     import logging
 
-    from okdhp_edge.bench import __main__ as bench_cli
+    from okdhp_edge.bench import command as bench_cli
 
     cpu.cpu_info.cache_clear()
     try:
@@ -79,10 +79,10 @@ def test_int8_dot_product_flags_and_the_bench_hint(monkeypatch, caplog):
     monkeypatch.setattr(bench_cli, "cpu_has_int8_dot", lambda: False)
     base = ["--zoo", "z", "--backends", "onnxruntime,openvino", "--precisions", "fp32,int8"]
     with caplog.at_level(logging.INFO, logger="okdhp_edge.bench"):
-        bench_cli._targets(bench_cli._parser().parse_args(base))
+        bench_cli._targets(bench_cli.parser().parse_args(base))
         assert "--int8-overflow-fix enable" in caplog.text
         caplog.clear()
-        bench_cli._targets(bench_cli._parser().parse_args(
+        bench_cli._targets(bench_cli.parser().parse_args(
             base + ["--int8-overflow-fix", "enable"]))
-        bench_cli._targets(bench_cli._parser().parse_args(base[:3] + ["onnxruntime"] + base[4:]))
+        bench_cli._targets(bench_cli.parser().parse_args(base[:3] + ["onnxruntime"] + base[4:]))
         assert "overflow" not in caplog.text

@@ -19,13 +19,16 @@ LAYERS = (
     ("okdhp_edge.backends", "okdhp_edge.runtime"),
     ("okdhp_edge.export", "okdhp_edge.training", "okdhp_edge.plan"),
     ("okdhp_edge.bench", "okdhp_edge.zoo", "okdhp_edge.experiments", "okdhp_edge.evaluate",
-     "okdhp_edge.visualize", "okdhp_edge.train", "okdhp_edge.quickstart",
-     "okdhp_edge.models.__main__", "okdhp_edge.data.__main__"),
+     "okdhp_edge.visualize", "okdhp_edge.api"),
+    ("okdhp_edge.train", "okdhp_edge.quickstart", "okdhp_edge.__main__",
+     "okdhp_edge.models.__main__", "okdhp_edge.data.__main__", "okdhp_edge.bench.__main__",
+     "okdhp_edge.experiments.__main__"),
 )
 # command-line entry points: nothing in the library imports them
-CLI = ("okdhp_edge.train", "okdhp_edge.evaluate", "okdhp_edge.visualize",
-       "okdhp_edge.quickstart", "okdhp_edge.bench.__main__", "okdhp_edge.models.__main__",
-       "okdhp_edge.data.__main__", "okdhp_edge.experiments.__main__")
+CLI = ("okdhp_edge.__main__", "okdhp_edge.train", "okdhp_edge.evaluate",
+       "okdhp_edge.visualize", "okdhp_edge.quickstart", "okdhp_edge.bench.__main__",
+       "okdhp_edge.models.__main__", "okdhp_edge.data.__main__",
+       "okdhp_edge.experiments.__main__")
 
 
 def _name(path: Path) -> str:

@@ -1,209 +1,14 @@
-"""``python -m okdhp_edge.bench --zoo student_zoo/<zoo> [--backends torch,onnxruntime,openvino,
-tensorrt,...] [--precisions ...] [--threads N] [--device-name NAME]``
-
-Exports every student of the zoo, measures latency (engine call and end to end),
-throughput, accuracy and parity on each backend and precision, and writes
-``bench/reports/<device-id>/<zoo>.json``, ``<zoo>.md`` and ``<zoo>_pareto.png``.
-
-``--plan CONFIG [--plan CONFIG ...] [key=value ...]`` does the same for the students the
-configs would train, with random weights (written as one zoo under ``--plan-root``):
-latency only, marked untrained.
-``merge REPORT.json ... --name NAME`` joins reports of one device (zoos of any family).
-"""
+"""``python -m okdhp_edge.bench`` / ``okdhp bench``: see :data:`okdhp_edge.bench.command.USAGE`."""
 
 from __future__ import annotations
 
-import argparse
-import logging
-import os
-import time
-from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
-from okdhp_edge.bench.candidates import Candidate, bundle_candidates, zoo_candidates
-from okdhp_edge.bench.device import device_id, fingerprint
+from okdhp_edge.bench.command import USAGE, parser, run_bench
 from okdhp_edge.bench.report import write_report
-from okdhp_edge.bench.run import BenchOptions, bench_candidates, cli_command
-from okdhp_edge.bench.timing import TimingConfig
-from okdhp_edge.export.quantize import (
-    add_recipe_arguments,
-    recipe_args,
-    recipe_from_args,
-)
-from okdhp_edge.records import BenchReport, BenchRow
-from okdhp_edge.targets import (
-    BACKEND_INFO,
-    PRECISIONS,
-    QUANTIZED,
-    default_backends,
-    formats_for,
-    targets_for,
-)
-from okdhp_edge.utils.cli import UsageError, console_entry, run_cli, setup_logging
-from okdhp_edge.utils.cpu import cpu_has_int8_dot
+from okdhp_edge.utils.cli import console_entry, run_cli, setup_logging
 
-log = logging.getLogger("okdhp_edge.bench")
-
-
-def _csv(text: Optional[str]) -> Optional[tuple[str, ...]]:
-    return tuple(s.strip() for s in text.split(",") if s.strip()) if text else None
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m okdhp_edge.bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--zoo", type=Path, help="a zoo directory (student_zoo/<zoo>)")
-    src.add_argument("--bundles", type=Path, help="a directory written by `zoo export --all`")
-    src.add_argument("--plan", type=Path, metavar="CONFIG", action="append",
-                     help="bench the untrained students a training config would produce "
-                          "(repeat it to plan several configs in one interleaved run)")
-    p.add_argument("overrides", nargs="*", help="with --plan: config overrides, section.key=value")
-    p.add_argument("--plan-root", type=Path, default=Path("plan_zoo"),
-                   help="where --plan writes its untrained students")
-    p.add_argument("--backends", default=",".join(default_backends()),
-                   help=f"comma list of {', '.join(BACKEND_INFO)} (default: %(default)s)")
-    p.add_argument("--precisions", default=None,
-                   help=f"comma list of {', '.join(PRECISIONS)} (default: each backend's "
-                        f"default targets: {_default_targets()})")
-    add_recipe_arguments(p)
-    p.add_argument("--students", default=None, help="comma list of student names (default all)")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
-    p.add_argument("--batch", type=int, default=8, help="batch for the throughput figure")
-    p.add_argument("--device-name", default=None, help="device id to file the report under")
-    p.add_argument("--torch-device", choices=("cpu", "cuda"), default="cpu",
-                   help="where the PyTorch eager baseline runs (cuda: fp32 / fp16 on the GPU)")
-    p.add_argument("--out-root", type=Path, default=Path("bench/reports"))
-    p.add_argument("--min-iters", type=int, default=60)
-    p.add_argument("--min-time", type=float, default=2.0, help="seconds per row, all rounds")
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--no-accuracy", action="store_true")
-    p.add_argument("--accuracy-max-persons", type=int, default=0)
-    p.add_argument("--flip-test", action="store_true", help="accuracy with flip test")
-    return p
-
-
-def _default_targets() -> str:
-    return "; ".join(f"{b} " + ",".join(t.precision for t in targets_for((b,)))
-                     for b in BACKEND_INFO)
-
-
-def _e2e_sample(c: Candidate):
-    """A real image and person box of the candidate's report split (for the e2e scope), read
-    by the dataset's own reader (the person's box, its padding taken off again)."""
-    import numpy as np
-
-    from okdhp_edge.data.dataset import read_image
-    from okdhp_edge.evaluation.datasets import report_dataset
-
-    grey = np.full((480, 640, 3), 127, np.uint8), (200.0, 100.0, 160.0, 300.0)
-    if not c.manifest.accuracy.ann:  # an untrained plan: no data named
-        return grey
-    try:
-        rec = report_dataset(c.manifest).records[0]
-        w, h = (float(v) / c.manifest.preprocessing.box_padding for v in rec.scale)
-        box = (float(rec.center[0]) - w / 2, float(rec.center[1]) - h / 2, w, h)
-        return read_image(rec.image_path), box
-    except Exception as exc:  # noqa: BLE001
-        log.warning("no real image for the end-to-end scope (%s); using a grey one", exc)
-        return grey
-
-
-def _untrained(cands: list[Candidate]) -> bool:
-    """Whether the candidates are a plan's untrained students (all of them, or none)."""
-    flags = {c.manifest.untrained for c in cands}
-    if len(flags) > 1:
-        raise UsageError("untrained (plan) and trained students cannot be benched together")
-    return flags.pop()
-
-
-def _targets(args: argparse.Namespace) -> tuple[tuple, Optional[list[str]], list, Any]:
-    """(backends, precisions, targets, quantization recipe) asked for on the command line."""
-    backends, precisions = _csv(args.backends) or (), _csv(args.precisions)
-    bad = [p for p in precisions or () if p not in PRECISIONS]
-    if bad:
-        raise UsageError(f"unknown precision '{bad[0]}'; expected some of "
-                         f"{', '.join(PRECISIONS)}")
-    targets, recipe = targets_for(backends, precisions), recipe_from_args(args)
-    if (any(t.quantized and "overflow_fix" in BACKEND_INFO[t.backend].recipe_fields
-            for t in targets)
-            and recipe.overflow_fix == "first_layer" and not cpu_has_int8_dot()):
-        log.info("this CPU has no VNNI: its int8 kernels can saturate; "
-                 "--int8-overflow-fix enable cut OpenVINO INT8's AP loss on the "
-                 "reference zoo here (docs/int8.md)")
-    return backends, precisions, targets, recipe
-
-
-def _candidates(args: argparse.Namespace, targets: list, recipe: Any,
-                backends: tuple) -> tuple[list, str, tuple]:
-    """(candidates, zoo name, backends) from --zoo, --plan (an untrained zoo written first)
-    or --bundles (no torch: the backends whose runners need it are dropped)."""
-    if args.overrides and not args.plan:
-        raise UsageError(f"'{args.overrides[0]}': config overrides go with --plan only")
-    if args.plan:
-        from okdhp_edge.plan import write_plan_zoo
-
-        try:
-            args.zoo = write_plan_zoo(args.plan, args.overrides, args.plan_root)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
-    if args.zoo:
-        formats = formats_for(targets, throughput=args.batch > 1)
-        cands = zoo_candidates(args.zoo, _csv(args.students), formats, recipe)
-        return cands, args.zoo.resolve().name, backends
-    cands, zoo_name = bundle_candidates(args.bundles, _csv(args.students))
-    return cands, zoo_name, tuple(b for b in backends if BACKEND_INFO[b].torch_free) or backends
-
-
-def _row_command(args: argparse.Namespace, threads: int, recipe: Any) -> Any:
-    """The command that re-measures one row alone."""
-    src = ["--zoo", str(args.zoo)] if args.zoo else ["--bundles", str(args.bundles)]
-
-    def command_of(row: BenchRow) -> str:
-        extra = ["--students", row.student, "--backends", row.backend, "--precisions",
-                 row.precision, "--threads", str(threads), "--batch", str(args.batch)]
-        if args.device_name:
-            extra += ["--device-name", args.device_name]
-        if args.torch_device != "cpu":
-            extra += ["--torch-device", args.torch_device]
-        if row.precision in QUANTIZED:
-            extra += recipe_args(recipe)
-        return cli_command(src + extra)
-
-    return command_of
-
-
-def run_bench(args: argparse.Namespace, argv: list[str]) -> BenchReport:
-    """Measure what the command line asks for; the report (not yet written)."""
-    backends, precisions, targets, recipe = _targets(args)
-    threads = args.threads or len(os.sched_getaffinity(0))
-    cands, zoo_name, backends = _candidates(args, targets, recipe, backends)
-    untrained = _untrained(cands)
-    img, box = _e2e_sample(cands[0])
-    opts = BenchOptions(
-        backends=backends, precisions=precisions, threads=threads, batch=args.batch,
-        timing=TimingConfig(min_iters=args.min_iters, min_time_s=args.min_time,
-                            rounds=args.rounds),
-        accuracy=not (args.no_accuracy or untrained),
-        accuracy_max_persons=args.accuracy_max_persons,
-        flip_test=args.flip_test, e2e_image=img, e2e_box=box, torch_device=args.torch_device)
-    t0 = time.time()
-    rows = bench_candidates(cands, opts, _row_command(args, threads, recipe))
-    fp = fingerprint(threads)
-    metric = next((c.manifest.accuracy.metric for c in cands), "accuracy")
-    return BenchReport(
-        report_version=BenchReport.VERSION, zoo=zoo_name,
-        device_id=device_id(fp, args.device_name), device=fp,
-        created=time.strftime("%Y-%m-%dT%H:%M:%S"), command=cli_command(argv), metric=metric,
-        flip_test=bool(args.flip_test), untrained=untrained,
-        timing={"warmup_iters": opts.timing.warmup_iters, "warmup_s": opts.timing.warmup_s,
-                "min_iters": opts.timing.min_iters, "min_time_s": opts.timing.min_time_s,
-                "rounds": opts.timing.rounds, "interleaved": True, "batch_latency": 1,
-                "batch_throughput": args.batch},
-        students=[{"name": c.name, "params": c.manifest.params, "macs": c.manifest.macs,
-                   "accuracy_torch_manifest": c.manifest.accuracy.value} for c in cands],
-        quantization=recipe.as_dict() if any(t.quantized for t in targets) else None,
-        rows=rows, wall_s=round(time.time() - t0, 1))
+__doc__ = USAGE
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -223,7 +28,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
         setup_logging()
         return calibration_main(argv[1:])
-    args = _parser().parse_args(argv)
+    args = parser().parse_args(argv)
     setup_logging()
     from okdhp_edge.utils.io import check_writable
 

@@ -82,6 +82,25 @@ def pick(rows: list[BenchRow], max_latency_ms: float, stat: str = "median",
     return None, closest, front
 
 
+def pick_lines(rep: BenchReport, best: Optional[BenchRow], closest: Optional[BenchRow],
+               front: list[BenchRow], budget_ms: float, stat: str = "median",
+               scope: str = "engine") -> list[str]:
+    """The pick (or the closest row when none fits) and the frontier, as text."""
+    if best is not None:
+        lines = [f"pick on {rep.device_id}: {best.label} - {latency_of(best, stat, scope):.2f} "
+                 f"ms {scope} {stat} <= {budget_ms} ms, {rep.metric} "
+                 f"{best.accuracy.value:.4f} (the most accurate within the budget)"]
+    else:
+        lines = ["no student meets the budget" + (
+            "" if closest is None else f"; closest: {closest.label} at "
+            f"{latency_of(closest, stat, scope):.2f} ms, {rep.metric} "
+            f"{closest.accuracy.value:.4f}")]
+    lines.append("frontier (latency -> accuracy):")
+    lines += [f"  {latency_of(r, stat, scope):8.2f} ms  {r.accuracy.value:.4f}  {r.label}"
+              + (" <- pick" if r is best else "") for r in front]
+    return lines
+
+
 def _fmt(v: Optional[float], nd: int = 2) -> str:
     return "-" if v is None else f"{v:.{nd}f}"
 

@@ -18,6 +18,7 @@ from okdhp_edge.config import Config
 from okdhp_edge.data.build import build_split
 from okdhp_edge.data.dataset import TopDownDataset
 from okdhp_edge.data.keypoints import get_spec
+from okdhp_edge.errors import NonFiniteLossError, TrainingInterrupted
 from okdhp_edge.evaluation.inference import Predictions, engine_heatmap_fn, predict_heads, score
 from okdhp_edge.families import zoo_student_names
 from okdhp_edge.losses import LossTerms, combine, okdhp_terms, plain_terms
@@ -54,14 +55,6 @@ from okdhp_edge.training.run_folder import new_run_dir, reopen_run_dir
 from okdhp_edge.utils.cpu import ThreadGovernor
 
 log = logging.getLogger(__name__)
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
-
-
-class TrainingInterrupted(RuntimeError):
-    """SIGINT/SIGTERM: a checkpoint was written and the run can be resumed."""
 
 
 # ---------------------------------------------------------------------------- trainer

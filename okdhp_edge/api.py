@@ -1,0 +1,98 @@
+"""The Python API behind the ``okdhp`` command: train a zoo, bench it, pick a student,
+export a bundle. Each call returns values (paths, typed records), never printed text::
+
+    from okdhp_edge import api
+    from okdhp_edge.config import load_config
+
+    run = api.train(load_config("configs/quickstart.yaml"), config_name="quickstart")
+    report, files = api.bench(run.zoo, min_time=1.0)
+    choice = api.pick(report, max_latency_ms=1.5)
+
+The command line (``okdhp train|bench|zoo ...``) parses its arguments and calls these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from okdhp_edge.records import BenchReport, BenchRow
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """A finished training run: its folder and the zoo it wrote (None: ``write_zoo=False``,
+    or a non-main process of a distributed run)."""
+
+    run_dir: Path
+    zoo: Optional[Path]
+    is_main: bool = True  # the main process (rank 0) of a distributed run
+
+
+def train(cfg: Any, config_name: str = "", resume: Optional[Path] = None,
+          write_zoo: bool = True) -> TrainResult:
+    """Train ``cfg`` (a :class:`okdhp_edge.config.Config`), then write its student zoo.
+
+    Raises:
+        TrainingInterrupted: SIGINT/SIGTERM (a checkpoint was written; resume the run).
+        NonFiniteLossError: the loss became NaN or infinite.
+    """
+    from okdhp_edge.training.trainer import Trainer
+    from okdhp_edge.training.zoo_writer import write_zoo as write
+
+    trainer = Trainer(cfg, run_dir=resume, resume=resume is not None, config_name=config_name)
+    try:
+        trainer.fit()
+        zoo = write(trainer) if write_zoo and trainer.dist.is_main else None
+        return TrainResult(Path(trainer.run_dir), zoo, trainer.dist.is_main)
+    finally:
+        trainer.close()
+
+
+@dataclass(frozen=True)
+class Pick:
+    """The most accurate row within the budget (None when none fits), the closest one
+    otherwise, and the Pareto frontier (fastest first)."""
+
+    choice: Optional[BenchRow]
+    closest: Optional[BenchRow]
+    frontier: list[BenchRow]
+
+
+def bench(zoo: Path, *, out_root: Path = Path("bench/reports"), **options: Any
+          ) -> tuple[BenchReport, dict[str, Path]]:
+    """Bench every student of ``zoo`` and write the report set under
+    ``out_root/<device-id>/``; returns the report and its files (json, md, png).
+
+    ``options`` are the bench command's options by their Python names (``backends="torch,
+    openvino"``, ``min_time=1.0``, ``threads=2``, ``device_name=...``); an unknown one is
+    refused like an unknown flag."""
+    from okdhp_edge.bench.command import bench_argv, run_bench
+    from okdhp_edge.bench.report import write_report
+    from okdhp_edge.utils.io import check_writable
+
+    args, argv = bench_argv(["--zoo", str(zoo), "--out-root", str(out_root)], options)
+    check_writable(args.out_root)
+    report = run_bench(args, argv)
+    return report, write_report(report, args.out_root / report.device_id)
+
+
+def pick(report: BenchReport | Path, max_latency_ms: float, **filters: Any) -> Pick:
+    """The pick under a latency budget from a report (or its JSON path); ``filters`` are
+    :func:`okdhp_edge.bench.report.pick`'s (``stat``, ``scope``, ``min_accuracy``,
+    ``backend``, ``precision``, ``max_drop``)."""
+    from okdhp_edge.bench.report import load_report
+    from okdhp_edge.bench.report import pick as pick_rows
+
+    rep = report if isinstance(report, BenchReport) else load_report(report)
+    return Pick(*pick_rows(rep.rows, max_latency_ms, **filters))
+
+
+def export_bundle(student_yaml: Path, backend: str, precision: str, out: Path,
+                  **options: Any) -> Path:
+    """A deployable bundle of one student (see :func:`okdhp_edge.export.bundles.
+    export_bundle`)."""
+    from okdhp_edge.export.bundles import export_bundle as export
+
+    return export(student_yaml, backend, precision, out, **options)

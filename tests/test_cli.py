@@ -1,0 +1,49 @@
+"""The one door: ``okdhp <command>`` (``python -m okdhp_edge``) over the Python API."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from okdhp_edge import api
+from okdhp_edge.errors import UsageError
+
+ROOT = Path(__file__).resolve().parents[1]
+REPORT = ROOT / "bench" / "reports" / "amd-epyc-2c-avx512bf16" / "quickstart.json"
+
+
+def _okdhp(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "okdhp_edge", *args], capture_output=True,
+                          text=True, timeout=120, cwd=ROOT)
+
+
+def test_help_lists_every_command():
+    from okdhp_edge.__main__ import COMMANDS
+
+    proc = _okdhp("--help")
+    assert proc.returncode == 0
+    assert all(f"okdhp {c}" in proc.stdout for c in COMMANDS)
+
+
+def test_unknown_command_names_the_closest():
+    proc = _okdhp("trian", "--config", "x.yaml")
+    assert proc.returncode == 2 and "did you mean 'train'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.skipif(not REPORT.is_file(), reason="no published quickstart report here")
+def test_zoo_pick_through_the_door_matches_the_api():
+    proc = _okdhp("zoo", "pick", "--report", str(REPORT), "--max-latency-ms", "1.5", "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    p = api.pick(REPORT, 1.5)
+    assert (out["choice"]["student"], out["choice"]["backend"], out["choice"]["precision"]) \
+        == (p.choice.student, p.choice.backend, p.choice.precision)
+    assert [r["student"] for r in out["frontier"]] == [r.student for r in p.frontier]
+
+
+def test_api_bench_refuses_an_unknown_option_before_measuring(tmp_path):
+    with pytest.raises(UsageError, match="did you mean 'min_time'"):
+        api.bench(tmp_path / "zoo", min_tme=1.0)
