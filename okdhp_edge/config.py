@@ -385,6 +385,20 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"train.{key} needs a plateau schedule (train.plateau_patience > 0)")
     if not 0.0 <= cfg.data.select_fraction < 1.0:
         raise ConfigError("data.select_fraction: expected a float in [0, 1)")
+    _check_names(cfg)
+
+
+def _check_names(cfg: Config) -> None:
+    """Names that become folders under a folder the user chose (``train.out_dir``,
+    ``zoo.root``) must stay inside it; the chosen folders themselves are free."""
+    from okdhp_edge.utils.values import is_plain_name
+
+    for key, parent in (("zoo.name", "zoo.root"), ("train.run_name", "train.out_dir")):
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value and not is_plain_name(value):
+            raise ConfigError(f"{key}: '{value}' must be a plain name (no '/', not '.' or "
+                              f"'..'): it names a folder inside {parent}")
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:

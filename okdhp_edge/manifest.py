@@ -18,6 +18,7 @@ from okdhp_edge.records import (
     read_record,
 )
 from okdhp_edge.utils.io import atomic_write_text
+from okdhp_edge.utils.values import is_plain_name
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +39,30 @@ def model_file_metadata(manifest: StudentManifest) -> dict[str, str]:
         "okdhp_std": json.dumps(pre.std),
         "okdhp_heatmap_stride": str(pre.heatmap_stride),
         "okdhp_flip_pairs": json.dumps(pre.flip_pairs),
+        "okdhp_box_padding": json.dumps(pre.box_padding),
+        "okdhp_sigma": json.dumps(pre.sigma),
+        "okdhp_student_sha256": student_digest(manifest),
         **weights,
     }
+
+
+# what a bundle carries of its student besides the preprocessing: every figure a decision
+# reads (accuracy, size, compression) and where it came from
+STUDENT_DIGEST_FIELDS = ("name", "architecture", "params", "macs", "compression", "accuracy",
+                         "provenance")
+
+
+def student_digest(manifest: StudentManifest) -> str:
+    """sha256 of the student's :data:`STUDENT_DIGEST_FIELDS`: written into each model file
+    made from it, so that an edit of them in a bundle's manifest is refused at load."""
+    import hashlib
+
+    from okdhp_edge.schema import to_dict
+
+    data = {k: getattr(manifest, k) for k in STUDENT_DIGEST_FIELDS}
+    text = json.dumps({k: to_dict(v) if hasattr(v, "__dataclass_fields__") else v
+                       for k, v in data.items()}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def check_model_metadata(manifest: StudentManifest, found: dict[str, str], where: Any) -> None:
@@ -83,11 +106,19 @@ def load_zoo_manifest(path: str | Path) -> ZooManifest:
 
 
 def zoo_students(zoo_dir: str | Path) -> list[tuple[Path, StudentManifest]]:
-    """(student directory, validated manifest) of each student of a zoo, in index order."""
+    """(student directory, validated manifest) of each student of a zoo, in index order;
+    a student named outside the zoo's folder (``../other_zoo/hg3``) is refused before
+    anything of it is read."""
     zoo_dir = Path(zoo_dir)
     zoo = load_zoo_manifest(zoo_dir)
-    return [(zoo_dir / name, load_student_manifest(zoo_dir / name / "student.yaml"))
-            for name in zoo.students]
+    out = []
+    for name in zoo.students:
+        if not is_plain_name(name):
+            raise ManifestError(f"{zoo_dir / 'zoo.yaml'}: student '{name}' is not a folder "
+                                "of this zoo")
+        path_inside(zoo_dir, name, zoo_dir / "zoo.yaml")
+        out.append((zoo_dir / name, load_student_manifest(zoo_dir / name / "student.yaml")))
+    return out
 
 
 def write_yaml(path: Path, data: dict[str, Any]) -> None:

@@ -346,6 +346,8 @@ class BundleManifest(Record):
     quantization: Optional[dict[str, Any]] = field(default=None, metadata=OMIT_NONE)
     input_layout: str = "NCHW"  # the model file's input layout (checked at load)
     requires: Optional[str] = field(default=None, metadata=OMIT_NONE)  # the pip extra
+    # shipped although its parity check failed (`zoo export --allow-parity-failure`)
+    parity_failure_allowed: Optional[bool] = field(default=None, metadata=OMIT_NONE)
 
     def _check(self, where: str) -> None:
         from okdhp_edge.targets import LAYOUTS

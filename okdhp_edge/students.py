@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from okdhp_edge.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from okdhp_edge.manifest import load_student_manifest
+from okdhp_edge.manifest import load_student_manifest, path_inside
 from okdhp_edge.records import (
     Accuracy,
     Architecture,
@@ -95,9 +95,9 @@ def build_student(manifest: StudentManifest) -> torch.nn.Module:
                             f"{arch.args} cannot be built: {exc}") from None
 
 
-# the manifest fields a student computes with: written into its weights file's header too,
-# so that an edit of student.yaml that would change the computation is caught
-BOUND_FIELDS = ("architecture", "preprocessing")
+# the manifest fields a student computes with, and its accuracy (the pick decides on it):
+# written into its weights file's header too, so that an edit of student.yaml is caught
+BOUND_FIELDS = ("architecture", "preprocessing", "accuracy")
 
 
 def bound_fields(manifest: StudentManifest) -> dict[str, str]:
@@ -129,7 +129,7 @@ def load_student(path: str | Path, device: str | torch.device = "cpu"
 
     path = Path(path)
     manifest = load_student_manifest(path)
-    weights = path.parent / manifest.weights.file
+    weights = path_inside(path.parent, manifest.weights.file, path)  # before it is opened
     verify_sha256(weights, manifest.weights.sha256)
     check_bound_fields(weights, manifest, path)
     model = build_student(manifest)

@@ -129,7 +129,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         from okdhp_edge.export.bundles import export_all
 
         out = export_all(args.zoo, args.out, tuple(args.backends.split(",")),
-                         tuple(args.precisions.split(",")) if args.precisions else None, recipe)
+                         tuple(args.precisions.split(",")) if args.precisions else None, recipe,
+                         args.allow_parity_failure)
         print(f"bundles: {out}")
         return 0
     if not args.student or not args.backend:
@@ -141,7 +142,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from okdhp_edge.export.bundles import export_bundle
 
     out = export_bundle(students[args.student] / "student.yaml", args.backend, args.precision,
-                        args.out, recipe=recipe)
+                        args.out, recipe=recipe, allow_parity_failure=args.allow_parity_failure)
     print(f"bundle: {out}")
     return 0
 
@@ -181,6 +182,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="with --all (default: %(default)s)")
     ex.add_argument("--precisions", default=None)
     ex.add_argument("--out", type=Path, required=True)
+    ex.add_argument("--allow-parity-failure", action="store_true",
+                    help="bundle a file whose parity check against PyTorch fp32 failed "
+                         "(recorded in bundle.yaml)")
     add_recipe_arguments(ex)
     return p
 

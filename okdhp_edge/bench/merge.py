@@ -18,6 +18,7 @@ from okdhp_edge.bench.report import load_report, write_report
 from okdhp_edge.records import BenchReport, ReportError
 from okdhp_edge.utils.cli import UsageError, run_cli
 from okdhp_edge.utils.io import sha256_file
+from okdhp_edge.utils.values import is_plain_name
 
 
 def merge_reports(paths: list[Path], name: str) -> BenchReport:
@@ -63,6 +64,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = p.parse_args(argv)
     if len(args.reports) < 2:
         raise UsageError("merge needs at least two reports")
+    if not is_plain_name(args.name):
+        raise UsageError(f"--name '{args.name}' must be a plain name (no '/', not '..'): the "
+                         "report is written under --out-root/<device>/")
     rep = merge_reports(args.reports, args.name)
     paths = write_report(rep, args.out_root / rep.device_id)
     for k in ("json", "md", "png"):

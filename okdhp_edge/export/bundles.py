@@ -46,10 +46,13 @@ def _bundle_files(directory: Path) -> dict[str, str]:
 
 
 def export_bundle(student_yaml: Path, backend: str, precision: str, out: Path,
-                  force: bool = False, recipe: Optional[QuantRecipe] = None) -> Path:
+                  force: bool = False, recipe: Optional[QuantRecipe] = None,
+                  allow_parity_failure: bool = False) -> Path:
     """Write a deployable bundle for one (student, backend, precision): the target's model
     files (with the layout they have in the export folder), ``bundle.yaml`` with every
-    sha256, the preprocessing, the student's manifest and, for INT8, the recipe."""
+    sha256, the preprocessing, the student's manifest and, for INT8, the recipe. A file
+    whose parity check against PyTorch fp32 failed is refused unless
+    ``allow_parity_failure`` (which the bundle then records)."""
     from okdhp_edge.export.exporter import export_student
     from okdhp_edge.manifest import load_student_manifest
 
@@ -64,6 +67,11 @@ def export_bundle(student_yaml: Path, backend: str, precision: str, out: Path,
     entry = export_student(student_yaml, formats=(t.export,), recipe=recipe).formats[t.export]
     if not entry.available:
         raise UsageError(f"{t.label} unavailable here: {entry.reason}")
+    failed = not entry.parity.get("passed", False)
+    if failed and not allow_parity_failure:
+        raise UsageError(f"{man.name} {t.label}: its parity check against PyTorch fp32 failed "
+                         f"({_parity_summary(entry.parity)}); not bundled (pass "
+                         "--allow-parity-failure to ship it anyway, recorded in the bundle)")
     src_dir = Path(student_yaml).parent / "export"
     for rel in FORMATS[t.export].files:
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -74,8 +82,20 @@ def export_bundle(student_yaml: Path, backend: str, precision: str, out: Path,
         files=_bundle_files(out), preprocessing=man.preprocessing,
         student_manifest=_bundled(man), parity=entry.parity,
         quantization=entry.quantization or None, input_layout=FORMATS[t.export].layout,
-        requires=BACKEND_INFO[backend].runtime_extra or None))
+        requires=BACKEND_INFO[backend].runtime_extra or None,
+        parity_failure_allowed=True if failed else None))
     return out
+
+
+def _parity_summary(parity: dict) -> str:
+    """The failing figures of a parity record, in one line."""
+    if "error" in parity:
+        return str(parity["error"])
+    tol = parity.get("tolerance", {})
+    parts = [f"{k}: max heatmap err {v.get('max_abs_heatmap_err', float('nan')):.3g}, mean "
+             f"keypoint shift {v.get('mean_kpt_disp_px', float('nan')):.3g} px"
+             for k, v in parity.items() if isinstance(v, dict) and k in ("random", "real")]
+    return "; ".join(parts) + (f" (tolerance {tol})" if tol else "")
 
 
 def _bundled(man: StudentManifest) -> BundledStudent:
@@ -110,7 +130,8 @@ def _copy_report_data(man: StudentManifest, out: Path) -> ReportData:
 
 def export_all(zoo: Path, out: Path, backends: tuple[str, ...],
                precisions: Optional[tuple[str, ...]] = None,
-               recipe: Optional[QuantRecipe] = None) -> Path:
+               recipe: Optional[QuantRecipe] = None, allow_parity_failure: bool = False
+               ) -> Path:
     """Export every student of ``zoo`` for ``backends`` into one bundle set at ``out``."""
     from okdhp_edge.manifest import load_zoo_manifest, zoo_students
 
@@ -126,7 +147,8 @@ def export_all(zoo: Path, out: Path, backends: tuple[str, ...],
             b, p = t.backend, t.precision
             dest = out / man.name / f"{b}-{p}"
             try:
-                export_bundle(d / "student.yaml", b, p, dest, recipe=recipe)
+                export_bundle(d / "student.yaml", b, p, dest, recipe=recipe,
+                              allow_parity_failure=allow_parity_failure)
             except UsageError as exc:
                 skipped.append(SkippedBundle(man.name, b, p, str(exc)))
                 log.warning("skipped %s %s %s: %s", man.name, b, p, exc)

@@ -29,7 +29,7 @@ from okdhp_edge.backends.base import BackendUnavailable
 from okdhp_edge.manifest import check_model_metadata, path_inside
 from okdhp_edge.records import BundleManifest, BundleSet, ManifestError, read_record
 from okdhp_edge.runtime.pipeline import KeypointPipeline
-from okdhp_edge.targets import UnknownTarget, get_target
+from okdhp_edge.targets import FORMATS, UnknownTarget, get_target
 from okdhp_edge.utils.io import verify_sha256
 
 
@@ -58,6 +58,11 @@ def load_bundle(directory: str | Path, threads: int = 1, device: str = "cpu"
         target = get_target(man.backend, man.precision)
     except UnknownTarget as exc:
         raise ManifestError(f"{directory / 'bundle.yaml'}: {exc}") from None
+    expected = FORMATS[target.export].model_file if target.export else None
+    if man.model != expected:
+        raise ManifestError(f"{directory / 'bundle.yaml'}: {target.label} runs "
+                            f"'{expected}', but the bundle's model is '{man.model}' (an edited "
+                            "backend or precision?)")
     runner = make_runner(man.backend, man.precision, threads,
                          device if target.device in ("cpu", "host") else target.device)
     try:

@@ -13,3 +13,9 @@ def is_finite_number(v: Any, *, positive: bool = False, optional: bool = False) 
         return optional
     ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
     return ok and (v > 0 if positive else True)
+
+
+def is_plain_name(text: str) -> bool:
+    """A folder or file name that stays inside the folder it is joined to: no separator,
+    not ``.`` or ``..``, no NUL, not empty."""
+    return bool(text) and text not in (".", "..") and not any(c in text for c in "/\\\0")

@@ -1,0 +1,96 @@
+"""Nothing reaches outside its folder, nothing unverified is trusted: every path a manifest
+or config names stays inside its folder, and what a bundle says is bound to its model."""
+
+import shutil
+
+import pytest
+import yaml
+
+from okdhp_edge.errors import ConfigError, ManifestError, UsageError
+from okdhp_edge.manifest import zoo_students
+
+
+def _student_copy(tiny_zoo, tmp_path):
+    """A copy of the tiny zoo's first student (weights and manifest, no export cache)."""
+    d = tmp_path / "zoo" / "s"
+    shutil.copytree(zoo_students(tiny_zoo)[0][0], d, ignore=shutil.ignore_patterns("export"))
+    return d
+
+
+def _edit(path, fn):
+    data = yaml.safe_load(path.read_text())
+    fn(data)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def test_weights_outside_the_student_folder_are_never_opened(tiny_zoo, tmp_path):
+    from okdhp_edge.students import load_student
+
+    d = _student_copy(tiny_zoo, tmp_path)
+    outside = tmp_path / "elsewhere.safetensors"
+    shutil.copy(d / "weights.safetensors", outside)  # the right hash, the wrong place
+    for rel in ("../../elsewhere.safetensors", "/etc/passwd"):
+        _edit(d / "student.yaml", lambda m, r=rel: m["weights"].update(file=r))
+        with pytest.raises(ManifestError, match="lies outside"):
+            load_student(d / "student.yaml")
+
+
+def test_a_zoo_cannot_list_another_zoos_student(tiny_zoo, tmp_path):
+    zoo = tmp_path / "z"
+    shutil.copytree(tiny_zoo, zoo, ignore=shutil.ignore_patterns("export"))
+    other = tmp_path / "other"
+    shutil.copytree(tiny_zoo, other, ignore=shutil.ignore_patterns("export"))
+    _edit(zoo / "zoo.yaml", lambda z: z.update(students=["../other/hg2"]))
+    with pytest.raises(ManifestError, match="not a folder of this zoo"):
+        zoo_students(zoo)
+
+
+@pytest.mark.parametrize("override", ["zoo.name=../../escaped_zoo", "train.run_name=../x",
+                                      "zoo.name=..", "train.run_name=a/b"])
+def test_names_from_a_config_stay_inside_their_folder(override):
+    from okdhp_edge.config import load_config
+
+    with pytest.raises(ConfigError, match="must be a plain name"):
+        load_config(None, [override])
+    load_config(None, ["zoo.root=/tmp/anywhere", "train.out_dir=../runs"])  # chosen: free
+
+
+def test_edited_accuracy_in_student_yaml_is_refused(tiny_zoo, tmp_path):
+    from okdhp_edge.students import load_student
+
+    d = _student_copy(tiny_zoo, tmp_path)
+    _edit(d / "student.yaml", lambda m: m["accuracy"].update(value=0.99))
+    with pytest.raises(ManifestError, match="'accuracy' differs"):
+        load_student(d / "student.yaml")
+
+
+@pytest.mark.parametrize("edit,needle", [
+    (lambda b: b["preprocessing"].update(box_padding=2.0), "box_padding 2.0 differs"),
+    (lambda b: b["student_manifest"]["accuracy"].update(value=0.99), "student_sha256"),
+    (lambda b: b.update(backend="openvino"), "runs 'openvino_fp32/model.xml', but the bundle"),
+])
+def test_what_a_bundle_says_is_bound_to_its_model(tiny_zoo, tmp_path, edit, needle):
+    from okdhp_edge.export.bundles import export_bundle
+    from okdhp_edge.runtime.bundle import load_bundle
+
+    d, _ = zoo_students(tiny_zoo)[0]
+    out = export_bundle(d / "student.yaml", "onnxruntime", "fp32", tmp_path / "b")
+    load_bundle(out)
+    _edit(out / "bundle.yaml", edit)
+    with pytest.raises(ManifestError, match=needle):
+        load_bundle(out)
+
+
+def test_a_failed_parity_check_refuses_the_bundle(tiny_zoo, tmp_path, monkeypatch):
+    from okdhp_edge.export import exporter
+    from okdhp_edge.export.bundles import export_bundle
+    from okdhp_edge.runtime.bundle import load_bundle
+
+    d = _student_copy(tiny_zoo, tmp_path)
+    monkeypatch.setitem(exporter.TOLERANCE, "fp32", (-1.0, -1.0))  # nothing can pass
+    with pytest.raises(UsageError, match="parity check against PyTorch fp32 failed"):
+        export_bundle(d / "student.yaml", "onnxruntime", "fp32", tmp_path / "b")
+    out = export_bundle(d / "student.yaml", "onnxruntime", "fp32", tmp_path / "b2",
+                        allow_parity_failure=True)
+    assert load_bundle(out).manifest.parity_failure_allowed is True
+    assert "parity_failure_allowed: true" in (out / "bundle.yaml").read_text()
