@@ -42,6 +42,7 @@ def test_tflite_files_run_with_parity(litert_export):
     r.load(str(out / int8.file))
     assert r.describe()["input_dtype"] == "int8"  # full integer: int8 in, int8 out
     assert r.model_metadata()["okdhp_student"] == man.name
+    assert '"num_images": 8' in r.model_metadata()["okdhp_quant_recipe"]  # bound to the file
     w, h = man.preprocessing.input_size
     assert r.input_hw() == (h, w) and r.input_layout() == "NCHW"
     y = r.run(np.zeros((2, 3, h, w), np.float32))  # a batch runs one image at a time

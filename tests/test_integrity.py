@@ -94,3 +94,39 @@ def test_a_failed_parity_check_refuses_the_bundle(tiny_zoo, tmp_path, monkeypatc
                         allow_parity_failure=True)
     assert load_bundle(out).manifest.parity_failure_allowed is True
     assert "parity_failure_allowed: true" in (out / "bundle.yaml").read_text()
+
+
+def test_the_int8_recipe_travels_with_the_file(tiny_zoo, tmp_path):
+    """The cache compares the recipe a quantized file carries in its own metadata, not
+    export.yaml's: an edited record neither passes an old file off for another recipe nor
+    gets recorded for a file it did not make."""
+    import json
+
+    from okdhp_edge.backends import backend_module
+    from okdhp_edge.export.exporter import RECIPE_KEY, export_student
+    from okdhp_edge.export.quantize import QuantRecipe
+    from okdhp_edge.targets import FORMATS
+
+    d = _student_copy(tiny_zoo, tmp_path)
+    fmts = ("onnx_int8", "openvino_int8")
+
+    def made(fmt):
+        spec = FORMATS[fmt]
+        meta = backend_module(spec.builder).file_metadata(d / "export" / spec.model_file)
+        return json.loads(meta[RECIPE_KEY])["num_images"]
+
+    def set_yaml_images(n):
+        _edit(d / "export" / "export.yaml",
+              lambda r: [r["formats"][f]["recipe"].update(num_images=n) for f in fmts])
+
+    export_student(d / "student.yaml", formats=fmts, recipe=QuantRecipe(num_images=8))
+    assert [made(f) for f in fmts] == [8, 8]
+    set_yaml_images(16)  # the record now claims what the asked recipe is: rebuilt anyway
+    rec = export_student(d / "student.yaml", formats=fmts, recipe=QuantRecipe(num_images=16))
+    assert [made(f) for f in fmts] == [16, 16]
+    assert all(rec.formats[f].calibration["num_images"] == 16 for f in fmts)
+    mtimes = [(d / "export" / FORMATS[f].model_file).stat().st_mtime_ns for f in fmts]
+    set_yaml_images(32)  # a wrong record of the right file: reused, recorded as made
+    rec = export_student(d / "student.yaml", formats=fmts, recipe=QuantRecipe(num_images=16))
+    assert [(d / "export" / FORMATS[f].model_file).stat().st_mtime_ns for f in fmts] == mtimes
+    assert all(rec.formats[f].recipe["num_images"] == 16 for f in fmts)

@@ -72,8 +72,10 @@ class BuildContext(Protocol):
     def selection_validation(self) -> tuple[list, Callable, Callable]:
         """(items, to_input, metric_fn) on the selection split (NNCF accuracy control)."""
 
-    def metadata(self) -> dict[str, str]:
-        """The ``okdhp_*`` metadata a model file carries of its student."""
+    def metadata(self, fmt: Any = None) -> dict[str, str]:
+        """The ``okdhp_*`` metadata a model file carries of its student; for a calibrated
+        format ``fmt`` also the recipe that makes it (``okdhp_quant_recipe``), which the
+        export's cache compares against."""
 
 
 class Runner(ABC):

@@ -131,6 +131,11 @@ def read_metadata(content: bytes) -> dict[str, str]:
     return {}
 
 
+def file_metadata(path: Path) -> dict[str, str]:
+    """The ``okdhp_*`` metadata a ``.tflite`` file carries."""
+    return read_metadata(Path(path).read_bytes())
+
+
 # ------------------------------------------------------------------------------ builders
 
 
@@ -159,7 +164,7 @@ def _with_metadata(content: bytes, metadata: dict[str, str]) -> bytes:
 def _write(ctx: BuildContext, fmt: ExportFormat, content: bytes) -> None:
     from okdhp_edge.utils.io import atomic_write_bytes
 
-    atomic_write_bytes(ctx.path(fmt.name), _with_metadata(content, ctx.metadata()))
+    atomic_write_bytes(ctx.path(fmt.name), _with_metadata(content, ctx.metadata(fmt)))
 
 
 def _build_fp32(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:

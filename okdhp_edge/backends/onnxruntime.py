@@ -117,8 +117,18 @@ def _build_int8(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
     """QDQ INT8; TensorRT's file (runs on tensorrt) gets signed symmetric activations."""
     images, calib = ctx.calibration()
     acts = "s8" if fmt.runs_on == "tensorrt" else None
-    return {**quantize_onnx(ctx.path(fmt.source), ctx.path(fmt.name), images, ctx.recipe, acts),
-            "calibration": calib, "recipe": ctx.recipe.as_dict()}
+    from okdhp_edge.export.onnx_export import set_onnx_metadata
+
+    made = quantize_onnx(ctx.path(fmt.source), ctx.path(fmt.name), images, ctx.recipe, acts)
+    set_onnx_metadata(ctx.path(fmt.name), ctx.metadata(fmt))  # the recipe travels with it
+    return {**made, "calibration": calib, "recipe": ctx.recipe.as_dict()}
+
+
+def file_metadata(path: Path) -> dict[str, str]:
+    """The ``okdhp_*`` metadata an ONNX file carries."""
+    from okdhp_edge.export.onnx_export import read_onnx_metadata
+
+    return read_onnx_metadata(path)
 
 
 BUILDERS = {"onnx": _build_onnx, "onnx_dynamic": _build_onnx, "onnx_fp16": _build_fp16,

@@ -165,8 +165,15 @@ def _build_int8(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
     images, calib = ctx.calibration()
     validation = ctx.selection_validation() if ctx.recipe.max_drop is not None else None
     return {**quantize_openvino(ctx.path(fmt.source), ctx.path(fmt.name), images, ctx.recipe,
-                                validation),
+                                validation, ctx.metadata(fmt)),
             "calibration": calib, "recipe": ctx.recipe.as_dict()}
+
+
+def file_metadata(path: Path) -> dict[str, str]:
+    """The ``okdhp_*`` metadata an IR carries (its ``framework`` rt_info)."""
+    import openvino as ov
+
+    return _framework_metadata(ov.Core().read_model(str(path)))
 
 
 BUILDERS = {"openvino_fp32": _build_ir, "openvino_fp16": _build_ir,
@@ -223,8 +230,8 @@ def _nncf_options(nncf: Any, recipe: Any, model: Any) -> dict[str, Any]:
 
 
 def quantize_openvino(src_onnx: Path, dst_xml: Path, images: np.ndarray, recipe: Any,
-                      validation: Optional[tuple[list, Callable, Callable]] = None
-                      ) -> dict[str, Any]:
+                      validation: Optional[tuple[list, Callable, Callable]] = None,
+                      metadata: Optional[dict[str, str]] = None) -> dict[str, Any]:
     """NNCF post-training quantization of the ONNX model into an OpenVINO IR (``.xml`` +
     ``.bin``). With ``recipe.max_drop``, the accuracy-controlled variant: ``validation`` =
     (items, to_input, fn) where ``to_input(item)`` is a model input [1, 3, H, W] and
@@ -250,6 +257,8 @@ def quantize_openvino(src_onnx: Path, dst_xml: Path, images: np.ndarray, recipe:
             validation_fn=lambda m, data: fn(m, list(data)),
             max_drop=recipe.max_drop, drop_type=nncf.DropType.ABSOLUTE,
             advanced_quantization_parameters=advanced, **opts)
+    for k, v in (metadata or {}).items():  # with the student's: the recipe that made it
+        q.set_rt_info(v, ["framework", k])
     save_ir(q, Path(dst_xml), compress_fp16=False)
     method = "nncf-default" if recipe.method == "default" else recipe.method
     return {"higher_precision_layers": openvino_float_layers(Path(dst_xml)),

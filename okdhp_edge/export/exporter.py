@@ -27,13 +27,15 @@ and, for a quantized one, its recipe is the one asked for; anything else is rebu
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
 
-from okdhp_edge.backends import format_builder, make_runner, unavailable_reason
+from okdhp_edge.backends import backend_module, format_builder, make_runner, unavailable_reason
 from okdhp_edge.backends.base import BackendUnavailable, run_one_by_one
 from okdhp_edge.data.codec import HeatmapCodec
 from okdhp_edge.export.quantize import QuantRecipe
@@ -47,11 +49,13 @@ from okdhp_edge.records import (
     read_record,
     write_record,
 )
-from okdhp_edge.targets import FORMATS, TARGETS, TOLERANCE, format_chain
+from okdhp_edge.targets import FORMATS, TARGETS, TOLERANCE, ExportFormat, format_chain
 from okdhp_edge.utils.io import sha256_file
 
 log = logging.getLogger(__name__)
 
+# the metadata key of the recipe a quantized file was made with
+RECIPE_KEY = "okdhp_quant_recipe"
 DEFAULT_FORMATS = ("onnx", "onnx_dynamic", "openvino_fp32", "openvino_fp16", "tensorrt_fp32",
                    "tensorrt_fp16")
 
@@ -94,24 +98,41 @@ def parity_inputs(man: StudentManifest, n_random: int = 4, n_real: int = 8
 
 
 def _cached(old: dict[str, FormatRecord], fmt: str, out_dir: Path, recipe: QuantRecipe
-            ) -> bool:
-    """An earlier export of ``fmt`` that can be trusted: every file still hashes as
-    recorded and, for a quantized file, it was made with this recipe (the fields its
-    backend's quantizer reads)."""
-    entry = old.get(fmt)
-    if not entry or not entry.available:
-        return False
-    if FORMATS[fmt].calibrated and not recipe.same_as(entry.recipe, FORMATS[fmt].runs_on):
-        return False
-    files = entry.sha256
-    if set(files) != set(FORMATS[fmt].files):
-        return False
-    for rel, digest in files.items():
+            ) -> Optional[FormatRecord]:
+    """An earlier export of ``fmt`` that can be trusted (None otherwise): every file still
+    hashes as recorded and, for a quantized file, it was made with this recipe (the fields
+    its backend's quantizer reads). The recipe is the one the file itself carries in its
+    metadata, not export.yaml's (an edit there cannot make a file pass for another); the
+    entry returned records it. A file that carries none (ExecuTorch; files made before the
+    recipe was bound) is judged by export.yaml's."""
+    entry, spec = old.get(fmt), FORMATS[fmt]
+    if not entry or not entry.available or set(entry.sha256) != set(spec.files):
+        return None
+    for rel, digest in entry.sha256.items():
         path = out_dir / rel
         if not path.is_file() or sha256_file(path) != digest:
             log.warning("%s: sha256 differs from export.yaml; rebuilding %s", path, fmt)
-            return False
-    return True
+            return None
+    if spec.calibrated:
+        try:
+            made = _file_recipe(spec, out_dir / spec.model_file)
+        except Exception as exc:  # noqa: BLE001 - an unreadable file is rebuilt, not trusted
+            log.warning("%s: metadata unreadable (%s); rebuilding %s", spec.model_file, exc, fmt)
+            return None
+        if made is not None and made != entry.recipe:
+            log.warning("%s: export.yaml's recipe differs from the file's own; the file's "
+                        "counts", out_dir / spec.model_file)
+            entry = dataclasses.replace(entry, recipe=made)
+        if not recipe.same_as(entry.recipe, spec.runs_on):
+            return None
+    return entry
+
+
+def _file_recipe(spec: ExportFormat, path: Path) -> Optional[dict[str, Any]]:
+    """The recipe a quantized file carries in its metadata (None where it carries none)."""
+    reader = getattr(backend_module(spec.builder), "file_metadata", None)
+    text = reader(path).get(RECIPE_KEY) if reader is not None else None
+    return json.loads(text) if text else None
 
 
 class _Context:
@@ -153,8 +174,11 @@ class _Context:
     def selection_validation(self) -> tuple[list, Callable, Callable]:
         return selection_validation(self.man)
 
-    def metadata(self) -> dict[str, str]:
-        return model_file_metadata(self.man)
+    def metadata(self, fmt: Optional[ExportFormat] = None) -> dict[str, str]:
+        meta = model_file_metadata(self.man)
+        if fmt is not None and fmt.calibrated:
+            meta[RECIPE_KEY] = json.dumps(self.recipe.as_dict(), sort_keys=True)
+        return meta
 
 
 def export_student(student_yaml: Path, out_dir: Optional[Path] = None,
@@ -176,7 +200,9 @@ def export_student(student_yaml: Path, out_dir: Optional[Path] = None,
     for f in formats:
         wanted += [g for g in format_chain(f) if g not in wanted]
     for fmt in wanted:
-        if _cached(old, fmt, out_dir, recipe):
+        kept = _cached(old, fmt, out_dir, recipe)
+        if kept is not None:
+            done[fmt] = kept
             continue
         done[fmt] = _export_one(fmt, ctx, done)
         _write_record(out_dir, man, done)  # a crash keeps what is done

@@ -45,6 +45,18 @@ def export_onnx(model: torch.nn.Module, path: Path, input_size: tuple[int, int],
     return Path(path)
 
 
+def set_onnx_metadata(path: Path, metadata: dict[str, str]) -> None:
+    """Set (add or replace) ``metadata_props`` of an ONNX file, atomically."""
+    proto = onnx.load(str(path))
+    props = {p.key: p.value for p in proto.metadata_props}
+    props.update(metadata)
+    del proto.metadata_props[:]
+    for k, v in props.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = k, v
+    atomic_write(Path(path), lambda tmp: onnx.save(proto, str(tmp)))
+
+
 def read_onnx_metadata(path: Path) -> dict[str, str]:
     """The metadata_props of an ONNX file."""
     proto = onnx.load(str(path), load_external_data=False)
