@@ -18,6 +18,7 @@ from typing import Any, Optional
 import yaml
 
 from okdhp_edge.errors import ConfigError
+from okdhp_edge.families import ENCODER_ABBREVIATIONS
 from okdhp_edge.schema import closest, coerce
 from okdhp_edge.utils.io import atomic_write_text
 
@@ -208,6 +209,7 @@ _CHOICES = {
     "train.device": ("auto", "cpu", "cuda"),
     "train.compile": ("off", "default", "max-autotune", "reduce-overhead"),
     "train.lr_scaling": ("none", "linear", "sqrt"),
+    "model.encoder": tuple(ENCODER_ABBREVIATIONS),
 }
 
 
@@ -297,7 +299,15 @@ _RANGES = (
     ("train.warmup_iters", 0, False), ("train.val_every", 1, False),
     ("train.max_iters_per_epoch", 0, False), ("train.threads", 0, False),
     ("train.log_every", 1, False), ("eval.batch_size", 1, False),
+    ("data.scale_factor", 0, False), ("data.rot_factor", 0, False),
+    ("data.select_max_images", 1, False), ("data.synthetic_num_train", 1, False),
+    ("data.synthetic_num_val", 1, False), ("loss.lambda_ens", 0, False),
+    ("loss.lambda_kd", 0, False), ("loss.ramp_epochs", 0, False),
+    ("loss.kl_temperature", 0, True),
 )
+# probabilities and thresholds: in [0, 1]
+_UNIT = ("data.rot_prob", "data.flip_prob", "data.half_body_prob", "data.det_score_thr",
+         "eval.rescore_thr", "eval.oks_nms_thr")
 
 
 def _check_ranges(cfg: Config) -> None:
@@ -313,6 +323,26 @@ def _check_ranges(cfg: Config) -> None:
         if value < bound or (strict and value == bound):
             raise ConfigError(f"{key}: expected a value {'>' if strict else '>='} {bound}, "
                               f"got {value!r}")
+    for key in _UNIT:
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if not 0.0 <= value <= 1.0:  # NaN fails too
+            raise ConfigError(f"{key}: expected a value in [0, 1], got {value!r}")
+    _check_lists(cfg)
+
+
+def _check_lists(cfg: Config) -> None:
+    """List values, whatever the family: a field of another family is checked too (an
+    hourglass config with ``model.decoder_widths=[]`` is refused, not trained)."""
+    m, t = cfg.model, cfg.train
+    if not m.fau_kernels or any(k < 1 or k % 2 == 0 for k in m.fau_kernels):
+        raise ConfigError(f"model.fau_kernels: expected odd kernel sizes >= 1, got "
+                          f"{m.fau_kernels}")
+    if not m.decoder_widths or min(m.decoder_widths) < 1:
+        raise ConfigError("model.decoder_widths: expected a non-empty list of widths >= 1")
+    if any(s < 1 for s in t.lr_steps) or t.lr_steps != sorted(t.lr_steps):
+        raise ConfigError(f"train.lr_steps: expected increasing epochs >= 1, got "
+                          f"{t.lr_steps}")
 
 
 def _is_light(mcfg: ModelConfig) -> bool:
@@ -340,8 +370,6 @@ def _check_light(cfg: Config, side: int) -> None:
         raise ConfigError(f"model.decoder_layers {m.decoder_layers} gives heatmaps at stride "
                           f"{32 / 2**m.decoder_layers:g}, but data.heatmap_stride is "
                           f"{cfg.data.heatmap_stride}")
-    if not m.decoder_widths or min(m.decoder_widths) < 1:
-        raise ConfigError("model.decoder_widths: expected a non-empty list of widths >= 1")
 
 
 def validate(cfg: Config) -> None:

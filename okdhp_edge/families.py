@@ -69,6 +69,9 @@ LIGHT = Family(
 
 FAMILIES = (HOURGLASS, LIGHT)
 
+# the light family's encoders (model.encoder) and the short names in student names
+ENCODER_ABBREVIATIONS = {"resnet18": "r18", "mobilenetv2": "mbv2", "shufflenetv2": "sv2"}
+
 
 def family_of(name: str) -> Family:
     """The family of registry model ``name`` (plain or multi-branch)."""

@@ -447,6 +447,10 @@ class LatencyStats:
     warmup_s: Optional[float] = field(default=None, metadata=OMIT_NONE)
     rounds: Optional[int] = field(default=None, metadata=OMIT_NONE)
 
+    def _check(self, where: str) -> None:
+        if not all(is_finite_number(v) and v >= 0 for v in (self.median, self.p90, self.p99)):
+            raise ReportError(f"{where}: a latency must be a finite number >= 0 ms")
+
 
 @dataclass(frozen=True)
 class RowAccuracy:

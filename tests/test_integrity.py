@@ -130,3 +130,64 @@ def test_the_int8_recipe_travels_with_the_file(tiny_zoo, tmp_path):
     rec = export_student(d / "student.yaml", formats=fmts, recipe=QuantRecipe(num_images=16))
     assert [(d / "export" / FORMATS[f].model_file).stat().st_mtime_ns for f in fmts] == mtimes
     assert all(rec.formats[f].recipe["num_images"] == 16 for f in fmts)
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("data.rot_prob=5", "data.rot_prob: expected a value in \\[0, 1\\]"),
+    ("data.flip_prob=-1", "data.flip_prob: expected a value in \\[0, 1\\]"),
+    ("loss.lambda_kd=.nan", "loss.lambda_kd: expected a finite number"),
+    ("train.lr_steps=[-5]", "train.lr_steps: expected increasing epochs >= 1"),
+    ("model.fau_kernels=[]", "model.fau_kernels: expected odd kernel sizes"),
+    ("model.decoder_widths=[]", "model.decoder_widths: expected a non-empty list"),
+    ("model.encoder=foo", "model.encoder: expected one of"),
+])
+def test_out_of_range_config_values_are_refused_at_load(override, needle):
+    """Whatever the family: an hourglass config with a light key set wrong is refused too."""
+    from okdhp_edge.config import load_config
+
+    with pytest.raises(ConfigError, match=needle):
+        load_config(None, [override])
+
+
+def test_a_recipe_option_no_quantizing_backend_reads_is_refused():
+    from okdhp_edge.errors import QuantizationError
+    from okdhp_edge.export.quantize import QuantRecipe
+
+    with pytest.raises(QuantizationError, match="--int8-max-drop 0.01: only openvino"):
+        QuantRecipe(max_drop=0.01).check_honoured({"onnxruntime"})
+    QuantRecipe(max_drop=0.01).check_honoured({"onnxruntime", "openvino"})
+    QuantRecipe().check_honoured({"litert"})
+
+
+def test_negative_latency_in_a_report_is_refused(tmp_path):
+    import json
+    from pathlib import Path
+
+    from okdhp_edge.bench.report import load_report
+    from okdhp_edge.errors import ReportError
+
+    src = Path(__file__).resolve().parents[1] / "bench" / "reports" / \
+        "amd-epyc-2c-avx512bf16" / "quickstart.json"
+    if not src.is_file():
+        pytest.skip("no published quickstart report here")
+    rep = json.loads(src.read_text())
+    row = next(r for r in rep["rows"] if r["status"] == "ok")
+    row["latency_ms"]["engine"]["median"] = -1.0
+    (tmp_path / "r.json").write_text(json.dumps(rep))
+    with pytest.raises(ReportError, match="finite number >= 0"):
+        load_report(tmp_path / "r.json")
+
+
+def test_a_bench_that_measures_nothing_leaves_the_report_alone(tiny_zoo, tmp_path):
+    import subprocess
+    import sys
+
+    report = tmp_path / "box" / "tiny.json"
+    report.parent.mkdir()
+    report.write_text("{}")
+    proc = subprocess.run(
+        [sys.executable, "-m", "okdhp_edge", "bench", "--zoo", str(tiny_zoo), "--backends",
+         "torch", "--precisions", "int8", "--out-root", str(tmp_path), "--device-name", "box"],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "nothing could be measured" in proc.stderr
+    assert "torch has no int8 target" in proc.stderr and report.read_text() == "{}"

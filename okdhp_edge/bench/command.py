@@ -129,6 +129,8 @@ def _targets(args: argparse.Namespace) -> tuple[tuple, Optional[list[str]], list
         raise UsageError(f"unknown precision '{bad[0]}'; expected some of "
                          f"{', '.join(PRECISIONS)}")
     targets, recipe = targets_for(backends, precisions), recipe_from_args(args)
+    if any(t.quantized for t in targets):
+        recipe.check_honoured({t.backend for t in targets if t.quantized})
     if (any(t.quantized and "overflow_fix" in BACKEND_INFO[t.backend].recipe_fields
             for t in targets)
             and recipe.overflow_fix == "first_layer" and not cpu_has_int8_dot()):
@@ -193,6 +195,10 @@ def run_bench(args: argparse.Namespace, argv: list[str]) -> BenchReport:
         flip_test=args.flip_test, e2e_image=img, e2e_box=box, torch_device=args.torch_device)
     t0 = time.time()
     rows = bench_candidates(cands, opts, _row_command(args, threads, recipe))
+    if not any(r.status == "ok" for r in rows):  # a report of nothing replaces none
+        reasons = sorted({f"{r.backend} {r.precision}: {r.reason}" for r in rows})
+        raise UsageError("nothing could be measured, so no report was written (an earlier "
+                         "one stays as it was): " + "; ".join(reasons))
     fp = fingerprint(threads)
     metric = next((c.manifest.accuracy.metric for c in cands), "accuracy")
     return BenchReport(

@@ -57,6 +57,8 @@ def export_bundle(student_yaml: Path, backend: str, precision: str, out: Path,
     from okdhp_edge.manifest import load_student_manifest
 
     t = get_target(backend, precision)
+    if t.quantized and recipe is not None:
+        recipe.check_honoured({backend})
     if not t.bundle:
         raise UsageError(f"no torch-free bundle of {t.label} (bundles exist for: "
                          + ", ".join(x.label for x in TARGETS.values() if x.bundle) + ")")
@@ -142,6 +144,8 @@ def export_all(zoo: Path, out: Path, backends: tuple[str, ...],
     students = zoo_students(zoo)
     entries, skipped = [], []
     targets = targets_for(backends, precisions, bundle_only=True)
+    if recipe is not None and any(t.quantized for t in targets):
+        recipe.check_honoured({t.backend for t in targets if t.quantized})
     for d, man in students:
         for t in targets:
             b, p = t.backend, t.precision

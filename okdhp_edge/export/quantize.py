@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import asdict, dataclass, fields
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar, Iterable, Optional
 
 import numpy as np
 
@@ -91,6 +91,19 @@ class QuantRecipe:
                  for f in fs}
         return tuple(f.name for f in fields(self) if f.name not in other)
 
+    def check_honoured(self, backends: Iterable[str]) -> None:
+        """QuantizationError when a field only some backends' quantizers read is set away
+        from its default but none of ``backends`` (those quantizing) reads it: an option
+        that would be ignored is refused, not recorded."""
+        backends, default = set(backends), QuantRecipe()
+        for owner, names in self.BACKEND_FIELDS.items():
+            for name in names:
+                if getattr(self, name) != getattr(default, name) and owner not in backends:
+                    raise QuantizationError(
+                        f"{FLAGS[name]} {getattr(self, name)}: only {owner}'s INT8 reads it, "
+                        f"and it is not among the backends quantized here "
+                        f"({', '.join(sorted(backends)) or 'none'})")
+
     def same_as(self, record: Any, backend: Optional[str] = None) -> bool:
         """Whether a recorded recipe (export.yaml; written before a field existed, it holds
         that field's default) made the same file for ``backend`` as this recipe would."""
@@ -119,6 +132,12 @@ def add_recipe_arguments(parser: Any) -> None:
                         "CPUs without VNNI (enable: every convolution; see docs/int8.md)")
 
 
+# the command-line option of each recipe field (add_recipe_arguments)
+FLAGS = {"method": "--calib-method", "num_images": "--calib-images", "seed": "--calib-seed",
+         "keep_head": "--int8-keep-head", "max_drop": "--int8-max-drop",
+         "ort_activations": "--ort-activations", "overflow_fix": "--int8-overflow-fix"}
+
+
 def recipe_from_args(args: Any) -> QuantRecipe:
     """The recipe of parsed :func:`add_recipe_arguments` options."""
     return QuantRecipe(args.calib_method, args.calib_images, args.calib_seed,
@@ -128,16 +147,15 @@ def recipe_from_args(args: Any) -> QuantRecipe:
 
 def recipe_args(recipe: QuantRecipe) -> list[str]:
     """The command-line options that give ``recipe`` (for reproducing commands)."""
-    out = ["--calib-method", recipe.method, "--calib-images", str(recipe.num_images),
-           "--calib-seed", str(recipe.seed)]
+    out = []
+    for name in ("method", "num_images", "seed"):
+        out += [FLAGS[name], str(getattr(recipe, name))]
     if recipe.keep_head:
-        out.append("--int8-keep-head")
-    if recipe.max_drop is not None:
-        out += ["--int8-max-drop", str(recipe.max_drop)]
-    if recipe.ort_activations != "u8":
-        out += ["--ort-activations", recipe.ort_activations]
-    if recipe.overflow_fix != "first_layer":
-        out += ["--int8-overflow-fix", recipe.overflow_fix]
+        out.append(FLAGS["keep_head"])
+    for name, default in (("max_drop", None), ("ort_activations", "u8"),
+                          ("overflow_fix", "first_layer")):
+        if getattr(recipe, name) != default:
+            out += [FLAGS[name], str(getattr(recipe, name))]
     return out
 
 

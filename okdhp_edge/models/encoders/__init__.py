@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from okdhp_edge.families import ENCODER_ABBREVIATIONS
 from okdhp_edge.models.encoders.mobilenetv2 import MobileNetV2
 from okdhp_edge.models.encoders.resnet import ResNet18
 from okdhp_edge.models.encoders.shufflenetv2 import ShuffleNetV2
@@ -21,8 +22,8 @@ log = logging.getLogger(__name__)
 
 ENCODERS: dict[str, type[nn.Module]] = {
     "resnet18": ResNet18, "mobilenetv2": MobileNetV2, "shufflenetv2": ShuffleNetV2}
-# short names used in student names (r18-d256, mbv2-d128, ...)
-ABBREVIATIONS = {"resnet18": "r18", "mobilenetv2": "mbv2", "shufflenetv2": "sv2"}
+# short names used in student names (r18-d256, mbv2-d128, ...): the family table's
+ABBREVIATIONS = ENCODER_ABBREVIATIONS
 # the classifier of the reference implementations, dropped from a checkpoint
 _CLASSIFIER_PREFIXES = ("fc.", "classifier.")
 
