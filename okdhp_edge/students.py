@@ -67,10 +67,12 @@ def write_zoo_dir(zoo_dir: Path, zoo: ZooManifest, manifests: dict[str, StudentM
     import shutil
     import tempfile
 
-    from okdhp_edge.utils.io import UMASK
+    from okdhp_edge.utils.io import UMASK, remove_stale_temporaries, temp_prefix
 
     zoo_dir.parent.mkdir(parents=True, exist_ok=True)
-    build = Path(tempfile.mkdtemp(prefix=f".{zoo_dir.name}.partial-", dir=zoo_dir.parent))
+    remove_stale_temporaries(zoo_dir.parent)  # a killed zoo write's half folder
+    build = Path(tempfile.mkdtemp(prefix=temp_prefix(zoo_dir.name, partial=True),
+                                  dir=zoo_dir.parent))
     os.chmod(build, 0o777 & ~UMASK)
     try:
         for name, man in manifests.items():

@@ -33,6 +33,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = _parser().parse_args(argv)
     setup_logging()
     if args.resume:
+        if args.resume.is_dir():  # a killed first checkpoint write leaves a torn temporary
+            from okdhp_edge.utils.io import remove_stale_temporaries
+
+            remove_stale_temporaries(args.resume)
         if not (args.resume / "last.pt").is_file():
             raise UsageError(f"--resume {args.resume}: no checkpoint there (the run stopped "
                              "before its first one); start it again without --resume")

@@ -191,3 +191,37 @@ def test_a_bench_that_measures_nothing_leaves_the_report_alone(tiny_zoo, tmp_pat
         capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "nothing could be measured" in proc.stderr
     assert "torch has no int8 target" in proc.stderr and report.read_text() == "{}"
+
+
+def test_a_killed_writers_temporaries_are_removed_by_the_next_run(tiny_zoo, tmp_path):
+    """Temporaries carry their writer's pid: the next run that touches the folder removes
+    those of a writer that is gone (a file and a half-built zoo folder) and leaves a live
+    writer's alone."""
+    import os
+    import subprocess
+    import sys
+
+    from okdhp_edge.utils.io import remove_stale_temporaries, temp_prefix
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    torn = tmp_path / f".model_int8.onnx.{dead}~abc.tmp"
+    half = tmp_path / f".tiny.partial-{dead}~xyz"
+    old = tmp_path / ".last.pt.k2j3.tmp"  # an older writer's name, without a pid
+    live = tmp_path / f"{temp_prefix('report.json')}def.tmp"
+    for p in (torn, old, live):
+        p.write_bytes(b"")
+    half.mkdir()
+    (half / "zoo.yaml").write_text("half")
+    assert str(os.getpid()) in live.name
+    assert set(remove_stale_temporaries(tmp_path)) == {torn, half, old}
+    assert live.exists() and not torn.exists() and not half.exists()
+    # the export of a student sweeps its export folder before it writes
+    d = _student_copy(tiny_zoo, tmp_path / "s")
+    (d / "export").mkdir()
+    stale = d / "export" / f".model.onnx.{dead}~q.tmp"
+    stale.write_bytes(b"torn")
+    from okdhp_edge.export.exporter import export_student
+
+    export_student(d / "student.yaml", formats=("onnx",))
+    assert not stale.exists() and (d / "export" / "model.onnx").is_file()

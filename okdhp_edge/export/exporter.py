@@ -50,7 +50,7 @@ from okdhp_edge.records import (
     write_record,
 )
 from okdhp_edge.targets import FORMATS, TARGETS, TOLERANCE, ExportFormat, format_chain
-from okdhp_edge.utils.io import sha256_file
+from okdhp_edge.utils.io import remove_stale_temporaries, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +193,8 @@ def export_student(student_yaml: Path, out_dir: Optional[Path] = None,
     student_yaml = Path(student_yaml)
     model, man = load_student(student_yaml)
     out_dir = Path(out_dir or student_yaml.parent / "export")
+    for folder in {(out_dir / rel).parent for spec in FORMATS.values() for rel in spec.files}:
+        remove_stale_temporaries(folder)  # a killed export's torn files
     old = {} if force else _previous(out_dir / "export.yaml", man)
     done = dict(old)
     ctx = _Context(model.eval(), man, out_dir, recipe)

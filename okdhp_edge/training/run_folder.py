@@ -20,14 +20,16 @@ def attach_log_file(run_dir: Path) -> None:
 
 
 def reopen_run_dir(run_dir: Optional[Path], is_main: bool) -> Path:
-    """The folder of a run to resume: its train.log goes on, a killed writer's temporaries
-    are removed."""
+    """The folder of a run to resume: its train.log goes on; a killed writer's temporaries
+    are removed (also from a folder refused for having no checkpoint yet)."""
+    from okdhp_edge.utils.io import remove_stale_temporaries
+
+    if is_main and run_dir is not None and Path(run_dir).is_dir():
+        remove_stale_temporaries(Path(run_dir))
     if run_dir is None or not (Path(run_dir) / "last.pt").is_file():
         raise FileNotFoundError(f"--resume {run_dir}: no last.pt checkpoint there")
     if is_main:
         attach_log_file(Path(run_dir))
-        for stale in Path(run_dir).glob(".*.tmp"):
-            stale.unlink(missing_ok=True)
     return Path(run_dir)
 
 

@@ -5,13 +5,17 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import logging
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 from okdhp_edge.errors import IntegrityError, WriteError
+
+log = logging.getLogger(__name__)
 
 
 def _umask() -> int:
@@ -50,7 +54,8 @@ def _write_error(path: Path, exc: BaseException) -> Optional[WriteError]:
 def _temp_beside(path: Path) -> Path:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=".tmp",
+                                   dir=path.parent)
     except OSError as exc:
         raise (_write_error(path, exc) or exc) from None
     os.close(fd)
@@ -102,11 +107,48 @@ def check_writable(folder: Path) -> None:
     tmp.unlink(missing_ok=True)
 
 
-def remove_stale_temporaries(folder: Path, names: list[str]) -> None:
-    """Delete the temporaries a killed writer left for ``names`` in ``folder``."""
-    for name in names:
-        for stale in Path(folder).glob(f".{name}.*.tmp"):
-            stale.unlink(missing_ok=True)
+def temp_prefix(name: str, partial: bool = False) -> str:
+    """The name prefix of a temporary for ``name`` (a ``.tmp`` file, or with ``partial`` a
+    folder being built): hidden, and carrying the writer's pid so that a later run can tell
+    a killed writer's leftovers from a live writer's work."""
+    return f".{name}.{'partial-' if partial else ''}{os.getpid()}~"
+
+
+_OWNER = re.compile(r"\.(?:partial-)?(\d+)~")
+
+
+def _owner_alive(name: str) -> bool:
+    """Whether the process that made temporary ``name`` still runs (False when the name
+    carries no pid: an older okdhp_edge's, long gone)."""
+    m = _OWNER.search(name)
+    if m is None:
+        return False
+    try:
+        os.kill(int(m.group(1)), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: Path, names: Optional[list[str]] = None) -> list[Path]:
+    """Delete the temporaries killed writers left in ``folder`` for ``names`` (None: for any
+    name): ``.NAME.*.tmp`` files and ``.NAME.partial-*`` folders whose writing process is
+    gone; a live writer's are left alone. Returns what was removed."""
+    folder, removed = Path(folder), []
+    for name in names or ["*"]:
+        for stale in [*folder.glob(f".{name}.*.tmp"), *folder.glob(f".{name}.partial-*")]:
+            if _owner_alive(stale.name):
+                continue
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
+            removed.append(stale)
+    if removed:
+        log.info("removed %d temporaries a killed run left in %s", len(removed), folder)
+    return removed
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
