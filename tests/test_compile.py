@@ -71,3 +71,18 @@ def test_compiled_step_follows_the_eager_loss_curve(synthetic_root, tmp_path):
 
     for d, _ in zoo_students(zoo):
         load_student(d / "student.yaml")  # the plain architecture's keys load strictly
+
+
+def test_a_compiled_cpu_step_keeps_its_thread_count(caplog):
+    """train.threads=0 adapts the thread count to other processes' load, but a compiled
+    step would recompile at every change (a 2-minute compile each time on 2 cores): with
+    train.compile on, the governor is off and the log says the count is fixed."""
+    import logging
+
+    from okdhp_edge.training.trainer import _thread_governor
+
+    cpu = torch.device("cpu")
+    assert _thread_governor(0, cpu, False, "off") is not None  # eager: adapts
+    with caplog.at_level(logging.INFO, logger="okdhp_edge.training.trainer"):
+        assert _thread_governor(0, cpu, False, "default") is None
+    assert "the thread count stays at" in caplog.text

@@ -17,8 +17,21 @@ from okdhp_edge.records import (
 from okdhp_edge.schema import from_dict, to_dict
 
 ROOT = Path(__file__).resolve().parents[1]
-PUBLISHED_ZOOS = sorted(p.parent for p in (ROOT / "student_zoo").glob("*/zoo.yaml")
-                        if (ROOT / ".git").exists())
+
+
+def _tracked(pattern: str) -> list[Path]:
+    """Files of the repository (committed) matching ``pattern``: a user's own zoos and
+    reports beside them are not the published ones."""
+    import subprocess
+
+    if not (ROOT / ".git").exists():
+        return []
+    out = subprocess.run(["git", "ls-files", pattern], cwd=ROOT, capture_output=True,
+                         text=True).stdout.split()
+    return [ROOT / p for p in out]
+
+
+PUBLISHED_ZOOS = sorted(p.parent for p in _tracked("student_zoo/*/zoo.yaml"))
 
 
 @pytest.mark.parametrize("zoo", PUBLISHED_ZOOS, ids=lambda p: p.name)
@@ -84,8 +97,7 @@ def test_preprocessing_keeps_written_number_types():
 
 def _published_reports() -> list[Path]:
     found = []
-    for path in sorted([*(ROOT / "bench" / "reports").glob("*/*.json"),
-                        *(ROOT / "docs").glob("*.json")]):
+    for path in sorted([*_tracked("bench/reports/*/*.json"), *_tracked("docs/*.json")]):
         head = path.read_text()[:200]
         if ('"report_version"' in head or '"calibration_version"' in head) and \
                 path.with_suffix(".md").is_file():

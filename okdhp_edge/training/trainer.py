@@ -85,7 +85,8 @@ class Trainer:
             self.device = torch.device("cuda", self.dist.local_rank)
         self.amp_dtype = resolve_amp(cfg.train.amp, self.device)
         self.config_name = config_name
-        self.governor = _thread_governor(cfg.train.threads, self.device, self.dist.enabled)
+        self.governor = _thread_governor(cfg.train.threads, self.device, self.dist.enabled,
+                                         cfg.train.compile)
         seed_everything(cfg.train.seed + self.dist.rank, cfg.train.deterministic, self.device)
         self.spec = get_spec(cfg.data.dataset)
         self.state = TrainState()
@@ -483,14 +484,21 @@ class Trainer:
         cleanup(self.dist)
 
 
-def _thread_governor(threads: int, device: torch.device,
-                     distributed: bool) -> Optional[ThreadGovernor]:
+def _thread_governor(threads: int, device: torch.device, distributed: bool,
+                     compile_mode: str = "off") -> Optional[ThreadGovernor]:
     """Pin ``train.threads`` when set; else a governor for a single CPU process (None on
-    CUDA, where the host threads do not bound the step, and for distributed CPU runs)."""
+    CUDA, where the host threads do not bound the step, and for distributed CPU runs). A
+    compiled CPU step keeps one thread count: a change would recompile it (measured: a
+    compiled quickstart iteration took 254 s after the governor dropped to 1 thread)."""
     if threads > 0:
         torch.set_num_threads(threads)
         return None
     if device.type != "cpu" or distributed:
+        return None
+    if compile_mode != "off":
+        log.info("train.compile=%s: the thread count stays at %d while training (a change "
+                 "would recompile the step); set train.threads to choose it", compile_mode,
+                 torch.get_num_threads())
         return None
     return ThreadGovernor(torch.get_num_threads())
 
