@@ -40,7 +40,12 @@ def train(cfg: Any, config_name: str = "", resume: Optional[Path] = None,
     """
     from okdhp_edge.training.trainer import Trainer
     from okdhp_edge.training.zoo_writer import write_zoo as write
+    from okdhp_edge.utils.io import check_writable
 
+    # what the end of the run needs, checked before its first step (WriteError, one line)
+    check_writable(Path(cfg.train.out_dir))
+    if write_zoo:
+        check_writable(Path(cfg.zoo.root))
     trainer = Trainer(cfg, run_dir=resume, resume=resume is not None, config_name=config_name)
     try:
         trainer.fit()

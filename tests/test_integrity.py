@@ -2,6 +2,7 @@
 or config names stays inside its folder, and what a bundle says is bound to its model."""
 
 import shutil
+from pathlib import Path
 
 import pytest
 import yaml
@@ -161,7 +162,6 @@ def test_a_recipe_option_no_quantizing_backend_reads_is_refused():
 
 def test_negative_latency_in_a_report_is_refused(tmp_path):
     import json
-    from pathlib import Path
 
     from okdhp_edge.bench.report import load_report
     from okdhp_edge.errors import ReportError
@@ -225,3 +225,31 @@ def test_a_killed_writers_temporaries_are_removed_by_the_next_run(tiny_zoo, tmp_
 
     export_student(d / "student.yaml", formats=("onnx",))
     assert not stale.exists() and (d / "export" / "model.onnx").is_file()
+
+
+def test_cuda_asked_without_cuda_is_one_line_and_leaves_no_run(tmp_path):
+    import subprocess
+    import sys
+
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    proc = subprocess.run([sys.executable, "-m", "okdhp_edge", "train", "train.device=cuda",
+                           f"train.out_dir={tmp_path / 'runs'}"], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 2 and "no CUDA device is available" in proc.stderr
+    assert "Traceback" not in proc.stderr and not any((tmp_path / "runs").glob("*"))
+
+
+def test_an_unwritable_zoo_root_is_refused_before_training(tmp_path):
+    from okdhp_edge import api
+    from okdhp_edge.config import load_config
+    from okdhp_edge.errors import WriteError
+
+    (tmp_path / "a_file").write_text("")
+    root = tmp_path / "a_file" / "zoo"  # a file in the way: unwritable, even for root
+    cfg = load_config(None, [f"train.out_dir={tmp_path / 'runs'}", f"zoo.root={root}"])
+    with pytest.raises(WriteError, match="a part of the path is a file"):
+        api.train(cfg)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

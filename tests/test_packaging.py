@@ -35,16 +35,21 @@ def test_training_extra_modules_match_the_cli_message():
     assert {modules.get(d, d) for d in extra} == set(TRAIN_EXTRA)
 
 
-def test_training_without_torch_names_the_extra():
-    block = textwrap.dedent("""
+@pytest.mark.parametrize("module,args", [
+    ("okdhp_edge.train", ["--config", "configs/quickstart.yaml"]),
+    ("okdhp_edge.models", ["hg2"]),
+    ("okdhp_edge", ["models", "hg2"]),
+])
+def test_torch_commands_without_torch_name_the_extra(module, args):
+    block = textwrap.dedent(f"""
         import sys, runpy
         class Block:
             def find_spec(self, name, path=None, target=None):
                 if name == "torch" or name.startswith("torch."):
                     raise ModuleNotFoundError("No module named 'torch'", name="torch")
         sys.meta_path.insert(0, Block())
-        sys.argv = ["okdhp_edge.train", "--config", "configs/quickstart.yaml"]
-        runpy.run_module("okdhp_edge.train", run_name="__main__")
+        sys.argv = [{module!r}, *{args!r}]
+        runpy.run_module({module!r}, run_name="__main__", alter_sys=True)
     """)
     proc = subprocess.run([sys.executable, "-c", block], capture_output=True, text=True,
                           cwd=ROOT)

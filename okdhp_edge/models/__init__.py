@@ -1,8 +1,20 @@
-"""Models: stacked hourglass, OKDHP multi-branch network with FAU, registry."""
+"""Models: stacked hourglass, OKDHP multi-branch network with FAU, light networks, registry.
 
-from okdhp_edge.models.hourglass import HeatmapOnly, HourglassOutput, StackedHourglass
-from okdhp_edge.models.okdhp import FAU, MultiBranchHourglass, OKDHPOutput
-from okdhp_edge.models.registry import create_model, list_models
+The names below are imported when first used, so that ``python -m okdhp_edge.models`` on a
+torch-free install can say which extra it needs instead of failing on import.
+"""
 
-__all__ = ["FAU", "HeatmapOnly", "HourglassOutput", "MultiBranchHourglass", "OKDHPOutput",
-           "StackedHourglass", "create_model", "list_models"]
+import importlib
+from typing import Any
+
+_WHERE = {"HeatmapOnly": "hourglass", "HourglassOutput": "hourglass",
+          "StackedHourglass": "hourglass", "FAU": "okdhp", "MultiBranchHourglass": "okdhp",
+          "OKDHPOutput": "okdhp", "create_model": "registry", "list_models": "registry"}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"okdhp_edge.models.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'okdhp_edge.models' has no attribute '{name}'")

@@ -9,12 +9,14 @@ from typing import Optional
 
 import yaml
 
-from okdhp_edge.models.info import count_macs, count_params
-from okdhp_edge.models.registry import create_model, list_models
 from okdhp_edge.utils.cli import UsageError, console_entry, run_cli
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    # torch inside: a torch-free install gets the one line that names the extra
+    from okdhp_edge.models.info import count_macs, count_params
+    from okdhp_edge.models.registry import create_model, list_models
+
     p = argparse.ArgumentParser(prog="python -m okdhp_edge.models", description=__doc__)
     p.add_argument("name", help=f"one of: {', '.join(list_models())}")
     p.add_argument("kwargs", nargs="*", help="constructor arguments, e.g. num_joints=16")

@@ -11,6 +11,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from okdhp_edge.errors import ConfigError
 from okdhp_edge.utils.cpu import cpu_has_native_bf16
 
 log = logging.getLogger("okdhp_edge.training.trainer")
@@ -21,7 +22,8 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device=cuda but no CUDA device is available")
+        raise ConfigError("train.device=cuda but no CUDA device is available here (set "
+                          "train.device=auto or cpu)")
     return torch.device(name)
 
 

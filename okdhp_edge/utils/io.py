@@ -103,7 +103,12 @@ def atomic_write_set(writers: dict[Path, Callable[[Path], None]]) -> None:
 def check_writable(folder: Path) -> None:
     """Raise :class:`WriteError` now, not after an hour of work, if ``folder`` cannot take a
     file (created if missing)."""
-    tmp = _temp_beside(Path(folder) / "write-check")
+    try:
+        tmp = _temp_beside(Path(folder) / "write-check")
+    except OSError as exc:  # not a folder, a file in the way, no such device ...
+        if isinstance(exc, WriteError):
+            raise
+        raise WriteError(f"{folder}: cannot write there ({exc.strerror or exc})") from None
     tmp.unlink(missing_ok=True)
 
 
