@@ -27,6 +27,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--config", type=Path, default=Path("configs/quickstart.yaml"))
     p.add_argument("--max-latency-ms", type=float, default=DEFAULT_BUDGET_MS,
                    help="latency budget of the pick (engine median, ms)")
+    p.add_argument("--min-time", type=float, default=1.0,
+                   help="bench: seconds of timing per row, all rounds (default %(default)s)")
+    p.add_argument("--min-iters", type=int, default=30,
+                   help="bench: timed calls per row at least (default %(default)s)")
     p.add_argument("overrides", nargs="*", help="config overrides, section.key=value")
     args = p.parse_args(argv)
     setup_logging()
@@ -44,7 +48,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     run = api.train(cfg, config_name=args.config.stem)
     log.info("[3/4] benching %s on %s (each where present)", run.zoo,
              ", ".join(default_backends()))
-    report, files = api.bench(run.zoo, min_time=1.0, min_iters=30)
+    report, files = api.bench(run.zoo, min_time=args.min_time, min_iters=args.min_iters)
     log.info("[4/4] the pick for a %.1f ms budget (engine median, batch 1) on %s",
              args.max_latency_ms, report.device_id)
     p = api.pick(report, args.max_latency_ms)
