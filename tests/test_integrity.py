@@ -253,3 +253,16 @@ def test_an_unwritable_zoo_root_is_refused_before_training(tmp_path):
     with pytest.raises(WriteError, match="a part of the path is a file"):
         api.train(cfg)
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_zoo_export_out_naming_a_file_is_one_line(tiny_zoo, tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "taken").write_text("mine")
+    for args in (["--student", "hg2", "--backend", "onnxruntime"], ["--all"]):
+        proc = subprocess.run([sys.executable, "-m", "okdhp_edge", "zoo", "export", "--zoo",
+                               str(tiny_zoo), *args, "--out", str(tmp_path / "taken")],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2 and "a file is there, not a folder" in proc.stderr
+        assert "Traceback" not in proc.stderr and (tmp_path / "taken").read_text() == "mine"

@@ -63,6 +63,7 @@ def export_bundle(student_yaml: Path, backend: str, precision: str, out: Path,
         raise UsageError(f"no torch-free bundle of {t.label} (bundles exist for: "
                          + ", ".join(x.label for x in TARGETS.values() if x.bundle) + ")")
     out = Path(out)
+    _check_out(out)
     if (out / "bundle.yaml").exists() and not force:
         raise UsageError(f"{out}: a bundle is already there (use a new --out)")
     man = load_student_manifest(student_yaml)
@@ -98,6 +99,15 @@ def _parity_summary(parity: dict) -> str:
              f"keypoint shift {v.get('mean_kpt_disp_px', float('nan')):.3g} px"
              for k, v in parity.items() if isinstance(v, dict) and k in ("random", "real")]
     return "; ".join(parts) + (f" (tolerance {tol})" if tol else "")
+
+
+def _check_out(out: Path) -> None:
+    """Refuse an ``--out`` that is a file, and one that cannot take files, before any work."""
+    from okdhp_edge.utils.io import check_writable
+
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: a file is there, not a folder")
+    check_writable(out)
 
 
 def _bundled(man: StudentManifest) -> BundledStudent:
@@ -138,6 +148,7 @@ def export_all(zoo: Path, out: Path, backends: tuple[str, ...],
     from okdhp_edge.manifest import load_zoo_manifest, zoo_students
 
     out = Path(out)
+    _check_out(out)
     if (out / "bundles.yaml").exists():
         raise UsageError(f"{out}: a bundle set is already there (use a new --out)")
     zoo_man = load_zoo_manifest(zoo)
