@@ -200,3 +200,21 @@ def test_a_bad_image_in_a_worker_is_one_line():
         next(iter(DataLoader(Bad(), num_workers=1)))
     assert "Original Traceback" in str(info.value)
     assert one_line(info.value) == "img.jpg: unreadable image (record 7)"
+
+
+@pytest.mark.parametrize("edit,needle", [
+    (lambda d: d.update(score="high"), "score 'high' is not a finite number"),
+    (lambda d: d.update(bbox=[10.0, 10.0, float("nan"), 40.0]), "is not \\[x, y, w, h\\]"),
+    (lambda d: d.update(bbox=[10.0, 10.0, -5.0, 40.0]), "is not \\[x, y, w, h\\]"),
+    (lambda d: d.update(bbox=[10.0, 10.0, 1e300, 40.0]), "is not \\[x, y, w, h\\]"),
+])
+def test_bad_detections_are_refused_by_entry(coco_tiny, tmp_path, edit, needle):
+    """A detection file with a non-numeric score, or a NaN, negative or overflowing box, is
+    refused naming the entry (it used to score AP 0.03 without a word)."""
+    dets = json.loads((coco_tiny / "person_detections_tiny.json").read_text())
+    edit(dets[3])
+    bad = tmp_path / "dets.json"
+    bad.write_text(json.dumps(dets))
+    with pytest.raises(DataError, match=f"entry 3: .*{needle}"):
+        CocoKeypoints(coco_tiny / "person_keypoints_tiny.json", coco_tiny / "images",
+                      input_size=(192, 256), det_file=bad)

@@ -162,19 +162,37 @@ class CocoKeypoints(TopDownDataset):
         for i, det in enumerate(dets):
             if not isinstance(det, dict) or "bbox" not in det or "image_id" not in det:
                 raise DataError(f"{det_file}: entry {i} is not a COCO detection result")
-            if det.get("category_id", 1) != 1 or det["image_id"] not in keep:
-                continue
-            score = float(det.get("score", 1.0))
-            if score < thr:
+            score, box = _checked_detection(det, det_file, i)  # every entry, kept or not
+            if det.get("category_id", 1) != 1 or det["image_id"] not in keep or score < thr:
                 continue
             info = self.coco.imgs[det["image_id"]]
-            center, scale = self.box_to_center_scale(det["bbox"])
+            center, scale = self.box_to_center_scale(box)
             records.append(PersonRecord(
                 image_path=str(self.image_dir / info["file_name"]), image_id=det["image_id"],
                 center=center, scale=scale, joints=np.zeros((k, 3), np.float32),
                 score=score, area=float(scale[0] * scale[1]), record_id=f"det{i}",
             ))
         return records
+
+
+# a detection box side beyond this (pixels) is not a person in an image
+MAX_BOX_SIDE = 1e5
+
+
+def _checked_detection(det: dict, det_file: Path, i: int) -> tuple[float, list[float]]:
+    """(score, [x, y, w, h]) of detection ``i``; DataError naming it when the score is not a
+    finite number or the box is not four finite numbers with 0 < w, h <= MAX_BOX_SIDE."""
+    from okdhp_edge.utils.values import is_finite_number
+
+    score, box = det.get("score", 1.0), det["bbox"]
+    if not is_finite_number(score):
+        raise DataError(f"{det_file}: entry {i}: score {score!r} is not a finite number")
+    if not (isinstance(box, list) and len(box) == 4 and all(is_finite_number(v) for v in box)
+            and 0 < box[2] <= MAX_BOX_SIDE and 0 < box[3] <= MAX_BOX_SIDE
+            and all(abs(v) <= MAX_BOX_SIDE for v in box[:2])):
+        raise DataError(f"{det_file}: entry {i}: bbox {box!r} is not [x, y, w, h] with a "
+                        f"positive width and height up to {MAX_BOX_SIDE:g} px")
+    return float(score), [float(v) for v in box]
 
 
 def image_files(ann_file: str | Path) -> list[str]:
