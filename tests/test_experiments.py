@@ -276,6 +276,19 @@ def test_render_rebuilds_a_published_report_from_its_json(tmp_path):
     assert (tmp_path / "ablation_synthetic_p4_curves.png").stat().st_size > 1000
 
 
+@pytest.mark.parametrize("runs", [[1, 2], {"a": [1]}, {"a": {"0": ["x"]}}])
+def test_render_refuses_a_malformed_report_in_one_line(tmp_path, runs):
+    import json
+
+    from okdhp_edge.errors import UsageError
+    from okdhp_edge.experiments import render
+
+    bad = tmp_path / "r.json"
+    bad.write_text(json.dumps({"meta": {}, "runs": runs}))
+    with pytest.raises(UsageError, match="not an ablation report"):
+        render(bad)
+
+
 def test_equal_iteration_gaps_compare_best_up_to_the_shorter_run():
     from okdhp_edge.experiments import equal_iteration_gaps
 

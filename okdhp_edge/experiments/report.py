@@ -350,6 +350,12 @@ def render(path: Path) -> Path:
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
         raise UsageError(f"{path}: not an ablation report (.json with meta and runs): "
                          f"{exc!r}") from None
+    if not (isinstance(meta, dict) and isinstance(results, dict) and all(
+            isinstance(seeds, dict) and all(isinstance(runs, list) and all(
+                isinstance(r, dict) for r in runs) for runs in seeds.values())
+            for seeds in results.values())):
+        raise UsageError(f"{path}: not an ablation report: 'meta' must be a mapping and "
+                         "'runs' a mapping of arm -> seed -> list of runs")
     shorter = meta.get("shorter_schedule")
     if shorter:  # recomputed from the shorter ablation's own report
         reference = json.loads(Path(shorter["report"]).with_suffix(".json").read_text())
