@@ -266,3 +266,23 @@ def test_zoo_export_out_naming_a_file_is_one_line(tiny_zoo, tmp_path):
                               capture_output=True, text=True, timeout=300)
         assert proc.returncode == 2 and "a file is there, not a folder" in proc.stderr
         assert "Traceback" not in proc.stderr and (tmp_path / "taken").read_text() == "mine"
+
+
+def test_a_rebench_of_one_student_keeps_the_fuller_report(tiny_zoo, tmp_path):
+    import subprocess
+    import sys
+
+    base = [sys.executable, "-m", "okdhp_edge", "bench", "--zoo", str(tiny_zoo),
+            "--backends", "onnxruntime", "--threads", "1", "--min-iters", "4", "--min-time",
+            "0.02", "--rounds", "1", "--batch", "1", "--no-accuracy", "--out-root",
+            str(tmp_path), "--device-name", "box"]
+
+    def bench(*extra):
+        return subprocess.run(base + list(extra), capture_output=True, text=True, timeout=300)
+
+    assert bench().returncode == 0
+    report = (tmp_path / "box" / "tiny.json").read_text()
+    proc = bench("--students", "hg2")
+    assert proc.returncode == 2 and "measured row(s) this run would drop (hg3" in proc.stderr
+    assert (tmp_path / "box" / "tiny.json").read_text() == report
+    assert bench("--students", "hg2", "--replace").returncode == 0

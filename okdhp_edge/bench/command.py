@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 from okdhp_edge.bench.candidates import Candidate, bundle_candidates, zoo_candidates
 from okdhp_edge.bench.device import device_id, fingerprint
-from okdhp_edge.bench.run import BenchOptions, bench_candidates, cli_command
+from okdhp_edge.bench.run import BenchOptions, bench_candidates, cli_command, planned_pairs
 from okdhp_edge.bench.timing import TimingConfig
 from okdhp_edge.export.quantize import (
     add_recipe_arguments,
@@ -78,6 +78,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--torch-device", choices=("cpu", "cuda"), default="cpu",
                    help="where the PyTorch eager baseline runs (cuda: fp32 / fp16 on the GPU)")
     p.add_argument("--out-root", type=Path, default=Path("bench/reports"))
+    p.add_argument("--replace", action="store_true",
+                   help="replace the device's report of this zoo even where it measured "
+                        "rows this run does not")
     p.add_argument("--min-iters", type=int, default=60)
     p.add_argument("--min-time", type=float, default=2.0, help="seconds per row, all rounds")
     p.add_argument("--rounds", type=int, default=3)
@@ -179,6 +182,29 @@ def _row_command(args: argparse.Namespace, threads: int, recipe: Any) -> Any:
     return command_of
 
 
+def _keep_a_fuller_report(args: argparse.Namespace, zoo: str, planned: set, threads: int
+                          ) -> None:
+    """Refuse, before measuring, to replace a report holding measured rows this run does
+    not plan (a re-bench of one student would drop the others) unless ``--replace``."""
+    from okdhp_edge.bench.report import load_report
+    from okdhp_edge.errors import ReportError
+
+    path = args.out_root / device_id(fingerprint(threads), args.device_name) / f"{zoo}.json"
+    if args.replace or not path.is_file():
+        return
+    try:
+        old = load_report(path)
+    except ReportError:
+        return  # unreadable: nothing to keep
+    lost = sorted({(r.student, r.backend, r.precision) for r in old.rows
+                   if r.status == "ok"} - planned)
+    if lost:
+        raise UsageError(f"{path} holds {len(lost)} measured row(s) this run would drop ("
+                         + ", ".join(f"{s} {b} {p}" for s, b, p in lost[:3])
+                         + (", ..." if len(lost) > 3 else "") + "): bench them too, write "
+                         "elsewhere (--out-root / --device-name) or pass --replace")
+
+
 def run_bench(args: argparse.Namespace, argv: list[str]) -> BenchReport:
     """Measure what the command line asks for; the report (not yet written)."""
     backends, precisions, targets, recipe = _targets(args)
@@ -193,6 +219,8 @@ def run_bench(args: argparse.Namespace, argv: list[str]) -> BenchReport:
         accuracy=not (args.no_accuracy or untrained),
         accuracy_max_persons=args.accuracy_max_persons,
         flip_test=args.flip_test, e2e_image=img, e2e_box=box, torch_device=args.torch_device)
+    _keep_a_fuller_report(args, zoo_name, {(c.name, b, p) for c in cands
+                                           for b, p in planned_pairs(opts)}, threads)
     t0 = time.time()
     rows = bench_candidates(cands, opts, _row_command(args, threads, recipe))
     if not any(r.status == "ok" for r in rows):  # a report of nothing replaces none

@@ -100,7 +100,7 @@ def _load_runners(cands: list[Candidate], opts: BenchOptions, rows: list[BenchRo
     return runners
 
 
-def _pairs(opts: BenchOptions) -> list[tuple[str, str]]:
+def planned_pairs(opts: BenchOptions) -> list[tuple[str, str]]:
     """(backend, precision) rows of the bench: each backend's default targets, or every
     asked precision of every backend (one a backend lacks becomes an unavailable row that
     says so; the rest of the bench goes on)."""
@@ -181,7 +181,7 @@ def bench_candidates(cands: list[Candidate], opts: BenchOptions,
     from tqdm import tqdm
 
     rows = [BenchRow(c.name, b, p, params=c.manifest.params, macs=c.manifest.macs)
-            for c in cands for b, p in _pairs(opts)]
+            for c in cands for b, p in planned_pairs(opts)]
     runners = _load_runners(cands, opts, rows)
     bar = tqdm(total=len(runners) * (2 * opts.timing.rounds + 2), desc="bench", unit="step",
                disable=not progress)
