@@ -9,15 +9,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from okdhp_edge.records import (
     ManifestError,
     StudentManifest,
     ZooManifest,
     read_record,
 )
-from okdhp_edge.utils.io import atomic_write_text
 from okdhp_edge.utils.values import is_plain_name
 
 log = logging.getLogger(__name__)
@@ -57,11 +54,8 @@ def student_digest(manifest: StudentManifest) -> str:
     made from it, so that an edit of them in a bundle's manifest is refused at load."""
     import hashlib
 
-    from okdhp_edge.schema import to_dict
-
-    data = {k: getattr(manifest, k) for k in STUDENT_DIGEST_FIELDS}
-    text = json.dumps({k: to_dict(v) if hasattr(v, "__dataclass_fields__") else v
-                       for k, v in data.items()}, sort_keys=True)
+    data = manifest.to_dict()
+    text = json.dumps({k: data[k] for k in STUDENT_DIGEST_FIELDS}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -119,11 +113,6 @@ def zoo_students(zoo_dir: str | Path) -> list[tuple[Path, StudentManifest]]:
         path_inside(zoo_dir, name, zoo_dir / "zoo.yaml")
         out.append((zoo_dir / name, load_student_manifest(zoo_dir / name / "student.yaml")))
     return out
-
-
-def write_yaml(path: Path, data: dict[str, Any]) -> None:
-    """Write plain data as YAML, atomically (records: :func:`okdhp_edge.records.write_record`)."""
-    atomic_write_text(Path(path), yaml.safe_dump(data, sort_keys=False))
 
 
 def unique_dir(root: Path, name: str) -> Path:

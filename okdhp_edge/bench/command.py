@@ -182,14 +182,14 @@ def _row_command(args: argparse.Namespace, threads: int, recipe: Any) -> Any:
     return command_of
 
 
-def _keep_a_fuller_report(args: argparse.Namespace, zoo: str, planned: set, threads: int
+def _keep_a_fuller_report(args: argparse.Namespace, zoo: str, planned: set, device: str
                           ) -> None:
     """Refuse, before measuring, to replace a report holding measured rows this run does
     not plan (a re-bench of one student would drop the others) unless ``--replace``."""
     from okdhp_edge.bench.report import load_report
     from okdhp_edge.errors import ReportError
 
-    path = args.out_root / device_id(fingerprint(threads), args.device_name) / f"{zoo}.json"
+    path = args.out_root / device / f"{zoo}.json"
     if args.replace or not path.is_file():
         return
     try:
@@ -219,19 +219,20 @@ def run_bench(args: argparse.Namespace, argv: list[str]) -> BenchReport:
         accuracy=not (args.no_accuracy or untrained),
         accuracy_max_persons=args.accuracy_max_persons,
         flip_test=args.flip_test, e2e_image=img, e2e_box=box, torch_device=args.torch_device)
+    fp = fingerprint(threads)
+    device = device_id(fp, args.device_name)
     _keep_a_fuller_report(args, zoo_name, {(c.name, b, p) for c in cands
-                                           for b, p in planned_pairs(opts)}, threads)
+                                           for b, p in planned_pairs(opts)}, device)
     t0 = time.time()
     rows = bench_candidates(cands, opts, _row_command(args, threads, recipe))
     if not any(r.status == "ok" for r in rows):  # a report of nothing replaces none
         reasons = sorted({f"{r.backend} {r.precision}: {r.reason}" for r in rows})
         raise UsageError("nothing could be measured, so no report was written (an earlier "
                          "one stays as it was): " + "; ".join(reasons))
-    fp = fingerprint(threads)
     metric = next((c.manifest.accuracy.metric for c in cands), "accuracy")
     return BenchReport(
         report_version=BenchReport.VERSION, zoo=zoo_name,
-        device_id=device_id(fp, args.device_name), device=fp,
+        device_id=device, device=fp,
         created=time.strftime("%Y-%m-%dT%H:%M:%S"), command=cli_command(argv), metric=metric,
         flip_test=bool(args.flip_test), untrained=untrained,
         timing={"warmup_iters": opts.timing.warmup_iters, "warmup_s": opts.timing.warmup_s,

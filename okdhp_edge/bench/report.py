@@ -105,10 +105,6 @@ def _fmt(v: Optional[float], nd: int = 2) -> str:
     return "-" if v is None else f"{v:.{nd}f}"
 
 
-def row_label(r: BenchRow) -> str:
-    return r.label
-
-
 def _table_row(r: BenchRow) -> str:
     """One measured row of the Markdown table."""
     eng, e2e = r.latency_ms["engine"], r.latency_ms.get("e2e")
@@ -195,7 +191,7 @@ def _quantization_lines(rows: list[BenchRow]) -> list[str]:
         if _reads(r.backend, "overflow_fix") and \
                 rec.get("overflow_fix", "first_layer") != "first_layer":
             acts += f", overflow fix {rec['overflow_fix']}"
-        out.append(f"- {row_label(r)}: {q.get('calibration_method')} ranges{acts}, "
+        out.append(f"- {r.label}: {q.get('calibration_method')} ranges{acts}, "
                    f"{cal.get('num_images')} images (seed {cal.get('seed')}, list sha256 "
                    f"{str(cal.get('list_sha256', ''))[:12]}), keep head "
                    f"{'yes' if rec.get('keep_head') else 'no'}{ac}; float layers: "
