@@ -5,10 +5,13 @@ from __future__ import annotations
 import contextlib
 import io
 from collections import defaultdict
+from typing import Optional
 
 import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
+
+from okdhp_edge.evaluation.uncertainty import UnitResults, coco_units
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
 
@@ -78,8 +81,16 @@ def make_results(
 def coco_keypoint_eval(coco_gt: COCO, results: list[dict], image_ids=None,
                        sigmas: np.ndarray | None = None) -> dict[str, float]:
     """Run ``COCOeval(iouType='keypoints')`` and return its 10 stats by name."""
+    return coco_keypoint_eval_units(coco_gt, results, image_ids, sigmas)[0]
+
+
+def coco_keypoint_eval_units(coco_gt: COCO, results: list[dict], image_ids=None,
+                             sigmas: np.ndarray | None = None
+                             ) -> tuple[dict[str, float], Optional[UnitResults]]:
+    """:func:`coco_keypoint_eval` and the per-image results its AP is recomputed from on
+    a bootstrap resample (None without any result: AP is 0 on every resample)."""
     if not results:
-        return {k: 0.0 for k in STAT_NAMES}
+        return {k: 0.0 for k in STAT_NAMES}, None
     with contextlib.redirect_stdout(io.StringIO()):
         coco_dt = coco_gt.loadRes(results)
         ev = COCOeval(coco_gt, coco_dt, iouType="keypoints")
@@ -90,4 +101,4 @@ def coco_keypoint_eval(coco_gt: COCO, results: list[dict], image_ids=None,
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
-    return {k: float(v) for k, v in zip(STAT_NAMES, ev.stats)}
+    return {k: float(v) for k, v in zip(STAT_NAMES, ev.stats)}, coco_units(ev)

@@ -16,8 +16,9 @@ from okdhp_edge.data.codec import HeatmapCodec
 from okdhp_edge.data.dataset import TopDownDataset, collate_skip_none
 from okdhp_edge.data.errors import DataError
 from okdhp_edge.data.mpii import MpiiKeypoints
-from okdhp_edge.evaluation.coco_eval import coco_keypoint_eval, make_results
-from okdhp_edge.evaluation.pckh import pckh
+from okdhp_edge.evaluation.coco_eval import coco_keypoint_eval_units, make_results
+from okdhp_edge.evaluation.pckh import head_normalised_distance, pckh, pckh_joints
+from okdhp_edge.evaluation.uncertainty import UnitResults, pckh_units
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +133,14 @@ def score(dataset: TopDownDataset, preds: Predictions, rescore_thr: float = 0.2,
     """Metrics of predictions: COCO AP/AR for COCO-style data, PCKh for MPII. With
     ``subset``, COCO AP counts only the images the predictions cover (a sample of the
     split); otherwise a person without a prediction is a miss."""
+    return score_units(dataset, preds, rescore_thr, oks_nms_thr, headboxes, subset)[0]
+
+
+def score_units(dataset: TopDownDataset, preds: Predictions, rescore_thr: float = 0.2,
+                oks_nms_thr: float = 0.9, headboxes: Optional[np.ndarray] = None,
+                subset: bool = False) -> tuple[dict[str, Any], Optional[UnitResults]]:
+    """:func:`score` and the per-unit results (images for AP, persons for PCKh) its
+    headline metric is recomputed from on a bootstrap resample."""
     if len(preds.index) == 0:
         raise DataError("no person to score: the split (or the sample of it) is empty")
     if isinstance(dataset, CocoKeypoints):
@@ -143,13 +152,17 @@ def score(dataset: TopDownDataset, preds: Predictions, rescore_thr: float = 0.2,
             np.asarray(dataset.spec.sigmas), rescore_thr, oks_nms_thr if use_nms else None,
         )
         ids = sorted({r.image_id for r in recs}) if subset else dataset.image_ids
-        stats = coco_keypoint_eval(dataset.coco, results, ids, np.asarray(dataset.spec.sigmas))
-        return {"metric": "AP", "value": stats["AP"], **stats}
+        stats, units = coco_keypoint_eval_units(dataset.coco, results, ids,
+                                                np.asarray(dataset.spec.sigmas))
+        return {"metric": "AP", "value": stats["AP"], **stats}, units
     if isinstance(dataset, MpiiKeypoints):
         if headboxes is None:
             raise ValueError("MPII scoring needs head boxes")
         gt = np.stack([dataset.records[i].joints for i in preds.index])
         hb = np.asarray(headboxes)[preds.index]
-        res = pckh(preds.coords, gt[..., :2], gt[..., 2] > 0, hb, spec=dataset.spec)
-        return {"metric": "PCKh@0.5", "value": res["PCKh@0.5"], **res}
+        vis = gt[..., 2] > 0
+        res = pckh(preds.coords, gt[..., :2], vis, hb, spec=dataset.spec)
+        hits = (head_normalised_distance(preds.coords, gt[..., :2], hb) <= 0.5) & vis
+        units = pckh_units(hits, vis, pckh_joints(dataset.spec), preds.index)
+        return {"metric": "PCKh@0.5", "value": res["PCKh@0.5"], **res}, units
     raise TypeError(f"no metric for dataset type {type(dataset).__name__}")

@@ -9,6 +9,26 @@ from okdhp_edge.data.keypoints import MPII_16, KeypointSpec
 SC_BIAS = 0.6
 
 
+def head_normalised_distance(pred: np.ndarray, gt: np.ndarray, headboxes: np.ndarray
+                             ) -> np.ndarray:
+    """Distance of each joint to its ground truth in head sizes (0.6 x the head box
+    diagonal): pred, gt [N, K, 2] pixels, headboxes [N, 4] (x1, y1, x2, y2) -> [N, K]."""
+    hb = np.asarray(headboxes, np.float64)
+    head = SC_BIAS * np.linalg.norm(hb[:, 2:] - hb[:, :2], axis=1)  # [N]
+    if not np.all(np.isfinite(head) & (head > 0)):
+        raise ValueError(f"{int((~(np.isfinite(head) & (head > 0))).sum())} head boxes are "
+                         "non-finite or of zero size: PCKh is undefined for them")
+    diff = np.asarray(pred, np.float64) - np.asarray(gt, np.float64)
+    return np.linalg.norm(diff, axis=-1) / head[:, None]
+
+
+def pckh_joints(spec: KeypointSpec = MPII_16) -> np.ndarray:
+    """[K] bool: the joints the PCKh mean counts (the pelvis and thorax are left out)."""
+    include = np.ones(spec.num_joints, bool)
+    include[list(spec.pckh_exclude)] = False
+    return include
+
+
 def pckh(
     pred: np.ndarray,
     gt: np.ndarray,
@@ -25,18 +45,10 @@ def pckh(
     Returns:
         {"PCKh@0.5": mean %, "PCKh@0.5_per_joint": {name: %}, ...}
     """
-    pred = np.asarray(pred, np.float64)
-    gt = np.asarray(gt, np.float64)
     vis = np.asarray(visible, bool)
-    hb = np.asarray(headboxes, np.float64)
-    head = SC_BIAS * np.linalg.norm(hb[:, 2:] - hb[:, :2], axis=1)  # [N]
-    if not np.all(np.isfinite(head) & (head > 0)):
-        raise ValueError(f"{int((~(np.isfinite(head) & (head > 0))).sum())} head boxes are "
-                         "non-finite or of zero size: PCKh is undefined for them")
-    dist = np.linalg.norm(pred - gt, axis=-1) / head[:, None]  # [N, K]
+    dist = head_normalised_distance(pred, gt, headboxes)
     count = vis.sum(0)  # [K]
-    include = np.ones(spec.num_joints, bool)
-    include[list(spec.pckh_exclude)] = False
+    include = pckh_joints(spec)
     out: dict = {}
     for thr in thresholds:
         hit = ((dist <= thr) & vis).sum(0)

@@ -1,0 +1,220 @@
+"""Confidence intervals of accuracy: a bootstrap over images (COCO AP) or persons (PCKh).
+
+A metric is kept as its per-unit results (:class:`UnitResults`), from which it is
+recomputed on any resample of the units without re-scoring: COCO AP from pycocotools'
+own per-image evaluation (``COCOeval.evalImgs``: its OKS matching, its ignore flags), the
+accumulation over the resampled images done as ``COCOeval.accumulate`` does it (a unit
+drawn twice counts twice); PCKh from each person's hits and visible joints. Resamples are
+drawn by :func:`scipy.stats.bootstrap` as index vectors, never as copies of images.
+
+Two figures measured on the same units (one student through two backends, two
+calibration recipes, OKDHP against the same student trained alone) get a *paired*
+interval of their difference: both are recomputed on the same resampled units.
+
+The encoded form (:meth:`UnitResults.encode`) is a few kilobytes of base64 text, stored
+with the figure it explains so that any two figures of a report can be paired later.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+
+CONFIDENCE = 0.95
+N_RESAMPLES = 1000
+SEED = 0
+METHOD = "percentile"
+_REC_THRS = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoint=True)
+
+
+@dataclass(frozen=True)
+class UnitResults:
+    """Per-unit results of one metric on one split.
+
+    ``kind`` is ``"coco_ap"`` (units: images) or ``"pckh"`` (units: persons).
+    COCO arrays (detections in pycocotools' score order): ``det_unit`` [D] the unit of each
+    detection, ``tp``/``fp`` [T, D] bool per OKS threshold, ``npig`` [U] persons that
+    count per image. PCKh arrays: ``hits``/``visible`` [U, K] bool over the joints that
+    count. ``ids`` [U]: the image ids or person indices, to check that two results pair.
+    """
+
+    kind: str
+    ids: np.ndarray
+    arrays: dict[str, np.ndarray]
+
+    @property
+    def unit(self) -> str:
+        return "image" if self.kind == "coco_ap" else "person"
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def metric(self, counts: Optional[np.ndarray] = None) -> float:
+        """The metric with unit ``u`` counted ``counts[u]`` times (all once: the figure
+        itself). COCO AP in [0, 1], PCKh in %. NaN when no unit counts anything."""
+        counts = np.ones(len(self), np.int64) if counts is None else np.asarray(counts)
+        if self.kind == "coco_ap":
+            return _coco_ap(self.arrays, counts)
+        hits = (self.arrays["hits"].sum(1) * counts).sum()
+        seen = (self.arrays["visible"].sum(1) * counts).sum()
+        return float(100.0 * hits / seen) if seen else float("nan")
+
+    def encode(self) -> str:
+        """Compact text (base64 of a compressed ``.npz``) for a JSON record."""
+        buf = io.BytesIO()
+        np.savez_compressed(buf, kind=np.array(self.kind), ids=self.ids, **{
+            k: np.packbits(v, axis=-1) if v.dtype == bool else v
+            for k, v in self.arrays.items()}, shapes=np.array(
+            [v.shape[-1] if v.dtype == bool else -1 for v in self.arrays.values()]),
+            names=np.array(list(self.arrays)))
+        return base64.b64encode(buf.getvalue()).decode("ascii")
+
+    @staticmethod
+    def decode(text: str) -> UnitResults:
+        """The inverse of :meth:`encode` (ValueError on anything else)."""
+        try:
+            with np.load(io.BytesIO(base64.b64decode(text, validate=True)),
+                         allow_pickle=False) as z:
+                arrays = {}
+                for name, width in zip(z["names"].tolist(), z["shapes"].tolist()):
+                    v = z[name]
+                    arrays[name] = (np.unpackbits(v, axis=-1, count=width).astype(bool)
+                                    if width >= 0 else v)
+                return UnitResults(str(z["kind"]), z["ids"], arrays)
+        except Exception as exc:  # noqa: BLE001 - any corruption is one kind of error
+            raise ValueError(f"per-unit results unreadable: {type(exc).__name__}: {exc}") \
+                from None
+
+    def fingerprint(self) -> str:
+        """sha256 (16 hex) of the unit ids: equal for results that pair."""
+        return hashlib.sha256(np.ascontiguousarray(self.ids, np.int64).tobytes()).hexdigest()[:16]
+
+
+def coco_units(evaluator: Any) -> UnitResults:
+    """Per-image results of an evaluated ``COCOeval`` (keypoints, one category): area
+    ``all`` at the largest ``maxDets``, detections in the order ``accumulate`` sorts them."""
+    p = evaluator.params
+    img_ids = list(p.imgIds)
+    per_image = evaluator.evalImgs[:len(img_ids)]  # category 0, area 'all'
+    max_det = p.maxDets[-1]
+    unit, score, dtm, dtig = [], [], [], []
+    npig = np.zeros(len(img_ids), np.int64)
+    for u, e in enumerate(per_image):
+        if e is None:
+            continue
+        n = len(e["dtScores"][:max_det])
+        unit.append(np.full(n, u, np.int64))
+        score.append(np.asarray(e["dtScores"][:max_det], np.float64))
+        dtm.append(np.asarray(e["dtMatches"])[:, :max_det])
+        dtig.append(np.asarray(e["dtIgnore"])[:, :max_det])
+        npig[u] = int(np.count_nonzero(np.asarray(e["gtIgnore"]) == 0))
+    t = len(p.iouThrs)
+    scores = np.concatenate(score) if score else np.zeros(0)
+    order = np.argsort(-scores, kind="mergesort")
+    m = np.concatenate(dtm, 1)[:, order] if dtm else np.zeros((t, 0))
+    ig = np.concatenate(dtig, 1)[:, order].astype(bool) if dtig else np.zeros((t, 0), bool)
+    return UnitResults("coco_ap", np.asarray(img_ids, np.int64), {
+        "det_unit": (np.concatenate(unit) if unit else np.zeros(0, np.int64))[order],
+        "tp": (m != 0) & ~ig, "fp": (m == 0) & ~ig, "npig": npig})
+
+
+def pckh_units(hits: np.ndarray, visible: np.ndarray, include: np.ndarray,
+               ids: np.ndarray) -> UnitResults:
+    """Per-person results of PCKh at one threshold: ``hits``/``visible`` [N, K] bool,
+    ``include`` [K] the joints the mean counts, ``ids`` [N] the persons."""
+    inc = np.asarray(include, bool)
+    return UnitResults("pckh", np.asarray(ids, np.int64), {
+        "hits": np.asarray(hits, bool)[:, inc], "visible": np.asarray(visible, bool)[:, inc]})
+
+
+def _coco_ap(a: dict[str, np.ndarray], counts: np.ndarray) -> float:
+    """AP as ``COCOeval.accumulate`` + ``summarize`` compute it (mean precision over the
+    101 recall thresholds and the OKS thresholds), each image weighted by ``counts``."""
+    n = float((a["npig"] * counts).sum())
+    if n == 0:
+        return float("nan")
+    w = counts[a["det_unit"]]
+    keep = w > 0
+    w = w[keep].astype(float)
+    tp = np.cumsum(a["tp"][:, keep] * w, axis=1)
+    fp = np.cumsum(a["fp"][:, keep] * w, axis=1)
+    nd = tp.shape[1]
+    if nd == 0:
+        return 0.0
+    rc = tp / n
+    pr = tp / (fp + tp + np.spacing(1))
+    pr = np.maximum.accumulate(pr[:, ::-1], axis=1)[:, ::-1]  # the precision envelope
+    q = np.zeros((tp.shape[0], len(_REC_THRS)))
+    for t in range(tp.shape[0]):
+        idx = np.searchsorted(rc[t], _REC_THRS, side="left")
+        q[t] = np.where(idx < nd, pr[t, np.minimum(idx, nd - 1)], 0.0)
+    return float(q.mean())
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A bootstrap interval: ``low``/``high`` of the statistic, and how it was drawn."""
+
+    low: float
+    high: float
+    unit: str
+    units: int
+    n_resamples: int
+    seed: int
+    confidence: float = CONFIDENCE
+    method: str = METHOD
+
+    def contains(self, value: float) -> bool:
+        return self.low <= value <= self.high
+
+    def bootstrap_record(self) -> dict[str, Any]:
+        """How the interval was drawn, for a record."""
+        return {"unit": self.unit, "units": self.units, "n_resamples": self.n_resamples,
+                "seed": self.seed, "confidence": self.confidence, "method": self.method}
+
+
+def _draw(statistic: Any, n_units: int, unit: str, n_resamples: int, seed: int,
+          confidence: float) -> Interval:
+    """The percentile interval of ``statistic(counts [U]) -> float`` over resampled units."""
+    from scipy.stats import bootstrap
+
+    def batch(idx: np.ndarray, axis: int = -1) -> np.ndarray:
+        idx = np.atleast_2d(np.moveaxis(idx, axis, -1))
+        return np.array([statistic(np.bincount(row, minlength=n_units)) for row in idx])
+
+    res = bootstrap((np.arange(n_units),), batch, n_resamples=n_resamples, vectorized=True,
+                    confidence_level=confidence, method=METHOD,
+                    rng=np.random.default_rng(seed))
+    lo, hi = (float(v) for v in (res.confidence_interval.low, res.confidence_interval.high))
+    if not (np.isfinite(lo) and np.isfinite(hi)):  # every resample equal: a zero width
+        lo = hi = float(statistic(np.ones(n_units, np.int64)))
+    return Interval(lo, hi, unit, n_units, n_resamples, seed, confidence)
+
+
+def interval(results: UnitResults, n_resamples: int = N_RESAMPLES, seed: int = SEED,
+             confidence: float = CONFIDENCE) -> Interval:
+    """The bootstrap interval of one metric over its units."""
+    if len(results) < 2:
+        raise ValueError(f"a bootstrap needs at least 2 {results.unit}s, got {len(results)}")
+    return _draw(results.metric, len(results), results.unit, n_resamples, seed, confidence)
+
+
+def paired_interval(a: UnitResults, b: UnitResults, n_resamples: int = N_RESAMPLES,
+                    seed: int = SEED, confidence: float = CONFIDENCE) -> Interval:
+    """The interval of ``a - b`` with both recomputed on the same resampled units.
+
+    Raises:
+        ValueError: the two were not measured on the same units (or not of one kind).
+    """
+    if a.kind != b.kind or not np.array_equal(a.ids, b.ids):
+        raise ValueError(f"not paired: {a.kind} over {len(a)} {a.unit}s against {b.kind} "
+                         f"over {len(b)} {b.unit}s (the same units are needed)")
+    if len(a) < 2:
+        raise ValueError(f"a bootstrap needs at least 2 {a.unit}s, got {len(a)}")
+    return _draw(lambda c: a.metric(c) - b.metric(c), len(a), a.unit, n_resamples, seed,
+                 confidence)
