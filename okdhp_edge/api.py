@@ -17,7 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from okdhp_edge.records import BenchReport, BenchRow
+from okdhp_edge.bench.decide import Decision
+from okdhp_edge.records import BenchReport
+
+Pick = Decision  # what api.pick returns: choice, closest, frontier and the ties behind them
 
 
 @dataclass(frozen=True)
@@ -55,16 +58,6 @@ def train(cfg: Any, config_name: str = "", resume: Optional[Path] = None,
         trainer.close()
 
 
-@dataclass(frozen=True)
-class Pick:
-    """The most accurate row within the budget (None when none fits), the closest one
-    otherwise, and the Pareto frontier (fastest first)."""
-
-    choice: Optional[BenchRow]
-    closest: Optional[BenchRow]
-    frontier: list[BenchRow]
-
-
 def bench(zoo: Path, *, out_root: Path = Path("bench/reports"), **options: Any
           ) -> tuple[BenchReport, dict[str, Path]]:
     """Bench every student of ``zoo`` and write the report set under
@@ -83,15 +76,16 @@ def bench(zoo: Path, *, out_root: Path = Path("bench/reports"), **options: Any
     return report, write_report(report, args.out_root / report.device_id)
 
 
-def pick(report: BenchReport | Path, max_latency_ms: float, **filters: Any) -> Pick:
-    """The pick under a latency budget from a report (or its JSON path); ``filters`` are
-    :func:`okdhp_edge.bench.report.pick`'s (``stat``, ``scope``, ``min_accuracy``,
-    ``backend``, ``precision``, ``max_drop``)."""
+def pick(report: BenchReport | Path, max_latency_ms: float, **filters: Any) -> Decision:
+    """The pick under a latency budget from a report (or its JSON path): the fastest
+    student whose accuracy is statistically tied with the most accurate one within the
+    budget. ``filters`` are :func:`okdhp_edge.bench.decide.pick`'s (``stat``, ``scope``,
+    ``min_accuracy``, ``backend``, ``precision``, ``max_drop``, ``ap_tolerance``)."""
+    from okdhp_edge.bench.decide import pick as pick_rows
     from okdhp_edge.bench.report import load_report
-    from okdhp_edge.bench.report import pick as pick_rows
 
     rep = report if isinstance(report, BenchReport) else load_report(report)
-    return Pick(*pick_rows(rep.rows, max_latency_ms, **filters))
+    return pick_rows(rep.rows, max_latency_ms, **filters)
 
 
 def export_bundle(student_yaml: Path, backend: str, precision: str, out: Path,

@@ -161,6 +161,7 @@ class EvalConfig:
     batch_size: int = 32
     rescore_thr: float = 0.2  # joints above this confidence count in the rescoring
     oks_nms_thr: float = 0.9
+    bootstrap: int = 1000  # resamples of each student's report-split interval (0: none)
 
 
 @dataclass
@@ -343,6 +344,9 @@ def _check_lists(cfg: Config) -> None:
     if any(s < 1 for s in t.lr_steps) or t.lr_steps != sorted(t.lr_steps):
         raise ConfigError(f"train.lr_steps: expected increasing epochs >= 1, got "
                           f"{t.lr_steps}")
+    if cfg.eval.bootstrap != 0 and not 100 <= cfg.eval.bootstrap <= 100_000:
+        raise ConfigError(f"eval.bootstrap: expected 0 (no interval) or 100..100000 "
+                          f"resamples, got {cfg.eval.bootstrap}")
 
 
 def _is_light(mcfg: ModelConfig) -> bool:

@@ -75,3 +75,10 @@ class NonFiniteLossError(OkdhpError, RuntimeError):
 
 class BackendUnavailable(OkdhpError, RuntimeError):
     """A backend that cannot run here (package missing, no GPU); the reason says which."""
+
+
+class MachineBusy(OkdhpError, RuntimeError):
+    """``bench --busy refuse``: other processes kept the CPU busy while timing; no report
+    is written from measurements made under load."""
+
+    exit_code = 4

@@ -36,7 +36,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     setup_logging()
     t0 = time.time()
     from okdhp_edge import api
-    from okdhp_edge.bench.report import pick_lines
+    from okdhp_edge.bench.decide import pick_lines
     from okdhp_edge.config import load_config
     from okdhp_edge.data.build import ensure_synthetic
 
@@ -52,7 +52,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     log.info("[4/4] the pick for a %.1f ms budget (engine median, batch 1) on %s",
              args.max_latency_ms, report.device_id)
     p = api.pick(report, args.max_latency_ms)
-    print("\n".join(pick_lines(report, p.choice, p.closest, p.frontier, args.max_latency_ms)))
+    print("\n".join(pick_lines(report, p, args.max_latency_ms)))
     print(f"\nzoo:    {run.zoo}\nreport: {files['md']}\nchart:  {files['png']}\n"
           f"run:    {run.run_dir}\ntook {time.time() - t0:.0f} s")
     return 0

@@ -126,8 +126,28 @@ class WeightsRef:
 
 
 @dataclass(frozen=True)
+class Bootstrap:
+    """How an accuracy interval was drawn (:mod:`okdhp_edge.evaluation.uncertainty`)."""
+
+    unit: str  # image (COCO AP) | person (PCKh)
+    units: int
+    n_resamples: int
+    seed: int
+    confidence: float
+    method: str
+
+
+def interval_ok(ci: Optional[list[float]]) -> bool:
+    """None, or [low, high] of finite numbers with low <= high."""
+    return ci is None or (len(ci) == 2 and all(optional_number(v) and v is not None
+                                               for v in ci) and ci[0] <= ci[1])
+
+
+@dataclass(frozen=True)
 class Accuracy:
-    """A student's accuracy on its report split, and where that split is."""
+    """A student's accuracy on its report split, where that split is, and (since the
+    error-bars work) its bootstrap interval with the per-image/person results it came
+    from (``units``: :meth:`okdhp_edge.evaluation.uncertainty.UnitResults.encode`)."""
 
     metric: str
     value: Optional[float]
@@ -138,6 +158,9 @@ class Accuracy:
     headboxes: str
     flip_test: bool
     stats: dict[str, Any]
+    ci95: Optional[list[float]] = field(default=None, metadata=OMIT_NONE)
+    bootstrap: Optional[Bootstrap] = field(default=None, metadata=OMIT_NONE)
+    units: Optional[str] = field(default=None, metadata=OMIT_NONE)
 
     @property
     def untrained(self) -> bool:
@@ -146,6 +169,8 @@ class Accuracy:
     def _check(self, where: str) -> None:
         if not optional_number(self.value):
             raise ManifestError(f"{where}: accuracy.value must be a finite number or null")
+        if not interval_ok(self.ci95):
+            raise ManifestError(f"{where}: accuracy.ci95 must be [low, high], low <= high")
 
 
 @dataclass(frozen=True)
@@ -446,6 +471,10 @@ class LatencyStats:
     warmup_iters: Optional[int] = field(default=None, metadata=OMIT_NONE)
     warmup_s: Optional[float] = field(default=None, metadata=OMIT_NONE)
     rounds: Optional[int] = field(default=None, metadata=OMIT_NONE)
+    # cores other processes kept busy while this scope was timed (bench.load)
+    others_cores_mean: Optional[float] = field(default=None, metadata=OMIT_NONE)
+    others_cores_max: Optional[float] = field(default=None, metadata=OMIT_NONE)
+    busy: bool = False
 
     def _check(self, where: str) -> None:
         if not all(is_finite_number(v) and v >= 0 for v in (self.median, self.p90, self.p99)):
@@ -463,11 +492,18 @@ class RowAccuracy:
     flip_test: Optional[bool] = field(default=None, metadata=OMIT_NONE)
     delta_vs_torch_fp32: Optional[float] = field(default=None, metadata=OMIT_NONE)
     reason: Optional[str] = field(default=None, metadata=OMIT_NONE)
+    ci95: Optional[list[float]] = field(default=None, metadata=OMIT_NONE)
+    delta_ci95: Optional[list[float]] = field(default=None, metadata=OMIT_NONE)  # paired
+    bootstrap: Optional[Bootstrap] = field(default=None, metadata=OMIT_NONE)
+    units: Optional[str] = field(default=None, metadata=OMIT_NONE)  # per-image results
 
     def _check(self, where: str) -> None:
         if not (optional_number(self.value) and optional_number(self.delta_vs_torch_fp32)):
             raise ReportError(f"{where}: accuracy value and delta must be finite numbers "
                               "or null")
+        if not (interval_ok(self.ci95) and interval_ok(self.delta_ci95)):
+            raise ReportError(f"{where}: accuracy ci95 and delta_ci95 must be [low, high], "
+                              "low <= high")
 
 
 @dataclass
@@ -534,6 +570,8 @@ class BenchReport(Record):
     untrained: bool = False  # a plan's random-weight students: latency only
     quantization: Optional[dict[str, Any]] = None  # the recipe of its INT8 rows
     merged_from: Optional[list[dict[str, Any]]] = field(default=None, metadata=OMIT_NONE)
+    # what else ran while timing: policy, busy rows, the busiest others (bench.load)
+    load: Optional[dict[str, Any]] = field(default=None, metadata=OMIT_NONE)
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Optional
 
-from okdhp_edge.bench.report import latency_of, load_report, pick, pick_lines
+from okdhp_edge.bench.decide import Decision, pick, pick_lines
+from okdhp_edge.bench.report import latency_of, load_report
 from okdhp_edge.errors import ReportError
 from okdhp_edge.export.quantize import add_recipe_arguments
 from okdhp_edge.manifest import load_zoo_manifest, zoo_students
@@ -94,28 +96,36 @@ def cmd_pick(args: argparse.Namespace) -> int:
     if rep.untrained:
         raise UsageError(f"{path}: a plan of untrained students (bench --plan) has latencies "
                          "but no accuracy; pick from a trained zoo's report")
-    best, closest, front = pick(rep.rows, args.max_latency_ms, args.stat, args.scope,
-                                args.min_accuracy, args.backend, args.precision,
-                                args.max_ap_drop)
-    metric = rep.metric
+    if not (math.isfinite(args.ap_tolerance) and args.ap_tolerance >= 0):
+        raise UsageError(f"--ap-tolerance {args.ap_tolerance}: give a number >= 0")
+    d = pick(rep.rows, args.max_latency_ms, args.stat, args.scope, args.min_accuracy,
+             args.backend, args.precision, args.max_ap_drop, args.ap_tolerance)
+    if args.json:
+        print(json.dumps(_pick_json(rep, d, args), indent=2))
+    else:
+        print("\n".join(pick_lines(rep, d, args.max_latency_ms, args.stat, args.scope)))
+    return 0 if d.choice else 1
 
+
+def _pick_json(rep: BenchReport, d: Decision, args: argparse.Namespace) -> dict:
+    """The pick as JSON: choice, closest, frontier (with its ties), and the row the choice
+    is tied with in accuracy, with the paired interval."""
     def brief(r: Optional[BenchRow]) -> Optional[dict]:
         if r is None:
             return None
         return {"student": r.student, "backend": r.backend, "precision": r.precision,
                 "latency_ms": latency_of(r, args.stat, args.scope), "stat": args.stat,
-                "scope": args.scope, metric: r.accuracy.value,
-                "params": r.params, "macs": r.macs, "command": r.command}
+                "scope": args.scope, rep.metric: r.accuracy.value,
+                f"{rep.metric}_ci95": r.accuracy.ci95, "params": r.params, "macs": r.macs,
+                "command": r.command}
 
-    if args.json:
-        print(json.dumps({"device": rep.device_id, "zoo": rep.zoo,
-                          "budget_ms": args.max_latency_ms, "choice": brief(best),
-                          "closest": brief(closest), "frontier": [brief(r) for r in front]},
-                         indent=2))
-    else:
-        print("\n".join(pick_lines(rep, best, closest, front, args.max_latency_ms,
-                                   args.stat, args.scope)))
-    return 0 if best else 1
+    tie = None if d.tie is None else {
+        "with": brief(d.tie.other), "delta": d.tie.point,
+        "delta_ci95": None if d.tie.delta is None else [d.tie.delta.low, d.tie.delta.high]}
+    return {"device": rep.device_id, "zoo": rep.zoo, "budget_ms": args.max_latency_ms,
+            "choice": brief(d.choice), "tied_with": tie, "closest": brief(d.closest),
+            "frontier": [dict(brief(r), tie=d.frontier_ties.get(i))
+                         for i, r in enumerate(d.frontier)]}
 
 
 # ------------------------------------------------------------------------------ export
@@ -170,7 +180,11 @@ def _parser() -> argparse.ArgumentParser:
     pk.add_argument("--backend")
     pk.add_argument("--precision", help="restrict to one precision (e.g. int8)")
     pk.add_argument("--max-ap-drop", type=float, metavar="X",
-                    help="at most X accuracy lost against the same student in PyTorch fp32")
+                    help="at most X accuracy lost against the same student in PyTorch fp32, "
+                         "judged on the far end of the paired 95%% interval")
+    pk.add_argument("--ap-tolerance", type=float, default=0.0, metavar="T",
+                    help="a faster row stands in for the most accurate one when their paired "
+                         "interval reaches -T (default 0: the interval contains 0)")
     pk.add_argument("--json", action="store_true")
     ex = sub.add_parser("export", help="write deployable bundles")
     ex.add_argument("--zoo", type=Path, required=True)

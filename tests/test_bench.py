@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from okdhp_edge.bench.report import load_report, pareto, pick
+from okdhp_edge.bench.decide import pick
+from okdhp_edge.bench.report import load_report, pareto
 from okdhp_edge.bench.timing import TimingConfig, interleaved, summarize
 from okdhp_edge.records import BenchRow
 from okdhp_edge.schema import from_dict
@@ -43,15 +44,14 @@ def test_pick_and_frontier_on_hand_made_report():
     rows = [_row("s", "onnxruntime", 1.0, 0.50), _row("m", "onnxruntime", 2.0, 0.60),
             _row("m", "torch", 4.0, 0.60), _row("l", "openvino", 3.0, 0.70),
             _row("l", "torch", 9.0, 0.71), _row("x", "tensorrt", 0.1, 0.9, "unavailable")]
-    best, closest, front = pick(rows, 3.5)
-    assert (best.student, best.backend) == ("l", "openvino")
-    assert [r.student for r in front] == ["s", "m", "l", "l"]
-    best, closest, _ = pick(rows, 0.5)
-    assert best is None and (closest.student, closest.latency_ms["engine"].median) == ("s", 1.0)
-    best, _, _ = pick(rows, 10, min_accuracy=0.705)
-    assert best.backend == "torch"
-    best, _, _ = pick(rows, 10, backend="onnxruntime")
-    assert best.student == "m"
+    d = pick(rows, 3.5)
+    assert (d.choice.student, d.choice.backend) == ("l", "openvino") and d.tie is None
+    assert [r.student for r in d.frontier] == ["s", "m", "l", "l"]
+    d = pick(rows, 0.5)
+    assert d.choice is None
+    assert (d.closest.student, d.closest.latency_ms["engine"].median) == ("s", 1.0)
+    assert pick(rows, 10, min_accuracy=0.705).choice.backend == "torch"
+    assert pick(rows, 10, backend="onnxruntime").choice.student == "m"
     assert pareto(rows)[0].student == "s"
 
 
@@ -78,6 +78,31 @@ def test_report_contents(report, tiny_zoo):
         trt = rows[(s, "tensorrt", "fp32")]
         assert trt.available is False and trt.status == "unavailable"
         assert "tensorrt" in trt.reason.lower() or "gpu" in trt.reason.lower()
+
+
+
+def test_report_carries_intervals_and_load(report):
+    """Every measured accuracy has its bootstrap interval over the report split's images,
+    every backend's difference from PyTorch fp32 a paired one (exactly 0 for the baseline
+    itself), and every row the load of other processes while it was timed."""
+    rep = load_report(report / "tiny.json")
+    measured = [r for r in rep.rows if r.status == "ok"]
+    for r in measured:
+        acc = r.accuracy
+        assert acc.ci95[0] <= acc.value <= acc.ci95[1]
+        assert acc.bootstrap.unit == "image" and acc.bootstrap.n_resamples == 1000
+        lo, hi = acc.delta_ci95
+        if (r.backend, r.precision) == ("torch", "fp32"):
+            assert (lo, hi) == (0.0, 0.0)
+        assert lo <= acc.delta_vs_torch_fp32 + 1e-9 and acc.delta_vs_torch_fp32 <= hi + 1e-9
+        eng = r.latency_ms["engine"]
+        assert eng.others_cores_max is not None and eng.others_cores_max >= 0
+    assert rep.load["policy"] == "warn" and rep.load["threshold_cores"] == 0.25
+    md = (report / "tiny.md").read_text()
+    assert "paired 95% CI" in md and "bootstrap over the" in md
+    ort = next(r for r in measured if r.backend == "onnxruntime")
+    assert ort.runner["scheduling"] == {"allow_spinning": True}
+    assert "onnxruntime allow_spinning on" in md
 
 
 def test_compare_refuses_mismatched_zoos(report, tmp_path):

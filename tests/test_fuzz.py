@@ -146,7 +146,8 @@ def _small_report() -> dict:
 @FUZZ
 @given(_mutations(_small_report()))
 def test_report_reader_and_pick(mutation):
-    from okdhp_edge.bench.report import ReportError, load_report, pick
+    from okdhp_edge.bench.decide import pick
+    from okdhp_edge.bench.report import ReportError, load_report
 
     path, new, cut = mutation
     doc = _mutate(_small_report(), path, new)

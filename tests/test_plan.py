@@ -109,8 +109,8 @@ def _fake_report(zoo, device, students, acc, lat):
 
 
 def test_merge_joins_families_for_one_pick(tmp_path):
+    from okdhp_edge.bench.decide import pick
     from okdhp_edge.bench.merge import merge_reports
-    from okdhp_edge.bench.report import pick
     from okdhp_edge.records import BenchReport
 
     hg = _fake_report("hg_zoo", "box", ["hg2", "hg4"], [0.70, 0.78], [20.0, 40.0])
@@ -124,9 +124,9 @@ def test_merge_joins_families_for_one_pick(tmp_path):
     names = {r.student for r in merged.rows}
     assert names == {"hg_zoo/hg2", "hg4", "mbv2-d64", "light_zoo/hg2"}  # clash renamed
     assert [m["zoo"] for m in merged.merged_from] == ["hg_zoo", "light_zoo"]
-    best, _, front = pick(merged.rows, 10.0)
+    best = pick(merged.rows, 10.0).choice
     assert best.student == "mbv2-d64" and best.zoo == "light_zoo"
-    assert pick(merged.rows, 25.0)[0].student == "hg_zoo/hg2"
+    assert pick(merged.rows, 25.0).choice.student == "hg_zoo/hg2"
     other = copy.deepcopy(light)
     other["device_id"] = "elsewhere"
     paths[1].write_text(json.dumps(other))

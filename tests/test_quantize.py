@@ -213,7 +213,7 @@ def test_bench_int8_rows_chart_and_pick(tiny_zoo, tmp_path):
 
 
 def test_pick_bounds_the_loss_against_fp32():
-    from okdhp_edge.bench.report import pick
+    from okdhp_edge.bench.decide import pick
     from okdhp_edge.records import BenchRow
     from okdhp_edge.schema import from_dict
 
@@ -225,11 +225,12 @@ def test_pick_bounds_the_loss_against_fp32():
 
     rows = [row("fp32", 3.0, 0.70, 0.0), row("int8", 1.0, 0.68, -0.02),
             row("bf16", 2.0, 0.699, -0.001)]
-    assert pick(rows, 5.0)[0].precision == "fp32"
-    assert pick(rows, 2.5)[0].precision == "bf16"
-    assert pick(rows, 1.5)[0].precision == "int8"
-    assert pick(rows, 1.5, max_drop=0.005)[0] is None  # int8 loses 0.02: out of bounds
-    assert pick(rows, 5.0, precision="int8")[0].precision == "int8"
+    assert pick(rows, 5.0).choice.precision == "fp32"
+    assert pick(rows, 2.5).choice.precision == "bf16"
+    assert pick(rows, 1.5).choice.precision == "int8"
+    assert pick(rows, 1.5, max_drop=0.005).choice is None  # int8 loses 0.02: out of bounds
+    assert pick(rows, 5.0, precision="int8").choice.precision == "int8"
+    assert pick(rows, 5.0, ap_tolerance=0.005).choice.precision == "bf16"  # 0.001 tolerated
 
 
 def test_fp16_onnx_for_strongly_typed_tensorrt(int8_export, tmp_path):

@@ -19,9 +19,10 @@ def backend_module(name: str) -> ModuleType:
 
 
 def make_runner(backend: str, precision: str = "fp32", threads: int = 1,
-                device: str = "cpu") -> Runner:
-    """A (not yet loaded) runner of ``backend``."""
-    return backend_module(backend).RUNNER(precision, threads, device)
+                device: str = "cpu", scheduling: Optional[dict[str, bool]] = None) -> Runner:
+    """A (not yet loaded) runner of ``backend``; ``scheduling`` overrides the backend's
+    thread-waiting defaults (:attr:`Runner.SCHEDULING`)."""
+    return backend_module(backend).RUNNER(precision, threads, device, scheduling)
 
 
 def unavailable_reason(backend: str) -> Optional[str]:

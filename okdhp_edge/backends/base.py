@@ -85,9 +85,19 @@ class Runner(ABC):
     """
 
     backend: str = ""
+    # how the runtime's threads wait between parallel regions (spin or sleep, pinned or
+    # not): this backend's settings and their defaults, chosen by measurement (docs/
+    # benchmarking.md, "Busy machines"); {} where the runtime offers none
+    SCHEDULING: dict[str, bool] = {}
 
-    def __init__(self, precision: str = "fp32", threads: int = 1, device: str = "cpu") -> None:
+    def __init__(self, precision: str = "fp32", threads: int = 1, device: str = "cpu",
+                 scheduling: Optional[dict[str, bool]] = None) -> None:
         self.precision, self.threads, self.device = precision, int(threads), device
+        unknown = sorted(set(scheduling or {}) - set(self.SCHEDULING))
+        if unknown:
+            raise ValueError(f"{self.backend} has no scheduling setting '{unknown[0]}' "
+                             f"(has: {', '.join(self.SCHEDULING) or 'none'})")
+        self.scheduling = {**self.SCHEDULING, **(scheduling or {})}
 
     @abstractmethod
     def load(self, path: str) -> None:
@@ -134,8 +144,9 @@ class Runner(ABC):
 
     def describe(self) -> dict[str, Any]:
         """What actually runs: backend, device, precision as read back, threads, versions."""
-        return {"backend": self.backend, "device": self.device, "precision": self.precision,
-                "threads": self.threads}
+        d = {"backend": self.backend, "device": self.device, "precision": self.precision,
+             "threads": self.threads}
+        return {**d, "scheduling": dict(self.scheduling)} if self.scheduling else d
 
     def __enter__(self) -> Runner:
         return self

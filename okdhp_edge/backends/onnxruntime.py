@@ -34,6 +34,8 @@ class OnnxRuntimeRunner(Runner):
     TRT EP)."""
 
     backend = "onnxruntime"
+    # session.intra_op.allow_spinning: idle intra-op threads spin (ONNX Runtime's default)
+    SCHEDULING = {"allow_spinning": True}
 
     def load(self, path: str) -> None:
         try:
@@ -56,6 +58,8 @@ class OnnxRuntimeRunner(Runner):
         opts.intra_op_num_threads = self.threads
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.add_session_config_entry("session.intra_op.allow_spinning",
+                                      "1" if self.scheduling["allow_spinning"] else "0")
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # errors only: graph clean-up notes (one per unused ReLU6 bound of a MobileNetV2)
         # would flood the console

@@ -16,13 +16,16 @@ from pathlib import Path
 from typing import Any, NamedTuple, Optional
 
 from okdhp_edge.bench.run import report_accuracy
+from okdhp_edge.evaluation.uncertainty import paired_delta
 from okdhp_edge.export.quantize import METHODS, QuantRecipe
 from okdhp_edge.records import (
     QUANT_FIELDS,
+    Bootstrap,
     CalibrationReport,
     StudentManifest,
     read_json_record,
 )
+from okdhp_edge.schema import to_dict
 from okdhp_edge.targets import BACKEND_INFO, backends_with, get_target
 from okdhp_edge.utils.cli import UsageError
 from okdhp_edge.utils.io import atomic_write_json, atomic_write_text
@@ -101,6 +104,8 @@ def _measure(student_yaml: Path, man: StudentManifest, backend: str, precision: 
     finally:
         runner.close()
     out = {"value": acc["value"], "metric": acc["metric"], "persons": acc.get("persons")}
+    if acc.get("units"):  # the interval, and the per-image results the paired deltas need
+        out.update(ci95=acc["ci95"], bootstrap=to_dict(acc["bootstrap"]), units=acc["units"])
     if _reads(backend, "max_drop"):  # the split accuracy control decides on, measured alike
         out["select_value"] = _selection_metric(man, work / entry.file, precision)
     for k in (*QUANT_FIELDS[1:], "file_bytes"):
@@ -154,10 +159,32 @@ def run(zoo: Path, out: Path, backends: list[str], images: list[int], methods: l
                         work_root / c.student / key.split("/", 1)[1].replace("/", "-"),
                         c.recipe(), dataset)
         cell["seconds"] = round(time.time() - t0, 1)
+        cell.update(_paired_with_fp32(cell, rep.fp32[f"{c.student}/{c.backend}"]))
         rep.cells[key] = cell
         atomic_write_json(out, rep.to_dict())  # a kill loses at most this cell
         log.info("%s: %s", key, cell.get("value"))
     return rep
+
+
+def _paired_with_fp32(cell: dict[str, Any], fp32: dict[str, Any]) -> dict[str, Any]:
+    """The paired interval of the cell's change from the same backend's fp32 file (both
+    recomputed on the same resampled images); nothing without per-image results."""
+    boot = cell.get("bootstrap")
+    ci = paired_delta(cell.get("units"), fp32.get("units"), Bootstrap(**boot) if boot else None)
+    return {} if ci is None else {"delta_ci95": [ci.low, ci.high]}
+
+
+def _cell_text(cell: dict[str, Any], ref: Optional[float]) -> str:
+    """``0.5412 (-0.0081 [-0.0120, -0.0040])``: a cell, its change from fp32 and the
+    paired interval of that change (where the report kept per-image results)."""
+    v = cell.get("value")
+    if v is None:
+        return "-"
+    if ref is None:
+        return f"{v:.4f}"
+    ci = cell.get("delta_ci95")
+    span = f" [{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else ""
+    return f"{v:.4f} ({v - ref:+.4f}{span})"
 
 
 def reproduce_command(rep: CalibrationReport) -> str:
@@ -194,11 +221,7 @@ def markdown(rep: CalibrationReport, command: str) -> str:
             f"{m} @ {n}" for m, n in cols) + " |", "|---|---|" + "---|" * len(cols)]
         for s in students:
             ref = rep.fp32[f"{s}/{b}"].get("value")
-            cells = []
-            for m, n in cols:
-                v = rep.cells.get(f"{s}/{b}/{m}/{n}", {}).get("value")
-                cells.append("-" if v is None else
-                             f"{v:.4f} ({v - ref:+.4f})" if ref is not None else f"{v:.4f}")
+            cells = [_cell_text(rep.cells.get(f"{s}/{b}/{m}/{n}", {}), ref) for m, n in cols]
             lines.append(f"| {s} | {'-' if ref is None else f'{ref:.4f}'} | "
                          + " | ".join(cells) + " |")
         lines.append("")

@@ -14,8 +14,10 @@ from typing import Any, Optional
 
 from okdhp_edge.bench.candidates import Candidate, bundle_candidates, zoo_candidates
 from okdhp_edge.bench.device import device_id, fingerprint
+from okdhp_edge.bench.load import POLICIES, LoadMonitor
 from okdhp_edge.bench.run import BenchOptions, bench_candidates, cli_command, planned_pairs
 from okdhp_edge.bench.timing import TimingConfig
+from okdhp_edge.evaluation.uncertainty import MIN_RESAMPLES, N_RESAMPLES
 from okdhp_edge.export.quantize import (
     add_recipe_arguments,
     recipe_args,
@@ -86,8 +88,34 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--no-accuracy", action="store_true")
     p.add_argument("--accuracy-max-persons", type=int, default=0)
+    p.add_argument("--bootstrap", type=int, default=N_RESAMPLES, metavar="N",
+                   help="resamples of the images (persons for PCKh) behind each accuracy "
+                        "interval and each paired difference (0: no intervals)")
     p.add_argument("--flip-test", action="store_true", help="accuracy with flip test")
+    p.add_argument("--busy", choices=POLICIES, default="warn",
+                   help="other processes busy while timing: wait for a quiet machine, warn "
+                        "(flag the rows; default) or refuse (no report)")
+    p.add_argument("--scheduling", action="append", default=[], metavar="KEY=on|off",
+                   help="a runtime's thread-waiting setting (allow_spinning: ONNX Runtime; "
+                        "cpu_pinning: OpenVINO); default: the measured choice "
+                        "(docs/benchmarking.md)")
     return p
+
+
+def _scheduling(items: list[str]) -> dict[str, bool]:
+    """``--scheduling allow_spinning=off`` -> {"allow_spinning": False}, checked against
+    the settings the runners have."""
+    from okdhp_edge.backends import backend_module
+
+    known = {k for b in BACKEND_INFO for k in backend_module(b).RUNNER.SCHEDULING}
+    out = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        if key not in known or value not in ("on", "off"):
+            raise UsageError(f"--scheduling {item}: expected KEY=on|off with KEY one of "
+                             f"{', '.join(sorted(known))}")
+        out[key] = value == "on"
+    return out
 
 
 def _default_targets() -> str:
@@ -207,6 +235,9 @@ def _keep_a_fuller_report(args: argparse.Namespace, zoo: str, planned: set, devi
 
 def run_bench(args: argparse.Namespace, argv: list[str]) -> BenchReport:
     """Measure what the command line asks for; the report (not yet written)."""
+    if args.bootstrap != 0 and not MIN_RESAMPLES <= args.bootstrap <= 100_000:
+        raise UsageError(f"--bootstrap {args.bootstrap}: give 0 (no intervals) or "
+                         f"{MIN_RESAMPLES}..100000 resamples")
     backends, precisions, targets, recipe = _targets(args)
     threads = args.threads or len(os.sched_getaffinity(0))
     cands, zoo_name, backends = _candidates(args, targets, recipe, backends)
@@ -217,14 +248,17 @@ def run_bench(args: argparse.Namespace, argv: list[str]) -> BenchReport:
         timing=TimingConfig(min_iters=args.min_iters, min_time_s=args.min_time,
                             rounds=args.rounds),
         accuracy=not (args.no_accuracy or untrained),
-        accuracy_max_persons=args.accuracy_max_persons,
+        accuracy_max_persons=args.accuracy_max_persons, bootstrap=args.bootstrap,
+        busy=args.busy, scheduling=_scheduling(args.scheduling),
         flip_test=args.flip_test, e2e_image=img, e2e_box=box, torch_device=args.torch_device)
     fp = fingerprint(threads)
     device = device_id(fp, args.device_name)
     _keep_a_fuller_report(args, zoo_name, {(c.name, b, p) for c in cands
                                            for b, p in planned_pairs(opts)}, device)
     t0 = time.time()
-    rows = bench_candidates(cands, opts, _row_command(args, threads, recipe))
+    monitor = LoadMonitor(args.busy)
+    rows = bench_candidates(cands, opts, _row_command(args, threads, recipe), monitor=monitor)
+    busy_rows = _say_what_was_busy(rows, monitor)
     if not any(r.status == "ok" for r in rows):  # a report of nothing replaces none
         reasons = sorted({f"{r.backend} {r.precision}: {r.reason}" for r in rows})
         raise UsageError("nothing could be measured, so no report was written (an earlier "
@@ -242,7 +276,18 @@ def run_bench(args: argparse.Namespace, argv: list[str]) -> BenchReport:
         students=[{"name": c.name, "params": c.manifest.params, "macs": c.manifest.macs,
                    "accuracy_torch_manifest": c.manifest.accuracy.value} for c in cands],
         quantization=recipe.as_dict() if any(t.quantized for t in targets) else None,
-        rows=rows, wall_s=round(time.time() - t0, 1))
+        rows=rows, wall_s=round(time.time() - t0, 1), load=monitor.record(busy_rows))
+
+
+def _say_what_was_busy(rows: list[BenchRow], monitor: LoadMonitor) -> int:
+    """One warning line when rows were timed under load; their number."""
+    busy = [r for r in rows if any(s.busy for s in r.latency_ms.values())]
+    if busy:
+        worst = max(s.others_cores_max or 0.0 for r in busy for s in r.latency_ms.values())
+        log.warning("%d of %d rows were timed while %s; their medians are flagged in the "
+                    "report (rerun on a quiet machine, or with --busy wait)", len(busy),
+                    len(rows), monitor.culprit_text(worst))
+    return len(busy)
 
 
 def bench_argv(base: list[str], options: dict[str, Any]) -> tuple[argparse.Namespace, list[str]]:

@@ -1,5 +1,5 @@
-"""Bench reports: JSON (the record), Markdown (tables + chart), the Pareto chart,
-and the constrained pick. No torch."""
+"""Bench reports: JSON (the record), Markdown (tables + chart) and the Pareto chart
+(decisions from them: :mod:`okdhp_edge.bench.decide`). No torch."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any, Optional
 from okdhp_edge.records import BenchReport, BenchRow, ReportError, read_json_record
 from okdhp_edge.utils.io import atomic_write
 
-__all__ = ["ReportError", "load_report", "pick", "pareto", "markdown", "write_report"]
+__all__ = ["ReportError", "load_report", "markdown", "pareto", "write_report"]
 
 STATS = ("median", "p90", "p99")
 
@@ -51,58 +51,15 @@ def pareto(rows: list[BenchRow], stat: str = "median", scope: str = "engine"
     return front
 
 
-def accuracy_drop(row: BenchRow) -> Optional[float]:
-    """How much accuracy the row loses against the same student in PyTorch fp32."""
-    d = row.accuracy.delta_vs_torch_fp32
-    return None if d is None else -float(d)
-
-
-def pick(rows: list[BenchRow], max_latency_ms: float, stat: str = "median",
-         scope: str = "engine", min_accuracy: Optional[float] = None,
-         backend: Optional[str] = None, precision: Optional[str] = None,
-         max_drop: Optional[float] = None
-         ) -> tuple[Optional[BenchRow], Optional[BenchRow], list[BenchRow]]:
-    """The most accurate row within the budget (ties: the faster), the closest candidate
-    when none fits, and the Pareto frontier of the filtered rows. Precision is a dimension
-    like any other: ``precision`` restricts it, ``max_drop`` bounds each row's accuracy loss
-    against its own student in PyTorch fp32 (rows without that reference are left out)."""
-    cand = [r for r in measured(rows, stat, scope)
-            if (backend is None or r.backend == backend)
-            and (precision is None or r.precision == precision)
-            and (max_drop is None or (accuracy_drop(r) is not None
-                                      and accuracy_drop(r) <= max_drop + 1e-12))]
-    front = pareto(cand, stat, scope)
-    ok = [r for r in cand if latency_of(r, stat, scope) <= max_latency_ms
-          and (min_accuracy is None or accuracy_of(r) >= min_accuracy)]
-    if ok:
-        best = max(ok, key=lambda r: (accuracy_of(r), -latency_of(r, stat, scope)))
-        return best, None, front
-    acc_ok = [r for r in cand if min_accuracy is None or accuracy_of(r) >= min_accuracy]
-    closest = min(acc_ok or cand, key=lambda r: latency_of(r, stat, scope), default=None)
-    return None, closest, front
-
-
-def pick_lines(rep: BenchReport, best: Optional[BenchRow], closest: Optional[BenchRow],
-               front: list[BenchRow], budget_ms: float, stat: str = "median",
-               scope: str = "engine") -> list[str]:
-    """The pick (or the closest row when none fits) and the frontier, as text."""
-    if best is not None:
-        lines = [f"pick on {rep.device_id}: {best.label} - {latency_of(best, stat, scope):.2f} "
-                 f"ms {scope} {stat} <= {budget_ms} ms, {rep.metric} "
-                 f"{best.accuracy.value:.4f} (the most accurate within the budget)"]
-    else:
-        lines = ["no student meets the budget" + (
-            "" if closest is None else f"; closest: {closest.label} at "
-            f"{latency_of(closest, stat, scope):.2f} ms, {rep.metric} "
-            f"{closest.accuracy.value:.4f}")]
-    lines.append("frontier (latency -> accuracy):")
-    lines += [f"  {latency_of(r, stat, scope):8.2f} ms  {r.accuracy.value:.4f}  {r.label}"
-              + (" <- pick" if r is best else "") for r in front]
-    return lines
-
-
 def _fmt(v: Optional[float], nd: int = 2) -> str:
     return "-" if v is None else f"{v:.{nd}f}"
+
+
+def _with_interval(v: Optional[float], ci: Optional[list[float]], sign: str = "") -> str:
+    """``0.5794 [0.5512, 0.6071]``: a figure with its 95% interval (where it has one)."""
+    if v is None:
+        return "-"
+    return f"{v:{sign}.4f}" + ("" if not ci else f" [{ci[0]:{sign}.4f}, {ci[1]:{sign}.4f}]")
 
 
 def _table_row(r: BenchRow) -> str:
@@ -111,12 +68,13 @@ def _table_row(r: BenchRow) -> str:
     ran = r.runner.get("inference_precision") or r.precision
     perr = max((v["max_abs_heatmap_err"] for k, v in r.parity.items()
                 if k in ("random", "real") and isinstance(v, dict)), default=None)
-    flag = " ⚠" if eng.high_cv else ""
+    flag = (" ⚠" if eng.high_cv else "") + (" †" if eng.busy else "")
     return (f"| {r.student} | {r.params / 1e6:.2f} | {r.macs / 1e9:.2f} | "
             f"{r.backend} | {r.precision} ({ran}) | {_fmt(eng.median)}{flag} | "
             f"{_fmt(eng.p90)} | {_fmt(e2e.median if e2e else None)} | "
             f"{_fmt(r.throughput.get('images_per_s'), 1)} | "
-            f"{_fmt(accuracy_of(r), 4)} | {_fmt(r.accuracy.delta_vs_torch_fp32, 4)} | "
+            f"{_with_interval(accuracy_of(r), r.accuracy.ci95)} | "
+            f"{_with_interval(r.accuracy.delta_vs_torch_fp32, r.accuracy.delta_ci95, '+')} | "
             f"{'-' if perr is None else f'{perr:.1e}'} | "
             f"{_fmt(r.file_bytes / 1e6 if r.file_bytes else None, 3)} |")
 
@@ -149,13 +107,15 @@ def markdown(rep: BenchReport, chart_name: Optional[str]) -> str:
              f"- timing: {rep.timing}",
              _accuracy_line(rep, metric), "",
              f"| student | params (M) | GMACs | backend | precision (ran as) | median ms | p90 ms "
-             f"| e2e median ms | imgs/s @B | {metric} | Δ vs torch fp32 | parity max err "
+             f"| e2e median ms | imgs/s @B | {metric} [95% CI] | Δ vs torch fp32 [paired 95% CI] "
+             f"| parity max err "
              f"| file MB |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     lines += [_table_row(r) for r in rep.rows if r.status == "ok"]
     lines += _not_measured_lines(rep.rows)
     lines += ["", "⚠: coefficient of variation above the threshold; the median is still "
               "reported with its bootstrap 95% CI in the JSON."]
+    lines += _load_lines(rep)
     lines += _quantization_lines(rep.rows)
     if chart_name:
         lines += ["", f"![accuracy vs latency]({chart_name})"]
@@ -171,7 +131,39 @@ def _accuracy_line(rep: BenchReport, metric: str) -> str:
             "may use flip test)")
     if rep.merged_from:
         line += "; merged from " + ", ".join(f"`{m['zoo']}`" for m in rep.merged_from)
-    return line
+    return line + "\n" + _interval_line(rep.rows)
+
+
+def _load_lines(rep: BenchReport) -> list[str]:
+    """What else ran while timing (†), and the thread-waiting settings the runners used."""
+    out = []
+    load = rep.load
+    if load and load.get("busy_rows"):
+        who = ", ".join(f"{k} {v:.2f}" for k, v in load.get("culprits", {}).items())
+        out.append(f"†: timed while other processes kept >= {load['threshold_cores']} cores "
+                   f"busy ({load['busy_rows']} rows; up to {load['others_cores_max']:.2f} "
+                   f"cores: {who or 'unknown'}): not the device's latency alone.")
+    elif load:
+        out.append(f"Load: no row was timed beside a busy process (threshold "
+                   f"{load['threshold_cores']} cores; policy {load['policy']}).")
+    sched = sorted({(r.backend, k, v) for r in rep.rows
+                    for k, v in r.runner.get("scheduling", {}).items()})
+    if sched:
+        out.append("Thread waiting: " + ", ".join(
+            f"{b} {k} {'on' if v else 'off'}" for b, k, v in sched) + ".")
+    return [""] + out if out else []
+
+
+def _interval_line(rows: list[BenchRow]) -> str:
+    """How the accuracy intervals were drawn, or that this report has none."""
+    boot = next((r.accuracy.bootstrap for r in rows if r.accuracy.bootstrap), None)
+    if boot is None:
+        return ("- accuracy intervals: none (measured before the bench kept per-image "
+                "results); re-bench for them")
+    return (f"- accuracy intervals: {boot.confidence:.0%} {boot.method} bootstrap over the "
+            f"{boot.units} {boot.unit}s of the report split ({boot.n_resamples} resamples, "
+            f"seed {boot.seed}); Δ intervals are paired (both rows on the same resampled "
+            f"{boot.unit}s)")
 
 
 def _quantization_lines(rows: list[BenchRow]) -> list[str]:
@@ -223,6 +215,9 @@ def _plot_report(ax: Any, rep: BenchReport, colors: dict[str, Any], style: str,
         if r.precision != "fp32":
             ax.annotate(r.precision, (latency_of(r, stat, scope), accuracy_of(r)),
                         textcoords="offset points", xytext=(4, -9), fontsize=6)
+        if r.latency_ms[scope].busy:  # timed beside a busy process
+            ax.scatter(latency_of(r, stat, scope), accuracy_of(r), s=110, marker="x",
+                       color="tab:red", linewidth=1.2, zorder=4)
     front = pareto(rows, stat, scope)
     if front:
         ax.plot([latency_of(r, stat, scope) for r in front], [accuracy_of(r) for r in front],
@@ -243,6 +238,8 @@ def _legend_entries(ax: Any, rows: list[BenchRow], colors: dict[str, Any]) -> No
     if any(r.precision in QUANTIZED for r in rows):
         ax.scatter([], [], marker="o", color="none", edgecolor="gray", linewidth=1.5,
                    label="int8 (hollow)")
+    if any(s.busy for r in rows for s in r.latency_ms.values()):
+        ax.scatter([], [], marker="x", color="tab:red", label="timed under load")
 
 
 def chart(reports: list[BenchReport], path: Path, stat: str = "median",

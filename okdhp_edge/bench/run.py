@@ -15,7 +15,9 @@ import numpy as np
 
 from okdhp_edge.backends.base import run_one_by_one
 from okdhp_edge.bench.candidates import Candidate
+from okdhp_edge.bench.load import LoadMonitor
 from okdhp_edge.bench.timing import TimingConfig, interleaved, summarize
+from okdhp_edge.evaluation.uncertainty import N_RESAMPLES, accuracy_fields, paired_delta
 from okdhp_edge.records import BenchRow, FormatRecord, LatencyStats, RowAccuracy, StudentManifest
 from okdhp_edge.runtime import BackendUnavailable, Runner, make_runner
 from okdhp_edge.runtime.pipeline import KeypointPipeline
@@ -64,6 +66,9 @@ class BenchOptions:
     timing: TimingConfig = field(default_factory=TimingConfig)
     accuracy: bool = True
     accuracy_max_persons: int = 0
+    bootstrap: int = N_RESAMPLES  # resamples of each accuracy interval (0: none)
+    busy: str = "warn"  # wait | warn | refuse: what a busy machine does to the timing
+    scheduling: dict[str, bool] = field(default_factory=dict)  # runner thread-waiting
     flip_test: bool = False
     e2e_image: Optional[np.ndarray] = None
     e2e_box: Optional[tuple[float, float, float, float]] = None
@@ -84,7 +89,7 @@ def _load_runners(cands: list[Candidate], opts: BenchOptions, rows: list[BenchRo
             continue
         row.model_file = path
         runner = make_runner(row.backend, row.precision, opts.threads,
-                             _device_for(_target(row), opts))
+                             _device_for(_target(row), opts), _scheduling(row, opts))
         try:
             runner.load(path)
         except BackendUnavailable as exc:
@@ -98,6 +103,14 @@ def _load_runners(cands: list[Candidate], opts: BenchOptions, rows: list[BenchRo
         row.runner = runner.describe()
         runners[i] = runner
     return runners
+
+
+def _scheduling(row: BenchRow, opts: BenchOptions) -> dict[str, bool]:
+    """The asked thread-waiting settings this row's backend has."""
+    from okdhp_edge.backends import backend_module
+
+    known = backend_module(row.backend).RUNNER.SCHEDULING
+    return {k: v for k, v in opts.scheduling.items() if k in known}
 
 
 def planned_pairs(opts: BenchOptions) -> list[tuple[str, str]]:
@@ -155,29 +168,36 @@ def _timed_calls(runners: dict[int, Any], rows: list[BenchRow], cand_of: dict[st
 
 
 def _measure_latency(runners: dict[int, Any], rows: list[BenchRow], cand_of: dict[str, Candidate],
-                     opts: BenchOptions, tick: Callable[[object], None]) -> None:
-    """Interleaved timing of every runner; fills each ok row's ``latency_ms``."""
+                     opts: BenchOptions, tick: Callable[[object], None],
+                     monitor: LoadMonitor) -> None:
+    """Interleaved timing of every runner, with the load of other processes around each
+    block; fills each ok row's ``latency_ms``."""
     engine_fns, e2e_fns, own = _timed_calls(runners, rows, cand_of, opts)
     t0 = time.time()
-    eng = interleaved(engine_fns, opts.timing, tick)
-    e2e = interleaved(e2e_fns, opts.timing, tick) if e2e_fns else {}
+    monitor.check_quiet()
+    eng = interleaved(engine_fns, opts.timing, tick, monitor)
+    monitor.scope = "e2e"
+    e2e = interleaved(e2e_fns, opts.timing, tick, monitor) if e2e_fns else {}
     for i in runners:
         row = rows[i]
         if row.status != "ok":
             continue
-        row.latency_ms["engine"] = LatencyStats(**summarize(eng[i], opts.timing))
+        row.latency_ms["engine"] = LatencyStats(**summarize(eng[i], opts.timing),
+                                                **monitor.stats(i))
         if own.get(i):  # the runtime's own timing of the same timed calls (OpenVINO)
             row.latency_ms["engine_runtime"] = LatencyStats(
-                **summarize(own[i][-len(eng[i]):], opts.timing))
+                **summarize(own[i][-len(eng[i]):], opts.timing), **monitor.stats(i))
         if i in e2e and e2e[i]:
-            row.latency_ms["e2e"] = LatencyStats(**summarize(e2e[i], opts.timing))
+            row.latency_ms["e2e"] = LatencyStats(**summarize(e2e[i], opts.timing),
+                                                 **monitor.stats(i, "e2e"))
     log.info("latency measured in %.1f s", time.time() - t0)
 
 
 def bench_candidates(cands: list[Candidate], opts: BenchOptions,
-                     command_of: Callable[[BenchRow], str],
-                     progress: bool = True) -> list[BenchRow]:
-    """Measure every (student, backend, precision); return the report rows."""
+                     command_of: Callable[[BenchRow], str], progress: bool = True,
+                     monitor: Optional[LoadMonitor] = None) -> list[BenchRow]:
+    """Measure every (student, backend, precision); return the report rows. ``monitor``
+    (default: one with ``opts.busy``) keeps what else ran while timing."""
     from tqdm import tqdm
 
     rows = [BenchRow(c.name, b, p, params=c.manifest.params, macs=c.manifest.macs)
@@ -186,7 +206,8 @@ def bench_candidates(cands: list[Candidate], opts: BenchOptions,
     bar = tqdm(total=len(runners) * (2 * opts.timing.rounds + 2), desc="bench", unit="step",
                disable=not progress)
     cand_of = {c.name: c for c in cands}
-    _measure_latency(runners, rows, cand_of, opts, lambda _key: bar.update(1))
+    monitor = monitor or LoadMonitor(opts.busy)
+    _measure_latency(runners, rows, cand_of, opts, lambda _key: bar.update(1), monitor)
     for i, r in runners.items():
         row = rows[i]
         c = cand_of[row.student]
@@ -243,15 +264,18 @@ def _throughput(c: Candidate, row: BenchRow, opts: BenchOptions) -> dict[str, An
 
 
 def _accuracy(c: Candidate, runner: Runner, opts: BenchOptions) -> dict[str, Any]:
-    return report_accuracy(c.manifest, runner, opts.flip_test, opts.accuracy_max_persons)
+    return report_accuracy(c.manifest, runner, opts.flip_test, opts.accuracy_max_persons,
+                           n_resamples=opts.bootstrap)
 
 
 def report_accuracy(manifest: StudentManifest, runner: Runner, flip_test: bool = False,
-                    max_persons: int = 0, dataset: Any = None) -> dict[str, Any]:
+                    max_persons: int = 0, dataset: Any = None,
+                    n_resamples: int = N_RESAMPLES) -> dict[str, Any]:
     """The report split (``dataset``, or the one the manifest names) through this runner,
-    with the same preprocessing and decoding as PyTorch."""
+    with the same preprocessing and decoding as PyTorch, and its bootstrap interval over
+    ``n_resamples`` resamples of the images (persons for PCKh) with their results."""
     from okdhp_edge.evaluation.datasets import report_dataset
-    from okdhp_edge.evaluation.inference import engine_heatmap_fn, predict, score
+    from okdhp_edge.evaluation.inference import engine_heatmap_fn, predict, score_units
 
     try:
         ds = dataset if dataset is not None else report_dataset(manifest)
@@ -264,18 +288,23 @@ def report_accuracy(manifest: StudentManifest, runner: Runner, flip_test: bool =
             ds.headboxes = ds.headboxes[:max_persons]
     flip_index = ds.flip_index if flip_test else None
     fn = engine_heatmap_fn(lambda x: run_one_by_one(runner, x), flip_index)
-    res = score(ds, predict(ds, fn, batch_size=16), headboxes=ds.headboxes)
+    res, units = score_units(ds, predict(ds, fn, batch_size=16), headboxes=ds.headboxes)
     return {"metric": res["metric"], "value": float(res["value"]), "persons": len(ds),
-            "flip_test": flip_test}
+            "flip_test": flip_test, **accuracy_fields(units, n_resamples)}
 
 
 def _deltas(rows: list[BenchRow]) -> None:
-    """Accuracy difference from the baseline (PyTorch fp32) of the same student."""
-    ref = {r.student: r.accuracy.value for r in rows if (r.backend, r.precision) == BASELINE}
+    """Accuracy difference from the baseline (PyTorch fp32) of the same student, with its
+    paired interval (both figures recomputed on the same resampled images)."""
+    ref = {r.student: r.accuracy for r in rows if (r.backend, r.precision) == BASELINE}
     for r in rows:
-        v, base = r.accuracy.value, ref.get(r.student)
-        if v is not None and base is not None:
-            r.accuracy = dataclasses.replace(r.accuracy, delta_vs_torch_fp32=float(v - base))
+        acc, base = r.accuracy, ref.get(r.student)
+        if acc.value is None or base is None or base.value is None:
+            continue
+        ci = paired_delta(acc.units, base.units, acc.bootstrap)
+        r.accuracy = dataclasses.replace(
+            acc, delta_vs_torch_fp32=float(acc.value - base.value),
+            delta_ci95=None if ci is None else [ci.low, ci.high])
 
 
 def cli_command(argv: list[str]) -> str:

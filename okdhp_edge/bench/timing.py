@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -52,9 +52,11 @@ def measure_block(fn: Callable[[], object], min_iters: int, min_time_s: float,
 
 
 def interleaved(fns: dict[str, Callable[[], object]], cfg: TimingConfig,
-                progress: Optional[Callable[[str], None]] = None) -> dict[str, list[float]]:
+                progress: Optional[Callable[[str], None]] = None,
+                monitor: Optional[Any] = None) -> dict[str, list[float]]:
     """Measure several callables in interleaved rounds (order rotated each round) so that
-    drift of the machine does not favour whoever runs first."""
+    drift of the machine does not favour whoever runs first. A ``monitor`` (a
+    :class:`okdhp_edge.bench.load.LoadMonitor`) is told before and after each block."""
     keys = list(fns)
     samples: dict[str, list[float]] = {k: [] for k in keys}
     for k in keys:
@@ -65,7 +67,11 @@ def interleaved(fns: dict[str, Callable[[], object]], cfg: TimingConfig,
     for r in range(cfg.rounds):
         order = keys[r % len(keys):] + keys[:r % len(keys)] if keys else []
         for k in order:
+            if monitor is not None:
+                monitor.before()
             samples[k].extend(measure_block(fns[k], per_iters, per_time, per_max))
+            if monitor is not None:
+                monitor.after(k)
             if progress:
                 progress(k)
     return samples

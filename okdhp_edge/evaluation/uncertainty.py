@@ -27,6 +27,7 @@ import numpy as np
 
 CONFIDENCE = 0.95
 N_RESAMPLES = 1000
+MIN_RESAMPLES = 100  # fewer cannot place a 2.5% tail
 SEED = 0
 METHOD = "percentile"
 _REC_THRS = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoint=True)
@@ -218,3 +219,30 @@ def paired_interval(a: UnitResults, b: UnitResults, n_resamples: int = N_RESAMPL
         raise ValueError(f"a bootstrap needs at least 2 {a.unit}s, got {len(a)}")
     return _draw(lambda c: a.metric(c) - b.metric(c), len(a), a.unit, n_resamples, seed,
                  confidence)
+
+
+def accuracy_fields(units: Optional[UnitResults], n_resamples: int = N_RESAMPLES,
+                    seed: int = SEED) -> dict[str, Any]:
+    """The interval fields of an accuracy record (``ci95``, ``bootstrap``, ``units``) for a
+    figure's per-unit results; none when there are no results or ``n_resamples`` is 0
+    (or the split has fewer than two units)."""
+    from okdhp_edge.records import Bootstrap
+
+    if units is None or n_resamples <= 0 or len(units) < 2:
+        return {}
+    ci = interval(units, n_resamples, seed)
+    return {"ci95": [ci.low, ci.high], "bootstrap": Bootstrap(**ci.bootstrap_record()),
+            "units": units.encode()}
+
+
+def paired_delta(a: Optional[str], b: Optional[str], bootstrap: Any
+                 ) -> Optional[Interval]:
+    """The paired interval of ``a - b`` from two encoded per-unit results, drawn as
+    ``bootstrap`` (a :class:`okdhp_edge.records.Bootstrap`) says; None when either is
+    missing or they do not share their units."""
+    if not (a and b and bootstrap):
+        return None
+    ua, ub = UnitResults.decode(a), UnitResults.decode(b)
+    if ua.kind != ub.kind or not np.array_equal(ua.ids, ub.ids):
+        return None
+    return paired_interval(ua, ub, bootstrap.n_resamples, bootstrap.seed, bootstrap.confidence)

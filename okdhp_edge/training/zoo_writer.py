@@ -11,7 +11,13 @@ import numpy as np
 import torch
 
 from okdhp_edge.data.build import build_split, split_record
-from okdhp_edge.evaluation.inference import Predictions, engine_heatmap_fn, predict_heads, score
+from okdhp_edge.evaluation.inference import (
+    Predictions,
+    engine_heatmap_fn,
+    predict_heads,
+    score_units,
+)
+from okdhp_edge.evaluation.uncertainty import accuracy_fields
 from okdhp_edge.manifest import unique_dir
 from okdhp_edge.models.info import count_macs, count_params
 from okdhp_edge.models.registry import create_model
@@ -89,6 +95,10 @@ def _provenance(trainer: Trainer, head: Any, commit: str) -> Provenance:
     )
 
 
+def _interval_text(acc: Accuracy) -> str:
+    return "" if acc.ci95 is None else f" [{acc.ci95[0]:.4f}, {acc.ci95[1]:.4f}]"
+
+
 def write_zoo(trainer: Trainer) -> Path:
     """Write the zoo of a finished run; returns its directory (never an existing one)."""
     cfg = trainer.cfg
@@ -105,19 +115,20 @@ def write_zoo(trainer: Trainer) -> Path:
     commit = git_commit()
     manifests = {}
     for h in heads:
-        res = score(report, preds[h.name], cfg.eval.rescore_thr, cfg.eval.oks_nms_thr,
-                    report.headboxes)
+        res, units = score_units(report, preds[h.name], cfg.eval.rescore_thr,
+                                 cfg.eval.oks_nms_thr, report.headboxes)
         stats = {k: float(v) for k, v in res.items() if isinstance(v, float)}
         m = models[h.name]
         accuracy = Accuracy(metric=res["metric"], value=float(res["value"]),
                             dataset=cfg.data.dataset, split="report", **paths,
-                            flip_test=cfg.eval.flip_test, stats=stats)
+                            flip_test=cfg.eval.flip_test, stats=stats,
+                            **accuracy_fields(units, cfg.eval.bootstrap))
         provenance = _provenance(trainer, h, commit)
         manifests[h.name] = student_manifest(
             h.name, m, cfg.data.input_size, count_params(m),
             count_macs(m, tuple(cfg.data.input_size)), pre, accuracy, provenance)
-        log.info("student %s: %s %.4f on the report split (selected at epoch %d)", h.name,
-                 res["metric"], res["value"], provenance.epoch)
+        log.info("student %s: %s %.4f%s on the report split (selected at epoch %d)", h.name,
+                 res["metric"], res["value"], _interval_text(accuracy), provenance.epoch)
     manifests = with_compression(manifests)
     zoo = ZooManifest(schema=ZooManifest.VERSION, name=zoo_dir.name,
                       students=sorted(manifests, key=lambda n: manifests[n].params),

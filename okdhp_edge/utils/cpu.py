@@ -9,6 +9,7 @@ import os
 import platform
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -54,32 +55,82 @@ def isa_tier() -> str:
 
 # ------------------------------------------------------------------ busy neighbours
 
-def _busy_jiffies() -> int:
-    """CPU time all processes spent computing since boot (jiffies; /proc/stat 'cpu' line:
-    user, nice, system, irq, softirq, steal)."""
+def _stat_jiffies() -> tuple[int, int]:
+    """(CPU time all processes spent computing since boot, of which the hypervisor stole)
+    in jiffies: /proc/stat's 'cpu' line, user + nice + system + irq + softirq + steal."""
     with open("/proc/stat") as f:
         v = [int(x) for x in f.readline().split()[1:]]
-    return v[0] + v[1] + v[2] + v[5] + v[6] + (v[7] if len(v) > 7 else 0)
+    steal = v[7] if len(v) > 7 else 0
+    return v[0] + v[1] + v[2] + v[5] + v[6] + steal, steal
 
 
-def _tree_jiffies(root: int) -> int:
-    """CPU time (utime + stime, jiffies) of ``root`` and every process below it (the
-    trainer, its fork server and its data workers)."""
-    parent, used = {}, {}
+def _busy_jiffies() -> int:
+    return _stat_jiffies()[0]
+
+
+def _processes() -> dict[int, tuple[int, int, str]]:
+    """pid -> (parent pid, CPU time used: utime + stime in jiffies, command name)."""
+    out = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             text = stat.read_text()
         except OSError:  # the process ended while we looked
             continue
         fields = text[text.rindex(")") + 2:].split()
-        pid = int(stat.parent.name)
-        parent[pid], used[pid] = int(fields[1]), int(fields[11]) + int(fields[12])
+        name = text[text.index("(") + 1:text.rindex(")")]
+        out[int(stat.parent.name)] = (int(fields[1]), int(fields[11]) + int(fields[12]), name)
+    return out
+
+
+def _tree(procs: dict[int, tuple[int, int, str]], root: int) -> set[int]:
+    """``root`` and every process below it."""
     tree, frontier = {root}, [root]
     while frontier:
-        kids = [p for p, pp in parent.items() if pp in frontier and p not in tree]
+        kids = [p for p, (pp, _, _) in procs.items() if pp in frontier and p not in tree]
         tree.update(kids)
         frontier = kids
-    return sum(used.get(p, 0) for p in tree)
+    return tree
+
+
+def _tree_jiffies(root: int) -> int:
+    """CPU time (utime + stime, jiffies) of ``root`` and every process below it (the
+    trainer, its fork server and its data workers)."""
+    procs = _processes()
+    return sum(procs[p][1] for p in _tree(procs, root) if p in procs)
+
+
+@dataclass(frozen=True)
+class CpuSnapshot:
+    """What the machine had computed at one instant (see :func:`others_between`)."""
+
+    time: float
+    busy: int  # all processes, jiffies (user, nice, system, irq, softirq, steal)
+    steal: int
+    procs: dict[int, tuple[int, int, str]]
+
+
+def cpu_snapshot() -> Optional[CpuSnapshot]:
+    """A snapshot of CPU use, or None where /proc is missing."""
+    if not Path("/proc/stat").is_file():
+        return None
+    busy, steal = _stat_jiffies()
+    return CpuSnapshot(time.monotonic(), busy, steal, _processes())
+
+
+def others_between(a: CpuSnapshot, b: CpuSnapshot, root: Optional[int] = None
+                   ) -> tuple[float, list[tuple[str, int, float]]]:
+    """Cores other processes (outside ``root``'s tree, default this process) kept busy
+    between two snapshots, with the busiest of them as (name, pid, cores), and the
+    hypervisor's steal time as ``("steal", 0, cores)`` where it is not negligible."""
+    hz, dt = os.sysconf("SC_CLK_TCK"), max(b.time - a.time, 1e-6)
+    mine = _tree(b.procs, os.getpid() if root is None else root)
+    used = {p: b.procs[p][1] - a.procs.get(p, (0, 0, ""))[1] for p in b.procs}
+    own = sum(used[p] for p in mine if p in used)
+    others = max(0.0, ((b.busy - a.busy) - own) / hz / dt)
+    top = sorted(((b.procs[p][2], p, u / hz / dt) for p, u in used.items()
+                  if p not in mine and u > 0), key=lambda t: -t[2])[:3]
+    steal = (b.steal - a.steal) / hz / dt
+    return others, top + ([("steal", 0, steal)] if steal >= 0.05 else [])
 
 
 class ThreadGovernor:

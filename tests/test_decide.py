@@ -1,0 +1,84 @@
+"""Picks and frontiers that honour the uncertainty of both axes."""
+
+import numpy as np
+import pytest
+
+from okdhp_edge.bench.decide import accuracy_drop, latency_tied, pick
+from okdhp_edge.evaluation.coco_eval import coco_keypoint_eval_units
+from okdhp_edge.evaluation.uncertainty import accuracy_fields
+from okdhp_edge.records import BenchRow, RowAccuracy
+from okdhp_edge.schema import from_dict
+from tests.test_uncertainty import SIGMAS, _gt, _predictions
+
+
+@pytest.fixture(scope="module")
+def units(synthetic_root):
+    """Per-image results of three prediction sets on one split: a reference, a copy
+    jittered by a hair (tied with it), and a visibly worse one."""
+    coco = _gt(synthetic_root / "annotations" / "person_keypoints_train.json")
+    ref = _predictions(coco, 1.5)
+    rng = np.random.default_rng(1)
+    hair = [dict(p, keypoints=[v + (rng.normal(0, 0.3) if i % 3 != 2 else 0) for i, v in
+                               enumerate(p["keypoints"])]) for p in ref]
+    out = {}
+    for name, preds in (("ref", ref), ("hair", hair), ("worse", _predictions(coco, 2.0))):
+        stats, u = coco_keypoint_eval_units(coco, preds, sigmas=SIGMAS)
+        out[name] = (stats["AP"], u)
+    return out
+
+
+def _row(student, precision, ms, ci_ms, ap_units, delta=None, delta_ci=None):
+    ap, u = ap_units
+    row = from_dict(BenchRow, {
+        "student": student, "backend": "openvino", "precision": precision,
+        "latency_ms": {"engine": {"median": ms, "p90": ms, "p99": ms, "ci95_median": ci_ms}}},
+        "row")
+    row.accuracy = RowAccuracy(metric="AP", value=ap, delta_vs_torch_fp32=delta,
+                               delta_ci95=delta_ci, **accuracy_fields(u, 300))
+    return row
+
+
+def test_pick_takes_the_faster_of_two_tied_rows(units):
+    slow = _row("hg4", "fp32", 0.97, [0.95, 0.99], units["ref"])
+    fast = _row("hg4", "bf16", 0.74, [0.73, 0.75], units["hair"])
+    assert units["ref"][0] != units["hair"][0]  # the points differ ...
+    d = pick([slow, fast], 1.5)
+    assert d.choice is fast and d.tie.other is slow  # ... the data cannot tell them apart
+    assert d.tie.delta.low <= 0 <= d.tie.delta.high
+    assert d.frontier_ties  # the frontier marks the slower point as a tie
+
+
+def test_pick_keeps_the_more_accurate_of_two_that_differ(units):
+    slow = _row("hg4", "fp32", 0.97, [0.95, 0.99], units["ref"])
+    fast = _row("hg3", "fp32", 0.50, [0.49, 0.51], units["worse"])
+    d = pick([slow, fast], 1.5)
+    assert d.choice is slow and d.tie is None
+    # a tolerance the user sets lets the faster one stand in
+    gap = units["ref"][0] - units["worse"][0]
+    assert pick([slow, fast], 1.5, ap_tolerance=gap + 0.05).choice is fast
+
+
+def test_latency_ties_go_to_the_more_accurate(units):
+    a = _row("hg4", "fp32", 0.80, [0.70, 0.90], units["ref"])
+    b = _row("hg4", "bf16", 0.78, [0.70, 0.90], units["hair"])
+    assert latency_tied(a, b)
+    more = a if units["ref"][0] >= units["hair"][0] else b
+    assert pick([a, b], 1.5).choice is more
+
+
+def test_max_drop_judges_the_interval_not_the_point(units):
+    row = _row("hg4", "int8", 0.5, [0.49, 0.51], units["ref"], delta=-0.002,
+               delta_ci=[-0.012, 0.008])
+    assert accuracy_drop(row) == pytest.approx(0.012)
+    assert accuracy_drop(row, worst_case=False) == pytest.approx(0.002)
+    assert pick([row], 1.0, max_drop=0.005).choice is None
+    assert pick([row], 1.0, max_drop=0.02).choice is row
+
+
+def test_rows_without_per_image_results_compare_points():
+    rows = [from_dict(BenchRow, {
+        "student": s, "backend": "onnxruntime", "precision": "fp32",
+        "latency_ms": {"engine": {"median": ms, "p90": ms, "p99": ms}},
+        "accuracy": {"value": ap}}, "row") for s, ms, ap in (("a", 1.0, 0.60), ("b", 2.0, 0.61))]
+    assert pick(rows, 5.0).choice.student == "b"
+    assert np.isclose(pick(rows, 5.0, ap_tolerance=0.02).tie.point, 0.01)
