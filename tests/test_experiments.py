@@ -348,3 +348,38 @@ def test_light_students_keep_their_own_columns():
     names = ["mbv2x0.5-d64", "mbv2x0.5-d16", "mbv2x0.5-d32"]
     assert sorted(names, key=_depth) == ["mbv2x0.5-d16", "mbv2x0.5-d32", "mbv2x0.5-d64"]
     assert sorted(["hg8", "hg2", "hg4"], key=_depth) == ["hg2", "hg4", "hg8"]
+
+
+def test_ablation_differences_carry_intervals_over_images():
+    """Runs that kept their per-image (here per-person) results give each paired difference
+    an interval over the same resampled units; a verdict stands only where it excludes 0."""
+    from okdhp_edge.evaluation.uncertainty import pckh_units
+    from okdhp_edge.experiments import findings, summarize
+
+    rng = np.random.default_rng(0)
+    vis = np.ones((300, 4), bool)
+    base = rng.uniform(size=(300, 4))
+
+    def units(p_hit: float, shuffled: bool) -> str:
+        hits = base < p_hit
+        if shuffled:  # the same figure, other persons hit: a tie, not a dominated copy
+            hits = hits[np.random.default_rng(1).permutation(300)]
+        return pckh_units(hits, vis, np.ones(4, bool), np.arange(300)).encode()
+
+    def run(student, p_hit, shuffled=False):
+        return {"students": {student: 100 * p_hit}, "wall_s": 1.0, "iterations": 10,
+                "curves": [], "units": {"report": {student: units(p_hit, shuffled)},
+                                        "select": {}}}
+
+    results = {"a": {"0": [run("hg2", 0.70)], "1": [run("hg2", 0.71)]},
+               "c": {"0": [run("hg2", 0.60)], "1": [run("hg2", 0.61)]},
+               "e": {"0": [run("hg2", 0.698, True)], "1": [run("hg2", 0.708, True)]}}
+    table = summarize(results)
+    lo, hi = table["a"]["paired"]["c"]["hg2"]["ci95_images"]
+    assert 0 < lo < 100 * 0.10 < hi  # a - c: +10 points, an interval above 0
+    lo, hi = table["a"]["paired"]["e"]["hg2"]["ci95_images"]
+    assert lo <= 0 <= hi  # a - e: the same hits but for a hair
+    text = "\n".join(findings(table))
+    assert "hg2 +10.000 ± 0.000 AP [" in text and "and the image sample's" in text
+    # about +0.2 points on both seeds: above the seed noise, not the image sample's
+    assert "above the seed noise, within the image sample's" in text

@@ -246,3 +246,27 @@ def paired_delta(a: Optional[str], b: Optional[str], bootstrap: Any
     if ua.kind != ub.kind or not np.array_equal(ua.ids, ub.ids):
         return None
     return paired_interval(ua, ub, bootstrap.n_resamples, bootstrap.seed, bootstrap.confidence)
+
+
+def paired_mean_interval(groups: list[tuple[list[UnitResults], list[UnitResults]]],
+                         n_resamples: int = N_RESAMPLES, seed: int = SEED,
+                         confidence: float = CONFIDENCE) -> Interval:
+    """The interval, over resampled units, of the mean over ``groups`` (one per training
+    seed) of ``mean(a) - mean(b)``: a paired difference of two arms averaged over seeds,
+    every figure recomputed on the same resampled images.
+
+    Raises:
+        ValueError: no group, or figures not measured on the same units.
+    """
+    every = [u for a, b in groups for u in (*a, *b)]
+    if not groups or not all(a and b for a, b in groups):
+        raise ValueError("a paired mean needs at least one figure on each side of a group")
+    first = every[0]
+    if any(u.kind != first.kind or not np.array_equal(u.ids, first.ids) for u in every):
+        raise ValueError("not paired: the figures were not measured on the same units")
+
+    def statistic(counts: np.ndarray) -> float:
+        return float(np.mean([np.mean([u.metric(counts) for u in a])
+                              - np.mean([u.metric(counts) for u in b]) for a, b in groups]))
+
+    return _draw(statistic, len(first), first.unit, n_resamples, seed, confidence)

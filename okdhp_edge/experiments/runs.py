@@ -69,6 +69,11 @@ def run_one(config: Optional[Path], overrides: list[str], run_dir: Path) -> dict
         "finished": trainer.state.finished,  # why a plateau schedule ended; "" otherwise
         "images_per_s": float(np.mean([h["images_per_s"] for h in trainer.state.history])),
         "students": {m.name: m.accuracy.value for _, m in zoo_students(zoo)},
+        # per-image results behind paired intervals: the report split (the zoo's figures)
+        # and the selection split at each student's best evaluation (the verdicts')
+        "units": {"report": {m.name: m.accuracy.units for _, m in zoo_students(zoo)
+                             if m.accuracy.units},
+                  "select": dict(trainer.state.best_units)},
         "curves": [{"iteration": h["iteration"], "wall_s": h["wall_s"], **h["select"]}
                    for h in trainer.state.history if h["select"]],
         "losses": _last_losses(run_dir / "metrics.jsonl"),

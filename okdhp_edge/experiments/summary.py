@@ -113,6 +113,12 @@ def equal_iteration_gaps(results: dict[str, dict[str, list[dict]]], ref: str = "
     return out
 
 
+def _with_intervals(stats: dict[str, dict[str, Any]], cis: dict[str, list[float]]
+                    ) -> dict[str, dict[str, Any]]:
+    """Each student's paired stats with its interval over images (``ci95_images``)."""
+    return {s: ({**d, "ci95_images": cis[s]} if s in cis else d) for s, d in stats.items()}
+
+
 def _paired(arm: dict[str, dict[str, float]], ref: dict[str, dict[str, float]]
             ) -> dict[str, list[float]]:
     """student -> arm's AP minus ref's, one value per seed that both have (seed -> student
@@ -124,6 +130,41 @@ def _paired(arm: dict[str, dict[str, float]], ref: dict[str, dict[str, float]]
             if r is not None:
                 diffs.setdefault(st, []).append(v - r)
     return diffs
+
+
+def _units_of(runs: list[dict], student: str, split: str) -> list[Any]:
+    """The decoded per-image results of ``student`` (base name) in a seed's runs."""
+    from okdhp_edge.evaluation.uncertainty import UnitResults
+
+    return [UnitResults.decode(text) for r in runs
+            for s, text in r.get("units", {}).get(split, {}).items()
+            if base_student_name(s) == student]
+
+
+def image_intervals(results: dict[str, dict[str, list[dict]]], arm: str, ref: str,
+                    split: str = "report", n_resamples: int = 1000
+                    ) -> dict[str, list[float]]:
+    """student -> the paired bootstrap interval, over the split's images, of the seed-mean
+    difference ``arm - ref`` (every seed's figures recomputed on the same resampled
+    images); only students whose runs kept their per-image results on both sides."""
+    from okdhp_edge.evaluation.uncertainty import paired_mean_interval
+
+    students = {base_student_name(s) for runs in results.get(arm, {}).values()
+                for r in runs for s in r.get("units", {}).get(split, {})}
+    out = {}
+    for st in sorted(students):
+        groups = [(_units_of(runs, st, split), _units_of(results[ref].get(seed, []), st, split))
+                  for seed, runs in results[arm].items()]
+        groups = [g for g in groups if g[0] and g[1]]
+        if not groups:
+            continue
+        try:
+            ci = paired_mean_interval(groups, n_resamples)
+        except ValueError as exc:  # different splits: no interval, said once
+            log.info("%s - %s, %s: %s", arm, ref, st, exc)
+            continue
+        out[st] = [ci.low, ci.high]
+    return out
 
 
 def _iterations(runs_by_seed: dict[str, list[dict]]) -> dict[str, list[int]]:
@@ -198,10 +239,13 @@ def summarize(results: dict[str, dict[str, list[dict]]], plateau: bool = False
             if ref == arm or ref not in per_seed or arm not in per_seed:
                 continue
             diffs = _paired(per_seed[arm], per_seed[ref])
-            table[arm]["paired"][ref] = _stats(diffs)
+            table[arm]["paired"][ref] = _with_intervals(
+                _stats(diffs), image_intervals(results, arm, ref, "report"))
     for arm, ref in PLATEAU_TESTS:  # the plateau test's verdict reads selection AP only
         if arm in select and ref in select:
-            table[arm]["paired_select"] = {ref: _stats(_paired(select[arm], select[ref]))}
+            table[arm]["paired_select"] = {ref: _with_intervals(
+                _stats(_paired(select[arm], select[ref])),
+                image_intervals(results, arm, ref, "select"))}
     return table
 
 
@@ -224,6 +268,29 @@ def shorter_verdict(gains: dict[str, dict[str, Any]], report: str) -> str:
     return (f"Against the shorter schedule of {report}, in best selection-split AP paired by "
             f"seed: " + "; ".join(parts)
             + f". At most {top:+.3f} (threshold {PLATEAU_LONGER_GAIN}): {verdict}.")
+
+
+def _ci_text(d: dict[str, Any]) -> str:
+    ci = d.get("ci95_images")
+    return f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else ""
+
+
+def _threshold_verdict(rows: list[dict[str, Any]], threshold: float) -> tuple[str, bool]:
+    """Whether longer training still gains: every gain's interval over images (its point,
+    where the runs kept no per-image results) below ``threshold`` is a plateau, any one
+    wholly above it is not, anything else is undecided. (sentence, at a plateau)"""
+    spans = [d.get("ci95_images") or [d["mean"], d["mean"]] for d in rows]
+    kept = [bool(d.get("ci95_images")) for d in rows]
+    how = ("intervals over images" if all(kept) else
+           "points: some runs kept no per-image results" if any(kept) else
+           "points: these runs kept no per-image results")
+    top = max(hi for _, hi in spans)
+    if top < threshold:
+        return f"At most {top:+.3f} ({how}; threshold {threshold}): at a plateau.", True
+    if any(lo >= threshold for lo, _ in spans):
+        return f"Threshold {threshold} ({how}): not at a plateau.", False
+    return (f"Undecided: an interval over images reaches the threshold {threshold} "
+            f"(up to {top:+.3f}) without lying above it.", False)
 
 
 def plateau_verdict(table: dict[str, Any], plateau: bool = False) -> str:
@@ -255,18 +322,17 @@ def plateau_verdict(table: dict[str, Any], plateau: bool = False) -> str:
     if not longer:
         return end + (f"The test of a plateau, c_eq vs c ({_words(plateau)['longer']}), has "
                       f"not run.")
-    gain = max(d["mean"] for d in longer.values())
-    gains = ", ".join(f"{s} {d['mean']:+.3f}" for s, d in longer.items())
+    rows = list(longer.values())
+    gains = ", ".join(f"{s} {d['mean']:+.3f}{_ci_text(d)}" for s, d in longer.items())
     okdhp = table.get("a_2x", {}).get("paired_select", {}).get("a")
     also = ""
     if okdhp:
-        gain = max(gain, max(d["mean"] for d in okdhp.values()))
+        rows += list(okdhp.values())
         also = (f" OKDHP given {_words(plateau)['a_2x_how']} (a_2x) gains "
-                + ", ".join(f"{s} {d['mean']:+.3f}" for s, d in okdhp.items()) + " over a.")
-    verdict = (f"At most {gain:+.3f} (threshold {PLATEAU_LONGER_GAIN}): at a plateau."
-               if gain < PLATEAU_LONGER_GAIN
-               else f"Threshold {PLATEAU_LONGER_GAIN}: not at a plateau.")
-    still = "" if gain < PLATEAU_LONGER_GAIN else " still"
+                + ", ".join(f"{s} {d['mean']:+.3f}{_ci_text(d)}" for s, d in okdhp.items())
+                + " over a.")
+    verdict, at_plateau = _threshold_verdict(rows, PLATEAU_LONGER_GAIN)
+    still = "" if at_plateau else " still"
     return end + (f"Decided on the selection split (best selection AP, paired by seed; the "
                   f"report split decides nothing): the plain students "
                   f"{_words(plateau)['longer']} (c_eq){still} gain {gains} over c.{also} "

@@ -89,8 +89,12 @@ class TrainState:
     stale: int = 0
     plateau_ref: dict[str, float] = field(default_factory=dict)
     finished: str = ""
+    # per student: the selection split's per-image (per-person) results at its best
+    # evaluation, encoded (okdhp_edge.evaluation.uncertainty): paired intervals of verdicts
+    best_units: dict[str, str] = field(default_factory=dict)
     # fields added after checkpoints were first written: an older checkpoint may lack them
-    OPTIONAL: ClassVar[tuple[str, ...]] = ("drops", "stale", "plateau_ref", "finished")
+    OPTIONAL: ClassVar[tuple[str, ...]] = ("drops", "stale", "plateau_ref", "finished",
+                                           "best_units")
 
     def to_checkpoint(self) -> dict[str, Any]:
         """The fields as checkpoint entries (containers copied)."""

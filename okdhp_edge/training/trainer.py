@@ -19,7 +19,12 @@ from okdhp_edge.data.build import build_split
 from okdhp_edge.data.dataset import TopDownDataset
 from okdhp_edge.data.keypoints import get_spec
 from okdhp_edge.errors import NonFiniteLossError, TrainingInterrupted
-from okdhp_edge.evaluation.inference import Predictions, engine_heatmap_fn, predict_heads, score
+from okdhp_edge.evaluation.inference import (
+    Predictions,
+    engine_heatmap_fn,
+    predict_heads,
+    score_units,
+)
 from okdhp_edge.families import zoo_student_names
 from okdhp_edge.losses import LossTerms, combine, okdhp_terms, plain_terms
 from okdhp_edge.models.registry import (
@@ -159,6 +164,7 @@ class Trainer:
         self.heads = self._heads()
         self.plateau = PlateauSchedule(cfg.train)
         self.best_states: dict[str, dict[str, torch.Tensor]] = {}
+        self._units: dict[str, str] = {}  # the last validation's per-image results
 
     def _heads(self) -> list[Head]:
         if self.plain:
@@ -360,10 +366,13 @@ class Trainer:
         if self.dist.is_main:
             ds = self.select_set
             preds = self.head_predictions(ds, self.cfg.eval.flip_test)
+            self._units = {}
             for name, p in preds.items():
-                r = score(ds, p, self.cfg.eval.rescore_thr, self.cfg.eval.oks_nms_thr,
-                          ds.headboxes)
+                r, units = score_units(ds, p, self.cfg.eval.rescore_thr,
+                                       self.cfg.eval.oks_nms_thr, ds.headboxes)
                 res[name] = float(r["value"])
+                if units is not None:
+                    self._units[name] = units.encode()
         barrier(self.dist)
         return res
 
@@ -375,6 +384,8 @@ class Trainer:
                 continue
             if metrics[h.name] > s.best.get(h.name, -math.inf):
                 s.best[h.name], s.best_epoch[h.name] = metrics[h.name], epoch
+                if h.name in self._units:
+                    s.best_units[h.name] = self._units[h.name]
                 self.best_states[h.name] = {k: v.detach().cpu().clone()
                                             for k, v in self.student(h).state_dict().items()}
                 improved = True
