@@ -48,7 +48,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     run = api.train(cfg, config_name=args.config.stem)
     log.info("[3/4] benching %s on %s (each where present)", run.zoo,
              ", ".join(default_backends()))
-    report, files = api.bench(run.zoo, min_time=args.min_time, min_iters=args.min_iters)
+    # a fresh zoo: its report replaces whatever this device measured of an earlier one
+    report, files = api.bench(run.zoo, min_time=args.min_time, min_iters=args.min_iters,
+                              replace=True)
     log.info("[4/4] the pick for a %.1f ms budget (engine median, batch 1) on %s",
              args.max_latency_ms, report.device_id)
     p = api.pick(report, args.max_latency_ms)

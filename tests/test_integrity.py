@@ -285,4 +285,14 @@ def test_a_rebench_of_one_student_keeps_the_fuller_report(tiny_zoo, tmp_path):
     proc = bench("--students", "hg2")
     assert proc.returncode == 2 and "measured row(s) this run would drop (hg3" in proc.stderr
     assert (tmp_path / "box" / "tiny.json").read_text() == report
+    # a report of another training of the zoo (other weights) describes none of these
+    # students: it is replaced without --replace
+    import json
+
+    other = json.loads(report)
+    assert all(len(s["weights_sha256"]) == 64 for s in other["students"])
+    other["students"][0]["weights_sha256"] = "0" * 64
+    (tmp_path / "box" / "tiny.json").write_text(json.dumps(other))
+    proc = bench("--students", "hg2")
+    assert proc.returncode == 0 and "another training of zoo 'tiny'" in proc.stderr
     assert bench("--students", "hg2", "--replace").returncode == 0

@@ -210,10 +210,28 @@ def _row_command(args: argparse.Namespace, threads: int, recipe: Any) -> Any:
     return command_of
 
 
-def _keep_a_fuller_report(args: argparse.Namespace, zoo: str, planned: set, device: str
-                          ) -> None:
+def _other_training(old: BenchReport, cands: list[Candidate]) -> Optional[str]:
+    """The first student whose weights differ from those the report measured (its sha256
+    where both record one, else its manifest accuracy): the report is of another training
+    of this zoo, and nothing in it describes these students."""
+    now = {c.name: c.manifest for c in cands}
+    for entry in old.students:
+        man = now.get(entry.get("name"))
+        if man is None:
+            continue
+        if entry.get("weights_sha256") and man.weights.sha256:
+            if entry["weights_sha256"] != man.weights.sha256:
+                return man.name
+        elif entry.get("accuracy_torch_manifest") != man.accuracy.value:
+            return man.name
+    return None
+
+
+def _keep_a_fuller_report(args: argparse.Namespace, zoo: str, planned: set, device: str,
+                          cands: list[Candidate]) -> None:
     """Refuse, before measuring, to replace a report holding measured rows this run does
-    not plan (a re-bench of one student would drop the others) unless ``--replace``."""
+    not plan (a re-bench of one student would drop the others) unless ``--replace``; a
+    report of another training of the zoo (retrained students) is replaced."""
     from okdhp_edge.bench.report import load_report
     from okdhp_edge.errors import ReportError
 
@@ -224,6 +242,11 @@ def _keep_a_fuller_report(args: argparse.Namespace, zoo: str, planned: set, devi
         old = load_report(path)
     except ReportError:
         return  # unreadable: nothing to keep
+    retrained = _other_training(old, cands)
+    if retrained:
+        log.info("%s measured another training of zoo '%s' (student %s differs): replacing "
+                 "it", path, zoo, retrained)
+        return
     lost = sorted({(r.student, r.backend, r.precision) for r in old.rows
                    if r.status == "ok"} - planned)
     if lost:
@@ -254,7 +277,7 @@ def run_bench(args: argparse.Namespace, argv: list[str]) -> BenchReport:
     fp = fingerprint(threads)
     device = device_id(fp, args.device_name)
     _keep_a_fuller_report(args, zoo_name, {(c.name, b, p) for c in cands
-                                           for b, p in planned_pairs(opts)}, device)
+                                           for b, p in planned_pairs(opts)}, device, cands)
     t0 = time.time()
     monitor = LoadMonitor(args.busy)
     rows = bench_candidates(cands, opts, _row_command(args, threads, recipe), monitor=monitor)
@@ -274,7 +297,8 @@ def run_bench(args: argparse.Namespace, argv: list[str]) -> BenchReport:
                 "rounds": opts.timing.rounds, "interleaved": True, "batch_latency": 1,
                 "batch_throughput": args.batch},
         students=[{"name": c.name, "params": c.manifest.params, "macs": c.manifest.macs,
-                   "accuracy_torch_manifest": c.manifest.accuracy.value} for c in cands],
+                   "accuracy_torch_manifest": c.manifest.accuracy.value,
+                   "weights_sha256": c.manifest.weights.sha256} for c in cands],
         quantization=recipe.as_dict() if any(t.quantized for t in targets) else None,
         rows=rows, wall_s=round(time.time() - t0, 1), load=monitor.record(busy_rows))
 
