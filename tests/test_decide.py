@@ -45,7 +45,9 @@ def test_pick_takes_the_faster_of_two_tied_rows(units):
     d = pick([slow, fast], 1.5)
     assert d.choice is fast and d.tie.other is slow  # ... the data cannot tell them apart
     assert d.tie.delta.low <= 0 <= d.tie.delta.high
-    assert d.frontier_ties  # the frontier marks the slower point as a tie
+    # the frontier marks the slower point as a tie, with what it adds over the faster one
+    gain = units["ref"][0] - units["hair"][0]
+    assert f"accuracy tied with the point above: {gain:+.4f}" in d.frontier_ties[1]
 
 
 def test_pick_keeps_the_more_accurate_of_two_that_differ(units):

@@ -87,11 +87,11 @@ def frontier_ties(front: list[BenchRow], stat: str = "median", scope: str = "eng
     for i in range(1, len(front)):
         prev, cur = front[i - 1], front[i]
         parts = []
-        tied, tie = accuracy_tied(prev, cur)
+        tied, tie = accuracy_tied(prev, cur)  # tie: cur - prev, what this point adds
         if tied:
             span = "" if tie.delta is None else \
-                f" [{-tie.delta.high:+.4f}, {-tie.delta.low:+.4f}]"
-            parts.append(f"accuracy tied with the point above: {-tie.point:+.4f}{span}")
+                f" [{tie.delta.low:+.4f}, {tie.delta.high:+.4f}]"
+            parts.append(f"accuracy tied with the point above: {tie.point:+.4f}{span}")
         if latency_tied(prev, cur, stat, scope):
             parts.append("latency tied with the point above")
         if parts:

@@ -91,6 +91,13 @@ class UnitResults:
             raise ValueError(f"per-unit results unreadable: {type(exc).__name__}: {exc}") \
                 from None
 
+    def digest(self) -> str:
+        """sha256 of the whole content (the cache key of its bootstrap distribution)."""
+        h = hashlib.sha256(self.kind.encode())
+        for k, v in [("ids", self.ids), *sorted(self.arrays.items())]:
+            h.update(k.encode() + np.ascontiguousarray(v).tobytes())
+        return h.hexdigest()
+
     def fingerprint(self) -> str:
         """sha256 (16 hex) of the unit ids: equal for results that pair."""
         return hashlib.sha256(np.ascontiguousarray(self.ids, np.int64).tobytes()).hexdigest()[:16]
@@ -179,30 +186,63 @@ class Interval:
                 "seed": self.seed, "confidence": self.confidence, "method": self.method}
 
 
-def _draw(statistic: Any, n_units: int, unit: str, n_resamples: int, seed: int,
-          confidence: float) -> Interval:
-    """The percentile interval of ``statistic(counts [U]) -> float`` over resampled units."""
+_DISTRIBUTIONS: dict[tuple[str, int, int], np.ndarray] = {}  # per-process cache
+_CACHE_SIZE = 256
+
+
+def distribution(results: UnitResults, n_resamples: int = N_RESAMPLES, seed: int = SEED
+                 ) -> np.ndarray:
+    """The metric on each of ``n_resamples`` resamples of the units [n_resamples], drawn by
+    :func:`scipy.stats.bootstrap` from ``seed``. Resamples depend only on (number of units,
+    ``n_resamples``, ``seed``), so two results on the same units are resampled alike and
+    the difference of their distributions is the paired one. Cached per process."""
     from scipy.stats import bootstrap
 
-    def batch(idx: np.ndarray, axis: int = -1) -> np.ndarray:
-        idx = np.atleast_2d(np.moveaxis(idx, axis, -1))
-        return np.array([statistic(np.bincount(row, minlength=n_units)) for row in idx])
+    key = (results.digest(), n_resamples, seed)
+    if key not in _DISTRIBUTIONS:
+        n = len(results)
 
-    res = bootstrap((np.arange(n_units),), batch, n_resamples=n_resamples, vectorized=True,
-                    confidence_level=confidence, method=METHOD,
-                    rng=np.random.default_rng(seed))
-    lo, hi = (float(v) for v in (res.confidence_interval.low, res.confidence_interval.high))
-    if not (np.isfinite(lo) and np.isfinite(hi)):  # every resample equal: a zero width
-        lo = hi = float(statistic(np.ones(n_units, np.int64)))
+        def batch(idx: np.ndarray, axis: int = -1) -> np.ndarray:
+            idx = np.atleast_2d(np.moveaxis(idx, axis, -1))
+            return np.array([results.metric(np.bincount(row, minlength=n)) for row in idx])
+
+        res = bootstrap((np.arange(n),), batch, n_resamples=n_resamples, vectorized=True,
+                        method=METHOD, rng=np.random.default_rng(seed))
+        if len(_DISTRIBUTIONS) >= _CACHE_SIZE:
+            _DISTRIBUTIONS.pop(next(iter(_DISTRIBUTIONS)))
+        _DISTRIBUTIONS[key] = np.asarray(res.bootstrap_distribution, np.float64)
+    return _DISTRIBUTIONS[key]
+
+
+def _percentile_interval(values: np.ndarray, point: float, unit: str, n_units: int,
+                         n_resamples: int, seed: int, confidence: float) -> Interval:
+    """The percentile interval of a bootstrap distribution (zero width when every
+    resample gave the same value; the point when none was finite)."""
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return Interval(point, point, unit, n_units, n_resamples, seed, confidence)
+    tail = 100 * (1 - confidence) / 2
+    lo, hi = (float(v) for v in np.percentile(finite, [tail, 100 - tail]))
     return Interval(lo, hi, unit, n_units, n_resamples, seed, confidence)
+
+
+def _checked(results: list[UnitResults]) -> UnitResults:
+    """The first of results measured on the same units (ValueError otherwise)."""
+    first = results[0]
+    if any(u.kind != first.kind or not np.array_equal(u.ids, first.ids) for u in results):
+        raise ValueError(f"not paired: {first.kind} over {len(first)} {first.unit}s against "
+                         "figures on other units (the same units are needed)")
+    if len(first) < 2:
+        raise ValueError(f"a bootstrap needs at least 2 {first.unit}s, got {len(first)}")
+    return first
 
 
 def interval(results: UnitResults, n_resamples: int = N_RESAMPLES, seed: int = SEED,
              confidence: float = CONFIDENCE) -> Interval:
     """The bootstrap interval of one metric over its units."""
-    if len(results) < 2:
-        raise ValueError(f"a bootstrap needs at least 2 {results.unit}s, got {len(results)}")
-    return _draw(results.metric, len(results), results.unit, n_resamples, seed, confidence)
+    _checked([results])
+    return _percentile_interval(distribution(results, n_resamples, seed), results.metric(),
+                                results.unit, len(results), n_resamples, seed, confidence)
 
 
 def paired_interval(a: UnitResults, b: UnitResults, n_resamples: int = N_RESAMPLES,
@@ -212,13 +252,10 @@ def paired_interval(a: UnitResults, b: UnitResults, n_resamples: int = N_RESAMPL
     Raises:
         ValueError: the two were not measured on the same units (or not of one kind).
     """
-    if a.kind != b.kind or not np.array_equal(a.ids, b.ids):
-        raise ValueError(f"not paired: {a.kind} over {len(a)} {a.unit}s against {b.kind} "
-                         f"over {len(b)} {b.unit}s (the same units are needed)")
-    if len(a) < 2:
-        raise ValueError(f"a bootstrap needs at least 2 {a.unit}s, got {len(a)}")
-    return _draw(lambda c: a.metric(c) - b.metric(c), len(a), a.unit, n_resamples, seed,
-                 confidence)
+    _checked([a, b])
+    diff = distribution(a, n_resamples, seed) - distribution(b, n_resamples, seed)
+    return _percentile_interval(diff, a.metric() - b.metric(), a.unit, len(a), n_resamples,
+                                seed, confidence)
 
 
 def accuracy_fields(units: Optional[UnitResults], n_resamples: int = N_RESAMPLES,
@@ -258,15 +295,20 @@ def paired_mean_interval(groups: list[tuple[list[UnitResults], list[UnitResults]
     Raises:
         ValueError: no group, or figures not measured on the same units.
     """
-    every = [u for a, b in groups for u in (*a, *b)]
     if not groups or not all(a and b for a, b in groups):
         raise ValueError("a paired mean needs at least one figure on each side of a group")
-    first = every[0]
-    if any(u.kind != first.kind or not np.array_equal(u.ids, first.ids) for u in every):
-        raise ValueError("not paired: the figures were not measured on the same units")
+    first = _checked([u for a, b in groups for u in (*a, *b)])
 
-    def statistic(counts: np.ndarray) -> float:
-        return float(np.mean([np.mean([u.metric(counts) for u in a])
-                              - np.mean([u.metric(counts) for u in b]) for a, b in groups]))
+    def mean_of(us: list[UnitResults], fn: Any) -> Any:
+        return sum(fn(u) for u in us) / len(us)
 
-    return _draw(statistic, len(first), first.unit, n_resamples, seed, confidence)
+    def dist(u: UnitResults) -> np.ndarray:
+        return distribution(u, n_resamples, seed)
+
+    def point(u: UnitResults) -> float:
+        return u.metric()
+
+    values = sum(mean_of(a, dist) - mean_of(b, dist) for a, b in groups) / len(groups)
+    est = sum(mean_of(a, point) - mean_of(b, point) for a, b in groups) / len(groups)
+    return _percentile_interval(values, est, first.unit, len(first), n_resamples, seed,
+                                confidence)
