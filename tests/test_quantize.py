@@ -299,6 +299,13 @@ def test_calibration_experiment_resumes_and_says_how_to_rebuild(tiny_zoo, tmp_pa
     md = out.with_suffix(".md").read_text()
     assert ("--students hg2 --backends onnxruntime --images 4,8 --methods default,percentile "
             "--keep-head" in md) and "default+head @ 8" in md
+    # every cell: its interval, and the paired interval of its change from fp32; recipes
+    # against the default one are paired in the Markdown
+    for cell in rep["cells"].values():
+        lo, hi = cell["delta_ci95"]
+        ref = rep["fp32"]["hg2/onnxruntime"]["value"]
+        assert lo - 1e-9 <= cell["value"] - ref <= hi + 1e-9 and cell["units"]
+    assert "hg2, percentile @ 8 minus default @ 8: " in md
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0
     assert json.loads(out.read_text())["cells"] == rep["cells"]  # nothing measured twice

@@ -224,9 +224,31 @@ def markdown(rep: CalibrationReport, command: str) -> str:
             cells = [_cell_text(rep.cells.get(f"{s}/{b}/{m}/{n}", {}), ref) for m, n in cols]
             lines.append(f"| {s} | {'-' if ref is None else f'{ref:.4f}'} | "
                          + " | ".join(cells) + " |")
-        lines.append("")
+        lines += [""] + _against_default_lines(rep, b, students, cols)
     lines += _accuracy_control_lines(rep)
     return "\n".join(lines)
+
+
+def _against_default_lines(rep: CalibrationReport, backend: str, students: list[str],
+                           cols: list[tuple[str, str]]) -> list[str]:
+    """Each recipe against the default recipe at the same image count, as a paired
+    interval (cells of reports that kept per-image results only)."""
+    out = []
+    for s in students:
+        for m, n in cols:
+            cell, base = (rep.cells.get(f"{s}/{backend}/{x}/{n}", {}) for x in (m, "default"))
+            boot = cell.get("bootstrap")
+            if m == "default" or not boot:
+                continue
+            ci = paired_delta(cell.get("units"), base.get("units"), Bootstrap(**boot))
+            if ci is not None:
+                out.append(f"- {s}, {m} @ {n} minus default @ {n}: "
+                           f"{cell['value'] - base['value']:+.4f} [{ci.low:+.4f}, "
+                           f"{ci.high:+.4f}]")
+    if not out:
+        return []
+    return ["Against the default recipe (paired 95% intervals over the report split's "
+            "images):", "", *out, ""]
 
 
 def _accuracy_control_lines(rep: CalibrationReport) -> list[str]:
