@@ -24,10 +24,14 @@ log = logging.getLogger(__name__)
 
 def format_metrics(res: dict[str, Any]) -> str:
     """Human-readable metrics."""
+    ci = res.get("ci95")
+    span = "" if not ci else (f"\n{res['metric']} 95% interval over the "
+                              f"{res['bootstrap']['units']} {res['bootstrap']['unit']}s: "
+                              f"[{ci[0]:.4f}, {ci[1]:.4f}]")
     if res["metric"] == "AP":
         keys = ("AP", "AP50", "AP75", "APm", "APl", "AR")
-        return "  ".join(f"{k} {res[k]:.4f}" for k in keys)
-    return pckh_table(res, 0.5) + f"\nPCKh@0.1 {res['PCKh@0.1']:.2f}"
+        return "  ".join(f"{k} {res[k]:.4f}" for k in keys) + span
+    return pckh_table(res, 0.5) + f"\nPCKh@0.1 {res['PCKh@0.1']:.2f}" + span
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -173,15 +173,21 @@ def torch_engine(model: torch.nn.Module, device: str | torch.device = "cpu"):
 def evaluate_student(path: str | Path, dataset: Optional[str] = None, ann: str = "",
                      images: str = "", headboxes: str = "", flip: Optional[bool] = None,
                      batch_size: int = 32) -> dict[str, Any]:
-    """Re-evaluate a student from its manifest (its own report split unless overridden)."""
+    """Re-evaluate a student from its manifest (its own report split unless overridden),
+    with the headline metric's bootstrap interval (``ci95``, ``bootstrap``)."""
     from okdhp_edge.evaluation.datasets import report_dataset
-    from okdhp_edge.evaluation.inference import engine_heatmap_fn, predict, score
+    from okdhp_edge.evaluation.inference import engine_heatmap_fn, predict, score_units
+    from okdhp_edge.evaluation.uncertainty import accuracy_fields
+    from okdhp_edge.schema import to_dict
 
     model, man = load_student(path)
     ds = report_dataset(man, dataset, ann, images, headboxes)
     flip = man.accuracy.flip_test if flip is None else flip
     fn = engine_heatmap_fn(torch_engine(model), ds.flip_index if flip else None)
-    res = score(ds, predict(ds, fn, batch_size=batch_size),
-                headboxes=ds.headboxes)
+    res, units = score_units(ds, predict(ds, fn, batch_size=batch_size),
+                             headboxes=ds.headboxes)
+    ci = accuracy_fields(units)
+    if ci:
+        res.update(ci95=ci["ci95"], bootstrap=to_dict(ci["bootstrap"]))
     res.update(student=man.name, flip_test=flip)
     return res

@@ -379,6 +379,8 @@ def test_ablation_differences_carry_intervals_over_images():
     assert 0 < lo < 100 * 0.10 < hi  # a - c: +10 points, an interval above 0
     lo, hi = table["a"]["paired"]["e"]["hg2"]["ci95_images"]
     assert lo <= 0 <= hi  # a - e: the same hits but for a hair
+    lo, hi = table["a"]["students"]["hg2"]["ci95_images"]  # the arm's own seed-mean figure
+    assert lo < 100 * 0.705 < hi
     text = "\n".join(findings(table))
     assert "hg2 +10.000 ± 0.000 AP [" in text and "and the image sample's" in text
     # about +0.2 points on both seeds: above the seed noise, not the image sample's

@@ -20,7 +20,11 @@ def test_evaluate_student_cli_and_sha(tiny_zoo, tmp_path):
                            str(d / "student.yaml"), "--no-flip", "--out", str(out)],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(out.read_text())["AP"] == pytest.approx(man.accuracy.value, abs=1e-6)
+    res = json.loads(out.read_text())
+    assert res["AP"] == pytest.approx(man.accuracy.value, abs=1e-6)
+    # the same interval as the manifest's (same images, same resamples, same seed)
+    assert res["ci95"] == pytest.approx(man.accuracy.ci95, abs=1e-9)
+    assert "95% interval over the" in proc.stdout
     import shutil
 
     bad = tmp_path / "bad"

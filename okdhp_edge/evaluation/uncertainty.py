@@ -312,3 +312,21 @@ def paired_mean_interval(groups: list[tuple[list[UnitResults], list[UnitResults]
     est = sum(mean_of(a, point) - mean_of(b, point) for a, b in groups) / len(groups)
     return _percentile_interval(values, est, first.unit, len(first), n_resamples, seed,
                                 confidence)
+
+
+def mean_interval(groups: list[list[UnitResults]], n_resamples: int = N_RESAMPLES,
+                  seed: int = SEED, confidence: float = CONFIDENCE) -> Interval:
+    """The interval, over resampled units, of the mean over ``groups`` (one per training
+    seed) of each group's mean figure: an arm's seed-mean accuracy.
+
+    Raises:
+        ValueError: an empty group, or figures not measured on the same units.
+    """
+    if not groups or not all(groups):
+        raise ValueError("a mean needs at least one figure in each group")
+    first = _checked([u for g in groups for u in g])
+    values = sum(sum(distribution(u, n_resamples, seed) for u in g) / len(g)
+                 for g in groups) / len(groups)
+    est = sum(sum(u.metric() for u in g) / len(g) for g in groups) / len(groups)
+    return _percentile_interval(values, est, first.unit, len(first), n_resamples, seed,
+                                confidence)

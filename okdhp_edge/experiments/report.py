@@ -39,8 +39,10 @@ def _fmt(v: Optional[dict], signed: bool = False) -> str:
     if v is None:
         return "-"
     sign = "+" if signed else ""
-    return (f"{v['mean']:{sign}.3f} ± {v['std']:.3f}" if v["n"] > 1
-            else f"{v['mean']:{sign}.3f} (n=1)")
+    ci = v.get("ci95_images")  # over the split's images, where the runs kept them
+    span = f" [{ci[0]:{sign}.3f}, {ci[1]:{sign}.3f}]" if ci else ""
+    return (f"{v['mean']:{sign}.3f} ± {v['std']:.3f}{span}" if v["n"] > 1
+            else f"{v['mean']:{sign}.3f}{span} (n=1)")
 
 
 # (arm, reference arm, what the paired difference measures), in the order the report gives

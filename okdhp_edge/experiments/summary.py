@@ -167,6 +167,26 @@ def image_intervals(results: dict[str, dict[str, list[dict]]], arm: str, ref: st
     return out
 
 
+def arm_intervals(results: dict[str, dict[str, list[dict]]], arm: str,
+                  split: str = "report", n_resamples: int = 1000) -> dict[str, list[float]]:
+    """student -> the bootstrap interval, over the split's images, of the arm's seed-mean
+    figure (only students whose runs kept their per-image results)."""
+    from okdhp_edge.evaluation.uncertainty import mean_interval
+
+    students = {base_student_name(s) for runs in results.get(arm, {}).values()
+                for r in runs for s in r.get("units", {}).get(split, {})}
+    out = {}
+    for st in sorted(students):
+        groups = [g for g in (_units_of(runs, st, split) for runs in results[arm].values()) if g]
+        try:
+            ci = mean_interval(groups, n_resamples)
+        except ValueError as exc:
+            log.info("%s, %s: %s", arm, st, exc)
+            continue
+        out[st] = [ci.low, ci.high]
+    return out
+
+
 def _iterations(runs_by_seed: dict[str, list[dict]]) -> dict[str, list[int]]:
     """student -> the iteration counts of its runs (over seeds)."""
     out: dict[str, set[int]] = {}
@@ -225,7 +245,7 @@ def summarize(results: dict[str, dict[str, list[dict]]], plateau: bool = False
             cost.append(wall)
         table[arm] = {
             "title": arm_title(arm, plateau),
-            "students": _stats(per_student),
+            "students": _with_intervals(_stats(per_student), arm_intervals(results, arm)),
             "seeds": len(seeds),
             "train_wall_s_mean": float(np.mean(cost)) if cost else None,
             "iterations": sorted(set(iters)),
