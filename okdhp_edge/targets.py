@@ -64,7 +64,7 @@ BACKEND_INFO: dict[str, BackendInfo] = {b.name: b for b in (
                 packages=("torch",)),
     BackendInfo("onnxruntime", "okdhp_edge.backends.onnxruntime", None, "train", "s", True,
                 bundle_default=True, packages=("onnxruntime", "onnxruntime-gpu"),
-                recipe_fields=("ort_activations",)),
+                recipe_fields=("ort_activations", "ort_quantizer")),
     BackendInfo("openvino", "okdhp_edge.backends.openvino", None, "train", "^", True,
                 bundle_default=True, packages=("openvino", "nncf"),
                 recipe_fields=("max_drop", "overflow_fix")),

@@ -309,3 +309,26 @@ def test_calibration_experiment_resumes_and_says_how_to_rebuild(tiny_zoo, tmp_pa
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0
     assert json.loads(out.read_text())["cells"] == rep["cells"]  # nothing measured twice
+
+
+def test_nncf_writes_the_onnx_runtime_int8_file(student, int8_export, tmp_path):
+    """--ort-quantizer nncf: NNCF's post-training quantization of the ONNX model gives a
+    QDQ file that ONNX Runtime runs within the INT8 tolerance, records its recipe (in the
+    export and the file), and is rebuilt, not reused, when only the quantizer changes."""
+    from okdhp_edge.backends.onnxruntime import file_metadata
+
+    out, rec = int8_export
+    nncf = QuantRecipe(num_images=16, ort_quantizer="nncf")
+    got = export_student(student, out, formats=("onnx_int8",), recipe=nncf)
+    e = got.formats["onnx_int8"]
+    assert e.available and e.parity["passed"], e.parity
+    assert e.recipe["ort_quantizer"] == "nncf" and e.calibration_method == "nncf-default"
+    assert e.sha256 != rec.formats["onnx_int8"].sha256  # another file than ORT's own
+    # NNCF's own placement (it may leave a convolution in float); recorded as it is
+    assert isinstance(e.higher_precision_layers, list) and len(e.higher_precision_layers) <= 2
+    assert "nncf" in e.quantization["activations"]
+    assert '"ort_quantizer": "nncf"' in file_metadata(out / e.file)["okdhp_quant_recipe"]
+    with pytest.raises(QuantizationError, match="only onnxruntime's INT8 reads it"):
+        nncf.check_honoured({"openvino"})
+    with pytest.raises(QuantizationError, match="NNCF chooses the activation types"):
+        QuantRecipe(ort_quantizer="nncf", ort_activations="s8")

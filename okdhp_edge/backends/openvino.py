@@ -215,14 +215,14 @@ def _nncf_options(nncf: Any, recipe: Any, model: Any) -> dict[str, Any]:
         AdvancedQuantizationParameters,
         OverflowFix,
     )
-    from nncf.quantization.range_estimator import RangeEstimatorParametersSet as R
+
+    from okdhp_edge.export.quantize import nncf_range_estimator
 
     opts: dict[str, Any] = {"subset_size": recipe.num_images}
     if recipe.keep_head:
         opts["ignored_scope"] = nncf.IgnoredScope(names=[_ov_head(model)])
     advanced: dict[str, Any] = {}
-    estimator = {"minmax": R.MINMAX, "percentile": R.MEAN_QUANTILE,
-                 "entropy": R.HISTOGRAM}.get(recipe.method)
+    estimator = nncf_range_estimator(recipe.method)
     if estimator is not None:
         advanced["activations_range_estimator_params"] = estimator
     if recipe.overflow_fix != "first_layer":  # NNCF's default otherwise, left to NNCF

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 METHODS = ("default", "minmax", "percentile", "entropy")
 # NNCF's fix of int8 saturation on CPUs without VNNI (first_layer: NNCF's own default)
 OVERFLOW_FIXES = ("first_layer", "enable", "disable")
+ORT_QUANTIZERS = ("ort", "nncf")
 
 
 
@@ -52,6 +53,11 @@ class QuantRecipe:
             VNNI (AVX2, AVX-512 without VNNI): ``first_layer`` (NNCF's default: the first
             convolution's weights use half the int8 range), ``enable`` (every
             convolution's) or ``disable``. A property of the target, not of the model.
+        ort_quantizer: ONNX Runtime only: who writes its QDQ file: ``ort`` (ONNX Runtime's
+            static quantization, the activations as ``ort_activations`` says) or ``nncf``
+            (NNCF's post-training quantization of the ONNX model, with its range presets
+            and fast bias correction: the recipe of the OpenVINO file; activations u8 after
+            a ReLU, s8 elsewhere). TensorRT's S8S8 file is always ONNX Runtime's.
     """
 
     method: str = "default"
@@ -61,6 +67,7 @@ class QuantRecipe:
     max_drop: Optional[float] = None
     ort_activations: str = "u8"
     overflow_fix: str = "first_layer"
+    ort_quantizer: str = "ort"
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -73,6 +80,12 @@ class QuantRecipe:
         if self.ort_activations not in ("u8", "s8"):
             raise QuantizationError(f"ort_activations must be u8 or s8, got "
                                     f"{self.ort_activations!r}")
+        if self.ort_quantizer not in ORT_QUANTIZERS:
+            raise QuantizationError(f"ort_quantizer must be one of {', '.join(ORT_QUANTIZERS)}"
+                                    f", got {self.ort_quantizer!r}")
+        if self.ort_quantizer == "nncf" and self.ort_activations != "u8":
+            raise QuantizationError("--ort-activations s8 is ONNX Runtime's quantizer's; NNCF "
+                                    "chooses the activation types itself (--ort-quantizer ort)")
         if self.overflow_fix not in OVERFLOW_FIXES:
             raise QuantizationError(f"overflow_fix must be one of {', '.join(OVERFLOW_FIXES)}, "
                                     f"got {self.overflow_fix!r}")
@@ -113,6 +126,14 @@ class QuantRecipe:
         return all(old.get(f) == new[f] for f in self.fields_for(backend))
 
 
+def nncf_range_estimator(method: str) -> Any:
+    """NNCF's activation range preset for a recipe ``method`` (None: NNCF's default)."""
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet as R
+
+    return {"minmax": R.MINMAX, "percentile": R.MEAN_QUANTILE,
+            "entropy": R.HISTOGRAM}.get(method)
+
+
 def add_recipe_arguments(parser: Any) -> None:
     """The command-line options of a recipe (bench, zoo export)."""
     q = parser.add_argument_group("INT8 (precision int8): calibrated on the training split")
@@ -127,6 +148,9 @@ def add_recipe_arguments(parser: Any) -> None:
                         "the selection split (AP 0.005 = half a point)")
     q.add_argument("--ort-activations", choices=("u8", "s8"), default="u8",
                    help="ONNX Runtime activations: u8 (x86) or s8 (Arm)")
+    q.add_argument("--ort-quantizer", choices=ORT_QUANTIZERS, default="ort",
+                   help="ONNX Runtime's QDQ file: its own static quantization, or NNCF's "
+                        "(range presets, bias correction: the OpenVINO file's recipe)")
     q.add_argument("--int8-overflow-fix", choices=OVERFLOW_FIXES, default="first_layer",
                    help="OpenVINO: weights in half the int8 range against the saturation of "
                         "CPUs without VNNI (enable: every convolution; see docs/int8.md)")
@@ -135,14 +159,15 @@ def add_recipe_arguments(parser: Any) -> None:
 # the command-line option of each recipe field (add_recipe_arguments)
 FLAGS = {"method": "--calib-method", "num_images": "--calib-images", "seed": "--calib-seed",
          "keep_head": "--int8-keep-head", "max_drop": "--int8-max-drop",
-         "ort_activations": "--ort-activations", "overflow_fix": "--int8-overflow-fix"}
+         "ort_activations": "--ort-activations", "overflow_fix": "--int8-overflow-fix",
+         "ort_quantizer": "--ort-quantizer"}
 
 
 def recipe_from_args(args: Any) -> QuantRecipe:
     """The recipe of parsed :func:`add_recipe_arguments` options."""
     return QuantRecipe(args.calib_method, args.calib_images, args.calib_seed,
                        args.int8_keep_head, args.int8_max_drop, args.ort_activations,
-                       args.int8_overflow_fix)
+                       args.int8_overflow_fix, args.ort_quantizer)
 
 
 def recipe_args(recipe: QuantRecipe) -> list[str]:
@@ -153,7 +178,7 @@ def recipe_args(recipe: QuantRecipe) -> list[str]:
     if recipe.keep_head:
         out.append(FLAGS["keep_head"])
     for name, default in (("max_drop", None), ("ort_activations", "u8"),
-                          ("overflow_fix", "first_layer")):
+                          ("overflow_fix", "first_layer"), ("ort_quantizer", "ort")):
         if getattr(recipe, name) != default:
             out += [FLAGS[name], str(getattr(recipe, name))]
     return out
