@@ -247,6 +247,7 @@ def test_fp16_onnx_for_strongly_typed_tensorrt(int8_export, tmp_path):
     assert {i.data_type for i in half.graph.initializer if i.dims} == {f16}
 
 
+@pytest.mark.slow  # ~27 s: overflow fix, accuracy control and resume each have a faster test
 def test_calibration_sensitivity_report_resumes(tiny_zoo, tmp_path):
     """OpenVINO's cells: NNCF's default, with the overflow fix and with accuracy control
     (methods and image counts: the next test, on ONNX Runtime); a rerun measures nothing
