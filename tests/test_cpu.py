@@ -15,8 +15,9 @@ def test_governor_gives_a_core_up_to_a_neighbour_and_takes_it_back(monkeypatch):
     clock = {"t": 0.0, "busy": 0, "ours": 0}
     hz = cpu.os.sysconf("SC_CLK_TCK")
     monkeypatch.setattr(cpu.time, "monotonic", lambda: clock["t"])
-    monkeypatch.setattr(cpu, "_busy_jiffies", lambda: clock["busy"])
-    monkeypatch.setattr(cpu, "_tree_jiffies", lambda pid: clock["ours"])
+    monkeypatch.setattr(cpu, "_stat_jiffies", lambda: (clock["busy"], 0))
+    monkeypatch.setattr(cpu, "_processes",
+                        lambda: {cpu.os.getpid(): (1, clock["ours"], "python")})
     gov = cpu.ThreadGovernor(2, interval_s=10)
 
     def tick(ours_cores, others_cores):

@@ -64,10 +64,6 @@ def _stat_jiffies() -> tuple[int, int]:
     return v[0] + v[1] + v[2] + v[5] + v[6] + steal, steal
 
 
-def _busy_jiffies() -> int:
-    return _stat_jiffies()[0]
-
-
 def _processes() -> dict[int, tuple[int, int, str]]:
     """pid -> (parent pid, CPU time used: utime + stime in jiffies, command name)."""
     out = {}
@@ -90,13 +86,6 @@ def _tree(procs: dict[int, tuple[int, int, str]], root: int) -> set[int]:
         tree.update(kids)
         frontier = kids
     return tree
-
-
-def _tree_jiffies(root: int) -> int:
-    """CPU time (utime + stime, jiffies) of ``root`` and every process below it (the
-    trainer, its fork server and its data workers)."""
-    procs = _processes()
-    return sum(procs[p][1] for p in _tree(procs, root) if p in procs)
 
 
 @dataclass(frozen=True)
@@ -151,25 +140,19 @@ class ThreadGovernor:
         self.threads = cores
         self.others = 0.0  # cores other processes kept busy over the last interval
         self.available = cores > 1 and Path("/proc/stat").is_file()
-        self._last: Optional[tuple[float, int, int]] = None
-
-    def _sample(self) -> tuple[float, int, int]:
-        return time.monotonic(), _busy_jiffies(), _tree_jiffies(os.getpid())
+        self._last: Optional[CpuSnapshot] = None
 
     def update(self) -> Optional[int]:
         """The new thread count when it should change now, else None."""
         if not self.available:
             return None
         now = time.monotonic()
-        if self._last is not None and now - self._last[0] < self.interval_s:
+        if self._last is not None and now - self._last.time < self.interval_s:
             return None
-        sample = self._sample()
-        last, self._last = self._last, sample
-        if last is None:
+        last, self._last = self._last, cpu_snapshot()
+        if last is None or self._last is None:
             return None
-        hz = os.sysconf("SC_CLK_TCK")
-        others = ((sample[1] - last[1]) - (sample[2] - last[2])) / hz / (sample[0] - last[0])
-        self.others = max(0.0, others)
+        self.others = others_between(last, self._last)[0]  # this run's tree excluded
         want = self.threads
         if self.others >= self.busy and self.threads > 1:
             want = max(1, self.cores - math.floor(self.others + 1 - self.busy))
