@@ -98,10 +98,6 @@ class UnitResults:
             h.update(k.encode() + np.ascontiguousarray(v).tobytes())
         return h.hexdigest()
 
-    def fingerprint(self) -> str:
-        """sha256 (16 hex) of the unit ids: equal for results that pair."""
-        return hashlib.sha256(np.ascontiguousarray(self.ids, np.int64).tobytes()).hexdigest()[:16]
-
 
 def coco_units(evaluator: Any) -> UnitResults:
     """Per-image results of an evaluated ``COCOeval`` (keypoints, one category): area
@@ -226,10 +222,16 @@ def _percentile_interval(values: np.ndarray, point: float, unit: str, n_units: i
     return Interval(lo, hi, unit, n_units, n_resamples, seed, confidence)
 
 
+def _same_units(results: list[UnitResults]) -> bool:
+    """Whether every result was measured on the units of the first (so they pair)."""
+    first = results[0]
+    return all(u.kind == first.kind and np.array_equal(u.ids, first.ids) for u in results)
+
+
 def _checked(results: list[UnitResults]) -> UnitResults:
     """The first of results measured on the same units (ValueError otherwise)."""
     first = results[0]
-    if any(u.kind != first.kind or not np.array_equal(u.ids, first.ids) for u in results):
+    if not _same_units(results):
         raise ValueError(f"not paired: {first.kind} over {len(first)} {first.unit}s against "
                          "figures on other units (the same units are needed)")
     if len(first) < 2:
@@ -280,9 +282,28 @@ def paired_delta(a: Optional[str], b: Optional[str], bootstrap: Any
     if not (a and b and bootstrap):
         return None
     ua, ub = UnitResults.decode(a), UnitResults.decode(b)
-    if ua.kind != ub.kind or not np.array_equal(ua.ids, ub.ids):
+    if not _same_units([ua, ub]):
         return None
     return paired_interval(ua, ub, bootstrap.n_resamples, bootstrap.seed, bootstrap.confidence)
+
+
+def _seed_mean(groups: list[list[UnitResults]], fn: Any) -> Any:
+    """The mean over groups (training seeds) of each group's mean of ``fn(figure)``."""
+    return sum(sum(fn(u) for u in g) / len(g) for g in groups) / len(groups)
+
+
+def _seed_mean_interval(plus: list[list[UnitResults]], minus: list[list[UnitResults]],
+                        n_resamples: int, seed: int, confidence: float) -> Interval:
+    """The interval of the seed mean of ``plus`` minus that of ``minus`` (none: the seed
+    mean itself), every figure recomputed on the same resampled units."""
+    first = _checked([u for g in plus + minus for u in g])
+
+    def combine(fn: Any) -> Any:
+        return _seed_mean(plus, fn) - (_seed_mean(minus, fn) if minus else 0.0)
+
+    values = combine(lambda u: distribution(u, n_resamples, seed))
+    return _percentile_interval(values, combine(lambda u: u.metric()), first.unit, len(first),
+                                n_resamples, seed, confidence)
 
 
 def paired_mean_interval(groups: list[tuple[list[UnitResults], list[UnitResults]]],
@@ -297,21 +318,8 @@ def paired_mean_interval(groups: list[tuple[list[UnitResults], list[UnitResults]
     """
     if not groups or not all(a and b for a, b in groups):
         raise ValueError("a paired mean needs at least one figure on each side of a group")
-    first = _checked([u for a, b in groups for u in (*a, *b)])
-
-    def mean_of(us: list[UnitResults], fn: Any) -> Any:
-        return sum(fn(u) for u in us) / len(us)
-
-    def dist(u: UnitResults) -> np.ndarray:
-        return distribution(u, n_resamples, seed)
-
-    def point(u: UnitResults) -> float:
-        return u.metric()
-
-    values = sum(mean_of(a, dist) - mean_of(b, dist) for a, b in groups) / len(groups)
-    est = sum(mean_of(a, point) - mean_of(b, point) for a, b in groups) / len(groups)
-    return _percentile_interval(values, est, first.unit, len(first), n_resamples, seed,
-                                confidence)
+    return _seed_mean_interval([a for a, _ in groups], [b for _, b in groups],
+                               n_resamples, seed, confidence)
 
 
 def mean_interval(groups: list[list[UnitResults]], n_resamples: int = N_RESAMPLES,
@@ -324,9 +332,4 @@ def mean_interval(groups: list[list[UnitResults]], n_resamples: int = N_RESAMPLE
     """
     if not groups or not all(groups):
         raise ValueError("a mean needs at least one figure in each group")
-    first = _checked([u for g in groups for u in g])
-    values = sum(sum(distribution(u, n_resamples, seed) for u in g) / len(g)
-                 for g in groups) / len(groups)
-    est = sum(sum(u.metric() for u in g) / len(g) for g in groups) / len(groups)
-    return _percentile_interval(values, est, first.unit, len(first), n_resamples, seed,
-                                confidence)
+    return _seed_mean_interval(groups, [], n_resamples, seed, confidence)
