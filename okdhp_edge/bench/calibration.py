@@ -166,11 +166,16 @@ def run(zoo: Path, out: Path, backends: list[str], images: list[int], methods: l
     return rep
 
 
-def _paired_with_fp32(cell: dict[str, Any], fp32: dict[str, Any]) -> dict[str, Any]:
-    """The paired interval of the cell's change from the same backend's fp32 file (both
-    recomputed on the same resampled images); nothing without per-image results."""
+def _cell_delta(cell: dict[str, Any], ref: dict[str, Any]) -> Any:
+    """The paired interval of ``cell - ref`` (both recomputed on the same resampled
+    images), drawn as the cell's was; None without per-image results on both."""
     boot = cell.get("bootstrap")
-    ci = paired_delta(cell.get("units"), fp32.get("units"), Bootstrap(**boot) if boot else None)
+    return paired_delta(cell.get("units"), ref.get("units"), Bootstrap(**boot) if boot else None)
+
+
+def _paired_with_fp32(cell: dict[str, Any], fp32: dict[str, Any]) -> dict[str, Any]:
+    """The paired interval of the cell's change from the same backend's fp32 file."""
+    ci = _cell_delta(cell, fp32)
     return {} if ci is None else {"delta_ci95": [ci.low, ci.high]}
 
 
@@ -237,10 +242,7 @@ def _against_default_lines(rep: CalibrationReport, backend: str, students: list[
     for s in students:
         for m, n in cols:
             cell, base = (rep.cells.get(f"{s}/{backend}/{x}/{n}", {}) for x in (m, "default"))
-            boot = cell.get("bootstrap")
-            if m == "default" or not boot:
-                continue
-            ci = paired_delta(cell.get("units"), base.get("units"), Bootstrap(**boot))
+            ci = None if m == "default" else _cell_delta(cell, base)
             if ci is not None:
                 out.append(f"- {s}, {m} @ {n} minus default @ {n}: "
                            f"{cell['value'] - base['value']:+.4f} [{ci.low:+.4f}, "
