@@ -16,6 +16,7 @@ from typing import Any, Optional
 from okdhp_edge.evaluation.datasets import build_eval_dataset
 from okdhp_edge.evaluation.inference import oracle_heatmap_fn, predict, score
 from okdhp_edge.evaluation.pckh import pckh_table
+from okdhp_edge.evaluation.uncertainty import interval_text
 from okdhp_edge.utils.cli import UsageError, console_entry, run_cli, setup_logging
 from okdhp_edge.utils.io import atomic_write_json
 
@@ -26,8 +27,8 @@ def format_metrics(res: dict[str, Any]) -> str:
     """Human-readable metrics."""
     ci = res.get("ci95")
     span = "" if not ci else (f"\n{res['metric']} 95% interval over the "
-                              f"{res['bootstrap']['units']} {res['bootstrap']['unit']}s: "
-                              f"[{ci[0]:.4f}, {ci[1]:.4f}]")
+                              f"{res['bootstrap']['units']} {res['bootstrap']['unit']}s:"
+                              + interval_text(ci))
     if res["metric"] == "AP":
         keys = ("AP", "AP50", "AP75", "APm", "APl", "AR")
         return "  ".join(f"{k} {res[k]:.4f}" for k in keys) + span

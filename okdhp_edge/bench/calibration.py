@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, Optional
 
 from okdhp_edge.bench.run import report_accuracy
-from okdhp_edge.evaluation.uncertainty import paired_delta
+from okdhp_edge.evaluation.uncertainty import interval_text, paired_delta
 from okdhp_edge.export.quantize import METHODS, QuantRecipe
 from okdhp_edge.records import (
     QUANT_FIELDS,
@@ -187,9 +187,7 @@ def _cell_text(cell: dict[str, Any], ref: Optional[float]) -> str:
         return "-"
     if ref is None:
         return f"{v:.4f}"
-    ci = cell.get("delta_ci95")
-    span = f" [{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else ""
-    return f"{v:.4f} ({v - ref:+.4f}{span})"
+    return f"{v:.4f} ({v - ref:+.4f}{interval_text(cell.get('delta_ci95'), '+.4f')})"
 
 
 def reproduce_command(rep: CalibrationReport) -> str:
@@ -245,8 +243,7 @@ def _against_default_lines(rep: CalibrationReport, backend: str, students: list[
             ci = None if m == "default" else _cell_delta(cell, base)
             if ci is not None:
                 out.append(f"- {s}, {m} @ {n} minus default @ {n}: "
-                           f"{cell['value'] - base['value']:+.4f} [{ci.low:+.4f}, "
-                           f"{ci.high:+.4f}]")
+                           f"{cell['value'] - base['value']:+.4f}{interval_text(ci, '+.4f')}")
     if not out:
         return []
     return ["Against the default recipe (paired 95% intervals over the report split's "

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from okdhp_edge.bench.report import accuracy_of, latency_of, measured, pareto
-from okdhp_edge.evaluation.uncertainty import Interval, paired_delta
+from okdhp_edge.evaluation.uncertainty import Interval, interval_text, paired_delta
 from okdhp_edge.records import BenchReport, BenchRow
 
 
@@ -30,9 +30,8 @@ class Tie:
     point: float
 
     def text(self, stat: str, scope: str) -> str:
-        span = "" if self.delta is None else f" [{self.delta.low:+.4f}, {self.delta.high:+.4f}]"
         return (f"tied with {self.other.label} at {latency_of(self.other, stat, scope):.2f} ms: "
-                f"{self.point:+.4f}{span}")
+                f"{self.point:+.4f}{interval_text(self.delta, '+.4f')}")
 
 
 @dataclass(frozen=True)
@@ -89,9 +88,8 @@ def frontier_ties(front: list[BenchRow], stat: str = "median", scope: str = "eng
         parts = []
         tied, tie = accuracy_tied(prev, cur)  # tie: cur - prev, what this point adds
         if tied:
-            span = "" if tie.delta is None else \
-                f" [{tie.delta.low:+.4f}, {tie.delta.high:+.4f}]"
-            parts.append(f"accuracy tied with the point above: {tie.point:+.4f}{span}")
+            parts.append(f"accuracy tied with the point above: {tie.point:+.4f}"
+                         + interval_text(tie.delta, "+.4f"))
         if latency_tied(prev, cur, stat, scope):
             parts.append("latency tied with the point above")
         if parts:
@@ -156,9 +154,7 @@ def pick(rows: list[BenchRow], max_latency_ms: float, stat: str = "median",
 
 
 def _accuracy_text(rep: BenchReport, row: BenchRow) -> str:
-    ci = row.accuracy.ci95
-    return f"{rep.metric} {row.accuracy.value:.4f}" + (
-        f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "")
+    return f"{rep.metric} {row.accuracy.value:.4f}" + interval_text(row.accuracy.ci95)
 
 
 def pick_lines(rep: BenchReport, d: Decision, budget_ms: float, stat: str = "median",

@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 from typing import Any, Optional
 
+from okdhp_edge.evaluation.uncertainty import interval_text
 from okdhp_edge.records import BenchReport, BenchRow, ReportError, read_json_record
 from okdhp_edge.utils.io import atomic_write
 
@@ -59,7 +60,7 @@ def _with_interval(v: Optional[float], ci: Optional[list[float]], sign: str = ""
     """``0.5794 [0.5512, 0.6071]``: a figure with its 95% interval (where it has one)."""
     if v is None:
         return "-"
-    return f"{v:{sign}.4f}" + ("" if not ci else f" [{ci[0]:{sign}.4f}, {ci[1]:{sign}.4f}]")
+    return f"{v:{sign}.4f}" + interval_text(ci, f"{sign}.4f")
 
 
 def _table_row(r: BenchRow) -> str:

@@ -182,6 +182,15 @@ class Interval:
                 "seed": self.seed, "confidence": self.confidence, "method": self.method}
 
 
+def interval_text(ci: Any, spec: str = ".4f") -> str:
+    """`` [low, high]`` of an interval (an :class:`Interval` or a [low, high] list), each
+    end formatted with ``spec``; "" when there is none."""
+    if not ci:
+        return ""
+    low, high = (ci.low, ci.high) if isinstance(ci, Interval) else ci
+    return f" [{low:{spec}}, {high:{spec}}]"
+
+
 _DISTRIBUTIONS: dict[tuple[str, int, int], np.ndarray] = {}  # per-process cache
 _CACHE_SIZE = 256
 

@@ -10,6 +10,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from okdhp_edge.evaluation.uncertainty import interval_text
 from okdhp_edge.experiments.arms import _words, arm_title
 from okdhp_edge.experiments.runs import _readable_command
 from okdhp_edge.experiments.summary import (
@@ -39,8 +40,8 @@ def _fmt(v: Optional[dict], signed: bool = False) -> str:
     if v is None:
         return "-"
     sign = "+" if signed else ""
-    ci = v.get("ci95_images")  # over the split's images, where the runs kept them
-    span = f" [{ci[0]:{sign}.3f}, {ci[1]:{sign}.3f}]" if ci else ""
+    # over the split's images, where the runs kept them
+    span = interval_text(v.get("ci95_images"), f"{sign}.3f")
     return (f"{v['mean']:{sign}.3f} ± {v['std']:.3f}{span}" if v["n"] > 1
             else f"{v['mean']:{sign}.3f}{span} (n=1)")
 
@@ -105,7 +106,7 @@ def _finding(student: str, d: dict[str, Any]) -> str:
     over seeds) and, where the runs kept per-image results, the interval over images of
     the seed-mean difference (a claim stands only where both support it)."""
     ci = d.get("ci95_images")
-    span = f" [{ci[0]:+.3f}, {ci[1]:+.3f}] over images" if ci else ""
+    span = interval_text(ci, "+.3f") + " over images" if ci else ""
     images_say = None if not ci else not (ci[0] <= 0 <= ci[1])
     if d["n"] < 2:
         if images_say is None:

@@ -291,8 +291,9 @@ def shorter_verdict(gains: dict[str, dict[str, Any]], report: str) -> str:
 
 
 def _ci_text(d: dict[str, Any]) -> str:
-    ci = d.get("ci95_images")
-    return f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else ""
+    from okdhp_edge.evaluation.uncertainty import interval_text
+
+    return interval_text(d.get("ci95_images"), "+.3f")
 
 
 def _threshold_verdict(rows: list[dict[str, Any]], threshold: float) -> tuple[str, bool]:

@@ -17,7 +17,7 @@ from okdhp_edge.evaluation.inference import (
     predict_heads,
     score_units,
 )
-from okdhp_edge.evaluation.uncertainty import accuracy_fields
+from okdhp_edge.evaluation.uncertainty import accuracy_fields, interval_text
 from okdhp_edge.manifest import unique_dir
 from okdhp_edge.models.info import count_macs, count_params
 from okdhp_edge.models.registry import create_model
@@ -95,10 +95,6 @@ def _provenance(trainer: Trainer, head: Any, commit: str) -> Provenance:
     )
 
 
-def _interval_text(acc: Accuracy) -> str:
-    return "" if acc.ci95 is None else f" [{acc.ci95[0]:.4f}, {acc.ci95[1]:.4f}]"
-
-
 def write_zoo(trainer: Trainer) -> Path:
     """Write the zoo of a finished run; returns its directory (never an existing one)."""
     cfg = trainer.cfg
@@ -128,7 +124,7 @@ def write_zoo(trainer: Trainer) -> Path:
             h.name, m, cfg.data.input_size, count_params(m),
             count_macs(m, tuple(cfg.data.input_size)), pre, accuracy, provenance)
         log.info("student %s: %s %.4f%s on the report split (selected at epoch %d)", h.name,
-                 res["metric"], res["value"], _interval_text(accuracy), provenance.epoch)
+                 res["metric"], res["value"], interval_text(accuracy.ci95), provenance.epoch)
     manifests = with_compression(manifests)
     zoo = ZooManifest(schema=ZooManifest.VERSION, name=zoo_dir.name,
                       students=sorted(manifests, key=lambda n: manifests[n].params),
