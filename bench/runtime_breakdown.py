@@ -2,9 +2,11 @@
 
 For a light student (MobileNetV2 encoder + deconvolution decoder, 256x192) it times the
 encoder alone, the decoder alone and the whole student in fp32 on ONNX Runtime, OpenVINO,
-LiteRT and ExecuTorch, interleaved, at batch 1; for both a light student and a stacked
-hourglass it lists what each XNNPACK lowering leaves outside XNNPACK (those operators run
-on the runtime's own kernels and split the graph into several delegate partitions).
+LiteRT and ExecuTorch, interleaved, at batch 1; a paper-width HG-2 on the same runtimes
+and on ExecuTorch with its upsamplings as concatenations (the exporter's form); for both
+a light student and a stacked hourglass it lists what each XNNPACK lowering leaves outside
+XNNPACK (those operators run on the runtime's own kernels and split the graph into several
+delegate partitions).
 
     python bench/runtime_breakdown.py [--threads 2] [--decoder-width 256] [--rounds 3]
 
@@ -44,10 +46,6 @@ def _runners(module: torch.nn.Module, x: torch.Tensor, tmp: Path, threads: int
     import onnxruntime as ort
     import openvino as ov
     from ai_edge_litert.interpreter import Interpreter
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import to_edge_transform_and_lower
-    from executorch.extension.pybindings import portable_lib
-    from executorch.runtime import Runtime
 
     onnx_path, tfl = tmp / "m.onnx", tmp / "m.tflite"
     torch.onnx.export(module, (x,), str(onnx_path), opset_version=17, dynamo=False)
@@ -63,17 +61,28 @@ def _runners(module: torch.nn.Module, x: torch.Tensor, tmp: Path, threads: int
     interp = Interpreter(model_path=str(tfl), num_threads=threads)
     interp.allocate_tensors()
     interp.set_tensor(interp.get_input_details()[0]["index"], x.numpy())
-    if portable_lib._threadpool_get_thread_count() != threads:  # noqa: SLF001
-        portable_lib._unsafe_reset_threadpool(threads)  # noqa: SLF001
-    edge = to_edge_transform_and_lower(torch.export.export(module, (x,)),
-                                       partitioner=[XnnpackPartitioner()])
-    program = Runtime.get().load_program(bytes(edge.to_executorch().buffer))
-    method = program.load_method("forward")  # the program must outlive its method
     xn = x.numpy()
     return {"onnxruntime": lambda: sess.run(None, {name: xn}),
             "openvino": lambda: request.infer({0: xn}),
             "litert": interp.invoke,
-            "executorch": lambda: (program, method.execute([x]))}
+            "executorch": _executorch_call(module, x, threads)}
+
+
+def _executorch_call(module: torch.nn.Module, x: torch.Tensor, threads: int
+                     ) -> Callable[[], Any]:
+    """One fp32 call of ``module`` lowered to ExecuTorch's XNNPACK."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+    from executorch.extension.pybindings import portable_lib
+    from executorch.runtime import Runtime
+
+    if portable_lib._threadpool_get_thread_count() != threads:  # noqa: SLF001
+        portable_lib._unsafe_reset_threadpool(threads)  # noqa: SLF001 - before any load
+    edge = to_edge_transform_and_lower(torch.export.export(module, (x,)),
+                                       partitioner=[XnnpackPartitioner()])
+    program = Runtime.get().load_program(bytes(edge.to_executorch().buffer))
+    method = program.load_method("forward")  # the program must outlive its method
+    return lambda: (program, method.execute([x]))
 
 
 def _interleaved(calls: dict[str, Callable[[], Any]], rounds: int, iters: int
@@ -113,6 +122,28 @@ def outside_xnnpack(module: torch.nn.Module, x: torch.Tensor, tmp: Path) -> dict
     return {"executorch": dict(et), "litert_partitions": ops.get("DELEGATE", 0)}
 
 
+def _print_hourglass_upsampling(hg: StackedHourglass, x: torch.Tensor, tmp: Path,
+                                args: argparse.Namespace) -> None:
+    """HG-2 on every runtime, and on ExecuTorch once more with its nearest upsamplings
+    written as concatenations (what the exporter lowers), interleaved."""
+    import copy
+
+    from okdhp_edge.models.blocks import NearestUp
+
+    by_copy = copy.deepcopy(hg)
+    for m in by_copy.modules():
+        if isinstance(m, NearestUp):
+            m.by_copy = True
+    (tmp / "hg").mkdir()
+    calls = _runners(_Part(lambda t: hg(t).heatmap).eval(), x, tmp / "hg", args.threads)
+    calls["executorch, upsample by copy"] = _executorch_call(
+        _Part(lambda t: by_copy(t).heatmap).eval(), x, args.threads)
+    ms = _interleaved(calls, args.rounds, args.iters)
+    print("\n| hg2 (paper width) | " + " | ".join(ms) + " |")
+    print("|---" * (len(ms) + 1) + "|")
+    print("| fp32 | " + " | ".join(f"{v:.2f} ms" for v in ms.values()) + " |")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=2)
@@ -143,6 +174,7 @@ def main() -> None:
         for label, ms in rows:
             print(f"| {label} | " + " | ".join(f"{v:.2f} ms" for v in ms.values()) + " |")
         hg = StackedHourglass(2, 17, 256, 4, 64).eval().requires_grad_(False)
+        _print_hourglass_upsampling(hg, x, Path(d), args)
         for label, module in (("hg2 (paper width)", _Part(lambda t: hg(t).heatmap)),
                               (whole, parts[whole][0])):
             sub = Path(d) / "o"

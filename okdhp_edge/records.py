@@ -295,6 +295,11 @@ class FormatRecord:
     calibration_method: Optional[str] = None
     activations: Optional[str] = None
     higher_precision_layers: Optional[list[str]] = None
+    xnnpack_partitions: Optional[int] = None
+    outside_xnnpack: Optional[list[str]] = None
+    # the builder's BUILD_REVISION when it declares one: a file made by an older revision
+    # of its builder is rebuilt, not reused
+    build_revision: Optional[int] = None
 
     @property
     def quantization(self) -> dict[str, Any]:

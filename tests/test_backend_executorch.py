@@ -32,11 +32,27 @@ def test_pte_program_runs_with_parity(et_export):
     entry = rec.formats["executorch_fp32"]
     assert entry.available, entry.reason
     assert entry.parity["passed"] and entry.parity["random"]["max_abs_heatmap_err"] < 1e-4
+    # the hourglass's upsampling lowered inside XNNPACK: one partition, nothing outside
+    assert entry.xnnpack_partitions == 1 and entry.outside_xnnpack == [], entry
     r = make_runner("executorch", "fp32", threads=1)
     r.load(str(out / entry.file))
     w, h = man.preprocessing.input_size
     assert r.input_hw() == (h, w) and r.describe()["delegate"] == "XNNPACK"
     assert r.run(np.zeros((2, 3, h, w), np.float32)).shape[0] == 2
+
+
+def test_a_program_of_an_older_builder_is_rebuilt(et_export):
+    import dataclasses
+
+    from okdhp_edge.export.exporter import _cached
+    from okdhp_edge.export.quantize import QuantRecipe
+
+    _, _, out, rec = et_export
+    entry = rec.formats["executorch_fp32"]
+    assert entry.build_revision == 1
+    assert _cached(rec.formats, "executorch_fp32", out, QuantRecipe()) == entry
+    older = {"executorch_fp32": dataclasses.replace(entry, build_revision=None)}
+    assert _cached(older, "executorch_fp32", out, QuantRecipe()) is None
 
 
 @pytest.mark.slow  # PT2E convert + a second lowering: ~40 s on the tiny student

@@ -86,3 +86,17 @@ def test_model_info_cli():
     info = json.loads(proc.stdout)
     assert info["params"] == 13_018_816
     assert info["macs"] / 1e9 == pytest.approx(15.4, abs=0.05)
+
+
+def test_upsampling_by_copy_is_bit_identical_to_nearest_resize():
+    from okdhp_edge.models.blocks import NearestUp, double_by_copy
+
+    x = torch.randn(2, 5, 3, 4)
+    ref = torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest")
+    assert torch.equal(double_by_copy(x), ref)
+    up = NearestUp()
+    up.by_copy = True
+    assert torch.equal(up(x, (6, 8)), ref)
+    # not an exact doubling (an odd skip size): the resize, as without by_copy
+    assert torch.equal(up(x, (7, 9)),
+                       torch.nn.functional.interpolate(x, size=(7, 9), mode="nearest"))

@@ -36,6 +36,10 @@ from okdhp_edge.targets import ExportFormat
 log = logging.getLogger(__name__)
 
 
+# 1: hourglass upsamplings lowered as concatenations, inside the XNNPACK delegate
+BUILD_REVISION = 1
+
+
 def unavailable_reason() -> Optional[str]:
     return missing_package("executorch", "executorch")
 
@@ -125,15 +129,23 @@ def _version() -> Optional[str]:
 # ------------------------------------------------------------------------------ builders
 
 
-def _lower(exported: Any, dst: Path) -> None:
-    """XNNPACK-lower an exported program and write it as a ``.pte`` (atomically)."""
+def _lower(exported: Any, dst: Path) -> dict[str, Any]:
+    """XNNPACK-lower an exported program and write it as a ``.pte`` (atomically); its
+    partition count and the operators left outside XNNPACK (run by ExecuTorch's portable
+    kernels, each one splitting the graph)."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
     from okdhp_edge.utils.io import atomic_write_bytes
 
     program = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
+    calls = [str(n.target) for n in program.exported_program().graph_module.graph.nodes
+             if n.op == "call_function" and "getitem" not in str(n.target)]
     atomic_write_bytes(dst, bytes(program.to_executorch().buffer))
+    outside = sorted({c.split(":")[0].split()[-1].rstrip(">") for c in calls
+                      if "call_delegate" not in c})
+    return {"xnnpack_partitions": sum("call_delegate" in c for c in calls),
+            "outside_xnnpack": outside}
 
 
 def _module_and_input(ctx: BuildContext) -> tuple[Any, Any]:
@@ -145,7 +157,23 @@ def _module_and_input(ctx: BuildContext) -> tuple[Any, Any]:
     from okdhp_edge.models.hourglass import HeatmapOnly
 
     w, h = ctx.size
-    return HeatmapOnly(ctx.model.float().cpu().eval()).eval(), torch.zeros(1, 3, h, w)
+    return HeatmapOnly(_delegable(ctx.model)).eval(), torch.zeros(1, 3, h, w)
+
+
+def _delegable(model: Any) -> Any:
+    """A float eval copy of ``model`` whose 2x nearest upsamplings are concatenations and
+    reshapes (the same values): XNNPACK's partitioner does not take ``upsample_nearest2d``,
+    which left every hourglass level's upsampling outside the delegate (9 partitions for an
+    HG-2 instead of 1)."""
+    import copy
+
+    from okdhp_edge.models.blocks import NearestUp
+
+    model = copy.deepcopy(model).float().cpu().eval()
+    for m in model.modules():
+        if isinstance(m, NearestUp):
+            m.by_copy = True
+    return model
 
 
 def _build_fp32(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
@@ -153,10 +181,10 @@ def _build_fp32(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
 
     module, x = _module_and_input(ctx)
     try:
-        _lower(torch.export.export(module, (x,)), ctx.path(fmt.name))
+        lowered = _lower(torch.export.export(module, (x,)), ctx.path(fmt.name))
     except Exception as exc:  # noqa: BLE001 - any lowering error is this row's reason
         raise conversion_failed(exc, "ExecuTorch XNNPACK lowering") from None
-    return {"layout": fmt.layout, "delegate": "XNNPACK", "executorch": _version()}
+    return {"layout": fmt.layout, "delegate": "XNNPACK", "executorch": _version(), **lowered}
 
 
 def _quantizer(method: str) -> Any:
@@ -197,11 +225,11 @@ def _build_int8(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
             for i in range(len(images)):
                 prepared(torch.from_numpy(images[i:i + 1]))
         converted = convert_pt2e(prepared)
-        _lower(torch.export.export(converted, (x,)), ctx.path(fmt.name))
+        lowered = _lower(torch.export.export(converted, (x,)), ctx.path(fmt.name))
     except Exception as exc:  # noqa: BLE001
         raise conversion_failed(exc, "ExecuTorch PT2E INT8") from None
     method = "xnnpack-default (histogram)" if ctx.recipe.method == "default" else "minmax"
-    return {"layout": fmt.layout, "delegate": "XNNPACK", "executorch": _version(),
+    return {"layout": fmt.layout, "delegate": "XNNPACK", "executorch": _version(), **lowered,
             "calibration": calib, "recipe": ctx.recipe.as_dict(), "calibration_method": method,
             "activations": "s8 asymmetric per tensor",
             "higher_precision_layers": float_convolutions(converted)}

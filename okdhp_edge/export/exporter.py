@@ -113,6 +113,11 @@ def _cached(old: dict[str, FormatRecord], fmt: str, out_dir: Path, recipe: Quant
         if not path.is_file() or sha256_file(path) != digest:
             log.warning("%s: sha256 differs from export.yaml; rebuilding %s", path, fmt)
             return None
+    revision = _build_revision(spec)
+    if (entry.build_revision or 0) != revision:
+        log.info("%s: made by revision %d of its builder, now %d; rebuilding", fmt,
+                 entry.build_revision or 0, revision)
+        return None
     if spec.calibrated:
         try:
             made = _file_recipe(spec, out_dir / spec.model_file)
@@ -126,6 +131,12 @@ def _cached(old: dict[str, FormatRecord], fmt: str, out_dir: Path, recipe: Quant
         if not recipe.same_as(entry.recipe, spec.runs_on):
             return None
     return entry
+
+
+def _build_revision(spec: ExportFormat) -> int:
+    """The revision of the builder of ``spec`` (a backend module's ``BUILD_REVISION``,
+    raised when what it builds changes; 0 where it declares none)."""
+    return int(getattr(backend_module(spec.builder), "BUILD_REVISION", 0))
 
 
 def _file_recipe(spec: ExportFormat, path: Path) -> Optional[dict[str, Any]]:
@@ -261,6 +272,8 @@ def _export_one(fmt: str, ctx: _Context, done: dict[str, FormatRecord]) -> Forma
         log.info("%s of %s unavailable: %s", fmt, ctx.man.name, reason)
         return format_record({**entry, "available": False, "reason": reason}, fmt)
     files = {rel: sha256_file(ctx.out_dir / rel) for rel in spec.files}
+    if _build_revision(spec):
+        entry["build_revision"] = _build_revision(spec)
     entry.update(available=True, file=spec.model_file, sha256=files,
                  file_bytes=sum((ctx.out_dir / rel).stat().st_size for rel in spec.files))
     entry["parity"] = _check_parity(fmt, ctx)

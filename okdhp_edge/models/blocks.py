@@ -33,6 +33,38 @@ class Residual(nn.Module):
         return out + skip
 
 
+def double_by_copy(x: torch.Tensor) -> torch.Tensor:
+    """Nearest-neighbour 2x upsampling written as two concatenations and reshapes: the same
+    values as ``interpolate(x, scale_factor=2, mode="nearest")``, bit for bit, in operators
+    that runtimes without a delegated resize (ExecuTorch's XNNPACK partitioner) keep inside
+    their delegate. Shape: [B, C, h, w] -> [B, C, 2h, 2w]."""
+    b, c, h, w = x.shape
+    # each operand made twice, not one tensor used twice: XNNPACK's partitioner counts a
+    # concatenation's distinct inputs (and unsqueezes only the last dimension)
+    pairs = torch.cat([x.unsqueeze(-1), x.unsqueeze(-1)], dim=-1)  # [B, C, h, w, 2]
+    rows = [pairs.reshape(b, c, h, 2 * w) for _ in range(2)]
+    return torch.cat(rows, dim=-1).reshape(b, c, 2 * h, 2 * w)  # row i twice in a row
+
+
+class NearestUp(nn.Module):
+    """Nearest-neighbour upsampling to a given size (the hourglass's skip size).
+
+    ``by_copy`` (off by default; an exporter may set it): an exact 2x step is done by
+    :func:`double_by_copy` instead of a resize. No parameters: the state dict is unchanged.
+    Shape: [B, C, h, w] -> [B, C, *size].
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.by_copy = False
+
+    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        if self.by_copy and tuple(size) == (2 * h, 2 * w):
+            return double_by_copy(x)
+        return nn.functional.interpolate(x, size=size, mode="nearest")
+
+
 class Hourglass(nn.Module):
     """Recursive hourglass of ``depth`` levels, one residual per slot.
 
@@ -49,12 +81,13 @@ class Hourglass(nn.Module):
         self.low1 = Residual(width, width)
         self.low2 = Hourglass(width, depth - 1) if depth > 1 else Residual(width, width)
         self.low3 = Residual(width, width)
+        self.upsample = NearestUp()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         up = self.up(x)
         low = self.low3(self.low2(self.low1(self.pool(x))))
         # size, not scale_factor: odd sizes (e.g. 384x288 input -> 9 x 12 at the bottom)
-        return up + nn.functional.interpolate(low, size=up.shape[-2:], mode="nearest")
+        return up + self.upsample(low, up.shape[-2:])
 
 
 STEMS = ("released", "lua")
