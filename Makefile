@@ -22,7 +22,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 bench: $(STAMP)
-	$(BIN)/python -m pytest bench -q --benchmark-only
+	$(BIN)/python -m pytest benchmarks -q --benchmark-only
 
 clean-venv:
 	rm -rf $(VENV)

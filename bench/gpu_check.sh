@@ -4,11 +4,11 @@
 #   2. PyTorch CUDA latency (fp32, fp16) of the reference zoo student_zoo/synthetic_full
 #   3. training throughput of the quickstart network: bf16 / fp16 (grad scaler) / fp32
 #   4. DistributedDataParallel on one GPU (torchrun --nproc_per_node=1, nccl)
-#   5. the COCO-size unbalanced network's AMP speed-up (bench/test_bench_train.py -k gpu)
+#   5. the COCO-size unbalanced network's AMP speed-up (benchmarks/test_bench_train.py -k gpu)
 #   6. several training processes sharing the GPU (what an ablation on a GPU would get)
 #   7. (issue 27) training-step throughput, MFU and peak memory of the COCO unbalanced network
 #      at batch 32 / 64 and of the quickstart network, bf16, eager vs torch.compile vs CUDA
-#      graphs (bench/train_throughput.py), and DDP over one GPU with the compiled step
+#      graphs (benchmarks/train_throughput.py), and DDP over one GPU with the compiled step
 # Each step has its own time limit and a failed step does not stop the others.
 # Usage: OUT=/some/dir bash bench/gpu_check.sh   (writes OUT/log.txt, OUT/summary.txt,
 # OUT/gpu_check.tar.gz); STEPS="ddp_one_gpu pytest_gpu" runs only those steps. Needs the
@@ -72,7 +72,7 @@ $PY -c "import torch, sys; print(sys.version.split()[0], 'torch', torch.__versio
 nproc
 
 tput() {  # tput CONFIG BATCHES: images/s, MFU, peak memory per compile mode
-  $PY bench/train_throughput.py --config "$1" --batches "$2" --amp bf16 --device "$DEVICE" \
+  $PY benchmarks/train_throughput.py --config "$1" --batches "$2" --amp bf16 --device "$DEVICE" \
     --modes off,default,reduce-overhead --steps 20 --out "$OUT/throughput.jsonl"
 }
 export -f tput
@@ -97,7 +97,7 @@ step bench_cuda 120 $PY -m okdhp_edge.bench --zoo student_zoo/synthetic_full \
 step quickstart 330 $PY -m okdhp_edge.quickstart "data.workers=$W"
 step train_fp32 60 train amp_off train.amp=off
 step train_hg4_bf16 60 train hg4_bf16 model.name=hg model.num_stacks=4
-step pytest_gpu 90 $PY -m pytest -q -p no:cacheprovider bench/test_bench_train.py -k gpu \
+step pytest_gpu 90 $PY -m pytest -q -p no:cacheprovider benchmarks/test_bench_train.py -k gpu \
   --benchmark-only --benchmark-json="$OUT/bench_train_gpu.json" -o addopts=""
 step concurrent_4 90 conc
 

@@ -3,14 +3,13 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from okdhp_edge import api
 from okdhp_edge.errors import UsageError
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 REPORT = ROOT / "bench" / "reports" / "amd-epyc-2c-avx512bf16" / "quickstart.json"
 
 

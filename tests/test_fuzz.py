@@ -17,7 +17,8 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import ROOT  # noqa: E402
+
 EXAMPLES = os.environ.get("OKDHP_FUZZ_EXAMPLES")  # more (and random) on demand
 FUZZ = settings(max_examples=int(EXAMPLES or 60), deadline=None,
                 derandomize=EXAMPLES is None,

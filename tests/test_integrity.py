@@ -2,13 +2,13 @@
 or config names stays inside its folder, and what a bundle says is bound to its model."""
 
 import shutil
-from pathlib import Path
 
 import pytest
 import yaml
 
 from okdhp_edge.errors import ConfigError, ManifestError, UsageError
 from okdhp_edge.manifest import zoo_students
+from tests.conftest import ROOT
 
 
 def _student_copy(tiny_zoo, tmp_path):
@@ -166,7 +166,7 @@ def test_negative_latency_in_a_report_is_refused(tmp_path):
     from okdhp_edge.bench.report import load_report
     from okdhp_edge.errors import ReportError
 
-    src = Path(__file__).resolve().parents[1] / "bench" / "reports" / \
+    src = ROOT / "bench" / "reports" / \
         "amd-epyc-2c-avx512bf16" / "quickstart.json"
     if not src.is_file():
         pytest.skip("no published quickstart report here")

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "okdhp_edge"
+from tests.conftest import ROOT
+
+PACKAGE = ROOT / "okdhp_edge"
 
 # lowest first; a module is in the layer of the longest prefix that names it
 LAYERS = (
@@ -82,3 +84,15 @@ def test_no_upward_import():
 def test_no_library_module_imports_a_cli(cli):
     users = sorted({src for src, dst, _ in imports() if dst == cli and src not in CLI})
     assert not users, f"{cli} is imported by {users}"
+
+
+def test_tests_mirror_the_package():
+    """tests/<area>/ for a package folder okdhp_edge/<area>/; tests/e2e/ for the journeys
+    that cross areas; top-level modules' tests directly under tests/."""
+    tests = ROOT / "tests"
+    areas = [d.name for d in tests.iterdir() if d.is_dir() and not d.name.startswith((".", "_"))]
+    assert all(a == "e2e" or (PACKAGE / a).is_dir() for a in areas), areas
+    for t in tests.glob("test_*.py"):
+        name = t.stem.removeprefix("test_")
+        assert (PACKAGE / f"{name}.py").is_file() or name in ("cli", "fuzz", "integrity",
+                                                              "layers", "packaging"), t

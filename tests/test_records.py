@@ -15,8 +15,7 @@ from okdhp_edge.records import (
     read_record,
 )
 from okdhp_edge.schema import from_dict, to_dict
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import ROOT
 
 
 def _tracked(pattern: str) -> list[Path]:

@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from okdhp_edge.config import load_config
-from tests.conftest import tiny_overrides
+from tests.conftest import ROOT, tiny_overrides
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+CONFIG_DIR = ROOT / "configs"
 
 
 
@@ -55,7 +55,7 @@ def test_restore_from_matches_the_run_not_the_arm_name(tmp_path):
     """The patience-4 report's a_2x (patience 8, epoch cap 600) is the patience-8 spec's a."""
     from okdhp_edge.experiments import main
 
-    root = Path(__file__).resolve().parents[1]
+    root = ROOT
     report = root / "bench" / "reports" / "ablation_synthetic_p4.json"
     published = json.loads(report.read_text())["runs"]["a_2x"]["0"][0]
     work = tmp_path / "w"

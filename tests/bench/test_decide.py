@@ -8,7 +8,7 @@ from okdhp_edge.evaluation.coco_eval import coco_keypoint_eval_units
 from okdhp_edge.evaluation.uncertainty import accuracy_fields
 from okdhp_edge.records import BenchRow, RowAccuracy
 from okdhp_edge.schema import from_dict
-from tests.test_uncertainty import SIGMAS, _gt, _predictions
+from tests.evaluation.test_uncertainty import SIGMAS, _gt, _predictions
 
 
 @pytest.fixture(scope="module")

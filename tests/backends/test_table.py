@@ -5,14 +5,13 @@ import ast
 import importlib
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from okdhp_edge.targets import BACKEND_INFO, FORMATS, TARGETS, default_backends
-from tests.conftest import blocking
+from tests.conftest import ROOT, blocking
 
-PACKAGE = Path(__file__).resolve().parents[1] / "okdhp_edge"
+PACKAGE = ROOT / "okdhp_edge"
 
 
 @pytest.mark.parametrize("name", list(BACKEND_INFO))

@@ -11,9 +11,9 @@ from okdhp_edge.config import load_config
 from okdhp_edge.manifest import zoo_students
 from okdhp_edge.training.checkpoint import load_checkpoint
 from okdhp_edge.training.trainer import NonFiniteLossError, Trainer, TrainingInterrupted
-from tests.conftest import tiny_overrides
+from tests.conftest import ROOT, tiny_overrides
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+CONFIG_DIR = ROOT / "configs"
 CONFIGS = sorted(p for p in CONFIG_DIR.rglob("*.yaml") if "ablation" not in p.parts)
 
 def _cfg(root, tmp, *extra):

@@ -1,7 +1,7 @@
 """Training throughput alone and beside one busy neighbour, per thread / wait-policy setting:
 the measurement behind the trainer's CPU defaults (issue: graceful on a busy machine).
 
-    python bench/contention.py --config configs/quickstart.yaml --out contention.jsonl
+    python benchmarks/contention.py --config configs/quickstart.yaml --out contention.jsonl
 
 Each cell is one short training run (``--iters`` iterations per epoch, two epochs, no
 validation, no zoo); its figure is the second epoch's images/s as the trainer logs it (the

@@ -2,7 +2,7 @@
 ONNX Runtime (``session.intra_op.allow_spinning``) and OpenVINO (``ENABLE_CPU_PINNING``):
 the measurement behind the runners' ``SCHEDULING`` defaults (issue 38).
 
-    python bench/inference_contention.py --student student_zoo/quickstart/hg4 \\
+    python benchmarks/inference_contention.py --student student_zoo/quickstart/hg4 \\
         --out contention_inference.jsonl
 
 Each cell loads the student's ONNX file (ONNX Runtime) or fp32 IR (OpenVINO) with one

@@ -6,7 +6,7 @@ import sys
 import cv2
 
 from okdhp_edge.manifest import zoo_students
-from tests.conftest import tiny_overrides
+from tests.conftest import ROOT, tiny_overrides
 
 
 def test_visualize_torch_and_onnx(tiny_zoo, synthetic_root, tmp_path):
@@ -68,9 +68,8 @@ def test_ablation_runner_is_resumable(synthetic_root, tmp_path):
 
 def test_quickstart_glue_on_tiny_settings(synthetic_root, tmp_path):
     """The quickstart's steps chain (train -> bench -> pick) and it says where things are."""
-    from pathlib import Path
 
-    config = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
+    config = ROOT / "configs" / "quickstart.yaml"
     overrides = [o for o in tiny_overrides(synthetic_root, tmp_path, "train.epochs=1")
                  if not o.startswith(("train.out_dir", "zoo.root"))]
     proc = subprocess.run([sys.executable, "-m", "okdhp_edge.quickstart", "--config",

@@ -3,7 +3,7 @@ zoo's largest student (width-48 hg4 at 96x128) and the paper-width HG-2 at 256x1
 OpenVINO (NNCF) and ONNX Runtime, with the ONNX Runtime QDQ variants tried to find why QDQ
 can lose to fp32 at small sizes. One interleaved run per model; ratios, not absolute times.
 
-Run: pytest bench/test_bench_int8.py --benchmark-only -s
+Run: pytest benchmarks/test_bench_int8.py --benchmark-only -s
 Writes bench/reports/<device-id>/int8_latency.{json,md}.
 """
 
@@ -136,7 +136,8 @@ def _write() -> None:
     lines = ["# INT8 against fp32: latency (batch 1, random weights) and file size", "",
              f"Device `{device_id(fp)}` ({fp['cpu_model']}, {fp['cores']} cores, flags "
              f"{', '.join(fp['cpu_flags'])}), {THREADS} threads, engine median of one "
-             "interleaved run per model; `pytest bench/test_bench_int8.py --benchmark-only -s`.",
+             "interleaved run per model; "
+             "`pytest benchmarks/test_bench_int8.py --benchmark-only -s`.",
              ""]
     for model, rows in RESULTS.items():
         lines += [f"## {model}", "", "| file | median ms | x fp32 | file x fp32 |",

@@ -1,7 +1,9 @@
 """Re-render every published bench, calibration and ablation report's Markdown from its JSON alone
 (after a change of the renderer; the JSON, the record, is never touched).
 
-    python bench/render_reports.py   # bench/reports/*.json, bench/reports/*/*.json, docs/*.json
+    python benchmarks/render_reports.py
+
+(bench/reports/*.json, bench/reports/*/*.json, docs/*.json)
 """
 
 from __future__ import annotations

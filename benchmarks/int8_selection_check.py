@@ -2,7 +2,7 @@
 (NNCF's default ranges against min-max) beside fp32: the split on which a default method may
 be chosen (the calibration report scores the report split).
 
-    python bench/int8_selection_check.py [--zoo student_zoo/synthetic_full]
+    python benchmarks/int8_selection_check.py [--zoo student_zoo/synthetic_full]
         [--work-dir runs/calibration/synthetic_full]
 
 Needs the experiment's work folder (``python -m okdhp_edge.bench calibration --zoo Z

@@ -1,7 +1,7 @@
 """Why ONNX Runtime's QDQ INT8 loses to fp32 on the reference zoo's hg4 (AVX2, no VNNI):
 the graph ONNX Runtime actually runs, and the time of each variant, one thread, interleaved.
 
-    python bench/ort_int8_graph_check.py student_zoo/synthetic_full/hg4/export/model.onnx
+    python benchmarks/ort_int8_graph_check.py student_zoo/synthetic_full/hg4/export/model.onnx
 
 Variants: the fp32 file; the U8S8 QDQ file as the kit makes it (random calibration: the
 graph and the latency, not the accuracy, are the question); and both again after rewriting

@@ -1,9 +1,10 @@
 """Training-step throughput of a config's network: images/s, model FLOPs utilisation and
 peak memory, eager against torch.compile modes, on synthetic tensors (no data loading: the
-loader is measured by bench/test_bench_loader.py). The step is the trainer's own: forward
+loader is measured by benchmarks/test_bench_loader.py). The step is the trainer's own: forward
 and the OKDHP loss terms through ``compiled_terms``, backward, Adam (fused on CUDA).
 
-    python bench/train_throughput.py --config configs/coco/okdhp_unbalanced_2_4_6_256x192.yaml \
+    python benchmarks/train_throughput.py \
+        --config configs/coco/okdhp_unbalanced_2_4_6_256x192.yaml \
         --batches 32,64 --modes off,default,reduce-overhead --amp bf16 --out results.jsonl
 
 MFU = 3 x forward FLOPs per image x images/s / the device's peak (``--peak-tflops``; the

@@ -8,7 +8,7 @@ a light student and a stacked hourglass it lists what each XNNPACK lowering leav
 XNNPACK (those operators run on the runtime's own kernels and split the graph into several
 delegate partitions).
 
-    python bench/runtime_breakdown.py [--threads 2] [--decoder-width 256] [--rounds 3]
+    python benchmarks/runtime_breakdown.py [--threads 2] [--decoder-width 256] [--rounds 3]
 
 Needs the ``litert`` and ``executorch`` extras. Prints a Markdown table; no files kept.
 """

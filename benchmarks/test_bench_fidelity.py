@@ -5,7 +5,7 @@ scope as OpenVINO times its own requests (`InferRequest.latency`, what benchmark
 within 2%, and the Python call around it reported beside; our ONNX Runtime median within
 5% of a bare `InferenceSession.run` loop.
 
-Run: pytest bench/test_bench_fidelity.py --benchmark-only -s
+Run: pytest benchmarks/test_bench_fidelity.py --benchmark-only -s
 The figures are stored in extra_info and printed; the README quotes them.
 """
 

@@ -1,7 +1,7 @@
 """Training throughput of the quickstart network on the CPU (images/s, peak RSS), ours
 against the same architecture written pytorch-pose style, same threads, same precision.
 
-Run: pytest bench/test_bench_train.py --benchmark-only
+Run: pytest benchmarks/test_bench_train.py --benchmark-only
 """
 
 import resource

@@ -3,7 +3,7 @@ affine crop with scale / rotation / flip / half-body augmentation, 256x192 heatm
 on one core. Target (issue 27): >= 150 samples/s per loader core; the trainer logs the
 workers a GPU needs from the same measurement at start.
 
-Run: pytest bench/test_bench_loader.py --benchmark-only -s
+Run: pytest benchmarks/test_bench_loader.py --benchmark-only -s
 """
 
 from pathlib import Path
