@@ -18,7 +18,7 @@ from typing import Any, Optional
 import yaml
 
 from okdhp_edge.errors import ConfigError
-from okdhp_edge.families import ENCODER_ABBREVIATIONS
+from okdhp_edge.families import ENCODER_ABBREVIATIONS, FAMILIES, LIGHT, Family, family_of
 from okdhp_edge.schema import closest, coerce
 from okdhp_edge.utils.io import atomic_write_text
 
@@ -60,9 +60,8 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """Architecture. ``name`` is a registry name: okdhp (multi-branch hourglass), hg, hg1,
-    hg2, hg4, hg8 (plain), okdhp_light (a light encoder with one decoder per branch),
-    light (a plain light network)."""
+    """Architecture. ``name`` is a model name of the family table
+    (:data:`okdhp_edge.families.FAMILIES`; ``python -m okdhp_edge.models`` lists them)."""
 
     name: str = "okdhp"
     width: int = 256
@@ -349,15 +348,12 @@ def _check_lists(cfg: Config) -> None:
                           f"resamples, got {cfg.eval.bootstrap}")
 
 
-def _is_light(mcfg: ModelConfig) -> bool:
-    from okdhp_edge.families import LIGHT, family_of
-
+def _family(mcfg: ModelConfig) -> Family:
+    """The family of ``model.name``; ConfigError naming the closest known name."""
     try:
-        return family_of(mcfg.name) is LIGHT
+        return family_of(mcfg.name)
     except ValueError as exc:
         import difflib
-
-        from okdhp_edge.families import FAMILIES
 
         known = [n for f in FAMILIES for n in (f.multi, *f.plain)]
         close = difflib.get_close_matches(mcfg.name, known, n=1)
@@ -365,15 +361,17 @@ def _is_light(mcfg: ModelConfig) -> bool:
         raise ConfigError(f"model.name: {exc}{hint}") from None
 
 
-def _check_light(cfg: Config, side: int) -> None:
-    """A light network's heatmaps are at stride 32 / 2^decoder_layers."""
-    m = cfg.model
-    if side % 32:
-        raise ConfigError(f"data.input_size: {side} px must divide by 32 (the encoder's stride)")
-    if 32 // 2**m.decoder_layers != cfg.data.heatmap_stride or m.decoder_layers > 5:
-        raise ConfigError(f"model.decoder_layers {m.decoder_layers} gives heatmaps at stride "
-                          f"{32 / 2**m.decoder_layers:g}, but data.heatmap_stride is "
-                          f"{cfg.data.heatmap_stride}")
+def _check_stride(cfg: Config, family: Family) -> None:
+    """The data's heatmap stride is the one the network outputs (the family's rule)."""
+    m, stride = cfg.model, family.heatmap_stride(cfg.model)
+    if family is LIGHT and m.decoder_layers > 5:
+        raise ConfigError(f"model.decoder_layers: at most 5 (the encoder's stride 32), got "
+                          f"{m.decoder_layers}")
+    if stride != cfg.data.heatmap_stride:
+        cause = (f"model.decoder_layers {m.decoder_layers}" if family is LIGHT
+                 else f"model.name {m.name}")
+        raise ConfigError(f"{cause} gives heatmaps at stride {stride:g}, but "
+                          f"data.heatmap_stride is {cfg.data.heatmap_stride}")
 
 
 def validate(cfg: Config) -> None:
@@ -381,14 +379,17 @@ def validate(cfg: Config) -> None:
     _check_ranges(cfg)
     if min(cfg.data.input_size) < 16:
         raise ConfigError("data.input_size: each side must be at least 16 pixels")
+    family = _family(cfg.model)
+    _check_stride(cfg, family)
     for side in cfg.data.input_size:
         if side % cfg.data.heatmap_stride:
             raise ConfigError(
                 f"data.input_size: each side must divide by data.heatmap_stride "
                 f"({cfg.data.heatmap_stride})")
-        if _is_light(cfg.model):
-            _check_light(cfg, side)
-        elif side // cfg.data.heatmap_stride < 2**cfg.model.depth:
+        if family is LIGHT and side % 32:
+            raise ConfigError(f"data.input_size: {side} px must divide by 32 (the encoder's "
+                              f"stride)")
+        if family is not LIGHT and side // cfg.data.heatmap_stride < 2**cfg.model.depth:
             raise ConfigError(
                 f"data.input_size: {side} px is too small for model.depth {cfg.model.depth} "
                 f"(needs at least {cfg.data.heatmap_stride * 2**cfg.model.depth})")

@@ -2,9 +2,9 @@
 
 One entry per family: the registry names of its plain and multi-branch networks, their
 constructor arguments from a ModelConfig, and how a branch of the multi-branch network
-becomes a plain network of its own (the ablation's "trained alone" student). A new family is
-one model file, its ``register`` lines in :mod:`okdhp_edge.models.registry` and one entry
-here (plus its ModelConfig fields).
+becomes a plain network of its own (the ablation's "trained alone" student). The model
+registry (:mod:`okdhp_edge.models.registry`) is built from this table. A new family is one
+model file and one entry here (plus its ModelConfig fields).
 """
 
 from __future__ import annotations
@@ -19,8 +19,11 @@ class Family:
     """How a ModelConfig describes the networks of one student family."""
 
     name: str  # the family name students record (architecture.family)
-    plain: tuple[str, ...]  # registry names of the plain network
+    # registry names of the plain network -> constructor arguments the name fixes
+    plain: dict[str, dict[str, Any]]
     multi: str  # registry name of the OKDHP multi-branch network
+    plain_class: str  # "module:Class" of the plain network (imported by the registry)
+    multi_class: str
     plain_kwargs: Callable[[Any], dict]  # constructor args (no num_joints) of a plain net
     multi_kwargs: Callable[[Any], dict]
     branch_fields: Callable[[Any, int], dict]  # ModelConfig fields of branch i alone
@@ -42,11 +45,13 @@ def _light_common(m: Any) -> dict:
 
 
 HOURGLASS = Family(
-    name="stacked_hourglass", plain=("hg", "stacked_hourglass", "hg1", "hg2", "hg4", "hg8"),
-    multi="okdhp",
-    plain_kwargs=lambda m: dict(_hg_common(m), **({"num_stacks": m.num_stacks}
-                                                  if m.name in ("hg", "stacked_hourglass")
-                                                  else {})),
+    name="stacked_hourglass",
+    plain={"hg": {}, "stacked_hourglass": {}, "hg1": {"num_stacks": 1},
+           "hg2": {"num_stacks": 2}, "hg4": {"num_stacks": 4}, "hg8": {"num_stacks": 8}},
+    multi="okdhp", plain_class="okdhp_edge.models.hourglass:StackedHourglass",
+    multi_class="okdhp_edge.models.okdhp:MultiBranchHourglass",
+    plain_kwargs=lambda m: dict(_hg_common(m), **({} if HOURGLASS.plain[m.name]
+                                                  else {"num_stacks": m.num_stacks})),
     multi_kwargs=lambda m: dict(_hg_common(m), shared_stacks=m.shared_stacks,
                                 branches=tuple(m.branches), **_fau(m)),
     branch_fields=lambda m, i: {"name": "hg", "num_stacks": m.shared_stacks + m.branches[i]},
@@ -56,7 +61,9 @@ HOURGLASS = Family(
 )
 
 LIGHT = Family(
-    name="encoder_decoder", plain=("light", "encoder_decoder"), multi="okdhp_light",
+    name="encoder_decoder", plain={"light": {}, "encoder_decoder": {}}, multi="okdhp_light",
+    plain_class="okdhp_edge.models.light:EncoderDecoder",
+    multi_class="okdhp_edge.models.light:MultiBranchLight",
     plain_kwargs=lambda m: dict(_light_common(m), decoder_width=m.decoder_width),
     multi_kwargs=lambda m: dict(_light_common(m), decoder_widths=tuple(m.decoder_widths),
                                 fau_width=m.fau_width, **_fau(m)),

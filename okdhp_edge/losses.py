@@ -83,7 +83,7 @@ def okdhp_loss(out, target: torch.Tensor, weight: torch.Tensor, epoch: float,
                lcfg) -> LossTerms:
     """L = sum_o MSE(o) + lambda_ens MSE(m_e) + lambda_kd r(e) sum_o KL(o | m_e).
 
-    ``out`` is an :class:`~okdhp_edge.models.okdhp.OKDHPOutput`; ``lcfg`` a LossConfig.
+    ``out`` is an :class:`~okdhp_edge.models.student.MultiBranchOutput`; ``lcfg`` a LossConfig.
     """
     return combine(*okdhp_terms(out, target, weight, lcfg), epoch, lcfg)
 
@@ -97,6 +97,6 @@ def plain_terms(out, target: torch.Tensor, weight: torch.Tensor
 
 
 def plain_loss(out, target: torch.Tensor, weight: torch.Tensor) -> LossTerms:
-    """Baseline: sum of the stack MSEs of a plain stacked hourglass (HourglassOutput)."""
+    """Baseline: sum of the stack MSEs of a plain stacked hourglass (StudentOutput)."""
     mse, zero, _ = plain_terms(out, target, weight)
     return LossTerms(mse, mse, zero, zero)

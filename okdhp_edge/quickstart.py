@@ -31,6 +31,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                    help="bench: seconds of timing per row, all rounds (default %(default)s)")
     p.add_argument("--min-iters", type=int, default=30,
                    help="bench: timed calls per row at least (default %(default)s)")
+    p.add_argument("--backends", default=",".join(default_backends()),
+                   help="bench: comma-separated backends (default: every CPU backend, each "
+                        "where installed: %(default)s)")
     p.add_argument("overrides", nargs="*", help="config overrides, section.key=value")
     args = p.parse_args(argv)
     setup_logging()
@@ -47,10 +50,10 @@ def main(argv: Optional[list[str]] = None) -> int:
              cfg.model.shared_stacks, cfg.model.branches)
     run = api.train(cfg, config_name=args.config.stem)
     log.info("[3/4] benching %s on %s (each where present)", run.zoo,
-             ", ".join(default_backends()))
+             args.backends.replace(",", ", "))
     # a fresh zoo: its report replaces whatever this device measured of an earlier one
-    report, files = api.bench(run.zoo, min_time=args.min_time, min_iters=args.min_iters,
-                              replace=True)
+    report, files = api.bench(run.zoo, backends=args.backends, min_time=args.min_time,
+                              min_iters=args.min_iters, replace=True)
     log.info("[4/4] the pick for a %.1f ms budget (engine median, batch 1) on %s",
              args.max_latency_ms, report.device_id)
     p = api.pick(report, args.max_latency_ms)

@@ -11,6 +11,7 @@ import torch
 
 from okdhp_edge.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from okdhp_edge.manifest import load_student_manifest, path_inside
+from okdhp_edge.models.student import Student
 from okdhp_edge.records import (
     Accuracy,
     Architecture,
@@ -139,11 +140,11 @@ def load_student(path: str | Path, device: str | torch.device = "cpu"
     return model.to(device).eval(), manifest
 
 
-def student_manifest(name: str, model: torch.nn.Module, input_size: list[int], params: int,
+def student_manifest(name: str, model: Student, input_size: list[int], params: int,
                      macs: int, preprocessing: Preprocessing, accuracy: Accuracy,
                      provenance: Provenance) -> StudentManifest:
     """A student manifest of the current schema (weights and compression filled in later).
-    ``model`` is a registered student family (``family`` attribute, ``arch()`` method)."""
+    ``model`` keeps the :class:`~okdhp_edge.models.student.Student` contract."""
     arch = Architecture(model.family, model.arch(), int(model.num_joints), list(input_size))
     return StudentManifest(
         schema=StudentManifest.VERSION, name=name, architecture=arch, params=int(params),

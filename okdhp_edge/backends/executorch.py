@@ -152,12 +152,9 @@ def _module_and_input(ctx: BuildContext) -> tuple[Any, Any]:
     reason = missing_package("executorch", "executorch", export=True)
     if reason:
         raise BackendUnavailable(reason)
-    import torch
+    from okdhp_edge.models.student import export_module
 
-    from okdhp_edge.models.hourglass import HeatmapOnly
-
-    w, h = ctx.size
-    return HeatmapOnly(_delegable(ctx.model)).eval(), torch.zeros(1, 3, h, w)
+    return export_module(_delegable(ctx.model), ctx.size)
 
 
 def _delegable(model: Any) -> Any:
@@ -169,7 +166,7 @@ def _delegable(model: Any) -> Any:
 
     from okdhp_edge.models.blocks import NearestUp
 
-    model = copy.deepcopy(model).float().cpu().eval()
+    model = copy.deepcopy(model)
     for m in model.modules():
         if isinstance(m, NearestUp):
             m.by_copy = True

@@ -172,17 +172,15 @@ def _build_fp32(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
     if reason:
         raise BackendUnavailable(reason)
     import litert_torch
-    import torch
 
-    from okdhp_edge.models.hourglass import HeatmapOnly
+    from okdhp_edge.models.student import export_module
 
-    w, h = ctx.size
-    module = HeatmapOnly(ctx.model.float().cpu().eval()).eval()
+    module, x = export_module(ctx.model, ctx.size)
     tmp = ctx.path(fmt.name).with_name(f".{fmt.name}.convert.tflite")
     try:
         with warnings.catch_warnings():  # torch.export's deprecation notes, once per node
             warnings.simplefilter("ignore", FutureWarning)
-            edge = litert_torch.convert(module, (torch.zeros(1, 3, h, w),))
+            edge = litert_torch.convert(module, (x,))
         edge.export(str(tmp))
         content = tmp.read_bytes()
     except Exception as exc:  # noqa: BLE001 - any converter error is this row's reason

@@ -26,7 +26,7 @@ def compile_torch_tensorrt(model: Any, input_size: tuple[int, int], fp16: bool =
     import torch
     import torch_tensorrt
 
-    from okdhp_edge.models.hourglass import HeatmapOnly
+    from okdhp_edge.models.student import HeatmapOnly
 
     wrapped = HeatmapOnly(model).cuda().eval()
     dtype = torch.half if fp16 else torch.float

@@ -10,7 +10,7 @@ from typing import Any
 import onnx
 import torch
 
-from okdhp_edge.models.hourglass import HeatmapOnly
+from okdhp_edge.models.student import export_module
 from okdhp_edge.utils.io import atomic_write
 
 log = logging.getLogger(__name__)
@@ -24,8 +24,8 @@ def export_onnx(model: torch.nn.Module, path: Path, input_size: tuple[int, int],
                 opset: int = OPSET) -> Path:
     """Export ``model`` (eval, fp32, CPU) to ``path``: input ``input`` [N, 3, H, W],
     output ``heatmaps`` [N, K, H/4, W/4]. Batch is 1 unless ``dynamic_batch``."""
-    wrapped = HeatmapOnly(model.float().cpu().eval().to(memory_format=torch.contiguous_format))
-    x = torch.zeros(1, 3, input_size[1], input_size[0])
+    wrapped, x = export_module(model.to(memory_format=torch.contiguous_format),
+                               tuple(input_size))
     dyn = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
 
     def write(tmp: Path) -> None:

@@ -7,9 +7,10 @@ torch-free install can say which extra it needs instead of failing on import.
 import importlib
 from typing import Any
 
-_WHERE = {"HeatmapOnly": "hourglass", "HourglassOutput": "hourglass",
+_WHERE = {"HeatmapOnly": "student", "StudentOutput": "student", "MultiBranchOutput": "student",
+          "Student": "student", "MultiBranchNet": "student",
           "StackedHourglass": "hourglass", "FAU": "okdhp", "MultiBranchHourglass": "okdhp",
-          "OKDHPOutput": "okdhp", "create_model": "registry", "list_models": "registry"}
+          "create_model": "registry", "list_models": "registry"}
 
 __all__ = sorted(_WHERE)
 

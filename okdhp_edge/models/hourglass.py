@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
 from okdhp_edge.models.blocks import Stack, Stem
-
-
-@dataclass
-class HourglassOutput:
-    """Every stack's heatmap, first to last; ``heatmap`` is the last (the prediction)."""
-
-    stack_heatmaps: list[torch.Tensor]
-
-    @property
-    def heatmap(self) -> torch.Tensor:
-        return self.stack_heatmaps[-1]
+from okdhp_edge.models.student import StudentOutput
 
 
 class StackedHourglass(nn.Module):
@@ -32,7 +20,7 @@ class StackedHourglass(nn.Module):
         stem_width: first conv channels (64).
         stem: ``released`` (the OKDHP code's stem, default) or ``lua`` (Newell's).
 
-    Shape: [B, 3, H, W] -> HourglassOutput with num_stacks heatmaps [B, K, H/4, W/4].
+    Shape: [B, 3, H, W] -> StudentOutput with num_stacks heatmaps [B, K, H/4, W/4].
     """
 
     family = "stacked_hourglass"
@@ -49,13 +37,13 @@ class StackedHourglass(nn.Module):
             Stack(width, num_joints, depth, last=(i == num_stacks - 1)) for i in range(num_stacks)
         )
 
-    def forward(self, x: torch.Tensor) -> HourglassOutput:
+    def forward(self, x: torch.Tensor) -> StudentOutput:
         x = self.stem(x)
         heatmaps = []
         for stack in self.stacks:
             h, x = stack(x)
             heatmaps.append(h)
-        return HourglassOutput(heatmaps)
+        return StudentOutput(heatmaps)
 
     def arch(self) -> dict:
         """Constructor arguments but ``num_joints``: with it, enough to rebuild the module
@@ -67,17 +55,3 @@ class StackedHourglass(nn.Module):
         """``hg4``: the student's name in a zoo."""
         return f"hg{self.num_stacks}"
 
-
-class HeatmapOnly(nn.Module):
-    """Wraps a student (any family) to return only its final heatmap (export/runtime).
-
-    Shape: [B, 3, H, W] -> [B, K, H/4, W/4].
-    """
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        self.train(model.training)  # a fresh wrapper must not flip the student to train mode
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x).heatmap

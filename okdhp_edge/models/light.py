@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from okdhp_edge.models.encoders import ABBREVIATIONS, create_encoder
-from okdhp_edge.models.hourglass import HourglassOutput
-from okdhp_edge.models.okdhp import FAU, OKDHPOutput
+from okdhp_edge.models.okdhp import FAU
+from okdhp_edge.models.student import MultiBranchOutput, StudentOutput
 
 
 class DeconvDecoder(nn.Module):
@@ -49,7 +49,7 @@ class EncoderDecoder(nn.Module):
         decoder_layers: transposed convolutions (3: stride 32 -> 4).
         num_joints: heatmap channels K.
 
-    Shape: [B, 3, H, W] -> HourglassOutput with one heatmap [B, K, H/4, W/4].
+    Shape: [B, 3, H, W] -> StudentOutput with one heatmap [B, K, H/4, W/4].
     """
 
     family = "encoder_decoder"
@@ -66,8 +66,8 @@ class EncoderDecoder(nn.Module):
         self.decoder = DeconvDecoder(self.encoder.out_channels, decoder_width, num_joints,
                                      decoder_layers)
 
-    def forward(self, x: torch.Tensor) -> HourglassOutput:
-        return HourglassOutput([self.decoder(self.encoder(x))])
+    def forward(self, x: torch.Tensor) -> StudentOutput:
+        return StudentOutput([self.decoder(self.encoder(x))])
 
     def arch(self) -> dict:
         """Constructor arguments but ``num_joints``."""
@@ -92,7 +92,7 @@ class MultiBranchLight(nn.Module):
     channels (at a stride-32 width of 512-1280 its kxk convolutions would otherwise dwarf
     a light student) and weights the branches' heatmaps per sample and joint.
 
-    Shape: [B, 3, H, W] -> OKDHPOutput with heatmaps [B, K, H/4, W/4].
+    Shape: [B, 3, H, W] -> MultiBranchOutput with heatmaps [B, K, H/4, W/4].
     """
 
     multi_branch = True
@@ -118,13 +118,13 @@ class MultiBranchLight(nn.Module):
         self.fau = FAU(fau_width, len(self.decoder_widths), num_joints, fau,
                        tuple(fau_kernels), fau_hidden)
 
-    def forward(self, x: torch.Tensor) -> OKDHPOutput:
+    def forward(self, x: torch.Tensor) -> MultiBranchOutput:
         feats = self.encoder(x)
         finals = [dec(feats) for dec in self.decoders]
         weights = self.fau(self.fau_proj(feats))  # [B, T, K]
         stacked = torch.stack(finals, 1)  # [B, T, K, h, w]
         ensemble = (weights[..., None, None].to(stacked.dtype) * stacked).sum(1)
-        return OKDHPOutput([], [[h] for h in finals], finals, ensemble, weights)
+        return MultiBranchOutput([], [[h] for h in finals], finals, ensemble, weights)
 
     def student(self, branch: int) -> EncoderDecoder:
         """Encoder + decoder ``branch`` as a plain light network (a copy)."""

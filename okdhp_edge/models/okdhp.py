@@ -2,36 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
 from okdhp_edge.models.blocks import Stack, Stem
 from okdhp_edge.models.hourglass import StackedHourglass
-
-
-@dataclass
-class OKDHPOutput:
-    """Named outputs of the multi-branch network.
-
-    Attributes:
-        shared_heatmaps: heatmaps of the shared stacks, [B, K, h, w] each.
-        branch_stack_heatmaps: per branch, the heatmaps of its own stacks.
-        branch_heatmaps: per branch, its final heatmap (its prediction).
-        ensemble: the FAU-weighted ensemble of the branch heatmaps, [B, K, h, w].
-        weights: FAU weights [B, T, K] (softmax over the branch axis).
-    """
-
-    shared_heatmaps: list[torch.Tensor]
-    branch_stack_heatmaps: list[list[torch.Tensor]]
-    branch_heatmaps: list[torch.Tensor]
-    ensemble: torch.Tensor
-    weights: torch.Tensor
-
-    def all_heatmaps(self) -> list[torch.Tensor]:
-        """Every stack heatmap the network emits, shared ones once."""
-        return self.shared_heatmaps + [h for hs in self.branch_stack_heatmaps for h in hs]
+from okdhp_edge.models.student import MultiBranchOutput
 
 
 class FAU(nn.Module):
@@ -90,7 +66,7 @@ class MultiBranchHourglass(nn.Module):
         num_joints, width, depth, stem_width, stem: as in :class:`StackedHourglass`.
         fau: ``released`` (default), ``paper`` or ``mean``.
 
-    Shape: [B, 3, H, W] -> OKDHPOutput with heatmaps [B, K, H/4, W/4].
+    Shape: [B, 3, H, W] -> MultiBranchOutput with heatmaps [B, K, H/4, W/4].
     """
 
     multi_branch = True
@@ -113,7 +89,7 @@ class MultiBranchHourglass(nn.Module):
             for n in self.branches)
         self.fau = FAU(width, len(self.branches), num_joints, fau, tuple(fau_kernels), fau_hidden)
 
-    def forward(self, x: torch.Tensor) -> OKDHPOutput:
+    def forward(self, x: torch.Tensor) -> MultiBranchOutput:
         feats = self.stem(x)
         y = feats
         shared = []
@@ -131,7 +107,7 @@ class MultiBranchHourglass(nn.Module):
         weights = self.fau(feats)  # [B, T, K]
         stacked = torch.stack(finals, 1)  # [B, T, K, h, w]
         ensemble = (weights[..., None, None].to(stacked.dtype) * stacked).sum(1)
-        return OKDHPOutput(shared, per_branch, finals, ensemble, weights)
+        return MultiBranchOutput(shared, per_branch, finals, ensemble, weights)
 
     def student(self, branch: int) -> StackedHourglass:
         """Stem + shared stacks + branch ``branch`` as a plain stacked hourglass (a copy)."""

@@ -1,77 +1,40 @@
-"""A tiny name -> builder registry for the models."""
+"""The model registry, built from the family table (:data:`okdhp_edge.families.FAMILIES`):
+each family's plain names (with the arguments a name fixes, e.g. ``hg4``: 4 stacks) and its
+multi-branch name, each bound to the class the table names. A name is defined there only."""
 
 from __future__ import annotations
 
+import functools
+import importlib
 from typing import Any, Callable
 
 from torch import nn
 
 from okdhp_edge.families import (  # noqa: F401 - re-exported: the registry's view of them
+    FAMILIES,
     balanced_fields,
     is_multi_branch,
     model_kwargs,
     num_branches,
     student_fields,
 )
-from okdhp_edge.models.hourglass import StackedHourglass
-from okdhp_edge.models.light import EncoderDecoder, MultiBranchLight
-from okdhp_edge.models.okdhp import MultiBranchHourglass
-
-_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
 
-def register(name: str) -> Callable:
-    def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        _REGISTRY[name] = fn
-        return fn
-
-    return deco
+def _class(path: str) -> Callable[..., nn.Module]:
+    module, name = path.split(":")
+    return getattr(importlib.import_module(module), name)
 
 
-def _create_hourglass(num_stacks: int, **kwargs: Any) -> StackedHourglass:
-    return StackedHourglass(num_stacks=num_stacks, **kwargs)
+def _registry() -> dict[str, Callable[..., nn.Module]]:
+    reg: dict[str, Callable[..., nn.Module]] = {}
+    for fam in FAMILIES:
+        for name, fixed in fam.plain.items():
+            reg[name] = functools.partial(_class(fam.plain_class), **fixed)
+        reg[fam.multi] = _class(fam.multi_class)
+    return reg
 
 
-@register("stacked_hourglass")
-@register("hg")
-def hg(num_stacks: int = 2, **kwargs: Any) -> StackedHourglass:
-    return _create_hourglass(num_stacks, **kwargs)
-
-
-@register("hg1")
-def hg1(**kwargs: Any) -> StackedHourglass:
-    return _create_hourglass(1, **kwargs)
-
-
-@register("hg2")
-def hg2(**kwargs: Any) -> StackedHourglass:
-    return _create_hourglass(2, **kwargs)
-
-
-@register("hg4")
-def hg4(**kwargs: Any) -> StackedHourglass:
-    return _create_hourglass(4, **kwargs)
-
-
-@register("hg8")
-def hg8(**kwargs: Any) -> StackedHourglass:
-    return _create_hourglass(8, **kwargs)
-
-
-@register("okdhp")
-def okdhp(**kwargs: Any) -> MultiBranchHourglass:
-    return MultiBranchHourglass(**kwargs)
-
-
-@register("encoder_decoder")
-@register("light")
-def light(**kwargs: Any) -> EncoderDecoder:
-    return EncoderDecoder(**kwargs)
-
-
-@register("okdhp_light")
-def okdhp_light(**kwargs: Any) -> MultiBranchLight:
-    return MultiBranchLight(**kwargs)
+_REGISTRY = _registry()
 
 
 def list_models() -> list[str]:

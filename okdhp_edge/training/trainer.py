@@ -32,6 +32,7 @@ from okdhp_edge.models.registry import (
     is_multi_branch,
     model_kwargs_from_config,
 )
+from okdhp_edge.models.student import Student
 from okdhp_edge.training.checkpoint import (
     TrainState,
     check_resume_keys,
@@ -416,7 +417,7 @@ class Trainer:
             return "stop"
         return ""
 
-    def student(self, head: Head) -> torch.nn.Module:
+    def student(self, head: Head) -> Student:
         """The plain network (a registered student family) a head deploys as (a copy for
         branches)."""
         if self.plain:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from okdhp_edge import create_model, list_models
-from okdhp_edge.models import MultiBranchHourglass, OKDHPOutput
+from okdhp_edge.models import MultiBranchHourglass, MultiBranchOutput
 from okdhp_edge.models.info import count_params
 from okdhp_edge.models.okdhp import FAU
 
@@ -47,7 +47,7 @@ def test_fau_cost_matches_method():
 def test_multibranch_outputs(branches, fau):
     m = MultiBranchHourglass(1, branches, num_joints=5, width=16, depth=2, stem_width=8, fau=fau)
     out = m(torch.randn(2, 3, 32, 32))
-    assert isinstance(out, OKDHPOutput)
+    assert isinstance(out, MultiBranchOutput)
     assert len(out.branch_heatmaps) == len(branches)
     assert [len(h) for h in out.branch_stack_heatmaps] == branches
     assert len(out.all_heatmaps()) == 1 + sum(branches)
