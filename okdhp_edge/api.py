@@ -51,8 +51,8 @@ def train(cfg: Any, config_name: str = "", resume: Optional[Path] = None,
         check_writable(Path(cfg.zoo.root))
     trainer = Trainer(cfg, run_dir=resume, resume=resume is not None, config_name=config_name)
     try:
-        trainer.fit()
-        zoo = write(trainer) if write_zoo and trainer.dist.is_main else None
+        run = trainer.fit()
+        zoo = write(run) if write_zoo and trainer.dist.is_main else None
         return TrainResult(Path(trainer.run_dir), zoo, trainer.dist.is_main)
     finally:
         trainer.close()

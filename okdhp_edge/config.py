@@ -439,7 +439,11 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
+def config_text(cfg: Config) -> str:
+    """The fully resolved config as YAML text (what :func:`save_config` writes)."""
+    return yaml.safe_dump({"schema": 1, **config_to_dict(cfg)}, sort_keys=False)
+
+
 def save_config(cfg: Config, path: str | Path) -> None:
     """Write the fully resolved config as YAML, atomically."""
-    text = yaml.safe_dump({"schema": 1, **config_to_dict(cfg)}, sort_keys=False)
-    atomic_write_text(Path(path), text)
+    atomic_write_text(Path(path), config_text(cfg))

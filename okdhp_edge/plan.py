@@ -14,19 +14,14 @@ from typing import Any, Optional
 
 import torch
 
-from okdhp_edge.config import load_config, save_config
+from okdhp_edge.config import config_text, load_config
 from okdhp_edge.data.keypoints import get_spec
 from okdhp_edge.families import is_multi_branch, zoo_student_names
 from okdhp_edge.manifest import unique_dir
 from okdhp_edge.models.info import count_macs, count_params
 from okdhp_edge.models.registry import create_model, model_kwargs_from_config
-from okdhp_edge.records import UNTRAINED_SPLIT, Accuracy, Provenance, StudentManifest, ZooManifest
-from okdhp_edge.students import (
-    preprocessing_of,
-    student_manifest,
-    with_compression,
-    write_zoo_dir,
-)
+from okdhp_edge.records import UNTRAINED_SPLIT, Accuracy, Provenance, StudentManifest
+from okdhp_edge.students import preprocessing_of, student_manifest, write_zoo_of
 from okdhp_edge.utils.provenance import git_commit
 
 log = logging.getLogger(__name__)
@@ -54,7 +49,7 @@ def write_plan_zoo(configs: list[Path], overrides: list[str], root: Path,
             len({c.data.dataset for c in cfgs}) > 1:
         raise ValueError("planned configs must share data.dataset and data.input_size")
     name = name or "plan_" + "+".join(Path(c).stem for c in configs)
-    zoo_dir = unique_dir(Path(root), name)
+    where = unique_dir(Path(root), name)  # the configs' paths the manifests name
     models: dict[str, torch.nn.Module] = {}
     manifests: dict[str, StudentManifest] = {}
     for path, cfg in zip(configs, cfgs):
@@ -65,17 +60,12 @@ def write_plan_zoo(configs: list[Path], overrides: list[str], root: Path,
             branch = list(students).index(student) if len(students) > 1 else -1
             models[student] = m
             manifests[student] = _plan_manifest(student, m, cfg, branch,
-                                                zoo_dir / f"{Path(path).stem}.yaml")
-    manifests = with_compression(manifests)
-    first = next(iter(manifests.values()))
-    zoo = ZooManifest(schema=ZooManifest.VERSION, name=zoo_dir.name,
-                      students=sorted(manifests, key=lambda n: manifests[n].params),
-                      run="", dataset=cfgs[0].data.dataset, metric=first.accuracy.metric)
-    write_zoo_dir(zoo_dir, zoo, manifests, models)
-    for path, cfg in zip(configs, cfgs):  # the resolved configs beside the students
-        save_config(cfg, zoo_dir / f"{Path(path).stem}.yaml")
-    log.info("plan zoo (untrained students %s) written: %s", ", ".join(zoo.students),
-             zoo_dir)
+                                                where / f"{Path(path).stem}.yaml")
+    # the resolved configs beside the students
+    files = {f"{Path(path).stem}.yaml": config_text(cfg) for path, cfg in zip(configs, cfgs)}
+    zoo_dir = write_zoo_of(Path(root), where.name, manifests, models, run="",
+                           dataset=cfgs[0].data.dataset, files=files)
+    log.info("plan zoo (untrained students %s) written: %s", ", ".join(models), zoo_dir)
     return zoo_dir
 
 

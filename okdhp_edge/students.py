@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 from okdhp_edge.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from okdhp_edge.manifest import load_student_manifest, path_inside
+from okdhp_edge.errors import WriteError
+from okdhp_edge.manifest import load_student_manifest, path_inside, unique_dir
 from okdhp_edge.models.student import Student
 from okdhp_edge.records import (
     Accuracy,
@@ -24,7 +25,7 @@ from okdhp_edge.records import (
     ZooManifest,
     write_record,
 )
-from okdhp_edge.utils.io import atomic_write, sha256_file, verify_sha256
+from okdhp_edge.utils.io import atomic_write, atomic_write_text, sha256_file, verify_sha256
 
 log = logging.getLogger(__name__)
 
@@ -60,30 +61,64 @@ def with_compression(manifests: dict[str, StudentManifest]) -> dict[str, Student
             for k, man in manifests.items()}
 
 
-def write_zoo_dir(zoo_dir: Path, zoo: ZooManifest, manifests: dict[str, StudentManifest],
-                  models: dict[str, torch.nn.Module]) -> None:
-    """Write a zoo (students + ``zoo.yaml``) in a hidden folder beside ``zoo_dir`` and rename
-    it into place: a kill while writing leaves no half zoo under the zoo's name."""
+def write_zoo_of(root: Path, name: str, manifests: dict[str, StudentManifest],
+                 models: dict[str, torch.nn.Module], run: str, dataset: str,
+                 files: Optional[dict[str, str]] = None) -> Path:
+    """Write a zoo of ``models`` (their manifests completed with ``compression``) as
+    ``root/name``, or ``name-2``... when taken; returns its folder. The one zoo writer of
+    training and planning. ``files``: more text files to put beside the students.
+
+    The zoo is built in a hidden folder and renamed into place: a kill while writing leaves
+    no half zoo under the zoo's name, and a zoo of the same name that another run renamed
+    into place meanwhile is kept (this one takes the next free name)."""
+    manifests = with_compression(manifests)
+    zoo = ZooManifest(schema=ZooManifest.VERSION, name=name,
+                      students=sorted(manifests, key=lambda n: manifests[n].params), run=run,
+                      dataset=dataset, metric=next(iter(manifests.values())).accuracy.metric)
+    build = _zoo_build_dir(Path(root), name)
+    try:
+        for student, man in manifests.items():
+            save_student(build / student, models[student].to(
+                memory_format=torch.contiguous_format), man)
+        for rel, text in (files or {}).items():
+            atomic_write_text(build / rel, text)
+        return _rename_into_place(build, Path(root), zoo)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(build, ignore_errors=True)
+        raise
+
+
+def _zoo_build_dir(root: Path, name: str) -> Path:
     import os
-    import shutil
     import tempfile
 
     from okdhp_edge.utils.io import UMASK, remove_stale_temporaries, temp_prefix
 
-    zoo_dir.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(zoo_dir.parent)  # a killed zoo write's half folder
-    build = Path(tempfile.mkdtemp(prefix=temp_prefix(zoo_dir.name, partial=True),
-                                  dir=zoo_dir.parent))
+    root.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(root)  # a killed zoo write's half folder
+    build = Path(tempfile.mkdtemp(prefix=temp_prefix(name, partial=True), dir=root))
     os.chmod(build, 0o777 & ~UMASK)
-    try:
-        for name, man in manifests.items():
-            save_student(build / name, models[name].to(memory_format=torch.contiguous_format),
-                         man)
-        write_record(build / "zoo.yaml", zoo)
-        os.rename(build, zoo_dir)
-    except BaseException:
-        shutil.rmtree(build, ignore_errors=True)
-        raise
+    return build
+
+
+def _rename_into_place(build: Path, root: Path, zoo: ZooManifest, tries: int = 100) -> Path:
+    """Rename ``build`` to the first free ``root/<zoo.name>[-i]`` (its ``zoo.yaml`` naming
+    it); a name another writer takes between the check and the rename is skipped."""
+    import os
+
+    for _ in range(tries):
+        zoo_dir = unique_dir(root, zoo.name)
+        write_record(build / "zoo.yaml", zoo.replace(name=zoo_dir.name))
+        try:
+            os.rename(build, zoo_dir)
+            return zoo_dir
+        except OSError:
+            if not zoo_dir.exists():
+                raise
+            log.info("%s was written by another run meanwhile; taking the next name", zoo_dir)
+    raise WriteError(f"{root}: no free name for zoo '{zoo.name}' after {tries} tries")
 
 
 def build_student(manifest: StudentManifest) -> torch.nn.Module:

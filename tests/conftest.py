@@ -61,8 +61,7 @@ def tiny_zoo(synthetic_root, tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("tinyzoo")
     cfg = load_config(overrides=tiny_overrides(synthetic_root, tmp, "zoo.name=tiny"))
     trainer = Trainer(cfg, config_name="tiny")
-    trainer.fit()
-    return write_zoo(trainer)
+    return write_zoo(trainer.fit())
 
 
 def blocking(package: str) -> str:

@@ -111,3 +111,30 @@ def test_an_edited_manifest_is_refused(tiny_zoo, tmp_path):
     (d / "student.yaml").write_text(yaml.safe_dump(man, sort_keys=False))
     with pytest.raises(ManifestError, match="'preprocessing' differs"):
         load_student(d / "student.yaml")
+
+
+def test_a_zoo_another_run_renamed_into_place_meanwhile_is_kept(tmp_path, monkeypatch):
+    """Two trainings of one zoo name finishing together: the later rename takes the next
+    name instead of failing or replacing the other's zoo."""
+    import okdhp_edge.students as st
+    from okdhp_edge.records import ZooManifest, read_record
+
+    real, seen = st.unique_dir, []
+
+    def racing(root, name):
+        d = real(root, name)
+        if not seen:  # the other run renames its zoo into place right after the check
+            (d / "hg2").mkdir(parents=True)
+            (d / "zoo.yaml").write_text("theirs")
+        seen.append(d)
+        return d
+
+    monkeypatch.setattr(st, "unique_dir", racing)
+    build = st._zoo_build_dir(tmp_path, "z")
+    (build / "hg3").mkdir()
+    zoo = ZooManifest(schema=ZooManifest.VERSION, name="z", students=["hg3"], run="",
+                      dataset="synthetic", metric="AP")
+    out = st._rename_into_place(build, tmp_path, zoo)
+    assert out == tmp_path / "z-2" and (out / "hg3").is_dir() and not build.exists()
+    assert (tmp_path / "z" / "zoo.yaml").read_text() == "theirs"
+    assert read_record(ZooManifest, out / "zoo.yaml").name == "z-2"

@@ -57,8 +57,7 @@ def run_one(config: Optional[Path], overrides: list[str], run_dir: Path) -> dict
     t0 = time.time()
     trainer = Trainer(cfg, run_dir=run_dir, resume=resume)
     try:
-        trainer.fit()
-        zoo = write_zoo(trainer)
+        zoo = write_zoo(trainer.fit())
     finally:
         trainer.close()
     from okdhp_edge.manifest import zoo_students

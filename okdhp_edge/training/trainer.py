@@ -9,7 +9,7 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -72,6 +72,23 @@ class Head:
 
     name: str
     branch: Optional[int]  # None for the ensemble
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    """What a finished run hands to the zoo writer: its students, with the weights selected
+    on the selection split, in eval mode, and what their manifests record of the run."""
+
+    cfg: Any
+    run_dir: Path
+    device: torch.device
+    students: dict[str, Student]  # name -> network, in branch order
+    branches: dict[str, int]  # name -> branch index (-1: a plain network)
+    best_epoch: dict[str, int]  # name -> epoch its weights were selected at
+    select_metric: dict[str, Optional[float]]  # name -> its selection-split metric there
+    multi_branch: dict[str, Any]  # the network's branch record ({} for a plain network)
+    flip_pairs: list
+    evaluation_loader: Callable[[Any], Any]  # dataset -> the run's evaluation batches
 
 
 class Trainer:
@@ -470,16 +487,15 @@ class Trainer:
         self.epoch_log.write(record, s.history)
         return record
 
-    def fit(self) -> dict[str, Any]:
-        """Train to ``train.epochs`` (or to the plateau schedule's end); returns the last
-        metrics record."""
+    def fit(self) -> TrainedRun:
+        """Train to ``train.epochs`` (or to the plateau schedule's end); returns the trained
+        students (:meth:`result`)."""
         cfg, s = self.cfg, self.state
         old = self._install_signals()
         self._log_setup()
-        record: dict[str, Any] = {}
         try:
             while s.epoch < cfg.train.epochs and not s.finished:
-                record = self._epoch()
+                self._epoch()
         finally:
             for sig, h in old.items():
                 signal.signal(sig, h)
@@ -487,7 +503,29 @@ class Trainer:
             log.warning("the epoch cap train.epochs=%d came before the plateau schedule's end "
                         "(%d of %d LR drops): the selection AP may still be rising",
                         cfg.train.epochs, s.drops, cfg.train.plateau_drops)
-        return record
+        return self.result()
+
+    def result(self) -> TrainedRun:
+        """The students of this run as they stand: each with its best (selection-split)
+        weights where the run kept them, else its current ones; eval mode."""
+        heads = [h for h in self.heads if h.name != "ensemble"]
+        students: dict[str, Student] = {}
+        for h in heads:
+            m = self.student(h)
+            if h.name in self.best_states:
+                m = create_model(m.family, num_joints=m.num_joints, **m.arch()).to(self.device)
+                m.load_state_dict(self.best_states[h.name])
+            if self.cfg.train.channels_last:
+                m = m.to(memory_format=torch.channels_last)
+            students[h.name] = m.eval()
+        return TrainedRun(
+            cfg=self.cfg, run_dir=Path(self.run_dir), device=self.device, students=students,
+            branches={h.name: -1 if h.branch is None else h.branch for h in heads},
+            best_epoch={h.name: int(self.state.best_epoch.get(h.name, self.state.epoch))
+                        for h in heads},
+            select_metric={h.name: self.state.best.get(h.name) for h in heads},
+            multi_branch={} if self.plain else self.model.multi_branch_record(),
+            flip_pairs=self.spec.flip_pairs, evaluation_loader=self.loaders.evaluation)
 
     def close(self) -> None:
         """Stop the data workers and the TensorBoard writer; leave the process group."""

@@ -18,17 +18,10 @@ from okdhp_edge.evaluation.inference import (
     score_units,
 )
 from okdhp_edge.evaluation.uncertainty import accuracy_fields, interval_text
-from okdhp_edge.manifest import unique_dir
 from okdhp_edge.models.info import count_macs, count_params
-from okdhp_edge.models.registry import create_model
-from okdhp_edge.records import Accuracy, Provenance, ZooManifest
-from okdhp_edge.students import (
-    preprocessing_of,
-    student_manifest,
-    with_compression,
-    write_zoo_dir,
-)
-from okdhp_edge.training.trainer import Trainer
+from okdhp_edge.records import Accuracy, Provenance
+from okdhp_edge.students import preprocessing_of, student_manifest, write_zoo_of
+from okdhp_edge.training.trainer import TrainedRun
 from okdhp_edge.utils.provenance import git_commit
 
 log = logging.getLogger(__name__)
@@ -60,76 +53,50 @@ def predict_students(models: dict[str, torch.nn.Module], dataset: Any, flip: boo
     return predict_heads(dataset, heads_fn, batches=batches)
 
 
-def _best_students(trainer: Trainer, heads: list) -> dict[str, torch.nn.Module]:
-    """Each student extracted from the trained net, with its best (selection-split)
-    weights when the run kept them, in eval mode."""
-    models: dict[str, torch.nn.Module] = {}
-    for h in heads:
-        m = trainer.student(h)
-        if h.name in trainer.best_states:
-            m = create_model(m.family, num_joints=m.num_joints, **m.arch()).to(trainer.device)
-            m.load_state_dict(trainer.best_states[h.name])
-        if trainer.cfg.train.channels_last:
-            m = m.to(memory_format=torch.channels_last)
-        models[h.name] = m.eval()
-    return models
-
-
-def _provenance(trainer: Trainer, head: Any, commit: str) -> Provenance:
+def _provenance(run: TrainedRun, name: str, commit: str) -> Provenance:
     """The manifest's provenance block of one student: run, commit, branch, distillation
     settings and the epoch its weights were selected at."""
-    cfg, loss = trainer.cfg, trainer.cfg.loss
+    cfg, loss = run.cfg, run.cfg.loss
     return Provenance(
-        config=str(trainer.run_dir / "config.yaml"), run=str(trainer.run_dir),
-        git_commit=commit, seed=cfg.train.seed,
-        branch=-1 if head.branch is None else head.branch,
-        multi_branch={} if trainer.plain else trainer.model.multi_branch_record(),
-        splits=split_record(cfg.data),
-        distillation=({} if trainer.plain else {
+        config=str(run.run_dir / "config.yaml"), run=str(run.run_dir),
+        git_commit=commit, seed=cfg.train.seed, branch=run.branches[name],
+        multi_branch=run.multi_branch, splits=split_record(cfg.data),
+        distillation=({} if not run.multi_branch else {
             "lambda_kd": loss.lambda_kd, "lambda_ens": loss.lambda_ens,
             "ramp_epochs": loss.ramp_epochs, "distill": loss.distill,
             "kl_temperature": loss.kl_temperature, "kl_norm": loss.kl_norm,
             "detach_ensemble": loss.detach_ensemble, "fau": cfg.model.fau}),
-        epoch=int(trainer.state.best_epoch.get(head.name, trainer.state.epoch)),
-        select_metric=trainer.state.best.get(head.name),
+        epoch=run.best_epoch[name], select_metric=run.select_metric[name],
     )
 
 
-def write_zoo(trainer: Trainer) -> Path:
-    """Write the zoo of a finished run; returns its directory (never an existing one)."""
-    cfg = trainer.cfg
-    zoo_name = cfg.zoo.name or trainer.run_dir.name
-    zoo_dir = unique_dir(Path(cfg.zoo.root), zoo_name)
+def write_zoo(run: TrainedRun) -> Path:
+    """Write the zoo of a finished run (:meth:`Trainer.fit`'s value); returns its directory
+    (never an existing one)."""
+    cfg, models = run.cfg, run.students
     report = build_split(cfg.data, "report", seed=cfg.train.seed)
-    heads = [h for h in trainer.heads if h.name != "ensemble"]
-    models = _best_students(trainer, heads)
     log.info("evaluating %d students on the report split (%d persons)", len(models), len(report))
-    preds = predict_students(models, report, cfg.eval.flip_test, trainer.loaders.evaluation(report),
-                             trainer.device, cfg.train.channels_last)
+    preds = predict_students(models, report, cfg.eval.flip_test, run.evaluation_loader(report),
+                             run.device, cfg.train.channels_last)
     paths = _report_paths(cfg)
-    pre = preprocessing_of(cfg.data, trainer.spec.flip_pairs)
+    pre = preprocessing_of(cfg.data, run.flip_pairs)
     commit = git_commit()
     manifests = {}
-    for h in heads:
-        res, units = score_units(report, preds[h.name], cfg.eval.rescore_thr,
+    for name, m in models.items():
+        res, units = score_units(report, preds[name], cfg.eval.rescore_thr,
                                  cfg.eval.oks_nms_thr, report.headboxes)
         stats = {k: float(v) for k, v in res.items() if isinstance(v, float)}
-        m = models[h.name]
         accuracy = Accuracy(metric=res["metric"], value=float(res["value"]),
                             dataset=cfg.data.dataset, split="report", **paths,
                             flip_test=cfg.eval.flip_test, stats=stats,
                             **accuracy_fields(units, cfg.eval.bootstrap))
-        provenance = _provenance(trainer, h, commit)
-        manifests[h.name] = student_manifest(
-            h.name, m, cfg.data.input_size, count_params(m),
+        provenance = _provenance(run, name, commit)
+        manifests[name] = student_manifest(
+            name, m, cfg.data.input_size, count_params(m),
             count_macs(m, tuple(cfg.data.input_size)), pre, accuracy, provenance)
-        log.info("student %s: %s %.4f%s on the report split (selected at epoch %d)", h.name,
+        log.info("student %s: %s %.4f%s on the report split (selected at epoch %d)", name,
                  res["metric"], res["value"], interval_text(accuracy.ci95), provenance.epoch)
-    manifests = with_compression(manifests)
-    zoo = ZooManifest(schema=ZooManifest.VERSION, name=zoo_dir.name,
-                      students=sorted(manifests, key=lambda n: manifests[n].params),
-                      run=str(trainer.run_dir), dataset=cfg.data.dataset,
-                      metric=next(iter(manifests.values())).accuracy.metric)
-    write_zoo_dir(zoo_dir, zoo, manifests, models)
+    zoo_dir = write_zoo_of(Path(cfg.zoo.root), cfg.zoo.name or run.run_dir.name, manifests,
+                           models, run=str(run.run_dir), dataset=cfg.data.dataset)
     log.info("zoo written: %s", zoo_dir)
     return zoo_dir

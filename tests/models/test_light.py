@@ -102,7 +102,7 @@ def test_light_family_trains_extracts_exports(encoder, synthetic_root, tmp_path)
         "model.fau_width=8", "data.input_size=[64,64]", "train.epochs=1",
         "train.max_iters_per_epoch=3", "zoo.name=light"))
     trainer = Trainer(cfg, config_name="light")
-    trainer.fit()
+    run = trainer.fit()
     x = torch.randn(2, 3, 64, 64)
     trainer.model.eval()
     with torch.no_grad():
@@ -110,7 +110,7 @@ def test_light_family_trains_extracts_exports(encoder, synthetic_root, tmp_path)
         for h in trainer.heads[:-1]:
             student = trainer.student(h).eval()  # memory layouts differ: float tolerance
             torch.testing.assert_close(student(x).heatmap, out.branch_heatmaps[h.branch])
-    zoo = write_zoo(trainer)
+    zoo = write_zoo(run)
     students = zoo_students(zoo)
     abbrev = {"resnet18": "r18", "mobilenetv2": "mbv2", "shufflenetv2": "sv2"}[encoder]
     assert [m.name for _, m in students] == [f"{abbrev}x{LIGHT_TINY[encoder]:g}-d8",

@@ -42,8 +42,7 @@ def _train(root: Path, tmp: Path, mode: str):
         root, tmp, "train.epochs=50", "train.val_every=50", f"train.compile={mode}",
         "train.amp=off", f"zoo.name=compile-{mode}"))
     trainer = Trainer(cfg, config_name=mode)
-    trainer.fit()
-    zoo = write_zoo(trainer)
+    zoo = write_zoo(trainer.fit())
     trainer.close()
     losses = [json.loads(x)["loss"] for x in
               (trainer.run_dir / "metrics.jsonl").read_text().splitlines()]
