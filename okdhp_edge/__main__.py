@@ -4,7 +4,7 @@ Commands::
 
     okdhp quickstart                 the whole journey on synthetic data
     okdhp train --config CFG [section.key=value ...]
-    okdhp bench --zoo ZOO [...]      (bench merge | compare | calibration ...)
+    okdhp bench [run] --zoo ZOO ...  (bench run | merge | compare | calibration)
     okdhp zoo list|pick|export ...
     okdhp evaluate --student S ...
     okdhp visualize --student S ...
@@ -19,12 +19,10 @@ status is the error's (:mod:`okdhp_edge.errors`).
 
 from __future__ import annotations
 
-import importlib
 import sys
 from typing import Optional
 
-from okdhp_edge.schema import closest
-from okdhp_edge.utils.cli import UsageError, console_entry, run_cli
+from okdhp_edge.utils.cli import console_entry, dispatch, run_cli
 
 # command -> the module whose main(argv) runs it
 COMMANDS = {
@@ -42,14 +40,7 @@ COMMANDS = {
 
 def main(argv: Optional[list[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__.split("\n", 1)[1].strip())
-        return 0 if argv else 2
-    command, rest = argv[0], argv[1:]
-    if command not in COMMANDS:
-        raise UsageError(f"unknown command '{command}'; did you mean "
-                         f"'{closest(command, list(COMMANDS))}'? (okdhp --help lists them)")
-    return importlib.import_module(COMMANDS[command]).main(rest)
+    return dispatch(argv, COMMANDS, "okdhp", __doc__.split("\n", 1)[1].strip())
 
 
 cli = console_entry(main)  # the `okdhp` console script

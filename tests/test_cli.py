@@ -46,3 +46,16 @@ def test_zoo_pick_through_the_door_matches_the_api():
 def test_api_bench_refuses_an_unknown_option_before_measuring(tmp_path):
     with pytest.raises(UsageError, match="did you mean 'min_time'"):
         api.bench(tmp_path / "zoo", min_tme=1.0)
+
+
+def test_sub_commands_share_the_door_grammar(capsys):
+    """``okdhp bench <sub>`` is dispatched like ``okdhp <command>``: a typo names the closest
+    sub-command, and an option-first argv runs the default (``run``)."""
+    from okdhp_edge.__main__ import main
+
+    with pytest.raises(UsageError, match="did you mean 'compare'"):
+        main(["bench", "comapre", "a.json"])
+    for argv in (["bench", "--help"], ["bench", "run", "--help"]):
+        with pytest.raises(SystemExit):
+            main(argv)
+        assert "--zoo ZOO" in capsys.readouterr().out

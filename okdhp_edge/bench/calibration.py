@@ -276,6 +276,9 @@ def _trio(cells: tuple[dict, ...], field: str) -> str:
 
 def main(argv: list[str]) -> int:
     from okdhp_edge.bench.device import device_id, fingerprint
+    from okdhp_edge.utils.cli import setup_logging
+
+    setup_logging()
 
     p = argparse.ArgumentParser(prog="python -m okdhp_edge.bench calibration",
                                 description=__doc__,

@@ -35,8 +35,9 @@ from okdhp_edge.targets import (
 from okdhp_edge.utils.cli import UsageError
 from okdhp_edge.utils.cpu import cpu_has_int8_dot
 
-USAGE = """``okdhp bench --zoo student_zoo/<zoo> [--backends torch,onnxruntime,openvino,tensorrt,
-...] [--precisions ...] [--threads N] [--device-name NAME]`` (or ``python -m okdhp_edge.bench``)
+USAGE = """``okdhp bench [run] --zoo student_zoo/<zoo> [--backends torch,onnxruntime,openvino,
+tensorrt,...] [--precisions ...] [--threads N] [--device-name NAME]`` (or ``python -m
+okdhp_edge.bench``; ``run`` is the default sub-command)
 
 Exports every student of the zoo, measures latency (engine call and end to end),
 throughput, accuracy and parity on each backend and precision, and writes
@@ -45,7 +46,9 @@ throughput, accuracy and parity on each backend and precision, and writes
 ``--plan CONFIG [--plan CONFIG ...] [key=value ...]`` does the same for the students the
 configs would train, with random weights (written as one zoo under ``--plan-root``):
 latency only, marked untrained.
-``merge REPORT.json ... --name NAME`` joins reports of one device (zoos of any family).
+``merge REPORT.json ... --name NAME`` joins reports of one device (zoos of any family);
+``compare REPORT.json ... --out DIR`` charts one zoo across devices; ``calibration --zoo Z``
+measures INT8 recipes.
 """
 
 log = logging.getLogger("okdhp_edge.bench")
@@ -333,3 +336,22 @@ def bench_argv(base: list[str], options: dict[str, Any]) -> tuple[argparse.Names
             argv += [flag, ",".join(map(str, value)) if isinstance(value, (list, tuple))
                      else str(value)]
     return parser().parse_args(argv), argv
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """``okdhp bench run``: measure, write the report set, print where it is."""
+    import sys
+
+    from okdhp_edge.bench.report import write_report
+    from okdhp_edge.utils.cli import setup_logging
+    from okdhp_edge.utils.io import check_writable
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser().parse_args(argv)
+    setup_logging()
+    check_writable(args.out_root)  # before the measuring, not after it
+    rep = run_bench(args, argv)
+    paths = write_report(rep, args.out_root / rep.device_id)
+    for k in ("json", "md", "png"):
+        print(f"{k}: {paths[k]}")
+    return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 from typing import Callable, Optional
@@ -12,7 +13,7 @@ from okdhp_edge.errors import OkdhpError, UsageError
 TRAIN_EXTRA = ("torch", "scipy", "onnx", "safetensors", "psutil", "cpuinfo", "nncf")
 
 
-__all__ = ["UsageError", "console_entry", "one_line", "run_cli", "setup_logging"]
+__all__ = ["UsageError", "console_entry", "dispatch", "one_line", "run_cli", "setup_logging"]
 
 
 def setup_logging(verbose: bool = False) -> None:
@@ -63,3 +64,24 @@ def run_cli(main: Callable[[Optional[list[str]]], int], argv: Optional[list[str]
         print("interrupted", file=sys.stderr)
         code = 130
     sys.exit(code)
+
+
+def dispatch(argv: list[str], commands: dict[str, str], prog: str, usage: str,
+             default: Optional[str] = None) -> int:
+    """The one grammar of every command: ``<prog> <command> [options]``, where each command
+    is the module whose ``main(argv)`` runs it (``commands``: name -> module). ``default``:
+    the command an option-first argv runs (``okdhp bench --zoo Z`` is ``okdhp bench run
+    --zoo Z``). ``-h``/``--help`` or nothing prints ``usage``; an unknown command is a
+    :class:`UsageError` naming the closest one."""
+    from okdhp_edge.schema import closest
+
+    if not argv or (argv[0] in ("-h", "--help") and default is None):
+        print(usage)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command.startswith("-") and default is not None:
+        command, rest = default, argv
+    if command not in commands:
+        raise UsageError(f"unknown command '{command}' of {prog}; did you mean "
+                         f"'{closest(command, list(commands))}'? ({prog} --help lists them)")
+    return importlib.import_module(commands[command]).main(rest)
