@@ -20,7 +20,7 @@ import time
 import torch
 
 from okdhp_edge.config import load_config
-from okdhp_edge.data.keypoints import get_spec
+from okdhp_edge.data.formats import get_spec
 from okdhp_edge.families import is_multi_branch
 from okdhp_edge.losses import okdhp_terms, plain_terms
 from okdhp_edge.models.info import count_macs

@@ -10,6 +10,7 @@ that file gives back an equal config.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,17 +18,24 @@ from typing import Any, Optional
 
 import yaml
 
+from okdhp_edge.data.formats import FORMATS
 from okdhp_edge.errors import ConfigError
 from okdhp_edge.families import ENCODER_ABBREVIATIONS, FAMILIES, LIGHT, Family, family_of
 from okdhp_edge.schema import closest, coerce
 from okdhp_edge.utils.io import atomic_write_text
 
 
+def _imagenet() -> tuple[tuple[float, ...], tuple[float, ...]]:
+    from okdhp_edge.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    return IMAGENET_MEAN, IMAGENET_STD
+
+
 @dataclass
 class DataConfig:
     """Where the data is and how samples are made."""
 
-    dataset: str = "synthetic"  # synthetic | coco | mpii
+    dataset: str = "synthetic"  # a format of okdhp_edge.data.formats: synthetic | coco | mpii
     root: str = "data/synthetic"  # synthetic: generated here when missing
     train_ann: str = ""  # coco/mpii: annotation file of the training split
     train_images: str = ""
@@ -49,6 +57,10 @@ class DataConfig:
     flip_prob: float = 0.5
     half_body_prob: float = 0.0
     box_padding: float = 1.25
+    # input normalisation (x / 255 - mean) / std per RGB channel: training reads it, every
+    # student records it (preprocessing.mean/std), evaluation and the runtime read that
+    mean: list[float] = field(default_factory=lambda: list(_imagenet()[0]))
+    std: list[float] = field(default_factory=lambda: list(_imagenet()[1]))
     det_file: str = ""  # person detections (COCO results json) for the report split
     det_score_thr: float = 0.0
     bad_image: str = "fail"  # fail | skip
@@ -197,10 +209,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 _FIXED_LENGTH = {
     "data.input_size": 2,
     "data.synthetic_image_size": 2,
+    "data.mean": 3,
+    "data.std": 3,
 }
 
 _CHOICES = {
-    "data.dataset": ("synthetic", "coco", "mpii"),
+    "data.dataset": tuple(FORMATS),
     "data.bad_image": ("fail", "skip"),
     "model.fau": ("released", "paper", "mean"),
     "model.stem": ("released", "lua"),
@@ -343,6 +357,10 @@ def _check_lists(cfg: Config) -> None:
     if any(s < 1 for s in t.lr_steps) or t.lr_steps != sorted(t.lr_steps):
         raise ConfigError(f"train.lr_steps: expected increasing epochs >= 1, got "
                           f"{t.lr_steps}")
+    if not all(v > 0 and math.isfinite(v) for v in cfg.data.std) or \
+            not all(math.isfinite(v) for v in cfg.data.mean):
+        raise ConfigError(f"data.mean / data.std: finite numbers, std > 0; got "
+                          f"{cfg.data.mean} / {cfg.data.std}")
     if cfg.eval.bootstrap != 0 and not 100 <= cfg.eval.bootstrap <= 100_000:
         raise ConfigError(f"eval.bootstrap: expected 0 (no interval) or 100..100000 "
                           f"resamples, got {cfg.eval.bootstrap}")

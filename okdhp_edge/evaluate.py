@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any, Optional
 
+from okdhp_edge.data.formats import FORMATS
 from okdhp_edge.evaluation.datasets import build_eval_dataset
 from okdhp_edge.evaluation.inference import oracle_heatmap_fn, predict, score
 from okdhp_edge.evaluation.pckh import pckh_table
@@ -42,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     what.add_argument("--oracle", action="store_true",
                       help="score the ground truth run through crop, encode, decode, back-project")
     what.add_argument("--student", type=Path, help="student.yaml of a zoo student")
-    p.add_argument("--dataset", choices=("coco", "mpii", "synthetic"), default=None)
+    p.add_argument("--dataset", choices=tuple(FORMATS), default=None)
     p.add_argument("--ann", type=str, default="")
     p.add_argument("--images", type=str, default="")
     p.add_argument("--headboxes", type=str, default="")
@@ -69,8 +70,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     else:
         if not (args.dataset and args.ann and args.images):
             raise UsageError("--oracle needs --dataset, --ann and --images")
-        ds = build_eval_dataset(args.dataset, args.ann, args.images, tuple(args.input_size),
-                                sigma=args.sigma, headboxes=args.headboxes,
+        ds = build_eval_dataset(args.dataset, args.ann, args.images,
+                                {"input_size": tuple(args.input_size), "sigma": args.sigma},
+                                headboxes=args.headboxes,
                                 det_file=args.det_file, det_thr=args.det_thr)
         preds = predict(ds, oracle_heatmap_fn(ds), batch_size=args.batch_size)
         res = score(ds, preds, headboxes=ds.headboxes)

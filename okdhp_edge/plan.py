@@ -15,7 +15,7 @@ from typing import Any, Optional
 import torch
 
 from okdhp_edge.config import config_text, load_config
-from okdhp_edge.data.keypoints import get_spec
+from okdhp_edge.data.formats import dataset_format, get_spec
 from okdhp_edge.families import is_multi_branch, zoo_student_names
 from okdhp_edge.manifest import unique_dir
 from okdhp_edge.models.info import count_macs, count_params
@@ -25,9 +25,6 @@ from okdhp_edge.students import preprocessing_of, student_manifest, write_zoo_of
 from okdhp_edge.utils.provenance import git_commit
 
 log = logging.getLogger(__name__)
-
-METRICS = {"mpii": "PCKh@0.5"}  # every other dataset is scored with OKS AP
-
 
 def plan_students(cfg: Any) -> dict[str, torch.nn.Module]:
     """name -> untrained student (eval mode) of every branch the config trains."""
@@ -72,7 +69,7 @@ def write_plan_zoo(configs: list[Path], overrides: list[str], root: Path,
 def _plan_manifest(student: str, m: torch.nn.Module, cfg: Any, branch: int,
                    config_path: Path) -> StudentManifest:
     size = tuple(cfg.data.input_size)
-    accuracy = Accuracy(metric=METRICS.get(cfg.data.dataset, "AP"), value=None,
+    accuracy = Accuracy(metric=dataset_format(cfg.data.dataset).metric, value=None,
                         dataset=cfg.data.dataset, split=UNTRAINED_SPLIT, ann="", images="",
                         headboxes="", flip_test=False, stats={})
     prov = Provenance(config=str(config_path), run="", git_commit=git_commit(),

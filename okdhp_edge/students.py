@@ -9,7 +9,6 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from okdhp_edge.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from okdhp_edge.errors import WriteError
 from okdhp_edge.manifest import load_student_manifest, path_inside, unique_dir
 from okdhp_edge.models.student import Student
@@ -190,7 +189,7 @@ def student_manifest(name: str, model: Student, input_size: list[int], params: i
 def preprocessing_of(dcfg: Any, flip_pairs: list) -> Preprocessing:
     """Preprocessing and decoding parameters a deployment needs."""
     return Preprocessing(
-        input_size=list(dcfg.input_size), mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD),
+        input_size=list(dcfg.input_size), mean=list(dcfg.mean), std=list(dcfg.std),
         box_padding=float(dcfg.box_padding), heatmap_stride=int(dcfg.heatmap_stride),
         sigma=float(dcfg.sigma), flip_pairs=[list(p) for p in flip_pairs])
 

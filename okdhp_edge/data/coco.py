@@ -14,6 +14,7 @@ from pycocotools.coco import COCO
 from okdhp_edge.data.dataset import PersonRecord, TopDownDataset, check_joints
 from okdhp_edge.data.errors import DataError, read_json
 from okdhp_edge.data.keypoints import COCO_17, KeypointSpec
+from okdhp_edge.data.splits import HoldOut
 from okdhp_edge.utils.values import is_finite_number
 
 log = logging.getLogger(__name__)
@@ -75,21 +76,6 @@ def _check_records(data: dict, ann_file: Path) -> None:
                 and box[2] >= 0 and box[3] >= 0):
             raise DataError(f"{where}: bbox {box!r} is not [x, y, w, h] of finite numbers "
                             "with w, h >= 0")
-
-
-def split_image_ids(image_ids: Iterable[int], fraction: float, seed: int,
-                    max_images: int = 0) -> tuple[list[int], list[int]]:
-    """Deterministically hold out a share of images: returns (kept, held_out)."""
-    ids = sorted(int(i) for i in image_ids)
-    if fraction <= 0:
-        return ids, []
-    perm = np.random.default_rng(seed).permutation(len(ids))
-    n_held = max(1, int(round(fraction * len(ids))))
-    if max_images:
-        n_held = min(n_held, max_images)
-    held = sorted(ids[i] for i in perm[:n_held])
-    held_set = set(held)
-    return [i for i in ids if i not in held_set], held
 
 
 class CocoKeypoints(TopDownDataset):
@@ -198,3 +184,11 @@ def _checked_detection(det: dict, det_file: Path, i: int) -> tuple[float, list[f
 def image_files(ann_file: str | Path) -> list[str]:
     """The file name of every image a COCO keypoints file lists (checked as load_coco does)."""
     return sorted({img["file_name"] for img in load_coco(ann_file).dataset["images"]})
+
+
+def hold_out(ann: str, images: str, spec: KeypointSpec, common: dict[str, Any], split: str,
+             rule: HoldOut) -> CocoKeypoints:
+    """The ``train`` or ``select`` split of a COCO-format training file under ``rule``."""
+    coco = load_coco(ann, spec)
+    return CocoKeypoints(ann, images, spec, image_ids=rule.side(coco.getImgIds(), split),
+                         **common)

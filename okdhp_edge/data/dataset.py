@@ -14,6 +14,8 @@ from okdhp_edge.data.codec import HeatmapCodec
 from okdhp_edge.data.errors import DataError
 from okdhp_edge.data.keypoints import KeypointSpec
 from okdhp_edge.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
     AugmentParams,
     affine_points,
     box_to_center_scale,
@@ -110,8 +112,11 @@ class TopDownDataset:
         bad_image: str = "fail",
         seed: int = 0,
         box_padding: float = 1.25,
+        mean: tuple[float, ...] = IMAGENET_MEAN,
+        std: tuple[float, ...] = IMAGENET_STD,
     ) -> None:
         self.spec = spec
+        self.mean, self.std = tuple(mean), tuple(std)
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.aspect_ratio = self.input_size[0] / self.input_size[1]
         self.codec = HeatmapCodec(self.input_size, stride, sigma)
@@ -179,7 +184,7 @@ class TopDownDataset:
             joints_in[:, 0] = self.input_size[0] - 1 - joints_in[:, 0]
         target, weight = self.codec.encode(joints_in)
         return {
-            "image": normalize(patch),
+            "image": normalize(patch, self.mean, self.std),
             "target": target,
             "target_weight": weight,
             "center": center.astype(np.float32),

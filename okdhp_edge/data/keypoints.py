@@ -71,13 +71,3 @@ MPII_16 = KeypointSpec(
     ),
     pckh_exclude=(6, 7),
 )
-
-SPECS = {"coco": COCO_17, "synthetic": COCO_17, "mpii": MPII_16}
-
-
-def get_spec(dataset: str) -> KeypointSpec:
-    """The keypoint spec of a dataset name (coco, synthetic, mpii)."""
-    try:
-        return SPECS[dataset]
-    except KeyError:
-        raise ValueError(f"unknown dataset '{dataset}'; expected one of {sorted(SPECS)}") from None

@@ -11,6 +11,7 @@ import numpy as np
 from okdhp_edge.data.dataset import PersonRecord, TopDownDataset, check_joints
 from okdhp_edge.data.errors import DataError, read_json
 from okdhp_edge.data.keypoints import MPII_16, KeypointSpec
+from okdhp_edge.data.splits import HoldOut
 
 log = logging.getLogger(__name__)
 
@@ -145,3 +146,30 @@ def _parse_record(a: Any, where: str) -> tuple[np.ndarray, np.ndarray, float]:
         raise DataError(f"{where}: center must be 2 finite numbers, scale finite and > 0")
     joints = np.concatenate([joints_xy - 1.0, (vis > 0)[:, None].astype(np.float32)], 1)
     return joints, c, s
+
+
+def hold_out(ann: str, images: str, spec: KeypointSpec, common: dict[str, Any], split: str,
+             rule: HoldOut) -> MpiiKeypoints:
+    """The ``train`` or ``select`` split of an MPII training file under ``rule``, held out
+    by image (every person of an image on the same side; ``max_images`` counts images, as
+    for COCO). The training file has no official head boxes: both splits get boxes estimated
+    from the head-top / upper-neck segment, which selection's PCKh is normalised by."""
+    full = MpiiKeypoints(ann, images, spec, **{**common, "train": False})
+    image_of = [r.image_path for r in full.records]
+    number = {name: i for i, name in enumerate(sorted(set(image_of)))}
+    side = set(rule.side(range(len(number)), split))
+    ds = MpiiKeypoints(ann, images, spec, indices=[i for i, name in enumerate(image_of)
+                                                  if number[name] in side], **common)
+    ds.headboxes = estimated_headboxes(ds)
+    return ds
+
+
+def estimated_headboxes(ds: MpiiKeypoints) -> np.ndarray:
+    """Head boxes whose 0.6 x diagonal equals the upper-neck to head-top distance."""
+    boxes = []
+    for r in ds.records:
+        d = float(np.linalg.norm(r.joints[9, :2] - r.joints[8, :2])) or 1.0
+        side = d / (0.6 * np.sqrt(2))
+        cx, cy = r.joints[9, :2]
+        boxes.append([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2])
+    return np.asarray(boxes)

@@ -108,7 +108,7 @@ def mac_ratios(cfg: Any) -> dict[str, float]:
     import dataclasses
 
     from okdhp_edge import create_model
-    from okdhp_edge.data.keypoints import get_spec
+    from okdhp_edge.data.formats import get_spec
     from okdhp_edge.models.info import count_macs
     from okdhp_edge.models.registry import (
         model_kwargs_from_config,

@@ -14,6 +14,7 @@ from typing import Any, Optional
 
 import yaml
 
+from okdhp_edge.data.formats import dataset_format
 from okdhp_edge.experiments.arms import (
     ARMS,
     arm_runs,
@@ -117,7 +118,7 @@ class Ablation:
         for report in args.restore_from or []:  # several reports: each one's runs count
             for key, found in restorable_runs(report).items():
                 self.restorable.setdefault(key, []).extend(found)
-        if self.cfg.data.dataset == "synthetic" and not args.report_only:
+        if dataset_format(self.cfg.data.dataset).generated and not args.report_only:
             from okdhp_edge.data.build import ensure_synthetic
 
             ensure_synthetic(self.cfg.data)  # once, before parallel runs each generate it

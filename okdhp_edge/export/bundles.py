@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Optional
 
 from okdhp_edge import __version__
+from okdhp_edge.data.formats import image_files
 from okdhp_edge.export.quantize import QuantRecipe
 from okdhp_edge.records import (
     BundledStudent,
@@ -125,11 +126,7 @@ def _copy_report_data(man: StudentManifest, out: Path) -> ReportData:
         return ReportData(acc.dataset, "", "", "")
     ann = Path(acc.ann)
     shutil.copyfile(ann, data / "annotations.json")
-    if acc.dataset == "mpii":
-        from okdhp_edge.data.mpii import image_files
-    else:
-        from okdhp_edge.data.coco import image_files
-    for name in image_files(ann):
+    for name in image_files(acc.dataset, ann):
         shutil.copyfile(Path(acc.images) / name, data / "images" / name)
     headboxes = ""
     if acc.headboxes:

@@ -17,7 +17,7 @@ import torch
 from okdhp_edge.config import Config
 from okdhp_edge.data.build import build_split
 from okdhp_edge.data.dataset import TopDownDataset
-from okdhp_edge.data.keypoints import get_spec
+from okdhp_edge.data.formats import get_spec
 from okdhp_edge.errors import NonFiniteLossError, TrainingInterrupted
 from okdhp_edge.evaluation.inference import (
     Predictions,

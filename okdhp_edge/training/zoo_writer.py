@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from okdhp_edge.data.build import build_split, split_record
+from okdhp_edge.data.build import build_split, data_paths, split_record
 from okdhp_edge.evaluation.inference import (
     Predictions,
     engine_heatmap_fn,
@@ -28,12 +28,8 @@ log = logging.getLogger(__name__)
 
 
 def _report_paths(cfg: Any) -> dict[str, str]:
-    if cfg.data.dataset == "synthetic":
-        from okdhp_edge.data.build import synthetic_paths
-
-        p = synthetic_paths(cfg.data.root)
-        return {"ann": str(p["report_ann"]), "images": str(p["report_images"]), "headboxes": ""}
-    return {"ann": cfg.data.report_ann, "images": cfg.data.report_images,
+    paths = data_paths(cfg.data)
+    return {"ann": paths["report_ann"], "images": paths["report_images"],
             "headboxes": cfg.data.report_headboxes}
 
 

@@ -136,7 +136,7 @@ def test_empty_split_is_refused_not_scored(coco_tiny, tmp_path):
     doc["annotations"] = []
     ann = _write(tmp_path, doc)
     with pytest.raises(DataError, match="no person to score"):
-        build_eval_dataset("coco", str(ann), str(coco_tiny / "images"), (64, 64))
+        build_eval_dataset("coco", str(ann), str(coco_tiny / "images"), {"input_size": (64, 64)})
     proc = subprocess.run([sys.executable, "-m", "okdhp_edge.evaluate", "--oracle",
                            "--dataset", "coco", "--ann", str(ann), "--images",
                            str(coco_tiny / "images"), "--input-size", "64", "64"],
