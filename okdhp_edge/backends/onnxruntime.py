@@ -209,7 +209,14 @@ def quantize_onnx(src: Path, dst: Path, images: np.ndarray, recipe: Any,
                         nodes_to_exclude=exclude,
                         extra_options={"ActivationSymmetric": signed, "WeightSymmetric": True})
 
-    atomic_write(Path(dst), write)
+    # ONNX Runtime writes a shape-inferred copy beside the source and deletes it after; a
+    # kill or a full disk in between leaves it: never a file of ours, so it goes
+    inferred = Path(src).with_name(f"{Path(src).stem}-inferred{Path(src).suffix}")
+    inferred.unlink(missing_ok=True)
+    try:
+        atomic_write(Path(dst), write)
+    finally:
+        inferred.unlink(missing_ok=True)
     return {"higher_precision_layers": onnx_float_layers(Path(dst)),
             "calibration_method": "minmax" if recipe.method == "default" else recipe.method,
             "activations": "s8 symmetric" if signed else "u8 asymmetric"}

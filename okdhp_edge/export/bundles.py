@@ -10,6 +10,7 @@ bench on the target refuses any mismatch before it runs anything.
 
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 from pathlib import Path
@@ -36,7 +37,7 @@ from okdhp_edge.targets import (
     targets_for,
 )
 from okdhp_edge.utils.cli import UsageError
-from okdhp_edge.utils.io import sha256_file
+from okdhp_edge.utils.io import atomic_write_set, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +78,9 @@ def export_bundle(student_yaml: Path, backend: str, precision: str, out: Path,
                          f"({_parity_summary(entry.parity)}); not bundled (pass "
                          "--allow-parity-failure to ship it anyway, recorded in the bundle)")
     src_dir = Path(student_yaml).parent / "export"
-    for rel in FORMATS[t.export].files:
-        (out / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src_dir / rel, out / rel)
+    # as a set, through temporaries: a full disk is one line and leaves no torn model file
+    atomic_write_set({out / rel: functools.partial(_copy, src_dir / rel)
+                      for rel in FORMATS[t.export].files})
     write_record(out / "bundle.yaml", BundleManifest(
         bundle_version=BundleManifest.VERSION, okdhp_edge=__version__, student=man.name,
         backend=backend, precision=precision, model=FORMATS[t.export].model_file,
@@ -89,6 +90,10 @@ def export_bundle(student_yaml: Path, backend: str, precision: str, out: Path,
         requires=BACKEND_INFO[backend].runtime_extra or None,
         parity_failure_allowed=True if failed else None))
     return out
+
+
+def _copy(src: Path, dst: Path) -> None:
+    shutil.copyfile(src, dst)
 
 
 def _parity_summary(parity: dict) -> str:

@@ -36,10 +36,11 @@ _WRITE_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota
 
 
 def _write_error(path: Path, exc: BaseException) -> Optional[WriteError]:
-    """The WriteError ``exc`` amounts to, or None. Writers that are not Python's own (torch's
-    zip writer) report a full disk as a RuntimeError: the free space tells."""
+    """The WriteError ``exc`` amounts to, or None. Writers that are not Python's own report
+    a full disk otherwise (torch's zip writer: a RuntimeError; ONNX Runtime's quantizer: a
+    protobuf DecodeError reading back the file it could not finish): the free space tells."""
     reason = _WRITE_ERRNOS.get(getattr(exc, "errno", None) or -1)
-    if reason is None and isinstance(exc, (OSError, RuntimeError)):
+    if reason is None and isinstance(exc, Exception):
         try:
             if shutil.disk_usage(path.parent).free < (1 << 20):
                 reason = "the disk is full"
@@ -87,7 +88,7 @@ def atomic_write_set(writers: dict[Path, Callable[[Path], None]]) -> None:
             try:
                 writer(tmps[path])
                 _finish(tmps[path])
-            except (OSError, RuntimeError) as exc:
+            except Exception as exc:  # noqa: BLE001 - a full disk shows as many types
                 err = _write_error(Path(path), exc)
                 if err is None:
                     raise

@@ -109,3 +109,24 @@ def test_edited_bundle_preprocessing_is_refused(tiny_zoo, tmp_path, backend):
     (out / "bundle.yaml").write_text(yaml.safe_dump(man, sort_keys=False))
     with pytest.raises(ManifestError, match=r"mean \[0\.5, 0\.5, 0\.5\] differs from the model"):
         load_bundle(out)
+
+
+def test_a_full_disk_while_bundling_is_one_line_and_leaves_no_torn_model(tiny_zoo, tmp_path,
+                                                                         monkeypatch):
+    import errno
+
+    import okdhp_edge.export.bundles as bundles
+    from okdhp_edge.errors import WriteError
+
+    d, _ = zoo_students(tiny_zoo)[0]
+    bundles.export_bundle(d / "student.yaml", "onnxruntime", "fp32", tmp_path / "warm")
+
+    def half_then_full(src, dst):
+        with open(dst, "wb") as fh:
+            fh.write(open(src, "rb").read()[:100])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(bundles, "_copy", half_then_full)
+    with pytest.raises(WriteError, match="the disk is full"):
+        bundles.export_bundle(d / "student.yaml", "onnxruntime", "fp32", tmp_path / "b")
+    assert not [p for p in (tmp_path / "b").rglob("*") if p.is_file()]

@@ -333,3 +333,33 @@ def test_nncf_writes_the_onnx_runtime_int8_file(student, int8_export, tmp_path):
         nncf.check_honoured({"openvino"})
     with pytest.raises(QuantizationError, match="NNCF chooses the activation types"):
         QuantRecipe(ort_quantizer="nncf", ort_activations="s8")
+
+
+def test_a_full_disk_while_quantizing_is_one_line_and_leaves_nothing(int8_export, tmp_path,
+                                                                     monkeypatch):
+    """ONNX Runtime's quantizer reads back the shape-inferred copy it could not finish: a
+    protobuf DecodeError, which a nearly full disk turns into the one-line WriteError; its
+    copy beside the source and our temporary are gone."""
+    import shutil
+
+    import onnxruntime.quantization as q
+    from google.protobuf.message import DecodeError
+
+    from okdhp_edge.backends.onnxruntime import quantize_onnx
+    from okdhp_edge.errors import WriteError
+
+    out, _ = int8_export
+    src = tmp_path / "model.onnx"
+    shutil.copyfile(out / "model.onnx", src)
+
+    def torn(model_input, *args, **kwargs):
+        src.with_name("model-inferred.onnx").write_bytes(b"\x08")
+        raise DecodeError("Error parsing message")
+
+    monkeypatch.setattr(q, "quantize_static", torn)
+    full = shutil._ntuple_diskusage(1 << 30, 1 << 30, 0)  # total, used, free
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: full)
+    images = np.zeros((2, 3, 32, 32), np.float32)
+    with pytest.raises(WriteError, match="model_int8.onnx: the disk is full"):
+        quantize_onnx(src, tmp_path / "model_int8.onnx", images, RECIPE)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
