@@ -18,7 +18,7 @@ from okdhp_edge.evaluation.datasets import build_eval_dataset
 from okdhp_edge.evaluation.inference import oracle_heatmap_fn, predict, score
 from okdhp_edge.evaluation.pckh import pckh_table
 from okdhp_edge.evaluation.uncertainty import interval_text
-from okdhp_edge.utils.cli import UsageError, console_entry, run_cli, setup_logging
+from okdhp_edge.utils.cli import UsageError, console_entry, count, number, run_cli, setup_logging
 from okdhp_edge.utils.io import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -48,12 +48,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=str, default="")
     p.add_argument("--headboxes", type=str, default="")
     p.add_argument("--det-file", type=str, default="", help="person detections (COCO results)")
-    p.add_argument("--det-thr", type=float, default=0.0)
-    p.add_argument("--input-size", type=int, nargs=2, default=(192, 256), metavar=("W", "H"))
-    p.add_argument("--sigma", type=float, default=2.0)
+    p.add_argument("--det-thr", type=number(0), default=0.0)
+    p.add_argument("--input-size", type=count(16), nargs=2, default=(192, 256), metavar=("W", "H"))
+    p.add_argument("--sigma", type=number(0, above=True), default=2.0)
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                    help="flip test (student default: its config)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=count(1), default=32)
     p.add_argument("--out", type=Path, help="write the metrics as JSON")
     return p
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Optional
 
 from okdhp_edge.targets import default_backends
-from okdhp_edge.utils.cli import console_entry, run_cli, setup_logging
+from okdhp_edge.utils.cli import console_entry, count, number, run_cli, setup_logging
 
 log = logging.getLogger("okdhp_edge.quickstart")
 
@@ -25,11 +25,11 @@ DEFAULT_BUDGET_MS = 1.5
 def main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m okdhp_edge.quickstart", description=__doc__)
     p.add_argument("--config", type=Path, default=Path("configs/quickstart.yaml"))
-    p.add_argument("--max-latency-ms", type=float, default=DEFAULT_BUDGET_MS,
+    p.add_argument("--max-latency-ms", type=number(0, above=True), default=DEFAULT_BUDGET_MS,
                    help="latency budget of the pick (engine median, ms)")
-    p.add_argument("--min-time", type=float, default=1.0,
+    p.add_argument("--min-time", type=number(0), default=1.0,
                    help="bench: seconds of timing per row, all rounds (default %(default)s)")
-    p.add_argument("--min-iters", type=int, default=30,
+    p.add_argument("--min-iters", type=count(1), default=30,
                    help="bench: timed calls per row at least (default %(default)s)")
     p.add_argument("--backends", default=",".join(default_backends()),
                    help="bench: comma-separated backends (default: every CPU backend, each "

@@ -14,7 +14,7 @@ import numpy as np
 from okdhp_edge.data.dataset import read_image
 from okdhp_edge.data.keypoints import COCO_17, MPII_16
 from okdhp_edge.targets import BASELINE, TARGETS, get_target
-from okdhp_edge.utils.cli import UsageError, console_entry, run_cli, setup_logging
+from okdhp_edge.utils.cli import UsageError, console_entry, number, run_cli, setup_logging
 from okdhp_edge.utils.io import atomic_write_bytes
 
 
@@ -49,7 +49,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m okdhp_edge.visualize", description=__doc__)
     p.add_argument("--student", type=Path, required=True)
     p.add_argument("--image", type=Path, required=True)
-    p.add_argument("--box", type=float, nargs=4, metavar=("X", "Y", "W", "H"))
+    p.add_argument("--box", type=number(), nargs=4, metavar=("X", "Y", "W", "H"))
     p.add_argument("--backend", choices=_cpu_backends(), default=BASELINE[0])
     p.add_argument("--flip", action="store_true", help="flip test")
     p.add_argument("--out", type=Path, required=True)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 from pathlib import Path
 from typing import Optional
 
@@ -25,7 +24,7 @@ from okdhp_edge.export.quantize import add_recipe_arguments
 from okdhp_edge.manifest import load_zoo_manifest, zoo_students
 from okdhp_edge.records import BenchReport, BenchRow
 from okdhp_edge.targets import default_backends
-from okdhp_edge.utils.cli import UsageError, console_entry, run_cli, setup_logging
+from okdhp_edge.utils.cli import UsageError, console_entry, number, run_cli, setup_logging
 
 log = logging.getLogger("okdhp_edge.zoo")
 
@@ -96,8 +95,6 @@ def cmd_pick(args: argparse.Namespace) -> int:
     if rep.untrained:
         raise UsageError(f"{path}: a plan of untrained students (bench --plan) has latencies "
                          "but no accuracy; pick from a trained zoo's report")
-    if not (math.isfinite(args.ap_tolerance) and args.ap_tolerance >= 0):
-        raise UsageError(f"--ap-tolerance {args.ap_tolerance}: give a number >= 0")
     d = pick(rep.rows, args.max_latency_ms, args.stat, args.scope, args.min_accuracy,
              args.backend, args.precision, args.max_ap_drop, args.ap_tolerance)
     if args.json:
@@ -173,16 +170,16 @@ def _parser() -> argparse.ArgumentParser:
     pk.add_argument("--device", help="a device id under --reports")
     pk.add_argument("--report", type=Path, help="a bench report JSON (any device)")
     pk.add_argument("--reports", type=Path, default=Path("bench/reports"))
-    pk.add_argument("--max-latency-ms", type=float, required=True)
+    pk.add_argument("--max-latency-ms", type=number(0, above=True), required=True)
     pk.add_argument("--stat", choices=("median", "p90", "p99"), default="median")
     pk.add_argument("--scope", choices=("engine", "e2e"), default="engine")
-    pk.add_argument("--min-accuracy", type=float)
+    pk.add_argument("--min-accuracy", type=number())
     pk.add_argument("--backend")
     pk.add_argument("--precision", help="restrict to one precision (e.g. int8)")
-    pk.add_argument("--max-ap-drop", type=float, metavar="X",
+    pk.add_argument("--max-ap-drop", type=number(0), metavar="X",
                     help="at most X accuracy lost against the same student in PyTorch fp32, "
                          "judged on the far end of the paired 95%% interval")
-    pk.add_argument("--ap-tolerance", type=float, default=0.0, metavar="T",
+    pk.add_argument("--ap-tolerance", type=number(0), default=0.0, metavar="T",
                     help="a faster row stands in for the most accurate one when their paired "
                          "interval reaches -T (default 0: the interval contains 0)")
     pk.add_argument("--json", action="store_true")

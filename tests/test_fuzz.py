@@ -258,3 +258,88 @@ def test_bundle_reader(bundle, data):
             return
         img = np.zeros((48, 48, 3), np.uint8)
         assert pipe(img, (4, 4, 30, 40)).shape[1] == 3  # what loads runs
+
+
+# --------------------------------------------------------------------------- detections
+
+DETECTIONS = [{"image_id": 1, "category_id": 1, "bbox": [1.0, 2.0, 30.0, 40.0], "score": 0.9},
+              {"image_id": 1, "category_id": 1, "bbox": [5.0, 5.0, 10.0, 20.0], "score": 0.4}]
+
+
+@FUZZ
+@given(_mutations(DETECTIONS))
+def test_detection_reader(mutation):
+    """A person-detection file read for the report split: one DataError, or records whose
+    boxes are finite and of positive size."""
+    import copy
+
+    import numpy as np
+
+    from okdhp_edge.data.coco import CocoKeypoints
+    from okdhp_edge.data.errors import DataError
+
+    path, new, cut = mutation
+    doc = _mutate(copy.deepcopy(DETECTIONS), path, new)
+
+    def read(f: Path) -> None:
+        ann = f.parent / "ann.json"
+        ann.write_text(json.dumps(COCO))
+        ds = CocoKeypoints(ann, f.parent, det_file=f, input_size=(64, 64))
+        for r in ds.records:
+            assert np.isfinite(r.center).all() and np.isfinite(r.scale).all()
+            assert (r.scale > 0).all()
+
+    _read_cut(json.dumps(doc), cut, "dets.json", read, DataError)
+
+
+# ----------------------------------------------------------------------- command lines
+
+def _parsers():
+    from okdhp_edge.bench.command import parser as bench
+    from okdhp_edge.evaluate import _parser as evaluate
+    from okdhp_edge.train import _parser as train
+    from okdhp_edge.zoo import _parser as zoo
+
+    return {"bench": (bench, []), "zoo pick": (zoo, ["pick"]), "zoo export": (zoo, ["export"]),
+            "evaluate": (evaluate, []), "train": (train, [])}
+
+
+def _options(parser, prefix):
+    """The option strings of ``parser`` (of its sub-command ``prefix`` when it has one)."""
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and prefix:
+            return _options(action.choices[prefix[0]], [])
+    return sorted(s for a in parser._actions for s in a.option_strings
+                  if s not in ("-h", "--help"))
+
+
+hostile = st.one_of(st.sampled_from(["nan", "inf", "-inf", "-1", "0", "1e400", "9" * 30,
+                                     "-0.0", "", "x", "1,2", "../..", "2"]),
+                    st.text(max_size=6))
+
+
+@FUZZ
+@given(data=st.data())
+def test_command_arguments(data):
+    """Every command's options given hostile values: refused by the parser (exit 2, one
+    usage line) or read into values within their ranges, never another exception."""
+    name = data.draw(st.sampled_from(sorted(_parsers())))
+    make, prefix = _parsers()[name]
+    flags = _options(make(), prefix)
+    argv = list(prefix)
+    for _ in range(data.draw(st.integers(1, 4))):
+        argv += [data.draw(st.sampled_from(flags)), data.draw(hostile)]
+    try:
+        args = make().parse_args(argv)
+    except SystemExit as exc:
+        assert exc.code == 2, (name, argv)
+        return
+    for key in ("threads", "batch", "min_iters", "rounds", "bootstrap", "calib_images",
+                "batch_size", "accuracy_max_persons"):
+        assert getattr(args, key, 0) is None or getattr(args, key, 0) >= 0, (key, argv)
+    for key in ("min_time", "max_latency_ms", "ap_tolerance", "max_ap_drop", "sigma",
+                "int8_max_drop"):
+        v = getattr(args, key, 0)
+        assert v is None or (math.isfinite(v) and v >= 0), (key, argv)

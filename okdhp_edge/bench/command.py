@@ -32,7 +32,7 @@ from okdhp_edge.targets import (
     formats_for,
     targets_for,
 )
-from okdhp_edge.utils.cli import UsageError
+from okdhp_edge.utils.cli import UsageError, count, number
 from okdhp_edge.utils.cpu import cpu_has_int8_dot
 
 USAGE = """``okdhp bench [run] --zoo student_zoo/<zoo> [--backends torch,onnxruntime,openvino,
@@ -77,8 +77,8 @@ def parser() -> argparse.ArgumentParser:
                         f"default targets: {_default_targets()})")
     add_recipe_arguments(p)
     p.add_argument("--students", default=None, help="comma list of student names (default all)")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
-    p.add_argument("--batch", type=int, default=8, help="batch for the throughput figure")
+    p.add_argument("--threads", type=count(0), default=0, help="CPU threads (0: all cores)")
+    p.add_argument("--batch", type=count(1), default=8, help="batch for the throughput figure")
     p.add_argument("--device-name", default=None, help="device id to file the report under")
     p.add_argument("--torch-device", choices=("cpu", "cuda"), default="cpu",
                    help="where the PyTorch eager baseline runs (cuda: fp32 / fp16 on the GPU)")
@@ -86,12 +86,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--replace", action="store_true",
                    help="replace the device's report of this zoo even where it measured "
                         "rows this run does not")
-    p.add_argument("--min-iters", type=int, default=60)
-    p.add_argument("--min-time", type=float, default=2.0, help="seconds per row, all rounds")
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--min-iters", type=count(1), default=60)
+    p.add_argument("--min-time", type=number(0), default=2.0, help="seconds per row, all rounds")
+    p.add_argument("--rounds", type=count(1), default=3)
     p.add_argument("--no-accuracy", action="store_true")
-    p.add_argument("--accuracy-max-persons", type=int, default=0)
-    p.add_argument("--bootstrap", type=int, default=N_RESAMPLES, metavar="N",
+    p.add_argument("--accuracy-max-persons", type=count(0), default=0)
+    p.add_argument("--bootstrap", type=count(0), default=N_RESAMPLES, metavar="N",
                    help="resamples of the images (persons for PCKh) behind each accuracy "
                         "interval and each paired difference (0: no intervals)")
     p.add_argument("--flip-test", action="store_true", help="accuracy with flip test")

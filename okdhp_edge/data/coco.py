@@ -166,11 +166,16 @@ MAX_BOX_SIDE = 1e5
 
 
 def _checked_detection(det: dict, det_file: Path, i: int) -> tuple[float, list[float]]:
-    """(score, [x, y, w, h]) of detection ``i``; DataError naming it when the score is not a
-    finite number or the box is not four finite numbers with 0 < w, h <= MAX_BOX_SIDE."""
+    """(score, [x, y, w, h]) of detection ``i``; DataError naming it when its image or
+    category id is not a whole number, the score is not a finite number or the box is not
+    four finite numbers with 0 < w, h <= MAX_BOX_SIDE."""
     from okdhp_edge.utils.values import is_finite_number
 
     score, box = det.get("score", 1.0), det["bbox"]
+    for key in ("image_id", "category_id"):
+        value = det.get(key, 1)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise DataError(f"{det_file}: entry {i}: {key} {value!r} is not a whole number")
     if not is_finite_number(score):
         raise DataError(f"{det_file}: entry {i}: score {score!r} is not a finite number")
     if not (isinstance(box, list) and len(box) == 4 and all(is_finite_number(v) for v in box)

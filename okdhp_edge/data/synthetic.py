@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 
 from okdhp_edge.data.keypoints import COCO_17
-from okdhp_edge.utils.cli import console_entry
+from okdhp_edge.utils.cli import console_entry, count
 from okdhp_edge.utils.io import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -322,11 +322,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m okdhp_edge.data.synthetic",
                                 description="Generate a synthetic COCO-format pose dataset.")
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--num-train", type=int, default=3000)
-    p.add_argument("--num-val", type=int, default=300)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--image-size", type=int, nargs=2, default=(320, 240), metavar=("W", "H"))
-    p.add_argument("--workers", type=int, default=0, help="processes (0: up to 4 cores)")
+    p.add_argument("--num-train", type=count(1), default=3000)
+    p.add_argument("--num-val", type=count(1), default=300)
+    p.add_argument("--seed", type=count(0), default=0)
+    p.add_argument("--image-size", type=count(16), nargs=2, default=(320, 240), metavar=("W", "H"))
+    p.add_argument("--workers", type=count(0), default=0, help="processes (0: up to 4 cores)")
     args = p.parse_args(argv)
     if args.num_train < 0 or args.num_val < 0 or min(args.image_size) < 32:
         p.error("counts must be >= 0 and each image side >= 32")

@@ -106,7 +106,7 @@ from okdhp_edge.experiments.summary import (  # noqa: F401 - the package's API
     shorter_verdict,
     summarize,
 )
-from okdhp_edge.utils.cli import console_entry, setup_logging
+from okdhp_edge.utils.cli import console_entry, count, setup_logging
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -116,7 +116,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     ab = sub.add_parser("ablation")
     ab.add_argument("--config", type=Path, required=True,
                     help="an ablation spec (base_config, seeds, arms, overrides) or a config")
-    ab.add_argument("--seeds", type=int, nargs="*")
+    ab.add_argument("--seeds", type=count(0), nargs="*")
     ab.add_argument("--arms", nargs="*", choices=list(ARMS) + list(ARM_NAMES),
                     metavar="ARM", help="short keys or names: " + ", ".join(
                         f"{n} ({k})" for n, k in ARM_NAMES.items()))
@@ -127,7 +127,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                     help="a published ablation report (repeatable): every run of this "
                          "ablation that it holds (same base config and overrides, any arm "
                          "name) is taken as finished instead of retrained (a lost work dir)")
-    ab.add_argument("--jobs", type=int, default=1,
+    ab.add_argument("--jobs", type=count(1), default=1,
                     help="runs trained in parallel (each with train.threads from the spec)")
     ab.add_argument("--out", type=Path, default=Path("bench/reports/ablation_synthetic.md"))
     ab.add_argument("overrides", nargs="*")

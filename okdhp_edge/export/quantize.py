@@ -22,6 +22,7 @@ from okdhp_edge.data.errors import DataError
 from okdhp_edge.errors import QuantizationError
 from okdhp_edge.records import StudentManifest
 from okdhp_edge.targets import BACKEND_INFO
+from okdhp_edge.utils.cli import count, number
 
 log = logging.getLogger(__name__)
 
@@ -139,11 +140,11 @@ def add_recipe_arguments(parser: Any) -> None:
     q = parser.add_argument_group("INT8 (precision int8): calibrated on the training split")
     q.add_argument("--calib-method", choices=METHODS, default="default",
                    help="activation ranges (default: ONNX Runtime MinMax, NNCF's own)")
-    q.add_argument("--calib-images", type=int, default=300, help="calibration crops")
-    q.add_argument("--calib-seed", type=int, default=0)
+    q.add_argument("--calib-images", type=count(1), default=300, help="calibration crops")
+    q.add_argument("--calib-seed", type=count(0), default=0)
     q.add_argument("--int8-keep-head", action="store_true",
                    help="keep the final heatmap convolution in fp32")
-    q.add_argument("--int8-max-drop", type=float, default=None, metavar="DROP",
+    q.add_argument("--int8-max-drop", type=number(0), default=None, metavar="DROP",
                    help="OpenVINO: NNCF accuracy control, at most DROP of the metric lost on "
                         "the selection split (AP 0.005 = half a point)")
     q.add_argument("--ort-activations", choices=("u8", "s8"), default="u8",

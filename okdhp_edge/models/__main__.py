@@ -9,7 +9,7 @@ from typing import Optional
 
 import yaml
 
-from okdhp_edge.utils.cli import UsageError, console_entry, run_cli
+from okdhp_edge.utils.cli import UsageError, console_entry, count, run_cli
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -20,7 +20,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m okdhp_edge.models", description=__doc__)
     p.add_argument("name", help=f"one of: {', '.join(list_models())}")
     p.add_argument("kwargs", nargs="*", help="constructor arguments, e.g. num_joints=16")
-    p.add_argument("--input-size", type=int, nargs=2, default=(256, 256), metavar=("W", "H"))
+    p.add_argument("--input-size", type=count(16), nargs=2, default=(256, 256), metavar=("W", "H"))
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     kwargs = {}
