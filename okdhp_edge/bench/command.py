@@ -231,25 +231,27 @@ def _other_training(old: BenchReport, cands: list[Candidate]) -> Optional[str]:
 
 
 def _keep_a_fuller_report(args: argparse.Namespace, zoo: str, planned: set, device: str,
-                          cands: list[Candidate]) -> None:
+                          cands: list[Candidate]) -> set:
     """Refuse, before measuring, to replace a report holding measured rows this run does
     not plan (a re-bench of one student would drop the others) unless ``--replace``; a
-    report of another training of the zoo (retrained students) is replaced."""
+    report of another training of the zoo (retrained students) is replaced. Returns the
+    rows the report to be replaced measured (:func:`_keep_measured_rows` checks them)."""
     from okdhp_edge.bench.report import load_report
     from okdhp_edge.errors import ReportError
 
     path = args.out_root / device / f"{zoo}.json"
     if args.replace or not path.is_file():
-        return
+        return set()
     try:
         old = load_report(path)
     except ReportError:
-        return  # unreadable: nothing to keep
+        return set()  # unreadable: nothing to keep
     retrained = _other_training(old, cands)
     if retrained:
         log.info("%s measured another training of zoo '%s' (student %s differs): replacing "
                  "it", path, zoo, retrained)
-        return
+        return set()
+    measured = {(r.student, r.backend, r.precision) for r in old.rows if r.status == "ok"}
     lost = sorted({(r.student, r.backend, r.precision) for r in old.rows
                    if r.status == "ok"} - planned)
     if lost:
@@ -257,6 +259,22 @@ def _keep_a_fuller_report(args: argparse.Namespace, zoo: str, planned: set, devi
                          + ", ".join(f"{s} {b} {p}" for s, b, p in lost[:3])
                          + (", ..." if len(lost) > 3 else "") + "): bench them too, write "
                          "elsewhere (--out-root / --device-name) or pass --replace")
+    return measured
+
+
+def _keep_measured_rows(rows: list[BenchRow], measured: set) -> None:
+    """Refuse, after measuring, to replace rows the earlier report measured with rows that
+    could not be measured now (a backend gone, a conversion that fails today): the report
+    would hold less than it had."""
+    turned = [r for r in rows if (r.student, r.backend, r.precision) in measured
+              and r.status != "ok"]
+    if turned:
+        raise UsageError(
+            f"{len(turned)} row(s) the earlier report measured could not be measured now ("
+            + "; ".join(f"{r.student} {r.backend} {r.precision}: {r.reason}"
+                        for r in turned[:3]) + (", ..." if len(turned) > 3 else "")
+            + "), so no report was written (the earlier one stays as it was): fix that, "
+            "write elsewhere (--out-root / --device-name) or pass --replace")
 
 
 def run_bench(args: argparse.Namespace, argv: list[str]) -> BenchReport:
@@ -279,8 +297,9 @@ def run_bench(args: argparse.Namespace, argv: list[str]) -> BenchReport:
         flip_test=args.flip_test, e2e_image=img, e2e_box=box, torch_device=args.torch_device)
     fp = fingerprint(threads)
     device = device_id(fp, args.device_name)
-    _keep_a_fuller_report(args, zoo_name, {(c.name, b, p) for c in cands
-                                           for b, p in planned_pairs(opts)}, device, cands)
+    measured = _keep_a_fuller_report(args, zoo_name, {(c.name, b, p) for c in cands
+                                                      for b, p in planned_pairs(opts)},
+                                     device, cands)
     t0 = time.time()
     monitor = LoadMonitor(args.busy)
     rows = bench_candidates(cands, opts, _row_command(args, threads, recipe), monitor=monitor)
@@ -289,6 +308,7 @@ def run_bench(args: argparse.Namespace, argv: list[str]) -> BenchReport:
         reasons = sorted({f"{r.backend} {r.precision}: {r.reason}" for r in rows})
         raise UsageError("nothing could be measured, so no report was written (an earlier "
                          "one stays as it was): " + "; ".join(reasons))
+    _keep_measured_rows(rows, measured)
     metric = next((c.manifest.accuracy.metric for c in cands), "accuracy")
     return BenchReport(
         report_version=BenchReport.VERSION, zoo=zoo_name,
