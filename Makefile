@@ -3,6 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 4 ] && n=4; echo $$n)
 
 .PHONY: quickstart test lint bench clean-venv
 
@@ -15,8 +16,11 @@ $(STAMP): pyproject.toml
 quickstart: $(STAMP)
 	$(BIN)/python -m okdhp_edge.quickstart
 
+# the default suite on every core (up to 4; a test file per worker), then the tests that need the
+# machine to themselves; `pytest` alone runs everything in one process
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow and not serial"
+	$(BIN)/python -m pytest -q -m "serial and not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -14,7 +14,9 @@ from okdhp_edge.bench.timing import TimingConfig, interleaved
 from okdhp_edge.errors import MachineBusy
 from okdhp_edge.utils.cpu import cpu_snapshot
 
-pytestmark = pytest.mark.skipif(cpu_snapshot() is None, reason="no /proc here")
+# serial: these assert what a quiet machine looks like (make test runs them apart)
+pytestmark = [pytest.mark.skipif(cpu_snapshot() is None, reason="no /proc here"),
+              pytest.mark.serial]
 
 CFG = TimingConfig(warmup_iters=1, warmup_s=0.0, min_iters=3, min_time_s=0.6, rounds=2)
 
