@@ -93,7 +93,8 @@ def report(tiny_zoo, tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("reports")
     proc = subprocess.run(
-        [sys.executable, "-m", "okdhp_edge.bench", "--zoo", str(tiny_zoo), "--threads", "1",
+        [sys.executable, "-m", "okdhp_edge.bench", "--zoo", str(tiny_zoo), "--backends",
+         "torch,onnxruntime,openvino,tensorrt", "--threads", "1",
          "--min-iters", "6", "--min-time", "0.05", "--rounds", "2", "--out-root", str(out),
          "--device-name", "test-box", "--batch", "4"],
         capture_output=True, text=True, timeout=600)

@@ -38,6 +38,7 @@ import numpy as np
 from okdhp_edge.backends import backend_module, format_builder, make_runner, unavailable_reason
 from okdhp_edge.backends.base import BackendUnavailable, conversion_failed, run_one_by_one
 from okdhp_edge.data.codec import HeatmapCodec
+from okdhp_edge.errors import OkdhpError
 from okdhp_edge.export.quantize import QuantRecipe
 from okdhp_edge.manifest import model_file_metadata
 from okdhp_edge.records import (
@@ -268,6 +269,8 @@ def _export_one(fmt: str, ctx: _Context, done: dict[str, FormatRecord]) -> Forma
             entry.update(format_builder(fmt)(ctx, spec))
         except BackendUnavailable as exc:
             reason = str(exc)
+        except OkdhpError:
+            raise  # the user's error (too few calibration images...): one line, as it is
         except Exception as exc:  # noqa: BLE001 - one format's failure is its row's reason
             log.warning("building %s of %s failed", fmt, ctx.man.name, exc_info=True)
             reason = str(conversion_failed(exc, f"building {fmt}"))
