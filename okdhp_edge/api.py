@@ -66,14 +66,10 @@ def bench(zoo: Path, *, out_root: Path = Path("bench/reports"), **options: Any
     ``options`` are the bench command's options by their Python names (``backends="torch,
     openvino"``, ``min_time=1.0``, ``threads=2``, ``device_name=...``); an unknown one is
     refused like an unknown flag."""
-    from okdhp_edge.bench.command import bench_argv, run_bench
-    from okdhp_edge.bench.report import write_report
-    from okdhp_edge.utils.io import check_writable
+    from okdhp_edge.bench.command import bench_argv, measure_and_write
 
     args, argv = bench_argv(["--zoo", str(zoo), "--out-root", str(out_root)], options)
-    check_writable(args.out_root)
-    report = run_bench(args, argv)
-    return report, write_report(report, args.out_root / report.device_id)
+    return measure_and_write(args, argv)
 
 
 def pick(report: BenchReport | Path, max_latency_ms: float, **filters: Any) -> Decision:

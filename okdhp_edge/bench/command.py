@@ -252,14 +252,18 @@ def _keep_a_fuller_report(args: argparse.Namespace, zoo: str, planned: set, devi
                  "it", path, zoo, retrained)
         return set()
     measured = {(r.student, r.backend, r.precision) for r in old.rows if r.status == "ok"}
-    lost = sorted({(r.student, r.backend, r.precision) for r in old.rows
-                   if r.status == "ok"} - planned)
+    lost = sorted(measured - planned)
     if lost:
         raise UsageError(f"{path} holds {len(lost)} measured row(s) this run would drop ("
-                         + ", ".join(f"{s} {b} {p}" for s, b, p in lost[:3])
-                         + (", ..." if len(lost) > 3 else "") + "): bench them too, write "
-                         "elsewhere (--out-root / --device-name) or pass --replace")
+                         + _first_few([f"{s} {b} {p}" for s, b, p in lost], ", ")
+                         + "): bench them too, write elsewhere (--out-root / --device-name) "
+                         "or pass --replace")
     return measured
+
+
+def _first_few(items: list[str], sep: str, n: int = 3) -> str:
+    """The first ``n`` of ``items`` joined by ``sep``, with ``, ...`` when there are more."""
+    return sep.join(items[:n]) + (", ..." if len(items) > n else "")
 
 
 def _keep_measured_rows(rows: list[BenchRow], measured: set) -> None:
@@ -271,8 +275,8 @@ def _keep_measured_rows(rows: list[BenchRow], measured: set) -> None:
     if turned:
         raise UsageError(
             f"{len(turned)} row(s) the earlier report measured could not be measured now ("
-            + "; ".join(f"{r.student} {r.backend} {r.precision}: {r.reason}"
-                        for r in turned[:3]) + (", ..." if len(turned) > 3 else "")
+            + _first_few([f"{r.student} {r.backend} {r.precision}: {r.reason}"
+                          for r in turned], "; ")
             + "), so no report was written (the earlier one stays as it was): fix that, "
             "write elsewhere (--out-root / --device-name) or pass --replace")
 
@@ -358,20 +362,28 @@ def bench_argv(base: list[str], options: dict[str, Any]) -> tuple[argparse.Names
     return parser().parse_args(argv), argv
 
 
+def measure_and_write(args: argparse.Namespace, argv: list[str]
+                      ) -> tuple[BenchReport, dict[str, Path]]:
+    """Measure what ``args`` ask for and write the report set under
+    ``out_root/<device-id>/`` (the folder checked writable before measuring)."""
+    from okdhp_edge.bench.report import write_report
+    from okdhp_edge.utils.io import check_writable
+
+    check_writable(args.out_root)  # before the measuring, not after it
+    report = run_bench(args, argv)
+    return report, write_report(report, args.out_root / report.device_id)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """``okdhp bench run``: measure, write the report set, print where it is."""
     import sys
 
-    from okdhp_edge.bench.report import write_report
     from okdhp_edge.utils.cli import setup_logging
-    from okdhp_edge.utils.io import check_writable
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
     setup_logging()
-    check_writable(args.out_root)  # before the measuring, not after it
-    rep = run_bench(args, argv)
-    paths = write_report(rep, args.out_root / rep.device_id)
+    _, paths = measure_and_write(args, argv)
     for k in ("json", "md", "png"):
         print(f"{k}: {paths[k]}")
     return 0

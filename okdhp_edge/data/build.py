@@ -22,6 +22,7 @@ from okdhp_edge.data.transforms import AugmentParams
 
 log = logging.getLogger(__name__)
 
+
 def synthetic_paths(root: str | Path) -> dict[str, Path]:
     """Annotation and image paths of a generated synthetic dataset."""
     root = Path(root)
