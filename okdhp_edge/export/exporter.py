@@ -273,13 +273,15 @@ def _export_one(fmt: str, ctx: _Context, done: dict[str, FormatRecord]) -> Forma
             raise  # the user's error (too few calibration images...): one line, as it is
         except Exception as exc:  # noqa: BLE001 - one format's failure is its row's reason
             log.warning("building %s of %s failed", fmt, ctx.man.name, exc_info=True)
+            for rel in spec.files:  # what it wrote before failing (a file a runtime refuses)
+                (ctx.out_dir / rel).unlink(missing_ok=True)
             reason = str(conversion_failed(exc, f"building {fmt}"))
     if reason:
         log.info("%s of %s unavailable: %s", fmt, ctx.man.name, reason)
         return format_record({**entry, "available": False, "reason": reason}, fmt)
     files = {rel: sha256_file(ctx.out_dir / rel) for rel in spec.files}
-    if _build_revision(spec):
-        entry["build_revision"] = _build_revision(spec)
+    if revision := _build_revision(spec):
+        entry["build_revision"] = revision
     entry.update(available=True, file=spec.model_file, sha256=files,
                  file_bytes=sum((ctx.out_dir / rel).stat().st_size for rel in spec.files))
     entry["parity"] = _check_parity(fmt, ctx)

@@ -63,3 +63,28 @@ def test_export_record_read_through_its_schema(tiny_zoo, tmp_path):
             read_export_record(out / "export.yaml")
     again = export_student(d / "student.yaml", out, formats=("onnx",))
     assert again.formats["onnx"].available and again.student == rec.student
+
+
+def test_a_builder_that_fails_unexpectedly_is_its_rows_reason(tiny_zoo, tmp_path, monkeypatch):
+    """A builder error that is no user error (a converter writing a file its runtime then
+    refuses) makes that format unavailable with the reason in one line and removes what it
+    wrote; the other formats are built."""
+    import okdhp_edge.export.exporter as exporter
+    from okdhp_edge.targets import FORMATS
+
+    d, _ = zoo_students(tiny_zoo)[0]
+
+    def broken(ctx, spec):
+        ctx.path(spec.name).write_bytes(b"half a model")
+        raise ValueError("num_scales must be 1\nsecond line")
+
+    real = exporter.format_builder
+    monkeypatch.setattr(exporter, "format_builder",
+                        lambda fmt: broken if fmt == "onnx_dynamic" else real(fmt))
+    rec = exporter.export_student(d / "student.yaml", tmp_path / "x",
+                                  formats=("onnx", "onnx_dynamic"))
+    bad = rec.formats["onnx_dynamic"]
+    assert not bad.available
+    assert bad.reason == "building onnx_dynamic failed: ValueError: num_scales must be 1"
+    assert not (tmp_path / "x" / FORMATS["onnx_dynamic"].model_file).exists()
+    assert rec.formats["onnx"].available
