@@ -16,7 +16,7 @@ from typing import Any
 
 from okdhp_edge.data.dataset import TopDownDataset
 from okdhp_edge.data.errors import DataError
-from okdhp_edge.data.formats import SPLITS, dataset_format, make_split
+from okdhp_edge.data.formats import dataset_format, make_split
 from okdhp_edge.data.splits import HoldOut
 from okdhp_edge.data.transforms import AugmentParams
 
@@ -104,8 +104,6 @@ def build_split(dcfg: Any, split: str, train_mode: bool | None = None,
     """The dataset of one split (:func:`okdhp_edge.data.formats.make_split`).
     ``train_mode`` (default: split == 'train') turns on augmentation and the bad-image
     policy. An empty split is a DataError."""
-    if split not in SPLITS:
-        raise ValueError(f"unknown split '{split}'; expected one of {SPLITS}")
     if dataset_format(dcfg.dataset).generated:
         ensure_synthetic(dcfg)
     paths = data_paths(dcfg)
