@@ -95,7 +95,8 @@ def report(tiny_zoo, tmp_path_factory) -> Path:
     proc = subprocess.run(
         [sys.executable, "-m", "okdhp_edge.bench", "--zoo", str(tiny_zoo), "--backends",
          "torch,onnxruntime,openvino,tensorrt", "--threads", "1",
-         "--min-iters", "6", "--min-time", "0.05", "--rounds", "2", "--out-root", str(out),
+         "--min-iters", "6", "--min-time", "0.05", "--warmup-time", "0.02",
+         "--rounds", "2", "--out-root", str(out),
          "--device-name", "test-box", "--batch", "4"],
         capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

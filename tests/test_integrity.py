@@ -274,7 +274,8 @@ def test_a_rebench_of_one_student_keeps_the_fuller_report(tiny_zoo, tmp_path):
 
     base = [sys.executable, "-m", "okdhp_edge", "bench", "--zoo", str(tiny_zoo),
             "--backends", "onnxruntime", "--threads", "1", "--min-iters", "4", "--min-time",
-            "0.02", "--rounds", "1", "--batch", "1", "--no-accuracy", "--out-root",
+            "0.02", "--warmup-time", "0.02",
+            "--rounds", "1", "--batch", "1", "--no-accuracy", "--out-root",
             str(tmp_path), "--device-name", "box"]
 
     def bench(*extra):
@@ -309,8 +310,8 @@ def test_rows_that_cannot_be_measured_now_do_not_replace_measured_ones(tiny_zoo,
 
     args = ["--zoo", str(tiny_zoo), "--backends", "torch,onnxruntime", "--precisions", "fp32",
             "--students", "hg2", "--threads", "1", "--min-iters", "4", "--min-time", "0.02",
-            "--rounds", "1", "--batch", "1", "--no-accuracy", "--out-root", str(tmp_path),
-            "--device-name", "box"]
+            "--warmup-time", "0.02", "--rounds", "1", "--batch", "1", "--no-accuracy",
+            "--out-root", str(tmp_path), "--device-name", "box"]
     run = subprocess.run([sys.executable, "-m", "okdhp_edge.bench", *args],
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]

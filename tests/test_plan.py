@@ -16,8 +16,8 @@ from tests.conftest import BLOCK_TORCH
 
 LIGHT = ["model.name=okdhp_light", "model.width_mult=0.25", "model.decoder_widths=[8,16]",
          "model.fau_width=8", "data.input_size=[64,64]"]
-FAST = ["--threads", "1", "--min-iters", "4", "--min-time", "0.02", "--rounds", "1",
-        "--batch", "1"]
+FAST = ["--threads", "1", "--min-iters", "4", "--min-time", "0.02", "--warmup-time", "0.02",
+        "--rounds", "1", "--batch", "1"]
 
 
 def _bench(*args, timeout=600):

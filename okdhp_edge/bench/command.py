@@ -89,6 +89,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--min-iters", type=count(1), default=60)
     p.add_argument("--min-time", type=number(0), default=2.0, help="seconds per row, all rounds")
     p.add_argument("--rounds", type=count(1), default=3)
+    p.add_argument("--warmup-time", type=number(0), default=TimingConfig.warmup_s, metavar="S",
+                   help="seconds of untimed calls before each row is timed (and at least "
+                        "--warmup-iters calls)")
+    p.add_argument("--warmup-iters", type=count(0), default=TimingConfig.warmup_iters,
+                   metavar="N")
     p.add_argument("--no-accuracy", action="store_true")
     p.add_argument("--accuracy-max-persons", type=count(0), default=0)
     p.add_argument("--bootstrap", type=count(0), default=N_RESAMPLES, metavar="N",
@@ -294,7 +299,8 @@ def run_bench(args: argparse.Namespace, argv: list[str]) -> BenchReport:
     opts = BenchOptions(
         backends=backends, precisions=precisions, threads=threads, batch=args.batch,
         timing=TimingConfig(min_iters=args.min_iters, min_time_s=args.min_time,
-                            rounds=args.rounds),
+                            rounds=args.rounds, warmup_s=args.warmup_time,
+                            warmup_iters=args.warmup_iters),
         accuracy=not (args.no_accuracy or untrained),
         accuracy_max_persons=args.accuracy_max_persons, bootstrap=args.bootstrap,
         busy=args.busy, scheduling=_scheduling(args.scheduling),

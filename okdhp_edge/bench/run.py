@@ -253,14 +253,22 @@ def _throughput(c: Candidate, row: BenchRow, opts: BenchOptions) -> dict[str, An
     runner = make_runner(row.backend, row.precision, opts.threads, _device_for(t, opts))
     try:
         runner.load(path)
-        cfg = TimingConfig(warmup_iters=2, warmup_s=0.2, min_iters=5, min_time_s=0.5, rounds=1)
-        samples = interleaved({0: lambda: runner.run(x)}, cfg)[0]
+        samples = interleaved({0: lambda: runner.run(x)}, _throughput_timing(opts.timing))[0]
         med = float(np.median(samples))
         return {"batch": opts.batch, "median_ms": med, "images_per_s": opts.batch * 1e3 / med}
     except Exception as exc:  # noqa: BLE001
         return {"batch": opts.batch, "reason": f"{type(exc).__name__}: {exc}"}
     finally:
         runner.close()
+
+
+def _throughput_timing(row: TimingConfig) -> TimingConfig:
+    """The batch figure's protocol: one round of at least 5 calls and 0.5 s after 2 calls and
+    0.2 s of warm-up, shortened where the rows' own timing is shorter (``--min-time``,
+    ``--warmup-time``)."""
+    return TimingConfig(warmup_iters=min(2, row.warmup_iters), warmup_s=min(0.2, row.warmup_s),
+                        min_iters=min(5, row.min_iters), min_time_s=min(0.5, row.min_time_s),
+                        rounds=1)
 
 
 def _accuracy(c: Candidate, runner: Runner, opts: BenchOptions) -> dict[str, Any]:

@@ -61,6 +61,7 @@ def test_report_contents(report, tiny_zoo):
     fp = rep.device
     for key in ("cpu_model", "cpu_flags", "cores", "threads", "versions", "git_commit", "os"):
         assert key in fp
+    assert rep.timing["warmup_s"] == 0.02 and rep.timing["min_time_s"] == 0.05  # as asked
     rows = {(r.student, r.backend, r.precision): r for r in rep.rows}
     for s in ("hg2", "hg3"):
         for b, p in (("torch", "fp32"), ("onnxruntime", "fp32"), ("openvino", "fp32")):

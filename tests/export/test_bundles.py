@@ -58,7 +58,8 @@ def test_bundle_set_bench_without_torch(tiny_zoo, tmp_path):
     read_set(out)
     proc = subprocess.run(
         [sys.executable, "-c", BLOCK_TORCH, "--bundles", str(out), "--threads", "1",
-         "--min-iters", "4", "--min-time", "0.02", "--rounds", "1", "--out-root",
+         "--min-iters", "4", "--min-time", "0.02", "--warmup-time", "0.02",
+         "--rounds", "1", "--out-root",
          str(tmp_path / "reports"), "--device-name", "target"],
         capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -187,7 +187,8 @@ def test_bench_int8_rows_chart_and_pick(tiny_zoo, tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "okdhp_edge.bench", "--zoo", str(tiny_zoo), "--threads", "1",
          "--backends", "torch,onnxruntime,openvino,tensorrt", "--precisions", "fp32,int8",
-         "--calib-images", "16", "--min-iters", "4", "--min-time", "0.02", "--rounds", "1",
+         "--calib-images", "16", "--min-iters", "4", "--min-time", "0.02", "--warmup-time", "0.02",
+         "--rounds", "1",
          "--batch", "1", "--out-root", str(tmp_path), "--device-name", "box"],
         capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
