@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import io
+import logging
 import textwrap
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -64,6 +68,41 @@ def tiny_zoo(synthetic_root, tmp_path_factory) -> Path:
     return write_zoo(trainer.fit())
 
 
+@dataclass(frozen=True)
+class CliResult:
+    """What a command did: its exit status and what it printed (the log is in stderr)."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def okdhp(*argv: str) -> CliResult:
+    """``okdhp ARGV`` run in this process, as ``run_cli`` runs it from a shell (one-line
+    errors, exit statuses): a command's checks tested without starting Python and importing
+    torch, ONNX Runtime and OpenVINO again. A journey through processes is tests/e2e's."""
+    from okdhp_edge.__main__ import main
+    from okdhp_edge.utils.cli import run_cli
+
+    out, err = io.StringIO(), io.StringIO()
+    handler = logging.StreamHandler(err)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        with redirect_stdout(out), redirect_stderr(err):
+            run_cli(main, [str(a) for a in argv])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    return CliResult(code, out.getvalue(), err.getvalue())
+
+
 def blocking(package: str) -> str:
     """The start of a ``python -c`` script in which ``package`` cannot be imported (a target
     device without it)."""
@@ -88,16 +127,10 @@ BLOCK_TORCH = blocking("torch") + textwrap.dedent("""
 @pytest.fixture(scope="session")
 def report(tiny_zoo, tmp_path_factory) -> Path:
     """A bench report of the tiny zoo (torch, ONNX Runtime, OpenVINO; device 'test-box')."""
-    import subprocess
-    import sys
-
     out = tmp_path_factory.mktemp("reports")
-    proc = subprocess.run(
-        [sys.executable, "-m", "okdhp_edge.bench", "--zoo", str(tiny_zoo), "--backends",
-         "torch,onnxruntime,openvino,tensorrt", "--threads", "1",
-         "--min-iters", "6", "--min-time", "0.05", "--warmup-time", "0.02",
-         "--rounds", "2", "--out-root", str(out),
-         "--device-name", "test-box", "--batch", "4"],
-        capture_output=True, text=True, timeout=600)
+    proc = okdhp("bench", "--zoo", tiny_zoo, "--backends", "torch,onnxruntime,openvino,tensorrt",
+                 "--threads", "1", "--min-iters", "6", "--min-time", "0.05", "--warmup-time",
+                 "0.02", "--rounds", "2", "--out-root", out, "--device-name", "test-box",
+                 "--batch", "4")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out / "test-box"

@@ -8,7 +8,7 @@ import yaml
 
 from okdhp_edge.errors import ConfigError, ManifestError, UsageError
 from okdhp_edge.manifest import zoo_students
-from tests.conftest import ROOT
+from tests.conftest import ROOT, okdhp
 
 
 def _student_copy(tiny_zoo, tmp_path):
@@ -179,16 +179,12 @@ def test_negative_latency_in_a_report_is_refused(tmp_path):
 
 
 def test_a_bench_that_measures_nothing_leaves_the_report_alone(tiny_zoo, tmp_path):
-    import subprocess
-    import sys
 
     report = tmp_path / "box" / "tiny.json"
     report.parent.mkdir()
     report.write_text("{}")
-    proc = subprocess.run(
-        [sys.executable, "-m", "okdhp_edge", "bench", "--zoo", str(tiny_zoo), "--backends",
-         "torch", "--precisions", "int8", "--out-root", str(tmp_path), "--device-name", "box"],
-        capture_output=True, text=True, timeout=300)
+    proc = okdhp("bench", "--zoo", tiny_zoo, "--backends", "torch", "--precisions", "int8",
+                 "--out-root", tmp_path, "--device-name", "box")
     assert proc.returncode == 2 and "nothing could be measured" in proc.stderr
     assert "torch has no int8 target" in proc.stderr and report.read_text() == "{}"
 
@@ -228,16 +224,12 @@ def test_a_killed_writers_temporaries_are_removed_by_the_next_run(tiny_zoo, tmp_
 
 
 def test_cuda_asked_without_cuda_is_one_line_and_leaves_no_run(tmp_path):
-    import subprocess
-    import sys
 
     import torch
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    proc = subprocess.run([sys.executable, "-m", "okdhp_edge", "train", "train.device=cuda",
-                           f"train.out_dir={tmp_path / 'runs'}"], capture_output=True,
-                          text=True, timeout=300)
+    proc = okdhp("train", "train.device=cuda", f"train.out_dir={tmp_path / 'runs'}")
     assert proc.returncode == 2 and "no CUDA device is available" in proc.stderr
     assert "Traceback" not in proc.stderr and not any((tmp_path / "runs").glob("*"))
 
@@ -256,30 +248,24 @@ def test_an_unwritable_zoo_root_is_refused_before_training(tmp_path):
 
 
 def test_zoo_export_out_naming_a_file_is_one_line(tiny_zoo, tmp_path):
-    import subprocess
-    import sys
 
     (tmp_path / "taken").write_text("mine")
     for args in (["--student", "hg2", "--backend", "onnxruntime"], ["--all"]):
-        proc = subprocess.run([sys.executable, "-m", "okdhp_edge", "zoo", "export", "--zoo",
-                               str(tiny_zoo), *args, "--out", str(tmp_path / "taken")],
-                              capture_output=True, text=True, timeout=300)
+        proc = okdhp("zoo", "export", "--zoo", tiny_zoo, *args, "--out", tmp_path / "taken")
         assert proc.returncode == 2 and "a file is there, not a folder" in proc.stderr
         assert "Traceback" not in proc.stderr and (tmp_path / "taken").read_text() == "mine"
 
 
 def test_a_rebench_of_one_student_keeps_the_fuller_report(tiny_zoo, tmp_path):
-    import subprocess
-    import sys
 
-    base = [sys.executable, "-m", "okdhp_edge", "bench", "--zoo", str(tiny_zoo),
+    base = ["bench", "--zoo", str(tiny_zoo),
             "--backends", "onnxruntime", "--threads", "1", "--min-iters", "4", "--min-time",
             "0.02", "--warmup-time", "0.02",
             "--rounds", "1", "--batch", "1", "--no-accuracy", "--out-root",
             str(tmp_path), "--device-name", "box"]
 
     def bench(*extra):
-        return subprocess.run(base + list(extra), capture_output=True, text=True, timeout=300)
+        return okdhp(*base, *extra)
 
     assert bench().returncode == 0
     report = (tmp_path / "box" / "tiny.json").read_text()
@@ -312,8 +298,7 @@ def test_rows_that_cannot_be_measured_now_do_not_replace_measured_ones(tiny_zoo,
             "--students", "hg2", "--threads", "1", "--min-iters", "4", "--min-time", "0.02",
             "--warmup-time", "0.02", "--rounds", "1", "--batch", "1", "--no-accuracy",
             "--out-root", str(tmp_path), "--device-name", "box"]
-    run = subprocess.run([sys.executable, "-m", "okdhp_edge.bench", *args],
-                         capture_output=True, text=True, timeout=300)
+    run = okdhp("bench", *args)
     assert run.returncode == 0, run.stderr[-2000:]
     report = (tmp_path / "box" / "tiny.json").read_text()
     without_ort = blocking("onnxruntime") + textwrap.dedent("""

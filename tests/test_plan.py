@@ -12,7 +12,7 @@ import pytest
 
 from okdhp_edge.bench.report import ReportError, load_report
 from okdhp_edge.manifest import zoo_students
-from tests.conftest import BLOCK_TORCH
+from tests.conftest import BLOCK_TORCH, okdhp
 
 LIGHT = ["model.name=okdhp_light", "model.width_mult=0.25", "model.decoder_widths=[8,16]",
          "model.fau_width=8", "data.input_size=[64,64]"]
@@ -20,9 +20,8 @@ FAST = ["--threads", "1", "--min-iters", "4", "--min-time", "0.02", "--warmup-ti
         "--rounds", "1", "--batch", "1"]
 
 
-def _bench(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "okdhp_edge.bench", *args],
-                          capture_output=True, text=True, timeout=timeout)
+def _bench(*args):
+    return okdhp("bench", *args)
 
 
 @pytest.fixture(scope="module")
@@ -65,9 +64,7 @@ def test_plan_report_has_latency_and_no_accuracy(plan):
 
 def test_plan_report_is_never_picked_nor_merged(plan):
     path = plan / "reports" / "box" / "plan_quickstart.json"
-    proc = subprocess.run([sys.executable, "-m", "okdhp_edge.zoo", "pick", "--report",
-                           str(path), "--max-latency-ms", "1000"], capture_output=True,
-                          text=True)
+    proc = okdhp("zoo", "pick", "--report", path, "--max-latency-ms", "1000")
     assert proc.returncode == 2 and "untrained" in proc.stderr
     from okdhp_edge.bench.merge import merge_reports
 

@@ -14,6 +14,7 @@ from okdhp_edge.export.quantize import QuantizationError, QuantRecipe
 from okdhp_edge.manifest import zoo_students
 from okdhp_edge.targets import FORMATS, TOLERANCE, formats_for, get_target, targets_for
 from okdhp_edge.utils.io import IntegrityError
+from tests.conftest import okdhp
 
 RECIPE = QuantRecipe(num_images=16)
 
@@ -132,11 +133,9 @@ def test_int8_bundle_round_trip_and_tamper(student, tmp_path):
 
 
 def test_too_few_calibration_images_is_one_line(tiny_zoo, tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "okdhp_edge.zoo", "export", "--zoo", str(tiny_zoo),
-         "--student", "hg2", "--backend", "onnxruntime", "--precision", "int8",
-         "--calib-images", "100000", "--out", str(tmp_path / "b")],
-        capture_output=True, text=True, timeout=300)
+    proc = okdhp("zoo", "export", "--zoo", tiny_zoo, "--student", "hg2", "--backend",
+                 "onnxruntime", "--precision", "int8", "--calib-images", "100000", "--out",
+                 tmp_path / "b")
     assert proc.returncode == 1, proc.stderr
     assert "calibration asks for 100000 images" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -184,13 +183,11 @@ def test_bench_int8_rows_chart_and_pick(tiny_zoo, tmp_path):
 
     from okdhp_edge.bench.report import load_report
 
-    proc = subprocess.run(
-        [sys.executable, "-m", "okdhp_edge.bench", "--zoo", str(tiny_zoo), "--threads", "1",
-         "--backends", "torch,onnxruntime,openvino,tensorrt", "--precisions", "fp32,int8",
-         "--calib-images", "16", "--min-iters", "4", "--min-time", "0.02", "--warmup-time", "0.02",
-         "--rounds", "1",
-         "--batch", "1", "--out-root", str(tmp_path), "--device-name", "box"],
-        capture_output=True, text=True, timeout=900)
+    proc = okdhp("bench", "--zoo", tiny_zoo, "--threads", "1", "--backends",
+                 "torch,onnxruntime,openvino,tensorrt", "--precisions", "fp32,int8",
+                 "--calib-images", "16", "--min-iters", "4", "--min-time", "0.02",
+                 "--warmup-time", "0.02", "--rounds", "1", "--batch", "1", "--out-root", tmp_path,
+                 "--device-name", "box")
     assert proc.returncode == 0, proc.stderr[-3000:]
     rep = load_report(tmp_path / "box" / "tiny.json")
     rows = {(r.student, r.backend, r.precision): r for r in rep.rows}
@@ -204,13 +201,11 @@ def test_bench_int8_rows_chart_and_pick(tiny_zoo, tmp_path):
     assert rows[("hg3", "tensorrt", "int8")].status == "unavailable"
     assert rep.quantization["num_images"] == 16
     assert "INT8 files" in (tmp_path / "box" / "tiny.md").read_text()
-    base = [sys.executable, "-m", "okdhp_edge.zoo", "pick", "--report",
-            str(tmp_path / "box" / "tiny.json"), "--max-latency-ms", "1000", "--json"]
-    only = json.loads(subprocess.run(base + ["--precision", "int8"], capture_output=True,
-                                     text=True, check=True).stdout)
-    assert only["choice"]["precision"] == "int8"
-    assert subprocess.run(base + ["--max-ap-drop", "0.5"], capture_output=True,
-                          text=True).returncode == 0
+    base = ["zoo", "pick", "--report", tmp_path / "box" / "tiny.json", "--max-latency-ms",
+            "1000", "--json"]
+    only = okdhp(*base, "--precision", "int8")
+    assert only.returncode == 0 and json.loads(only.stdout)["choice"]["precision"] == "int8"
+    assert okdhp(*base, "--max-ap-drop", "0.5").returncode == 0
 
 
 def test_pick_bounds_the_loss_against_fp32():
@@ -281,11 +276,11 @@ def test_calibration_experiment_resumes_and_says_how_to_rebuild(tiny_zoo, tmp_pa
     report split's accuracy beside fp32, and a Markdown whose one command rebuilds it."""
     import json
 
-    cmd = [sys.executable, "-m", "okdhp_edge.bench", "calibration", "--zoo", str(tiny_zoo),
+    cmd = ["bench", "calibration", "--zoo", str(tiny_zoo),
            "--students", "hg2", "--backends", "onnxruntime", "--images", "4,8",
            "--methods", "default,percentile", "--keep-head", "--device-name", "box", "--out-root",
            str(tmp_path / "reports"), "--work-dir", str(tmp_path / "work")]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    proc = okdhp(*cmd)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = tmp_path / "reports" / "box" / f"{tiny_zoo.name}_calibration.json"
     rep = json.loads(out.read_text())
@@ -308,7 +303,7 @@ def test_calibration_experiment_resumes_and_says_how_to_rebuild(tiny_zoo, tmp_pa
         ref = rep["fp32"]["hg2/onnxruntime"]["value"]
         assert lo - 1e-9 <= cell["value"] - ref <= hi + 1e-9 and cell["units"]
     assert "hg2, percentile @ 8 minus default @ 8: " in md
-    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    again = okdhp(*cmd)
     assert again.returncode == 0
     assert json.loads(out.read_text())["cells"] == rep["cells"]  # nothing measured twice
 
