@@ -6,7 +6,7 @@ import sys
 import cv2
 
 from okdhp_edge.manifest import zoo_students
-from tests.conftest import ROOT, tiny_overrides
+from tests.conftest import ROOT, okdhp, tiny_overrides
 
 
 def test_visualize_torch_and_onnx(tiny_zoo, synthetic_root, tmp_path):
@@ -14,10 +14,8 @@ def test_visualize_torch_and_onnx(tiny_zoo, synthetic_root, tmp_path):
     img = next((synthetic_root / "images" / "val").iterdir())
     for backend in ("torch", "onnxruntime"):
         out = tmp_path / f"{backend}.png"
-        proc = subprocess.run([sys.executable, "-m", "okdhp_edge.visualize", "--student",
-                               str(d / "student.yaml"), "--image", str(img), "--box", "10", "10",
-                               "100", "100", "--backend", backend, "--out", str(out)],
-                              capture_output=True, text=True)
+        proc = okdhp("visualize", "--student", d / "student.yaml", "--image", img, "--box", "10",
+                     "10", "100", "100", "--backend", backend, "--out", out)
         assert proc.returncode == 0, proc.stderr
         assert cv2.imread(str(out)).shape[:2] == cv2.imread(str(img)).shape[:2]
 
@@ -25,9 +23,8 @@ def test_visualize_torch_and_onnx(tiny_zoo, synthetic_root, tmp_path):
 def test_visualize_bad_box(tiny_zoo, synthetic_root, tmp_path):
     d, _ = zoo_students(tiny_zoo)[-1]
     img = next((synthetic_root / "images" / "val").iterdir())
-    proc = subprocess.run([sys.executable, "-m", "okdhp_edge.visualize", "--student",
-                           str(d / "student.yaml"), "--image", str(img), "--box", "0", "0", "0",
-                           "5", "--out", str(tmp_path / "x.png")], capture_output=True, text=True)
+    proc = okdhp("visualize", "--student", d / "student.yaml", "--image", img, "--box", "0", "0",
+                 "0", "5", "--out", tmp_path / "x.png")
     assert proc.returncode == 2 and "positive width" in proc.stderr
 
 
@@ -37,9 +34,9 @@ def test_ablation_runner_is_resumable(synthetic_root, tmp_path):
     spec.write_text(json.dumps({"seeds": [0], "arms": ["a", "c", "c_eq", "e"],
                                 "overrides": tiny_overrides(synthetic_root, tmp_path,
                                                             "train.epochs=1")}))
-    cmd = [sys.executable, "-m", "okdhp_edge.experiments", "ablation", "--config", str(spec),
+    cmd = ["experiments", "ablation", "--config", str(spec),
            "--work-dir", str(tmp_path / "work"), "--out", str(out), "--jobs", "2"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    proc = okdhp(*cmd)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rep = json.loads(out.with_suffix(".json").read_text())
     assert set(rep["table"]) == {"a", "c", "c_eq", "e"}
@@ -47,21 +44,20 @@ def test_ablation_runner_is_resumable(synthetic_root, tmp_path):
     eq = rep["runs"]["c_eq"]["0"]
     assert all(r["iterations"] >= rep["runs"]["c"]["0"][0]["iterations"] for r in eq)
     assert "okdhp_edge.train" in out.read_text()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)  # all cached
+    proc = okdhp(*cmd)  # all cached
     assert proc.returncode == 0 and proc.stderr.count("finished earlier") == 6, proc.stderr
     for run in ("c_eq-seed0-hg2", "e-seed0-okdhp"):  # resumed: c_eq queues before e
         (tmp_path / "work" / run / "result.json").unlink()
-    proc = subprocess.run(cmd[:-1] + ["1"], capture_output=True, text=True, timeout=600)
+    proc = okdhp(*cmd[:-1], "1")
     started = [x.split("start ")[1].split()[0] for x in proc.stderr.splitlines() if " start " in x]
     assert proc.returncode == 0 and started == ["c_eq-seed0-hg2", "e-seed0-okdhp"], proc.stderr
     table = json.loads(out.with_suffix(".json").read_text())["table"]
     shutil.rmtree(tmp_path / "work")  # the work dir lost: its report brings the runs back
-    proc = subprocess.run(cmd + ["--restore-from", str(out.with_suffix(".json"))],
-                          capture_output=True, text=True, timeout=600)
+    proc = okdhp(*cmd, "--restore-from", out.with_suffix(".json"))
     assert proc.returncode == 0 and proc.stderr.count("restored from") == 6, proc.stderr
     assert " start " not in proc.stderr
     assert json.loads(out.with_suffix(".json").read_text())["table"] == table
-    proc = subprocess.run(cmd + ["--arms", "e"], capture_output=True, text=True, timeout=600)
+    proc = okdhp(*cmd, "--arms", "e")
     assert proc.returncode == 0, proc.stderr[-3000:]  # a subset keeps the others in the report
     assert json.loads(out.with_suffix(".json").read_text())["table"] == table
 
