@@ -137,7 +137,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
         out = export_all(args.zoo, args.out, tuple(args.backends.split(",")),
                          tuple(args.precisions.split(",")) if args.precisions else None, recipe,
-                         args.allow_parity_failure)
+                         args.allow_parity_failure,
+                         tuple(args.students.split(",")) if args.students else None)
         print(f"bundles: {out}")
         return 0
     if not args.student or not args.backend:
@@ -192,6 +193,8 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--backends", default=",".join(default_backends(bundle=True)),
                     help="with --all (default: %(default)s)")
     ex.add_argument("--precisions", default=None)
+    ex.add_argument("--students", default=None,
+                    help="with --all: a comma list of the students to export (default all)")
     ex.add_argument("--out", type=Path, required=True)
     ex.add_argument("--allow-parity-failure", action="store_true",
                     help="bundle a file whose parity check against PyTorch fp32 failed "

@@ -130,3 +130,34 @@ def test_missing_converter_is_one_line_with_its_extra(tiny_zoo, tmp_path, monkey
     assert entry.available is False
     assert "litert_torch is not installed" in entry.reason
     assert "pip install 'okdhp_edge[litert]'" in entry.reason and "\n" not in entry.reason
+
+
+def test_litert_bundle_set_benched_without_torch(litert_export, tiny_zoo, tmp_path):
+    """``bench --bundles`` measures LiteRT rows (latency, AP through LiteRT) with torch
+    blocked; ``zoo export --all --students`` exports only the named students."""
+    from okdhp_edge.bench.report import load_report
+    from okdhp_edge.utils.cli import UsageError
+    from tests.conftest import BLOCK_TORCH, okdhp
+
+    name = litert_export[1].name  # its .tflite files are made already
+    proc = okdhp("zoo", "export", "--zoo", tiny_zoo, "--all", "--students", name,
+                 "--backends", "litert", "--precisions", "fp32", "--out", tmp_path / "set")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = subprocess.run(
+        [sys.executable, "-c", BLOCK_TORCH, "--bundles", str(tmp_path / "set"), "--threads",
+         "1", "--min-iters", "4", "--min-time", "0.02", "--warmup-time", "0.02", "--rounds",
+         "1", "--out-root", str(tmp_path / "reports"), "--device-name", "target"],
+        capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [r for r in load_report(tmp_path / "reports" / "target" / "tiny.json").rows
+            if r.status == "ok"]
+    assert [(r.student, r.backend, r.precision) for r in rows] == [(name, "litert", "fp32")]
+    assert rows[0].accuracy.value is not None and rows[0].latency_ms["engine"].median > 0
+    from okdhp_edge.export.bundles import export_all
+
+    try:
+        export_all(tiny_zoo, tmp_path / "x", ("litert",), students=("hg9",))
+    except UsageError as exc:
+        assert "no student 'hg9'" in str(exc) and "did you mean 'hg" in str(exc)
+    else:
+        raise AssertionError("an unknown student was exported")
