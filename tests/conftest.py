@@ -103,6 +103,19 @@ def okdhp(*argv: str) -> CliResult:
     return CliResult(code, out.getvalue(), err.getvalue())
 
 
+def okdhp_process(*argv: str, timeout: float = 900) -> CliResult:
+    """``python -m okdhp_edge ARGV`` in a process of its own: for the commands that measure
+    (bench, experiments). Run in a pytest process that had already run other benches and
+    INT8 builds, ``bench calibration`` crashed it (SIGSEGV in the interpreter, seen twice),
+    and timing belongs in a process of its own anyway."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "okdhp_edge", *[str(a) for a in argv]],
+                          capture_output=True, text=True, timeout=timeout)
+    return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
 def blocking(package: str) -> str:
     """The start of a ``python -c`` script in which ``package`` cannot be imported (a target
     device without it)."""
@@ -128,9 +141,9 @@ BLOCK_TORCH = blocking("torch") + textwrap.dedent("""
 def report(tiny_zoo, tmp_path_factory) -> Path:
     """A bench report of the tiny zoo (torch, ONNX Runtime, OpenVINO; device 'test-box')."""
     out = tmp_path_factory.mktemp("reports")
-    proc = okdhp("bench", "--zoo", tiny_zoo, "--backends", "torch,onnxruntime,openvino,tensorrt",
-                 "--threads", "1", "--min-iters", "6", "--min-time", "0.05", "--warmup-time",
-                 "0.02", "--rounds", "2", "--out-root", out, "--device-name", "test-box",
-                 "--batch", "4")
+    proc = okdhp_process("bench", "--zoo", tiny_zoo, "--backends",
+                         "torch,onnxruntime,openvino,tensorrt", "--threads", "1", "--min-iters",
+                         "6", "--min-time", "0.05", "--warmup-time", "0.02", "--rounds", "2",
+                         "--out-root", out, "--device-name", "test-box", "--batch", "4")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out / "test-box"

@@ -8,7 +8,7 @@ import yaml
 
 from okdhp_edge.errors import ConfigError, ManifestError, UsageError
 from okdhp_edge.manifest import zoo_students
-from tests.conftest import ROOT, okdhp
+from tests.conftest import ROOT, okdhp, okdhp_process
 
 
 def _student_copy(tiny_zoo, tmp_path):
@@ -183,8 +183,8 @@ def test_a_bench_that_measures_nothing_leaves_the_report_alone(tiny_zoo, tmp_pat
     report = tmp_path / "box" / "tiny.json"
     report.parent.mkdir()
     report.write_text("{}")
-    proc = okdhp("bench", "--zoo", tiny_zoo, "--backends", "torch", "--precisions", "int8",
-                 "--out-root", tmp_path, "--device-name", "box")
+    proc = okdhp_process("bench", "--zoo", tiny_zoo, "--backends", "torch", "--precisions",
+                         "int8", "--out-root", tmp_path, "--device-name", "box")
     assert proc.returncode == 2 and "nothing could be measured" in proc.stderr
     assert "torch has no int8 target" in proc.stderr and report.read_text() == "{}"
 
@@ -265,7 +265,7 @@ def test_a_rebench_of_one_student_keeps_the_fuller_report(tiny_zoo, tmp_path):
             str(tmp_path), "--device-name", "box"]
 
     def bench(*extra):
-        return okdhp(*base, *extra)
+        return okdhp_process(*base, *extra)
 
     assert bench().returncode == 0
     report = (tmp_path / "box" / "tiny.json").read_text()
@@ -298,7 +298,7 @@ def test_rows_that_cannot_be_measured_now_do_not_replace_measured_ones(tiny_zoo,
             "--students", "hg2", "--threads", "1", "--min-iters", "4", "--min-time", "0.02",
             "--warmup-time", "0.02", "--rounds", "1", "--batch", "1", "--no-accuracy",
             "--out-root", str(tmp_path), "--device-name", "box"]
-    run = okdhp("bench", *args)
+    run = okdhp_process("bench", *args)
     assert run.returncode == 0, run.stderr[-2000:]
     report = (tmp_path / "box" / "tiny.json").read_text()
     without_ort = blocking("onnxruntime") + textwrap.dedent("""

@@ -12,7 +12,7 @@ import pytest
 
 from okdhp_edge.bench.report import ReportError, load_report
 from okdhp_edge.manifest import zoo_students
-from tests.conftest import BLOCK_TORCH, okdhp
+from tests.conftest import BLOCK_TORCH, okdhp, okdhp_process
 
 LIGHT = ["model.name=okdhp_light", "model.width_mult=0.25", "model.decoder_widths=[8,16]",
          "model.fau_width=8", "data.input_size=[64,64]"]
@@ -21,7 +21,7 @@ FAST = ["--threads", "1", "--min-iters", "4", "--min-time", "0.02", "--warmup-ti
 
 
 def _bench(*args):
-    return okdhp("bench", *args)
+    return okdhp_process("bench", *args)
 
 
 @pytest.fixture(scope="module")
