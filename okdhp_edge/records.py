@@ -293,6 +293,7 @@ class FormatRecord:
     recipe: Optional[dict[str, Any]] = None
     calibration: Optional[dict[str, Any]] = None
     calibration_method: Optional[str] = None
+    quantizer: Optional[str] = None  # which tool made the file, where a backend has two
     activations: Optional[str] = None
     higher_precision_layers: Optional[list[str]] = None
     xnnpack_partitions: Optional[int] = None
@@ -310,7 +311,7 @@ class FormatRecord:
 
 
 # what a quantized file's record carries (export.yaml, bench rows, bundle.yaml)
-QUANT_FIELDS = ("recipe", "calibration", "calibration_method", "activations",
+QUANT_FIELDS = ("recipe", "calibration", "calibration_method", "quantizer", "activations",
                 "higher_precision_layers")
 
 

@@ -9,6 +9,9 @@
   ``static_wi8_ai8`` recipe (int8 per-channel weights, int8 activations, min-max ranges
   from the training-split crops every INT8 format is calibrated on); its input and output
   are int8, which the runner quantizes and dequantizes with the file's own parameters.
+  Where LiteRT refuses that file (the MobileNetV2 students' transposed convolutions), the
+  same calibration through litert-torch's PT2E quantizer, which leaves the transposed
+  convolutions and residual additions in float (listed in the record).
 
 The runner needs only ``ai-edge-litert`` (numpy and flatbuffers; in the plain install), so
 a LiteRT bundle runs on a board without torch. The converter and the quantizer are the
@@ -167,6 +170,24 @@ def _write(ctx: BuildContext, fmt: ExportFormat, content: bytes) -> None:
     atomic_write_bytes(ctx.path(fmt.name), _with_metadata(content, ctx.metadata(fmt)))
 
 
+def _converted(module: Any, x: Any, where: Path, what: str, **kwargs: Any) -> bytes:
+    """``litert_torch.convert(module, (x,), **kwargs)`` as ``.tflite`` bytes (written to a
+    temporary beside ``where``); any converter error is this row's reason."""
+    import litert_torch
+
+    tmp = where.with_name(f".{where.name}.convert.tflite")
+    try:
+        with warnings.catch_warnings():  # torch.export's deprecation notes, once per node
+            warnings.simplefilter("ignore", FutureWarning)
+            edge = litert_torch.convert(module, (x,), **kwargs)
+        edge.export(str(tmp))
+        return tmp.read_bytes()
+    except Exception as exc:  # noqa: BLE001 - any converter error is this row's reason
+        raise conversion_failed(exc, what) from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _build_fp32(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
     reason = missing_package("litert_torch", "litert", export=True)
     if reason:
@@ -176,18 +197,7 @@ def _build_fp32(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
     from okdhp_edge.models.student import export_module
 
     module, x = export_module(ctx.model, ctx.size)
-    tmp = ctx.path(fmt.name).with_name(f".{fmt.name}.convert.tflite")
-    try:
-        with warnings.catch_warnings():  # torch.export's deprecation notes, once per node
-            warnings.simplefilter("ignore", FutureWarning)
-            edge = litert_torch.convert(module, (x,))
-        edge.export(str(tmp))
-        content = tmp.read_bytes()
-    except Exception as exc:  # noqa: BLE001 - any converter error is this row's reason
-        raise conversion_failed(exc, "litert-torch conversion") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-    _write(ctx, fmt, content)
+    _write(ctx, fmt, _converted(module, x, ctx.path(fmt.name), "litert-torch conversion"))
     return {"layout": fmt.layout, "converter": f"litert-torch {litert_torch.__version__}"}
 
 
@@ -226,26 +236,88 @@ def _build_fp16(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
 
 
 def _build_int8(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
-    """Full-integer INT8 calibrated on the training-split crops (min-max ranges)."""
-    from ai_edge_quantizer import recipe as aeq_recipe
-
+    """Full-integer INT8 by ai-edge-quantizer (min-max ranges), or, for a student with
+    transposed convolutions (MobileNetV2 decoders), litert-torch's PT2E quantizer, which
+    leaves them in float (the record lists them): ai-edge-quantizer gives their biases
+    per-channel scales that LiteRT either refuses ("num_scales must be 1") or runs to an
+    all-zero output."""
     if ctx.recipe.method not in ("default", "minmax"):
-        raise BackendUnavailable(f"LiteRT INT8 (ai-edge-quantizer) estimates min-max ranges "
-                                 f"only, not '{ctx.recipe.method}'")
+        raise BackendUnavailable(f"LiteRT INT8 estimates min-max ranges only, not "
+                                 f"'{ctx.recipe.method}'")
     if ctx.recipe.keep_head:
         raise BackendUnavailable("LiteRT INT8 here quantizes every layer (no --int8-keep-head)")
     images, calib = ctx.calibration()
+    if "TRANSPOSE_CONV" in _op_names(ctx.path(fmt.source)):
+        content, quantizer = _pt2e_int8(ctx, fmt, images), PT2E
+    else:
+        content, quantizer = _aeq_int8(ctx, fmt, images), AEQ
+    _write(ctx, fmt, content)
+    return {"layout": fmt.layout, "calibration": calib, "recipe": ctx.recipe.as_dict(),
+            "calibration_method": "minmax", "quantizer": quantizer,
+            "activations": "s8 (int8 I/O)",
+            "higher_precision_layers": float_layers(ctx.path(fmt.name))}
+
+
+AEQ = "ai-edge-quantizer static_wi8_ai8"
+PT2E = "litert-torch PT2E (transposed convolutions and residual additions stay float)"
+
+
+def _aeq_int8(ctx: BuildContext, fmt: ExportFormat, images: np.ndarray) -> bytes:
+    """ai-edge-quantizer's ``static_wi8_ai8`` of the fp32 file, calibrated on ``images``."""
+    from ai_edge_quantizer import recipe as aeq_recipe
+
     qt = _quantizer(ctx.path(fmt.source))
     qt.load_quantization_recipe(aeq_recipe.static_wi8_ai8())
     signature, input_name = _signature(ctx.path(fmt.source))
     data = {signature: [{input_name: images[i:i + 1]} for i in range(len(images))]}
     result = _quantize(lambda: qt.quantize(qt.calibrate(data)), "ai-edge-quantizer int8")
-    _write(ctx, fmt, bytes(result.quantized_model))
-    # loading it may fail (MobileNetV2 students' deconvolution biases): the exporter makes
-    # that this row's reason and removes the file
-    return {"layout": fmt.layout, "calibration": calib, "recipe": ctx.recipe.as_dict(),
-            "calibration_method": "minmax", "activations": "s8 (full integer, int8 I/O)",
-            "higher_precision_layers": float_layers(ctx.path(fmt.name))}
+    return bytes(result.quantized_model)
+
+
+def _op_names(path: Path) -> set[str]:
+    """The operator names of a ``.tflite`` graph."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(path))
+    return {op["op_name"] for op in interp._get_ops_details()}  # noqa: SLF001 - public listing
+
+
+def _pt2e_int8(ctx: BuildContext, fmt: ExportFormat, images: np.ndarray) -> bytes:
+    """litert-torch's PT2E INT8: int8 per-channel symmetric weights, int8 per-tensor
+    activations with min-max ranges from ``images`` [N, 3, H, W]."""
+    import torch
+    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer
+    from litert_torch.quantize.quant_config import QuantConfig
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    from okdhp_edge.models.student import export_module
+
+    module, x = export_module(ctx.model, ctx.size)
+    quantizer = PT2EQuantizer().set_global(_minmax_config())
+    try:
+        prepared = prepare_pt2e(torch.export.export(module, (x,)).module(), quantizer)
+        with torch.no_grad():
+            for i in range(len(images)):
+                prepared(torch.from_numpy(images[i:i + 1]))
+        converted = convert_pt2e(prepared, fold_quantize=False)  # the converter folds
+    except Exception as exc:  # noqa: BLE001 - any quantizer error is this row's reason
+        raise conversion_failed(exc, "litert-torch PT2E int8") from None
+    return _converted(converted, x, ctx.path(fmt.name), "litert-torch PT2E int8",
+                      quant_config=QuantConfig(pt2e_quantizer=quantizer))
+
+
+def _minmax_config() -> Any:
+    """litert-torch's static symmetric per-channel config with min-max activation observers
+    (its default estimates them with a histogram; every LiteRT INT8 file here is min-max)."""
+    import dataclasses
+
+    from litert_torch.quantize.pt2e_quantizer import get_symmetric_quantization_config
+    from torchao.quantization.pt2e.observer import MinMaxObserver
+
+    cfg = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False)
+    act = dataclasses.replace(cfg.input_activation,
+                              observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2**-12))
+    return dataclasses.replace(cfg, input_activation=act, output_activation=act)
 
 
 def _signature(path: Path) -> tuple[str, str]:

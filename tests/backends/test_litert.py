@@ -161,3 +161,40 @@ def test_litert_bundle_set_benched_without_torch(litert_export, tiny_zoo, tmp_pa
         assert "no student 'hg9'" in str(exc) and "did you mean 'hg" in str(exc)
     else:
         raise AssertionError("an unknown student was exported")
+
+
+def test_mobilenetv2_int8_through_pt2e_matches_its_float_student(synthetic_root, tmp_path):
+    """A student with transposed convolutions (MobileNetV2 decoder) gets its INT8 file from
+    litert-torch's PT2E quantizer (ai-edge-quantizer's is refused by LiteRT or outputs
+    zeros): it loads, its heatmaps follow the float student's, and the record says which
+    quantizer made it and which layers stay float."""
+    import torch
+
+    from okdhp_edge.backends import make_runner
+    from okdhp_edge.backends.litert import PT2E
+    from okdhp_edge.export.exporter import export_student
+    from okdhp_edge.export.quantize import QuantRecipe
+    from okdhp_edge.models.student import export_module
+    from okdhp_edge.plan import write_plan_zoo
+    from okdhp_edge.students import load_student
+    from tests.conftest import ROOT, tiny_overrides
+
+    overrides = tiny_overrides(synthetic_root, tmp_path, "model.name=okdhp_light",
+                               "model.width_mult=0.25", "model.decoder_widths=[8]",
+                               "model.fau_width=8", "data.input_size=[64,64]")
+    zoo = write_plan_zoo([ROOT / "configs" / "quickstart.yaml"], overrides, tmp_path / "zoo")
+    d, _ = zoo_students(zoo)[0]
+    rec = export_student(d / "student.yaml", tmp_path / "out", formats=("litert_int8",),
+                         recipe=QuantRecipe(num_images=8))
+    e = rec.formats["litert_int8"]
+    assert e.available, e.reason
+    assert e.quantizer == PT2E and e.calibration_method == "minmax"
+    assert e.higher_precision_layers and all(
+        n.startswith("TRANSPOSE_CONV") for n in e.higher_precision_layers)
+    model, man = load_student(d / "student.yaml")
+    module, x = export_module(model, tuple(man.preprocessing.input_size))
+    x = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    r = make_runner("litert", "int8", threads=1)
+    r.load(str(tmp_path / "out" / e.file))
+    y, ref = r.run(x.numpy()).ravel(), module(x).detach().numpy().ravel()
+    assert np.corrcoef(y, ref)[0, 1] > 0.95 and np.abs(y).max() > 0.5 * np.abs(ref).max()
