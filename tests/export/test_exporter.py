@@ -88,3 +88,18 @@ def test_a_builder_that_fails_unexpectedly_is_its_rows_reason(tiny_zoo, tmp_path
     assert bad.reason == "building onnx_dynamic failed: ValueError: num_scales must be 1"
     assert not (tmp_path / "x" / FORMATS["onnx_dynamic"].model_file).exists()
     assert rec.formats["onnx"].available
+
+
+def test_parity_fails_an_output_that_collapsed():
+    """A file that runs to zeros is within the INT8 error tolerance of an untrained student's
+    small heatmaps; the spread of its heatmaps gives it away."""
+    import numpy as np
+
+    from okdhp_edge.export.exporter import PARITY_STD_RATIO, parity
+    from okdhp_edge.targets import TOLERANCE
+
+    ref = np.random.default_rng(0).normal(0, 0.02, (2, 17, 16, 12)).astype(np.float32)
+    zero = parity(ref, np.zeros_like(ref), 4)
+    assert zero["max_abs_heatmap_err"] < TOLERANCE["int8"][0] and zero["std_ratio"] == 0.0
+    assert not PARITY_STD_RATIO[0] <= zero["std_ratio"]
+    assert parity(ref, ref, 4)["std_ratio"] == 1.0
