@@ -1,48 +1,101 @@
-"""Selection-split AP of the OpenVINO INT8 files that the calibration experiment built
-(NNCF's default ranges against min-max) beside fp32: the split on which a default method may
-be chosen (the calibration report scores the report split).
+"""INT8 recipes compared on the selection split, the split on which a default may be chosen
+(bench reports score the report split): each student's fp32 file and its INT8 file under
+each recipe, run by one backend, scored on the held-out selection persons, with every
+difference's paired 95% interval over the selection images.
 
-    python benchmarks/int8_selection_check.py [--zoo student_zoo/synthetic_full]
-        [--work-dir runs/calibration/synthetic_full]
+    python benchmarks/int8_selection_check.py --zoo student_zoo/synthetic_light \\
+        --backend onnxruntime --recipes ort_quantizer=ort ort_quantizer=nncf
+    python benchmarks/int8_selection_check.py --zoo student_zoo/synthetic_full \\
+        --backend openvino --recipes method=default method=minmax
 
-Needs the experiment's work folder (``python -m okdhp_edge.bench calibration --zoo Z
---backends openvino --images 300 --methods default,minmax``). Accuracy only; one thread.
+A recipe is ``field=value[,field=value]`` of :class:`okdhp_edge.export.quantize.QuantRecipe`
+(300 calibration crops unless ``num_images`` says otherwise). INT8 files are built under
+``--work-dir/<student>/<recipe>`` (reused when their recipe and sha256 check out). One
+thread; accuracy only. Prints a Markdown table and writes ``--out`` (JSON) atomically.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
+from typing import Any
+
+
+def parse_recipe(text: str) -> dict[str, Any]:
+    """``method=minmax,num_images=300`` -> {"method": "minmax", "num_images": 300}."""
+    out: dict[str, Any] = {}
+    for item in text.split(","):
+        key, _, value = item.partition("=")
+        out[key] = int(value) if value.isdigit() else value
+    return out
+
+
+def score(man: Any, backend: str, precision: str, path: Path, dataset: Any) -> dict[str, Any]:
+    """The selection split's accuracy (with per-image results) of one file."""
+    from okdhp_edge.bench.run import report_accuracy
+    from okdhp_edge.runtime import make_runner
+
+    runner = make_runner(backend, precision, threads=1)
+    try:
+        runner.load(str(path))
+        return report_accuracy(man, runner, dataset=dataset)
+    finally:
+        runner.close()
+
+
+def student_rows(d: Path, man: Any, backend: str, recipes: list[str], work: Path
+                 ) -> dict[str, Any]:
+    """fp32 and each recipe's INT8 of one student: value, and difference from fp32 with
+    its paired interval, on the selection split."""
+    from okdhp_edge.evaluation.datasets import training_split
+    from okdhp_edge.evaluation.uncertainty import paired_delta
+    from okdhp_edge.export.exporter import export_student
+    from okdhp_edge.export.quantize import QuantRecipe
+    from okdhp_edge.targets import FORMATS, get_target
+
+    dataset = training_split(man, "selection")
+    fp32 = FORMATS[get_target(backend, "fp32").export]
+    rec = export_student(d / "student.yaml", formats=(fp32.name,))
+    base = score(man, backend, "fp32", d / "export" / rec.formats[fp32.name].file, dataset)
+    out = {"fp32": {"value": base["value"]}}
+    int8 = get_target(backend, "int8").export
+    for text in recipes:
+        recipe = QuantRecipe(**{"num_images": 300, **parse_recipe(text)})
+        folder = work / man.name / text.replace("=", "-").replace(",", "+")
+        entry = export_student(d / "student.yaml", folder, formats=(int8,),
+                               recipe=recipe).formats[int8]
+        acc = score(man, backend, "int8", folder / entry.file, dataset)
+        ci = paired_delta(acc.get("units"), base.get("units"), acc.get("bootstrap"))
+        out[text] = {"value": acc["value"], "delta": acc["value"] - base["value"],
+                     "delta_ci95": None if ci is None else [ci.low, ci.high]}
+    return out
 
 
 def main() -> None:
-    import openvino as ov
-
-    from okdhp_edge.export.exporter import selection_validation
     from okdhp_edge.manifest import zoo_students
+    from okdhp_edge.utils.io import atomic_write_json
 
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--zoo", type=Path, default=Path("student_zoo/synthetic_full"))
-    p.add_argument("--work-dir", type=Path, default=Path("runs/calibration/synthetic_full"))
+    p.add_argument("--zoo", type=Path, required=True)
+    p.add_argument("--backend", required=True)
+    p.add_argument("--recipes", nargs="+", required=True)
+    p.add_argument("--work-dir", type=Path, default=Path("runs/int8_selection"))
+    p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
-    core, out = ov.Core(), {}
-    for _, man in zoo_students(args.zoo):
-        items, _, metric = selection_validation(man)
-        base = args.work_dir / man.name
-        for tag, xml in (("fp32", base / "fp32/openvino_fp32/model.xml"),
-                         ("default", base / "openvino-default-300/openvino_int8/model.xml"),
-                         ("minmax", base / "openvino-minmax-300/openvino_int8/model.xml")):
-            if not xml.is_file():
-                print(f"{man.name} {tag}: {xml} missing (run the calibration experiment)")
-                continue
-            compiled = core.compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32",
-                                                            "INFERENCE_NUM_THREADS": 1})
-            key = f"{man.name}/{tag}"
-            out[key] = metric(compiled, items)
-            print(f"{key}: {out[key]:.4f}", flush=True)
-    print(json.dumps(out, indent=1))
+    table = {man.name: student_rows(d, man, args.backend, args.recipes, args.work_dir)
+             for d, man in zoo_students(args.zoo)}
+    print("| student | fp32 | " + " | ".join(f"{r} - fp32" for r in args.recipes) + " |")
+    print("|---|---|" + "---|" * len(args.recipes))
+    for name, row in table.items():
+        cells = [f"{row[r]['delta']:+.4f} [{row[r]['delta_ci95'][0]:+.4f}, "
+                 f"{row[r]['delta_ci95'][1]:+.4f}]" if row[r]["delta_ci95"] else
+                 f"{row[r]['delta']:+.4f}" for r in args.recipes]
+        print(f"| {name} | {row['fp32']['value']:.4f} | " + " | ".join(cells) + " |")
+    out = args.out or args.work_dir / f"{args.zoo.name}_{args.backend}.json"
+    atomic_write_json(out, {"zoo": str(args.zoo), "backend": args.backend,
+                            "split": "selection", "rows": table})
+    print(f"json: {out}")
 
 
 if __name__ == "__main__":

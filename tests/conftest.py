@@ -104,8 +104,8 @@ def okdhp(*argv: str) -> CliResult:
 
 
 def okdhp_process(*argv: str, timeout: float = 900) -> CliResult:
-    """``python -m okdhp_edge ARGV`` in a process of its own: for the commands that measure
-    (bench, experiments). Run in a pytest process that had already run other benches and
+    """``python -m okdhp_edge ARGV`` in a process of its own: for the commands that time
+    what they run (bench). Run in a pytest process that had already run other benches and
     INT8 builds, ``bench calibration`` crashed it (SIGSEGV in the interpreter, seen twice),
     and timing belongs in a process of its own anyway."""
     import subprocess

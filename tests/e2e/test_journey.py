@@ -6,7 +6,7 @@ import sys
 import cv2
 
 from okdhp_edge.manifest import zoo_students
-from tests.conftest import ROOT, okdhp, okdhp_process, tiny_overrides
+from tests.conftest import ROOT, okdhp, tiny_overrides
 
 
 def test_visualize_torch_and_onnx(tiny_zoo, synthetic_root, tmp_path):
@@ -36,7 +36,7 @@ def test_ablation_runner_is_resumable(synthetic_root, tmp_path):
                                                             "train.epochs=1")}))
     cmd = ["experiments", "ablation", "--config", str(spec),
            "--work-dir", str(tmp_path / "work"), "--out", str(out), "--jobs", "2"]
-    proc = okdhp_process(*cmd)
+    proc = okdhp(*cmd)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rep = json.loads(out.with_suffix(".json").read_text())
     assert set(rep["table"]) == {"a", "c", "c_eq", "e"}
@@ -44,20 +44,20 @@ def test_ablation_runner_is_resumable(synthetic_root, tmp_path):
     eq = rep["runs"]["c_eq"]["0"]
     assert all(r["iterations"] >= rep["runs"]["c"]["0"][0]["iterations"] for r in eq)
     assert "okdhp_edge.train" in out.read_text()
-    proc = okdhp_process(*cmd)  # all cached
+    proc = okdhp(*cmd)  # all cached
     assert proc.returncode == 0 and proc.stderr.count("finished earlier") == 6, proc.stderr
     for run in ("c_eq-seed0-hg2", "e-seed0-okdhp"):  # resumed: c_eq queues before e
         (tmp_path / "work" / run / "result.json").unlink()
-    proc = okdhp_process(*cmd[:-1], "1")
+    proc = okdhp(*cmd[:-1], "1")
     started = [x.split("start ")[1].split()[0] for x in proc.stderr.splitlines() if " start " in x]
     assert proc.returncode == 0 and started == ["c_eq-seed0-hg2", "e-seed0-okdhp"], proc.stderr
     table = json.loads(out.with_suffix(".json").read_text())["table"]
     shutil.rmtree(tmp_path / "work")  # the work dir lost: its report brings the runs back
-    proc = okdhp_process(*cmd, "--restore-from", out.with_suffix(".json"))
+    proc = okdhp(*cmd, "--restore-from", out.with_suffix(".json"))
     assert proc.returncode == 0 and proc.stderr.count("restored from") == 6, proc.stderr
     assert " start " not in proc.stderr
     assert json.loads(out.with_suffix(".json").read_text())["table"] == table
-    proc = okdhp_process(*cmd, "--arms", "e")
+    proc = okdhp(*cmd, "--arms", "e")
     assert proc.returncode == 0, proc.stderr[-3000:]  # a subset keeps the others in the report
     assert json.loads(out.with_suffix(".json").read_text())["table"] == table
 
