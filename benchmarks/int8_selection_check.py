@@ -53,7 +53,7 @@ def student_rows(d: Path, man: Any, backend: str, recipes: list[str], work: Path
     from okdhp_edge.export.quantize import QuantRecipe
     from okdhp_edge.targets import FORMATS, get_target
 
-    dataset = training_split(man, "selection")
+    dataset = training_split(man, "select")
     fp32 = FORMATS[get_target(backend, "fp32").export]
     rec = export_student(d / "student.yaml", formats=(fp32.name,))
     base = score(man, backend, "fp32", d / "export" / rec.formats[fp32.name].file, dataset)
