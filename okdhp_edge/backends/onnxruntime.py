@@ -234,7 +234,10 @@ def quantize_onnx_nncf(src: Path, dst: Path, images: np.ndarray, recipe: Any
     try:
         import nncf
         import onnx
-        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+        from nncf.quantization.advanced_parameters import (
+            AdvancedQuantizationParameters,
+            QuantizationParameters,
+        )
     except ImportError as exc:
         raise BackendUnavailable(f"nncf is not installed ({exc}); --ort-quantizer nncf needs "
                                  "the training/export install: pip install 'okdhp_edge[train]'"
@@ -248,16 +251,21 @@ def quantize_onnx_nncf(src: Path, dst: Path, images: np.ndarray, recipe: Any
     opts: dict[str, Any] = {"subset_size": len(images)}
     if recipe.keep_head:
         opts["ignored_scope"] = nncf.IgnoredScope(names=[_head_node(model)])
+    advanced: dict[str, Any] = {}
     estimator = nncf_range_estimator(recipe.method)
     if estimator is not None:
-        opts["advanced_parameters"] = AdvancedQuantizationParameters(
-            activations_range_estimator_params=estimator)
+        advanced["activations_range_estimator_params"] = estimator
+    if recipe.ort_nncf_activations == "per_tensor":  # what QLinearConv fuses
+        advanced["activations_quantization_params"] = QuantizationParameters(per_channel=False)
+    if advanced:
+        opts["advanced_parameters"] = AdvancedQuantizationParameters(**advanced)
     quantized = nncf.quantize(model, calib, **opts)
     atomic_write(Path(dst), lambda tmp: onnx.save(quantized, str(tmp)))
     return {"higher_precision_layers": onnx_float_layers(Path(dst)),
             "calibration_method": "nncf-default" if recipe.method == "default"
             else recipe.method,
-            "activations": "nncf: u8 after ReLU, s8 elsewhere"}
+            "activations": f"nncf: u8 after ReLU, s8 elsewhere, "
+                           f"{recipe.ort_nncf_activations.replace('_', ' ')}"}
 
 
 def onnx_float_layers(path: Path) -> list[str]:

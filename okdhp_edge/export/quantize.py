@@ -30,6 +30,7 @@ METHODS = ("default", "minmax", "percentile", "entropy")
 # NNCF's fix of int8 saturation on CPUs without VNNI (first_layer: NNCF's own default)
 OVERFLOW_FIXES = ("first_layer", "enable", "disable")
 ORT_QUANTIZERS = ("ort", "nncf")
+NNCF_ACTIVATIONS = ("per_channel", "per_tensor")  # ort_nncf_activations
 
 
 
@@ -59,6 +60,11 @@ class QuantRecipe:
             (NNCF's post-training quantization of the ONNX model, with its range presets
             and fast bias correction: the recipe of the OpenVINO file; activations u8 after
             a ReLU, s8 elsewhere). TensorRT's S8S8 file is always ONNX Runtime's.
+        ort_nncf_activations: ``ort_quantizer=nncf`` only: ``per_channel`` (NNCF's own
+            choice: a depthwise convolution's input per channel, which ONNX Runtime cannot
+            fuse into QLinearConv) or ``per_tensor`` (every activation per tensor: more
+            convolutions fused, faster, and on mbv2-d64 0.011 AP lost on the selection
+            split; docs/int8.md).
     """
 
     method: str = "default"
@@ -69,6 +75,7 @@ class QuantRecipe:
     ort_activations: str = "u8"
     overflow_fix: str = "first_layer"
     ort_quantizer: str = "ort"
+    ort_nncf_activations: str = "per_channel"
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -87,6 +94,13 @@ class QuantRecipe:
         if self.ort_quantizer == "nncf" and self.ort_activations != "u8":
             raise QuantizationError("--ort-activations s8 is ONNX Runtime's quantizer's; NNCF "
                                     "chooses the activation types itself (--ort-quantizer ort)")
+        if self.ort_nncf_activations not in NNCF_ACTIVATIONS:
+            raise QuantizationError(f"ort_nncf_activations must be one of "
+                                    f"{', '.join(NNCF_ACTIVATIONS)}, got "
+                                    f"{self.ort_nncf_activations!r}")
+        if self.ort_nncf_activations != "per_channel" and self.ort_quantizer != "nncf":
+            raise QuantizationError("--ort-nncf-activations is NNCF's choice for ONNX "
+                                    "Runtime's file: add --ort-quantizer nncf")
         if self.overflow_fix not in OVERFLOW_FIXES:
             raise QuantizationError(f"overflow_fix must be one of {', '.join(OVERFLOW_FIXES)}, "
                                     f"got {self.overflow_fix!r}")
@@ -152,6 +166,10 @@ def add_recipe_arguments(parser: Any) -> None:
     q.add_argument("--ort-quantizer", choices=ORT_QUANTIZERS, default="ort",
                    help="ONNX Runtime's QDQ file: its own static quantization, or NNCF's "
                         "(range presets, bias correction: the OpenVINO file's recipe)")
+    q.add_argument("--ort-nncf-activations", choices=NNCF_ACTIVATIONS, default="per_channel",
+                   help="with --ort-quantizer nncf: activations per tensor (ONNX Runtime "
+                        "fuses more convolutions: faster, maybe less accurate) or NNCF's "
+                        "per-channel choice")
     q.add_argument("--int8-overflow-fix", choices=OVERFLOW_FIXES, default="first_layer",
                    help="OpenVINO: weights in half the int8 range against the saturation of "
                         "CPUs without VNNI (enable: every convolution; see docs/int8.md)")
@@ -161,14 +179,14 @@ def add_recipe_arguments(parser: Any) -> None:
 FLAGS = {"method": "--calib-method", "num_images": "--calib-images", "seed": "--calib-seed",
          "keep_head": "--int8-keep-head", "max_drop": "--int8-max-drop",
          "ort_activations": "--ort-activations", "overflow_fix": "--int8-overflow-fix",
-         "ort_quantizer": "--ort-quantizer"}
+         "ort_quantizer": "--ort-quantizer", "ort_nncf_activations": "--ort-nncf-activations"}
 
 
 def recipe_from_args(args: Any) -> QuantRecipe:
     """The recipe of parsed :func:`add_recipe_arguments` options."""
     return QuantRecipe(args.calib_method, args.calib_images, args.calib_seed,
                        args.int8_keep_head, args.int8_max_drop, args.ort_activations,
-                       args.int8_overflow_fix, args.ort_quantizer)
+                       args.int8_overflow_fix, args.ort_quantizer, args.ort_nncf_activations)
 
 
 def recipe_args(recipe: QuantRecipe) -> list[str]:
@@ -179,7 +197,8 @@ def recipe_args(recipe: QuantRecipe) -> list[str]:
     if recipe.keep_head:
         out.append(FLAGS["keep_head"])
     for name, default in (("max_drop", None), ("ort_activations", "u8"),
-                          ("overflow_fix", "first_layer"), ("ort_quantizer", "ort")):
+                          ("overflow_fix", "first_layer"), ("ort_quantizer", "ort"),
+                          ("ort_nncf_activations", "per_channel")):
         if getattr(recipe, name) != default:
             out += [FLAGS[name], str(getattr(recipe, name))]
     return out

@@ -331,6 +331,21 @@ def test_nncf_writes_the_onnx_runtime_int8_file(student, int8_export, tmp_path):
     assert '"ort_quantizer": "nncf"' in file_metadata(out / e.file)["okdhp_quant_recipe"]
     with pytest.raises(QuantizationError, match="only onnxruntime's INT8 reads it"):
         nncf.check_honoured({"openvino"})
+    # --ort-nncf-activations per_tensor: every activation's DequantizeLinear has one scale
+    import onnx
+    from onnx import numpy_helper
+
+    per_tensor = dataclasses.replace(nncf, ort_nncf_activations="per_tensor")
+    e = export_student(student, tmp_path, formats=("onnx_int8",),
+                       recipe=per_tensor).formats["onnx_int8"]
+    assert e.available and e.recipe["ort_nncf_activations"] == "per_tensor"
+    graph = onnx.load(str(tmp_path / e.file)).graph
+    consts = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    acts = [n for n in graph.node if n.op_type == "DequantizeLinear"
+            and n.input[0] not in consts]
+    assert acts and all(consts[n.input[1]].size == 1 for n in acts)
+    with pytest.raises(QuantizationError, match="add --ort-quantizer nncf"):
+        QuantRecipe(ort_nncf_activations="per_tensor")
     with pytest.raises(QuantizationError, match="NNCF chooses the activation types"):
         QuantRecipe(ort_quantizer="nncf", ort_activations="s8")
 
