@@ -9,9 +9,10 @@
   ``static_wi8_ai8`` recipe (int8 per-channel weights, int8 activations, min-max ranges
   from the training-split crops every INT8 format is calibrated on); its input and output
   are int8, which the runner quantizes and dequantizes with the file's own parameters.
-  Where LiteRT refuses that file (the MobileNetV2 students' transposed convolutions), the
-  same calibration through litert-torch's PT2E quantizer, which leaves the transposed
-  convolutions and residual additions in float (listed in the record).
+  A student whose graph has transposed convolutions (the MobileNetV2 decoders), for which
+  that recipe gives files LiteRT refuses or runs to zeros, goes through litert-torch's PT2E
+  quantizer instead (same crops, min-max ranges), which leaves the transposed convolutions
+  and residual additions in float (listed in the record).
 
 The runner needs only ``ai-edge-litert`` (numpy and flatbuffers; in the plain install), so
 a LiteRT bundle runs on a board without torch. The converter and the quantizer are the
