@@ -49,7 +49,13 @@ def train(cfg: Any, config_name: str = "", resume: Optional[Path] = None,
     check_writable(Path(cfg.train.out_dir))
     if write_zoo:
         check_writable(Path(cfg.zoo.root))
-    trainer = Trainer(cfg, run_dir=resume, resume=resume is not None, config_name=config_name)
+    trainer_class = Trainer
+    if cfg.qat.from_run:  # quantization-aware fine-tuning of a trained run
+        from okdhp_edge.training.qat import QatTrainer, qat_run_config
+
+        cfg, trainer_class = qat_run_config(cfg), QatTrainer
+    trainer = trainer_class(cfg, run_dir=resume, resume=resume is not None,
+                            config_name=config_name)
     try:
         run = trainer.fit()
         zoo = write(run) if write_zoo and trainer.dist.is_main else None

@@ -185,6 +185,26 @@ class ZooConfig:
 
 
 @dataclass
+class QatConfig:
+    """Quantization-aware fine-tuning of a trained OKDHP run (``train --qat-from RUN_DIR``):
+    the students fake-quantized as the targets run them (int8 weights per channel, int8
+    activations per tensor: PT2E QAT with XNNPACK's quantizer), the FAU and its ensemble in
+    float, teaching them through the OKDHP loss when ``kd``. Its own epochs and LR replace
+    the float run's schedule (constant LR, the KD weight at full from the first step)."""
+
+    from_run: str = ""  # the float run folder (set by --qat-from); "": not a QAT run
+    epochs: int = 2
+    lr: float = 2.5e-5
+    kd: bool = True  # the KL terms towards the float ensemble; False: labels only
+    # asymmetric: XNNPACK's int8 activations (ONNX Runtime, OpenVINO, ExecuTorch, LiteRT);
+    # symmetric: zero points 0, which TensorRT's explicit quantization also reads
+    activations: str = "asymmetric"
+    averaging_constant: float = 0.01  # the moving-average range observers' step
+    # fraction of the QAT iterations after which the activation ranges stop moving (1: never)
+    freeze_observers: float = 0.5
+
+
+@dataclass
 class Config:
     """The whole configuration of a run."""
 
@@ -194,6 +214,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     zoo: ZooConfig = field(default_factory=ZooConfig)
+    qat: QatConfig = field(default_factory=QatConfig)
 
 
 # --------------------------------------------------------------------------- typing
@@ -224,6 +245,7 @@ _CHOICES = {
     "train.compile": ("off", "default", "max-autotune", "reduce-overhead"),
     "train.lr_scaling": ("none", "linear", "sqrt"),
     "model.encoder": tuple(ENCODER_ABBREVIATIONS),
+    "qat.activations": ("asymmetric", "symmetric"),
 }
 
 
@@ -276,30 +298,36 @@ def _nest(key: str, value: Any) -> dict[str, Any]:
     return out
 
 
-def load_config(path: Optional[str | Path] = None, overrides: Optional[list[str]] = None) -> Config:
-    """Build a :class:`Config` from defaults, an optional YAML file and overrides.
+def load_config(path: Optional[str | Path] = None, overrides: Optional[list[str]] = None,
+                base: Optional[str | Path] = None) -> Config:
+    """Build a :class:`Config` from defaults, an optional ``base`` YAML (a run's resolved
+    config), an optional YAML file over it and overrides.
 
     Raises:
         ConfigError: unknown key, wrong type, unreadable file.
     """
     cfg = Config()
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{path}: not valid UTF-8 YAML: {exc}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a mapping at the top level")
-        data.pop("schema", None)
-        _apply(cfg, data)
+    for source in (base, path):
+        if source is not None:
+            _apply(cfg, _read_yaml(Path(source)))
     for text in overrides or []:
         key, value = parse_override(text)
         _apply(cfg, _nest(key, value))
     validate(cfg)
     return cfg
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid UTF-8 YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    data.pop("schema", None)
+    return data
 
 
 # numeric keys and their lower bound: (key, bound, strict); every float must be finite
@@ -317,11 +345,13 @@ _RANGES = (
     ("data.select_max_images", 1, False), ("data.synthetic_num_train", 1, False),
     ("data.synthetic_num_val", 1, False), ("loss.lambda_ens", 0, False),
     ("loss.lambda_kd", 0, False), ("loss.ramp_epochs", 0, False),
-    ("loss.kl_temperature", 0, True),
+    ("loss.kl_temperature", 0, True), ("qat.epochs", 1, False), ("qat.lr", 0, True),
+    ("qat.averaging_constant", 0, True),
 )
 # probabilities and thresholds: in [0, 1]
 _UNIT = ("data.rot_prob", "data.flip_prob", "data.half_body_prob", "data.det_score_thr",
-         "eval.rescore_thr", "eval.oks_nms_thr")
+         "eval.rescore_thr", "eval.oks_nms_thr", "qat.averaging_constant",
+         "qat.freeze_observers")
 
 
 def _check_ranges(cfg: Config) -> None:

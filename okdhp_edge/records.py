@@ -188,6 +188,20 @@ class Provenance:
 
 
 @dataclass(frozen=True)
+class QatRecord:
+    """What a quantization-aware student records of its fine-tuning: the float run it
+    started from, the recipe (quantizer, weights, activations, observers, KD on or off,
+    epochs, LR), its converted PT2E program (the int8 parameters every backend's INT8 file
+    is made from; sha256-verified before it is loaded) and that program's report-split
+    metric in PyTorch (its fake-quantized accuracy)."""
+
+    from_run: str
+    recipe: dict[str, Any]
+    program: WeightsRef
+    accuracy: Optional[float] = None
+
+
+@dataclass(frozen=True)
 class StudentManifest(Record):
     """``student.yaml``: one trained (or planned) student of a zoo::
 
@@ -207,6 +221,7 @@ class StudentManifest(Record):
         accuracy: {metric, value, dataset, split, ann, images, headboxes, flip_test, stats}
         provenance: {config, run, git_commit, seed, branch, multi_branch, splits, distillation,
                      epoch, select_metric}
+        qat: {from_run, recipe, program: {file, sha256}, accuracy}   # quantization-aware only
 
     ``multi_branch`` holds the training network's branch layout ({} for a plain run; hourglass
     {shared_stacks, branches}, light {encoder, width_mult, decoder_widths});
@@ -229,6 +244,7 @@ class StudentManifest(Record):
     preprocessing: Preprocessing
     accuracy: Accuracy
     provenance: Provenance
+    qat: Optional[QatRecord] = field(default=None, metadata=OMIT_NONE)
 
     @property
     def untrained(self) -> bool:

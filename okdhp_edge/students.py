@@ -24,7 +24,13 @@ from okdhp_edge.records import (
     ZooManifest,
     write_record,
 )
-from okdhp_edge.utils.io import atomic_write, atomic_write_text, sha256_file, verify_sha256
+from okdhp_edge.utils.io import (
+    atomic_write,
+    atomic_write_bytes,
+    atomic_write_text,
+    sha256_file,
+    verify_sha256,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +68,13 @@ def with_compression(manifests: dict[str, StudentManifest]) -> dict[str, Student
 
 def write_zoo_of(root: Path, name: str, manifests: dict[str, StudentManifest],
                  models: dict[str, torch.nn.Module], run: str, dataset: str,
-                 files: Optional[dict[str, str]] = None) -> Path:
+                 files: Optional[dict[str, str]] = None,
+                 student_files: Optional[dict[str, dict[str, bytes]]] = None) -> Path:
     """Write a zoo of ``models`` (their manifests completed with ``compression``) as
     ``root/name``, or ``name-2``... when taken; returns its folder. The one zoo writer of
-    training and planning. ``files``: more text files to put beside the students.
+    training and planning. ``files``: more text files to put beside the students;
+    ``student_files``: student -> {file: content} to write in its folder (a
+    quantization-aware student's int8 program, which its manifest names with its sha256).
 
     The zoo is built in a hidden folder and renamed into place: a kill while writing leaves
     no half zoo under the zoo's name, and a zoo of the same name that another run renamed
@@ -77,6 +86,9 @@ def write_zoo_of(root: Path, name: str, manifests: dict[str, StudentManifest],
     build = _zoo_build_dir(Path(root), name)
     try:
         for student, man in manifests.items():
+            for rel, data in (student_files or {}).get(student, {}).items():
+                (build / student).mkdir(parents=True, exist_ok=True)
+                atomic_write_bytes(build / student / rel, data)
             save_student(build / student, models[student].to(
                 memory_format=torch.contiguous_format), man)
         for rel, text in (files or {}).items():
@@ -134,7 +146,8 @@ def build_student(manifest: StudentManifest) -> torch.nn.Module:
 
 # the manifest fields a student computes with, and its accuracy (the pick decides on it):
 # written into its weights file's header too, so that an edit of student.yaml is caught
-BOUND_FIELDS = ("architecture", "preprocessing", "accuracy")
+# (and a quantization-aware student's int8 program, by its sha256)
+BOUND_FIELDS = ("architecture", "preprocessing", "accuracy", "qat")
 
 
 def bound_fields(manifest: StudentManifest) -> dict[str, str]:
@@ -142,7 +155,8 @@ def bound_fields(manifest: StudentManifest) -> dict[str, str]:
 
     from okdhp_edge.schema import to_dict
 
-    return {k: json.dumps(to_dict(getattr(manifest, k)), sort_keys=True) for k in BOUND_FIELDS}
+    return {k: json.dumps(to_dict(getattr(manifest, k)), sort_keys=True) for k in BOUND_FIELDS
+            if getattr(manifest, k) is not None}
 
 
 def check_bound_fields(weights: Path, manifest: StudentManifest, where: Path) -> None:
@@ -152,8 +166,12 @@ def check_bound_fields(weights: Path, manifest: StudentManifest, where: Path) ->
 
     with safe_open(str(weights), framework="pt") as f:
         saved = f.metadata() or {}
-    for key, value in bound_fields(manifest).items():
-        if key in saved and saved[key] != value:
+    now = bound_fields(manifest)
+    for key in BOUND_FIELDS:
+        # a field the weights were saved without, which the manifest now has, is an edit too
+        # (weights saved before these checks carry no field at all)
+        if (key in saved and saved[key] != now.get(key)) or (saved and key in now
+                                                              and key not in saved):
             raise ManifestError(f"{where}: '{key}' differs from the one its weights were saved "
                                 "with (an edited manifest); restore it or retrain")
 

@@ -96,6 +96,8 @@ class MultiBranchLight(nn.Module):
     """
 
     multi_branch = True
+    # the submodules students are made of (the FAU and its projection are training's alone)
+    student_modules = ("encoder", "decoders")
 
     def __init__(self, encoder: str = "mobilenetv2", width_mult: float = 1.0,
                  decoder_widths: tuple[int, ...] = (64, 128, 256), decoder_layers: int = 3,

@@ -70,6 +70,8 @@ class MultiBranchHourglass(nn.Module):
     """
 
     multi_branch = True
+    # the submodules students are made of (the FAU is the training network's alone)
+    student_modules = ("stem", "shared", "branch_stacks")
 
     def __init__(self, shared_stacks: int = 2, branches: tuple[int, ...] = (2, 2, 2),
                  num_joints: int = 17, width: int = 256, depth: int = 4, stem_width: int = 64,

@@ -70,9 +70,12 @@ class Student(Protocol):
 class MultiBranchNet(Protocol):
     """The OKDHP training network: branches that teach each other through an ensemble.
     ``student(i)`` is branch i as a :class:`Student` with the same weights (bit-identical
-    outputs); ``branch_names()`` their names in a zoo."""
+    outputs); ``branch_names()`` their names in a zoo; ``student_modules`` the names of the
+    submodules students are made of (quantization-aware training quantizes those and
+    leaves the rest, the FAU and the ensemble, in float)."""
 
     num_joints: int
+    student_modules: tuple[str, ...]
 
     def __call__(self, x: torch.Tensor) -> MultiBranchOutput: ...
 

@@ -7,7 +7,7 @@ import logging
 import math
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -89,6 +89,10 @@ class TrainedRun:
     multi_branch: dict[str, Any]  # the network's branch record ({} for a plain network)
     flip_pairs: list
     evaluation_loader: Callable[[Any], Any]  # dataset -> the run's evaluation batches
+    # quantization-aware runs: name -> the student's int8 program in PyTorch, and what the
+    # manifests record of the fine-tuning ({from_run, recipe})
+    quantized: dict[str, Any] = field(default_factory=dict)
+    qat: dict[str, Any] = field(default_factory=dict)
 
 
 class Trainer:
@@ -135,16 +139,7 @@ class Trainer:
 
     def _build(self) -> None:
         cfg = self.cfg
-        kwargs = model_kwargs_from_config(cfg.model, self.spec.num_joints)
-        self.model = create_model(cfg.model.name, **kwargs)
-        if cfg.model.encoder_checkpoint:
-            if not hasattr(self.model, "encoder"):
-                raise ValueError(f"model.encoder_checkpoint: model '{cfg.model.name}' has no "
-                                 "encoder (set it for light and okdhp_light)")
-            from okdhp_edge.models.encoders import load_encoder_checkpoint
-
-            load_encoder_checkpoint(self.model.encoder, cfg.model.encoder_checkpoint)
-        self.model = self.model.to(self.device)
+        self.model = self._create_model().to(self.device)
         if cfg.train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.train_set = build_split(cfg.data, "train", seed=cfg.train.seed)
@@ -183,6 +178,20 @@ class Trainer:
         self.plateau = PlateauSchedule(cfg.train)
         self.best_states: dict[str, dict[str, torch.Tensor]] = {}
         self._units: dict[str, str] = {}  # the last validation's per-image results
+
+    def _create_model(self) -> torch.nn.Module:
+        """The network this run trains (CPU, before the run folder exists)."""
+        cfg = self.cfg
+        model = create_model(cfg.model.name,
+                             **model_kwargs_from_config(cfg.model, self.spec.num_joints))
+        if cfg.model.encoder_checkpoint:
+            if not hasattr(model, "encoder"):
+                raise ValueError(f"model.encoder_checkpoint: model '{cfg.model.name}' has no "
+                                 "encoder (set it for light and okdhp_light)")
+            from okdhp_edge.models.encoders import load_encoder_checkpoint
+
+            load_encoder_checkpoint(model.encoder, cfg.model.encoder_checkpoint)
+        return model
 
     def _heads(self) -> list[Head]:
         if self.plain:
@@ -404,8 +413,7 @@ class Trainer:
                 s.best[h.name], s.best_epoch[h.name] = metrics[h.name], epoch
                 if h.name in self._units:
                     s.best_units[h.name] = self._units[h.name]
-                self.best_states[h.name] = {k: v.detach().cpu().clone()
-                                            for k, v in self.student(h).state_dict().items()}
+                self.best_states[h.name] = self._snapshot(h)
                 improved = True
         if improved and self.dist.is_main:
             save_checkpoint(self.run_dir / "best_students.pt", self.best_states)
@@ -433,6 +441,17 @@ class Trainer:
             log.info("%s; stopping at epoch %d, iteration %d", s.finished, s.epoch, s.iteration)
             return "stop"
         return ""
+
+    def _snapshot(self, head: Head) -> dict[str, torch.Tensor]:
+        """What is kept of a head at its best epoch (CPU copies): its student's weights."""
+        return {k: v.detach().cpu().clone() for k, v in self.student(head).state_dict().items()}
+
+    def _selected(self, head: Head, state: dict[str, torch.Tensor]) -> torch.nn.Module:
+        """The student of ``head`` with the weights :meth:`_snapshot` kept."""
+        m = self.student(head)
+        m = create_model(m.family, num_joints=m.num_joints, **m.arch()).to(self.device)
+        m.load_state_dict(state)
+        return m
 
     def student(self, head: Head) -> Student:
         """The plain network (a registered student family) a head deploys as (a copy for
@@ -511,10 +530,8 @@ class Trainer:
         heads = [h for h in self.heads if h.name != "ensemble"]
         students: dict[str, Student] = {}
         for h in heads:
-            m = self.student(h)
-            if h.name in self.best_states:
-                m = create_model(m.family, num_joints=m.num_joints, **m.arch()).to(self.device)
-                m.load_state_dict(self.best_states[h.name])
+            m = (self._selected(h, self.best_states[h.name]) if h.name in self.best_states
+                 else self.student(h))
             if self.cfg.train.channels_last:
                 m = m.to(memory_format=torch.channels_last)
             students[h.name] = m.eval()

@@ -3,6 +3,7 @@ write ``student_zoo/<zoo>/<student>/`` and ``zoo.yaml``."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,9 @@ from okdhp_edge.evaluation.inference import (
     score_units,
 )
 from okdhp_edge.evaluation.uncertainty import accuracy_fields, interval_text
+from okdhp_edge.export.qat_program import PROGRAM_FILE, program_bytes
 from okdhp_edge.models.info import count_macs, count_params
-from okdhp_edge.records import Accuracy, Provenance
+from okdhp_edge.records import Accuracy, Provenance, QatRecord, WeightsRef
 from okdhp_edge.students import preprocessing_of, student_manifest, write_zoo_of
 from okdhp_edge.training.trainer import TrainedRun
 from okdhp_edge.utils.provenance import git_commit
@@ -66,6 +68,28 @@ def _provenance(run: TrainedRun, name: str, commit: str) -> Provenance:
     )
 
 
+def _programs(run: TrainedRun, report: Any) -> dict[str, tuple[QatRecord, bytes]]:
+    """A quantization-aware run's students as int8 programs: each one's manifest record
+    (the recipe, the float run, the program's sha256 and its report-split metric in
+    PyTorch) and its archive. {} for a float run."""
+    if not run.quantized:
+        return {}
+    cfg = run.cfg
+    preds = predict_students(run.quantized, report, cfg.eval.flip_test,
+                             run.evaluation_loader(report), run.device, False)
+    out = {}
+    for name, q in run.quantized.items():
+        res, _ = score_units(report, preds[name], cfg.eval.rescore_thr, cfg.eval.oks_nms_thr,
+                             report.headboxes)
+        data = program_bytes(q.graph, tuple(cfg.data.input_size))
+        ref = WeightsRef(PROGRAM_FILE, hashlib.sha256(data).hexdigest())
+        out[name] = (QatRecord(run.qat["from_run"], run.qat["recipe"], ref,
+                               float(res["value"])), data)
+        log.info("student %s as int8 (its quantization-aware program in PyTorch): %s %.4f on "
+                 "the report split", name, res["metric"], res["value"])
+    return out
+
+
 def write_zoo(run: TrainedRun) -> Path:
     """Write the zoo of a finished run (:meth:`Trainer.fit`'s value); returns its directory
     (never an existing one)."""
@@ -77,7 +101,7 @@ def write_zoo(run: TrainedRun) -> Path:
     paths = _report_paths(cfg)
     pre = preprocessing_of(cfg.data, run.flip_pairs)
     commit = git_commit()
-    manifests = {}
+    manifests, programs = {}, _programs(run, report)
     for name, m in models.items():
         res, units = score_units(report, preds[name], cfg.eval.rescore_thr,
                                  cfg.eval.oks_nms_thr, report.headboxes)
@@ -92,7 +116,10 @@ def write_zoo(run: TrainedRun) -> Path:
             count_macs(m, tuple(cfg.data.input_size)), pre, accuracy, provenance)
         log.info("student %s: %s %.4f%s on the report split (selected at epoch %d)", name,
                  res["metric"], res["value"], interval_text(accuracy.ci95), provenance.epoch)
+        if name in programs:
+            manifests[name] = manifests[name].replace(qat=programs[name][0])
     zoo_dir = write_zoo_of(Path(cfg.zoo.root), cfg.zoo.name or run.run_dir.name, manifests,
-                           models, run=str(run.run_dir), dataset=cfg.data.dataset)
+                           models, run=str(run.run_dir), dataset=cfg.data.dataset,
+                           student_files={k: {PROGRAM_FILE: v[1]} for k, v in programs.items()})
     log.info("zoo written: %s", zoo_dir)
     return zoo_dir

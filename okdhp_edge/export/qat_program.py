@@ -1,0 +1,78 @@
+"""A quantization-aware student's int8 program: the converted PT2E graph (quantize /
+dequantize operators around every quantized operator, its scales and zero points) saved as
+a ``torch.export`` archive beside the student's float weights. Every backend's INT8 file of
+such a student is made from it, so all of them run the same quantization parameters: the
+QDQ ONNX (ONNX Runtime, TensorRT, and OpenVINO's IR through it), the ExecuTorch program.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from okdhp_edge.utils.io import atomic_write, verify_sha256
+
+log = logging.getLogger(__name__)
+
+PROGRAM_FILE = "qat_int8.pt2"
+# the ONNX opset of a program's QDQ file (per-channel DequantizeLinear needs >= 13)
+QAT_OPSET = 18
+
+
+def program_bytes(graph: Any, size: tuple[int, int]) -> bytes:
+    """The ``torch.export`` archive of ``graph`` (a converted PT2E module returning a
+    1-tuple of heatmaps) traced at batch 1 and ``size`` = (W, H)."""
+    import torch
+
+    w, h = size
+    ep = torch.export.export(graph, (torch.zeros(1, 3, h, w),))
+    buf = io.BytesIO()
+    torch.export.save(ep, buf)
+    return buf.getvalue()
+
+
+def load_program(path: Path, sha256: str) -> Any:
+    """The ``ExportedProgram`` of a student's program file, after its sha256 checks out
+    (the archive holds pickled constants: it is trusted only as the file its manifest
+    names)."""
+    import torch
+    import torchao.quantization.pt2e  # noqa: F401 - registers the quantized_decomposed ops
+
+    verify_sha256(Path(path), sha256)
+    return torch.export.load(str(path))
+
+
+def run_program(program: Any, x: np.ndarray) -> np.ndarray:
+    """Heatmaps [N, K, h, w] of a loaded program on float32 images [N, 3, H, W] (one at a
+    time: the program is traced at batch 1)."""
+    import torch
+
+    module = program.module()
+    with torch.no_grad():
+        outs = [module(torch.from_numpy(np.ascontiguousarray(x[i:i + 1])))[0]
+                for i in range(len(x))]
+    return torch.cat(outs).numpy()
+
+
+def program_onnx(program: Any, path: Path, metadata: dict[str, str]) -> Path:
+    """The program as a QDQ ONNX file (``torch.onnx`` from the ``ExportedProgram``:
+    QuantizeLinear / DequantizeLinear pairs with the program's scales and zero points),
+    written atomically with ``metadata`` in its ``metadata_props``."""
+    import onnx
+    import torch
+
+    def write(tmp: Path) -> None:
+        onx = torch.onnx.export(program, dynamo=True, opset_version=QAT_OPSET, verbose=False)
+        model = onx.model_proto
+        for key, value in metadata.items():
+            entry = model.metadata_props.add()
+            entry.key, entry.value = key, value
+        onnx.checker.check_model(model)
+        onnx.save(model, str(tmp))
+
+    atomic_write(Path(path), write)
+    return Path(path)

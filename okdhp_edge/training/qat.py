@@ -1,0 +1,345 @@
+"""Quantization-aware online distillation (``train --qat-from RUN_DIR``).
+
+A trained OKDHP run is fine-tuned with its students fake-quantized as the targets run them
+(PT2E quantization-aware training with XNNPACK's quantizer: int8 weights per channel, int8
+activations per tensor, convolutions and batch norms folded as at inference) while the FAU
+and the ensemble it builds stay in float and keep teaching the branches through the OKDHP
+loss (``qat.kd``; off: the same fine-tuning on the labels alone).
+
+The whole multi-branch network is exported once (``torch.export``) and prepared; the
+quantizer's annotations are kept only on the nodes of the submodules students are made of
+(``student_modules``), so the FAU, its projection and the ensemble's weighted sum are float.
+A student is the converted graph cut down to its branch's output (the shared trunk's
+quantization parameters are the same in every student): the program its INT8 files are
+made from (:mod:`okdhp_edge.export.qat_program`).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import importlib.util
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from okdhp_edge.errors import UsageError
+from okdhp_edge.models.student import MultiBranchOutput, StudentOutput
+from okdhp_edge.training.trainer import Head, TrainedRun, Trainer
+
+log = logging.getLogger(__name__)
+
+QUANTIZER = "xnnpack-pt2e-qat"
+
+
+# ---------------------------------------------------------------------------- config
+
+
+def qat_run_config(cfg: Any) -> Any:
+    """The run configuration a QAT fine-tuning trains with: the float run's model, data and
+    loss, with ``qat``'s epochs and LR as a constant schedule, the KD weight at full from
+    the first step (``loss.ramp_epochs = 0``), KD on or off as ``qat.kd``, in float32 on one
+    process, channels-first, not compiled; the run and its zoo are named after the float run
+    (``<run>-qat``, ``<run>-qat-labels``). Idempotent (a resumed run applies it again)."""
+    q = cfg.qat
+    name = f"{Path(q.from_run).name}-qat{'' if q.kd else '-labels'}"
+    train = dataclasses.replace(
+        cfg.train, epochs=q.epochs, lr=q.lr, lr_steps=[], warmup_iters=0, plateau_patience=0,
+        compile="off", amp="off", channels_last=False, lr_scaling="none", run_name=name)
+    loss = dataclasses.replace(cfg.loss, distill=q.kd, ramp_epochs=0.0)
+    zoo = dataclasses.replace(cfg.zoo, name="")  # the zoo takes the QAT run's name
+    return dataclasses.replace(cfg, train=train, loss=loss, zoo=zoo)
+
+
+def recipe(qcfg: Any) -> dict[str, Any]:
+    """What a QAT student's manifest and INT8 files record of how it was quantized."""
+    acts = "symmetric" if qcfg.activations == "symmetric" else "asymmetric"
+    return {"quantizer": QUANTIZER, "weights": "int8 symmetric per channel",
+            "activations": f"int8 {acts} per tensor", "kd": bool(qcfg.kd),
+            "observer": f"moving-average min-max ({qcfg.averaging_constant:g})",
+            "freeze_observers": float(qcfg.freeze_observers), "epochs": int(qcfg.epochs),
+            "lr": float(qcfg.lr)}
+
+
+# ---------------------------------------------------------------------------- quantizer
+
+
+def quantizer(qcfg: Any, student_modules: tuple[str, ...]) -> Any:
+    """XNNPACK's QAT quantizer (per-channel int8 weights, per-tensor int8 activations with
+    fused moving-average fake quantization), annotating only the students' nodes."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+    from torchao.quantization.pt2e import FusedMovingAvgObsFakeQuantize
+
+    config = get_symmetric_quantization_config(is_per_channel=True, is_qat=True)
+    extra: dict[str, Any] = {"eps": 2**-12, "averaging_constant": qcfg.averaging_constant}
+    act = config.input_activation
+    if qcfg.activations == "symmetric":
+        act = dataclasses.replace(act, qscheme=torch.per_tensor_symmetric)
+    act = dataclasses.replace(act, observer_or_fake_quant_ctr=(
+        FusedMovingAvgObsFakeQuantize.with_args(**extra)))
+    config = dataclasses.replace(config, input_activation=act, output_activation=act)
+    return _StudentsOnly(XNNPACKQuantizer().set_global(config),
+                         tuple(f"{_ROOT}.{m}" for m in student_modules))
+
+
+_ROOT = "net"  # the name of the network inside the exported wrapper
+
+
+def _module_path(node: Any) -> str:
+    stack = node.meta.get("nn_module_stack") or {}
+    return list(stack.values())[-1][0] if stack else ""
+
+
+def _inside(path: str, prefixes: tuple[str, ...]) -> bool:
+    return any(path == p or path.startswith(p + ".") for p in prefixes)
+
+
+def _students_only_class() -> type:
+    from torchao.quantization.pt2e.quantizer import Quantizer
+
+    class StudentsOnly(Quantizer):
+        """An inner quantizer's annotations, dropped from every node outside ``prefixes``
+        (XNNPACK's quantizer cannot leave a module out by name)."""
+
+        def __init__(self, inner: Any, prefixes: tuple[str, ...]) -> None:
+            super().__init__()
+            self.inner, self.prefixes = inner, prefixes
+
+        def annotate(self, model: Any) -> Any:
+            model = self.inner.annotate(model)
+            for node in model.graph.nodes:
+                if not _inside(_module_path(node), self.prefixes):
+                    node.meta.pop("quantization_annotation", None)
+            return model
+
+        def validate(self, model: Any) -> None:
+            self.inner.validate(model)
+
+    return StudentsOnly
+
+
+def _StudentsOnly(inner: Any, prefixes: tuple[str, ...]) -> Any:  # noqa: N802 - a factory
+    return _students_only_class()(inner, prefixes)
+
+
+# ---------------------------------------------------------------------------- networks
+
+
+class _Flat(nn.Module):
+    """A multi-branch network returning its outputs as a flat tuple (what export traces):
+    shared stack heatmaps, each branch's stack heatmaps, the ensemble, the FAU weights."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        setattr(self, _ROOT, net)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = getattr(self, _ROOT)(x)
+        stacks = [h for hs in out.branch_stack_heatmaps for h in hs]
+        return tuple(out.shared_heatmaps + stacks + [out.ensemble, out.weights])
+
+
+class QatNetwork(nn.Module):
+    """A multi-branch network prepared for quantization-aware training: the same outputs
+    (:class:`MultiBranchOutput`), its students fake-quantized, the FAU in float.
+
+    ``train()`` / ``eval()`` switch the exported graph's batch norms, and the range
+    observers with them: they observe in training until frozen (:meth:`freeze_observers`),
+    never in evaluation. Shape: [B, 3, H, W] -> heatmaps [B, K, H/s, W/s].
+    """
+
+    multi_branch = True
+
+    def __init__(self, net: nn.Module, input_size: tuple[int, int], qcfg: Any) -> None:
+        from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
+
+        super().__init__()
+        self.num_joints = net.num_joints
+        self.student_modules = tuple(net.student_modules)
+        self._names, self._record = net.branch_names(), net.multi_branch_record()
+        w, h = input_size
+        example = torch.randn(2, 3, h, w)
+        with torch.no_grad():
+            out = net.eval()(example)
+        self.layout = (len(out.shared_heatmaps), [len(hs) for hs in out.branch_stack_heatmaps])
+        batch = torch.export.Dim("batch", min=1, max=4096)
+        ep = torch.export.export(_Flat(net).train(), (example,),
+                                 dynamic_shapes={"x": {0: batch}})
+        self.graph = prepare_qat_pt2e(ep.module(), quantizer(qcfg, self.student_modules))
+        self.register_buffer("observers_frozen", torch.zeros((), dtype=torch.bool))
+        self.train()
+
+    def forward(self, x: torch.Tensor) -> MultiBranchOutput:
+        flat = list(self.graph(x))
+        shared_n, per_branch = self.layout
+        shared, rest = flat[:shared_n], flat[shared_n:]
+        branches = []
+        for n in per_branch:
+            branches.append(rest[:n])
+            rest = rest[n:]
+        ensemble, weights = rest
+        return MultiBranchOutput(shared, branches, [hs[-1] for hs in branches], ensemble,
+                                 weights)
+
+    def train(self, mode: bool = True) -> QatNetwork:
+        from torchao.quantization.pt2e import (
+            disable_observer,
+            enable_observer,
+            move_exported_model_to_eval,
+            move_exported_model_to_train,
+        )
+
+        self.training = mode  # not the graph's own train(): an exported graph refuses it
+        if hasattr(self, "graph"):
+            (move_exported_model_to_train if mode else move_exported_model_to_eval)(self.graph)
+            observe = mode and not bool(self.observers_frozen)
+            self.graph.apply(enable_observer if observe else disable_observer)
+        return self
+
+    def freeze_observers(self) -> None:
+        """Stop moving the ranges (kept frozen across a resume: a buffer)."""
+        self.observers_frozen.fill_(True)
+        self.train(self.training)
+
+    def branch_names(self) -> list[str]:
+        return list(self._names)
+
+    def multi_branch_record(self) -> dict[str, Any]:
+        return dict(self._record)
+
+    def float_state(self) -> dict[str, torch.Tensor]:
+        """The float network's state (weights and batch-norm statistics as fine-tuned), by
+        the float network's own keys."""
+        prefix = _ROOT + "."
+        return {k[len(prefix):]: v for k, v in self.graph.state_dict().items()
+                if k.startswith(prefix)}
+
+    def students(self) -> list[QatStudent]:
+        """Every branch as a converted int8 program (copies; eval). One conversion serves
+        them all: it folds each batch norm into its convolution, a fixed ~30 s whatever the
+        network's size, which a conversion per student would pay again."""
+        from torchao.quantization.pt2e import move_exported_model_to_eval
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+        graph = copy.deepcopy(self.graph)
+        move_exported_model_to_eval(graph)
+        converted = convert_pt2e(graph)
+        shared_n, per_branch = self.layout
+        ends = [shared_n + sum(per_branch[:b + 1]) - 1 for b in range(len(per_branch))]
+        return [QatStudent(_keep_output(copy.deepcopy(converted), i), self.num_joints)
+                for i in ends]
+
+
+def _keep_output(graph: Any, index: int) -> Any:
+    """``graph`` returning only its output ``index`` (as a 1-tuple), the rest removed."""
+    from torch.utils import _pytree
+
+    out = next(n for n in graph.graph.nodes if n.op == "output")
+    out.args = ((out.args[0][index],),)
+    codegen = graph.graph._codegen  # noqa: SLF001 - an exported module's output spec
+    codegen.pytree_info = codegen.pytree_info._replace(out_spec=_pytree.tree_flatten((0,))[1])
+    graph.graph.eliminate_dead_code()
+    graph.delete_all_unused_submodules()
+    graph.recompile()
+    return graph
+
+
+class QatStudent(nn.Module):
+    """A quantization-aware student as PyTorch runs its int8 program (quantize /
+    dequantize around every quantized operator): the reference its INT8 files are checked
+    against. Shape: [B, 3, H, W] -> StudentOutput with one heatmap [B, K, H/s, W/s]."""
+
+    def __init__(self, graph: Any, num_joints: int) -> None:
+        super().__init__()
+        self.graph, self.num_joints = graph, num_joints
+
+    def forward(self, x: torch.Tensor) -> StudentOutput:
+        return StudentOutput([self.graph(x)[0]])
+
+    def train(self, mode: bool = True) -> QatStudent:
+        """A converted program has no training mode (its graph refuses ``train()``)."""
+        self.training = mode
+        return self
+
+
+# ---------------------------------------------------------------------------- trainer
+
+
+class QatTrainer(Trainer):
+    """The trainer on a :class:`QatNetwork` made from ``qat.from_run``'s last checkpoint.
+    Checkpoints, resume and best-student selection are the trainer's; a student's best
+    state is the whole network's at its best epoch (its quantization parameters with it)."""
+
+    def __init__(self, cfg: Any, *args: Any, **kwargs: Any) -> None:
+        if not cfg.qat.from_run:
+            raise ValueError("QatTrainer needs qat.from_run (train --qat-from RUN_DIR)")
+        for module in ("executorch", "onnxscript"):  # checked before the run folder exists
+            if importlib.util.find_spec(module) is None:
+                raise UsageError(f"quantization-aware training needs {module}: "
+                                 "pip install 'okdhp_edge[qat]'")
+        super().__init__(cfg, *args, **kwargs)
+        if self.dist.enabled:
+            raise ValueError("quantization-aware fine-tuning runs in one process")
+        self.freeze_at = int(cfg.qat.freeze_observers * cfg.train.epochs * self.iters_per_epoch)
+
+    def _float_network(self) -> nn.Module:
+        from okdhp_edge.models.registry import create_model, model_kwargs_from_config
+
+        return create_model(self.cfg.model.name,
+                            **model_kwargs_from_config(self.cfg.model, self.spec.num_joints))
+
+    def _create_model(self) -> nn.Module:
+        from okdhp_edge.training.checkpoint import load_checkpoint
+
+        if self.plain:
+            raise ValueError(f"qat.from_run: '{self.cfg.model.name}' is a plain network; "
+                             "quantization-aware online distillation needs a multi-branch run")
+        net = self._float_network()
+        ck = load_checkpoint(Path(self.cfg.qat.from_run) / "last.pt", torch.device("cpu"))
+        net.load_state_dict(ck["model"])
+        log.info("quantization-aware fine-tuning of %s (its last checkpoint: epoch %d)",
+                 self.cfg.qat.from_run, int(ck.get("epoch", 0)))
+        return QatNetwork(net, tuple(self.cfg.data.input_size), self.cfg.qat)
+
+    def _step(self, x: torch.Tensor, t: torch.Tensor, w: torch.Tensor, epoch: int) -> Any:
+        if self.freeze_at <= self.state.iteration and not bool(self.model.observers_frozen):
+            log.info("iteration %d: activation ranges frozen", self.state.iteration)
+            self.model.freeze_observers()
+        return super()._step(x, t, w, epoch)
+
+    def _snapshot(self, head: Head) -> dict[str, torch.Tensor]:
+        return {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+
+    def _selected(self, head: Head, state: dict[str, torch.Tensor]) -> nn.Module:
+        net = self._at(state)
+        flt = self._float_network()
+        flt.load_state_dict(net.float_state())
+        return flt.student(head.branch)
+
+    def _at(self, state: dict[str, torch.Tensor]) -> QatNetwork:
+        net = copy.deepcopy(self.model)
+        net.load_state_dict(state)
+        return net.eval()
+
+    def result(self) -> TrainedRun:
+        """The float students (their fine-tuned weights) and, in ``quantized``, their int8
+        programs, each from the network's state at the student's best epoch."""
+        run = super().result()
+        quantized, by_epoch = {}, {}  # students selected at one epoch share a conversion
+        for h in self.heads:
+            if h.branch is None:
+                continue
+            epoch = self.state.best_epoch.get(h.name, -1) if h.name in self.best_states else -1
+            if epoch not in by_epoch:
+                state = self.best_states[h.name] if epoch != -1 else self._snapshot(h)
+                by_epoch[epoch] = self._at(state).students()
+            quantized[h.name] = by_epoch[epoch][h.branch].eval()
+        return dataclasses.replace(run, quantized=quantized,
+                                   qat={"from_run": str(self.cfg.qat.from_run),
+                                        "recipe": recipe(self.cfg.qat)})
