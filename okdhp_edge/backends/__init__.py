@@ -30,13 +30,22 @@ def unavailable_reason(backend: str) -> Optional[str]:
     return backend_module(backend).unavailable_reason()
 
 
-def format_builder(fmt: str) -> Callable[[Any, Any], dict[str, Any]]:
-    """The function that writes the files of export format ``fmt``."""
+def format_builder(fmt: str, qat: bool = False) -> Callable[[Any, Any], dict[str, Any]]:
+    """The function that writes the files of export format ``fmt``; ``qat``: of a
+    quantization-aware student, whose quantized files come from its int8 program (a
+    module's ``QAT_BUILDERS``; a backend without one makes no such file, and says so)."""
     spec = FORMATS[fmt]
-    builders = backend_module(spec.builder).BUILDERS
-    if fmt not in builders:
+    module = backend_module(spec.builder)
+    if qat and spec.precision == "int8":
+        builders = getattr(module, "QAT_BUILDERS", {})
+        if fmt not in builders:
+            raise BackendUnavailable(getattr(module, "QAT_UNAVAILABLE", (
+                f"{spec.builder} has no INT8 file made from a quantization-aware student's "
+                "program")))
+        return builders[fmt]
+    if fmt not in module.BUILDERS:
         raise ValueError(f"backend {spec.builder} has no builder for export format '{fmt}'")
-    return builders[fmt]
+    return module.BUILDERS[fmt]
 
 
 __all__ = ["BackendUnavailable", "Runner", "backend_module", "format_builder", "make_runner",

@@ -72,6 +72,10 @@ class BuildContext(Protocol):
     def selection_validation(self) -> tuple[list, Callable, Callable]:
         """(items, to_input, metric_fn) on the selection split (NNCF accuracy control)."""
 
+    def qat_program(self) -> Any:
+        """A quantization-aware student's int8 program (``torch.export.ExportedProgram``,
+        sha256-checked): what a backend's ``QAT_BUILDERS`` make its INT8 file from."""
+
     def metadata(self, fmt: Any = None) -> dict[str, str]:
         """The ``okdhp_*`` metadata a model file carries of its student; for a calibrated
         format ``fmt`` also the recipe that makes it (``okdhp_quant_recipe``), which the

@@ -244,3 +244,24 @@ def float_convolutions(graph_module: Any) -> list[str]:
 
 
 BUILDERS = {"executorch_fp32": _build_fp32, "executorch_int8": _build_int8}
+
+
+def _qat_int8(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
+    """A quantization-aware student's ``.pte``: its int8 program (made with XNNPACK's own
+    quantizer) lowered to XNNPACK as it is."""
+    from okdhp_edge.export.qat_program import qat_fields
+
+    reason = missing_package("executorch", "executorch", export=True)
+    if reason:
+        raise BackendUnavailable(reason)
+    program = ctx.qat_program()
+    floats = float_convolutions(program.graph_module)
+    try:
+        lowered = _lower(program, ctx.path(fmt.name))
+    except Exception as exc:  # noqa: BLE001 - any lowering error is this row's reason
+        raise conversion_failed(exc, "ExecuTorch XNNPACK lowering of the QAT program") from None
+    return {"layout": fmt.layout, "delegate": "XNNPACK", "executorch": _version(), **lowered,
+            **qat_fields(ctx.man.qat), "higher_precision_layers": floats}
+
+
+QAT_BUILDERS = {"executorch_int8": _qat_int8}

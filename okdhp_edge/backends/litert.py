@@ -345,4 +345,11 @@ def float_layers(path: Path) -> list[str]:
     return out
 
 
+# why a quantization-aware student has no LiteRT INT8 file (litert-torch 0.10.0, measured)
+QAT_UNAVAILABLE = ("litert-torch's converter refuses a quantization-aware student's int8 "
+                   "program: its per-channel weight dequantization ('stablehlo."
+                   "uniform_dequantize' takes per-tensor operands only); LiteRT converts "
+                   "programs made with its own PT2E quantizer")
+
+
 BUILDERS = {"litert_fp32": _build_fp32, "litert_fp16": _build_fp16, "litert_int8": _build_int8}

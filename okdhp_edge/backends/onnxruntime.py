@@ -143,6 +143,22 @@ BUILDERS = {"onnx": _build_onnx, "onnx_dynamic": _build_onnx, "onnx_fp16": _buil
             "onnx_int8": _build_int8, "onnx_int8_s8": _build_int8}
 
 
+def _qat_int8(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
+    """A quantization-aware student's QDQ ONNX: its int8 program exported as it is (the
+    program's scales and zero points; TensorRT's file only where they are symmetric)."""
+    from okdhp_edge.export.qat_program import program_onnx, qat_fields, symmetric_activations
+
+    if fmt.runs_on == "tensorrt" and not symmetric_activations(ctx.man.qat):
+        raise BackendUnavailable("TensorRT's explicit quantization reads zero points of 0; "
+                                 "this student's activations are asymmetric (fine-tune with "
+                                 "qat.activations=symmetric for TensorRT)")
+    program_onnx(ctx.qat_program(), ctx.path(fmt.name), ctx.metadata(fmt))
+    return qat_fields(ctx.man.qat)
+
+
+QAT_BUILDERS = {"onnx_int8": _qat_int8, "onnx_int8_s8": _qat_int8}
+
+
 # ------------------------------------------------------------------------ INT8 quantizer
 
 

@@ -173,6 +173,22 @@ def _build_int8(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
             "calibration": calib, "recipe": ctx.recipe.as_dict()}
 
 
+def _qat_int8(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
+    """A quantization-aware student's IR: its int8 program's QDQ ONNX converted (OpenVINO
+    turns each Q/DQ pair into a FakeQuantize and runs the int8 kernels between them)."""
+    import openvino as ov
+
+    from okdhp_edge.export.qat_program import program_onnx, qat_fields
+
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path = program_onnx(ctx.qat_program(), Path(tmp) / "qat.onnx", ctx.metadata(fmt))
+        save_ir(ov.convert_model(str(onnx_path)), ctx.path(fmt.name))
+    return qat_fields(ctx.man.qat)
+
+
+QAT_BUILDERS = {"openvino_int8": _qat_int8}
+
+
 def file_metadata(path: Path) -> dict[str, str]:
     """The ``okdhp_*`` metadata an IR carries (its ``framework`` rt_info)."""
     import openvino as ov

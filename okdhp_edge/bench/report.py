@@ -172,11 +172,17 @@ def _quantization_lines(rows: list[BenchRow]) -> list[str]:
     quant = [r for r in rows if r.quantization]
     if not quant:
         return []
-    out = ["", "INT8 files (post-training quantization, calibrated on the training split; "
-           "layers listed stayed in floating point):", ""]
+    out = ["", "INT8 files (post-training quantization, calibrated on the training split, "
+           "unless made from a quantization-aware student's program; layers listed stayed in "
+           "floating point):", ""]
     for r in quant:
         q = r.quantization
         rec, cal = q.get("recipe", {}), q.get("calibration", {})
+        if "calibration" not in q and rec.get("quantizer"):  # a quantization-aware student
+            out.append(f"- {r.label}: quantization-aware ({rec['quantizer']}, "
+                       f"{rec.get('activations')} activations, KD "
+                       f"{'on' if rec.get('kd') else 'off'}, {rec.get('epochs')} epochs)")
+            continue
         layers = q.get("higher_precision_layers") or []
         ac = (f", accuracy control max drop {rec['max_drop']} on the selection split"
               if rec.get("max_drop") is not None else "")

@@ -105,8 +105,8 @@ def parity_inputs(man: StudentManifest, n_random: int = 4, n_real: int = 8
     return out
 
 
-def _cached(old: dict[str, FormatRecord], fmt: str, out_dir: Path, recipe: QuantRecipe
-            ) -> Optional[FormatRecord]:
+def _cached(old: dict[str, FormatRecord], fmt: str, out_dir: Path, recipe: QuantRecipe,
+            man: StudentManifest) -> Optional[FormatRecord]:
     """An earlier export of ``fmt`` that can be trusted (None otherwise): every file still
     hashes as recorded and, for a quantized file, it was made with this recipe (the fields
     its backend's quantizer reads). The recipe is the one the file itself carries in its
@@ -136,6 +136,8 @@ def _cached(old: dict[str, FormatRecord], fmt: str, out_dir: Path, recipe: Quant
             log.warning("%s: export.yaml's recipe differs from the file's own; the file's "
                         "counts", out_dir / spec.model_file)
             entry = dataclasses.replace(entry, recipe=made)
+        if man.qat is not None:  # its int8 files are made from its program, not a recipe
+            return entry if entry.recipe == man.qat.recipe else None
         if not recipe.same_as(entry.recipe, spec.runs_on):
             return None
     return entry
@@ -159,10 +161,12 @@ class _Context:
     :class:`okdhp_edge.backends.base.BuildContext` the backends' builders receive)."""
 
     def __init__(self, model: Any, man: StudentManifest, out_dir: Path,
-                 recipe: QuantRecipe) -> None:
+                 recipe: QuantRecipe, student_dir: Path) -> None:
         self.model, self.man, self.out_dir, self.recipe = model, man, out_dir, recipe
+        self.student_dir = student_dir
         self._inputs: Optional[dict[str, np.ndarray]] = None
         self._ref: Optional[dict[str, np.ndarray]] = None
+        self._qat_ref: Optional[dict[str, np.ndarray]] = None
         self._calib: Optional[tuple[np.ndarray, dict[str, Any]]] = None
 
     @property
@@ -183,6 +187,27 @@ class _Context:
                              for k, v in self._inputs.items()}
         return self._inputs, self._ref
 
+    def qat_reference(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Parity inputs and the heatmaps of the student's int8 program on them (what its
+        INT8 files are checked against: the fake-quantized model as PyTorch runs it)."""
+        inputs, _ = self.reference()
+        if self._qat_ref is None:
+            from okdhp_edge.export.qat_program import run_program
+
+            program = self.qat_program()
+            self._qat_ref = {k: run_program(program, v) for k, v in inputs.items()}
+        return inputs, self._qat_ref
+
+    def qat_program(self) -> Any:
+        """A quantization-aware student's int8 program, freshly loaded (a lowering may
+        change the program it is given), its sha256 checked against the manifest."""
+        from okdhp_edge.export.qat_program import load_program
+        from okdhp_edge.manifest import path_inside
+
+        ref = self.man.qat.program
+        where = self.student_dir / "student.yaml"
+        return load_program(path_inside(self.student_dir, ref.file, where), ref.sha256)
+
     def calibration(self) -> tuple[np.ndarray, dict[str, Any]]:
         if self._calib is None:
             from okdhp_edge.export.quantize import calibration_set
@@ -196,7 +221,8 @@ class _Context:
     def metadata(self, fmt: Optional[ExportFormat] = None) -> dict[str, str]:
         meta = model_file_metadata(self.man)
         if fmt is not None and fmt.calibrated:
-            meta[RECIPE_KEY] = json.dumps(self.recipe.as_dict(), sort_keys=True)
+            made = self.man.qat.recipe if self.man.qat is not None else self.recipe.as_dict()
+            meta[RECIPE_KEY] = json.dumps(made, sort_keys=True)
         return meta
 
 
@@ -216,12 +242,12 @@ def export_student(student_yaml: Path, out_dir: Optional[Path] = None,
         remove_stale_temporaries(folder)  # a killed export's torn files
     old = {} if force else _previous(out_dir / "export.yaml", man)
     done = dict(old)
-    ctx = _Context(model.eval(), man, out_dir, recipe)
+    ctx = _Context(model.eval(), man, out_dir, recipe, student_yaml.parent)
     wanted = []
     for f in formats:
         wanted += [g for g in format_chain(f) if g not in wanted]
     for fmt in wanted:
-        kept = _cached(old, fmt, out_dir, recipe)
+        kept = _cached(old, fmt, out_dir, recipe, man)
         if kept is not None:
             done[fmt] = kept
             continue
@@ -273,7 +299,7 @@ def _export_one(fmt: str, ctx: _Context, done: dict[str, FormatRecord]) -> Forma
         reason = f"needs {src}: {done[src].reason if src in done else 'not built'}"
     if reason is None:
         try:
-            entry.update(format_builder(fmt)(ctx, spec))
+            entry.update(format_builder(fmt, qat=ctx.man.qat is not None)(ctx, spec))
         except BackendUnavailable as exc:
             reason = str(exc)
         except OkdhpError:
@@ -296,9 +322,11 @@ def _export_one(fmt: str, ctx: _Context, done: dict[str, FormatRecord]) -> Forma
 
 
 def _check_parity(fmt: str, ctx: _Context) -> dict[str, Any]:
-    """The file run by the backend it is made for, against the student in PyTorch fp32."""
+    """The file run by the backend it is made for, against the student in PyTorch fp32 (a
+    quantization-aware student's INT8 file: against its int8 program in PyTorch)."""
     spec = FORMATS[fmt]
-    inputs, ref = ctx.reference()
+    qat = ctx.man.qat is not None and spec.precision == "int8"
+    inputs, ref = ctx.qat_reference() if qat else ctx.reference()
     stride = ctx.man.preprocessing.heatmap_stride
     # the file carries its precision; the runner is asked for fp32 (int8: the quantized file)
     device = TARGETS[(spec.runs_on, "fp32")].device

@@ -68,6 +68,8 @@ def program_onnx(program: Any, path: Path, metadata: dict[str, str]) -> Path:
     def write(tmp: Path) -> None:
         onx = torch.onnx.export(program, dynamo=True, opset_version=QAT_OPSET, verbose=False)
         model = onx.model_proto
+        for node in model.graph.node:  # the exporter's per-node stack traces: 10x the weights
+            del node.metadata_props[:]
         for key, value in metadata.items():
             entry = model.metadata_props.add()
             entry.key, entry.value = key, value
@@ -76,3 +78,15 @@ def program_onnx(program: Any, path: Path, metadata: dict[str, str]) -> Path:
 
     atomic_write(Path(path), write)
     return Path(path)
+
+
+def qat_fields(qat: Any) -> dict[str, Any]:
+    """What the format record of a quantization-aware student's INT8 file says of how it
+    was quantized (``qat``: its manifest's :class:`okdhp_edge.records.QatRecord`)."""
+    return {"recipe": dict(qat.recipe), "quantizer": qat.recipe.get("quantizer"),
+            "activations": qat.recipe.get("activations")}
+
+
+def symmetric_activations(qat: Any) -> bool:
+    """Whether every activation zero point of the program is 0 (TensorRT reads no other)."""
+    return "symmetric" in str(qat.recipe.get("activations", "")).replace("asymmetric", "")
