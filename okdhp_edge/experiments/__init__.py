@@ -131,6 +131,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                     help="runs trained in parallel (each with train.threads from the spec)")
     ab.add_argument("--out", type=Path, default=Path("bench/reports/ablation_synthetic.md"))
     ab.add_argument("overrides", nargs="*")
+    from okdhp_edge.experiments.qat import add_parser, qat_ablation
+
+    add_parser(sub)
     rd = sub.add_parser("render", help="re-render published ablation reports from their JSON")
     rd.add_argument("reports", nargs="+", type=Path, metavar="REPORT_JSON")
     args = p.parse_args(argv)
@@ -139,6 +142,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         for path in args.reports:
             print(f"report: {render(path)}")
         return 0
+    if args.cmd == "qat":
+        return qat_ablation(args)
     return ablation(args)
 
 

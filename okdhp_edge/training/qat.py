@@ -20,6 +20,7 @@ import copy
 import dataclasses
 import importlib.util
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -227,13 +228,21 @@ class QatNetwork(nn.Module):
         from torchao.quantization.pt2e import move_exported_model_to_eval
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
-        graph = copy.deepcopy(self.graph)
+        graph = _copy(self.graph)
         move_exported_model_to_eval(graph)
         converted = convert_pt2e(graph)
         shared_n, per_branch = self.layout
         ends = [shared_n + sum(per_branch[:b + 1]) - 1 for b in range(len(per_branch))]
-        return [QatStudent(_keep_output(copy.deepcopy(converted), i), self.num_joints)
+        return [QatStudent(_keep_output(_copy(converted), i), self.num_joints)
                 for i in ends]
+
+
+def _copy(module: Any) -> Any:
+    """A deep copy of an exported graph (without torch's pytree deprecation notes, one per
+    output spec)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return copy.deepcopy(module)
 
 
 def _keep_output(graph: Any, index: int) -> Any:
@@ -323,7 +332,7 @@ class QatTrainer(Trainer):
         return flt.student(head.branch)
 
     def _at(self, state: dict[str, torch.Tensor]) -> QatNetwork:
-        net = copy.deepcopy(self.model)
+        net = _copy(self.model)
         net.load_state_dict(state)
         return net.eval()
 

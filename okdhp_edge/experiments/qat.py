@@ -1,0 +1,235 @@
+"""The ``qat`` ablation: post-training quantization against quantization-aware fine-tuning
+on the labels alone and with online distillation, from one trained OKDHP run.
+
+Arms (every one an INT8 file per student and backend, scored against the float student's
+own fp32 file on the same backend, per image, so every difference has a paired interval):
+
+- ``ptq``: the float zoo's students quantized by the bench's default recipe;
+- ``qat_labels``: ``train --qat-from RUN qat.kd=false``: fine-tuned fake-quantized on the
+  labels (the OKDHP loss without its KL terms);
+- ``qat_kd``: the same fine-tuning, the same iterations, with the KL terms towards the FAU
+  ensemble (float) as in training.
+
+Verdicts are read on the selection split (the split a choice may be made on); the report
+split is scored too. Resumable: each QAT run is its own folder (``--resume``d after a kill),
+each score is kept in ``scores.json`` as it is made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+from okdhp_edge.utils.cli import UsageError
+from okdhp_edge.utils.io import atomic_write_json, atomic_write_text
+
+log = logging.getLogger("okdhp_edge.experiments")
+
+QAT_ARMS = {"qat_labels": "qat.kd=false", "qat_kd": "qat.kd=true"}
+SPLITS = ("select", "report")
+
+
+def add_parser(sub: Any) -> None:
+    """The ``qat`` sub-command's options."""
+    from okdhp_edge.utils.cli import count
+
+    q = sub.add_parser("qat", help="PTQ vs QAT on labels vs QAT with online distillation")
+    q.add_argument("--from", dest="run", type=Path, required=True, metavar="RUN_DIR",
+                   help="the trained OKDHP run (its last checkpoint is fine-tuned)")
+    q.add_argument("--zoo", type=Path, required=True, help="that run's zoo (the PTQ arm and "
+                   "the float baselines)")
+    q.add_argument("--seeds", type=count(0), nargs="+", default=[0, 1])
+    q.add_argument("--backends", default="onnxruntime,openvino")
+    q.add_argument("--work-dir", type=Path, default=Path("runs/qat_ablation"))
+    q.add_argument("--out", type=Path, default=Path("bench/reports/qat_ablation.md"))
+    q.add_argument("overrides", nargs="*", help="qat.key=value for both QAT arms "
+                   "(qat.epochs, qat.lr, ...)")
+
+
+def qat_ablation(args: argparse.Namespace) -> int:
+    """Train every QAT run, score every arm, write the report (JSON beside it)."""
+    if not (args.run / "last.pt").is_file():
+        raise UsageError(f"--from {args.run}: no last.pt there (a trained run's folder)")
+    if not (args.zoo / "zoo.yaml").is_file():
+        raise UsageError(f"--zoo {args.zoo}: no zoo.yaml there")
+    bad = [o for o in args.overrides if not o.startswith("qat.") or o.startswith("qat.kd")]
+    if bad:
+        raise UsageError(f"'{bad[0]}': the arms differ only in qat.kd; give other qat.* keys")
+    zoos = {(arm, seed): train_arm(args, arm, seed) for seed in args.seeds for arm in QAT_ARMS}
+    scores = Scores(args.work_dir / "scores.json")
+    for backend in args.backends.split(","):
+        score_all(args, backend, zoos, scores)
+    data = {"run": str(args.run), "zoo": str(args.zoo), "seeds": list(args.seeds),
+            "overrides": list(args.overrides), "backends": args.backends.split(","),
+            "zoos": {f"{a}-s{s}": str(z) for (a, s), z in zoos.items()},
+            "scores": scores.data}
+    atomic_write_json(args.out.with_suffix(".json"), data)
+    atomic_write_text(args.out, render(data))
+    print(f"report: {args.out}")
+    return 0
+
+
+def train_arm(args: argparse.Namespace, arm: str, seed: int) -> Path:
+    """The zoo of one QAT run, trained (or resumed) in a process of its own."""
+    out = args.work_dir / f"{arm}-s{seed}"
+    zoo_root = out / "zoo"
+    done = sorted(zoo_root.glob("*/zoo.yaml")) if zoo_root.is_dir() else []
+    if done:
+        return done[0].parent
+    runs = sorted(p.parent for p in out.glob("*/last.pt"))
+    cmd = [sys.executable, "-m", "okdhp_edge.train"]
+    if runs:
+        cmd += ["--resume", str(runs[0])]
+    else:
+        cmd += ["--qat-from", str(args.run), QAT_ARMS[arm], f"train.seed={seed}",
+                f"train.out_dir={out}", f"zoo.root={zoo_root}", *args.overrides]
+    log.info("%s seed %d: %s", arm, seed, " ".join(cmd))
+    subprocess.run(cmd, check=True)
+    done = sorted(zoo_root.glob("*/zoo.yaml"))
+    if not done:
+        raise RuntimeError(f"{' '.join(cmd)} wrote no zoo under {zoo_root}")
+    return done[0].parent
+
+
+class Scores:
+    """Scores kept on disk as they are made: key -> {value, units, bootstrap}."""
+
+    def __init__(self, path: Path) -> None:
+        import json
+
+        self.path = path
+        self.data: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+
+    def get(self, key: str, make: Any, *args: Any) -> dict[str, Any]:
+        """The score under ``key``, made by ``make(*args)`` (and kept) when missing."""
+        if key not in self.data:
+            self.data[key] = make(*args)
+            atomic_write_json(self.path, self.data)
+        return self.data[key]
+
+
+def score_all(args: argparse.Namespace, backend: str, zoos: dict[tuple[str, int], Path],
+              scores: Scores) -> None:
+    """Every arm's INT8 file and the float fp32 file of every student, on both splits."""
+    from okdhp_edge.manifest import zoo_students
+
+    for d, man in zoo_students(args.zoo):
+        ptq = args.work_dir / "ptq"
+        for split in SPLITS:
+            key = f"{backend}/{split}"
+            scores.get(f"{key}/fp32/{man.name}", _score, d, backend, "fp32", split, ptq)
+            scores.get(f"{key}/ptq/{man.name}", _score, d, backend, "int8", split, ptq)
+            for (arm, seed), zoo in zoos.items():
+                scores.get(f"{key}/{arm}-s{seed}/{man.name}", _score, zoo / man.name,
+                           backend, "int8", split, None)
+
+
+def _score(d: Path, backend: str, precision: str, split: str,
+           folder: Optional[Path]) -> dict[str, Any]:
+    """One file's accuracy on ``split`` with its per-image results (built if needed)."""
+    from okdhp_edge.bench.run import report_accuracy
+    from okdhp_edge.evaluation.datasets import report_dataset, training_split
+    from okdhp_edge.export.exporter import export_student
+    from okdhp_edge.manifest import load_student_manifest
+    from okdhp_edge.runtime import make_runner
+    from okdhp_edge.schema import to_dict
+    from okdhp_edge.targets import get_target
+
+    man = load_student_manifest(d / "student.yaml")
+    fmt = get_target(backend, precision).export
+    out = folder / man.name if folder else None
+    entry = export_student(d / "student.yaml", out, formats=(fmt,)).formats[fmt]
+    if not entry.available:
+        return {"value": None, "reason": entry.reason}
+    path = (out or d / "export") / entry.file
+    dataset = training_split(man, "select") if split == "select" else report_dataset(man)
+    runner = make_runner(backend, precision, threads=1)
+    try:
+        runner.load(str(path))
+        acc = report_accuracy(man, runner, dataset=dataset)
+    finally:
+        runner.close()
+    boot = acc.get("bootstrap")
+    return {"value": acc["value"], "units": acc.get("units"),
+            "bootstrap": None if boot is None else to_dict(boot),
+            "parity": bool(entry.parity.get("passed"))}
+
+
+# ---------------------------------------------------------------------------- report
+
+
+def _delta(a: dict[str, Any], b: dict[str, Any]) -> Optional[tuple[float, Any]]:
+    """a - b with its paired 95% interval (None where either is missing)."""
+    from okdhp_edge.evaluation.uncertainty import paired_delta
+    from okdhp_edge.records import Bootstrap
+
+    if a.get("value") is None or b.get("value") is None:
+        return None
+    boot = a.get("bootstrap")
+    ci = paired_delta(a.get("units"), b.get("units"), boot and Bootstrap(**boot))
+    return a["value"] - b["value"], None if ci is None else (ci.low, ci.high)
+
+
+def _seed_mean_delta(plus: list[dict[str, Any]], minus: list[dict[str, Any]]
+                     ) -> Optional[tuple[float, Any]]:
+    """The mean over seeds of plus - minus, with the interval that resamples images
+    within each seed (paired)."""
+    from okdhp_edge.evaluation.uncertainty import UnitResults, paired_mean_interval
+    from okdhp_edge.records import Bootstrap
+
+    if not plus or any(x.get("units") is None for x in plus + minus):
+        return None
+    boot = Bootstrap(**plus[0]["bootstrap"])
+    groups = [([UnitResults.decode(p["units"])], [UnitResults.decode(m["units"])])
+              for p, m in zip(plus, minus)]
+    ci = paired_mean_interval(groups, boot.n_resamples, boot.seed, boot.confidence)
+    mean = sum(p["value"] - m["value"] for p, m in zip(plus, minus)) / len(plus)
+    return mean, (ci.low, ci.high)
+
+
+def _cell(d: Optional[tuple[float, Any]]) -> str:
+    if d is None:
+        return "-"
+    value, ci = d
+    return f"{value:+.4f}" + (f" [{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else "")
+
+
+def render(data: dict[str, Any]) -> str:
+    """The report: per backend and split, each arm's INT8 minus the float fp32 file, and
+    QAT with distillation minus QAT on labels, per seed, with paired 95% intervals."""
+    s, seeds = data["scores"], data["seeds"]
+    students = sorted({k.split("/")[-1] for k in s})
+    lines = ["# INT8: post-training quantization vs quantization-aware fine-tuning", "",
+             f"Float run `{data['run']}`, its zoo `{data['zoo']}`; QAT overrides: "
+             f"{' '.join(data['overrides']) or 'none'}; seeds {seeds}.", "",
+             "Each cell: INT8 AP minus the float student's fp32 AP on the same backend, with "
+             "its paired 95% bootstrap interval over the split's images. Verdicts are read "
+             "on the selection split.", ""]
+    for backend in data["backends"]:
+        for split in SPLITS:
+            head = ["student", "fp32", "ptq"] + [f"{a} s{x}" for a in QAT_ARMS for x in seeds] \
+                + [f"kd - labels s{x}" for x in seeds] + ["kd - labels, seed mean"]
+            lines += [f"## {backend}, {split} split", "", "| " + " | ".join(head) + " |",
+                      "|" + "---|" * len(head)]
+            for st in students:
+                lines.append("| " + " | ".join(_row(s, backend, split, st, seeds)) + " |")
+            lines.append("")
+    return "\n".join(lines)
+
+
+def _row(s: dict[str, Any], backend: str, split: str, st: str, seeds: list[int]) -> list[str]:
+    key = f"{backend}/{split}"
+    base = s.get(f"{key}/fp32/{st}", {})
+    cells = [st, f"{base['value']:.4f}" if base.get("value") is not None else "-",
+             _cell(_delta(s.get(f"{key}/ptq/{st}", {}), base))]
+    cells += [_cell(_delta(s.get(f"{key}/{a}-s{x}/{st}", {}), base))
+              for a in QAT_ARMS for x in seeds]
+    kd = [s.get(f"{key}/qat_kd-s{x}/{st}", {}) for x in seeds]
+    labels = [s.get(f"{key}/qat_labels-s{x}/{st}", {}) for x in seeds]
+    cells += [_cell(_delta(a, b)) for a, b in zip(kd, labels)]
+    complete = all(x.get("value") is not None for x in kd + labels)
+    return cells + [_cell(_seed_mean_delta(kd, labels) if complete else None)]

@@ -1,0 +1,146 @@
+"""Quantization-aware online distillation: a tiny OKDHP run fine-tuned fake-quantized, its
+zoo of int8 programs, their INT8 files on ONNX Runtime and OpenVINO, resume mid-run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import okdhp
+
+pytest.importorskip("executorch", reason="quantization-aware training needs okdhp_edge[qat]")
+pytest.importorskip("onnxscript", reason="the QDQ ONNX of a QAT program needs okdhp_edge[qat]")
+
+QAT = ["qat.epochs=1", "train.max_iters_per_epoch=3", "train.threads=1"]
+
+
+def _float_run(tiny_zoo: Path) -> Path:
+    import yaml
+
+    return Path(yaml.safe_load((tiny_zoo / "zoo.yaml").read_text())["run"])
+
+
+@pytest.fixture(scope="module")
+def qat_zoo(tiny_zoo, tmp_path_factory) -> Path:
+    """A QAT zoo of the tiny run, fine-tuned 3 iterations with KD, written by the command."""
+    tmp = tmp_path_factory.mktemp("qat")
+    res = okdhp("train", "--qat-from", _float_run(tiny_zoo), *QAT,
+                f"train.out_dir={tmp}/runs", f"zoo.root={tmp}/zoo")
+    assert res.returncode == 0, res.stderr[-3000:]
+    zoo = Path(next(line for line in res.stdout.splitlines() if line.startswith("zoo: "))[5:])
+    assert zoo.name == f"{_float_run(tiny_zoo).name}-qat"
+    return zoo
+
+
+def test_qat_zoo_records_its_recipe_and_program(qat_zoo, tiny_zoo):
+    from okdhp_edge.manifest import zoo_students
+    from okdhp_edge.students import load_student
+    from okdhp_edge.utils.io import sha256_file
+
+    students = list(zoo_students(qat_zoo))
+    assert [m.name for _, m in students] == [m.name for _, m in zoo_students(tiny_zoo)]
+    for d, man in students:
+        q = man.qat
+        assert q.from_run == str(_float_run(tiny_zoo))
+        assert q.recipe["quantizer"] == "xnnpack-pt2e-qat" and q.recipe["kd"] is True
+        assert q.recipe["activations"] == "int8 asymmetric per tensor"
+        assert sha256_file(d / q.program.file) == q.program.sha256
+        assert q.accuracy is not None
+        assert man.provenance.run.endswith("-qat") and man.provenance.distillation["distill"]
+        model, again = load_student(d / "student.yaml")  # the float weights, bound fields
+        assert again.qat == q and not model.training
+
+
+def test_edited_qat_record_is_refused(qat_zoo, tmp_path):
+    import shutil
+
+    from okdhp_edge.errors import ManifestError
+    from okdhp_edge.students import load_student
+
+    d = tmp_path / "hg2"
+    shutil.copytree(qat_zoo / "hg2", d)
+    text = (d / "student.yaml").read_text().replace("kd: true", "kd: false")
+    (d / "student.yaml").write_text(text)
+    with pytest.raises(ManifestError, match="'qat' differs"):
+        load_student(d / "student.yaml")
+
+
+def test_int8_files_run_the_program_on_onnxruntime_and_openvino(qat_zoo):
+    from okdhp_edge.export.exporter import export_student
+    from okdhp_edge.export.qat_program import load_program, run_program
+    from okdhp_edge.manifest import load_student_manifest
+    from okdhp_edge.runtime import make_runner
+    from okdhp_edge.targets import TOLERANCE
+
+    d = qat_zoo / "hg3"
+    man = load_student_manifest(d / "student.yaml")
+    rec = export_student(d / "student.yaml", formats=("onnx_int8", "openvino_int8"))
+    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    ref = run_program(load_program(d / man.qat.program.file, man.qat.program.sha256), x)
+    for fmt, backend in (("onnx_int8", "onnxruntime"), ("openvino_int8", "openvino")):
+        entry = rec.formats[fmt]
+        assert entry.available and entry.parity["passed"], entry
+        assert entry.recipe == man.qat.recipe and entry.quantizer == "xnnpack-pt2e-qat"
+        assert entry.calibration is None  # made from the program, not calibrated here
+        with make_runner(backend, "int8") as runner:
+            runner.load(str(d / "export" / entry.file))
+            out = np.concatenate([runner.run(x[i:i + 1]) for i in range(len(x))])
+        assert np.abs(out - ref).max() <= TOLERANCE["int8"][0]
+    again = export_student(d / "student.yaml", formats=("onnx_int8",))  # cached: same file
+    assert again.formats["onnx_int8"].sha256 == rec.formats["onnx_int8"].sha256
+
+
+def test_fau_and_ensemble_stay_float(tiny_zoo):
+    from okdhp_edge.config import load_config
+    from okdhp_edge.models.registry import create_model, model_kwargs_from_config
+    from okdhp_edge.training.qat import QatNetwork, _module_path
+
+    cfg = load_config(base=_float_run(tiny_zoo) / "config.yaml")
+    net = create_model(cfg.model.name, **model_kwargs_from_config(cfg.model, 17))
+    qnet = QatNetwork(net, (32, 32), cfg.qat)
+    fq = [n for n in qnet.graph.graph.nodes if n.op == "call_module"
+          and "activation_post_process" in str(n.target)]
+    assert fq
+    for node in fq:
+        users = [u for u in node.users]
+        assert not any(_module_path(u).startswith("net.fau") for u in users), node
+    assert set(qnet.float_state()) == set(net.state_dict())
+    out = qnet.eval()(torch.zeros(2, 3, 32, 32))
+    assert len(out.branch_heatmaps) == 2 and out.weights.shape == (2, 2, 17)
+
+
+def test_qat_resumes_mid_run(tiny_zoo, tmp_path):
+    from okdhp_edge.config import load_config
+    from okdhp_edge.training.qat import QatTrainer, qat_run_config
+
+    run = _float_run(tiny_zoo)
+    cfg = qat_run_config(load_config(overrides=[
+        f"qat.from_run={run}", "qat.epochs=2", "train.max_iters_per_epoch=2",
+        "train.threads=1", "qat.freeze_observers=0.25", f"train.out_dir={tmp_path}"],
+        base=run / "config.yaml"))
+    first = QatTrainer(cfg)
+    try:
+        first._epoch()  # epoch 1 of 2: the ranges freeze at its second iteration
+        state = {k: v.clone() for k, v in first.model.state_dict().items()}
+    finally:
+        first.close()
+    assert bool(state["observers_frozen"])
+    second = QatTrainer(cfg, run_dir=first.run_dir, resume=True)
+    try:
+        assert second.state.epoch == 1 and second.state.iteration == 2
+        now = second.model.state_dict()
+        assert all(torch.equal(now[k], v) for k, v in state.items())
+        second._epoch()
+        assert second.state.epoch == 2
+    finally:
+        second.close()
+
+
+def test_qat_from_needs_a_trained_run(tmp_path):
+    res = okdhp("train", "--qat-from", tmp_path)
+    assert res.returncode == 2 and "no config.yaml there" in res.stderr
+    res = okdhp("train", "--qat-from", tmp_path, "--resume", tmp_path)
+    assert res.returncode == 2 and "give one of them" in res.stderr
