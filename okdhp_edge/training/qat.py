@@ -8,7 +8,9 @@ loss (``qat.kd``; off: the same fine-tuning on the labels alone).
 
 The whole multi-branch network is exported once (``torch.export``) and prepared; the
 quantizer's annotations are kept only on the nodes of the submodules students are made of
-(``student_modules``), so the FAU, its projection and the ensemble's weighted sum are float.
+(``student_modules``), so the FAU, its projection and the ensemble's weighted sum compute in
+float, on the students' tensors as the students deploy them (the shared features and the
+branch heatmaps are quantized where a student's operator makes them).
 A student is the converted graph cut down to its branch's output (the shared trunk's
 quantization parameters are the same in every student): the program its INT8 files are
 made from (:mod:`okdhp_edge.export.qat_program`).

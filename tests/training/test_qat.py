@@ -94,6 +94,8 @@ def test_int8_files_run_the_program_on_onnxruntime_and_openvino(qat_zoo):
 
 
 def test_fau_and_ensemble_stay_float(tiny_zoo):
+    """The FAU and the ensemble's weighted sum compute in float (on the students' tensors,
+    which are quantized as the students deploy them)."""
     from okdhp_edge.config import load_config
     from okdhp_edge.models.registry import create_model, model_kwargs_from_config
     from okdhp_edge.training.qat import QatNetwork, _module_path
@@ -104,9 +106,11 @@ def test_fau_and_ensemble_stay_float(tiny_zoo):
     fq = [n for n in qnet.graph.graph.nodes if n.op == "call_module"
           and "activation_post_process" in str(n.target)]
     assert fq
-    for node in fq:
-        users = [u for u in node.users]
-        assert not any(_module_path(u).startswith("net.fau") for u in users), node
+    students = tuple(f"net.{m}." for m in net.student_modules)
+    for node in fq:  # every quantized value is made by a student's operator (or is an input)
+        made_by = node.args[0]
+        if made_by.op == "call_function":
+            assert (_module_path(made_by) + ".").startswith(students), (node, made_by)
     assert set(qnet.float_state()) == set(net.state_dict())
     out = qnet.eval()(torch.zeros(2, 3, 32, 32))
     assert len(out.branch_heatmaps) == 2 and out.weights.shape == (2, 2, 17)
