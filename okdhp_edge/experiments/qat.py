@@ -44,6 +44,8 @@ def add_parser(sub: Any) -> None:
                    "the float baselines)")
     q.add_argument("--seeds", type=count(0), nargs="+", default=[0, 1])
     q.add_argument("--backends", default="onnxruntime,openvino")
+    q.add_argument("--calib-images", type=count(1), default=300,
+                   help="calibration crops of the PTQ arm (the bench's default recipe)")
     q.add_argument("--work-dir", type=Path, default=Path("runs/qat_ablation"))
     q.add_argument("--out", type=Path, default=Path("bench/reports/qat_ablation.md"))
     q.add_argument("overrides", nargs="*", help="qat.key=value for both QAT arms "
@@ -115,22 +117,26 @@ class Scores:
 def score_all(args: argparse.Namespace, backend: str, zoos: dict[tuple[str, int], Path],
               scores: Scores) -> None:
     """Every arm's INT8 file and the float fp32 file of every student, on both splits."""
+    from okdhp_edge.export.quantize import QuantRecipe
     from okdhp_edge.manifest import zoo_students
 
     for d, man in zoo_students(args.zoo):
         ptq = args.work_dir / "ptq"
+        recipe = QuantRecipe(num_images=args.calib_images)
         for split in SPLITS:
             key = f"{backend}/{split}"
             scores.get(f"{key}/fp32/{man.name}", _score, d, backend, "fp32", split, ptq)
-            scores.get(f"{key}/ptq/{man.name}", _score, d, backend, "int8", split, ptq)
+            scores.get(f"{key}/ptq/{man.name}", _score, d, backend, "int8", split, ptq,
+                       recipe)
             for (arm, seed), zoo in zoos.items():
                 scores.get(f"{key}/{arm}-s{seed}/{man.name}", _score, zoo / man.name,
                            backend, "int8", split, None)
 
 
-def _score(d: Path, backend: str, precision: str, split: str,
-           folder: Optional[Path]) -> dict[str, Any]:
-    """One file's accuracy on ``split`` with its per-image results (built if needed)."""
+def _score(d: Path, backend: str, precision: str, split: str, folder: Optional[Path],
+           recipe: Any = None) -> dict[str, Any]:
+    """One file's accuracy on ``split`` with its per-image results (built if needed, with
+    ``recipe`` where it is post-training quantized)."""
     from okdhp_edge.bench.run import report_accuracy
     from okdhp_edge.evaluation.datasets import report_dataset, training_split
     from okdhp_edge.export.exporter import export_student
@@ -142,7 +148,7 @@ def _score(d: Path, backend: str, precision: str, split: str,
     man = load_student_manifest(d / "student.yaml")
     fmt = get_target(backend, precision).export
     out = folder / man.name if folder else None
-    entry = export_student(d / "student.yaml", out, formats=(fmt,)).formats[fmt]
+    entry = export_student(d / "student.yaml", out, formats=(fmt,), recipe=recipe).formats[fmt]
     if not entry.available:
         return {"value": None, "reason": entry.reason}
     path = (out or d / "export") / entry.file

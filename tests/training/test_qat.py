@@ -148,3 +148,30 @@ def test_qat_from_needs_a_trained_run(tmp_path):
     assert res.returncode == 2 and "no config.yaml there" in res.stderr
     res = okdhp("train", "--qat-from", tmp_path, "--resume", tmp_path)
     assert res.returncode == 2 and "give one of them" in res.stderr
+
+
+def test_ablation_scores_and_reports_every_arm(qat_zoo, tiny_zoo, tmp_path):
+    """The ``experiments qat`` scoring and report on real files (here, beside the QAT zoo
+    it reads: one QAT run per file is what a test can afford)."""
+    import argparse
+    import json
+
+    from okdhp_edge.experiments.qat import Scores, render, score_all
+
+    args = argparse.Namespace(zoo=tiny_zoo, work_dir=tmp_path, calib_images=32)
+    scores = Scores(tmp_path / "scores.json")
+    score_all(args, "onnxruntime", {("qat_kd", 0): qat_zoo, ("qat_labels", 0): qat_zoo}, scores)
+    kept = json.loads((tmp_path / "scores.json").read_text())
+    assert set(kept) == {f"onnxruntime/{split}/{arm}/{st}" for split in ("select", "report")
+                         for arm in ("fp32", "ptq", "qat_kd-s0", "qat_labels-s0")
+                         for st in ("hg2", "hg3")}
+    assert all(v["value"] is not None and v["parity"] for v in kept.values())
+    text = render({"run": "r", "zoo": str(tiny_zoo), "seeds": [0], "overrides": [],
+                   "backends": ["onnxruntime"], "scores": kept})
+    row = next(line for line in text.splitlines() if line.startswith("| hg2 |"))
+    assert row.count("|") == 8 and "+0.0000 [+0.0000, +0.0000]" in row  # kd - labels: same zoo
+
+
+def test_ablation_refuses_what_it_cannot_run(tmp_path):
+    res = okdhp("experiments", "qat", "--from", tmp_path, "--zoo", tmp_path)
+    assert res.returncode == 2 and "no last.pt there" in res.stderr
