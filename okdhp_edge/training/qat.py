@@ -166,6 +166,9 @@ class QatNetwork(nn.Module):
         self.num_joints = net.num_joints
         self.student_modules = tuple(net.student_modules)
         self._names, self._record = net.branch_names(), net.multi_branch_record()
+        for m in net.modules():  # functional activations: an in-place one is a mutation
+            if getattr(m, "inplace", False):  # that dead-code removal keeps, and that the
+                m.inplace = False  # exported ONNX (no mutation) would not compute alike
         w, h = input_size
         example = torch.randn(2, 3, h, w)
         with torch.no_grad():
@@ -253,6 +256,9 @@ def _keep_output(graph: Any, index: int) -> Any:
 
     out = next(n for n in graph.graph.nodes if n.op == "output")
     out.args = ((out.args[0][index],),)
+    for node in list(graph.graph.nodes):  # dtype assertions would keep the FAU alive
+        if node.target == torch.ops.aten._assert_tensor_metadata.default:
+            graph.graph.erase_node(node)
     codegen = graph.graph._codegen  # noqa: SLF001 - an exported module's output spec
     codegen.pytree_info = codegen.pytree_info._replace(out_spec=_pytree.tree_flatten((0,))[1])
     graph.graph.eliminate_dead_code()
