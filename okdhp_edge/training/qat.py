@@ -77,15 +77,20 @@ def quantizer(qcfg: Any, student_modules: tuple[str, ...]) -> Any:
         XNNPACKQuantizer,
         get_symmetric_quantization_config,
     )
-    from torchao.quantization.pt2e import FusedMovingAvgObsFakeQuantize
+    from torchao.quantization.pt2e import (
+        FakeQuantize,
+        FusedMovingAvgObsFakeQuantize,
+        MovingAverageMinMaxObserver,
+    )
 
     config = get_symmetric_quantization_config(is_per_channel=True, is_qat=True)
     extra: dict[str, Any] = {"eps": 2**-12, "averaging_constant": qcfg.averaging_constant}
     act = config.input_activation
-    if qcfg.activations == "symmetric":
-        act = dataclasses.replace(act, qscheme=torch.per_tensor_symmetric)
-    act = dataclasses.replace(act, observer_or_fake_quant_ctr=(
-        FusedMovingAvgObsFakeQuantize.with_args(**extra)))
+    fake_quant = FusedMovingAvgObsFakeQuantize.with_args(**extra)
+    if qcfg.activations == "symmetric":  # the fused kernel moves a non-negative range's zero
+        act = dataclasses.replace(act, qscheme=torch.per_tensor_symmetric)  # point to -128
+        fake_quant = FakeQuantize.with_args(observer=MovingAverageMinMaxObserver, **extra)
+    act = dataclasses.replace(act, observer_or_fake_quant_ctr=fake_quant)
     config = dataclasses.replace(config, input_activation=act, output_activation=act)
     return _StudentsOnly(XNNPACKQuantizer().set_global(config),
                          tuple(f"{_ROOT}.{m}" for m in student_modules))

@@ -175,3 +175,37 @@ def test_ablation_scores_and_reports_every_arm(qat_zoo, tiny_zoo, tmp_path):
 def test_ablation_refuses_what_it_cannot_run(tmp_path):
     res = okdhp("experiments", "qat", "--from", tmp_path, "--zoo", tmp_path)
     assert res.returncode == 2 and "no last.pt there" in res.stderr
+
+
+def test_symmetric_activations_have_zero_points_of_zero():
+    """qat.activations=symmetric: what TensorRT's explicit quantization reads."""
+    from torch import nn
+    from torchao.quantization.pt2e import FakeQuantizeBase
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
+
+    from okdhp_edge.config import QatConfig
+    from okdhp_edge.export.qat_program import symmetric_activations
+    from okdhp_edge.records import QatRecord, WeightsRef
+    from okdhp_edge.training.qat import quantizer, recipe
+
+    class Net(nn.Module):  # as QatNetwork exports: the network under the name "net"
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = nn.Module()
+            self.net.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
+                                          nn.Conv2d(8, 4, 1))
+
+        def forward(self, x):
+            return self.net.body(x)
+
+    qcfg = QatConfig(activations="symmetric")
+    x = torch.randn(2, 3, 8, 8)
+    ep = torch.export.export(Net().train(), (x,))
+    net = prepare_qat_pt2e(ep.module(), quantizer(qcfg, ("body",)))
+    net(x)
+    fqs = [m for m in net.modules() if isinstance(m, FakeQuantizeBase)
+           and m.qscheme == torch.per_tensor_symmetric]
+    assert fqs and all(int(m.zero_point.abs().max()) == 0 for m in fqs)
+    rec = QatRecord("run", recipe(qcfg), WeightsRef("qat_int8.pt2", ""))
+    assert symmetric_activations(rec) and not symmetric_activations(
+        QatRecord("run", recipe(QatConfig()), WeightsRef("qat_int8.pt2", "")))
