@@ -175,7 +175,7 @@ class QatNetwork(nn.Module):
             if getattr(m, "inplace", False):  # that dead-code removal keeps, and that the
                 m.inplace = False  # exported ONNX (no mutation) would not compute alike
         w, h = input_size
-        example = torch.randn(2, 3, h, w)
+        example = torch.zeros(2, 3, h, w)  # shapes only (and the run's RNG untouched)
         with torch.no_grad():
             out = net.eval()(example)
         self.layout = (len(out.shared_heatmaps), [len(hs) for hs in out.branch_stack_heatmaps])
