@@ -99,14 +99,24 @@ def load_zoo_manifest(path: str | Path) -> ZooManifest:
     return read_record(ZooManifest, path / "zoo.yaml" if path.is_dir() else path)
 
 
-def zoo_students(zoo_dir: str | Path) -> list[tuple[Path, StudentManifest]]:
-    """(student directory, validated manifest) of each student of a zoo, in index order;
-    a student named outside the zoo's folder (``../other_zoo/hg3``) is refused before
-    anything of it is read."""
+def zoo_students(zoo_dir: str | Path, names: Any = None) -> list[tuple[Path, StudentManifest]]:
+    """(student directory, validated manifest) of each student of a zoo, in index order, or
+    of those in ``names`` (an unknown name is a UsageError naming the closest); a student
+    named outside the zoo's folder (``../other_zoo/hg3``) is refused before anything of it
+    is read."""
     zoo_dir = Path(zoo_dir)
     zoo = load_zoo_manifest(zoo_dir)
+    for n in names or ():
+        if n not in zoo.students:
+            from okdhp_edge.errors import UsageError
+            from okdhp_edge.schema import closest
+
+            raise UsageError(f"no student '{n}' in {zoo_dir}; did you mean "
+                             f"'{closest(n, zoo.students)}'?")
     out = []
     for name in zoo.students:
+        if names and name not in names:
+            continue
         if not is_plain_name(name):
             raise ManifestError(f"{zoo_dir / 'zoo.yaml'}: student '{name}' is not a folder "
                                 "of this zoo")

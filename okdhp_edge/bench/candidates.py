@@ -44,9 +44,7 @@ def zoo_candidates(zoo: Path, students: Optional[tuple[str, ...]], formats: list
     from okdhp_edge.manifest import zoo_students
 
     out = []
-    for d, man in zoo_students(zoo):
-        if students and man.name not in students:
-            continue
+    for d, man in zoo_students(zoo, students):  # an unknown name: one line naming the closest
         log.info("exporting %s: %s", man.name, ", ".join(formats) or "nothing")
         exp = export_student(d / "student.yaml", formats=tuple(formats), recipe=recipe)
         out.append(Candidate(man.name, man, d / "student.yaml", d / "export", exp.formats))

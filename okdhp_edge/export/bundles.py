@@ -142,36 +142,20 @@ def _copy_report_data(man: StudentManifest, out: Path) -> ReportData:
                       headboxes)
 
 
-def _selected(zoo: Path, names: Optional[tuple[str, ...]]) -> list:
-    """The zoo's (folder, manifest) pairs, those named in ``names`` (all when None); an
-    unknown name is a UsageError naming the closest."""
-    from okdhp_edge.manifest import zoo_students
-    from okdhp_edge.schema import closest
-
-    pairs = zoo_students(zoo)
-    if names is None:
-        return pairs
-    have = [m.name for _, m in pairs]
-    for n in names:
-        if n not in have:
-            raise UsageError(f"no student '{n}' in {zoo}; did you mean '{closest(n, have)}'?")
-    return [(d, m) for d, m in pairs if m.name in names]
-
-
 def export_all(zoo: Path, out: Path, backends: tuple[str, ...],
                precisions: Optional[tuple[str, ...]] = None,
                recipe: Optional[QuantRecipe] = None, allow_parity_failure: bool = False,
                students: Optional[tuple[str, ...]] = None) -> Path:
     """Export every student of ``zoo`` (or those named in ``students``) for ``backends``
     into one bundle set at ``out``."""
-    from okdhp_edge.manifest import load_zoo_manifest
+    from okdhp_edge.manifest import load_zoo_manifest, zoo_students
 
     out = Path(out)
     _check_out(out)
     if (out / "bundles.yaml").exists():
         raise UsageError(f"{out}: a bundle set is already there (use a new --out)")
     zoo_man = load_zoo_manifest(zoo)
-    students = _selected(zoo, students)
+    students = zoo_students(zoo, students)
     entries, skipped = [], []
     targets = targets_for(backends, precisions, bundle_only=True)
     if recipe is not None and any(t.quantized for t in targets):

@@ -124,3 +124,13 @@ def test_compare_refuses_mismatched_zoos(report, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "box2" in (tmp_path / "c" / "compare.md").read_text()
     shutil.rmtree(tmp_path / "c")
+
+
+def test_an_unknown_student_is_named_not_skipped(tiny_zoo):
+    """--students with a name the zoo lacks: one line naming the closest (it used to be
+    dropped silently when another name matched)."""
+    from okdhp_edge.bench.candidates import zoo_candidates
+    from okdhp_edge.errors import UsageError
+
+    with pytest.raises(UsageError, match="no student 'hg33'.*did you mean 'hg3'"):
+        zoo_candidates(tiny_zoo, ("hg2", "hg33"), [], None)
