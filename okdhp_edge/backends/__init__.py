@@ -30,23 +30,29 @@ def unavailable_reason(backend: str) -> Optional[str]:
     return backend_module(backend).unavailable_reason()
 
 
-def format_builder(fmt: str, qat: bool = False) -> Callable[[Any, Any], dict[str, Any]]:
-    """The function that writes the files of export format ``fmt``; ``qat``: of a
-    quantization-aware student, whose quantized files come from its int8 program (a
-    module's ``QAT_BUILDERS``; a backend without one makes no such file, and says so)."""
+def format_builder(fmt: str) -> Callable[[Any, Any], dict[str, Any]]:
+    """The function that writes the files of export format ``fmt``."""
+    spec = FORMATS[fmt]
+    builders = backend_module(spec.builder).BUILDERS
+    if fmt not in builders:
+        raise ValueError(f"backend {spec.builder} has no builder for export format '{fmt}'")
+    return builders[fmt]
+
+
+def qat_builder(fmt: str) -> Callable[[Any, Any], dict[str, Any]]:
+    """The function that writes INT8 format ``fmt`` of a quantization-aware student from its
+    int8 program (a module's ``QAT_BUILDERS``); BackendUnavailable with the module's
+    ``QAT_UNAVAILABLE`` reason, or a plain one, where the backend has none."""
     spec = FORMATS[fmt]
     module = backend_module(spec.builder)
-    if qat and spec.precision == "int8":
-        builders = getattr(module, "QAT_BUILDERS", {})
-        if fmt not in builders:
-            raise BackendUnavailable(getattr(module, "QAT_UNAVAILABLE", (
-                f"{spec.builder} has no INT8 file made from a quantization-aware student's "
-                "program")))
-        return builders[fmt]
-    if fmt not in module.BUILDERS:
-        raise ValueError(f"backend {spec.builder} has no builder for export format '{fmt}'")
-    return module.BUILDERS[fmt]
+    builders = getattr(module, "QAT_BUILDERS", {})
+    if fmt not in builders:
+        raise BackendUnavailable(getattr(module, "QAT_UNAVAILABLE", (
+            f"{spec.builder} has no INT8 file made from a quantization-aware student's "
+            "program")))
+    return builders[fmt]
 
 
 __all__ = ["BackendUnavailable", "Runner", "backend_module", "format_builder", "make_runner",
+           "qat_builder",
            "unavailable_reason"]

@@ -172,9 +172,10 @@ def _quantization_lines(rows: list[BenchRow]) -> list[str]:
     quant = [r for r in rows if r.quantization]
     if not quant:
         return []
-    out = ["", "INT8 files (post-training quantization, calibrated on the training split, "
-           "unless made from a quantization-aware student's program; layers listed stayed in "
-           "floating point):", ""]
+    qat = any("calibration" not in r.quantization for r in quant)
+    out = ["", "INT8 files (post-training quantization, calibrated on the training split"
+           + (", unless made from a quantization-aware student's program" if qat else "")
+           + "; layers listed stayed in floating point):", ""]
     for r in quant:
         q = r.quantization
         rec, cal = q.get("recipe", {}), q.get("calibration", {})

@@ -35,7 +35,13 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from okdhp_edge.backends import backend_module, format_builder, make_runner, unavailable_reason
+from okdhp_edge.backends import (
+    backend_module,
+    format_builder,
+    make_runner,
+    qat_builder,
+    unavailable_reason,
+)
 from okdhp_edge.backends.base import BackendUnavailable, conversion_failed, run_one_by_one
 from okdhp_edge.data.codec import HeatmapCodec
 from okdhp_edge.errors import OkdhpError
@@ -106,7 +112,7 @@ def parity_inputs(man: StudentManifest, n_random: int = 4, n_real: int = 8
 
 
 def _cached(old: dict[str, FormatRecord], fmt: str, out_dir: Path, recipe: QuantRecipe,
-            man: StudentManifest) -> Optional[FormatRecord]:
+            man: Optional[StudentManifest] = None) -> Optional[FormatRecord]:
     """An earlier export of ``fmt`` that can be trusted (None otherwise): every file still
     hashes as recorded and, for a quantized file, it was made with this recipe (the fields
     its backend's quantizer reads). The recipe is the one the file itself carries in its
@@ -136,7 +142,7 @@ def _cached(old: dict[str, FormatRecord], fmt: str, out_dir: Path, recipe: Quant
             log.warning("%s: export.yaml's recipe differs from the file's own; the file's "
                         "counts", out_dir / spec.model_file)
             entry = dataclasses.replace(entry, recipe=made)
-        if man.qat is not None:  # its int8 files are made from its program, not a recipe
+        if man is not None and man.qat is not None:  # made from its program, not a recipe
             return entry if entry.recipe == man.qat.recipe else None
         if not recipe.same_as(entry.recipe, spec.runs_on):
             return None
@@ -299,7 +305,8 @@ def _export_one(fmt: str, ctx: _Context, done: dict[str, FormatRecord]) -> Forma
         reason = f"needs {src}: {done[src].reason if src in done else 'not built'}"
     if reason is None:
         try:
-            entry.update(format_builder(fmt, qat=ctx.man.qat is not None)(ctx, spec))
+            quantized = ctx.man.qat is not None and spec.precision == "int8"
+            entry.update((qat_builder(fmt) if quantized else format_builder(fmt))(ctx, spec))
         except BackendUnavailable as exc:
             reason = str(exc)
         except OkdhpError:

@@ -36,6 +36,9 @@ from okdhp_edge.training.trainer import Head, TrainedRun, Trainer
 log = logging.getLogger(__name__)
 
 QUANTIZER = "xnnpack-pt2e-qat"
+# what it imports beyond training's packages: XNNPACK's quantizer (in the executorch
+# package) and torch.onnx's exporter of the programs (onnxscript); the `qat` extra
+QAT_PACKAGES = ("executorch.backends.xnnpack.quantizer", "onnxscript")
 
 
 # ---------------------------------------------------------------------------- config
@@ -301,8 +304,8 @@ class QatTrainer(Trainer):
     def __init__(self, cfg: Any, *args: Any, **kwargs: Any) -> None:
         if not cfg.qat.from_run:
             raise ValueError("QatTrainer needs qat.from_run (train --qat-from RUN_DIR)")
-        for module in ("executorch", "onnxscript"):  # checked before the run folder exists
-            if importlib.util.find_spec(module) is None:
+        for module in QAT_PACKAGES:  # checked before the run folder exists
+            if importlib.util.find_spec(module.split(".")[0]) is None:
                 raise UsageError(f"quantization-aware training needs {module}: "
                                  "pip install 'okdhp_edge[qat]'")
         super().__init__(cfg, *args, **kwargs)
