@@ -30,41 +30,23 @@ def parse_recipe(text: str) -> dict[str, Any]:
     return out
 
 
-def score(man: Any, backend: str, precision: str, path: Path, dataset: Any) -> dict[str, Any]:
-    """The selection split's accuracy (with per-image results) of one file."""
-    from okdhp_edge.bench.run import report_accuracy
-    from okdhp_edge.runtime import make_runner
-
-    runner = make_runner(backend, precision, threads=1)
-    try:
-        runner.load(str(path))
-        return report_accuracy(man, runner, dataset=dataset)
-    finally:
-        runner.close()
-
-
 def student_rows(d: Path, man: Any, backend: str, recipes: list[str], work: Path
                  ) -> dict[str, Any]:
     """fp32 and each recipe's INT8 of one student: value, and difference from fp32 with
     its paired interval, on the selection split."""
+    from okdhp_edge.bench.run import file_accuracy
     from okdhp_edge.evaluation.datasets import training_split
     from okdhp_edge.evaluation.uncertainty import paired_delta
-    from okdhp_edge.export.exporter import export_student
     from okdhp_edge.export.quantize import QuantRecipe
-    from okdhp_edge.targets import FORMATS, get_target
 
     dataset = training_split(man, "select")
-    fp32 = FORMATS[get_target(backend, "fp32").export]
-    rec = export_student(d / "student.yaml", formats=(fp32.name,))
-    base = score(man, backend, "fp32", d / "export" / rec.formats[fp32.name].file, dataset)
+    _, base = file_accuracy(d / "student.yaml", man, backend, "fp32", None, None, dataset)
     out = {"fp32": {"value": base["value"]}}
-    int8 = get_target(backend, "int8").export
     for text in recipes:
         recipe = QuantRecipe(**{"num_images": 300, **parse_recipe(text)})
         folder = work / man.name / text.replace("=", "-").replace(",", "+")
-        entry = export_student(d / "student.yaml", folder, formats=(int8,),
-                               recipe=recipe).formats[int8]
-        acc = score(man, backend, "int8", folder / entry.file, dataset)
+        _, acc = file_accuracy(d / "student.yaml", man, backend, "int8", folder, recipe,
+                               dataset)
         ci = paired_delta(acc.get("units"), base.get("units"), acc.get("bootstrap"))
         out[text] = {"value": acc["value"], "delta": acc["value"] - base["value"],
                      "delta_ci95": None if ci is None else [ci.low, ci.high]}

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple, Optional
 
-from okdhp_edge.bench.run import report_accuracy
+from okdhp_edge.bench.run import file_accuracy
 from okdhp_edge.evaluation.uncertainty import interval_text, paired_delta
 from okdhp_edge.export.quantize import METHODS, QuantRecipe
 from okdhp_edge.records import (
@@ -90,19 +90,9 @@ def cell_key(cell: Cell) -> str:
 def _measure(student_yaml: Path, man: StudentManifest, backend: str, precision: str,
              work: Path, recipe: QuantRecipe, dataset: Any) -> dict[str, Any]:
     """Export (quantizing when int8) into ``work`` and measure the report split."""
-    from okdhp_edge.export.exporter import export_student
-    from okdhp_edge.runtime import make_runner
-
-    fmt = get_target(backend, precision).export
-    entry = export_student(student_yaml, work, formats=(fmt,), recipe=recipe).formats[fmt]
-    if not entry.available:
+    entry, acc = file_accuracy(student_yaml, man, backend, precision, work, recipe, dataset)
+    if acc is None:
         return {"value": None, "reason": entry.reason}
-    runner = make_runner(backend, precision, threads=1)
-    runner.load(str(work / entry.file))
-    try:
-        acc = report_accuracy(man, runner, dataset=dataset)
-    finally:
-        runner.close()
     out = {"value": acc["value"], "metric": acc["metric"], "persons": acc.get("persons")}
     if acc.get("units"):  # the interval, and the per-image results the paired deltas need
         out.update(ci95=acc["ci95"], bootstrap=to_dict(acc["bootstrap"]), units=acc["units"])

@@ -9,6 +9,7 @@ import shlex
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -274,6 +275,29 @@ def _throughput_timing(row: TimingConfig) -> TimingConfig:
 def _accuracy(c: Candidate, runner: Runner, opts: BenchOptions) -> dict[str, Any]:
     return report_accuracy(c.manifest, runner, opts.flip_test, opts.accuracy_max_persons,
                            n_resamples=opts.bootstrap)
+
+
+def file_accuracy(student_yaml: Path, manifest: StudentManifest, backend: str,
+                  precision: str, work: Optional[Path], recipe: Any, dataset: Any
+                  ) -> tuple[Any, Optional[dict[str, Any]]]:
+    """Export the student to the (backend, precision) target's format into ``work`` (None:
+    its own export folder), quantizing with ``recipe`` where it is calibrated, and measure
+    ``dataset`` through that file on one thread: the format record, and
+    :func:`report_accuracy`'s result (None where the format is unavailable)."""
+    from okdhp_edge.export.exporter import export_student
+    from okdhp_edge.runtime import make_runner
+    from okdhp_edge.targets import get_target
+
+    fmt = get_target(backend, precision).export
+    entry = export_student(student_yaml, work, formats=(fmt,), recipe=recipe).formats[fmt]
+    if not entry.available:
+        return entry, None
+    runner = make_runner(backend, precision, threads=1)
+    runner.load(str((work or Path(student_yaml).parent / "export") / entry.file))
+    try:
+        return entry, report_accuracy(manifest, runner, dataset=dataset)
+    finally:
+        runner.close()
 
 
 def report_accuracy(manifest: StudentManifest, runner: Runner, flip_test: bool = False,

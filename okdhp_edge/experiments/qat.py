@@ -137,28 +137,17 @@ def _score(d: Path, backend: str, precision: str, split: str, folder: Optional[P
            recipe: Any = None) -> dict[str, Any]:
     """One file's accuracy on ``split`` with its per-image results (built if needed, with
     ``recipe`` where it is post-training quantized)."""
-    from okdhp_edge.bench.run import report_accuracy
+    from okdhp_edge.bench.run import file_accuracy
     from okdhp_edge.evaluation.datasets import report_dataset, training_split
-    from okdhp_edge.export.exporter import export_student
     from okdhp_edge.manifest import load_student_manifest
-    from okdhp_edge.runtime import make_runner
     from okdhp_edge.schema import to_dict
-    from okdhp_edge.targets import get_target
 
     man = load_student_manifest(d / "student.yaml")
-    fmt = get_target(backend, precision).export
-    out = folder / man.name if folder else None
-    entry = export_student(d / "student.yaml", out, formats=(fmt,), recipe=recipe).formats[fmt]
-    if not entry.available:
-        return {"value": None, "reason": entry.reason}
-    path = (out or d / "export") / entry.file
     dataset = training_split(man, "select") if split == "select" else report_dataset(man)
-    runner = make_runner(backend, precision, threads=1)
-    try:
-        runner.load(str(path))
-        acc = report_accuracy(man, runner, dataset=dataset)
-    finally:
-        runner.close()
+    entry, acc = file_accuracy(d / "student.yaml", man, backend, precision,
+                               folder / man.name if folder else None, recipe, dataset)
+    if acc is None:
+        return {"value": None, "reason": entry.reason}
     boot = acc.get("bootstrap")
     return {"value": acc["value"], "units": acc.get("units"),
             "bootstrap": None if boot is None else to_dict(boot),
