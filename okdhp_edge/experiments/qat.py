@@ -98,7 +98,8 @@ def train_arm(args: argparse.Namespace, arm: str, seed: int) -> Path:
 
 
 class Scores:
-    """Scores kept on disk as they are made: key -> {value, units, bootstrap}."""
+    """Scores kept on disk as they are made: key -> {value, units, bootstrap, parity, files},
+    ``files`` the sha256 of each file the score was measured on."""
 
     def __init__(self, path: Path) -> None:
         import json
@@ -106,10 +107,14 @@ class Scores:
         self.path = path
         self.data: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
 
-    def get(self, key: str, make: Any, *args: Any) -> dict[str, Any]:
-        """The score under ``key``, made by ``make(*args)`` (and kept) when missing."""
-        if key not in self.data:
-            self.data[key] = make(*args)
+    def get(self, key: str, files: dict[str, str], make: Any, *args: Any) -> dict[str, Any]:
+        """The score under ``key`` when it was measured on ``files`` (their sha256 by
+        path); otherwise made by ``make(*args)`` and kept (a rebuilt file is scored again)."""
+        kept = self.data.get(key)
+        if kept is None or kept.get("files") != files:
+            if kept is not None:
+                log.info("%s: its file changed since it was scored; scoring again", key)
+            self.data[key] = {**make(*args), "files": files}
             atomic_write_json(self.path, self.data)
         return self.data[key]
 
@@ -123,14 +128,27 @@ def score_all(args: argparse.Namespace, backend: str, zoos: dict[tuple[str, int]
     for d, man in zoo_students(args.zoo):
         ptq = args.work_dir / "ptq"
         recipe = QuantRecipe(num_images=args.calib_images)
-        for split in SPLITS:
-            key = f"{backend}/{split}"
-            scores.get(f"{key}/fp32/{man.name}", _score, d, backend, "fp32", split, ptq)
-            scores.get(f"{key}/ptq/{man.name}", _score, d, backend, "int8", split, ptq,
-                       recipe)
-            for (arm, seed), zoo in zoos.items():
-                scores.get(f"{key}/{arm}-s{seed}/{man.name}", _score, zoo / man.name,
-                           backend, "int8", split, None)
+        files = [("fp32", d, "fp32", ptq, None), ("ptq", d, "int8", ptq, recipe)]
+        files += [(f"{arm}-s{seed}", zoo / man.name, "int8", None, None)
+                  for (arm, seed), zoo in zoos.items()]
+        for name, student, precision, folder, rec in files:
+            built = _built(student, backend, precision, folder, rec)
+            for split in SPLITS:
+                scores.get(f"{backend}/{split}/{name}/{man.name}", built, _score, student,
+                           backend, precision, split, folder, rec)
+
+
+def _built(d: Path, backend: str, precision: str, folder: Optional[Path],
+           recipe: Any = None) -> dict[str, str]:
+    """The (backend, precision) file of the student in ``d``, built where missing or stale:
+    the sha256 of its files ({} where the format is unavailable)."""
+    from okdhp_edge.export.exporter import export_student
+    from okdhp_edge.targets import get_target
+
+    fmt = get_target(backend, precision).export
+    out = folder / d.name if folder else None
+    entry = export_student(d / "student.yaml", out, formats=(fmt,), recipe=recipe).formats[fmt]
+    return dict(entry.sha256 or {}) if entry.available else {}
 
 
 def _score(d: Path, backend: str, precision: str, split: str, folder: Optional[Path],

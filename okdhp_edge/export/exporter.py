@@ -127,7 +127,7 @@ def _cached(old: dict[str, FormatRecord], fmt: str, out_dir: Path, recipe: Quant
         if not path.is_file() or sha256_file(path) != digest:
             log.warning("%s: sha256 differs from export.yaml; rebuilding %s", path, fmt)
             return None
-    revision = _build_revision(spec)
+    revision = _build_revision(spec, man)
     if (entry.build_revision or 0) != revision:
         log.info("%s: made by revision %d of its builder, now %d; rebuilding", fmt,
                  entry.build_revision or 0, revision)
@@ -149,10 +149,13 @@ def _cached(old: dict[str, FormatRecord], fmt: str, out_dir: Path, recipe: Quant
     return entry
 
 
-def _build_revision(spec: ExportFormat) -> int:
+def _build_revision(spec: ExportFormat, man: Optional[StudentManifest] = None) -> int:
     """The revision of the builder of ``spec`` (a backend module's ``BUILD_REVISION``,
-    raised when what it builds changes; 0 where it declares none)."""
-    return int(getattr(backend_module(spec.builder), "BUILD_REVISION", 0))
+    raised when what it builds changes; its ``QAT_BUILD_REVISION`` for the INT8 file of a
+    quantization-aware student ``man``; 0 where it declares none)."""
+    qat = man is not None and man.qat is not None and spec.precision == "int8"
+    name = "QAT_BUILD_REVISION" if qat else "BUILD_REVISION"
+    return int(getattr(backend_module(spec.builder), name, 0))
 
 
 def _file_recipe(spec: ExportFormat, path: Path) -> Optional[dict[str, Any]]:
@@ -320,7 +323,7 @@ def _export_one(fmt: str, ctx: _Context, done: dict[str, FormatRecord]) -> Forma
         log.info("%s of %s unavailable: %s", fmt, ctx.man.name, reason)
         return format_record({**entry, "available": False, "reason": reason}, fmt)
     files = {rel: sha256_file(ctx.out_dir / rel) for rel in spec.files}
-    if revision := _build_revision(spec):
+    if revision := _build_revision(spec, ctx.man):
         entry["build_revision"] = revision
     entry.update(available=True, file=spec.model_file, sha256=files,
                  file_bytes=sum((ctx.out_dir / rel).stat().st_size for rel in spec.files))

@@ -165,7 +165,17 @@ def test_ablation_scores_and_reports_every_arm(qat_zoo, tiny_zoo, tmp_path):
     assert set(kept) == {f"onnxruntime/{split}/{arm}/{st}" for split in ("select", "report")
                          for arm in ("fp32", "ptq", "qat_kd-s0", "qat_labels-s0")
                          for st in ("hg2", "hg3")}
-    assert all(v["value"] is not None and v["parity"] for v in kept.values())
+    assert all(v["value"] is not None and v["parity"] and v["files"] for v in kept.values())
+    # a kept score is reused while its file is the one it was measured on, else measured again
+    kept["onnxruntime/report/ptq/hg2"]["value"] = -1.0
+    kept["onnxruntime/report/qat_kd-s0/hg2"].update(value=-1.0, files={"model.onnx": "0"})
+    (tmp_path / "scores.json").write_text(json.dumps(kept))
+    scores = Scores(tmp_path / "scores.json")
+    score_all(args, "onnxruntime", {("qat_kd", 0): qat_zoo, ("qat_labels", 0): qat_zoo}, scores)
+    assert scores.data["onnxruntime/report/ptq/hg2"]["value"] == -1.0
+    again = scores.data["onnxruntime/report/qat_kd-s0/hg2"]
+    assert again == scores.data["onnxruntime/report/qat_labels-s0/hg2"]  # the same file
+    kept = scores.data
     text = render({"run": "r", "zoo": str(tiny_zoo), "seeds": [0], "overrides": [],
                    "backends": ["onnxruntime"], "scores": kept})
     row = next(line for line in text.splitlines() if line.startswith("| hg2 |"))
