@@ -337,9 +337,9 @@ def test_command_arguments(data):
         assert exc.code == 2, (name, argv)
         return
     for key in ("threads", "batch", "min_iters", "rounds", "bootstrap", "calib_images",
-                "batch_size", "accuracy_max_persons"):
+                "recipe_num_images", "recipe_seed", "batch_size", "accuracy_max_persons"):
         assert getattr(args, key, 0) is None or getattr(args, key, 0) >= 0, (key, argv)
     for key in ("min_time", "max_latency_ms", "ap_tolerance", "max_ap_drop", "sigma",
-                "int8_max_drop"):
+                "recipe_max_drop"):
         v = getattr(args, key, 0)
         assert v is None or (math.isfinite(v) and v >= 0), (key, argv)

@@ -149,58 +149,62 @@ def nncf_range_estimator(method: str) -> Any:
             "entropy": R.HISTOGRAM}.get(method)
 
 
+# the command-line option of each recipe field, with its argparse settings (the default is
+# the field's own); the options a reproducing command always spells out
+OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
+    "method": ("--calib-method", {
+        "choices": METHODS,
+        "help": "activation ranges (default: ONNX Runtime MinMax, NNCF's own)"}),
+    "num_images": ("--calib-images", {"type": count(1), "metavar": "N",
+                                      "help": "calibration crops"}),
+    "seed": ("--calib-seed", {"type": count(0), "metavar": "SEED"}),
+    "keep_head": ("--int8-keep-head", {
+        "action": "store_true", "help": "keep the final heatmap convolution in fp32"}),
+    "max_drop": ("--int8-max-drop", {
+        "type": number(0), "metavar": "DROP",
+        "help": "OpenVINO: NNCF accuracy control, at most DROP of the metric lost on the "
+                "selection split (AP 0.005 = half a point)"}),
+    "ort_activations": ("--ort-activations", {
+        "choices": ("u8", "s8"), "help": "ONNX Runtime activations: u8 (x86) or s8 (Arm)"}),
+    "ort_quantizer": ("--ort-quantizer", {
+        "choices": ORT_QUANTIZERS,
+        "help": "ONNX Runtime's QDQ file: its own static quantization, or NNCF's (range "
+                "presets, bias correction: the OpenVINO file's recipe)"}),
+    "ort_nncf_activations": ("--ort-nncf-activations", {
+        "choices": NNCF_ACTIVATIONS,
+        "help": "with --ort-quantizer nncf: activations per tensor (ONNX Runtime fuses more "
+                "convolutions: faster, maybe less accurate) or NNCF's per-channel choice"}),
+    "overflow_fix": ("--int8-overflow-fix", {
+        "choices": OVERFLOW_FIXES,
+        "help": "OpenVINO: weights in half the int8 range against the saturation of CPUs "
+                "without VNNI (enable: every convolution; see docs/int8.md)"}),
+}
+ALWAYS_SPELLED = ("method", "num_images", "seed")
+FLAGS = {name: flag for name, (flag, _) in OPTIONS.items()}
+
+
 def add_recipe_arguments(parser: Any) -> None:
     """The command-line options of a recipe (bench, zoo export)."""
     q = parser.add_argument_group("INT8 (precision int8): calibrated on the training split")
-    q.add_argument("--calib-method", choices=METHODS, default="default",
-                   help="activation ranges (default: ONNX Runtime MinMax, NNCF's own)")
-    q.add_argument("--calib-images", type=count(1), default=300, help="calibration crops")
-    q.add_argument("--calib-seed", type=count(0), default=0)
-    q.add_argument("--int8-keep-head", action="store_true",
-                   help="keep the final heatmap convolution in fp32")
-    q.add_argument("--int8-max-drop", type=number(0), default=None, metavar="DROP",
-                   help="OpenVINO: NNCF accuracy control, at most DROP of the metric lost on "
-                        "the selection split (AP 0.005 = half a point)")
-    q.add_argument("--ort-activations", choices=("u8", "s8"), default="u8",
-                   help="ONNX Runtime activations: u8 (x86) or s8 (Arm)")
-    q.add_argument("--ort-quantizer", choices=ORT_QUANTIZERS, default="ort",
-                   help="ONNX Runtime's QDQ file: its own static quantization, or NNCF's "
-                        "(range presets, bias correction: the OpenVINO file's recipe)")
-    q.add_argument("--ort-nncf-activations", choices=NNCF_ACTIVATIONS, default="per_channel",
-                   help="with --ort-quantizer nncf: activations per tensor (ONNX Runtime "
-                        "fuses more convolutions: faster, maybe less accurate) or NNCF's "
-                        "per-channel choice")
-    q.add_argument("--int8-overflow-fix", choices=OVERFLOW_FIXES, default="first_layer",
-                   help="OpenVINO: weights in half the int8 range against the saturation of "
-                        "CPUs without VNNI (enable: every convolution; see docs/int8.md)")
-
-
-# the command-line option of each recipe field (add_recipe_arguments)
-FLAGS = {"method": "--calib-method", "num_images": "--calib-images", "seed": "--calib-seed",
-         "keep_head": "--int8-keep-head", "max_drop": "--int8-max-drop",
-         "ort_activations": "--ort-activations", "overflow_fix": "--int8-overflow-fix",
-         "ort_quantizer": "--ort-quantizer", "ort_nncf_activations": "--ort-nncf-activations"}
+    default = QuantRecipe()
+    for name, (flag, kwargs) in OPTIONS.items():
+        q.add_argument(flag, dest=f"recipe_{name}", default=getattr(default, name), **kwargs)
 
 
 def recipe_from_args(args: Any) -> QuantRecipe:
     """The recipe of parsed :func:`add_recipe_arguments` options."""
-    return QuantRecipe(args.calib_method, args.calib_images, args.calib_seed,
-                       args.int8_keep_head, args.int8_max_drop, args.ort_activations,
-                       args.int8_overflow_fix, args.ort_quantizer, args.ort_nncf_activations)
+    return QuantRecipe(**{name: getattr(args, f"recipe_{name}") for name in OPTIONS})
 
 
 def recipe_args(recipe: QuantRecipe) -> list[str]:
     """The command-line options that give ``recipe`` (for reproducing commands)."""
-    out = []
-    for name in ("method", "num_images", "seed"):
-        out += [FLAGS[name], str(getattr(recipe, name))]
-    if recipe.keep_head:
-        out.append(FLAGS["keep_head"])
-    for name, default in (("max_drop", None), ("ort_activations", "u8"),
-                          ("overflow_fix", "first_layer"), ("ort_quantizer", "ort"),
-                          ("ort_nncf_activations", "per_channel")):
-        if getattr(recipe, name) != default:
-            out += [FLAGS[name], str(getattr(recipe, name))]
+    out, default = [], QuantRecipe()
+    for name, (flag, kwargs) in OPTIONS.items():
+        value = getattr(recipe, name)
+        if kwargs.get("action") == "store_true":
+            out += [flag] if value else []
+        elif name in ALWAYS_SPELLED or value != getattr(default, name):
+            out += [flag, str(value)]
     return out
 
 

@@ -24,7 +24,7 @@ import importlib.util
 import logging
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from torch import nn
@@ -227,12 +227,14 @@ class QatNetwork(nn.Module):
     def multi_branch_record(self) -> dict[str, Any]:
         return dict(self._record)
 
-    def float_state(self) -> dict[str, torch.Tensor]:
+    def float_state(self, state: Optional[dict[str, torch.Tensor]] = None
+                    ) -> dict[str, torch.Tensor]:
         """The float network's state (weights and batch-norm statistics as fine-tuned), by
-        the float network's own keys."""
-        prefix = _ROOT + "."
-        return {k[len(prefix):]: v for k, v in self.graph.state_dict().items()
-                if k.startswith(prefix)}
+        the float network's own keys: of this network, or of ``state`` (a state dict of a
+        QatNetwork like it: a snapshot)."""
+        prefix = f"graph.{_ROOT}."
+        state = self.state_dict() if state is None else state
+        return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
     def students(self) -> list[QatStudent]:
         """Every branch as a converted int8 program (copies; eval). One conversion serves
@@ -342,9 +344,8 @@ class QatTrainer(Trainer):
         return {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
 
     def _selected(self, head: Head, state: dict[str, torch.Tensor]) -> nn.Module:
-        net = self._at(state)
         flt = self._float_network()
-        flt.load_state_dict(net.float_state())
+        flt.load_state_dict(self.model.float_state(state))
         return flt.student(head.branch)
 
     def _at(self, state: dict[str, torch.Tensor]) -> QatNetwork:

@@ -68,19 +68,18 @@ def _provenance(run: TrainedRun, name: str, commit: str) -> Provenance:
     )
 
 
-def _programs(run: TrainedRun, report: Any) -> dict[str, tuple[QatRecord, bytes]]:
+_INT8 = "/int8"  # a student's int8 program among the predictions: "<name>/int8"
+
+
+def _programs(run: TrainedRun, report: Any, preds: dict[str, Predictions]
+              ) -> dict[str, tuple[QatRecord, bytes]]:
     """A quantization-aware run's students as int8 programs: each one's manifest record
     (the recipe, the float run, the program's sha256 and its report-split metric in
-    PyTorch) and its archive. {} for a float run."""
-    if not run.quantized:
-        return {}
-    cfg = run.cfg
-    preds = predict_students(run.quantized, report, cfg.eval.flip_test,
-                             run.evaluation_loader(report), run.device, False)
-    out = {}
-    for name, q in run.quantized.items():
-        res, _ = score_units(report, preds[name], cfg.eval.rescore_thr, cfg.eval.oks_nms_thr,
-                             report.headboxes)
+    PyTorch, from ``preds["<name>/int8"]``) and its archive. {} for a float run."""
+    cfg, out = run.cfg, {}
+    for name, q in (run.quantized or {}).items():
+        res, _ = score_units(report, preds[name + _INT8], cfg.eval.rescore_thr,
+                             cfg.eval.oks_nms_thr, report.headboxes)
         data = program_bytes(q.graph, tuple(cfg.data.input_size))
         ref = WeightsRef(PROGRAM_FILE, hashlib.sha256(data).hexdigest())
         out[name] = (QatRecord(run.qat["from_run"], run.qat["recipe"], ref,
@@ -96,12 +95,14 @@ def write_zoo(run: TrainedRun) -> Path:
     cfg, models = run.cfg, run.students
     report = build_split(cfg.data, "report", seed=cfg.train.seed)
     log.info("evaluating %d students on the report split (%d persons)", len(models), len(report))
-    preds = predict_students(models, report, cfg.eval.flip_test, run.evaluation_loader(report),
-                             run.device, cfg.train.channels_last)
+    int8 = {name + _INT8: q for name, q in (run.quantized or {}).items()}
+    # one pass over the images for both (a QAT run is channels-first: qat_run_config)
+    preds = predict_students({**models, **int8}, report, cfg.eval.flip_test,
+                             run.evaluation_loader(report), run.device, cfg.train.channels_last)
     paths = _report_paths(cfg)
     pre = preprocessing_of(cfg.data, run.flip_pairs)
     commit = git_commit()
-    manifests, programs = {}, _programs(run, report)
+    manifests, programs = {}, _programs(run, report, preds)
     for name, m in models.items():
         res, units = score_units(report, preds[name], cfg.eval.rescore_thr,
                                  cfg.eval.oks_nms_thr, report.headboxes)

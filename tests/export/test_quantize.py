@@ -378,3 +378,19 @@ def test_a_full_disk_while_quantizing_is_one_line_and_leaves_nothing(int8_export
     with pytest.raises(WriteError, match="model_int8.onnx: the disk is full"):
         quantize_onnx(src, tmp_path / "model_int8.onnx", images, RECIPE)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
+
+
+@pytest.mark.parametrize("recipe", [
+    QuantRecipe(), QuantRecipe(method="minmax", num_images=8, seed=3, keep_head=True),
+    QuantRecipe(max_drop=0.005, overflow_fix="enable", ort_activations="s8"),
+    QuantRecipe(ort_quantizer="nncf", ort_nncf_activations="per_tensor")])
+def test_recipe_options_round_trip(recipe):
+    """A recipe's reproducing options parse back to that recipe (one option table)."""
+    import argparse
+
+    from okdhp_edge.export.quantize import add_recipe_arguments, recipe_args, recipe_from_args
+
+    parser = argparse.ArgumentParser()
+    add_recipe_arguments(parser)
+    assert recipe_from_args(parser.parse_args(recipe_args(recipe))) == recipe
+    assert recipe_from_args(parser.parse_args([])) == QuantRecipe()

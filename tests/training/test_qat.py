@@ -112,6 +112,8 @@ def test_fau_and_ensemble_stay_float(tiny_zoo):
         if made_by.op == "call_function":
             assert (_module_path(made_by) + ".").startswith(students), (node, made_by)
     assert set(qnet.float_state()) == set(net.state_dict())
+    snapshot = {k: v.clone() for k, v in qnet.state_dict().items()}
+    assert set(qnet.float_state(snapshot)) == set(net.state_dict())
     out = qnet.eval()(torch.zeros(2, 3, 32, 32))
     assert len(out.branch_heatmaps) == 2 and out.weights.shape == (2, 2, 17)
 
