@@ -127,12 +127,39 @@ def _students_only_class() -> type:
             for node in model.graph.nodes:
                 if not _inside(_module_path(node), self.prefixes):
                     node.meta.pop("quantization_annotation", None)
+                elif "quantization_annotation" in node.meta:
+                    _bind_channel_axes(node)
             return model
 
         def validate(self, model: Any) -> None:
             self.inner.validate(model)
 
     return StudentsOnly
+
+
+def _bind_channel_axes(node: Any) -> None:
+    """Give each per-channel weight of ``node``'s annotation its output-channel axis, bound
+    into its fake quantizer's constructor. Two defects of the QAT path made a transposed
+    convolution's weights (axis 1: output channels) quantize per input channel (axis 0),
+    which XNNPACK cannot lower (ExecuTorch refused every MobileNetV2 QAT student): XNNPACK's
+    conv-transpose-BN annotators leave the weights' axis at 0, and torchao's prepare passes
+    ``ch_axis`` only to a constructor whose class name says "PerChannel" (its QAT weights
+    use FusedMovingAvgObsFakeQuantize, whose observer then takes its default, 0)."""
+    from torchao.quantization.pt2e import FakeQuantize
+
+    annotation = node.meta["quantization_annotation"]
+    transposed = node.op == "call_function" and "conv_transpose" in str(node.target)
+    weight = node.args[1] if transposed and len(node.args) > 1 else None
+    for edge, spec in list(annotation.input_qspec_map.items()):
+        partial = getattr(getattr(spec, "observer_or_fake_quant_ctr", None), "p", None)
+        if partial is None or getattr(spec, "qscheme", None) not in (
+                torch.per_channel_symmetric, torch.per_channel_affine):
+            continue
+        axis = 1 if edge is weight else spec.ch_axis
+        func = partial.func if axis == 0 else FakeQuantize  # the fused kernel: axis 0 only
+        ctr = func.with_args(**{**partial.keywords, "ch_axis": axis})
+        annotation.input_qspec_map[edge] = dataclasses.replace(
+            spec, ch_axis=axis, observer_or_fake_quant_ctr=ctr)
 
 
 def _StudentsOnly(inner: Any, prefixes: tuple[str, ...]) -> Any:  # noqa: N802 - a factory

@@ -221,3 +221,42 @@ def test_symmetric_activations_have_zero_points_of_zero():
     rec = QatRecord("run", recipe(qcfg), WeightsRef("qat_int8.pt2", ""))
     assert symmetric_activations(rec) and not symmetric_activations(
         QatRecord("run", recipe(QatConfig()), WeightsRef("qat_int8.pt2", "")))
+
+
+def test_transposed_convolutions_quantize_per_output_channel(tmp_path):
+    """A transposed convolution's weights [C_in, C_out, k, k] are quantized per output
+    channel (axis 1) in the converted program, and ExecuTorch lowers it to XNNPACK (axis 0,
+    what torchao's QAT path made of XNNPACK's annotation, does not lower)."""
+    import io
+
+    from torch import nn
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
+
+    from okdhp_edge.backends.executorch import _lower
+    from okdhp_edge.config import QatConfig
+    from okdhp_edge.export.qat_program import program_bytes
+    from okdhp_edge.training.qat import quantizer
+
+    class Net(nn.Module):  # a decoder's upsampling step, under the name "net"
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = nn.Module()
+            self.net.body = nn.Sequential(
+                nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
+                nn.ConvTranspose2d(8, 4, 4, 2, 1, bias=False), nn.BatchNorm2d(4), nn.ReLU())
+
+        def forward(self, x):
+            return (self.net.body(x),)
+
+    x = torch.randn(1, 3, 8, 8)  # the batch the program is traced at
+    net = prepare_qat_pt2e(torch.export.export(Net().train(), (x,)).module(),
+                           quantizer(QatConfig(), ("body",)))
+    net(x)
+    converted = convert_pt2e(net)
+    axes = {tuple(getattr(converted, n.args[0].target).shape): n.args[3]
+            for n in converted.graph.nodes if "dequantize_per_channel" in str(n.target)}
+    assert axes == {(8, 3, 3, 3): 0, (8, 4, 4, 4): 1}, axes
+    program = torch.export.load(io.BytesIO(program_bytes(converted, (8, 8))))
+    lowered = _lower(program, tmp_path / "m.pte")
+    assert lowered["xnnpack_partitions"] >= 1 and not any(
+        "dequantize_per_channel" in op for op in lowered["outside_xnnpack"]), lowered
