@@ -352,13 +352,26 @@ def _check_parity(fmt: str, ctx: _Context) -> dict[str, Any]:
         runner.close()
     tol_err, tol_disp = TOLERANCE[spec.precision]
     lo, hi = PARITY_STD_RATIO
-    res["passed"] = bool(all(v["max_abs_heatmap_err"] <= tol_err and v["mean_kpt_disp_px"]
-                             <= tol_disp and lo <= v["std_ratio"] <= hi for v in res.values()))
+    moved = _displacement_judged_on(spec.precision, res)
+    res["passed"] = bool(all(
+        v["max_abs_heatmap_err"] <= tol_err and lo <= v["std_ratio"] <= hi
+        and (k not in moved or v["mean_kpt_disp_px"] <= tol_disp) for k, v in res.items()))
     res["tolerance"] = {"max_abs_heatmap_err": tol_err, "mean_kpt_disp_px": tol_disp,
-                        "std_ratio": [lo, hi]}
+                        "std_ratio": [lo, hi], "displacement_judged_on": sorted(moved)}
     if not res["passed"]:
         log.warning("parity FAILED for %s: %s", ctx.path(fmt), res)
     return res
+
+
+def _displacement_judged_on(precision: str, res: dict[str, Any]) -> set[str]:
+    """The inputs whose keypoint displacement a file's parity is judged on: all of them,
+    but for an INT8 file that has real crops, only those. A noise image's heatmaps have no
+    real peak, only near-ties an int8 rounding step reorders: ONNX Runtime's INT8 files of
+    quantization-aware MobileNetV2 students moved them 3.0-3.3 px from their program on
+    noise and 0.7-0.8 px on real crops, every heatmap within 0.09 of it (docs/int8.md)."""
+    if precision == "int8" and "real" in res:
+        return {"real"}
+    return set(res)
 
 
 def selection_validation(man: StudentManifest) -> tuple[list, Callable, Callable]:

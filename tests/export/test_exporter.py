@@ -103,3 +103,14 @@ def test_parity_fails_an_output_that_collapsed():
     assert zero["max_abs_heatmap_err"] < TOLERANCE["int8"][0] and zero["std_ratio"] == 0.0
     assert not PARITY_STD_RATIO[0] <= zero["std_ratio"]
     assert parity(ref, ref, 4)["std_ratio"] == 1.0
+
+
+def test_int8_keypoint_displacement_is_judged_on_real_crops():
+    """Noise has no real peaks for int8 rounding to keep in place: an INT8 file's keypoints
+    are judged on real crops where there are some, every other file's on every input."""
+    from okdhp_edge.export.exporter import _displacement_judged_on
+
+    both = {"random": {}, "real": {}}
+    assert _displacement_judged_on("int8", both) == {"real"}
+    assert _displacement_judged_on("int8", {"random": {}}) == {"random"}
+    assert _displacement_judged_on("fp16", both) == {"random", "real"}
