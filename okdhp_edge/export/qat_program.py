@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -58,10 +58,12 @@ def run_program(program: Any, x: np.ndarray) -> np.ndarray:
     return torch.cat(outs).numpy()
 
 
-def program_onnx(program: Any, path: Path, metadata: dict[str, str]) -> Path:
+def program_onnx(program: Any, path: Path, metadata: dict[str, str],
+                 rewrite: Optional[Callable[[Any], None]] = None) -> Path:
     """The program as a QDQ ONNX file (``torch.onnx`` from the ``ExportedProgram``:
     QuantizeLinear / DequantizeLinear pairs with the program's scales and zero points),
-    written atomically with ``metadata`` in its ``metadata_props``."""
+    written atomically with ``metadata`` in its ``metadata_props``; ``rewrite`` (a runtime's
+    exact rewrite of the ``onnx.ModelProto``, in place) applied before it is checked."""
     import onnx
     import torch
 
@@ -76,6 +78,8 @@ def program_onnx(program: Any, path: Path, metadata: dict[str, str]) -> Path:
         model = onx.model_proto
         for node in model.graph.node:  # the exporter's per-node stack traces: 10x the weights
             del node.metadata_props[:]
+        if rewrite is not None:
+            rewrite(model)
         for key, value in metadata.items():
             entry = model.metadata_props.add()
             entry.key, entry.value = key, value

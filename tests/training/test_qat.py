@@ -260,3 +260,57 @@ def test_transposed_convolutions_quantize_per_output_channel(tmp_path):
     lowered = _lower(program, tmp_path / "m.pte")
     assert lowered["xnnpack_partitions"] >= 1 and not any(
         "dequantize_per_channel" in op for op in lowered["outside_xnnpack"]), lowered
+
+
+def test_relu6_is_quantized_as_the_convolutions_clamp(tmp_path):
+    """Convolution + batch norm + ReLU6 (MobileNetV2's block) quantized as one operator (the
+    int8 range after the ReLU6 only), and ONNX Runtime's file of the program rewritten for
+    its kernels (uint8 activations): every convolution fused into a QLinearConv, no float
+    Clip, the program's heatmaps within a rounding step."""
+    import collections
+    import io
+
+    import onnx
+    import onnxruntime as ort
+    from torch import nn
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
+
+    from okdhp_edge.backends.onnxruntime import _for_onnxruntime
+    from okdhp_edge.config import QatConfig
+    from okdhp_edge.export.qat_program import program_bytes, program_onnx, run_program
+    from okdhp_edge.training.qat import quantizer
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = nn.Module()
+            self.net.body = nn.Sequential(
+                nn.Conv2d(3, 8, 3, 1, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU6(),
+                nn.Conv2d(8, 8, 3, 1, 1, groups=8, bias=False), nn.BatchNorm2d(8), nn.ReLU6(),
+                nn.ConvTranspose2d(8, 8, 4, 2, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+                nn.Conv2d(8, 4, 1))
+
+        def forward(self, x):
+            return (self.net.body(x),)
+
+    torch.manual_seed(0)
+    net = prepare_qat_pt2e(torch.export.export(Net().train(), (torch.zeros(1, 3, 16, 16),))
+                           .module(), quantizer(QatConfig(), ("body",)))
+    for _ in range(4):
+        net(torch.randn(1, 3, 16, 16))
+    program = torch.export.load(io.BytesIO(program_bytes(convert_pt2e(net), (16, 16))))
+    x = np.random.default_rng(0).standard_normal((2, 1, 3, 16, 16)).astype(np.float32)
+    ref = run_program(program, x[:, 0])
+    outs = {}
+    for name, rewrite in (("s8", None), ("u8", _for_onnxruntime)):
+        path = program_onnx(program, tmp_path / f"{name}.onnx", {}, rewrite=rewrite)
+        opts = ort.SessionOptions()
+        opts.optimized_model_filepath = str(tmp_path / f"{name}_optimised.onnx")
+        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        outs[name] = np.concatenate([sess.run(None, {sess.get_inputs()[0].name: xi})[0]
+                                     for xi in x])
+    graph = onnx.load(str(tmp_path / "u8_optimised.onnx")).graph
+    ops = collections.Counter(n.op_type for n in graph.node)
+    assert ops["QLinearConv"] == 3 and not ops["Clip"] and not ops["Conv"], ops
+    step = 0.05 * np.abs(ref).max()
+    assert np.abs(outs["u8"] - ref).max() <= step and np.abs(outs["s8"] - ref).max() <= step
