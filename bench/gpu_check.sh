@@ -9,6 +9,8 @@
 #   7. (issue 27) training-step throughput, MFU and peak memory of the COCO unbalanced network
 #      at batch 32 / 64 and of the quickstart network, bf16, eager vs torch.compile vs CUDA
 #      graphs (benchmarks/train_throughput.py), and DDP over one GPU with the compiled step
+#   8. (issue 39) quantization-aware fine-tuning of the fp32 run on the GPU, 20 iterations
+#      (PT2E fake quantization on CUDA; needs okdhp_edge[qat]: its reason is printed if not)
 # Each step has its own time limit and a failed step does not stop the others.
 # Usage: OUT=/some/dir bash bench/gpu_check.sh   (writes OUT/log.txt, OUT/summary.txt,
 # OUT/gpu_check.tar.gz); STEPS="ddp_one_gpu pytest_gpu" runs only those steps. Needs the
@@ -96,6 +98,8 @@ step bench_cuda 120 $PY -m okdhp_edge.bench --zoo student_zoo/synthetic_full \
   --min-time 1.0 --min-iters 50 --rounds 2
 step quickstart 330 $PY -m okdhp_edge.quickstart "data.workers=$W"
 step train_fp32 60 train amp_off train.amp=off
+step qat 150 $PY -m okdhp_edge.train --qat-from "$RUNS/amp_off" --no-zoo \
+  "train.device=$DEVICE" "train.out_dir=$RUNS" qat.epochs=1 train.max_iters_per_epoch=20
 step train_hg4_bf16 60 train hg4_bf16 model.name=hg model.num_stacks=4
 step pytest_gpu 90 $PY -m pytest -q -p no:cacheprovider benchmarks/test_bench_train.py -k gpu \
   --benchmark-only --benchmark-json="$OUT/bench_train_gpu.json" -o addopts=""
