@@ -154,32 +154,27 @@ def _qat_int8(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
                                  "qat.activations=symmetric for TensorRT)")
     x86 = fmt.runs_on == "onnxruntime"
     program_onnx(ctx.qat_program(), ctx.path(fmt.name), ctx.metadata(fmt),
-                 rewrite=_for_onnxruntime if x86 else None)
+                 rewrite=_uint8_activations if x86 else None)
     fields = qat_fields(ctx.man.qat)
     return {**fields, "activations": QAT_ACTIVATIONS} if x86 else fields
 
 
 QAT_ACTIVATIONS = "u8 asymmetric per tensor (the program's int8, zero points + 128)"
-# raised when a QAT builder's files change: 1, _for_onnxruntime's uint8 activations
+# raised when a QAT builder's files change: 1, _uint8_activations
 QAT_BUILD_REVISION = 1
-
-
-def _for_onnxruntime(model: Any) -> None:
-    """An exact rewrite of a program's QDQ ONNX for ONNX Runtime's CPU kernels: its int8
-    activations as uint8 with zero points + 128 (the same real values). With int8 inputs
-    ONNX Runtime left 15 of mbv2-d64's 53 convolutions float between DequantizeLinear and
-    QuantizeLinear nodes and 34 layout transposes; with uint8 it fuses all 53 into
-    QLinearConv and keeps 4 transposes (2.1x faster, the program's heatmaps within a
-    rounding step). The transposed convolutions stay float (no quantized kernel), their
-    weights dequantized on each call: dequantizing them in the file instead makes ONNX
-    Runtime quantize them again with its own per-tensor scale (its weight quantization
-    pass), which would change the program's weights."""
-    _uint8_activations(model)
 
 
 def _uint8_activations(model: Any) -> None:
     """Every QuantizeLinear of an activation with an int8 zero point z, and the
-    DequantizeLinear nodes reading it, given the uint8 zero point z + 128."""
+    DequantizeLinear nodes reading it, given the uint8 zero point z + 128: an exact rewrite
+    (the same real values) for ONNX Runtime's CPU kernels. With int8 inputs ONNX Runtime
+    left 15 of mbv2-d64's 53 convolutions float between DequantizeLinear and QuantizeLinear
+    nodes and 34 layout transposes; with uint8 it fuses all 53 into QLinearConv and keeps 4
+    transposes (2.1x faster, the program's heatmaps within a rounding step). The transposed
+    convolutions stay float (no quantized kernel), their weights dequantized on each call:
+    dequantizing them in the file instead makes ONNX Runtime quantize them again with its
+    own per-tensor scale (its weight quantization pass), which would change the program's
+    weights."""
     import onnx
     from onnx import numpy_helper
 

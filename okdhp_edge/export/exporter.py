@@ -149,12 +149,17 @@ def _cached(old: dict[str, FormatRecord], fmt: str, out_dir: Path, recipe: Quant
     return entry
 
 
+def _from_program(spec: ExportFormat, man: Optional[StudentManifest]) -> bool:
+    """Whether ``spec``'s file of student ``man`` is made from its int8 program (the INT8
+    file of a quantization-aware student), not by the format's own builder."""
+    return man is not None and man.qat is not None and spec.precision == "int8"
+
+
 def _build_revision(spec: ExportFormat, man: Optional[StudentManifest] = None) -> int:
     """The revision of the builder of ``spec`` (a backend module's ``BUILD_REVISION``,
     raised when what it builds changes; its ``QAT_BUILD_REVISION`` for the INT8 file of a
     quantization-aware student ``man``; 0 where it declares none)."""
-    qat = man is not None and man.qat is not None and spec.precision == "int8"
-    name = "QAT_BUILD_REVISION" if qat else "BUILD_REVISION"
+    name = "QAT_BUILD_REVISION" if _from_program(spec, man) else "BUILD_REVISION"
     return int(getattr(backend_module(spec.builder), name, 0))
 
 
@@ -308,8 +313,8 @@ def _export_one(fmt: str, ctx: _Context, done: dict[str, FormatRecord]) -> Forma
         reason = f"needs {src}: {done[src].reason if src in done else 'not built'}"
     if reason is None:
         try:
-            quantized = ctx.man.qat is not None and spec.precision == "int8"
-            entry.update((qat_builder(fmt) if quantized else format_builder(fmt))(ctx, spec))
+            builder = qat_builder if _from_program(spec, ctx.man) else format_builder
+            entry.update(builder(fmt)(ctx, spec))
         except BackendUnavailable as exc:
             reason = str(exc)
         except OkdhpError:
@@ -335,7 +340,7 @@ def _check_parity(fmt: str, ctx: _Context) -> dict[str, Any]:
     """The file run by the backend it is made for, against the student in PyTorch fp32 (a
     quantization-aware student's INT8 file: against its int8 program in PyTorch)."""
     spec = FORMATS[fmt]
-    qat = ctx.man.qat is not None and spec.precision == "int8"
+    qat = _from_program(spec, ctx.man)
     inputs, ref = ctx.qat_reference() if qat else ctx.reference()
     stride = ctx.man.preprocessing.heatmap_stride
     # the file carries its precision; the runner is asked for fp32 (int8: the quantized file)

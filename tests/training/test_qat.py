@@ -275,7 +275,7 @@ def test_relu6_is_quantized_as_the_convolutions_clamp(tmp_path):
     from torch import nn
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
 
-    from okdhp_edge.backends.onnxruntime import _for_onnxruntime
+    from okdhp_edge.backends.onnxruntime import _uint8_activations
     from okdhp_edge.config import QatConfig
     from okdhp_edge.export.qat_program import program_bytes, program_onnx, run_program
     from okdhp_edge.training.qat import quantizer
@@ -302,7 +302,7 @@ def test_relu6_is_quantized_as_the_convolutions_clamp(tmp_path):
     x = np.random.default_rng(0).standard_normal((2, 1, 3, 16, 16)).astype(np.float32)
     ref = run_program(program, x[:, 0])
     outs = {}
-    for name, rewrite in (("s8", None), ("u8", _for_onnxruntime)):
+    for name, rewrite in (("s8", None), ("u8", _uint8_activations)):
         path = program_onnx(program, tmp_path / f"{name}.onnx", {}, rewrite=rewrite)
         opts = ort.SessionOptions()
         opts.optimized_model_filepath = str(tmp_path / f"{name}_optimised.onnx")
