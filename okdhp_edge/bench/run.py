@@ -277,27 +277,43 @@ def _accuracy(c: Candidate, runner: Runner, opts: BenchOptions) -> dict[str, Any
                            n_resamples=opts.bootstrap)
 
 
-def file_accuracy(student_yaml: Path, manifest: StudentManifest, backend: str,
-                  precision: str, work: Optional[Path], recipe: Any, dataset: Any
-                  ) -> tuple[Any, Optional[dict[str, Any]]]:
+def target_file(student_yaml: Path, backend: str, precision: str, work: Optional[Path],
+                recipe: Any) -> tuple[Any, Optional[Path]]:
     """Export the student to the (backend, precision) target's format into ``work`` (None:
-    its own export folder), quantizing with ``recipe`` where it is calibrated, and measure
-    ``dataset`` through that file on one thread: the format record, and
-    :func:`report_accuracy`'s result (None where the format is unavailable)."""
+    its own export folder), quantizing with ``recipe`` where it is calibrated: the format
+    record and its model file's path (None where the format is unavailable)."""
     from okdhp_edge.export.exporter import export_student
-    from okdhp_edge.runtime import make_runner
     from okdhp_edge.targets import get_target
 
     fmt = get_target(backend, precision).export
     entry = export_student(student_yaml, work, formats=(fmt,), recipe=recipe).formats[fmt]
     if not entry.available:
         return entry, None
+    return entry, (work or Path(student_yaml).parent / "export") / entry.file
+
+
+def file_report_accuracy(manifest: StudentManifest, backend: str, precision: str, path: Path,
+                         dataset: Any) -> dict[str, Any]:
+    """:func:`report_accuracy` of ``dataset`` through the file at ``path``, on one thread."""
+    from okdhp_edge.runtime import make_runner
+
     runner = make_runner(backend, precision, threads=1)
-    runner.load(str((work or Path(student_yaml).parent / "export") / entry.file))
+    runner.load(str(path))
     try:
-        return entry, report_accuracy(manifest, runner, dataset=dataset)
+        return report_accuracy(manifest, runner, dataset=dataset)
     finally:
         runner.close()
+
+
+def file_accuracy(student_yaml: Path, manifest: StudentManifest, backend: str,
+                  precision: str, work: Optional[Path], recipe: Any, dataset: Any
+                  ) -> tuple[Any, Optional[dict[str, Any]]]:
+    """:func:`target_file`, then ``dataset`` measured through that file: the format record,
+    and :func:`report_accuracy`'s result (None where the format is unavailable)."""
+    entry, path = target_file(student_yaml, backend, precision, work, recipe)
+    if path is None:
+        return entry, None
+    return entry, file_report_accuracy(manifest, backend, precision, path, dataset)
 
 
 def report_accuracy(manifest: StudentManifest, runner: Runner, flip_test: bool = False,

@@ -121,51 +121,40 @@ class Scores:
 
 def score_all(args: argparse.Namespace, backend: str, zoos: dict[tuple[str, int], Path],
               scores: Scores) -> None:
-    """Every arm's INT8 file and the float fp32 file of every student, on both splits."""
+    """Every arm's INT8 file and the float fp32 file of every student, on both splits (each
+    file built, or found built, once)."""
+    from okdhp_edge.bench.run import target_file
     from okdhp_edge.export.quantize import QuantRecipe
-    from okdhp_edge.manifest import zoo_students
+    from okdhp_edge.manifest import load_student_manifest, zoo_students
 
     for d, man in zoo_students(args.zoo):
-        ptq = args.work_dir / "ptq"
+        ptq = args.work_dir / "ptq" / man.name
         recipe = QuantRecipe(num_images=args.calib_images)
         files = [("fp32", d, "fp32", ptq, None), ("ptq", d, "int8", ptq, recipe)]
         files += [(f"{arm}-s{seed}", zoo / man.name, "int8", None, None)
                   for (arm, seed), zoo in zoos.items()]
         for name, student, precision, folder, rec in files:
-            built = _built(student, backend, precision, folder, rec)
+            entry, path = target_file(student / "student.yaml", backend, precision, folder, rec)
+            built = dict(entry.sha256 or {}) if path is not None else {}
+            own = load_student_manifest(student / "student.yaml")  # a QAT student's own
             for split in SPLITS:
-                scores.get(f"{backend}/{split}/{name}/{man.name}", built, _score, student,
-                           backend, precision, split, folder, rec)
+                scores.get(f"{backend}/{split}/{name}/{man.name}", built, _score, own,
+                           backend, precision, split, path, entry)
 
 
-def _built(d: Path, backend: str, precision: str, folder: Optional[Path],
-           recipe: Any = None) -> dict[str, str]:
-    """The (backend, precision) file of the student in ``d``, built where missing or stale:
-    the sha256 of its files ({} where the format is unavailable)."""
-    from okdhp_edge.export.exporter import export_student
-    from okdhp_edge.targets import get_target
-
-    fmt = get_target(backend, precision).export
-    out = folder / d.name if folder else None
-    entry = export_student(d / "student.yaml", out, formats=(fmt,), recipe=recipe).formats[fmt]
-    return dict(entry.sha256 or {}) if entry.available else {}
-
-
-def _score(d: Path, backend: str, precision: str, split: str, folder: Optional[Path],
-           recipe: Any = None) -> dict[str, Any]:
-    """One file's accuracy on ``split`` with its per-image results (built if needed, with
-    ``recipe`` where it is post-training quantized)."""
-    from okdhp_edge.bench.run import file_accuracy
+def _score(man: Any, backend: str, precision: str, split: str, path: Optional[Path],
+           entry: Any) -> dict[str, Any]:
+    """One file's accuracy on ``split`` with its per-image results and whether its parity
+    passed ({value: None, reason} where the file could not be made: ``entry``, its format
+    record)."""
+    from okdhp_edge.bench.run import file_report_accuracy
     from okdhp_edge.evaluation.datasets import report_dataset, training_split
-    from okdhp_edge.manifest import load_student_manifest
     from okdhp_edge.schema import to_dict
 
-    man = load_student_manifest(d / "student.yaml")
-    dataset = training_split(man, "select") if split == "select" else report_dataset(man)
-    entry, acc = file_accuracy(d / "student.yaml", man, backend, precision,
-                               folder / man.name if folder else None, recipe, dataset)
-    if acc is None:
+    if path is None:
         return {"value": None, "reason": entry.reason}
+    dataset = training_split(man, "select") if split == "select" else report_dataset(man)
+    acc = file_report_accuracy(man, backend, precision, path, dataset)
     boot = acc.get("bootstrap")
     return {"value": acc["value"], "units": acc.get("units"),
             "bootstrap": None if boot is None else to_dict(boot),
