@@ -202,6 +202,10 @@ class QatConfig:
     averaging_constant: float = 0.01  # the moving-average range observers' step
     # fraction of the QAT iterations after which the activation ranges stop moving (1: never)
     freeze_observers: float = 0.5
+    # the students fake-quantized, by their zoo names (e.g. [mbv2-d32]); []: every branch.
+    # The other branches stay float: they train and teach through the ensemble in float,
+    # and are left out of the QAT zoo (their float students are the float run's)
+    branches: list[str] = field(default_factory=list)
 
 
 @dataclass

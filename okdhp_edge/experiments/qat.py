@@ -131,8 +131,9 @@ def score_all(args: argparse.Namespace, backend: str, zoos: dict[tuple[str, int]
         ptq = args.work_dir / "ptq" / man.name
         recipe = QuantRecipe(num_images=args.calib_images)
         files = [("fp32", d, "fp32", ptq, None), ("ptq", d, "int8", ptq, recipe)]
-        files += [(f"{arm}-s{seed}", zoo / man.name, "int8", None, None)
-                  for (arm, seed), zoo in zoos.items()]
+        files += [(f"{arm}-s{seed}", zoo / man.name, "int8", None, None)  # qat.branches:
+                  for (arm, seed), zoo in zoos.items()  # a QAT zoo may hold fewer students
+                  if (zoo / man.name / "student.yaml").is_file()]
         for name, student, precision, folder, rec in files:
             entry, path = target_file(student / "student.yaml", backend, precision, folder, rec)
             built = dict(entry.sha256 or {}) if path is not None else {}

@@ -96,8 +96,6 @@ class MultiBranchLight(nn.Module):
     """
 
     multi_branch = True
-    # the submodules students are made of (the FAU and its projection are training's alone)
-    student_modules = ("encoder", "decoders")
 
     def __init__(self, encoder: str = "mobilenetv2", width_mult: float = 1.0,
                  decoder_widths: tuple[int, ...] = (64, 128, 256), decoder_layers: int = 3,
@@ -134,6 +132,11 @@ class MultiBranchLight(nn.Module):
         model.encoder.load_state_dict(self.encoder.state_dict())
         model.decoder.load_state_dict(self.decoders[branch].state_dict())
         return model.to(next(self.parameters()).device)
+
+    def student_modules(self, branch: int) -> tuple[str, ...]:
+        """The submodules student ``branch`` is made of: the shared encoder and its own
+        decoder (the FAU and its projection are the training network's alone)."""
+        return ("encoder", f"decoders.{branch}")
 
     def student_arch(self, branch: int) -> dict:
         """Constructor arguments (but ``num_joints``) of :meth:`student`'s model."""

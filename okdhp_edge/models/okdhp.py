@@ -70,8 +70,6 @@ class MultiBranchHourglass(nn.Module):
     """
 
     multi_branch = True
-    # the submodules students are made of (the FAU is the training network's alone)
-    student_modules = ("stem", "shared", "branch_stacks")
 
     def __init__(self, shared_stacks: int = 2, branches: tuple[int, ...] = (2, 2, 2),
                  num_joints: int = 17, width: int = 256, depth: int = 4, stem_width: int = 64,
@@ -124,6 +122,11 @@ class MultiBranchHourglass(nn.Module):
         """Constructor arguments (but ``num_joints``) of :meth:`student`'s model."""
         return dict(num_stacks=self.shared_stacks + self.branches[branch], width=self.width,
                     depth=self.depth, stem_width=self.stem_width, stem=self.stem_kind)
+
+    def student_modules(self, branch: int) -> tuple[str, ...]:
+        """The submodules student ``branch`` is made of: the stem, the shared stacks and its
+        own chain (the FAU is the training network's alone)."""
+        return ("stem", "shared", f"branch_stacks.{branch}")
 
     def branch_names(self) -> list[str]:
         """The students' names, one per branch (``hg{shared + own stacks}``)."""

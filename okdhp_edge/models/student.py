@@ -70,16 +70,18 @@ class Student(Protocol):
 class MultiBranchNet(Protocol):
     """The OKDHP training network: branches that teach each other through an ensemble.
     ``student(i)`` is branch i as a :class:`Student` with the same weights (bit-identical
-    outputs); ``branch_names()`` their names in a zoo; ``student_modules`` the names of the
-    submodules students are made of (quantization-aware training quantizes those and
-    leaves the rest, the FAU and the ensemble, in float)."""
+    outputs); ``branch_names()`` their names in a zoo; ``student_modules(i)`` the dotted
+    names of the submodules student i is made of (quantization-aware training quantizes
+    those of the branches it fine-tunes and leaves the rest, the FAU and the ensemble, in
+    float)."""
 
     num_joints: int
-    student_modules: tuple[str, ...]
 
     def __call__(self, x: torch.Tensor) -> MultiBranchOutput: ...
 
     def branch_names(self) -> list[str]: ...
+
+    def student_modules(self, branch: int) -> tuple[str, ...]: ...
 
     def student(self, branch: int) -> Student: ...
 

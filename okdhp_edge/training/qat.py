@@ -7,10 +7,13 @@ and the ensemble it builds stay in float and keep teaching the branches through 
 loss (``qat.kd``; off: the same fine-tuning on the labels alone).
 
 The whole multi-branch network is exported once (``torch.export``) and prepared; the
-quantizer's annotations are kept only on the nodes of the submodules students are made of
-(``student_modules``), so the FAU, its projection and the ensemble's weighted sum compute in
-float, on the students' tensors as the students deploy them (the shared features and the
-branch heatmaps are quantized where a student's operator makes them).
+quantizer's annotations are kept only on the nodes of the submodules the fine-tuned students
+are made of (``student_modules(i)`` of each branch in ``qat.branches``, every branch when it
+is empty), so the FAU, its projection and the ensemble's weighted sum compute in float, on
+the students' tensors as the students deploy them (the shared features and the branch
+heatmaps are quantized where a student's operator makes them). A branch left out trains in
+float on the shared features as the quantized students deploy them, and teaches through the
+ensemble in float; it is not written to the QAT zoo (its float student is the float run's).
 A student is the converted graph cut down to its branch's output (the shared trunk's
 quantization parameters are the same in every student): the program its INT8 files are
 made from (:mod:`okdhp_edge.export.qat_program`).
@@ -29,8 +32,10 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from okdhp_edge.errors import UsageError
+from okdhp_edge.errors import ConfigError, UsageError
+from okdhp_edge.families import zoo_student_names
 from okdhp_edge.models.student import MultiBranchOutput, StudentOutput
+from okdhp_edge.schema import closest
 from okdhp_edge.training.trainer import Head, TrainedRun, Trainer
 
 log = logging.getLogger(__name__)
@@ -60,22 +65,34 @@ def qat_run_config(cfg: Any) -> Any:
     return dataclasses.replace(cfg, train=train, loss=loss, zoo=zoo)
 
 
-def recipe(qcfg: Any) -> dict[str, Any]:
-    """What a QAT student's manifest and INT8 files record of how it was quantized."""
+def recipe(qcfg: Any, branches: list[str]) -> dict[str, Any]:
+    """What a QAT student's manifest and INT8 files record of how it was quantized
+    (``branches``: the students fake-quantized together, by name)."""
     acts = "symmetric" if qcfg.activations == "symmetric" else "asymmetric"
     return {"quantizer": QUANTIZER, "weights": "int8 symmetric per channel",
             "activations": f"int8 {acts} per tensor", "kd": bool(qcfg.kd),
             "observer": f"moving-average min-max ({qcfg.averaging_constant:g})",
             "freeze_observers": float(qcfg.freeze_observers), "epochs": int(qcfg.epochs),
-            "lr": float(qcfg.lr)}
+            "lr": float(qcfg.lr), "branches": list(branches)}
+
+
+def quantized_branches(names: list[str], wanted: list[str]) -> list[int]:
+    """The indices of the branches ``qat.branches`` names (``wanted``, zoo names; every
+    branch when empty), in branch order. ConfigError naming the closest name otherwise."""
+    for name in wanted:
+        if name not in names:
+            raise ConfigError(f"qat.branches: no student '{name}' in this run (did you mean "
+                              f"'{closest(name, names)}'? its students: {', '.join(names)})")
+    return [i for i, n in enumerate(names) if not wanted or n in wanted]
 
 
 # ---------------------------------------------------------------------------- quantizer
 
 
-def quantizer(qcfg: Any, student_modules: tuple[str, ...]) -> Any:
+def quantizer(qcfg: Any, modules: tuple[str, ...]) -> Any:
     """XNNPACK's QAT quantizer (per-channel int8 weights, per-tensor int8 activations with
-    fused moving-average fake quantization), annotating only the students' nodes."""
+    fused moving-average fake quantization), annotating only the nodes inside ``modules``
+    (the network's dotted submodule names)."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
         get_symmetric_quantization_config,
@@ -96,7 +113,7 @@ def quantizer(qcfg: Any, student_modules: tuple[str, ...]) -> Any:
     act = dataclasses.replace(act, observer_or_fake_quant_ctr=fake_quant)
     config = dataclasses.replace(config, input_activation=act, output_activation=act)
     return _StudentsOnly(XNNPACKQuantizer().set_global(config),
-                         tuple(f"{_ROOT}.{m}" for m in student_modules))
+                         tuple(f"{_ROOT}.{m}" for m in modules))
 
 
 _ROOT = "net"  # the name of the network inside the exported wrapper
@@ -224,8 +241,10 @@ class QatNetwork(nn.Module):
 
         super().__init__()
         self.num_joints = net.num_joints
-        self.student_modules = tuple(net.student_modules)
         self._names, self._record = net.branch_names(), net.multi_branch_record()
+        self._zoo_names = zoo_student_names(self._names)
+        self.quantized = quantized_branches(self._zoo_names, list(qcfg.branches))
+        modules = tuple(dict.fromkeys(m for b in self.quantized for m in net.student_modules(b)))
         for m in net.modules():  # functional activations: an in-place one is a mutation
             if getattr(m, "inplace", False):  # that dead-code removal keeps, and that the
                 m.inplace = False  # exported ONNX (no mutation) would not compute alike
@@ -237,7 +256,7 @@ class QatNetwork(nn.Module):
         batch = torch.export.Dim("batch", min=1, max=4096)
         ep = torch.export.export(_Flat(net).train(), (example,),
                                  dynamic_shapes={"x": {0: batch}})
-        self.graph = prepare_qat_pt2e(ep.module(), quantizer(qcfg, self.student_modules))
+        self.graph = prepare_qat_pt2e(ep.module(), quantizer(qcfg, modules))
         self.register_buffer("observers_frozen", torch.zeros((), dtype=torch.bool))
         self.train()
 
@@ -288,10 +307,15 @@ class QatNetwork(nn.Module):
         state = self.state_dict() if state is None else state
         return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
-    def students(self) -> list[QatStudent]:
-        """Every branch as a converted int8 program (copies; eval). One conversion serves
-        them all: it folds each batch norm into its convolution, a fixed ~30 s whatever the
-        network's size, which a conversion per student would pay again."""
+    def quantized_names(self) -> list[str]:
+        """The zoo names of the students fine-tuned fake-quantized, in branch order."""
+        return [self._zoo_names[b] for b in self.quantized]
+
+    def students(self) -> dict[int, QatStudent]:
+        """Every fake-quantized branch (by index) as a converted int8 program (copies;
+        eval). One conversion serves them all: it folds each batch norm into its
+        convolution, a fixed ~30 s whatever the network's size, which a conversion per
+        student would pay again."""
         from torchao.quantization.pt2e import move_exported_model_to_eval
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
@@ -300,8 +324,8 @@ class QatNetwork(nn.Module):
         converted = convert_pt2e(graph)
         shared_n, per_branch = self.layout
         ends = [shared_n + sum(per_branch[:b + 1]) - 1 for b in range(len(per_branch))]
-        return [QatStudent(_keep_output(_copy(converted), i), self.num_joints)
-                for i in ends]
+        return {b: QatStudent(_keep_output(_copy(converted), ends[b]), self.num_joints)
+                for b in self.quantized}
 
 
 def _copy(module: Any) -> Any:
@@ -365,7 +389,9 @@ class QatTrainer(Trainer):
         super().__init__(cfg, *args, **kwargs)
         if self.dist.enabled:
             raise ValueError("quantization-aware fine-tuning runs in one process")
-        self.freeze_at = int(cfg.qat.freeze_observers * cfg.train.epochs * self.iters_per_epoch)
+        # the ranges observe one iteration at least (a range never observed is [inf, -inf])
+        self.freeze_at = max(1, int(cfg.qat.freeze_observers * cfg.train.epochs
+                                    * self.iters_per_epoch))
 
     def _float_network(self) -> nn.Module:
         from okdhp_edge.models.registry import create_model, model_kwargs_from_config
@@ -406,18 +432,22 @@ class QatTrainer(Trainer):
         return net.eval()
 
     def result(self) -> TrainedRun:
-        """The float students (their fine-tuned weights) and, in ``quantized``, their int8
-        programs, each from the network's state at the student's best epoch."""
+        """The fake-quantized students: their float (fine-tuned) weights and, in
+        ``quantized``, their int8 programs, each from the network's state at the student's
+        best epoch. Branches left float (``qat.branches``) are not among them."""
         run = super().result()
+        names = self.model.quantized_names()
         quantized, by_epoch = {}, {}  # students selected at one epoch share a conversion
         for h in self.heads:
-            if h.branch is None:
+            if h.name not in names:
                 continue
             epoch = self.state.best_epoch.get(h.name, -1) if h.name in self.best_states else -1
             if epoch not in by_epoch:
                 state = self.best_states[h.name] if epoch != -1 else self._snapshot(h)
                 by_epoch[epoch] = self._at(state).students()
             quantized[h.name] = by_epoch[epoch][h.branch].eval()
-        return dataclasses.replace(run, quantized=quantized,
-                                   qat={"from_run": str(self.cfg.qat.from_run),
-                                        "recipe": recipe(self.cfg.qat)})
+        per_student = ("students", "branches", "best_epoch", "select_metric")
+        return dataclasses.replace(
+            run, **{k: {n: getattr(run, k)[n] for n in names} for k in per_student},
+            quantized=quantized,
+            qat={"from_run": str(self.cfg.qat.from_run), "recipe": recipe(self.cfg.qat, names)})

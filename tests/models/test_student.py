@@ -33,6 +33,9 @@ def test_every_family_keeps_the_contract(family):
             rebuilt = create_model(student.family, num_joints=5, **student.arch())
             assert sum(p.numel() for p in rebuilt.parameters()) == \
                 sum(p.numel() for p in student.parameters())
+            made_of = [net.get_submodule(m) for m in net.student_modules(i)]
+            assert sum(p.numel() for m in made_of for p in m.parameters()) == \
+                sum(p.numel() for p in student.parameters())  # what QAT quantizes of it
             out = student(x)
             assert isinstance(out, StudentOutput)
             module, example = export_module(student, (64, 64))

@@ -25,9 +25,10 @@ def _float_run(tiny_zoo: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def qat_zoo(tiny_zoo, tmp_path_factory) -> Path:
-    """A QAT zoo of the tiny run, fine-tuned 3 iterations with KD, written by the command."""
+    """A QAT zoo of the tiny run, fine-tuned 3 iterations with KD, written by the command;
+    hg3 fake-quantized, hg2 left float (teaching, and out of the zoo)."""
     tmp = tmp_path_factory.mktemp("qat")
-    res = okdhp("train", "--qat-from", _float_run(tiny_zoo), *QAT,
+    res = okdhp("train", "--qat-from", _float_run(tiny_zoo), *QAT, "qat.branches=[hg3]",
                 f"train.out_dir={tmp}/runs", f"zoo.root={tmp}/zoo")
     assert res.returncode == 0, res.stderr[-3000:]
     zoo = Path(next(line for line in res.stdout.splitlines() if line.startswith("zoo: "))[5:])
@@ -41,12 +42,13 @@ def test_qat_zoo_records_its_recipe_and_program(qat_zoo, tiny_zoo):
     from okdhp_edge.utils.io import sha256_file
 
     students = list(zoo_students(qat_zoo))
-    assert [m.name for _, m in students] == [m.name for _, m in zoo_students(tiny_zoo)]
+    assert [m.name for _, m in students] == ["hg3"]  # qat.branches
     for d, man in students:
         q = man.qat
         assert q.from_run == str(_float_run(tiny_zoo))
         assert q.recipe["quantizer"] == "xnnpack-pt2e-qat" and q.recipe["kd"] is True
         assert q.recipe["activations"] == "int8 asymmetric per tensor"
+        assert q.recipe["branches"] == ["hg3"]
         assert sha256_file(d / q.program.file) == q.program.sha256
         assert q.accuracy is not None
         assert man.provenance.run.endswith("-qat") and man.provenance.distillation["distill"]
@@ -60,8 +62,8 @@ def test_edited_qat_record_is_refused(qat_zoo, tmp_path):
     from okdhp_edge.errors import ManifestError
     from okdhp_edge.students import load_student
 
-    d = tmp_path / "hg2"
-    shutil.copytree(qat_zoo / "hg2", d)
+    d = tmp_path / "hg3"
+    shutil.copytree(qat_zoo / "hg3", d)
     text = (d / "student.yaml").read_text().replace("kd: true", "kd: false")
     (d / "student.yaml").write_text(text)
     with pytest.raises(ManifestError, match="'qat' differs"):
@@ -106,7 +108,7 @@ def test_fau_and_ensemble_stay_float(tiny_zoo):
     fq = [n for n in qnet.graph.graph.nodes if n.op == "call_module"
           and "activation_post_process" in str(n.target)]
     assert fq
-    students = tuple(f"net.{m}." for m in net.student_modules)
+    students = tuple(f"net.{m}." for b in range(2) for m in net.student_modules(b))
     for node in fq:  # every quantized value is made by a student's operator (or is an input)
         made_by = node.args[0]
         if made_by.op == "call_function":
@@ -166,22 +168,24 @@ def test_ablation_scores_and_reports_every_arm(qat_zoo, tiny_zoo, tmp_path):
     kept = json.loads((tmp_path / "scores.json").read_text())
     assert set(kept) == {f"onnxruntime/{split}/{arm}/{st}" for split in ("select", "report")
                          for arm in ("fp32", "ptq", "qat_kd-s0", "qat_labels-s0")
-                         for st in ("hg2", "hg3")}
+                         for st in ("hg2", "hg3") if st == "hg3" or "qat" not in arm}
     assert all(v["value"] is not None and v["parity"] and v["files"] for v in kept.values())
     # a kept score is reused while its file is the one it was measured on, else measured again
     kept["onnxruntime/report/ptq/hg2"]["value"] = -1.0
-    kept["onnxruntime/report/qat_kd-s0/hg2"].update(value=-1.0, files={"model.onnx": "0"})
+    kept["onnxruntime/report/qat_kd-s0/hg3"].update(value=-1.0, files={"model.onnx": "0"})
     (tmp_path / "scores.json").write_text(json.dumps(kept))
     scores = Scores(tmp_path / "scores.json")
     score_all(args, "onnxruntime", {("qat_kd", 0): qat_zoo, ("qat_labels", 0): qat_zoo}, scores)
     assert scores.data["onnxruntime/report/ptq/hg2"]["value"] == -1.0
-    again = scores.data["onnxruntime/report/qat_kd-s0/hg2"]
-    assert again == scores.data["onnxruntime/report/qat_labels-s0/hg2"]  # the same file
+    again = scores.data["onnxruntime/report/qat_kd-s0/hg3"]
+    assert again == scores.data["onnxruntime/report/qat_labels-s0/hg3"]  # the same file
     kept = scores.data
     text = render({"run": "r", "zoo": str(tiny_zoo), "seeds": [0], "overrides": [],
                    "backends": ["onnxruntime"], "scores": kept})
-    row = next(line for line in text.splitlines() if line.startswith("| hg2 |"))
+    row = next(line for line in text.splitlines() if line.startswith("| hg3 |"))
     assert row.count("|") == 8 and "+0.0000 [+0.0000, +0.0000]" in row  # kd - labels: same zoo
+    row = next(line for line in text.splitlines() if line.startswith("| hg2 |"))
+    assert row.endswith("| - | - | - | - |")  # left float: no QAT file
 
 
 def test_ablation_refuses_what_it_cannot_run(tmp_path):
@@ -218,9 +222,9 @@ def test_symmetric_activations_have_zero_points_of_zero():
     fqs = [m for m in net.modules() if isinstance(m, FakeQuantizeBase)
            and m.qscheme == torch.per_tensor_symmetric]
     assert fqs and all(int(m.zero_point.abs().max()) == 0 for m in fqs)
-    rec = QatRecord("run", recipe(qcfg), WeightsRef("qat_int8.pt2", ""))
+    rec = QatRecord("run", recipe(qcfg, ["b"]), WeightsRef("qat_int8.pt2", ""))
     assert symmetric_activations(rec) and not symmetric_activations(
-        QatRecord("run", recipe(QatConfig()), WeightsRef("qat_int8.pt2", "")))
+        QatRecord("run", recipe(QatConfig(), ["b"]), WeightsRef("qat_int8.pt2", "")))
 
 
 def test_transposed_convolutions_quantize_per_output_channel(tmp_path):
@@ -314,3 +318,28 @@ def test_relu6_is_quantized_as_the_convolutions_clamp(tmp_path):
     assert ops["QLinearConv"] == 3 and not ops["Clip"] and not ops["Conv"], ops
     step = 0.05 * np.abs(ref).max()
     assert np.abs(outs["u8"] - ref).max() <= step and np.abs(outs["s8"] - ref).max() <= step
+
+
+def test_branches_left_float_compute_in_float(tiny_zoo, tmp_path):
+    """qat.branches=[hg2]: hg2 (stem, shared stacks, its own chain) is fake-quantized, hg3's
+    own chain computes in float (the qat_zoo fixture: such a branch stays out of the zoo)."""
+    from okdhp_edge.config import load_config
+    from okdhp_edge.errors import ConfigError
+    from okdhp_edge.models.registry import create_model, model_kwargs_from_config
+    from okdhp_edge.training.qat import QatNetwork, QatTrainer, _module_path, qat_run_config
+
+    run = _float_run(tiny_zoo)
+    over = [f"qat.from_run={run}", "train.threads=1", f"train.out_dir={tmp_path}"]
+    with pytest.raises(ConfigError, match="no student 'hg22'.*did you mean 'hg2'"):
+        QatTrainer(qat_run_config(load_config(overrides=[*over, "qat.branches=[hg22]"],
+                                              base=run / "config.yaml")))
+    assert not list(tmp_path.iterdir())  # refused before the run folder
+    cfg = load_config(overrides=["qat.branches=[hg2]"], base=run / "config.yaml")
+    net = create_model(cfg.model.name, **model_kwargs_from_config(cfg.model, 17))
+    qnet = QatNetwork(net, (32, 32), cfg.qat)
+    assert qnet.quantized == [0] and qnet.quantized_names() == ["hg2"]
+    made_by = [_module_path(n.args[0]) for n in qnet.graph.graph.nodes
+               if n.op == "call_module" and "activation_post_process" in str(n.target)
+               and n.args[0].op == "call_function"]
+    assert any(p.startswith("net.branch_stacks.0.") for p in made_by)
+    assert not any(p.startswith(("net.branch_stacks.1.", "net.fau")) for p in made_by)
