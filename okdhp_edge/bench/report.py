@@ -172,17 +172,20 @@ def _quantization_lines(rows: list[BenchRow]) -> list[str]:
     quant = [r for r in rows if r.quantization]
     if not quant:
         return []
-    qat = any("calibration" not in r.quantization for r in quant)
+    qat = any(_quantization_aware(r.quantization) for r in quant)
     out = ["", "INT8 files (post-training quantization, calibrated on the training split"
            + (", unless made from a quantization-aware student's program" if qat else "")
            + "; layers listed stayed in floating point):", ""]
     for r in quant:
         q = r.quantization
         rec, cal = q.get("recipe", {}), q.get("calibration", {})
-        if "calibration" not in q and rec.get("quantizer"):  # a quantization-aware student
+        if _quantization_aware(q):
+            branches = rec.get("branches")
+            together = f", fake-quantized branches {', '.join(branches)}" if branches else ""
             out.append(f"- {r.label}: quantization-aware ({rec['quantizer']}, "
                        f"{rec.get('activations')} activations, KD "
-                       f"{'on' if rec.get('kd') else 'off'}, {rec.get('epochs')} epochs)")
+                       f"{'on' if rec.get('kd') else 'off'}, {rec.get('epochs')} epochs"
+                       f"{together})")
             continue
         layers = q.get("higher_precision_layers") or []
         ac = (f", accuracy control max drop {rec['max_drop']} on the selection split"
@@ -197,6 +200,12 @@ def _quantization_lines(rows: list[BenchRow]) -> list[str]:
                    f"{'yes' if rec.get('keep_head') else 'no'}{ac}; float layers: "
                    f"{', '.join(layers) if layers else 'none'}")
     return out
+
+
+def _quantization_aware(q: dict) -> bool:
+    """Whether an INT8 file's quantization record is a quantization-aware student's (made
+    from its program: a quantizer named, no calibration)."""
+    return "calibration" not in q and bool(q.get("recipe", {}).get("quantizer"))
 
 
 def _reads(backend: str, recipe_field: str) -> bool:
