@@ -157,10 +157,12 @@ def _from_program(spec: ExportFormat, man: Optional[StudentManifest]) -> bool:
 
 def _build_revision(spec: ExportFormat, man: Optional[StudentManifest] = None) -> int:
     """The revision of the builder of ``spec`` (a backend module's ``BUILD_REVISION``,
-    raised when what it builds changes; its ``QAT_BUILD_REVISION`` for the INT8 file of a
-    quantization-aware student ``man``; 0 where it declares none)."""
+    raised when what it builds changes: one number for all its formats, or one per format
+    name; its ``QAT_BUILD_REVISION`` for the INT8 file of a quantization-aware student
+    ``man``; 0 where it declares none)."""
     name = "QAT_BUILD_REVISION" if _from_program(spec, man) else "BUILD_REVISION"
-    return int(getattr(backend_module(spec.builder), name, 0))
+    revision = getattr(backend_module(spec.builder), name, 0)
+    return int(revision.get(spec.name, 0) if isinstance(revision, dict) else revision)
 
 
 def _file_recipe(spec: ExportFormat, path: Path) -> Optional[dict[str, Any]]:

@@ -4,6 +4,7 @@ through export.yaml and bundles, tampered files refused, bad requests in one lin
 import dataclasses
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -344,6 +345,10 @@ def test_nncf_writes_the_onnx_runtime_int8_file(student, int8_export, tmp_path):
     acts = [n for n in graph.node if n.op_type == "DequantizeLinear"
             and n.input[0] not in consts]
     assert acts and all(consts[n.input[1]].size == 1 for n in acts)
+    # NNCF's s8 activations are written as u8, and ONNX Runtime fuses every convolution that
+    # has a quantized output (with s8 it left a MobileNetV2's residual-block convs float)
+    assert all(consts[n.input[2]].dtype == np.uint8 for n in acts)
+    assert _ort_float_convs(tmp_path / e.file) <= _convs_without_quantized_output(graph)
     with pytest.raises(QuantizationError, match="add --ort-quantizer nncf"):
         QuantRecipe(ort_nncf_activations="per_tensor")
     with pytest.raises(QuantizationError, match="NNCF chooses the activation types"):
@@ -394,3 +399,21 @@ def test_recipe_options_round_trip(recipe):
     add_recipe_arguments(parser)
     assert recipe_from_args(parser.parse_args(recipe_args(recipe))) == recipe
     assert recipe_from_args(parser.parse_args([])) == QuantRecipe()
+
+
+def _ort_float_convs(path: Path) -> set[str]:
+    """The convolutions ONNX Runtime runs in float in ``path`` (its optimised graph)."""
+    import onnx
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(path.with_suffix(".optimised.onnx"))
+    ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    graph = onnx.load(opts.optimized_model_filepath).graph
+    return {n.name for n in graph.node if n.op_type in ("Conv", "FusedConv")}
+
+
+def _convs_without_quantized_output(graph) -> set[str]:
+    """Convolutions of a QDQ graph whose output no QuantizeLinear reads (they stay float)."""
+    quantized = {n.input[0] for n in graph.node if n.op_type == "QuantizeLinear"}
+    return {n.name for n in graph.node if n.op_type == "Conv" and n.output[0] not in quantized}
