@@ -345,11 +345,99 @@ def float_layers(path: Path) -> list[str]:
     return out
 
 
-# why a quantization-aware student has no LiteRT INT8 file (litert-torch 0.10.0, measured)
-QAT_UNAVAILABLE = ("litert-torch's converter refuses a quantization-aware student's int8 "
-                   "program: its per-channel weight dequantization ('stablehlo."
-                   "uniform_dequantize' takes per-tensor operands only); LiteRT converts "
-                   "programs made with its own PT2E quantizer")
+def _qat_int8(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
+    """A quantization-aware student's full-integer ``.tflite``: its int8 program converted
+    by litert-torch in static Q/DQ mode, with the program's scales and zero points. The
+    converter takes a weight as float -> quantize -> dequantize, not as the program's
+    folded int8 constant ("'stablehlo.uniform_dequantize' op operand #0 must be ... integer
+    quantized values, but got 'tensor<17x32x1x1xi8>'"), so each folded weight is unfolded
+    first: dequantized once, then quantized again with its own parameters (the same int8
+    values). Transposed convolutions stay float (listed in the record)."""
+    import torch
+    from litert_torch.quantize.pt2e_quantizer import (
+        PT2EQuantizer,
+        get_symmetric_quantization_config,
+    )
+    from litert_torch.quantize.quant_config import QuantConfig
+
+    from okdhp_edge.export.qat_program import qat_fields
+
+    reason = missing_package("litert_torch", "litert", export=True)
+    if reason:
+        raise BackendUnavailable(reason)
+    graph = ctx.qat_program().module()
+    _unfold_weights(graph)
+    w, h = ctx.size
+    static = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    content = _converted(_program_module(graph), torch.zeros(1, 3, h, w), ctx.path(fmt.name),
+                         "litert-torch conversion of the QAT program",
+                         quant_config=QuantConfig(pt2e_quantizer=static))  # static Q/DQ
+    _write(ctx, fmt, content)
+    return {"layout": fmt.layout, **qat_fields(ctx.man.qat), "activations": "s8 (int8 I/O)",
+            "higher_precision_layers": float_layers(ctx.path(fmt.name))}
+
+
+def _unfold_weights(graph: Any) -> int:
+    """Every int8 constant a dequantize node reads (a folded weight) replaced by its float
+    value quantized by the same parameters: ``dequantize(quantize(w_float))``, with
+    ``w_float = (w_int8 - zero_point) * scale``, gives back the same int8 values. Returns
+    how many were unfolded. ``graph``: a converted PT2E module (in place)."""
+    import torch
+
+    ops = torch.ops.quantized_decomposed
+    quantize_of = {ops.dequantize_per_channel.default: ops.quantize_per_channel.default,
+                   ops.dequantize_per_tensor.default: ops.quantize_per_tensor.default}
+    count = 0
+    for node in list(graph.graph.nodes):
+        if node.target not in quantize_of or node.args[0].op != "get_attr":
+            continue
+        weight = getattr(graph, node.args[0].target)
+        if weight.dtype != torch.int8:
+            continue
+        name = f"{node.args[0].target}_float"
+        graph.register_buffer(name, _dequantized(graph, node, weight))
+        with graph.graph.inserting_before(node):
+            q = graph.graph.call_function(quantize_of[node.target],
+                                          (graph.graph.get_attr(name), *node.args[1:]))
+        node.args = (q, *node.args[1:])
+        count += 1
+    graph.graph.eliminate_dead_code()
+    graph.recompile()
+    return count
+
+
+def _dequantized(graph: Any, node: Any, weight: Any) -> Any:
+    """The float value of the int8 ``weight`` that dequantize ``node`` reads."""
+    import torch
+
+    if node.target == torch.ops.quantized_decomposed.dequantize_per_channel.default:
+        scale, zero = (getattr(graph, n.target) for n in node.args[1:3])
+        shape = [1] * weight.dim()
+        shape[node.args[3]] = -1  # the channel axis
+        return (weight.float() - zero.view(shape).float()) * scale.view(shape).float()
+    return (weight.float() - float(node.args[2])) * float(node.args[1])
+
+
+def _program_module(graph: Any) -> Any:
+    """``graph`` (a program's module, returning a 1-tuple) as a module returning the
+    heatmaps, whose ``train(False)`` leaves the graph alone (the graph refuses it, and the
+    converter calls it). Shape: [1, 3, H, W] -> [1, K, h, w]."""
+    import torch
+
+    class Program(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.program = graph  # not "graph": a traced module's own fx graph is named so
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.program(x)[0]
+
+        def train(self, mode: bool = True) -> Any:
+            self.training = mode
+            return self
+
+    return Program().eval()
 
 
 BUILDERS = {"litert_fp32": _build_fp32, "litert_fp16": _build_fp16, "litert_int8": _build_int8}
+QAT_BUILDERS = {"litert_int8": _qat_int8}

@@ -3,6 +3,7 @@ zoo of int8 programs, their INT8 files on ONNX Runtime and OpenVINO, resume mid-
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -70,7 +71,7 @@ def test_edited_qat_record_is_refused(qat_zoo, tmp_path):
         load_student(d / "student.yaml")
 
 
-def test_int8_files_run_the_program_on_onnxruntime_and_openvino(qat_zoo):
+def test_int8_files_run_the_program_on_every_cpu_runtime(qat_zoo):
     from okdhp_edge.export.exporter import export_student
     from okdhp_edge.export.qat_program import load_program, run_program
     from okdhp_edge.manifest import load_student_manifest
@@ -79,10 +80,13 @@ def test_int8_files_run_the_program_on_onnxruntime_and_openvino(qat_zoo):
 
     d = qat_zoo / "hg3"
     man = load_student_manifest(d / "student.yaml")
-    rec = export_student(d / "student.yaml", formats=("onnx_int8", "openvino_int8"))
+    runtimes = {"onnx_int8": "onnxruntime", "openvino_int8": "openvino"}
+    if importlib.util.find_spec("litert_torch") is not None:  # the litert extra
+        runtimes["litert_int8"] = "litert"
+    rec = export_student(d / "student.yaml", formats=tuple(runtimes))
     x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
     ref = run_program(load_program(d / man.qat.program.file, man.qat.program.sha256), x)
-    for fmt, backend in (("onnx_int8", "onnxruntime"), ("openvino_int8", "openvino")):
+    for fmt, backend in runtimes.items():
         entry = rec.formats[fmt]
         assert entry.available and entry.parity["passed"], entry
         assert entry.recipe == man.qat.recipe and entry.quantizer == "xnnpack-pt2e-qat"
