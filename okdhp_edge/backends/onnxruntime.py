@@ -311,9 +311,9 @@ def quantize_onnx_nncf(src: Path, dst: Path, images: np.ndarray, recipe: Any
             QuantizationParameters,
         )
     except ImportError as exc:
-        raise BackendUnavailable(f"nncf is not installed ({exc}); --ort-quantizer nncf needs "
-                                 "the training/export install: pip install 'okdhp_edge[train]'"
-                                 ) from None
+        raise BackendUnavailable(f"nncf is not installed ({exc}); ONNX Runtime's INT8 file "
+                                 "is NNCF's unless --ort-quantizer ort: pip install "
+                                 "'okdhp_edge[train]'") from None
     from okdhp_edge.export.quantize import nncf_range_estimator
     from okdhp_edge.utils.io import atomic_write
 

@@ -55,16 +55,18 @@ class QuantRecipe:
             VNNI (AVX2, AVX-512 without VNNI): ``first_layer`` (NNCF's default: the first
             convolution's weights use half the int8 range), ``enable`` (every
             convolution's) or ``disable``. A property of the target, not of the model.
-        ort_quantizer: ONNX Runtime only: who writes its QDQ file: ``ort`` (ONNX Runtime's
-            static quantization, the activations as ``ort_activations`` says) or ``nncf``
-            (NNCF's post-training quantization of the ONNX model, with its range presets
-            and fast bias correction: the recipe of the OpenVINO file; activations u8 after
-            a ReLU, s8 elsewhere). TensorRT's S8S8 file is always ONNX Runtime's.
-        ort_nncf_activations: ``ort_quantizer=nncf`` only: ``per_channel`` (NNCF's own
-            choice: a depthwise convolution's input per channel, which ONNX Runtime cannot
-            fuse into QLinearConv) or ``per_tensor`` (every activation per tensor: more
-            convolutions fused, faster, and on mbv2-d64 0.011 AP lost on the selection
-            split; docs/int8.md).
+        ort_quantizer: ONNX Runtime only: who writes its QDQ file: ``nncf`` (the default:
+            NNCF's post-training quantization of the ONNX model, with its range presets and
+            fast bias correction, the recipe of the OpenVINO file; activations written as
+            u8) or ``ort`` (ONNX Runtime's static MinMax quantization, the activations as
+            ``ort_activations`` says). On the light zoo's selection split ONNX Runtime's
+            own recipe lost 0.02-0.06 AP more than NNCF's per-tensor file on every
+            MobileNetV2 student, and was no faster on any student (docs/int8.md).
+            TensorRT's S8S8 file is always ONNX Runtime's.
+        ort_nncf_activations: ``ort_quantizer=nncf`` only: ``per_tensor`` (the default:
+            every activation per tensor, which ONNX Runtime fuses into QLinearConv) or
+            ``per_channel`` (NNCF's own choice: a depthwise convolution's input per
+            channel, which ONNX Runtime cannot fuse: 2.5x its fp32 on MobileNetV2).
     """
 
     method: str = "default"
@@ -74,8 +76,8 @@ class QuantRecipe:
     max_drop: Optional[float] = None
     ort_activations: str = "u8"
     overflow_fix: str = "first_layer"
-    ort_quantizer: str = "ort"
-    ort_nncf_activations: str = "per_channel"
+    ort_quantizer: str = "nncf"
+    ort_nncf_activations: str = "per_tensor"
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -93,12 +95,14 @@ class QuantRecipe:
                                     f", got {self.ort_quantizer!r}")
         if self.ort_quantizer == "nncf" and self.ort_activations != "u8":
             raise QuantizationError("--ort-activations s8 is ONNX Runtime's quantizer's; NNCF "
-                                    "chooses the activation types itself (--ort-quantizer ort)")
+                                    "chooses the activation types itself: add --ort-quantizer "
+                                    "ort")
         if self.ort_nncf_activations not in NNCF_ACTIVATIONS:
             raise QuantizationError(f"ort_nncf_activations must be one of "
                                     f"{', '.join(NNCF_ACTIVATIONS)}, got "
                                     f"{self.ort_nncf_activations!r}")
-        if self.ort_nncf_activations != "per_channel" and self.ort_quantizer != "nncf":
+        if self.ort_nncf_activations != _default("ort_nncf_activations") and \
+                self.ort_quantizer != "nncf":
             raise QuantizationError("--ort-nncf-activations is NNCF's choice for ONNX "
                                     "Runtime's file: add --ort-quantizer nncf")
         if self.overflow_fix not in OVERFLOW_FIXES:
@@ -141,6 +145,11 @@ class QuantRecipe:
         return all(old.get(f) == new[f] for f in self.fields_for(backend))
 
 
+def _default(name: str) -> Any:
+    """A :class:`QuantRecipe` field's default."""
+    return next(f.default for f in fields(QuantRecipe) if f.name == name)
+
+
 def nncf_range_estimator(method: str) -> Any:
     """NNCF's activation range preset for a recipe ``method`` (None: NNCF's default)."""
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet as R
@@ -168,12 +177,12 @@ OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
         "choices": ("u8", "s8"), "help": "ONNX Runtime activations: u8 (x86) or s8 (Arm)"}),
     "ort_quantizer": ("--ort-quantizer", {
         "choices": ORT_QUANTIZERS,
-        "help": "ONNX Runtime's QDQ file: its own static quantization, or NNCF's (range "
-                "presets, bias correction: the OpenVINO file's recipe)"}),
+        "help": "ONNX Runtime's QDQ file: NNCF's (range presets, bias correction: the "
+                "OpenVINO file's recipe; the default) or its own static quantization"}),
     "ort_nncf_activations": ("--ort-nncf-activations", {
         "choices": NNCF_ACTIVATIONS,
-        "help": "with --ort-quantizer nncf: activations per tensor (ONNX Runtime fuses more "
-                "convolutions: faster, maybe less accurate) or NNCF's per-channel choice"}),
+        "help": "with --ort-quantizer nncf: activations per tensor (the default: ONNX "
+                "Runtime fuses every convolution) or NNCF's per-channel choice (slower)"}),
     "overflow_fix": ("--int8-overflow-fix", {
         "choices": OVERFLOW_FIXES,
         "help": "OpenVINO: weights in half the int8 range against the saturation of CPUs "
