@@ -1,7 +1,8 @@
 """INT8 recipes compared on the selection split, the split on which a default may be chosen
 (bench reports score the report split): each student's fp32 file and its INT8 file under
 each recipe, run by one backend, scored on the held-out selection persons, with every
-difference's paired 95% interval over the selection images.
+difference's paired 95% interval over the selection images: each recipe against fp32, and
+each later recipe against the first.
 
     python benchmarks/int8_selection_check.py --zoo student_zoo/synthetic_light \\
         --backend onnxruntime --recipes ort_quantizer=ort ort_quantizer=nncf
@@ -42,6 +43,7 @@ def student_rows(d: Path, man: Any, backend: str, recipes: list[str], work: Path
     dataset = training_split(man, "select")
     _, base = file_accuracy(d / "student.yaml", man, backend, "fp32", None, None, dataset)
     out = {"fp32": {"value": base["value"]}}
+    first = None
     for text in recipes:
         recipe = QuantRecipe(**{"num_images": 300, **parse_recipe(text)})
         folder = work / man.name / text.replace("=", "-").replace(",", "+")
@@ -50,7 +52,17 @@ def student_rows(d: Path, man: Any, backend: str, recipes: list[str], work: Path
         ci = paired_delta(acc.get("units"), base.get("units"), acc.get("bootstrap"))
         out[text] = {"value": acc["value"], "delta": acc["value"] - base["value"],
                      "delta_ci95": None if ci is None else [ci.low, ci.high]}
+        if first is None:
+            first = acc
+            continue
+        ci = paired_delta(acc.get("units"), first.get("units"), acc.get("bootstrap"))
+        out[text]["minus_first"] = acc["value"] - first["value"]  # the first recipe's file
+        out[text]["minus_first_ci95"] = None if ci is None else [ci.low, ci.high]
     return out
+
+
+def _cell(value: float, ci: Any) -> str:
+    return f"{value:+.4f} [{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else f"{value:+.4f}"
 
 
 def main() -> None:
@@ -70,10 +82,16 @@ def main() -> None:
     print("| student | fp32 | " + " | ".join(f"{r} - fp32" for r in args.recipes) + " |")
     print("|---|---|" + "---|" * len(args.recipes))
     for name, row in table.items():
-        cells = [f"{row[r]['delta']:+.4f} [{row[r]['delta_ci95'][0]:+.4f}, "
-                 f"{row[r]['delta_ci95'][1]:+.4f}]" if row[r]["delta_ci95"] else
-                 f"{row[r]['delta']:+.4f}" for r in args.recipes]
+        cells = [_cell(row[r]["delta"], row[r]["delta_ci95"]) for r in args.recipes]
         print(f"| {name} | {row['fp32']['value']:.4f} | " + " | ".join(cells) + " |")
+    if len(args.recipes) > 1:  # each later recipe against the first, paired
+        print("\n| student | " + " | ".join(f"{r} - {args.recipes[0]}"
+                                             for r in args.recipes[1:]) + " |")
+        print("|---|" + "---|" * (len(args.recipes) - 1))
+        for name, row in table.items():
+            cells = [_cell(row[r]["minus_first"], row[r]["minus_first_ci95"])
+                     for r in args.recipes[1:]]
+            print(f"| {name} | " + " | ".join(cells) + " |")
     out = args.out or args.work_dir / f"{args.zoo.name}_{args.backend}.json"
     atomic_write_json(out, {"zoo": str(args.zoo), "backend": args.backend,
                             "split": "selection", "rows": table})
