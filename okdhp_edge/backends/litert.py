@@ -27,6 +27,7 @@ import io
 import json
 import logging
 import warnings
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -353,6 +354,9 @@ def _qat_int8(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
     quantized values, but got 'tensor<17x32x1x1xi8>'"), so each folded weight is unfolded
     first: dequantized once, then quantized again with its own parameters (the same int8
     values). Transposed convolutions stay float (listed in the record)."""
+    reason = missing_package("litert_torch", "litert", export=True)
+    if reason:
+        raise BackendUnavailable(reason)
     import torch
     from litert_torch.quantize.pt2e_quantizer import (
         PT2EQuantizer,
@@ -362,9 +366,6 @@ def _qat_int8(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
 
     from okdhp_edge.export.qat_program import qat_fields
 
-    reason = missing_package("litert_torch", "litert", export=True)
-    if reason:
-        raise BackendUnavailable(reason)
     graph = ctx.qat_program().module()
     _unfold_weights(graph)
     w, h = ctx.size
@@ -391,10 +392,10 @@ def _unfold_weights(graph: Any) -> int:
     for node in list(graph.graph.nodes):
         if node.target not in quantize_of or node.args[0].op != "get_attr":
             continue
-        weight = getattr(graph, node.args[0].target)
+        weight = attrgetter(node.args[0].target)(graph)  # a dotted path
         if weight.dtype != torch.int8:
             continue
-        name = f"{node.args[0].target}_float"
+        name = f"{node.args[0].target.replace('.', '_')}_float"
         graph.register_buffer(name, _dequantized(graph, node, weight))
         with graph.graph.inserting_before(node):
             q = graph.graph.call_function(quantize_of[node.target],
@@ -411,7 +412,7 @@ def _dequantized(graph: Any, node: Any, weight: Any) -> Any:
     import torch
 
     if node.target == torch.ops.quantized_decomposed.dequantize_per_channel.default:
-        scale, zero = (getattr(graph, n.target) for n in node.args[1:3])
+        scale, zero = (attrgetter(n.target)(graph) for n in node.args[1:3])
         shape = [1] * weight.dim()
         shape[node.args[3]] = -1  # the channel axis
         return (weight.float() - zero.view(shape).float()) * scale.view(shape).float()
