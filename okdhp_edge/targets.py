@@ -65,7 +65,7 @@ BACKEND_INFO: dict[str, BackendInfo] = {b.name: b for b in (
     BackendInfo("onnxruntime", "okdhp_edge.backends.onnxruntime", None, "train", "s", True,
                 bundle_default=True, packages=("onnxruntime", "onnxruntime-gpu"),
                 recipe_fields=("ort_activations", "ort_quantizer",
-                               "ort_nncf_activations")),
+                               "ort_nncf_activations", "ort_transposed_conv")),
     BackendInfo("openvino", "okdhp_edge.backends.openvino", None, "train", "^", True,
                 bundle_default=True, packages=("openvino", "nncf"),
                 recipe_fields=("max_drop", "overflow_fix")),

@@ -8,8 +8,9 @@ when they run.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
 
@@ -123,13 +124,36 @@ def _build_int8(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
     acts = "s8" if fmt.runs_on == "tensorrt" else None
     from okdhp_edge.export.onnx_export import set_onnx_metadata
 
-    if ctx.recipe.ort_quantizer == "nncf" and acts is None:
-        made = quantize_onnx_nncf(ctx.path(fmt.source), ctx.path(fmt.name), images, ctx.recipe)
-    else:
-        made = quantize_onnx(ctx.path(fmt.source), ctx.path(fmt.name), images, ctx.recipe,
-                             acts)
+    with _float_source(ctx, fmt) as src:
+        if ctx.recipe.ort_quantizer == "nncf" and acts is None:
+            made = quantize_onnx_nncf(src, ctx.path(fmt.name), images, ctx.recipe)
+        else:
+            made = quantize_onnx(src, ctx.path(fmt.name), images, ctx.recipe, acts)
     set_onnx_metadata(ctx.path(fmt.name), ctx.metadata(fmt))  # the recipe travels with it
     return {**made, "calibration": calib, "recipe": ctx.recipe.as_dict()}
+
+
+@contextlib.contextmanager
+def _float_source(ctx: BuildContext, fmt: ExportFormat) -> Iterator[Path]:
+    """The float ONNX an INT8 file is quantized from: the format's source, or, for ONNX
+    Runtime's file of a student with transposed convolutions (``ort_transposed_conv=
+    subpixel``), the student with them as sub-pixel convolutions, exported to a temporary
+    file beside it (removed after)."""
+    from okdhp_edge.export.subpixel import subpixel_student
+
+    sub = None
+    if fmt.runs_on == "onnxruntime" and ctx.recipe.ort_transposed_conv == "subpixel":
+        sub = subpixel_student(ctx.model)
+    if sub is None:
+        yield ctx.path(fmt.source)
+        return
+    from okdhp_edge.export.onnx_export import export_onnx
+
+    tmp = ctx.path(fmt.name).with_name(f".{fmt.name}.subpixel.onnx")
+    try:
+        yield export_onnx(sub, tmp, ctx.size, {})
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def file_metadata(path: Path) -> dict[str, str]:
@@ -160,8 +184,10 @@ def _qat_int8(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
 
 
 QAT_ACTIVATIONS = "u8 asymmetric per tensor (the program's int8, zero points + 128)"
-# raised when a builder's files change, per format: onnx_int8 1, NNCF's s8 activations as u8
-BUILD_REVISION = {"onnx_int8": 1}
+# raised when a builder's files change, per format: onnx_int8 1, NNCF's s8 activations as
+# u8; 2, transposed convolutions as sub-pixel convolutions (a recipe field older files'
+# records lack, which would read as its default)
+BUILD_REVISION = {"onnx_int8": 2}
 # raised when a QAT builder's files change: 1, _uint8_activations
 QAT_BUILD_REVISION = 1
 

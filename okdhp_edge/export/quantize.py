@@ -31,6 +31,7 @@ METHODS = ("default", "minmax", "percentile", "entropy")
 OVERFLOW_FIXES = ("first_layer", "enable", "disable")
 ORT_QUANTIZERS = ("ort", "nncf")
 NNCF_ACTIVATIONS = ("per_channel", "per_tensor")  # ort_nncf_activations
+TRANSPOSED_CONV = ("subpixel", "keep")  # ort_transposed_conv
 
 
 
@@ -67,6 +68,11 @@ class QuantRecipe:
             every activation per tensor, which ONNX Runtime fuses into QLinearConv) or
             ``per_channel`` (NNCF's own choice: a depthwise convolution's input per
             channel, which ONNX Runtime cannot fuse: 2.5x its fp32 on MobileNetV2).
+        ort_transposed_conv: ONNX Runtime only: ``subpixel`` (the default: a light
+            decoder's 4x4 stride-2 transposed convolutions, with their batch norms, as 3x3
+            convolutions + DepthToSpace before quantizing, an exact rewrite in float, since
+            ONNX Runtime has no quantized ConvTranspose; :mod:`okdhp_edge.export.subpixel`)
+            or ``keep`` (they run in float).
     """
 
     method: str = "default"
@@ -78,6 +84,7 @@ class QuantRecipe:
     overflow_fix: str = "first_layer"
     ort_quantizer: str = "nncf"
     ort_nncf_activations: str = "per_tensor"
+    ort_transposed_conv: str = "subpixel"
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -105,6 +112,10 @@ class QuantRecipe:
                 self.ort_quantizer != "nncf":
             raise QuantizationError("--ort-nncf-activations is NNCF's choice for ONNX "
                                     "Runtime's file: add --ort-quantizer nncf")
+        if self.ort_transposed_conv not in TRANSPOSED_CONV:
+            raise QuantizationError(f"ort_transposed_conv must be one of "
+                                    f"{', '.join(TRANSPOSED_CONV)}, got "
+                                    f"{self.ort_transposed_conv!r}")
         if self.overflow_fix not in OVERFLOW_FIXES:
             raise QuantizationError(f"overflow_fix must be one of {', '.join(OVERFLOW_FIXES)}, "
                                     f"got {self.overflow_fix!r}")
@@ -183,6 +194,10 @@ OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
         "choices": NNCF_ACTIVATIONS,
         "help": "with --ort-quantizer nncf: activations per tensor (the default: ONNX "
                 "Runtime fuses every convolution) or NNCF's per-channel choice (slower)"}),
+    "ort_transposed_conv": ("--ort-transposed-conv", {
+        "choices": TRANSPOSED_CONV,
+        "help": "ONNX Runtime: a light decoder's transposed convolutions as sub-pixel "
+                "convolutions, which quantize (the default), or kept (they run in float)"}),
     "overflow_fix": ("--int8-overflow-fix", {
         "choices": OVERFLOW_FIXES,
         "help": "OpenVINO: weights in half the int8 range against the saturation of CPUs "
