@@ -17,7 +17,7 @@ LAYERS = (
     ("okdhp_edge.records", "okdhp_edge.config", "okdhp_edge.data"),
     ("okdhp_edge.models", "okdhp_edge.losses", "okdhp_edge.evaluation", "okdhp_edge.manifest"),
     ("okdhp_edge.backends.base", "okdhp_edge.export.onnx_export", "okdhp_edge.export.quantize",
-     "okdhp_edge.export.qat_program",
+     "okdhp_edge.export.qat_program", "okdhp_edge.export.subpixel",
      "okdhp_edge.runtime.pipeline", "okdhp_edge.students"),
     ("okdhp_edge.backends", "okdhp_edge.runtime"),
     ("okdhp_edge.export", "okdhp_edge.training", "okdhp_edge.plan"),
