@@ -176,9 +176,12 @@ def _qat_int8(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
         raise BackendUnavailable("TensorRT's explicit quantization reads zero points of 0; "
                                  "this student's activations are asymmetric (fine-tune with "
                                  "qat.activations=symmetric for TensorRT)")
-    x86 = fmt.runs_on == "onnxruntime"
+    from okdhp_edge.export.subpixel import subpixel_program
+
+    x86 = fmt.runs_on == "onnxruntime"  # (TensorRT has int8 transposed convolutions)
     program_onnx(ctx.qat_program(), ctx.path(fmt.name), ctx.metadata(fmt),
-                 rewrite=_uint8_activations if x86 else None)
+                 rewrite=_uint8_activations if x86 else None,
+                 module_rewrite=subpixel_program if x86 else None)
     fields = qat_fields(ctx.man.qat)
     return {**fields, "activations": QAT_ACTIVATIONS} if x86 else fields
 
@@ -188,8 +191,9 @@ QAT_ACTIVATIONS = "u8 asymmetric per tensor (the program's int8, zero points + 1
 # u8; 2, transposed convolutions as sub-pixel convolutions (a recipe field older files'
 # records lack, which would read as its default)
 BUILD_REVISION = {"onnx_int8": 2}
-# raised when a QAT builder's files change: 1, _uint8_activations
-QAT_BUILD_REVISION = 1
+# raised when a QAT builder's files change: 1, _uint8_activations; 2, the transposed
+# convolutions as sub-pixel convolutions (export.subpixel.subpixel_program)
+QAT_BUILD_REVISION = 2
 
 
 def _uint8_activations(model: Any) -> None:

@@ -59,11 +59,13 @@ def run_program(program: Any, x: np.ndarray) -> np.ndarray:
 
 
 def program_onnx(program: Any, path: Path, metadata: dict[str, str],
-                 rewrite: Optional[Callable[[Any], None]] = None) -> Path:
+                 rewrite: Optional[Callable[[Any], None]] = None,
+                 module_rewrite: Optional[Callable[[Any], Any]] = None) -> Path:
     """The program as a QDQ ONNX file (``torch.onnx`` from the ``ExportedProgram``:
     QuantizeLinear / DequantizeLinear pairs with the program's scales and zero points),
-    written atomically with ``metadata`` in its ``metadata_props``; ``rewrite`` (a runtime's
-    exact rewrite of the ``onnx.ModelProto``, in place) applied before it is checked."""
+    written atomically with ``metadata`` in its ``metadata_props``; ``module_rewrite`` (a
+    runtime's exact rewrite of the program's module, in place) applied before it is
+    exported, ``rewrite`` (one of the ``onnx.ModelProto``, in place) before it is checked."""
     import onnx
     import torch
 
@@ -71,7 +73,10 @@ def program_onnx(program: Any, path: Path, metadata: dict[str, str],
     # 0.056 off the program's heatmaps (mbv2-d64; max 0.52), the re-exported module's exactly
     shape = next(n.meta["val"].shape for n in program.graph.nodes
                  if n.op == "placeholder" and n.name in program.graph_signature.user_inputs)
-    module = torch.export.export(program.module(), (torch.zeros(tuple(shape)),))
+    graph = program.module()
+    if module_rewrite is not None:
+        module_rewrite(graph)
+    module = torch.export.export(graph, (torch.zeros(tuple(shape)),))
 
     def write(tmp: Path) -> None:
         onx = torch.onnx.export(module, dynamo=True, opset_version=QAT_OPSET, verbose=False)

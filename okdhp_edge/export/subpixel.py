@@ -18,7 +18,7 @@ more (mbv2-d64: 0.71x its fp32 file in ONNX Runtime INT8, against 1.10x; docs/in
 from __future__ import annotations
 
 import copy
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from torch import nn
@@ -65,12 +65,23 @@ def _foldable(run: list[nn.Module]) -> bool:
 def _subpixel_conv(ct: nn.ConvTranspose2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     """The 3x3 convolution whose output channel 4c + 2a + b is phase (a, b) of channel c of
     ``bn(ct(x))``."""
-    w = ct.weight.detach()  # [C_in, C_out, 4, 4]
-    c_in, c_out = w.shape[:2]
+    c_in, c_out = ct.in_channels, ct.out_channels
     scale = (bn.weight / torch.sqrt(bn.running_var + bn.eps)).detach()
     shift = (bn.bias - bn.running_mean * scale).detach()
     if ct.bias is not None:
         shift = shift + ct.bias.detach() * scale
+    conv = nn.Conv2d(c_in, 4 * c_out, 3, padding=1, bias=True)
+    conv.weight.data = _rearranged(ct.weight.detach()) * \
+        scale.repeat_interleave(4).view(-1, 1, 1, 1)
+    conv.bias.data = shift.repeat_interleave(4)
+    return conv
+
+
+def _rearranged(w: torch.Tensor) -> torch.Tensor:
+    """A transposed convolution's 4x4 kernel [C_in, C_out, 4, 4] as the sub-pixel 3x3
+    kernel [4 C_out, C_in, 3, 3] (output channel 4c + 2a + b: phase (a, b) of channel c;
+    the taps no phase reads are 0). Any dtype (int8 weights stay int8)."""
+    c_in, c_out = w.shape[:2]
     k = torch.zeros(c_out, 2, 2, c_in, 3, 3, dtype=w.dtype)
     for a in (0, 1):
         for b in (0, 1):
@@ -79,7 +90,91 @@ def _subpixel_conv(ct: nn.ConvTranspose2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
                     kh, kw = a + 1 - 2 * di, b + 1 - 2 * dj
                     if 0 <= kh < 4 and 0 <= kw < 4:
                         k[:, a, b, :, di + 1, dj + 1] = w[:, :, kh, kw].t()
-    conv = nn.Conv2d(c_in, 4 * c_out, 3, padding=1, bias=True)
-    conv.weight.data = (k * scale.view(-1, 1, 1, 1, 1, 1)).reshape(4 * c_out, c_in, 3, 3)
-    conv.bias.data = shift.repeat_interleave(4)
-    return conv
+    return k.reshape(4 * c_out, c_in, 3, 3)
+
+
+def subpixel_program(graph: torch.fx.GraphModule) -> int:
+    """The same rewrite on a converted PT2E program (a quantization-aware student's int8
+    program, in place): each ``conv_transpose2d`` (4x4, stride 2, padding 1) of a
+    per-channel int8 weight whose output goes through a ReLU to a quantize node becomes a
+    ``conv2d`` (3x3) of the rearranged int8 weight (scales and zero points repeated four
+    times: the same int8 values, the missing taps 0), the ReLU and the quantize node, then
+    ``pixel_shuffle(2)`` between a dequantize node and a quantize node of the same
+    parameters (a shuffle moves the int8 values). Returns how many were rewritten."""
+    ops, aten = torch.ops.quantized_decomposed, torch.ops.aten
+    count = 0
+    for node in list(graph.graph.nodes):
+        if node.target != aten.conv_transpose2d.input or not _program_foldable(node):
+            continue
+        relu = next(iter(node.users))
+        quant = next(iter(relu.users))
+        with graph.graph.inserting_before(node):
+            conv = graph.graph.call_function(
+                aten.conv2d.default, (node.args[0], _subpixel_weight(graph, node.args[1]),
+                                      _repeated(graph, node.args[2]), [1, 1], [1, 1]))
+        relu.replace_input_with(node, conv)
+        graph.graph.erase_node(node)
+        for dq in [u for u in quant.users if u.target == ops.dequantize_per_tensor.default]:
+            with graph.graph.inserting_after(dq):
+                shuffle = graph.graph.call_function(aten.pixel_shuffle.default, (dq, 2))
+            with graph.graph.inserting_after(shuffle):
+                q = graph.graph.call_function(ops.quantize_per_tensor.default,
+                                              (shuffle, *dq.args[1:]))
+            with graph.graph.inserting_after(q):
+                dq2 = graph.graph.call_function(ops.dequantize_per_tensor.default,
+                                                (q, *dq.args[1:]))
+            dq.replace_all_uses_with(dq2, delete_user_cb=lambda u, s=shuffle: u is not s)
+        count += 1
+    graph.graph.eliminate_dead_code()
+    graph.recompile()
+    return count
+
+
+def _program_foldable(node: torch.fx.Node) -> bool:
+    """A 4x4 stride-2 padding-1 transposed convolution of a per-channel dequantized
+    constant, whose only user is a ReLU whose only user is a quantize node."""
+    ops, aten = torch.ops.quantized_decomposed, torch.ops.aten
+    args = list(node.args) + [None] * (8 - len(node.args))
+    w, stride, padding, out_pad, groups, dilation = args[1], args[3], args[4], args[5], \
+        args[6], args[7]
+    if getattr(w, "target", None) != ops.dequantize_per_channel.default or \
+            w.args[0].op != "get_attr" or w.args[3] != 1:
+        return False
+    if list(stride or [1]) != [2, 2] or list(padding or [0]) != [1, 1] or \
+            list(out_pad or [0, 0]) != [0, 0] or (groups or 1) != 1 or \
+            list(dilation or [1, 1]) != [1, 1]:
+        return False
+    users = list(node.users)
+    if len(users) != 1 or users[0].target != aten.relu.default or len(users[0].users) != 1:
+        return False
+    return next(iter(users[0].users)).target == ops.quantize_per_tensor.default
+
+
+def _subpixel_weight(graph: torch.fx.GraphModule, dq: torch.fx.Node) -> torch.fx.Node:
+    """A dequantize node of the 3x3 weight rearranged from ``dq``'s int8 [C_in, C_out, 4, 4]
+    weight (per output channel, axis 1) to [4 C_out, C_in, 3, 3] (axis 0)."""
+    from operator import attrgetter
+
+    w = attrgetter(dq.args[0].target)(graph)
+    scale, zero = (attrgetter(n.target)(graph) for n in dq.args[1:3])
+    base = dq.args[0].target.replace(".", "_")
+    names = [f"{base}_subpixel{s}" for s in ("", "_scale", "_zero_point")]
+    for name, value in zip(names, (_rearranged(w), scale.repeat_interleave(4),
+                                   zero.repeat_interleave(4))):
+        graph.register_buffer(name, value)
+    with graph.graph.inserting_before(dq):
+        attrs = [graph.graph.get_attr(n) for n in names]
+        return graph.graph.call_function(dq.target, (*attrs, 0, *dq.args[4:]))
+
+
+def _repeated(graph: torch.fx.GraphModule, bias: Any) -> Any:
+    """``bias`` [C_out] as [4 C_out] (each value four times; None stays None)."""
+    from operator import attrgetter
+
+    if bias is None:
+        return None
+    value = attrgetter(bias.target)(graph).repeat_interleave(4)
+    name = f"{bias.target.replace('.', '_')}_subpixel"
+    graph.register_buffer(name, value)
+    with graph.graph.inserting_before(bias.next):
+        return graph.graph.get_attr(name)

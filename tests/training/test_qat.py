@@ -268,6 +268,26 @@ def test_transposed_convolutions_quantize_per_output_channel(tmp_path):
     lowered = _lower(program, tmp_path / "m.pte")
     assert lowered["xnnpack_partitions"] >= 1 and not any(
         "dequantize_per_channel" in op for op in lowered["outside_xnnpack"]), lowered
+    # ONNX Runtime's file: the transposed convolution as a sub-pixel one (no quantized
+    # ConvTranspose there), the same int8 weights rearranged, the program's outputs
+    import onnx
+    import onnxruntime as ort
+
+    from okdhp_edge.backends.onnxruntime import _uint8_activations
+    from okdhp_edge.export.qat_program import program_onnx, run_program
+    from okdhp_edge.export.subpixel import subpixel_program
+
+    path = program_onnx(program, tmp_path / "m.onnx", {}, rewrite=_uint8_activations,
+                        module_rewrite=subpixel_program)
+    ops = [n.op_type for n in onnx.load(str(path)).graph.node]
+    assert "DepthToSpace" in ops and "ConvTranspose" not in ops
+    xs = torch.randn(3, 3, 8, 8, generator=torch.Generator().manual_seed(0)).numpy()
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = np.concatenate([sess.run(None, {sess.get_inputs()[0].name: xs[i:i + 1]})[0]
+                          for i in range(len(xs))])
+    step = float(max(n.args[1] for n in converted.graph.nodes
+                     if "quantize_per_tensor" in str(n.target)))
+    assert np.abs(got - run_program(program, xs)).max() <= step + 1e-6
 
 
 def test_relu6_is_quantized_as_the_convolutions_clamp(tmp_path):
