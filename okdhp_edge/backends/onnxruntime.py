@@ -202,11 +202,9 @@ def _uint8_activations(model: Any) -> None:
     (the same real values) for ONNX Runtime's CPU kernels. With int8 inputs ONNX Runtime
     left 15 of mbv2-d64's 53 convolutions float between DequantizeLinear and QuantizeLinear
     nodes and 34 layout transposes; with uint8 it fuses all 53 into QLinearConv and keeps 4
-    transposes (2.1x faster, the program's heatmaps within a rounding step). The transposed
-    convolutions stay float (no quantized kernel), their weights dequantized on each call:
-    dequantizing them in the file instead makes ONNX Runtime quantize them again with its
-    own per-tensor scale (its weight quantization pass), which would change the program's
-    weights."""
+    transposes (2.1x faster, the program's heatmaps within a rounding step). (Transposed
+    convolutions, which have no quantized kernel here, reach it as sub-pixel convolutions:
+    :mod:`okdhp_edge.export.subpixel`.)"""
     import onnx
     from onnx import numpy_helper
 

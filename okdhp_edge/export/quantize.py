@@ -32,6 +32,9 @@ OVERFLOW_FIXES = ("first_layer", "enable", "disable")
 ORT_QUANTIZERS = ("ort", "nncf")
 NNCF_ACTIVATIONS = ("per_channel", "per_tensor")  # ort_nncf_activations
 TRANSPOSED_CONV = ("subpixel", "keep")  # ort_transposed_conv
+# the recipe fields that take one of a few names
+_CHOICES = {"ort_quantizer": ORT_QUANTIZERS, "ort_nncf_activations": NNCF_ACTIVATIONS,
+            "ort_transposed_conv": TRANSPOSED_CONV, "overflow_fix": OVERFLOW_FIXES}
 
 
 
@@ -97,28 +100,18 @@ class QuantRecipe:
         if self.ort_activations not in ("u8", "s8"):
             raise QuantizationError(f"ort_activations must be u8 or s8, got "
                                     f"{self.ort_activations!r}")
-        if self.ort_quantizer not in ORT_QUANTIZERS:
-            raise QuantizationError(f"ort_quantizer must be one of {', '.join(ORT_QUANTIZERS)}"
-                                    f", got {self.ort_quantizer!r}")
+        for name, choices in _CHOICES.items():
+            if getattr(self, name) not in choices:
+                raise QuantizationError(f"{name} must be one of {', '.join(choices)}, got "
+                                        f"{getattr(self, name)!r}")
         if self.ort_quantizer == "nncf" and self.ort_activations != "u8":
             raise QuantizationError("--ort-activations s8 is ONNX Runtime's quantizer's; NNCF "
                                     "chooses the activation types itself: add --ort-quantizer "
                                     "ort")
-        if self.ort_nncf_activations not in NNCF_ACTIVATIONS:
-            raise QuantizationError(f"ort_nncf_activations must be one of "
-                                    f"{', '.join(NNCF_ACTIVATIONS)}, got "
-                                    f"{self.ort_nncf_activations!r}")
         if self.ort_nncf_activations != _default("ort_nncf_activations") and \
                 self.ort_quantizer != "nncf":
             raise QuantizationError("--ort-nncf-activations is NNCF's choice for ONNX "
                                     "Runtime's file: add --ort-quantizer nncf")
-        if self.ort_transposed_conv not in TRANSPOSED_CONV:
-            raise QuantizationError(f"ort_transposed_conv must be one of "
-                                    f"{', '.join(TRANSPOSED_CONV)}, got "
-                                    f"{self.ort_transposed_conv!r}")
-        if self.overflow_fix not in OVERFLOW_FIXES:
-            raise QuantizationError(f"overflow_fix must be one of {', '.join(OVERFLOW_FIXES)}, "
-                                    f"got {self.overflow_fix!r}")
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -18,6 +18,7 @@ more (mbv2-d64: 0.71x its fp32 file in ONNX Runtime INT8, against 1.10x; docs/in
 from __future__ import annotations
 
 import copy
+from operator import attrgetter
 from typing import Any, Optional
 
 import torch
@@ -56,10 +57,18 @@ def _foldable(run: list[nn.Module]) -> bool:
         return False
     ct, bn, act = run
     return (isinstance(ct, nn.ConvTranspose2d) and isinstance(bn, nn.BatchNorm2d)
-            and isinstance(act, nn.ReLU) and ct.kernel_size == (4, 4)
-            and ct.stride == (2, 2) and ct.padding == (1, 1) and ct.groups == 1
-            and ct.dilation == (1, 1) and ct.output_padding == (0, 0)
+            and isinstance(act, nn.ReLU)
+            and _rewritable(ct.kernel_size, ct.stride, ct.padding, ct.output_padding,
+                            ct.groups, ct.dilation)
             and bn.num_features == ct.out_channels and bn.track_running_stats)
+
+
+def _rewritable(kernel: Any, stride: Any, padding: Any, output_padding: Any, groups: int,
+                dilation: Any) -> bool:
+    """A transposed convolution's geometry is the one the rewrite computes: 4x4, stride 2,
+    padding 1, no output padding, groups or dilation."""
+    return (tuple(kernel) == (4, 4) and tuple(stride) == (2, 2) and tuple(padding) == (1, 1)
+            and tuple(output_padding) == (0, 0) and groups == 1 and tuple(dilation) == (1, 1))
 
 
 def _subpixel_conv(ct: nn.ConvTranspose2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
@@ -131,18 +140,20 @@ def subpixel_program(graph: torch.fx.GraphModule) -> int:
 
 
 def _program_foldable(node: torch.fx.Node) -> bool:
-    """A 4x4 stride-2 padding-1 transposed convolution of a per-channel dequantized
-    constant, whose only user is a ReLU whose only user is a quantize node."""
+    """A transposed convolution of the rewrite's geometry (:func:`_rewritable`) of a
+    per-channel dequantized constant, whose only user is a ReLU whose only user is a
+    quantize node."""
     ops, aten = torch.ops.quantized_decomposed, torch.ops.aten
-    args = list(node.args) + [None] * (8 - len(node.args))
-    w, stride, padding, out_pad, groups, dilation = args[1], args[3], args[4], args[5], \
-        args[6], args[7]
+    # aten.conv_transpose2d.input's defaults: stride 1, padding 0, output padding 0,
+    # groups 1, dilation 1
+    stride, padding, out_pad, groups, dilation = (
+        list(node.args[3:]) + [[1, 1], [0, 0], [0, 0], 1, [1, 1]][len(node.args) - 3:])
+    w = node.args[1]
     if getattr(w, "target", None) != ops.dequantize_per_channel.default or \
             w.args[0].op != "get_attr" or w.args[3] != 1:
         return False
-    if list(stride or [1]) != [2, 2] or list(padding or [0]) != [1, 1] or \
-            list(out_pad or [0, 0]) != [0, 0] or (groups or 1) != 1 or \
-            list(dilation or [1, 1]) != [1, 1]:
+    kernel = attrgetter(w.args[0].target)(node.graph.owning_module).shape[-2:]
+    if not _rewritable(kernel, stride, padding, out_pad, groups, dilation):
         return False
     users = list(node.users)
     if len(users) != 1 or users[0].target != aten.relu.default or len(users[0].users) != 1:
@@ -151,10 +162,9 @@ def _program_foldable(node: torch.fx.Node) -> bool:
 
 
 def _subpixel_weight(graph: torch.fx.GraphModule, dq: torch.fx.Node) -> torch.fx.Node:
-    """A dequantize node of the 3x3 weight rearranged from ``dq``'s int8 [C_in, C_out, 4, 4]
-    weight (per output channel, axis 1) to [4 C_out, C_in, 3, 3] (axis 0)."""
-    from operator import attrgetter
-
+    """A dequantize node (at the graph's insertion point) of the 3x3 weight rearranged from
+    ``dq``'s int8 [C_in, C_out, 4, 4] weight (per output channel, axis 1) to
+    [4 C_out, C_in, 3, 3] (axis 0)."""
     w = attrgetter(dq.args[0].target)(graph)
     scale, zero = (attrgetter(n.target)(graph) for n in dq.args[1:3])
     base = dq.args[0].target.replace(".", "_")
@@ -162,19 +172,16 @@ def _subpixel_weight(graph: torch.fx.GraphModule, dq: torch.fx.Node) -> torch.fx
     for name, value in zip(names, (_rearranged(w), scale.repeat_interleave(4),
                                    zero.repeat_interleave(4))):
         graph.register_buffer(name, value)
-    with graph.graph.inserting_before(dq):
-        attrs = [graph.graph.get_attr(n) for n in names]
-        return graph.graph.call_function(dq.target, (*attrs, 0, *dq.args[4:]))
+    attrs = [graph.graph.get_attr(n) for n in names]
+    return graph.graph.call_function(dq.target, (*attrs, 0, *dq.args[4:]))
 
 
 def _repeated(graph: torch.fx.GraphModule, bias: Any) -> Any:
-    """``bias`` [C_out] as [4 C_out] (each value four times; None stays None)."""
-    from operator import attrgetter
-
+    """``bias`` [C_out] as [4 C_out] (each value four times; None stays None), a node at
+    the graph's insertion point."""
     if bias is None:
         return None
     value = attrgetter(bias.target)(graph).repeat_interleave(4)
     name = f"{bias.target.replace('.', '_')}_subpixel"
     graph.register_buffer(name, value)
-    with graph.graph.inserting_before(bias.next):
-        return graph.graph.get_attr(name)
+    return graph.graph.get_attr(name)
