@@ -82,7 +82,8 @@ def pick(report: BenchReport | Path, max_latency_ms: float, **filters: Any) -> D
     """The pick under a latency budget from a report (or its JSON path): the fastest
     student whose accuracy is statistically tied with the most accurate one within the
     budget. ``filters`` are :func:`okdhp_edge.bench.decide.pick`'s (``stat``, ``scope``,
-    ``min_accuracy``, ``backend``, ``precision``, ``max_drop``, ``ap_tolerance``)."""
+    ``min_accuracy``, ``backend``, ``precision``, ``max_drop``, ``ap_tolerance``,
+    ``max_memory_mb``)."""
     from okdhp_edge.bench.decide import pick as pick_rows
     from okdhp_edge.bench.report import load_report
 

@@ -58,7 +58,8 @@ def main(argv: Optional[list[str]] = None) -> int:
              args.max_latency_ms, report.device_id)
     p = api.pick(report, args.max_latency_ms)
     print("\n".join(pick_lines(report, p, args.max_latency_ms)))
-    print(f"\nzoo:    {run.zoo}\nreport: {files['md']}\nchart:  {files['png']}\n"
+    chart = files.get("png", "(not drawn: see the log)")
+    print(f"\nzoo:    {run.zoo}\nreport: {files['md']}\nchart:  {chart}\n"
           f"run:    {run.run_dir}\ntook {time.time() - t0:.0f} s")
     return 0
 

@@ -528,6 +528,43 @@ class RowAccuracy:
                               "low <= high")
 
 
+@dataclass(frozen=True)
+class RowCost:
+    """What a row costs beside its latency, measured in a fresh worker process of its own
+    (:mod:`okdhp_edge.bench.worker`): memory as the worker's resident high-water mark
+    (``VmHWM``, MB) with the runtime imported and no model loaded, and again once the model
+    is loaded and warmed up; the time from file to ready session and of the first call."""
+
+    runtime_peak_mb: float  # the runtime imported, no model
+    peak_mb: float  # the model loaded and warmed up (engine scope)
+    load_ms: float  # file to ready session (read, compile, allocate)
+    first_inference_ms: float  # the first call after loading
+    torch_imported: bool = False  # whether torch was in the worker (a bundle row: never)
+
+    @property
+    def model_mb(self) -> float:
+        """What loading and running the model added: the figure a memory budget reads."""
+        return max(0.0, self.peak_mb - self.runtime_peak_mb)
+
+    def _check(self, where: str) -> None:
+        if not all(is_finite_number(v) and v >= 0 for v in (
+                self.runtime_peak_mb, self.peak_mb, self.load_ms, self.first_inference_ms)):
+            raise ReportError(f"{where}: a row's cost must be finite numbers >= 0")
+
+
+@dataclass(frozen=True)
+class RowFailure:
+    """How a row's worker ended when it failed: the stage it was in (convert, load, warm-up,
+    time, score, throughput), the signal that ended it or its exit status, or the timeout it
+    ran past, and the last lines of its log."""
+
+    stage: str
+    signal: Optional[str] = field(default=None, metadata=OMIT_NONE)
+    exitcode: Optional[int] = field(default=None, metadata=OMIT_NONE)
+    timeout_s: Optional[float] = field(default=None, metadata=OMIT_NONE)
+    log_tail: list[str] = field(default_factory=list)
+
+
 @dataclass
 class BenchRow:
     """One (student, backend, precision) of a bench report. The one record that is not
@@ -552,6 +589,8 @@ class BenchRow:
     file_bytes: Optional[int] = None  # the model file (and weights) this row loads
     quantization: dict[str, Any] = field(default_factory=dict)  # recipe, calibration, layers
     zoo: Optional[str] = field(default=None, metadata=OMIT_NONE)  # a merged report's
+    cost: Optional[RowCost] = field(default=None, metadata=OMIT_NONE)  # memory, start-up
+    failure: Optional[RowFailure] = field(default=None, metadata=OMIT_NONE)  # a worker's end
 
     @property
     def label(self) -> str:

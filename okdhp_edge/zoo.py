@@ -52,7 +52,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         reports = _reports_for(zoo.name, args.reports)
         print(f"zoo {zoo.name} ({zoo_dir}), dataset {zoo.dataset}, run {zoo.run}")
         head = f"  {'student':<12} {'params M':>9} {'GMACs':>7} {'x params':>8} {zoo.metric:>9}"
-        print(head + "".join(f"  {d[:28]:>28}" for d in reports))
+        print(head + "".join(f"  {d[:36]:>36}" for d in reports))
         for _, man in zoo_students(zoo_dir):
             acc = man.accuracy.value
             line = (f"  {man.name:<12} {man.params / 1e6:9.3f} {man.macs / 1e9:7.3f} "
@@ -63,11 +63,13 @@ def cmd_list(args: argparse.Namespace) -> int:
                         and latency_of(r) is not None]
                 best = min(rows, key=latency_of, default=None)
                 cell = "-" if best is None else \
-                    f"{latency_of(best):.2f} ms {best.backend} {best.precision}"
-                line += f"  {cell:>28}"
+                    f"{latency_of(best):.2f} ms {best.backend} {best.precision}" + (
+                        f" {best.cost.model_mb:.0f} MB" if best.cost else "")
+                line += f"  {cell:>36}"
             print(line)
         if reports:
-            print("  (per device: fastest measured backend, engine median)")
+            print("  (per device: fastest measured backend, engine median, and the memory its "
+                  "model adds to the runtime)")
     return 0
 
 
@@ -96,7 +98,8 @@ def cmd_pick(args: argparse.Namespace) -> int:
         raise UsageError(f"{path}: a plan of untrained students (bench --plan) has latencies "
                          "but no accuracy; pick from a trained zoo's report")
     d = pick(rep.rows, args.max_latency_ms, args.stat, args.scope, args.min_accuracy,
-             args.backend, args.precision, args.max_ap_drop, args.ap_tolerance)
+             args.backend, args.precision, args.max_ap_drop, args.ap_tolerance,
+             args.max_memory_mb)
     if args.json:
         print(json.dumps(_pick_json(rep, d, args), indent=2))
     else:
@@ -114,7 +117,8 @@ def _pick_json(rep: BenchReport, d: Decision, args: argparse.Namespace) -> dict:
                 "latency_ms": latency_of(r, args.stat, args.scope), "stat": args.stat,
                 "scope": args.scope, rep.metric: r.accuracy.value,
                 f"{rep.metric}_ci95": r.accuracy.ci95, "params": r.params, "macs": r.macs,
-                "command": r.command}
+                "model_memory_mb": r.cost.model_mb if r.cost else None,
+                "peak_memory_mb": r.cost.peak_mb if r.cost else None, "command": r.command}
 
     tie = None if d.tie is None else {
         "with": brief(d.tie.other), "delta": d.tie.point,
@@ -183,6 +187,9 @@ def _parser() -> argparse.ArgumentParser:
     pk.add_argument("--ap-tolerance", type=number(0), default=0.0, metavar="T",
                     help="a faster row stands in for the most accurate one when their paired "
                          "interval reaches -T (default 0: the interval contains 0)")
+    pk.add_argument("--max-memory-mb", type=number(0, above=True), metavar="MB",
+                    help="only rows whose model adds at most MB to its runtime's resident "
+                         "memory (measured per row in a worker of its own)")
     pk.add_argument("--json", action="store_true")
     ex = sub.add_parser("export", help="write deployable bundles")
     ex.add_argument("--zoo", type=Path, required=True)

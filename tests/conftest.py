@@ -118,14 +118,21 @@ def okdhp_process(*argv: str, timeout: float = 900) -> CliResult:
 
 def blocking(package: str) -> str:
     """The start of a ``python -c`` script in which ``package`` cannot be imported (a target
-    device without it)."""
+    device without it): blocked in the script's process, and shadowed at the front of its
+    ``sys.path`` by a package that refuses to import, which the bench's worker processes
+    inherit (their ``PYTHONPATH`` is the parent's ``sys.path``)."""
     return textwrap.dedent(f"""
-        import sys
+        import os, sys, tempfile
         class Block:
             def find_spec(self, name, path=None, target=None):
                 if name == "{package}" or name.startswith("{package}."):
                     raise ImportError("{package} is not installed here")
         sys.meta_path.insert(0, Block())
+        _shadow = os.path.join(tempfile.mkdtemp(prefix="okdhp-block-"), "{package}")
+        os.makedirs(_shadow)
+        with open(os.path.join(_shadow, "__init__.py"), "w") as _f:
+            _f.write('raise ImportError("{package} is not installed here")')
+        sys.path.insert(0, os.path.dirname(_shadow))
     """)
 
 

@@ -93,6 +93,9 @@ class Runner(ABC):
     # not): this backend's settings and their defaults, chosen by measurement (docs/
     # benchmarking.md, "Busy machines"); {} where the runtime offers none
     SCHEDULING: dict[str, bool] = {}
+    # the modules ``load`` imports to run a file: a bench worker imports them before it
+    # loads a model, so that its memory with no model loaded is the runtime's own
+    RUNTIME: tuple[str, ...] = ()
 
     def __init__(self, precision: str = "fp32", threads: int = 1, device: str = "cpu",
                  scheduling: Optional[dict[str, bool]] = None) -> None:
@@ -102,6 +105,14 @@ class Runner(ABC):
             raise ValueError(f"{self.backend} has no scheduling setting '{unknown[0]}' "
                              f"(has: {', '.join(self.SCHEDULING) or 'none'})")
         self.scheduling = {**self.SCHEDULING, **(scheduling or {})}
+
+    def import_runtime(self) -> None:
+        """Import :attr:`RUNTIME` (one that is missing is left for ``load`` to report)."""
+        for module in self.RUNTIME:
+            try:
+                importlib.import_module(module)
+            except ImportError:
+                return
 
     @abstractmethod
     def load(self, path: str) -> None:

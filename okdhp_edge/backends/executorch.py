@@ -56,6 +56,7 @@ class ExecuTorchRunner(Runner):
     says which)."""
 
     backend = "executorch"
+    RUNTIME = ("torch", "executorch.runtime")
 
     def load(self, path: str) -> None:
         reason = unavailable_reason()

@@ -60,6 +60,7 @@ class LiteRTRunner(Runner):
     """
 
     backend = "litert"
+    RUNTIME = ("ai_edge_litert.interpreter",)
 
     def load(self, path: str) -> None:
         try:

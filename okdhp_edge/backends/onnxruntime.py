@@ -35,6 +35,7 @@ class OnnxRuntimeRunner(Runner):
     TRT EP)."""
 
     backend = "onnxruntime"
+    RUNTIME = ("onnxruntime",)
     # session.intra_op.allow_spinning: idle intra-op threads spin (ONNX Runtime's default)
     SCHEDULING = {"allow_spinning": True}
 

@@ -40,6 +40,7 @@ class OpenVINORunner(Runner):
     """``device``: CPU, GPU or NPU (OpenVINO device names, case-insensitive)."""
 
     backend = "openvino"
+    RUNTIME = ("openvino",)
     # ENABLE_CPU_PINNING: inference threads bound to cores (OpenVINO's default on Linux);
     # OpenVINO has no spin-wait setting, its TBB workers spin briefly, then sleep
     SCHEDULING = {"cpu_pinning": True}

@@ -41,6 +41,7 @@ class TensorRTRunner(Runner):
     """Deserialises an engine and runs it with ``execute_async_v3``."""
 
     backend = "tensorrt"
+    RUNTIME = ("tensorrt", "torch")
 
     def load(self, path: str) -> None:
         reason = unavailable_reason()

@@ -22,6 +22,7 @@ class TorchRunner(Runner):
     fp16 (CUDA)."""
 
     backend = "torch"
+    RUNTIME = ("torch", "okdhp_edge.students")
 
     def load(self, path: str) -> None:
         try:

@@ -38,6 +38,7 @@ class TorchTensorRTRunner(TorchRunner):
     """A student compiled with torch-tensorrt (fp32 / fp16) on an NVIDIA GPU."""
 
     backend = "torch_tensorrt"
+    RUNTIME = ("torch", "torch_tensorrt", "okdhp_edge.students")
 
     def load(self, path: str) -> None:
         reason = unavailable_reason()

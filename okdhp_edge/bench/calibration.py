@@ -89,8 +89,16 @@ def cell_key(cell: Cell) -> str:
 
 def _measure(student_yaml: Path, man: StudentManifest, backend: str, precision: str,
              work: Path, recipe: QuantRecipe, dataset: Any) -> dict[str, Any]:
-    """Export (quantizing when int8) into ``work`` and measure the report split."""
-    entry, acc = file_accuracy(student_yaml, man, backend, precision, work, recipe, dataset)
+    """Export (quantizing when int8) into ``work`` and measure the report split, in a
+    worker process of its own (a converter or runtime that dies costs this cell only)."""
+    from okdhp_edge.utils.isolate import WorkerDied, call_isolated
+
+    try:
+        entry, acc = call_isolated(file_accuracy, student_yaml, man, backend, precision, work,
+                                   recipe, dataset, stage="convert and score", timeout_s=None)
+    except WorkerDied as exc:
+        log.warning("%s %s %s: %s", man.name, backend, precision, exc)
+        return {"value": None, "reason": exc.summary()}
     if acc is None:
         return {"value": None, "reason": entry.reason}
     out = {"value": acc["value"], "metric": acc["metric"], "persons": acc.get("persons")}

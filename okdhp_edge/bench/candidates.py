@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -15,6 +15,7 @@ from okdhp_edge.records import (
     BundleManifest,
     FormatRecord,
     ReportData,
+    RowFailure,
     SetEntry,
     StudentManifest,
     format_record,
@@ -34,23 +35,25 @@ class Candidate:
     student_yaml: Optional[Path]  # None in torch-free (bundle) mode
     export_dir: Path
     formats: dict[str, FormatRecord]  # export.yaml's formats (or the bundles')
+    failed: dict[str, RowFailure] = field(default_factory=dict)  # format -> its worker's end
 
 
 def zoo_candidates(zoo: Path, students: Optional[tuple[str, ...]], formats: list[str],
-                   recipe: object) -> list[Candidate]:
+                   recipe: object, timeout_s: Optional[float] = None) -> list[Candidate]:
     """Every (selected) student of ``zoo``, exported to ``formats`` with ``recipe`` (a
-    :class:`okdhp_edge.export.quantize.QuantRecipe`); needs torch."""
-    from okdhp_edge.export.exporter import export_student
+    :class:`okdhp_edge.export.quantize.QuantRecipe`), each backend's files built in worker
+    processes of their own (:func:`okdhp_edge.bench.worker.export_in_workers`)."""
+    from okdhp_edge.bench.worker import export_in_workers
     from okdhp_edge.manifest import zoo_students
 
-    out = []
-    for d, man in zoo_students(zoo, students):  # an unknown name: one line naming the closest
-        log.info("exporting %s: %s", man.name, ", ".join(formats) or "nothing")
-        exp = export_student(d / "student.yaml", formats=tuple(formats), recipe=recipe)
-        out.append(Candidate(man.name, man, d / "student.yaml", d / "export", exp.formats))
-    if not out:
+    chosen = list(zoo_students(zoo, students))  # an unknown name: one line naming the closest
+    if not chosen:
         raise UsageError(f"{zoo}: no students selected")
-    return out
+    built, failed = export_in_workers([d / "student.yaml" for d, _ in chosen], formats,
+                                      recipe, timeout_s)
+    return [Candidate(man.name, man, d / "student.yaml", d / "export",
+                      built[str(d / "student.yaml")], failed[str(d / "student.yaml")])
+            for d, man in chosen]
 
 
 def bundle_candidates(directory: Path, students: Optional[tuple[str, ...]] = None

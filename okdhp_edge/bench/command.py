@@ -103,6 +103,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--busy", choices=POLICIES, default="warn",
                    help="other processes busy while timing: wait for a quiet machine, warn "
                         "(flag the rows; default) or refuse (no report)")
+    p.add_argument("--worker-timeout", type=number(0, above=True), default=900.0, metavar="S",
+                   help="the longest one step of a worker may take (a conversion, a load, a "
+                        "timing block, the scoring) before it is stopped and its rows failed")
     p.add_argument("--scheduling", action="append", default=[], metavar="KEY=on|off",
                    help="a runtime's thread-waiting setting (allow_spinning: ONNX Runtime; "
                         "cpu_pinning: OpenVINO); default: the measured choice "
@@ -194,7 +197,8 @@ def _candidates(args: argparse.Namespace, targets: list, recipe: Any,
             raise UsageError(str(exc)) from None
     if args.zoo:
         formats = formats_for(targets, throughput=args.batch > 1)
-        cands = zoo_candidates(args.zoo, _csv(args.students), formats, recipe)
+        cands = zoo_candidates(args.zoo, _csv(args.students), formats, recipe,
+                               args.worker_timeout)
         return cands, args.zoo.resolve().name, backends
     cands, zoo_name = bundle_candidates(args.bundles, _csv(args.students))
     return cands, zoo_name, tuple(b for b in backends if BACKEND_INFO[b].torch_free) or backends
@@ -304,7 +308,8 @@ def run_bench(args: argparse.Namespace, argv: list[str]) -> BenchReport:
         accuracy=not (args.no_accuracy or untrained),
         accuracy_max_persons=args.accuracy_max_persons, bootstrap=args.bootstrap,
         busy=args.busy, scheduling=_scheduling(args.scheduling),
-        flip_test=args.flip_test, e2e_image=img, e2e_box=box, torch_device=args.torch_device)
+        flip_test=args.flip_test, e2e_image=img, e2e_box=box, torch_device=args.torch_device,
+        worker_timeout_s=args.worker_timeout)
     fp = fingerprint(threads)
     device = device_id(fp, args.device_name)
     measured = _keep_a_fuller_report(args, zoo_name, {(c.name, b, p) for c in cands
@@ -390,6 +395,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser().parse_args(argv)
     setup_logging()
     _, paths = measure_and_write(args, argv)
-    for k in ("json", "md", "png"):
-        print(f"{k}: {paths[k]}")
+    for k, path in paths.items():
+        print(f"{k}: {path}")
     return 0

@@ -130,17 +130,22 @@ def _choose(ok: list[BenchRow], stat: str, scope: str, tolerance: float
 def pick(rows: list[BenchRow], max_latency_ms: float, stat: str = "median",
          scope: str = "engine", min_accuracy: Optional[float] = None,
          backend: Optional[str] = None, precision: Optional[str] = None,
-         max_drop: Optional[float] = None, ap_tolerance: float = 0.0) -> Decision:
+         max_drop: Optional[float] = None, ap_tolerance: float = 0.0,
+         max_memory_mb: Optional[float] = None) -> Decision:
     """The pick within the budget (see the module), the closest row when none fits, and
     the Pareto frontier of the filtered rows with its ties. Precision is a dimension like
     any other: ``precision`` restricts it, ``max_drop`` bounds each row's accuracy loss
     against its own student in PyTorch fp32, judged on the paired interval's far end
-    (rows without that reference are left out)."""
+    (rows without that reference are left out); ``max_memory_mb`` bounds the memory a
+    row's model adds to its runtime (:attr:`okdhp_edge.records.RowCost.model_mb`; rows
+    measured without it are left out)."""
     cand = [r for r in measured(rows, stat, scope)
             if (backend is None or r.backend == backend)
             and (precision is None or r.precision == precision)
             and (max_drop is None or (accuracy_drop(r) is not None
-                                      and accuracy_drop(r) <= max_drop + 1e-12))]
+                                      and accuracy_drop(r) <= max_drop + 1e-12))
+            and (max_memory_mb is None or (r.cost is not None
+                                           and r.cost.model_mb <= max_memory_mb))]
     front = pareto(cand, stat, scope)
     notes = frontier_ties(front, stat, scope)
     ok = [r for r in cand if latency_of(r, stat, scope) <= max_latency_ms
@@ -157,6 +162,13 @@ def _accuracy_text(rep: BenchReport, row: BenchRow) -> str:
     return f"{rep.metric} {row.accuracy.value:.4f}" + interval_text(row.accuracy.ci95)
 
 
+def memory_text(row: BenchRow) -> str:
+    """``model 34 MB (process peak 120 MB)``, or what says it was not measured."""
+    if row.cost is None:
+        return "memory not measured"
+    return f"model {row.cost.model_mb:.0f} MB (process peak {row.cost.peak_mb:.0f} MB)"
+
+
 def pick_lines(rep: BenchReport, d: Decision, budget_ms: float, stat: str = "median",
                scope: str = "engine") -> list[str]:
     """The pick (or the closest row when none fits) and the frontier, as text."""
@@ -165,7 +177,8 @@ def pick_lines(rep: BenchReport, d: Decision, budget_ms: float, stat: str = "med
         why = ("the most accurate within the budget" if d.tie is None
                else d.tie.text(stat, scope))
         lines = [f"pick on {rep.device_id}: {best.label} - {latency_of(best, stat, scope):.2f} "
-                 f"ms {scope} {stat} <= {budget_ms} ms, {_accuracy_text(rep, best)} ({why})"
+                 f"ms {scope} {stat} <= {budget_ms} ms, {_accuracy_text(rep, best)}, "
+                 f"{memory_text(best)} ({why})"
                  + (" - timed under load" if best.latency_ms[scope].busy else "")]
     else:
         lines = ["no student meets the budget" + (

@@ -69,8 +69,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                          "report is written under --out-root/<device>/")
     rep = merge_reports(args.reports, args.name)
     paths = write_report(rep, args.out_root / rep.device_id)
-    for k in ("json", "md", "png"):
-        print(f"{k}: {paths[k]}")
+    for k, path in paths.items():
+        print(f"{k}: {path}")
     return 0
 
 

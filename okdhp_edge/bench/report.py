@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Any, Optional
@@ -15,6 +16,8 @@ from okdhp_edge.utils.io import atomic_write
 __all__ = ["ReportError", "load_report", "markdown", "pareto", "write_report"]
 
 STATS = ("median", "p90", "p99")
+
+log = logging.getLogger(__name__)
 
 
 def load_report(path: str | Path) -> BenchReport:
@@ -63,8 +66,8 @@ def _with_interval(v: Optional[float], ci: Optional[list[float]], sign: str = ""
     return f"{v:{sign}.4f}" + interval_text(ci, f"{sign}.4f")
 
 
-def _table_row(r: BenchRow) -> str:
-    """One measured row of the Markdown table."""
+def _table_row(r: BenchRow, with_cost: bool) -> str:
+    """One measured row of the Markdown table (``with_cost``: its memory and start-up)."""
     eng, e2e = r.latency_ms["engine"], r.latency_ms.get("e2e")
     ran = r.runner.get("inference_precision") or r.precision
     perr = max((v["max_abs_heatmap_err"] for k, v in r.parity.items()
@@ -77,7 +80,17 @@ def _table_row(r: BenchRow) -> str:
             f"{_with_interval(accuracy_of(r), r.accuracy.ci95)} | "
             f"{_with_interval(r.accuracy.delta_vs_torch_fp32, r.accuracy.delta_ci95, '+')} | "
             f"{'-' if perr is None else f'{perr:.1e}'} | "
-            f"{_fmt(r.file_bytes / 1e6 if r.file_bytes else None, 3)} |")
+            f"{_fmt(r.file_bytes / 1e6 if r.file_bytes else None, 3)} |"
+            + (f" {_cost_cells(r)} |" if with_cost else ""))
+
+
+def _cost_cells(r: BenchRow) -> str:
+    """``model MB (peak MB) | load ms | first call ms`` of a row ('-' where not measured)."""
+    c = r.cost
+    if c is None:
+        return "- | - | -"
+    return (f"{c.model_mb:.0f} ({c.peak_mb:.0f}) | {c.load_ms:.0f} | "
+            f"{c.first_inference_ms:.1f}")
 
 
 def _not_measured_lines(rows: list[BenchRow]) -> list[str]:
@@ -90,7 +103,8 @@ def _not_measured_lines(rows: list[BenchRow]) -> list[str]:
         key = (r.backend, r.precision, r.reason)
         if key not in seen:
             seen.add(key)
-            lines.append(f"- {r.backend} {r.precision} ({r.status}): {r.reason}")
+            who = f"{r.student} " if r.failure else ""  # a worker's end is one row's
+            lines.append(f"- {who}{r.backend} {r.precision} ({r.status}): {r.reason}")
     return lines
 
 
@@ -98,6 +112,7 @@ def markdown(rep: BenchReport, chart_name: Optional[str]) -> str:
     """The Markdown report: device, students x backends table, unavailable backends, chart."""
     fp = rep.device
     metric = rep.metric
+    with_cost = any(r.cost is not None for r in rep.rows)  # reports before isolation: none
     lines = [f"# Bench report: zoo `{rep.zoo}` on `{rep.device_id}`", "",
              f"- CPU: {fp['cpu_model']} ({fp['cores']} cores, flags: "
              f"{', '.join(fp['cpu_flags']) or '-'}); threads used: {fp['threads']}",
@@ -110,12 +125,18 @@ def markdown(rep: BenchReport, chart_name: Optional[str]) -> str:
              f"| student | params (M) | GMACs | backend | precision (ran as) | median ms | p90 ms "
              f"| e2e median ms | imgs/s @B | {metric} [95% CI] | Δ vs torch fp32 [paired 95% CI] "
              f"| parity max err "
-             f"| file MB |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    lines += [_table_row(r) for r in rep.rows if r.status == "ok"]
+             f"| file MB |" + (" memory MB: model (peak) | load ms | 1st call ms |"
+                               if with_cost else ""),
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|" + (
+                 "---|---|---|" if with_cost else "")]
+    lines += [_table_row(r, with_cost) for r in rep.rows if r.status == "ok"]
     lines += _not_measured_lines(rep.rows)
     lines += ["", "⚠: coefficient of variation above the threshold; the median is still "
               "reported with its bootstrap 95% CI in the JSON."]
+    if with_cost:
+        lines += ["Memory, load and first call: each row measured in a fresh worker process "
+                  "(model: its resident high-water mark once loaded and warmed up, minus the "
+                  "same worker's with the runtime imported; peak: the whole process)."]
     lines += _load_lines(rep)
     lines += _quantization_lines(rep.rows)
     if chart_name:
@@ -338,22 +359,45 @@ def _save_chart(fig: Any, ax: Any, path: Path, legend_loc: str) -> None:
     plt.close(fig)
 
 
+CHART_TIMEOUT_S = 300.0
+
+
+def draw_report_chart(rep: BenchReport, path: str) -> None:
+    """A report's chart (a plan's: latency against GMACs) as PNG at ``path``."""
+    if rep.untrained:
+        plan_chart(rep, Path(path))
+    else:
+        chart([rep], Path(path))
+
+
 def write_report(rep: BenchReport, out_dir: Path) -> dict[str, Path]:
     """Write ``<zoo>.json``, ``<zoo>_pareto.png`` and ``<zoo>.md`` under ``out_dir`` as a set:
-    a reader never finds a new JSON beside an old chart or table."""
+    a reader never finds a new JSON beside an old chart or table. The chart is drawn in a
+    process of its own (matplotlib's native code once took a whole journey down at this
+    step): if that process dies, the JSON and the table are written without a chart (an
+    older chart is removed) and the returned files lack ``png``."""
     from okdhp_edge.utils.io import atomic_write_set, remove_stale_temporaries
+    from okdhp_edge.utils.isolate import WorkerDied, call_isolated
 
     out_dir = Path(out_dir)
     name = rep.zoo
     paths = {"json": out_dir / f"{name}.json", "png": out_dir / f"{name}_pareto.png",
              "md": out_dir / f"{name}.md"}
     remove_stale_temporaries(out_dir, [p.name for p in paths.values()])
-    draw = plan_chart if rep.untrained else (lambda r, p: chart([r], p))
-    text = markdown(rep, paths["png"].name)
-    atomic_write_set({
-        paths["png"]: lambda tmp: draw(rep, tmp),
-        paths["md"]: lambda tmp: tmp.write_text(text, encoding="utf-8"),
-        paths["json"]: lambda tmp: tmp.write_text(json.dumps(rep.to_dict(), indent=2) + "\n",
-                                                  encoding="utf-8"),
-    })
+    data = json.dumps(rep.to_dict(), indent=2) + "\n"
+
+    def texts(chart_name: Optional[str]) -> dict[Path, Any]:
+        text = markdown(rep, chart_name)
+        return {paths["md"]: lambda tmp: tmp.write_text(text, encoding="utf-8"),
+                paths["json"]: lambda tmp: tmp.write_text(data, encoding="utf-8")}
+
+    try:
+        atomic_write_set({paths["png"]: lambda tmp: call_isolated(
+            draw_report_chart, rep, str(tmp), stage="chart", timeout_s=CHART_TIMEOUT_S),
+            **texts(paths["png"].name)})
+    except WorkerDied as exc:
+        log.warning("the chart could not be drawn (%s); %s and %s are written without it",
+                    exc, paths["json"].name, paths["md"].name)
+        paths.pop("png").unlink(missing_ok=True)
+        atomic_write_set(texts(None))
     return paths

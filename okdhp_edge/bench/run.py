@@ -17,11 +17,11 @@ import numpy as np
 from okdhp_edge.backends.base import run_one_by_one
 from okdhp_edge.bench.candidates import Candidate
 from okdhp_edge.bench.load import LoadMonitor
-from okdhp_edge.bench.timing import TimingConfig, interleaved, summarize
+from okdhp_edge.bench.timing import TimingConfig, interleaved_blocks, summarize
+from okdhp_edge.bench.worker import E2ESample, RowService, RowSpec, failure_of
 from okdhp_edge.evaluation.uncertainty import N_RESAMPLES, accuracy_fields, paired_delta
 from okdhp_edge.records import BenchRow, FormatRecord, LatencyStats, RowAccuracy, StudentManifest
-from okdhp_edge.runtime import BackendUnavailable, Runner, make_runner
-from okdhp_edge.runtime.pipeline import KeypointPipeline
+from okdhp_edge.runtime import BackendUnavailable, Runner
 from okdhp_edge.targets import (
     BASELINE,
     FORMATS,
@@ -31,6 +31,7 @@ from okdhp_edge.targets import (
     get_target,
     targets_for,
 )
+from okdhp_edge.utils.isolate import Worker, WorkerDied, import_path
 
 log = logging.getLogger(__name__)
 
@@ -74,36 +75,9 @@ class BenchOptions:
     e2e_image: Optional[np.ndarray] = None
     e2e_box: Optional[tuple[float, float, float, float]] = None
     torch_device: str = "cpu"  # cpu | cuda: where the PyTorch eager baseline runs
-
-
-def _load_runners(cands: list[Candidate], opts: BenchOptions, rows: list[BenchRow]
-                  ) -> dict[int, Runner]:
-    runners: dict[int, Runner] = {}
-    for i, row in enumerate(rows):
-        c = next(c for c in cands if c.name == row.student)
-        try:
-            path, reason = model_path(c, _target(row))
-        except UnknownTarget as exc:
-            path, reason = None, str(exc)
-        if path is None:
-            row.available, row.status, row.reason = False, "unavailable", reason
-            continue
-        row.model_file = path
-        runner = make_runner(row.backend, row.precision, opts.threads,
-                             _device_for(_target(row), opts), _scheduling(row, opts))
-        try:
-            runner.load(path)
-        except BackendUnavailable as exc:
-            row.available, row.status, row.reason = False, "unavailable", str(exc)
-            continue
-        except Exception as exc:  # noqa: BLE001 - a failing student does not stop the bench
-            row.status, row.reason = "failed", f"{type(exc).__name__}: {exc}"
-            log.warning("%s/%s/%s failed to load: %s", row.student, row.backend,
-                        row.precision, exc)
-            continue
-        row.runner = runner.describe()
-        runners[i] = runner
-    return runners
+    # the longest one step of a row's worker may take (load, a timing block, the scoring)
+    # before the worker is stopped and its row failed
+    worker_timeout_s: float = 900.0
 
 
 def _scheduling(row: BenchRow, opts: BenchOptions) -> dict[str, bool]:
@@ -123,72 +97,137 @@ def planned_pairs(opts: BenchOptions) -> list[tuple[str, str]]:
     return [(b, p) for b in opts.backends for p in opts.precisions]
 
 
-def _engine_call(runner: Runner, x: np.ndarray, own: list[float]) -> Callable[[], object]:
-    """One engine call; where the runtime times its own requests, that time is kept too
-    (warm-up calls included: the summary keeps as many of the last as were timed)."""
-    def call() -> object:
-        out = runner.run(x)
-        ms = runner.runtime_latency_ms()
-        if ms is not None:
-            own.append(ms)
-        return out
+def runner_path(backend: str) -> str:
+    """The import path of ``backend``'s runner class, which its rows' workers load."""
+    from okdhp_edge.backends import backend_module
 
-    return call
+    return import_path(backend_module(backend).RUNNER)
 
 
-def _guarded(fn: Callable[[], object], row: BenchRow) -> Callable[[], object]:
-    def call() -> object:
-        if row.status != "ok":
+def _row_spec(c: Candidate, row: BenchRow, opts: BenchOptions) -> RowSpec:
+    t = _target(row)
+    w, h = c.manifest.preprocessing.input_size
+    e2e = None
+    if opts.e2e_image is not None and opts.e2e_box is not None:
+        fmt = FORMATS.get(t.export or "")
+        e2e = E2ESample(opts.e2e_image, opts.e2e_box, fmt.layout if fmt else "NCHW")
+    return RowSpec(runner_path(row.backend), row.backend, row.precision, opts.threads,
+                   _device_for(t, opts), (h, w), _scheduling(row, opts), c.manifest, e2e)
+
+
+def _fail(row: BenchRow, exc: BaseException, stage: str) -> None:
+    """Mark ``row`` failed by ``exc`` in ``stage`` (a worker's end keeps its record)."""
+    row.status = "failed"
+    if isinstance(exc, WorkerDied):
+        row.reason, row.failure = exc.summary(), failure_of(exc)
+    else:
+        row.reason = f"{type(exc).__name__}: {exc}"
+    log.warning("%s failed during %s: %s", row.label, stage, row.reason)
+
+
+class RowWorkers:
+    """The rows' worker processes, one per row; ``close`` ends every one still running."""
+
+    def __init__(self, opts: BenchOptions, bar: Any) -> None:
+        self.opts, self.bar = opts, bar
+        self.workers: dict[int, Worker] = {}
+
+    def stage(self, row: BenchRow, what: str) -> None:
+        """Show ``what`` the worker of ``row`` is doing on the progress bar."""
+        self.bar.set_description(f"{what} {row.student}/{row.backend} {row.precision}")
+
+    def call(self, i: int, row: BenchRow, method: str, *args: Any, stage: str) -> Any:
+        """``method`` of row ``i``'s worker; None (the row marked failed) where it fails."""
+        if row.status != "ok" or i not in self.workers:
             return None
         try:
-            return fn()
-        except Exception as exc:  # noqa: BLE001
-            row.status, row.reason = "failed", f"{type(exc).__name__}: {exc}"
-            log.warning("%s/%s/%s failed: %s", row.student, row.backend, row.precision, exc)
+            return self.workers[i].call(method, *args, stage=stage)
+        except Exception as exc:  # noqa: BLE001 - a failing row does not stop the bench
+            _fail(row, exc, stage)
+            self.close_one(i)
             return None
 
-    return call
+    def start(self, i: int, c: Candidate, row: BenchRow) -> None:
+        """Start row ``i``'s worker, load its file, warm it up and read its cost."""
+        try:
+            path, reason = model_path(c, _target(row))
+            failed = c.failed.get(_target(row).export or "")
+        except UnknownTarget as exc:
+            path, reason, failed = None, str(exc), None
+        if failed is not None:  # its file's converter died
+            row.status, row.reason, row.failure = "failed", reason, failed
+            return
+        if path is None:
+            row.available, row.status, row.reason = False, "unavailable", reason
+            return
+        row.model_file = path
+        self.stage(row, "load")
+        try:
+            self.workers[i] = Worker(import_path(RowService), _row_spec(c, row, self.opts),
+                                     name=f"{row.student}-{row.backend}-{row.precision}",
+                                     timeout_s=self.opts.worker_timeout_s)
+            row.runner = self.workers[i].call("load", path, stage="load")
+        except BackendUnavailable as exc:
+            row.available, row.status, row.reason = False, "unavailable", str(exc)
+            self.close_one(i)
+            return
+        except Exception as exc:  # noqa: BLE001 - a failing row does not stop the bench
+            _fail(row, exc, "load")
+            self.close_one(i)
+            return
+        self.stage(row, "warm-up")
+        row.cost = self.call(i, row, "warm_up", "engine", self.opts.timing, stage="warm-up")
+
+    def close_one(self, i: int) -> None:
+        w = self.workers.pop(i, None)
+        if w is not None:
+            w.close()
+
+    def close(self) -> None:
+        for i in list(self.workers):
+            self.close_one(i)
 
 
-def _timed_calls(runners: dict[int, Any], rows: list[BenchRow], cand_of: dict[str, Candidate],
-                 opts: BenchOptions) -> tuple[dict, dict, dict]:
-    """The engine call (and, with an e2e image, the whole pipeline call) of every loaded
-    runner, guarded so that a failure marks its row; plus the runtime's own timings."""
-    engine_fns, e2e_fns, own = {}, {}, {}
-    for i, r in runners.items():
-        row = rows[i]
-        pre = cand_of[row.student].manifest.preprocessing
-        w, h = pre.input_size
-        x = np.random.default_rng(0).standard_normal((1, 3, h, w)).astype(np.float32)
-        engine_fns[i] = _guarded(_engine_call(r, x, own.setdefault(i, [])), row)
-        if opts.e2e_image is not None:
-            fmt = FORMATS.get(_target(row).export or "")
-            pipe = KeypointPipeline(r, pre, layout=fmt.layout if fmt else "NCHW")
-            e2e_fns[i] = _guarded(lambda p=pipe: p(opts.e2e_image, opts.e2e_box), row)
-    return engine_fns, e2e_fns, own
+def _block(workers: RowWorkers, i: int, row: BenchRow, scope: str, own: list[float]
+           ) -> Callable[[int, float, int], list[float]]:
+    """Row ``i``'s timing block of ``scope``, run by its worker (nothing once it failed)."""
+    def block(n: int, t: float, m: int) -> list[float]:
+        got = workers.call(i, row, "time", scope, n, t, m, stage="time")
+        if got is None:
+            return []
+        own.extend(got[1])
+        return got[0]
+
+    return block
 
 
-def _measure_latency(runners: dict[int, Any], rows: list[BenchRow], cand_of: dict[str, Candidate],
-                     opts: BenchOptions, tick: Callable[[object], None],
-                     monitor: LoadMonitor) -> None:
-    """Interleaved timing of every runner, with the load of other processes around each
-    block; fills each ok row's ``latency_ms``."""
-    engine_fns, e2e_fns, own = _timed_calls(runners, rows, cand_of, opts)
+def _measure_latency(workers: RowWorkers, rows: list[BenchRow], opts: BenchOptions,
+                     tick: Callable[[object], None], monitor: LoadMonitor) -> None:
+    """Interleaved timing of every row's worker, with the load of other processes around
+    each block; fills each ok row's ``latency_ms``."""
     t0 = time.time()
     monitor.check_quiet()
-    eng = interleaved(engine_fns, opts.timing, tick, monitor)
-    monitor.scope = "e2e"
-    e2e = interleaved(e2e_fns, opts.timing, tick, monitor) if e2e_fns else {}
-    for i in runners:
+    own: dict[int, list[float]] = {i: [] for i in workers.workers}
+    eng = interleaved_blocks({i: _block(workers, i, rows[i], "engine", own[i])
+                              for i in workers.workers}, opts.timing, tick, monitor)
+    e2e: dict[int, list[float]] = {}
+    if opts.e2e_image is not None:
+        for i in list(workers.workers):
+            workers.stage(rows[i], "warm-up e2e")
+            workers.call(i, rows[i], "warm_up", "e2e", opts.timing, stage="warm-up")
+        monitor.scope = "e2e"
+        e2e = interleaved_blocks({i: _block(workers, i, rows[i], "e2e", [])
+                                  for i in workers.workers}, opts.timing, tick, monitor)
+    for i in eng:
         row = rows[i]
         if row.status != "ok":
             continue
         row.latency_ms["engine"] = LatencyStats(**summarize(eng[i], opts.timing),
                                                 **monitor.stats(i))
-        if own.get(i):  # the runtime's own timing of the same timed calls (OpenVINO)
+        if own[i]:  # the runtime's own timing of the same timed calls (OpenVINO)
             row.latency_ms["engine_runtime"] = LatencyStats(
-                **summarize(own[i][-len(eng[i]):], opts.timing), **monitor.stats(i))
-        if i in e2e and e2e[i]:
+                **summarize(own[i], opts.timing), **monitor.stats(i))
+        if e2e.get(i):
             row.latency_ms["e2e"] = LatencyStats(**summarize(e2e[i], opts.timing),
                                                  **monitor.stats(i, "e2e"))
     log.info("latency measured in %.1f s", time.time() - t0)
@@ -197,35 +236,56 @@ def _measure_latency(runners: dict[int, Any], rows: list[BenchRow], cand_of: dic
 def bench_candidates(cands: list[Candidate], opts: BenchOptions,
                      command_of: Callable[[BenchRow], str], progress: bool = True,
                      monitor: Optional[LoadMonitor] = None) -> list[BenchRow]:
-    """Measure every (student, backend, precision); return the report rows. ``monitor``
-    (default: one with ``opts.busy``) keeps what else ran while timing."""
+    """Measure every (student, backend, precision), each in a worker process of its own;
+    return the report rows. ``monitor`` (default: one with ``opts.busy``) keeps what else
+    ran while timing."""
     from tqdm import tqdm
 
     rows = [BenchRow(c.name, b, p, params=c.manifest.params, macs=c.manifest.macs)
             for c in cands for b, p in planned_pairs(opts)]
-    runners = _load_runners(cands, opts, rows)
-    bar = tqdm(total=len(runners) * (2 * opts.timing.rounds + 2), desc="bench", unit="step",
-               disable=not progress)
     cand_of = {c.name: c for c in cands}
-    monitor = monitor or LoadMonitor(opts.busy)
-    _measure_latency(runners, rows, cand_of, opts, lambda _key: bar.update(1), monitor)
-    for i, r in runners.items():
-        row = rows[i]
-        c = cand_of[row.student]
-        if row.status == "ok":
-            row.throughput = _throughput(c, row, opts)
+    bar = tqdm(total=len(rows) * (2 * opts.timing.rounds + 3), desc="bench", unit="step",
+               disable=not progress)
+    workers = RowWorkers(opts, bar)
+    try:
+        for i, row in enumerate(rows):
+            workers.start(i, cand_of[row.student], row)
             bar.update(1)
-            if opts.accuracy:
-                row.accuracy = RowAccuracy(**_accuracy(c, r, opts))
-            bar.update(1)
-            if _target(row).export:
-                _file_facts(row, c.formats[_target(row).export])
-        r.close()
-    bar.close()
+        bar.total = len(rows) + len(workers.workers) * (2 * opts.timing.rounds + 2)
+        bar.refresh()
+        bar.set_description("time")
+        _measure_latency(workers, rows, opts, lambda _key: bar.update(1),
+                         monitor or LoadMonitor(opts.busy))
+        for i in list(workers.workers):
+            _finish_row(workers, i, rows[i], cand_of[rows[i].student], opts)
+            bar.update(2)
+    finally:
+        workers.close()
+        bar.close()
     _deltas(rows)
     for row in rows:
         row.command = command_of(row)
     return rows
+
+
+def _finish_row(workers: RowWorkers, i: int, row: BenchRow, c: Candidate,
+                opts: BenchOptions) -> None:
+    """Throughput, accuracy and the file's facts of a timed row; its worker is closed."""
+    if row.status == "ok":
+        workers.stage(row, "throughput")
+        path, why = _throughput_path(c, row, opts)
+        row.throughput = why if path is None else (workers.call(
+            i, row, "throughput", path, opts.batch, _throughput_timing(opts.timing),
+            stage="throughput") or {})
+    if row.status == "ok" and opts.accuracy:
+        workers.stage(row, "score")
+        acc = workers.call(i, row, "accuracy", opts.flip_test, opts.accuracy_max_persons,
+                           opts.bootstrap, stage="score")
+        if acc is not None:
+            row.accuracy = RowAccuracy(**acc)
+    if row.status == "ok" and _target(row).export:
+        _file_facts(row, c.formats[_target(row).export])
+    workers.close_one(i)
 
 
 def _file_facts(row: BenchRow, entry: FormatRecord) -> None:
@@ -235,32 +295,21 @@ def _file_facts(row: BenchRow, entry: FormatRecord) -> None:
     row.quantization = entry.quantization
 
 
-def _throughput(c: Candidate, row: BenchRow, opts: BenchOptions) -> dict[str, Any]:
-    """Images/s at ``opts.batch`` (the target's throughput format, or the torch student)."""
+def _throughput_path(c: Candidate, row: BenchRow, opts: BenchOptions
+                     ) -> tuple[Optional[str], dict[str, Any]]:
+    """The file the throughput figure at ``opts.batch`` loads (the target's throughput
+    format, or the torch student), or None and the record of why there is none."""
     t = _target(row)
     if opts.batch <= 1:
-        return {}
+        return None, {}
     if t.throughput == "student":
-        path = str(c.student_yaml)
-    elif t.throughput:
+        return str(c.student_yaml), {}
+    if t.throughput:
         entry = c.formats.get(t.throughput)
         if entry is None or not entry.available:
-            return {"batch": opts.batch, "reason": "no dynamic-batch export"}
-        path = str(c.export_dir / entry.file)
-    else:
-        return {"batch": opts.batch, "reason": f"not measured for {t.label}"}
-    w, h = c.manifest.preprocessing.input_size
-    x = np.random.default_rng(1).standard_normal((opts.batch, 3, h, w)).astype(np.float32)
-    runner = make_runner(row.backend, row.precision, opts.threads, _device_for(t, opts))
-    try:
-        runner.load(path)
-        samples = interleaved({0: lambda: runner.run(x)}, _throughput_timing(opts.timing))[0]
-        med = float(np.median(samples))
-        return {"batch": opts.batch, "median_ms": med, "images_per_s": opts.batch * 1e3 / med}
-    except Exception as exc:  # noqa: BLE001
-        return {"batch": opts.batch, "reason": f"{type(exc).__name__}: {exc}"}
-    finally:
-        runner.close()
+            return None, {"batch": opts.batch, "reason": "no dynamic-batch export"}
+        return str(c.export_dir / entry.file), {}
+    return None, {"batch": opts.batch, "reason": f"not measured for {t.label}"}
 
 
 def _throughput_timing(row: TimingConfig) -> TimingConfig:
@@ -270,11 +319,6 @@ def _throughput_timing(row: TimingConfig) -> TimingConfig:
     return TimingConfig(warmup_iters=min(2, row.warmup_iters), warmup_s=min(0.2, row.warmup_s),
                         min_iters=min(5, row.min_iters), min_time_s=min(0.5, row.min_time_s),
                         rounds=1)
-
-
-def _accuracy(c: Candidate, runner: Runner, opts: BenchOptions) -> dict[str, Any]:
-    return report_accuracy(c.manifest, runner, opts.flip_test, opts.accuracy_max_persons,
-                           n_resamples=opts.bootstrap)
 
 
 def target_file(student_yaml: Path, backend: str, precision: str, work: Optional[Path],

@@ -57,10 +57,20 @@ def interleaved(fns: dict[str, Callable[[], object]], cfg: TimingConfig,
     """Measure several callables in interleaved rounds (order rotated each round) so that
     drift of the machine does not favour whoever runs first. A ``monitor`` (a
     :class:`okdhp_edge.bench.load.LoadMonitor`) is told before and after each block."""
-    keys = list(fns)
-    samples: dict[str, list[float]] = {k: [] for k in keys}
-    for k in keys:
-        warm_up(fns[k], cfg)
+    for fn in fns.values():
+        warm_up(fn, cfg)
+    blocks = {k: (lambda n, t, m, fn=fn: measure_block(fn, n, t, m)) for k, fn in fns.items()}
+    return interleaved_blocks(blocks, cfg, progress, monitor)
+
+
+def interleaved_blocks(blocks: dict[Any, Callable[[int, float, int], list[float]]],
+                       cfg: TimingConfig, progress: Optional[Callable[[Any], None]] = None,
+                       monitor: Optional[Any] = None) -> dict[Any, list[float]]:
+    """The rounds of :func:`interleaved` over timing blocks that are already warm:
+    ``blocks[key](min_iters, min_time_s, max_iters)`` times one block of consecutive calls
+    (here, or in the key's worker process) and returns their latencies (ms)."""
+    keys = list(blocks)
+    samples: dict[Any, list[float]] = {k: [] for k in keys}
     per_iters = max(1, -(-cfg.min_iters // cfg.rounds))
     per_time = cfg.min_time_s / cfg.rounds
     per_max = max(per_iters, cfg.max_iters // cfg.rounds)
@@ -69,7 +79,7 @@ def interleaved(fns: dict[str, Callable[[], object]], cfg: TimingConfig,
         for k in order:
             if monitor is not None:
                 monitor.before()
-            samples[k].extend(measure_block(fns[k], per_iters, per_time, per_max))
+            samples[k].extend(blocks[k](per_iters, per_time, per_max))
             if monitor is not None:
                 monitor.after(k)
             if progress:

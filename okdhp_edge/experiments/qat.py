@@ -126,6 +126,7 @@ def score_all(args: argparse.Namespace, backend: str, zoos: dict[tuple[str, int]
     from okdhp_edge.bench.run import target_file
     from okdhp_edge.export.quantize import QuantRecipe
     from okdhp_edge.manifest import load_student_manifest, zoo_students
+    from okdhp_edge.utils.isolate import call_isolated
 
     for d, man in zoo_students(args.zoo):
         ptq = args.work_dir / "ptq" / man.name
@@ -135,7 +136,8 @@ def score_all(args: argparse.Namespace, backend: str, zoos: dict[tuple[str, int]
                   for (arm, seed), zoo in zoos.items()  # a QAT zoo may hold fewer students
                   if (zoo / man.name / "student.yaml").is_file()]
         for name, student, precision, folder, rec in files:
-            entry, path = target_file(student / "student.yaml", backend, precision, folder, rec)
+            entry, path = call_isolated(target_file, student / "student.yaml", backend,
+                                        precision, folder, rec, stage="convert", timeout_s=None)
             built = dict(entry.sha256 or {}) if path is not None else {}
             own = load_student_manifest(student / "student.yaml")  # a QAT student's own
             for split in SPLITS:
@@ -151,11 +153,13 @@ def _score(man: Any, backend: str, precision: str, split: str, path: Optional[Pa
     from okdhp_edge.bench.run import file_report_accuracy
     from okdhp_edge.evaluation.datasets import report_dataset, training_split
     from okdhp_edge.schema import to_dict
+    from okdhp_edge.utils.isolate import call_isolated
 
     if path is None:
         return {"value": None, "reason": entry.reason}
     dataset = training_split(man, "select") if split == "select" else report_dataset(man)
-    acc = file_report_accuracy(man, backend, precision, path, dataset)
+    acc = call_isolated(file_report_accuracy, man, backend, precision, path, dataset,
+                        stage="score", timeout_s=None)
     boot = acc.get("bootstrap")
     return {"value": acc["value"], "units": acc.get("units"),
             "bootstrap": None if boot is None else to_dict(boot),

@@ -254,8 +254,7 @@ def export_student(student_yaml: Path, out_dir: Optional[Path] = None,
     student_yaml = Path(student_yaml)
     model, man = load_student(student_yaml)
     out_dir = Path(out_dir or student_yaml.parent / "export")
-    for folder in {(out_dir / rel).parent for spec in FORMATS.values() for rel in spec.files}:
-        remove_stale_temporaries(folder)  # a killed export's torn files
+    remove_export_temporaries(out_dir)  # a killed export's torn files
     old = {} if force else _previous(out_dir / "export.yaml", man)
     done = dict(old)
     ctx = _Context(model.eval(), man, out_dir, recipe, student_yaml.parent)
@@ -270,6 +269,12 @@ def export_student(student_yaml: Path, out_dir: Optional[Path] = None,
         done[fmt] = _export_one(fmt, ctx, done)
         _write_record(out_dir, man, done)  # a crash keeps what is done
     return _write_record(out_dir, man, done)
+
+
+def remove_export_temporaries(out_dir: Path) -> None:
+    """Delete what killed builders left in an export folder (their temporaries)."""
+    for folder in {(out_dir / rel).parent for spec in FORMATS.values() for rel in spec.files}:
+        remove_stale_temporaries(folder)
 
 
 def _write_record(out_dir: Path, man: StudentManifest, formats: dict[str, FormatRecord]

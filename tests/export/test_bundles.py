@@ -67,6 +67,8 @@ def test_bundle_set_bench_without_torch(tiny_zoo, tmp_path):
     assert {(r.student, r.backend) for r in ok} == {
         (s, b) for s in ("hg2", "hg3") for b in ("onnxruntime", "openvino")}
     assert all(r.accuracy.value is not None for r in ok)
+    # each row's memory was measured in a worker that never imported torch: a board's figure
+    assert all(r.cost is not None and not r.cost.torch_imported for r in ok)
     # tampering with the report data is refused before anything runs
     victim = next((out / "report_data" / "images").iterdir())
     victim.write_bytes(b"x")

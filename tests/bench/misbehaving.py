@@ -1,0 +1,71 @@
+"""Test-only runners and services that crash or hang inside a bench worker (imported by the
+worker processes by name; never used outside the tests)."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+from okdhp_edge.backends.onnxruntime import OnnxRuntimeRunner
+from okdhp_edge.bench.worker import ExportService
+
+
+def timed() -> bool:
+    """Whether this call is one of a timing block's (not the load's or the warm-up's)."""
+    frame = sys._getframe(2)
+    while frame is not None:
+        if frame.f_code.co_name == "measure_block":
+            return True
+        frame = frame.f_back
+    return False
+
+
+def segfault() -> None:
+    """A real SIGSEGV: read address 0."""
+    ctypes.string_at(0)
+
+
+class SegfaultOnLoad(OnnxRuntimeRunner):
+    """An ONNX Runtime runner whose load dereferences a null pointer."""
+
+    def load(self, path: str) -> None:
+        segfault()
+
+
+class AbortWhileTimed(OnnxRuntimeRunner):
+    """An ONNX Runtime runner that calls abort() once it is being timed."""
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        if timed():
+            os.abort()
+        return super().run(x)
+
+
+class HangWhileTimed(OnnxRuntimeRunner):
+    """An ONNX Runtime runner that stops answering once it is being timed."""
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        if timed():
+            time.sleep(3600)
+        return super().run(x)
+
+
+class SegfaultingExport(ExportService):
+    """An export worker whose converter dies."""
+
+    def export(self, student_yaml: str, formats: tuple[str, ...], recipe: Any) -> dict:
+        segfault()
+        return {}
+
+
+def segfaulting_chart(rep: Any, path: str) -> None:
+    """A chart drawer that dies halfway through writing its file."""
+    with open(path, "wb") as fh:
+        fh.write(b"\x89PNG")
+        fh.flush()
+        segfault()
