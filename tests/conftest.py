@@ -104,10 +104,9 @@ def okdhp(*argv: str) -> CliResult:
 
 
 def okdhp_process(*argv: str, timeout: float = 900) -> CliResult:
-    """``python -m okdhp_edge ARGV`` in a process of its own: for the commands that time
-    what they run (bench). Run in a pytest process that had already run other benches and
-    INT8 builds, ``bench calibration`` crashed it (SIGSEGV in the interpreter, seen twice),
-    and timing belongs in a process of its own anyway."""
+    """``python -m okdhp_edge ARGV`` in a process of its own: for the commands whose exit
+    status and output a test reads as a shell sees them. (The runtimes a bench drives live
+    in its worker processes: no test needs a process of its own to survive a crash.)"""
     import subprocess
     import sys
 

@@ -12,6 +12,13 @@ def test_pick_cli_exit_codes(report, tiny_zoo):
     assert json.loads(ok.stdout)["choice"]["student"] in ("hg2", "hg3")
     none = okdhp(*base, "--max-latency-ms", "0.000001")
     assert none.returncode == 1 and "closest" in none.stdout
+    # every row's memory was measured in its worker: a budget no model fits picks nothing
+    choice = json.loads(ok.stdout)["choice"]
+    assert 0 < choice["model_memory_mb"] < choice["peak_memory_mb"]
+    tight = okdhp(*base, "--max-latency-ms", "1000", "--max-memory-mb", "0.01")
+    assert tight.returncode == 1 and "no student meets the budget" in tight.stdout
+    fits = okdhp(*base, "--max-latency-ms", "1000", "--max-memory-mb", "100000")
+    assert fits.returncode == 0 and "process peak" in fits.stdout
 
 
 def test_a_missing_zoo_is_one_line_in_every_command(tmp_path):

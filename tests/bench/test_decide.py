@@ -84,3 +84,23 @@ def test_rows_without_per_image_results_compare_points():
         "accuracy": {"value": ap}}, "row") for s, ms, ap in (("a", 1.0, 0.60), ("b", 2.0, 0.61))]
     assert pick(rows, 5.0).choice.student == "b"
     assert np.isclose(pick(rows, 5.0, ap_tolerance=0.02).tie.point, 0.01)
+
+
+def test_a_memory_budget_leaves_out_what_does_not_fit_and_the_pick_names_its_memory(units):
+    from okdhp_edge.bench.decide import pick_lines
+    from okdhp_edge.records import BenchReport, RowCost
+
+    big = _row("hg4", "fp32", 0.97, [0.95, 0.99], units["ref"])
+    small = _row("hg3", "fp32", 0.50, [0.49, 0.51], units["worse"])
+    unmeasured = _row("hg2", "fp32", 0.30, [0.29, 0.31], units["worse"])
+    big.cost = RowCost(runtime_peak_mb=50.0, peak_mb=250.0, load_ms=9.0, first_inference_ms=2.0)
+    small.cost = RowCost(runtime_peak_mb=50.0, peak_mb=90.0, load_ms=5.0, first_inference_ms=1.0)
+    rows = [big, small, unmeasured]
+    assert pick(rows, 1.5).choice is big
+    d = pick(rows, 1.5, max_memory_mb=100)  # big adds 200 MB; hg2 was never measured
+    assert d.choice is small and d.frontier == [small]
+    rep = BenchReport(report_version=1, zoo="z", device_id="box", device={}, created="",
+                      command="", metric="AP", flip_test=False, timing={}, students=[],
+                      rows=rows, wall_s=0.0)
+    assert "model 40 MB (process peak 90 MB)" in pick_lines(rep, d, 1.5)[0]
+    assert pick(rows, 1.5, max_memory_mb=10).choice is None
