@@ -103,6 +103,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--busy", choices=POLICIES, default="warn",
                    help="other processes busy while timing: wait for a quiet machine, warn "
                         "(flag the rows; default) or refuse (no report)")
+    p.add_argument("--busy-wait", type=number(0), default=600.0, metavar="S",
+                   help="with --busy wait: the most seconds the whole run waits for a quiet "
+                        "machine; then it times without waiting (default %(default)s)")
     p.add_argument("--worker-timeout", type=number(0, above=True), default=900.0, metavar="S",
                    help="the longest one step of a worker may take (a conversion, a load, a "
                         "timing block, the scoring) before it is stopped and its rows failed")
@@ -316,7 +319,7 @@ def run_bench(args: argparse.Namespace, argv: list[str]) -> BenchReport:
                                                       for b, p in planned_pairs(opts)},
                                      device, cands)
     t0 = time.time()
-    monitor = LoadMonitor(args.busy)
+    monitor = LoadMonitor(args.busy, max_wait_s=args.busy_wait)
     rows = bench_candidates(cands, opts, _row_command(args, threads, recipe), monitor=monitor)
     busy_rows = _say_what_was_busy(rows, monitor)
     if not any(r.status == "ok" for r in rows):  # a report of nothing replaces none

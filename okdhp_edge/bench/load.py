@@ -27,9 +27,11 @@ POLICIES = ("wait", "warn", "refuse")
 class LoadMonitor:
     """Measures other processes' CPU use around each timing block of the bench.
 
-    ``wait``: before each block, wait (up to ``max_wait_s``) until a ``probe_s`` probe
-    finds the machine quiet; ``warn``: measure and flag; ``refuse``: raise
-    :class:`MachineBusy` at the first busy probe or block (no report is written)."""
+    ``wait``: before each block, wait until a ``probe_s`` probe finds the machine quiet,
+    ``max_wait_s`` at most for the whole run (once that budget is spent, the remaining
+    blocks are timed without waiting, flagged where busy); ``warn``: measure and flag;
+    ``refuse``: raise :class:`MachineBusy` at the first busy probe or block (no report is
+    written)."""
 
     def __init__(self, policy: str = "warn", threshold: float = BUSY_CORES,
                  max_wait_s: float = 600.0, probe_s: float = 1.0) -> None:
@@ -79,18 +81,23 @@ class LoadMonitor:
                 raise MachineBusy(f"refused (--busy refuse): {self.culprit_text(others)}")
 
     def _wait_until_quiet(self) -> None:
+        """Wait for a quiet machine within what is left of the run's waiting budget."""
+        if self.waited_s >= self.max_wait_s:
+            return  # the budget is spent (said once): time without waiting
         t0, said = time.monotonic(), False
         while True:
             others, top = self.probe()
             if others < self.threshold:
                 break
             if not said:
-                log.warning("waiting for a quiet machine (--busy wait): %s",
-                            self.culprit_text(others, top))
+                log.warning("waiting for a quiet machine (--busy wait; %.0f s of the run's "
+                            "%.0f s budget left): %s", self.max_wait_s - self.waited_s,
+                            self.max_wait_s, self.culprit_text(others, top))
                 said = True
-            if time.monotonic() - t0 > self.max_wait_s:
-                log.warning("still busy after %.0f s: timing anyway, rows flagged",
-                            self.max_wait_s)
+            if self.waited_s + time.monotonic() - t0 >= self.max_wait_s:
+                log.warning("still busy after waiting %.0f s in all (--busy-wait): timing "
+                            "every remaining block without waiting; rows timed under load "
+                            "are flagged", self.max_wait_s)
                 break
         self.waited_s += time.monotonic() - t0
 

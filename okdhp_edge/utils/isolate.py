@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from okdhp_edge.errors import OkdhpError
+from okdhp_edge.utils.proc import alive
 
 log = logging.getLogger(__name__)
 
@@ -235,6 +236,24 @@ def _serve(conn: Any, parent: int, service: str, log_path: Optional[str]) -> Non
 
 # ----------------------------------------------------------------------- the parent side
 
+LOG_DIR_PREFIX = "okdhp-worker-"  # + the parent's pid: its workers' log folder
+
+
+def remove_stale_log_dirs() -> list[Path]:
+    """Delete the workers' log folders that parents killed before their cleanup left in the
+    temporary folder (their pid is gone); a live parent's are left alone."""
+    removed = []
+    for folder in Path(tempfile.gettempdir()).glob(f"{LOG_DIR_PREFIX}*-*"):
+        owner = folder.name[len(LOG_DIR_PREFIX):].split("-", 1)[0]
+        if not owner.isdigit() or alive(int(owner), None):
+            continue
+        import shutil
+
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
+
+
 
 class Worker:
     """A service object (``module:Class``, built with ``args``) in a process of its own.
@@ -254,7 +273,10 @@ class Worker:
         from multiprocessing import Pipe
 
         self.name, self.timeout_s = name, timeout_s
-        self._own_dir = None if log_dir else tempfile.mkdtemp(prefix="okdhp-worker-")
+        if log_dir is None:
+            remove_stale_log_dirs()
+        self._own_dir = None if log_dir else tempfile.mkdtemp(
+            prefix=f"{LOG_DIR_PREFIX}{os.getpid()}-")
         folder = Path(log_dir or self._own_dir)
         safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
         self.log_path = folder / f"{safe}-{os.getpid()}-{id(self):x}.log"

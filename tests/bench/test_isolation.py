@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from okdhp_edge.bench import report as report_module
 from okdhp_edge.bench import run as run_module
 from okdhp_edge.bench import worker as worker_module
 from okdhp_edge.bench.report import load_report
+from okdhp_edge.utils.isolate import LOG_DIR_PREFIX, remove_stale_log_dirs
 
 FAST = dict(threads=1, min_iters=6, min_time=0.05, warmup_time=0.02, rounds=2, batch=1,
             no_accuracy=True, device_name="iso-box")
@@ -158,6 +160,10 @@ def test_no_worker_outlives_a_killed_bench(tiny_zoo, tmp_path):
         proc.wait()
         time.sleep(10)
         assert not [k for k in kids if _running(k)]
+        # the killed bench's worker logs are swept by the next bench's first worker
+        left = list(Path(tempfile.gettempdir()).glob(f"{LOG_DIR_PREFIX}{proc.pid}-*"))
+        assert left
+        assert set(left) <= set(remove_stale_log_dirs()) and not any(p.exists() for p in left)
     finally:
         if proc.poll() is None:
             proc.kill()

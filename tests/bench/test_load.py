@@ -67,3 +67,17 @@ def test_wait_times_once_the_neighbour_leaves(neighbour):
     subprocess.Popen(["sh", "-c", f"sleep 1; kill -9 {neighbour}"])
     interleaved({"a": _work}, CFG, monitor=mon)
     assert mon.waited_s >= 0.6 and mon.stats("a")["busy"] is False
+
+
+def test_wait_is_bounded_for_the_whole_run_and_says_what_it_does_next(neighbour, caplog):
+    """A neighbour that never leaves: the run waits its budget once, then times every
+    remaining block without waiting (flagged), instead of waiting again before each."""
+    mon = LoadMonitor("wait", probe_s=0.2, max_wait_s=1.0)
+    t0 = time.monotonic()
+    with caplog.at_level("WARNING"):
+        interleaved({"a": _work, "b": _work}, CFG, monitor=mon)
+    assert time.monotonic() - t0 < 1.0 + 0.5 + 4 * CFG.min_time_s  # one budget, not four
+    assert 1.0 <= mon.waited_s < 1.5
+    assert mon.stats("a")["busy"] and mon.stats("b")["busy"]
+    said = [r.getMessage() for r in caplog.records if "without waiting" in r.getMessage()]
+    assert len(said) == 1 and "timing every remaining block" in said[0]
