@@ -13,10 +13,12 @@ accurate one within the budget; among rows tied with it in latency too, the more
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Optional
 
 from okdhp_edge.bench.report import accuracy_of, latency_of, measured, pareto
+from okdhp_edge.errors import UsageError
 from okdhp_edge.evaluation.uncertainty import Interval, interval_text, paired_delta
 from okdhp_edge.records import BenchReport, BenchRow
 
@@ -138,7 +140,10 @@ def pick(rows: list[BenchRow], max_latency_ms: float, stat: str = "median",
     against its own student in PyTorch fp32, judged on the paired interval's far end
     (rows without that reference are left out); ``max_memory_mb`` bounds the memory a
     row's model adds to its runtime (:attr:`okdhp_edge.records.RowCost.model_mb`; rows
-    measured without it are left out)."""
+    measured without it are left out). A bound outside its range (a latency that is not a
+    positive finite number, an accuracy figure outside [0, 1]: AP and PCKh are fractions)
+    is a UsageError naming it, whether it came from the command line or the API."""
+    check_pick_bounds(max_latency_ms, min_accuracy, max_drop, ap_tolerance, max_memory_mb)
     cand = [r for r in measured(rows, stat, scope)
             if (backend is None or r.backend == backend)
             and (precision is None or r.precision == precision)
@@ -156,6 +161,35 @@ def pick(rows: list[BenchRow], max_latency_ms: float, stat: str = "median",
     acc_ok = [r for r in cand if min_accuracy is None or accuracy_of(r) >= min_accuracy]
     closest = min(acc_ok or cand, key=lambda r: latency_of(r, stat, scope), default=None)
     return Decision(None, closest, front, None, notes)
+
+
+# what each bound of a pick may be: (name on the command line, low, high, low included)
+_BOUNDS = {"max_latency_ms": ("--max-latency-ms", 0.0, math.inf, False),
+           "min_accuracy": ("--min-accuracy", 0.0, 1.0, True),
+           "max_drop": ("--max-ap-drop", 0.0, 1.0, True),
+           "ap_tolerance": ("--ap-tolerance", 0.0, 1.0, True),
+           "max_memory_mb": ("--max-memory-mb", 0.0, math.inf, False)}
+
+
+def check_pick_bounds(max_latency_ms: float, min_accuracy: Optional[float] = None,
+                      max_drop: Optional[float] = None, ap_tolerance: float = 0.0,
+                      max_memory_mb: Optional[float] = None) -> None:
+    """UsageError for a bound of a pick outside its range (see :func:`pick`)."""
+    given = {"max_latency_ms": max_latency_ms, "min_accuracy": min_accuracy,
+             "max_drop": max_drop, "ap_tolerance": ap_tolerance, "max_memory_mb": max_memory_mb}
+    for key, value in given.items():
+        if value is None:
+            continue
+        flag, low, high, closed = _BOUNDS[key]
+        ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
+              and math.isfinite(value) and (low <= value if closed else low < value)
+              and value <= high)
+        if not ok:
+            span = f"{'[' if closed else '('}{low:g}, {high:g}]" if math.isfinite(high) else \
+                f"> {low:g}"
+            hint = " (accuracy is a fraction: 2 points of AP is 0.02)" if high == 1.0 else ""
+            raise UsageError(f"{flag} / {key}={value!r}: expected a finite number in "
+                             f"{span}{hint}")
 
 
 def _accuracy_text(rep: BenchReport, row: BenchRow) -> str:

@@ -104,3 +104,27 @@ def test_a_memory_budget_leaves_out_what_does_not_fit_and_the_pick_names_its_mem
                       rows=rows, wall_s=0.0)
     assert "model 40 MB (process peak 90 MB)" in pick_lines(rep, d, 1.5)[0]
     assert pick(rows, 1.5, max_memory_mb=10).choice is None
+
+
+@pytest.mark.parametrize("bounds, flag", [
+    ({"max_latency_ms": -1}, "--max-latency-ms"), ({"max_latency_ms": float("nan")},
+                                                   "--max-latency-ms"),
+    ({"max_drop": 2}, "--max-ap-drop"), ({"ap_tolerance": 2}, "--ap-tolerance"),
+    ({"min_accuracy": 1.5}, "--min-accuracy"), ({"max_memory_mb": 0}, "--max-memory-mb")])
+def test_a_bound_outside_its_range_is_refused_in_the_api_and_on_the_command_line(
+        units, bounds, flag):
+    from okdhp_edge.errors import UsageError
+
+    row = _row("hg4", "fp32", 0.97, [0.95, 0.99], units["ref"])
+    kwargs = {"max_latency_ms": 1.5, **bounds}
+    with pytest.raises(UsageError, match=flag):
+        pick([row], **kwargs)
+
+
+def test_pick_cli_refuses_an_ap_drop_in_points(report):
+    from tests.conftest import okdhp
+
+    proc = okdhp("zoo", "pick", "--report", str(report / "tiny.json"), "--max-latency-ms", "9",
+                 "--max-ap-drop", "2")
+    assert proc.returncode == 2 and "2 points of AP is 0.02" in proc.stderr
+    assert proc.stderr.count("\n") == 1  # one line, no traceback
