@@ -167,3 +167,27 @@ def test_no_worker_outlives_a_killed_bench(tiny_zoo, tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+@pytest.mark.slow
+def test_memory_grows_with_the_student_on_every_cpu_runtime(tmp_path):
+    """At 256x192, a MobileNetV2 student with a 128-channel decoder needs more memory than
+    one with a 32-channel decoder, in every CPU runtime's row, fp32 and int8 (~5 min)."""
+    from tests.conftest import ROOT, okdhp_process
+
+    proc = okdhp_process(
+        "bench", "--plan", ROOT / "configs/coco/mobilenetv2_okdhp_unbalanced_256x192.yaml",
+        "model.decoder_widths=[32,128]", "--backends",
+        "torch,onnxruntime,openvino,litert,executorch", "--precisions", "fp32,int8",
+        "--min-time", "0.05", "--min-iters", "3", "--warmup-time", "0.02", "--batch", "1",
+        "--out-root", tmp_path, "--plan-root", tmp_path / "plan", "--device-name", "box",
+        timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (path,) = (tmp_path / "box").glob("*.json")
+    rows = [r for r in load_report(path).rows if r.status == "ok"]
+    pairs = {(r.backend, r.precision) for r in rows}
+    assert len(pairs) == 9  # torch fp32 and four runtimes x two precisions
+    for backend, precision in pairs:
+        mb = {r.student: r.cost.model_mb for r in rows
+              if (r.backend, r.precision) == (backend, precision)}
+        assert mb["mbv2-d32"] < mb["mbv2-d128"], (backend, precision, mb)
