@@ -30,6 +30,12 @@ def test_unknown_command_names_the_closest():
     proc = _okdhp("trian", "--config", "x.yaml")
     assert proc.returncode == 2 and "did you mean 'train'" in proc.stderr
     assert "Traceback" not in proc.stderr
+    # a word close to no command is not a misspelling of one: every command is listed
+    from okdhp_edge.__main__ import COMMANDS
+
+    far = _okdhp("nope")
+    assert far.returncode == 2 and "did you mean" not in far.stderr
+    assert all(c in far.stderr for c in COMMANDS)
 
 
 @pytest.mark.skipif(not REPORT.is_file(), reason="no published quickstart report here")

@@ -75,8 +75,9 @@ def dispatch(argv: list[str], commands: dict[str, str], prog: str, usage: str,
     is the module whose ``main(argv)`` runs it (``commands``: name -> module). ``default``:
     the command an option-first argv runs (``okdhp bench --zoo Z`` is ``okdhp bench run
     --zoo Z``). ``-h``/``--help`` or nothing prints ``usage``; an unknown command is a
-    :class:`UsageError` naming the closest one."""
-    from okdhp_edge.schema import closest
+    :class:`UsageError` naming the command it is close to (a misspelling), or every command
+    where none is close (``okdhp nope`` is not a misspelt ``models``)."""
+    import difflib
 
     if not argv or (argv[0] in ("-h", "--help") and default is None):
         print(usage)
@@ -85,8 +86,11 @@ def dispatch(argv: list[str], commands: dict[str, str], prog: str, usage: str,
     if command.startswith("-") and default is not None:
         command, rest = default, argv
     if command not in commands:
-        raise UsageError(f"unknown command '{command}' of {prog}; did you mean "
-                         f"'{closest(command, list(commands))}'? ({prog} --help lists them)")
+        near = difflib.get_close_matches(command, list(commands), n=1, cutoff=0.6)
+        hint = (f"did you mean '{near[0]}'?" if near
+                else f"the commands are: {', '.join(commands)}")
+        raise UsageError(f"unknown command '{command}' of {prog}; {hint} ({prog} --help says "
+                         "what each does)")
     return importlib.import_module(commands[command]).main(rest)
 
 
