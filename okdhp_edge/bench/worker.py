@@ -65,8 +65,9 @@ class RowService:
 
     def __init__(self, spec: RowSpec) -> None:
         self.spec = spec
-        self.runner = resolve(spec.runner)(spec.precision, spec.threads, spec.device,
-                                           spec.scheduling)
+        self.runner_class = resolve(spec.runner)
+        self.runner = self.runner_class(spec.precision, spec.threads, spec.device,
+                                        spec.scheduling)
         self.runner.import_runtime()
         if spec.e2e is not None:  # what an app runs around the engine is not the model's
             import okdhp_edge.runtime.pipeline  # noqa: F401
@@ -135,7 +136,7 @@ class RowService:
         h, w = self.spec.input_hw
         x = np.random.default_rng(1).standard_normal((batch, 3, h, w)).astype(np.float32)
         spec = self.spec
-        runner = resolve(spec.runner)(spec.precision, spec.threads, spec.device)
+        runner = self.runner_class(spec.precision, spec.threads, spec.device)
         try:
             runner.load(path)
             samples = interleaved({0: lambda: runner.run(x)}, timing)[0]

@@ -27,6 +27,7 @@ import logging
 import os
 import pickle
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -269,7 +270,6 @@ class Worker:
     def __init__(self, service: str, *args: Any, name: str = "worker",
                  timeout_s: Optional[float] = 600.0, log_dir: Optional[Path] = None,
                  **kwargs: Any) -> None:
-        import subprocess
         from multiprocessing import Pipe
 
         self.name, self.timeout_s = name, timeout_s
@@ -336,7 +336,7 @@ class Worker:
     def _died(self, stage: str) -> WorkerDied:
         try:
             code = self.proc.wait(CLOSE_WAIT_S)
-        except Exception:  # noqa: BLE001 - still running: it is killed below
+        except subprocess.TimeoutExpired:  # still running: it is killed below
             code = None
         err = WorkerDied(stage, signal_name(code), code if code and code > 0 else None,
                          log_tail=log_tail(self.log_path))
@@ -352,7 +352,7 @@ class Worker:
                 self.proc.kill()
         try:
             self.proc.wait(CLOSE_WAIT_S)
-        except Exception:  # noqa: BLE001 - a process in uninterruptible sleep: let it be
+        except subprocess.TimeoutExpired:  # in uninterruptible sleep: let it be
             log.warning("worker %s (pid %d) did not end after SIGKILL", self.name,
                         self.proc.pid)
         self._release()
@@ -373,7 +373,7 @@ class Worker:
         try:
             self._conn.send((_CLOSE, (), {}))
             self.proc.wait(CLOSE_WAIT_S)
-        except Exception:  # noqa: BLE001 - gone already, or not ending: killed below
+        except (BrokenPipeError, OSError, subprocess.TimeoutExpired):  # killed below
             pass
         self._kill()
 
