@@ -1,20 +1,8 @@
 """``okdhp <command> [options]`` (or ``python -m okdhp_edge <command>``): the one door.
 
-Commands::
-
-    okdhp quickstart                 the whole journey on synthetic data
-    okdhp train --config CFG [section.key=value ...]
-    okdhp bench [run] --zoo ZOO ...  (bench run | merge | compare | calibration)
-    okdhp zoo list|pick|export ...
-    okdhp evaluate --student S ...
-    okdhp visualize --student S ...
-    okdhp models [NAME ...]
-    okdhp synthetic ...
-    okdhp experiments run|report ...
-
-Each command is the module of the same name (``python -m okdhp_edge.train`` ... keep
-working); ``okdhp <command> --help`` lists its options. Errors are one line; the exit
-status is the error's (:mod:`okdhp_edge.errors`).
+Each command's options are a typed request (:mod:`okdhp_edge.grammar`): ``--flag value``
+and ``key=value`` alike, the same names as the Python API's keywords (:mod:`okdhp_edge.api`).
+Errors are one line; the exit status is the error's (:mod:`okdhp_edge.errors`).
 """
 
 from __future__ import annotations
@@ -22,25 +10,34 @@ from __future__ import annotations
 import sys
 from typing import Optional
 
-from okdhp_edge.utils.cli import console_entry, dispatch, run_cli
+from okdhp_edge.utils.cli import Command, console_entry, dispatch, run_cli
 
-# command -> the module whose main(argv) runs it
+INTRO = """Train an OKDHP multi-branch network into a zoo of students, bench them per device
+and runtime, pick the one to deploy under a latency budget, export it torch-free."""
+
+# the commands of the door: what `okdhp --help` lists and what runs each
 COMMANDS = {
-    "quickstart": "okdhp_edge.quickstart",
-    "train": "okdhp_edge.train",
-    "bench": "okdhp_edge.bench.__main__",
-    "zoo": "okdhp_edge.zoo",
-    "evaluate": "okdhp_edge.evaluate",
-    "visualize": "okdhp_edge.visualize",
-    "models": "okdhp_edge.models.__main__",
-    "synthetic": "okdhp_edge.data.synthetic",
-    "experiments": "okdhp_edge.experiments",
+    "quickstart": Command("okdhp_edge.quickstart", "the whole journey on synthetic data: "
+                          "train a zoo, bench it, print the pick"),
+    "train": Command("okdhp_edge.train", "train a multi-branch network and write its "
+                     "student zoo (--config CFG, section.key=value overrides)"),
+    "bench": Command("okdhp_edge.bench.__main__", "measure a zoo on this device: run "
+                     "(default) | merge | compare | calibration"),
+    "zoo": Command("okdhp_edge.zoo", "list | pick | export: browse a zoo, pick a student "
+                   "under a budget, export bundles"),
+    "evaluate": Command("okdhp_edge.evaluate", "score a student (or a file) on a dataset"),
+    "visualize": Command("okdhp_edge.visualize", "draw a student's predictions"),
+    "models": Command("okdhp_edge.models.__main__", "list the model families and their "
+                      "students' sizes"),
+    "synthetic": Command("okdhp_edge.data.synthetic", "write a synthetic pose dataset"),
+    "experiments": Command("okdhp_edge.experiments", "ablation | qat | render: the "
+                           "method's ablations and their reports"),
 }
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    return dispatch(argv, COMMANDS, "okdhp", __doc__.split("\n", 1)[1].strip())
+    return dispatch(argv, COMMANDS, "okdhp", INTRO)
 
 
 cli = console_entry(main)  # the `okdhp` console script

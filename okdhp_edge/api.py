@@ -69,26 +69,27 @@ def bench(zoo: Path, *, out_root: Path = Path("bench/reports"), **options: Any
     """Bench every student of ``zoo`` and write the report set under
     ``out_root/<device-id>/``; returns the report and its files (json, md, png).
 
-    ``options`` are the bench command's options by their Python names (``backends="torch,
-    openvino"``, ``min_time=1.0``, ``threads=2``, ``device_name=...``); an unknown one is
-    refused like an unknown flag."""
-    from okdhp_edge.bench.command import bench_argv, measure_and_write
+    ``options`` are the keys of ``okdhp bench`` (:class:`~okdhp_edge.bench.command.
+    BenchRequest`; ``okdhp bench --show`` lists them): ``backends=("torch", "openvino")``
+    (or ``"torch,openvino"``), ``min_time=1.0``, ``threads=2``, ``calib_images=100``...;
+    an unknown one is refused naming the closest, a bad value as on the command line."""
+    from okdhp_edge.bench.command import BenchRequest, measure_and_write
 
-    args, argv = bench_argv(["--zoo", str(zoo), "--out-root", str(out_root)], options)
-    return measure_and_write(args, argv)
+    return measure_and_write(BenchRequest.build(zoo=zoo, out_root=out_root, **options))
 
 
 def pick(report: BenchReport | Path, max_latency_ms: float, **filters: Any) -> Decision:
     """The pick under a latency budget from a report (or its JSON path): the fastest
     student whose accuracy is statistically tied with the most accurate one within the
-    budget. ``filters`` are :func:`okdhp_edge.bench.decide.pick`'s (``stat``, ``scope``,
-    ``min_accuracy``, ``backend``, ``precision``, ``max_drop``, ``ap_tolerance``,
-    ``max_memory_mb``)."""
-    from okdhp_edge.bench.decide import pick as pick_rows
+    budget. ``filters`` are the keys of ``okdhp zoo pick`` (:class:`~okdhp_edge.bench.
+    decide.PickRequest`: ``stat``, ``scope``, ``min_accuracy``, ``backend``, ``precision``,
+    ``max_ap_drop``, ``ap_tolerance``, ``max_memory_mb``), checked as there."""
+    from okdhp_edge.bench.decide import PickRequest
     from okdhp_edge.bench.report import load_report
 
+    req = PickRequest.build(max_latency_ms=max_latency_ms, **filters)
     rep = report if isinstance(report, BenchReport) else load_report(report)
-    return pick_rows(rep.rows, max_latency_ms, **filters)
+    return req.decide(rep.rows)
 
 
 def export_bundle(student_yaml: Path, backend: str, precision: str, out: Path,

@@ -21,7 +21,7 @@ import yaml
 from okdhp_edge.data.formats import FORMATS
 from okdhp_edge.errors import ConfigError
 from okdhp_edge.families import ENCODER_ABBREVIATIONS, FAMILIES, LIGHT, Family, family_of
-from okdhp_edge.schema import closest, coerce
+from okdhp_edge.schema import closest, coerce, type_name
 from okdhp_edge.utils.io import atomic_write_text
 
 
@@ -499,3 +499,38 @@ def config_text(cfg: Config) -> str:
 def save_config(cfg: Config, path: str | Path) -> None:
     """Write the fully resolved config as YAML, atomically."""
     atomic_write_text(Path(path), config_text(cfg))
+
+
+def config_keys() -> list[tuple[str, str, Any, str]]:
+    """Every training key: ``(section.key, type, default, help)``, the help read from the
+    comment beside the field or just above it in this module (what ``okdhp train --show``
+    prints)."""
+    import inspect
+    import typing
+
+    out = []
+    for section in dataclasses.fields(Config):
+        cls = section.type if isinstance(section.type, type) else globals()[section.type]
+        notes = _field_comments(inspect.getsource(cls))
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            out.append((f"{section.name}.{f.name}", type_name(hints[f.name]), default,
+                        notes.get(f.name, "")))
+    return out
+
+
+def _field_comments(source: str) -> dict[str, str]:
+    """field name -> the comment on its line, or the comment lines just above it."""
+    notes, above = {}, []
+    for line in source.splitlines():
+        text = line.strip()
+        if text.startswith("#"):
+            above.append(text.lstrip("# "))
+            continue
+        name, colon, rest = text.partition(":")
+        if colon and name.isidentifier() and "=" in rest:
+            inline = rest.split("#", 1)[1].strip() if "#" in rest else ""
+            notes[name] = " ".join(above + ([inline] if inline else []))
+        above = []
+    return notes

@@ -1,24 +1,20 @@
-"""Evaluate a student, or the codec oracle, on COCO / MPII / synthetic data.
-
-``python -m okdhp_edge.evaluate --oracle --dataset coco --ann FILE --images DIR``
-``python -m okdhp_edge.evaluate --oracle --dataset mpii --ann FILE --images DIR --headboxes F``
-``python -m okdhp_edge.evaluate --student PATH/student.yaml [--dataset ... --ann ...
---images ...] [--flip] [--out FILE]``
-"""
+"""``okdhp evaluate``: score a student, or the codec oracle, on COCO / MPII / synthetic data
+(:class:`EvaluateRequest`)."""
 
 from __future__ import annotations
 
-import argparse
 import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 from okdhp_edge.data.formats import FORMATS
 from okdhp_edge.evaluation.datasets import build_eval_dataset
 from okdhp_edge.evaluation.inference import oracle_heatmap_fn, predict, score
 from okdhp_edge.evaluation.pckh import pckh_table
 from okdhp_edge.evaluation.uncertainty import interval_text
-from okdhp_edge.utils.cli import UsageError, console_entry, count, number, run_cli, setup_logging
+from okdhp_edge.grammar import Request, option
+from okdhp_edge.utils.cli import UsageError, console_entry, request_main, run_cli
 from okdhp_edge.utils.io import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -36,31 +32,40 @@ def format_metrics(res: dict[str, Any]) -> str:
     return pckh_table(res, 0.5) + f"\nPCKh@0.1 {res['PCKh@0.1']:.2f}" + span
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m okdhp_edge.evaluate", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--oracle", action="store_true",
-                      help="score the ground truth run through crop, encode, decode, back-project")
-    what.add_argument("--student", type=Path, help="student.yaml of a zoo student")
-    p.add_argument("--dataset", choices=tuple(FORMATS), default=None)
-    p.add_argument("--ann", type=str, default="")
-    p.add_argument("--images", type=str, default="")
-    p.add_argument("--headboxes", type=str, default="")
-    p.add_argument("--det-file", type=str, default="", help="person detections (COCO results)")
-    p.add_argument("--det-thr", type=number(0), default=0.0)
-    p.add_argument("--input-size", type=count(16), nargs=2, default=(192, 256), metavar=("W", "H"))
-    p.add_argument("--sigma", type=number(0, above=True), default=2.0)
-    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
-                   help="flip test (student default: its config)")
-    p.add_argument("--batch-size", type=count(1), default=32)
-    p.add_argument("--out", type=Path, help="write the metrics as JSON")
-    return p
+@dataclass(frozen=True)
+class EvaluateRequest(Request):
+    """Scores a student (``--student PATH/student.yaml``: on its report split, or on
+    ``--dataset/--ann/--images``), or the codec oracle (``--oracle``: the ground truth run
+    through crop, encode, decode and back-projection; needs ``--dataset``, ``--ann`` and
+    ``--images``, and ``--headboxes`` for MPII)."""
+
+    COMMAND: ClassVar[str] = "okdhp evaluate"
+
+    student: Optional[Path] = option(None, "student.yaml of a zoo student")
+    oracle: bool = option(False, "score the ground truth run through crop, encode, decode, "
+                          "back-project")
+    dataset: Optional[str] = option(None, "the dataset format", choices=tuple(FORMATS))
+    ann: str = option("", "the annotation file")
+    images: str = option("", "the image folder")
+    headboxes: str = option("", "MPII's head boxes")
+    det_file: str = option("", "person detections (COCO results)")
+    det_thr: float = option(0.0, "detection score threshold", minimum=0, maximum=1)
+    input_size: tuple[int, int] = option((192, 256), "the oracle's input size", minimum=16,
+                                         maximum=4096, metavar=("W", "H"))
+    sigma: float = option(2.0, "the oracle's heatmap sigma", minimum=0, above=True)
+    flip: Optional[bool] = option(None, "flip test (default: the student's config)")
+    batch_size: int = option(32, "images per batch", minimum=1, maximum=4096)
+    out: Optional[Path] = option(None, "write the metrics as JSON")
+
+    def check(self) -> None:
+        if bool(self.student) == self.oracle:
+            raise UsageError("evaluate needs one of --student or --oracle")
+        if self.oracle and not (self.dataset and self.ann and self.images):
+            raise UsageError("--oracle needs --dataset, --ann and --images")
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    args = _parser().parse_args(argv)
-    setup_logging()
+def run(args: EvaluateRequest) -> int:
+    """Score, print the metrics, write them with ``--out``."""
     if args.student:
         from okdhp_edge.students import evaluate_student
 
@@ -68,8 +73,6 @@ def main(argv: Optional[list[str]] = None) -> int:
                                images=args.images, headboxes=args.headboxes, flip=args.flip,
                                batch_size=args.batch_size)
     else:
-        if not (args.dataset and args.ann and args.images):
-            raise UsageError("--oracle needs --dataset, --ann and --images")
         ds = build_eval_dataset(args.dataset, args.ann, args.images,
                                 {"input_size": tuple(args.input_size), "sigma": args.sigma},
                                 headboxes=args.headboxes,
@@ -84,6 +87,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     return 0
 
 
+main = request_main(EvaluateRequest, run)
 cli = console_entry(main)  # the console script: as python -m, one-line errors
 
 

@@ -4,17 +4,18 @@ coloured by confidence."""
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import ClassVar, Optional
 
 import cv2
 import numpy as np
 
 from okdhp_edge.data.dataset import read_image
 from okdhp_edge.data.keypoints import COCO_17, MPII_16
+from okdhp_edge.grammar import Request, option
 from okdhp_edge.targets import BASELINE, TARGETS, get_target
-from okdhp_edge.utils.cli import UsageError, console_entry, number, run_cli, setup_logging
+from okdhp_edge.utils.cli import UsageError, console_entry, request_main, run_cli
 from okdhp_edge.utils.io import atomic_write_bytes
 
 
@@ -45,16 +46,28 @@ def _cpu_backends() -> list[str]:
     return [b for b, p in TARGETS if p == "fp32" and TARGETS[(b, p)].device in ("cpu", "host")]
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m okdhp_edge.visualize", description=__doc__)
-    p.add_argument("--student", type=Path, required=True)
-    p.add_argument("--image", type=Path, required=True)
-    p.add_argument("--box", type=number(), nargs=4, metavar=("X", "Y", "W", "H"))
-    p.add_argument("--backend", choices=_cpu_backends(), default=BASELINE[0])
-    p.add_argument("--flip", action="store_true", help="flip test")
-    p.add_argument("--out", type=Path, required=True)
-    args = p.parse_args(argv)
-    setup_logging()
+@dataclass(frozen=True)
+class VisualizeRequest(Request):
+    """Draws a student's keypoints on an image (the person in ``--box``, default the whole
+    image), run on one backend's fp32 file, written as PNG."""
+
+    COMMAND: ClassVar[str] = "okdhp visualize"
+
+    student: Path = option(help="student.yaml of a zoo student")
+    image: Path = option(help="the image")
+    out: Path = option(help="the PNG written")
+    box: Optional[tuple[float, float, float, float]] = option(
+        None, "the person's box (default: the whole image)", metavar=("X", "Y", "W", "H"))
+    backend: str = option(BASELINE[0], "the backend it runs on", choices=tuple(_cpu_backends()))
+    flip: bool = option(False, "flip test")
+
+    def check(self) -> None:
+        if self.box is not None and (self.box[2] <= 0 or self.box[3] <= 0):
+            raise UsageError("--box needs a positive width and height")
+
+
+def run(args: VisualizeRequest) -> int:
+    """Run the student on the image and write the drawing."""
     from okdhp_edge.manifest import load_student_manifest
     from okdhp_edge.runtime import make_runner
     from okdhp_edge.runtime.pipeline import KeypointPipeline
@@ -63,8 +76,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     image = read_image(args.image)
     h, w = image.shape[:2]
     box = tuple(args.box) if args.box else (0.0, 0.0, float(w), float(h))
-    if box[2] <= 0 or box[3] <= 0:
-        raise UsageError("--box needs a positive width and height")
     fmt = get_target(args.backend, "fp32").export
     if fmt is None:  # the student itself (PyTorch)
         path = str(args.student)
@@ -89,6 +100,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     return 0
 
 
+main = request_main(VisualizeRequest, run)
 cli = console_entry(main)  # the console script: as python -m, one-line errors
 
 

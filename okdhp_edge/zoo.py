@@ -1,30 +1,26 @@
-"""``python -m okdhp_edge.zoo {list,pick,export}``: browse a zoo with its measured numbers,
-pick the student to deploy under a latency budget, export deployable bundles.
-
-    zoo list [--root student_zoo] [--reports bench/reports]
-    zoo pick --zoo Z (--device DEVICE_ID | --report FILE) --max-latency-ms X
-             [--stat median|p90|p99] [--scope engine|e2e] [--min-accuracy Y]
-             [--backend B] [--precision P] [--max-ap-drop X] [--json]
-    zoo export --zoo Z --student NAME --backend B [--precision P] --out DIR [--calib-...]
-    zoo export --zoo Z --all [--backends B,...] --out DIR
-"""
+"""``okdhp zoo list|pick|export``: browse a zoo with its measured numbers, pick the student
+to deploy under a latency budget, export deployable bundles. Each sub-command is a typed
+request (:class:`ListRequest`, :class:`~okdhp_edge.bench.decide.PickRequest`,
+:class:`ExportRequest`)."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
+import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import ClassVar, Optional
 
-from okdhp_edge.bench.decide import Decision, pick, pick_lines
+from okdhp_edge.bench.decide import Decision, PickRequest, pick_lines
 from okdhp_edge.bench.report import latency_of, load_report
 from okdhp_edge.errors import ReportError
-from okdhp_edge.export.quantize import add_recipe_arguments
+from okdhp_edge.export.quantize import QuantRecipe
+from okdhp_edge.grammar import Request, option
 from okdhp_edge.manifest import load_zoo_manifest, zoo_students
 from okdhp_edge.records import BenchReport, BenchRow
-from okdhp_edge.targets import default_backends
-from okdhp_edge.utils.cli import UsageError, console_entry, number, run_cli, setup_logging
+from okdhp_edge.targets import BACKEND_INFO, PRECISIONS, default_backends
+from okdhp_edge.utils.cli import Command, UsageError, console_entry, dispatch, request_main, run_cli
 
 log = logging.getLogger("okdhp_edge.zoo")
 
@@ -42,7 +38,19 @@ def _reports_for(zoo: str, root: Path) -> dict[str, BenchReport]:
     return out
 
 
-def cmd_list(args: argparse.Namespace) -> int:
+@dataclass(frozen=True)
+class ListRequest(Request):
+    """The students of each zoo with their size, accuracy and, per device with a report,
+    the fastest measured backend (engine median) and the memory its model adds."""
+
+    COMMAND: ClassVar[str] = "okdhp zoo list"
+
+    zoo: Optional[Path] = option(None, "one zoo directory (default: every zoo under --root)")
+    root: Path = option(Path("student_zoo"), "where the zoos are")
+    reports: Path = option(Path("bench/reports"), "where the devices' reports are")
+
+
+def cmd_list(args: ListRequest) -> int:
     zoos = [args.zoo] if args.zoo else sorted(p.parent for p in args.root.glob("*/zoo.yaml"))
     if not zoos:
         print(f"no zoo under {args.root}")
@@ -76,30 +84,33 @@ def cmd_list(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------- pick
 
 
-def _report_path(args: argparse.Namespace) -> Path:
+def _report_path(args: PickRequest) -> Path:
     if args.report:
         return args.report
-    if not (args.zoo and args.device):
-        raise UsageError("zoo pick needs --report FILE, or --zoo and --device")
+    if not args.zoo:
+        raise UsageError("zoo pick needs --report FILE, or --zoo (and --device: default this "
+                         "machine)")
+    from okdhp_edge.bench.device import this_device_id
+
+    device = args.device or this_device_id()
     zoo = load_zoo_manifest(args.zoo).name
-    path = args.reports / args.device / f"{zoo}.json"
+    path = args.reports / device / f"{zoo}.json"
     if not path.is_file():
         have = sorted(p.parent.name for p in args.reports.glob(f"*/{zoo}.json"))
-        raise UsageError(f"no report for zoo '{zoo}' on device '{args.device}' "
+        raise UsageError(f"no report for zoo '{zoo}' on device '{device}' "
                          f"(have: {', '.join(have) or 'none'}); run "
-                         f"`python -m okdhp_edge.bench --zoo {args.zoo}` on that device")
+                         f"`okdhp bench --zoo {args.zoo}` on that device or name one of "
+                         "those with --device")
     return path
 
 
-def cmd_pick(args: argparse.Namespace) -> int:
+def cmd_pick(args: PickRequest) -> int:
     path = _report_path(args)
     rep = load_report(path)
     if rep.untrained:
         raise UsageError(f"{path}: a plan of untrained students (bench --plan) has latencies "
                          "but no accuracy; pick from a trained zoo's report")
-    d = pick(rep.rows, args.max_latency_ms, args.stat, args.scope, args.min_accuracy,
-             args.backend, args.precision, args.max_ap_drop, args.ap_tolerance,
-             args.max_memory_mb)
+    d = args.decide(rep.rows)
     if args.json:
         print(json.dumps(_pick_json(rep, d, args), indent=2))
     else:
@@ -107,7 +118,7 @@ def cmd_pick(args: argparse.Namespace) -> int:
     return 0 if d.choice else 1
 
 
-def _pick_json(rep: BenchReport, d: Decision, args: argparse.Namespace) -> dict:
+def _pick_json(rep: BenchReport, d: Decision, args: PickRequest) -> dict:
     """The pick as JSON: choice, closest, frontier (with its ties), and the row the choice
     is tied with in accuracy, with the paired interval."""
     def brief(r: Optional[BenchRow]) -> Optional[dict]:
@@ -132,21 +143,44 @@ def _pick_json(rep: BenchReport, d: Decision, args: argparse.Namespace) -> dict:
 # ------------------------------------------------------------------------------ export
 
 
-def cmd_export(args: argparse.Namespace) -> int:
-    from okdhp_edge.export.quantize import recipe_from_args
+@dataclass(frozen=True)
+class ExportRequest(Request):
+    """A deployable bundle of one student (``--student S --backend B``), or of every
+    student for each of ``--backends`` (``--all``): the file, its preprocessing and
+    decoding, the student's manifest and a parity record, runnable without torch."""
 
-    recipe = recipe_from_args(args)
+    COMMAND: ClassVar[str] = "okdhp zoo export"
+
+    zoo: Path = option(help="the zoo directory")
+    out: Path = option(help="where the bundle (or the bundle set) is written")
+    student: Optional[str] = option(None, "the student to export")
+    backend: Optional[str] = option(None, "its backend", choices=tuple(BACKEND_INFO))
+    precision: str = option("fp32", "its precision", choices=PRECISIONS)
+    all: bool = option(False, "every student, for each of --backends")
+    backends: tuple[str, ...] = option(default_backends(bundle=True), "with --all: the "
+                                       "backends", choices=tuple(BACKEND_INFO))
+    precisions: Optional[tuple[str, ...]] = option(None, "with --all: the precisions "
+                                                   "(default: each backend's)",
+                                                   choices=PRECISIONS)
+    students: Optional[tuple[str, ...]] = option(None, "with --all: the students (default "
+                                                 "all)")
+    allow_parity_failure: bool = option(False, "bundle a file whose parity check against "
+                                        "PyTorch fp32 failed (recorded in bundle.yaml)")
+    recipe: QuantRecipe = option(factory=QuantRecipe, help="INT8 calibration")
+
+    def check(self) -> None:
+        if not self.all and not (self.student and self.backend):
+            raise UsageError("zoo export needs --student and --backend (or --all)")
+
+
+def cmd_export(args: ExportRequest) -> int:
     if args.all:
         from okdhp_edge.export.bundles import export_all
 
-        out = export_all(args.zoo, args.out, tuple(args.backends.split(",")),
-                         tuple(args.precisions.split(",")) if args.precisions else None, recipe,
-                         args.allow_parity_failure,
-                         tuple(args.students.split(",")) if args.students else None)
+        out = export_all(args.zoo, args.out, args.backends, args.precisions, args.recipe,
+                         args.allow_parity_failure, args.students)
         print(f"bundles: {out}")
         return 0
-    if not args.student or not args.backend:
-        raise UsageError("zoo export needs --student and --backend (or --all)")
     students = {m.name: d for d, m in zoo_students(args.zoo)}
     if args.student not in students:
         raise UsageError(f"no student '{args.student}' in {args.zoo} "
@@ -154,7 +188,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from okdhp_edge.export.bundles import export_bundle
 
     out = export_bundle(students[args.student] / "student.yaml", args.backend, args.precision,
-                        args.out, recipe=recipe, allow_parity_failure=args.allow_parity_failure)
+                        args.out, recipe=args.recipe,
+                        allow_parity_failure=args.allow_parity_failure)
     print(f"bundle: {out}")
     return 0
 
@@ -162,58 +197,21 @@ def cmd_export(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------- cli
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m okdhp_edge.zoo", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="cmd", required=True)
-    ls = sub.add_parser("list", help="students with their measured numbers")
-    ls.add_argument("--zoo", type=Path)
-    ls.add_argument("--root", type=Path, default=Path("student_zoo"))
-    ls.add_argument("--reports", type=Path, default=Path("bench/reports"))
-    pk = sub.add_parser("pick", help="the most accurate student within a latency budget")
-    pk.add_argument("--zoo", type=Path)
-    pk.add_argument("--device", help="a device id under --reports")
-    pk.add_argument("--report", type=Path, help="a bench report JSON (any device)")
-    pk.add_argument("--reports", type=Path, default=Path("bench/reports"))
-    pk.add_argument("--max-latency-ms", type=number(0, above=True), required=True)
-    pk.add_argument("--stat", choices=("median", "p90", "p99"), default="median")
-    pk.add_argument("--scope", choices=("engine", "e2e"), default="engine")
-    pk.add_argument("--min-accuracy", type=number())
-    pk.add_argument("--backend")
-    pk.add_argument("--precision", help="restrict to one precision (e.g. int8)")
-    pk.add_argument("--max-ap-drop", type=number(0), metavar="X",
-                    help="at most X accuracy lost against the same student in PyTorch fp32, "
-                         "judged on the far end of the paired 95%% interval")
-    pk.add_argument("--ap-tolerance", type=number(0), default=0.0, metavar="T",
-                    help="a faster row stands in for the most accurate one when their paired "
-                         "interval reaches -T (default 0: the interval contains 0)")
-    pk.add_argument("--max-memory-mb", type=number(0, above=True), metavar="MB",
-                    help="only rows whose model adds at most MB to its runtime's resident "
-                         "memory (measured per row in a worker of its own)")
-    pk.add_argument("--json", action="store_true")
-    ex = sub.add_parser("export", help="write deployable bundles")
-    ex.add_argument("--zoo", type=Path, required=True)
-    ex.add_argument("--student")
-    ex.add_argument("--backend")
-    ex.add_argument("--precision", default="fp32")
-    ex.add_argument("--all", action="store_true", help="every student, for --backends")
-    ex.add_argument("--backends", default=",".join(default_backends(bundle=True)),
-                    help="with --all (default: %(default)s)")
-    ex.add_argument("--precisions", default=None)
-    ex.add_argument("--students", default=None,
-                    help="with --all: a comma list of the students to export (default all)")
-    ex.add_argument("--out", type=Path, required=True)
-    ex.add_argument("--allow-parity-failure", action="store_true",
-                    help="bundle a file whose parity check against PyTorch fp32 failed "
-                         "(recorded in bundle.yaml)")
-    add_recipe_arguments(ex)
-    return p
+list_main = request_main(ListRequest, cmd_list)
+pick_main = request_main(PickRequest, cmd_pick)
+export_main = request_main(ExportRequest, cmd_export)
+
+COMMANDS = {
+    "list": Command("okdhp_edge.zoo:list_main", "the students with their measured numbers"),
+    "pick": Command("okdhp_edge.zoo:pick_main", "the student to deploy under a latency "
+                    "budget, from a bench report"),
+    "export": Command("okdhp_edge.zoo:export_main", "deployable, torch-free bundles"),
+}
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    args = _parser().parse_args(argv)
-    setup_logging()
-    return {"list": cmd_list, "pick": cmd_pick, "export": cmd_export}[args.cmd](args)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return dispatch(argv, COMMANDS, "okdhp zoo", __doc__.split(". Each")[0] + ".")
 
 
 cli = console_entry(main)  # the console script: as python -m, one-line errors

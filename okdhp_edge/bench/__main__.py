@@ -1,31 +1,27 @@
-"""``python -m okdhp_edge.bench`` / ``okdhp bench``: see :data:`okdhp_edge.bench.command.USAGE`.
-
-Sub-commands, in the door's one grammar (:func:`okdhp_edge.utils.cli.dispatch`): ``run``
-(measure a zoo, bundles or a plan; the default, so ``okdhp bench --zoo Z`` runs it),
-``merge``, ``compare``, ``calibration``.
-"""
+"""``okdhp bench``: measure a zoo, bundles or a plan (``run``, the default, so ``okdhp
+bench --zoo Z`` runs it), and work on the reports it writes."""
 
 from __future__ import annotations
 
 import sys
 from typing import Optional
 
-from okdhp_edge.bench.command import USAGE
-from okdhp_edge.utils.cli import console_entry, dispatch, run_cli
-
-__doc__ = USAGE
+from okdhp_edge.utils.cli import Command, console_entry, dispatch, run_cli
 
 COMMANDS = {
-    "run": "okdhp_edge.bench.command",
-    "merge": "okdhp_edge.bench.merge",
-    "compare": "okdhp_edge.bench.compare",
-    "calibration": "okdhp_edge.bench.calibration",
+    "run": Command("okdhp_edge.bench.command", "measure latency, memory and accuracy of every "
+                   "student on each backend and precision"),
+    "merge": Command("okdhp_edge.bench.merge", "join reports of one device (zoos of any "
+                     "family) into one"),
+    "compare": Command("okdhp_edge.bench.compare", "chart one zoo across devices"),
+    "calibration": Command("okdhp_edge.bench.calibration", "measure INT8 calibration "
+                           "recipes (accuracy and latency per recipe)"),
 }
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    return dispatch(argv, COMMANDS, "okdhp bench", USAGE, default="run")
+    return dispatch(argv, COMMANDS, "okdhp bench", __doc__, default="run")
 
 
 cli = console_entry(main)  # the console script: as python -m, one-line errors

@@ -9,15 +9,17 @@ Writes ``<out-root>/<device-id>/<zoo>_calibration.{json,md}``.
 
 from __future__ import annotations
 
-import argparse
 import logging
+import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, Optional
+from typing import Any, ClassVar, NamedTuple, Optional
 
 from okdhp_edge.bench.run import file_accuracy
 from okdhp_edge.evaluation.uncertainty import interval_text, paired_delta
 from okdhp_edge.export.quantize import METHODS, QuantRecipe
+from okdhp_edge.grammar import Request, option
 from okdhp_edge.records import (
     QUANT_FIELDS,
     Bootstrap,
@@ -197,12 +199,12 @@ def reproduce_command(rep: CalibrationReport) -> str:
     methods = sorted({k[2] for k in keys if not k[2].startswith("ac") and "+" not in k[2]},
                      key=lambda m: (m != "default", m))
     drops = sorted({float(k[2][2:]) for k in keys if k[2].startswith("ac")})
-    cmd = (f"python -m okdhp_edge.bench calibration --zoo {rep.zoo_path or rep.zoo} "
-           f"--students {','.join(students)} --backends {','.join(backends)} "
-           f"--images {','.join(map(str, images))} --methods {','.join(methods)}")
-    cmd += " --keep-head" if any("+head" in k[2] for k in keys) else ""
-    cmd += " --overflow-fix" if any("+ofx" in k[2] for k in keys) else ""
-    return cmd + (f" --max-drops {','.join(f'{d:g}' for d in drops)}" if drops else "")
+    return CalibrationRequest.build(
+        zoo=rep.zoo_path or rep.zoo, students=students, backends=backends,
+        calib_images=images, calib_methods=methods, int8_max_drops=drops,
+        also_keep_head=any("+head" in k[2] for k in keys),
+        also_overflow_fix=any("+ofx" in k[2] for k in keys)).command(
+            spell=("students", "backends", "calib_images", "calib_methods"))
 
 
 def markdown(rep: CalibrationReport, command: str) -> str:
@@ -272,54 +274,55 @@ def _trio(cells: tuple[dict, ...], field: str) -> str:
     return " / ".join("-" if c.get(field) is None else f"{c[field]:.4f}" for c in cells)
 
 
-def main(argv: list[str]) -> int:
+@dataclass(frozen=True)
+class CalibrationRequest(Request):
+    """Measures INT8 calibration recipes: each student's INT8 file per backend, per number
+    of calibration images (default method) and per range-estimation method (at the largest
+    count), scored on the report split beside its fp32 file; resumable cell by cell."""
+
+    COMMAND: ClassVar[str] = "okdhp bench calibration"
+
+    zoo: Path = option(help="the zoo directory")
+    backends: tuple[str, ...] = option(tuple(backends_with("int8")), "backends with an int8 "
+                                       "target", choices=tuple(BACKEND_INFO))
+    calib_images: tuple[int, ...] = option((16, 64, 300), "calibration image counts",
+                                           minimum=1)
+    calib_methods: tuple[str, ...] = option(METHODS, "range-estimation methods",
+                                            choices=METHODS)
+    int8_max_drops: tuple[float, ...] = option((), "OpenVINO accuracy control at these max "
+                                               "drops (selection split)", minimum=0, maximum=1)
+    also_keep_head: bool = option(False, "also the default recipe with the heatmap "
+                                  "convolution kept in fp32")
+    also_overflow_fix: bool = option(False, "OpenVINO: also each method at the largest count "
+                                     "with NNCF's overflow fix on every convolution")
+    students: Optional[tuple[str, ...]] = option(None, "student names (default all)")
+    device_name: Optional[str] = option(None, "device id to file the report under")
+    out_root: Path = option(Path("bench/reports"), "where reports go")
+    work_dir: Path = option(Path("runs/calibration"), "where the INT8 files are built")
+
+    def check(self) -> None:
+        for b in self.backends:
+            try:
+                get_target(b, "int8")
+            except Exception as exc:  # noqa: BLE001 - the target table's one-line refusal
+                raise UsageError(str(exc)) from None
+
+
+def main(argv: Optional[list[str]] = None) -> int:
     from okdhp_edge.bench.device import device_id, fingerprint
     from okdhp_edge.utils.cli import setup_logging
 
+    args = CalibrationRequest.parse(list(sys.argv[1:] if argv is None else argv))
+    if args is None:
+        return 0
     setup_logging()
-
-    p = argparse.ArgumentParser(prog="python -m okdhp_edge.bench calibration",
-                                description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--zoo", type=Path, required=True)
-    p.add_argument("--backends", default=",".join(backends_with("int8")),
-                   help="comma list of backends with an int8 target (default: %(default)s)")
-    p.add_argument("--images", default="16,64,300", help="calibration image counts")
-    p.add_argument("--methods", default="default,minmax,percentile,entropy")
-    p.add_argument("--max-drops", default="",
-                   help="OpenVINO accuracy control at these max drops (selection split)")
-    p.add_argument("--keep-head", action="store_true",
-                   help="also the default recipe with the heatmap convolution kept in fp32")
-    p.add_argument("--overflow-fix", action="store_true",
-                   help="OpenVINO: also each method at the largest count with NNCF's "
-                        "overflow fix on every convolution (CPUs without VNNI)")
-    p.add_argument("--students", default=None)
-    p.add_argument("--device-name", default=None)
-    p.add_argument("--out-root", type=Path, default=Path("bench/reports"))
-    p.add_argument("--work-dir", type=Path, default=Path("runs/calibration"))
-    args = p.parse_args(argv)
-    bad = [m for m in _csv(args.methods) if m not in METHODS]
-    if bad:
-        raise UsageError(f"unknown calibration method '{bad[0]}'; expected some of "
-                         f"{', '.join(METHODS)}")
-    try:
-        images = [int(n) for n in _csv(args.images)]
-    except ValueError:
-        raise UsageError(f"--images: expected a comma list of counts, got {args.images!r}"
-                         ) from None
-
-    for b in _csv(args.backends):
-        get_target(b, "int8")
     out_dir = args.out_root / device_id(fingerprint(0), args.device_name)
     zoo_name = args.zoo.resolve().name
     out = out_dir / f"{zoo_name}_calibration.json"
-    try:
-        drops = tuple(float(x) for x in _csv(args.max_drops))
-    except ValueError:
-        raise UsageError(f"--max-drops: expected numbers, got {args.max_drops!r}") from None
-    rep = run(args.zoo, out, _csv(args.backends), images, _csv(args.methods),
-              args.work_dir / zoo_name, _csv(args.students) if args.students else None, drops,
-              args.keep_head, args.overflow_fix)
+    rep = run(args.zoo, out, list(args.backends), list(args.calib_images),
+              list(args.calib_methods), args.work_dir / zoo_name,
+              list(args.students) if args.students else None, args.int8_max_drops,
+              args.also_keep_head, args.also_overflow_fix)
     atomic_write_text(out.with_suffix(".md"), markdown(rep, reproduce_command(rep)))
     print(f"json: {out}\nmd: {out.with_suffix('.md')}")
     return 0

@@ -5,24 +5,23 @@ targets they select, and the report they measure (not yet written)."""
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import logging
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 from okdhp_edge.bench.candidates import Candidate, bundle_candidates, zoo_candidates
 from okdhp_edge.bench.device import device_id, fingerprint
 from okdhp_edge.bench.load import POLICIES, LoadMonitor
-from okdhp_edge.bench.run import BenchOptions, bench_candidates, cli_command, planned_pairs
+from okdhp_edge.bench.run import BenchOptions, bench_candidates, planned_pairs
 from okdhp_edge.bench.timing import TimingConfig
+from okdhp_edge.errors import QuantizationError
 from okdhp_edge.evaluation.uncertainty import MIN_RESAMPLES, N_RESAMPLES
-from okdhp_edge.export.quantize import (
-    add_recipe_arguments,
-    recipe_args,
-    recipe_from_args,
-)
+from okdhp_edge.export.quantize import ALWAYS_SPELLED, QuantRecipe
+from okdhp_edge.grammar import Request, option
 from okdhp_edge.records import BenchReport, BenchRow
 from okdhp_edge.targets import (
     BACKEND_INFO,
@@ -32,91 +31,99 @@ from okdhp_edge.targets import (
     formats_for,
     targets_for,
 )
-from okdhp_edge.utils.cli import UsageError, count, number
+from okdhp_edge.utils.cli import UsageError, request_main
 from okdhp_edge.utils.cpu import cpu_has_int8_dot
-
-USAGE = """``okdhp bench [run] --zoo student_zoo/<zoo> [--backends torch,onnxruntime,openvino,
-tensorrt,...] [--precisions ...] [--threads N] [--device-name NAME]`` (or ``python -m
-okdhp_edge.bench``; ``run`` is the default sub-command)
-
-Exports every student of the zoo, measures latency (engine call and end to end),
-throughput, accuracy and parity on each backend and precision, and writes
-``bench/reports/<device-id>/<zoo>.json``, ``<zoo>.md`` and ``<zoo>_pareto.png``.
-
-``--plan CONFIG [--plan CONFIG ...] [key=value ...]`` does the same for the students the
-configs would train, with random weights (written as one zoo under ``--plan-root``):
-latency only, marked untrained.
-``merge REPORT.json ... --name NAME`` joins reports of one device (zoos of any family);
-``compare REPORT.json ... --out DIR`` charts one zoo across devices; ``calibration --zoo Z``
-measures INT8 recipes.
-"""
 
 log = logging.getLogger("okdhp_edge.bench")
 
-
-def _csv(text: Optional[str]) -> Optional[tuple[str, ...]]:
-    return tuple(s.strip() for s in text.split(",") if s.strip()) if text else None
+_SOURCES = ("zoo", "bundles", "plan")
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m okdhp_edge.bench", description=USAGE,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--zoo", type=Path, help="a zoo directory (student_zoo/<zoo>)")
-    src.add_argument("--bundles", type=Path, help="a directory written by `zoo export --all`")
-    src.add_argument("--plan", type=Path, metavar="CONFIG", action="append",
-                     help="bench the untrained students a training config would produce "
-                          "(repeat it to plan several configs in one interleaved run)")
-    p.add_argument("overrides", nargs="*", help="with --plan: config overrides, section.key=value")
-    p.add_argument("--plan-root", type=Path, default=Path("plan_zoo"),
-                   help="where --plan writes its untrained students")
-    p.add_argument("--backends", default=",".join(default_backends()),
-                   help=f"comma list of {', '.join(BACKEND_INFO)} (default: %(default)s)")
-    p.add_argument("--precisions", default=None,
-                   help=f"comma list of {', '.join(PRECISIONS)} (default: each backend's "
-                        f"default targets: {_default_targets()})")
-    add_recipe_arguments(p)
-    p.add_argument("--students", default=None, help="comma list of student names (default all)")
-    p.add_argument("--threads", type=count(0), default=0, help="CPU threads (0: all cores)")
-    p.add_argument("--batch", type=count(1), default=8, help="batch for the throughput figure")
-    p.add_argument("--device-name", default=None, help="device id to file the report under")
-    p.add_argument("--torch-device", choices=("cpu", "cuda"), default="cpu",
-                   help="where the PyTorch eager baseline runs (cuda: fp32 / fp16 on the GPU)")
-    p.add_argument("--out-root", type=Path, default=Path("bench/reports"))
-    p.add_argument("--replace", action="store_true",
-                   help="replace the device's report of this zoo even where it measured "
-                        "rows this run does not")
-    p.add_argument("--min-iters", type=count(1), default=60)
-    p.add_argument("--min-time", type=number(0), default=2.0, help="seconds per row, all rounds")
-    p.add_argument("--rounds", type=count(1), default=3)
-    p.add_argument("--warmup-time", type=number(0), default=TimingConfig.warmup_s, metavar="S",
-                   help="seconds of untimed calls before each row is timed (and at least "
-                        "--warmup-iters calls)")
-    p.add_argument("--warmup-iters", type=count(0), default=TimingConfig.warmup_iters,
-                   metavar="N")
-    p.add_argument("--no-accuracy", action="store_true")
-    p.add_argument("--accuracy-max-persons", type=count(0), default=0)
-    p.add_argument("--bootstrap", type=count(0), default=N_RESAMPLES, metavar="N",
-                   help="resamples of the images (persons for PCKh) behind each accuracy "
-                        "interval and each paired difference (0: no intervals)")
-    p.add_argument("--flip-test", action="store_true", help="accuracy with flip test")
-    p.add_argument("--busy", choices=POLICIES, default="warn",
-                   help="other processes busy while timing: wait for a quiet machine, warn "
-                        "(flag the rows; default) or refuse (no report)")
-    p.add_argument("--busy-wait", type=number(0), default=600.0, metavar="S",
-                   help="with --busy wait: the most seconds the whole run waits for a quiet "
-                        "machine; then it times without waiting (default %(default)s)")
-    p.add_argument("--worker-timeout", type=number(0, above=True), default=900.0, metavar="S",
-                   help="the longest one step of a worker may take (a conversion, a load, a "
-                        "timing block, the scoring) before it is stopped and its rows failed")
-    p.add_argument("--scheduling", action="append", default=[], metavar="KEY=on|off",
-                   help="a runtime's thread-waiting setting (allow_spinning: ONNX Runtime; "
-                        "cpu_pinning: OpenVINO); default: the measured choice "
-                        "(docs/benchmarking.md)")
-    return p
+def _default_targets() -> str:
+    return "; ".join(f"{b} " + ",".join(t.precision for t in targets_for((b,)))
+                     for b in BACKEND_INFO)
 
 
-def _scheduling(items: list[str]) -> dict[str, bool]:
+@dataclass(frozen=True)
+class BenchRequest(Request):
+    """Exports every student of the zoo, measures latency (engine call and end to end),
+    throughput, accuracy and parity on each backend and precision, and writes
+    ``bench/reports/<device-id>/<zoo>.json``, ``<zoo>.md`` and ``<zoo>_pareto.png``.
+
+    One source: ``--zoo`` (a trained zoo), ``--bundles`` (a set written by ``okdhp zoo
+    export --all``, measured without torch) or ``--plan CONFIG`` (the students the configs
+    would train, with random weights, written as one zoo under ``--plan-root``: latency
+    only, marked untrained; ``section.key=value`` overrides follow). Sub-commands: ``okdhp
+    bench merge|compare|calibration``."""
+
+    COMMAND: ClassVar[str] = "okdhp bench"
+
+    zoo: Optional[Path] = option(None, "a zoo directory (student_zoo/<zoo>)")
+    bundles: Optional[Path] = option(None, "a directory written by `okdhp zoo export --all`")
+    plan: tuple[Path, ...] = option((), "bench the untrained students a training config "
+                                    "would produce (repeat it to plan several configs in one "
+                                    "interleaved run)", repeat=True, metavar="CONFIG")
+    overrides: tuple[str, ...] = option((), "with --plan: config overrides, section.key=value",
+                                        positional=True, metavar="SECTION.KEY=VALUE")
+    plan_root: Path = option(Path("plan_zoo"), "where --plan writes its untrained students")
+    backends: tuple[str, ...] = option(default_backends(), "the backends to measure",
+                                       choices=tuple(BACKEND_INFO))
+    precisions: Optional[tuple[str, ...]] = option(
+        None, f"the precisions (default: each backend's default targets: {_default_targets()})",
+        choices=PRECISIONS)
+    recipe: QuantRecipe = option(factory=QuantRecipe, help="INT8 (precision int8): "
+                                 "calibrated on the training split")
+    students: Optional[tuple[str, ...]] = option(None, "student names (default all)")
+    threads: int = option(0, "CPU threads (0: all cores)", minimum=0)
+    batch: int = option(8, "batch for the throughput figure", minimum=1)
+    device_name: Optional[str] = option(None, "device id to file the report under")
+    torch_device: str = option("cpu", "where the PyTorch eager baseline runs (cuda: fp32 / "
+                               "fp16 on the GPU)", choices=("cpu", "cuda"))
+    out_root: Path = option(Path("bench/reports"), "where reports go (<out_root>/<device-id>/)")
+    replace: bool = option(False, "replace the device's report of this zoo even where it "
+                           "measured rows this run does not")
+    min_iters: int = option(TimingConfig.min_iters, "timed calls per row, all rounds",
+                            minimum=1)
+    min_time: float = option(TimingConfig.min_time_s, "seconds per row, all rounds", minimum=0)
+    rounds: int = option(TimingConfig.rounds, "interleaved timing rounds", minimum=1)
+    warmup_time: float = option(TimingConfig.warmup_s, "seconds of untimed calls before each "
+                                "row is timed (and at least warmup_iters calls)", minimum=0)
+    warmup_iters: int = option(TimingConfig.warmup_iters, "untimed calls before timing",
+                               minimum=0)
+    accuracy: bool = option(True, "score each row on the report split (--no-accuracy: "
+                            "latency only)")
+    accuracy_max_persons: int = option(0, "score at most this many persons (0: all)",
+                                       minimum=0)
+    bootstrap: int = option(N_RESAMPLES, "resamples of the images (persons for PCKh) behind "
+                            "each accuracy interval and paired difference (0: no intervals)",
+                            minimum=0, maximum=100_000)
+    flip_test: bool = option(False, "accuracy with flip test")
+    busy: str = option("warn", "other processes busy while timing: wait for a quiet machine, "
+                       "warn (flag the rows) or refuse (no report)", choices=POLICIES)
+    busy_wait: float = option(600.0, "with busy wait: the most seconds the whole run waits "
+                              "for a quiet machine; then it times without waiting", minimum=0)
+    worker_timeout: float = option(900.0, "the longest one step of a worker may take (a "
+                                   "conversion, a load, a timing block, the scoring) before "
+                                   "it is stopped and its rows failed", minimum=0, above=True)
+    scheduling: tuple[str, ...] = option(
+        (), "a runtime's thread-waiting setting, KEY=on|off (allow_spinning: ONNX Runtime; "
+        "cpu_pinning: OpenVINO); default: the measured choice (docs/benchmarking.md)",
+        repeat=True, metavar="KEY=on|off")
+
+    def check(self) -> None:
+        given = [s for s in _SOURCES if getattr(self, s)]
+        if len(given) != 1:
+            raise UsageError(f"{self.COMMAND} needs exactly one of --zoo, --bundles, --plan "
+                             f"(got {', '.join('--' + s for s in given) or 'none'})")
+        if self.overrides and not self.plan:
+            raise UsageError(f"'{self.overrides[0]}': config overrides go with --plan only")
+        if self.bootstrap and self.bootstrap < MIN_RESAMPLES:
+            raise UsageError(f"bootstrap (--bootstrap) {self.bootstrap}: give 0 (no "
+                             f"intervals) or {MIN_RESAMPLES}..100000 resamples")
+        _scheduling(self.scheduling)
+
+
+def _scheduling(items: tuple[str, ...]) -> dict[str, bool]:
     """``--scheduling allow_spinning=off`` -> {"allow_spinning": False}, checked against
     the settings the runners have."""
     from okdhp_edge.backends import backend_module
@@ -130,11 +137,6 @@ def _scheduling(items: list[str]) -> dict[str, bool]:
                              f"{', '.join(sorted(known))}")
         out[key] = value == "on"
     return out
-
-
-def _default_targets() -> str:
-    return "; ".join(f"{b} " + ",".join(t.precision for t in targets_for((b,)))
-                     for b in BACKEND_INFO)
 
 
 def _e2e_sample(c: Candidate):
@@ -166,61 +168,59 @@ def _untrained(cands: list[Candidate]) -> bool:
     return flags.pop()
 
 
-def _targets(args: argparse.Namespace) -> tuple[tuple, Optional[list[str]], list, Any]:
-    """(backends, precisions, targets, quantization recipe) asked for on the command line."""
-    backends, precisions = _csv(args.backends) or (), _csv(args.precisions)
-    bad = [p for p in precisions or () if p not in PRECISIONS]
-    if bad:
-        raise UsageError(f"unknown precision '{bad[0]}'; expected some of "
-                         f"{', '.join(PRECISIONS)}")
-    targets, recipe = targets_for(backends, precisions), recipe_from_args(args)
+def _targets(req: BenchRequest) -> list:
+    """The targets asked for (the recipe checked against the backends that quantize)."""
+    targets, recipe = targets_for(req.backends, req.precisions), req.recipe
     if any(t.quantized for t in targets):
-        recipe.check_honoured({t.backend for t in targets if t.quantized})
+        try:
+            recipe.check_honoured({t.backend for t in targets if t.quantized})
+        except QuantizationError as exc:
+            raise UsageError(str(exc)) from None
     if (any(t.quantized and "overflow_fix" in BACKEND_INFO[t.backend].recipe_fields
             for t in targets)
             and recipe.overflow_fix == "first_layer" and not cpu_has_int8_dot()):
         log.info("this CPU has no VNNI: its int8 kernels can saturate; "
                  "--int8-overflow-fix enable cut OpenVINO INT8's AP loss on the "
                  "reference zoo here (docs/int8.md)")
-    return backends, precisions, targets, recipe
+    return targets
 
 
-def _candidates(args: argparse.Namespace, targets: list, recipe: Any,
-                backends: tuple) -> tuple[list, str, tuple]:
-    """(candidates, zoo name, backends) from --zoo, --plan (an untrained zoo written first)
-    or --bundles (no torch: the backends whose runners need it are dropped)."""
-    if args.overrides and not args.plan:
-        raise UsageError(f"'{args.overrides[0]}': config overrides go with --plan only")
-    if args.plan:
-        from okdhp_edge.plan import write_plan_zoo
+def _source(req: BenchRequest) -> BenchRequest:
+    """The request with its students on disk: a plan's untrained zoo written first and
+    named as ``zoo`` (what the rows' commands re-measure)."""
+    if not req.plan:
+        return req
+    from okdhp_edge.plan import write_plan_zoo
 
-        try:
-            args.zoo = write_plan_zoo(args.plan, args.overrides, args.plan_root)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
-    if args.zoo:
-        formats = formats_for(targets, throughput=args.batch > 1)
-        cands = zoo_candidates(args.zoo, _csv(args.students), formats, recipe,
-                               args.worker_timeout)
-        return cands, args.zoo.resolve().name, backends
-    cands, zoo_name = bundle_candidates(args.bundles, _csv(args.students))
-    return cands, zoo_name, tuple(b for b in backends if BACKEND_INFO[b].torch_free) or backends
+    try:
+        zoo = write_plan_zoo(list(req.plan), list(req.overrides), req.plan_root)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return dataclasses.replace(req, zoo=zoo, plan=(), overrides=())
 
 
-def _row_command(args: argparse.Namespace, threads: int, recipe: Any) -> Any:
-    """The command that re-measures one row alone."""
-    src = ["--zoo", str(args.zoo)] if args.zoo else ["--bundles", str(args.bundles)]
+def _candidates(req: BenchRequest, targets: list) -> tuple[list, str, tuple]:
+    """(candidates, zoo name, backends) of a zoo, or of bundles (no torch: the backends
+    whose runners need it are dropped)."""
+    if req.zoo:
+        formats = formats_for(targets, throughput=req.batch > 1)
+        cands = zoo_candidates(req.zoo, req.students, formats, req.recipe, req.worker_timeout)
+        return cands, req.zoo.resolve().name, req.backends
+    cands, zoo_name = bundle_candidates(req.bundles, req.students)
+    return cands, zoo_name, tuple(b for b in req.backends
+                                  if BACKEND_INFO[b].torch_free) or req.backends
+
+
+def _row_command(req: BenchRequest, threads: int) -> Any:
+    """The command that re-measures one row alone (a quantized row spells its calibration
+    out; another row leaves the recipe out)."""
 
     def command_of(row: BenchRow) -> str:
-        extra = ["--students", row.student, "--backends", row.backend, "--precisions",
-                 row.precision, "--threads", str(threads), "--batch", str(args.batch)]
-        if args.device_name:
-            extra += ["--device-name", args.device_name]
-        if args.torch_device != "cpu":
-            extra += ["--torch-device", args.torch_device]
-        if row.precision in QUANTIZED:
-            extra += recipe_args(recipe)
-        return cli_command(src + extra)
+        quantized = row.precision in QUANTIZED
+        one = dataclasses.replace(
+            req, students=(row.student,), backends=(row.backend,), precisions=(row.precision,),
+            threads=threads, recipe=req.recipe if quantized else QuantRecipe())
+        return one.command(spell=("batch",) + (ALWAYS_SPELLED if quantized else ()))
 
     return command_of
 
@@ -242,7 +242,7 @@ def _other_training(old: BenchReport, cands: list[Candidate]) -> Optional[str]:
     return None
 
 
-def _keep_a_fuller_report(args: argparse.Namespace, zoo: str, planned: set, device: str,
+def _keep_a_fuller_report(req: BenchRequest, zoo: str, planned: set, device: str,
                           cands: list[Candidate]) -> set:
     """Refuse, before measuring, to replace a report holding measured rows this run does
     not plan (a re-bench of one student would drop the others) unless ``--replace``; a
@@ -251,8 +251,8 @@ def _keep_a_fuller_report(args: argparse.Namespace, zoo: str, planned: set, devi
     from okdhp_edge.bench.report import load_report
     from okdhp_edge.errors import ReportError
 
-    path = args.out_root / device / f"{zoo}.json"
-    if args.replace or not path.is_file():
+    path = req.out_root / device / f"{zoo}.json"
+    if req.replace or not path.is_file():
         return set()
     try:
         old = load_report(path)
@@ -293,55 +293,60 @@ def _keep_measured_rows(rows: list[BenchRow], measured: set) -> None:
             "write elsewhere (--out-root / --device-name) or pass --replace")
 
 
-def run_bench(args: argparse.Namespace, argv: list[str]) -> BenchReport:
-    """Measure what the command line asks for; the report (not yet written)."""
-    if args.bootstrap != 0 and not MIN_RESAMPLES <= args.bootstrap <= 100_000:
-        raise UsageError(f"--bootstrap {args.bootstrap}: give 0 (no intervals) or "
-                         f"{MIN_RESAMPLES}..100000 resamples")
-    backends, precisions, targets, recipe = _targets(args)
-    threads = args.threads or len(os.sched_getaffinity(0))
-    cands, zoo_name, backends = _candidates(args, targets, recipe, backends)
+def run_bench(req: BenchRequest) -> BenchReport:
+    """Measure what the request asks for; the report (not yet written)."""
+    targets = _targets(req)
+    threads = req.threads or len(os.sched_getaffinity(0))
+    req = _source(req)
+    cands, zoo_name, backends = _candidates(req, targets)
     untrained = _untrained(cands)
     img, box = _e2e_sample(cands[0])
     opts = BenchOptions(
-        backends=backends, precisions=precisions, threads=threads, batch=args.batch,
-        timing=TimingConfig(min_iters=args.min_iters, min_time_s=args.min_time,
-                            rounds=args.rounds, warmup_s=args.warmup_time,
-                            warmup_iters=args.warmup_iters),
-        accuracy=not (args.no_accuracy or untrained),
-        accuracy_max_persons=args.accuracy_max_persons, bootstrap=args.bootstrap,
-        busy=args.busy, scheduling=_scheduling(args.scheduling),
-        flip_test=args.flip_test, e2e_image=img, e2e_box=box, torch_device=args.torch_device,
-        worker_timeout_s=args.worker_timeout)
+        backends=backends, precisions=req.precisions, threads=threads, batch=req.batch,
+        timing=TimingConfig(min_iters=req.min_iters, min_time_s=req.min_time,
+                            rounds=req.rounds, warmup_s=req.warmup_time,
+                            warmup_iters=req.warmup_iters),
+        accuracy=req.accuracy and not untrained,
+        accuracy_max_persons=req.accuracy_max_persons, bootstrap=req.bootstrap,
+        busy=req.busy, scheduling=_scheduling(req.scheduling),
+        flip_test=req.flip_test, e2e_image=img, e2e_box=box, torch_device=req.torch_device,
+        worker_timeout_s=req.worker_timeout)
     fp = fingerprint(threads)
-    device = device_id(fp, args.device_name)
-    measured = _keep_a_fuller_report(args, zoo_name, {(c.name, b, p) for c in cands
-                                                      for b, p in planned_pairs(opts)},
+    device = device_id(fp, req.device_name)
+    measured = _keep_a_fuller_report(req, zoo_name, {(c.name, b, p) for c in cands
+                                                     for b, p in planned_pairs(opts)},
                                      device, cands)
     t0 = time.time()
-    monitor = LoadMonitor(args.busy, max_wait_s=args.busy_wait)
-    rows = bench_candidates(cands, opts, _row_command(args, threads, recipe), monitor=monitor)
+    monitor = LoadMonitor(req.busy, max_wait_s=req.busy_wait)
+    rows = bench_candidates(cands, opts, _row_command(req, threads), monitor=monitor)
     busy_rows = _say_what_was_busy(rows, monitor)
     if not any(r.status == "ok" for r in rows):  # a report of nothing replaces none
         reasons = sorted({f"{r.backend} {r.precision}: {r.reason}" for r in rows})
         raise UsageError("nothing could be measured, so no report was written (an earlier "
                          "one stays as it was): " + "; ".join(reasons))
     _keep_measured_rows(rows, measured)
+    return _report(req, opts, cands, rows, zoo_name, device, fp, untrained, targets,
+                   round(time.time() - t0, 1), monitor.record(busy_rows))
+
+
+def _report(req: BenchRequest, opts: BenchOptions, cands: list[Candidate],
+            rows: list[BenchRow], zoo_name: str, device: str, fp: dict, untrained: bool,
+            targets: list, wall_s: float, load: Any) -> BenchReport:
     metric = next((c.manifest.accuracy.metric for c in cands), "accuracy")
     return BenchReport(
         report_version=BenchReport.VERSION, zoo=zoo_name,
         device_id=device, device=fp,
-        created=time.strftime("%Y-%m-%dT%H:%M:%S"), command=cli_command(argv), metric=metric,
-        flip_test=bool(args.flip_test), untrained=untrained,
+        created=time.strftime("%Y-%m-%dT%H:%M:%S"), command=req.command(), metric=metric,
+        flip_test=req.flip_test, untrained=untrained,
         timing={"warmup_iters": opts.timing.warmup_iters, "warmup_s": opts.timing.warmup_s,
                 "min_iters": opts.timing.min_iters, "min_time_s": opts.timing.min_time_s,
                 "rounds": opts.timing.rounds, "interleaved": True, "batch_latency": 1,
-                "batch_throughput": args.batch},
+                "batch_throughput": req.batch},
         students=[{"name": c.name, "params": c.manifest.params, "macs": c.manifest.macs,
                    "accuracy_torch_manifest": c.manifest.accuracy.value,
                    "weights_sha256": c.manifest.weights.sha256} for c in cands],
-        quantization=recipe.as_dict() if any(t.quantized for t in targets) else None,
-        rows=rows, wall_s=round(time.time() - t0, 1), load=monitor.record(busy_rows))
+        quantization=req.recipe.as_dict() if any(t.quantized for t in targets) else None,
+        rows=rows, wall_s=wall_s, load=load)
 
 
 def _say_what_was_busy(rows: list[BenchRow], monitor: LoadMonitor) -> int:
@@ -355,49 +360,22 @@ def _say_what_was_busy(rows: list[BenchRow], monitor: LoadMonitor) -> int:
     return len(busy)
 
 
-def bench_argv(base: list[str], options: dict[str, Any]) -> tuple[argparse.Namespace, list[str]]:
-    """Parsed bench options from ``base`` flags plus ``options`` by their Python names
-    (``min_time=1.0``, ``backends="torch,openvino"``, ``flip_test=True``); an unknown name
-    is refused with the closest valid one."""
-    from okdhp_edge.schema import closest
-
-    actions = {a.dest: a for a in parser()._actions if a.option_strings}
-    argv = list(base)
-    for name, value in options.items():
-        if name not in actions:
-            raise UsageError(f"unknown bench option '{name}'; did you mean "
-                             f"'{closest(name, list(actions))}'?")
-        flag = actions[name].option_strings[-1]
-        if isinstance(actions[name], argparse._StoreTrueAction):
-            argv += [flag] if value else []
-        elif value is not None:
-            argv += [flag, ",".join(map(str, value)) if isinstance(value, (list, tuple))
-                     else str(value)]
-    return parser().parse_args(argv), argv
-
-
-def measure_and_write(args: argparse.Namespace, argv: list[str]
-                      ) -> tuple[BenchReport, dict[str, Path]]:
-    """Measure what ``args`` ask for and write the report set under
+def measure_and_write(req: BenchRequest) -> tuple[BenchReport, dict[str, Path]]:
+    """Measure what ``req`` asks for and write the report set under
     ``out_root/<device-id>/`` (the folder checked writable before measuring)."""
     from okdhp_edge.bench.report import write_report
     from okdhp_edge.utils.io import check_writable
 
-    check_writable(args.out_root)  # before the measuring, not after it
-    report = run_bench(args, argv)
-    return report, write_report(report, args.out_root / report.device_id)
+    check_writable(req.out_root)  # before the measuring, not after it
+    report = run_bench(req)
+    return report, write_report(report, req.out_root / report.device_id)
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    """``okdhp bench run``: measure, write the report set, print where it is."""
-    import sys
-
-    from okdhp_edge.utils.cli import setup_logging
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser().parse_args(argv)
-    setup_logging()
-    _, paths = measure_and_write(args, argv)
+def _run(req: BenchRequest) -> int:
+    _, paths = measure_and_write(req)
     for k, path in paths.items():
         print(f"{k}: {path}")
     return 0
+
+
+main = request_main(BenchRequest, _run)  # okdhp bench run: measure, write, say where

@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import ClassVar
 
 from okdhp_edge.bench.report import (
     accuracy_of,
@@ -14,8 +14,9 @@ from okdhp_edge.bench.report import (
     load_report,
     pareto,
 )
+from okdhp_edge.grammar import Request, option
 from okdhp_edge.records import BenchReport
-from okdhp_edge.utils.cli import UsageError
+from okdhp_edge.utils.cli import UsageError, request_main
 from okdhp_edge.utils.io import atomic_write_text
 
 
@@ -55,16 +56,31 @@ def check_compatible(reports: list[BenchReport], paths: list[Path]) -> None:
                              "training run under the same zoo name?)")
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m okdhp_edge.bench compare", description=__doc__)
-    p.add_argument("reports", nargs="+", type=Path)
-    p.add_argument("--out", type=Path, required=True)
-    args = p.parse_args(argv)
+@dataclass(frozen=True)
+class CompareRequest(Request):
+    """Charts one zoo across devices: one table and one Pareto chart from the devices'
+    reports of that zoo."""
+
+    COMMAND: ClassVar[str] = "okdhp bench compare"
+
+    reports: tuple[Path, ...] = option(help="the devices' report JSON files of one zoo",
+                                       positional=True, metavar="REPORT_JSON")
+    out: Path = option(help="the folder the table and chart are written to")
+
+    def check(self) -> None:
+        if not self.reports:
+            raise UsageError("compare needs at least one report")
+
+
+def _run(args: CompareRequest) -> int:
     reports = [load_report(r) for r in args.reports]
-    check_compatible(reports, args.reports)
+    check_compatible(reports, list(args.reports))
     args.out.mkdir(parents=True, exist_ok=True)
     chart(reports, args.out / "compare_pareto.png")
     md = args.out / "compare.md"
     atomic_write_text(md, combine(reports))
     print(f"md: {md}\npng: {args.out / 'compare_pareto.png'}")
     return 0
+
+
+main = request_main(CompareRequest, _run)

@@ -13,13 +13,13 @@ accurate one within the budget; among rows tied with it in latency too, the more
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
-from typing import Optional
+from pathlib import Path
+from typing import ClassVar, Optional
 
-from okdhp_edge.bench.report import accuracy_of, latency_of, measured, pareto
-from okdhp_edge.errors import UsageError
+from okdhp_edge.bench.report import STATS, accuracy_of, latency_of, measured, pareto
 from okdhp_edge.evaluation.uncertainty import Interval, interval_text, paired_delta
+from okdhp_edge.grammar import Request, option
 from okdhp_edge.records import BenchReport, BenchRow
 
 
@@ -129,6 +129,49 @@ def _choose(ok: list[BenchRow], stat: str, scope: str, tolerance: float
     return choice, ties[id(choice)]
 
 
+_FRACTION = "accuracy is a fraction: 2 points of AP is 0.02"
+
+
+@dataclass(frozen=True)
+class PickRequest(Request):
+    """The student to deploy under a latency budget, from a bench report: the fastest
+    student whose accuracy is statistically tied with the most accurate one within the
+    budget (the closest row when none fits), and the Pareto frontier. The report is
+    ``--report FILE``, or the report of ``--zoo`` on ``--device`` (default: this machine)."""
+
+    COMMAND: ClassVar[str] = "okdhp zoo pick"
+
+    max_latency_ms: float = option(help="the latency budget, milliseconds", minimum=0,
+                                   above=True)
+    zoo: Optional[Path] = option(None, "a zoo directory: its report on --device is read")
+    device: Optional[str] = option(None, "a device id under --reports (default: this "
+                                   "machine's)")
+    report: Optional[Path] = option(None, "a bench report JSON (any device)")
+    reports: Path = option(Path("bench/reports"), "where the devices' reports are")
+    stat: str = option("median", "the latency statistic", choices=STATS)
+    scope: str = option("engine", "the engine call, or end to end (decode, crop, heatmap "
+                        "decoding)", choices=("engine", "e2e"))
+    min_accuracy: Optional[float] = option(None, "only rows at least this accurate",
+                                           minimum=0, maximum=1, hint=_FRACTION)
+    backend: Optional[str] = option(None, "only this backend")
+    precision: Optional[str] = option(None, "only this precision (e.g. int8)")
+    max_ap_drop: Optional[float] = option(
+        None, "at most this much accuracy lost against the same student in PyTorch fp32, "
+        "judged on the far end of the paired 95% interval", minimum=0, maximum=1,
+        hint=_FRACTION)
+    ap_tolerance: float = option(0.0, "a faster row stands in for the most accurate one when "
+                                 "their paired interval reaches minus this (0: the interval "
+                                 "contains 0)", minimum=0, maximum=1, hint=_FRACTION)
+    max_memory_mb: Optional[float] = option(None, "only rows whose model adds at most this "
+                                            "many MB to its runtime's resident memory",
+                                            minimum=0, above=True)
+    json: bool = option(False, "print the pick as JSON")
+
+    def decide(self, rows: list[BenchRow]) -> Decision:
+        """The decision over ``rows`` (see :func:`pick`)."""
+        return _decide(rows, self)
+
+
 def pick(rows: list[BenchRow], max_latency_ms: float, stat: str = "median",
          scope: str = "engine", min_accuracy: Optional[float] = None,
          backend: Optional[str] = None, precision: Optional[str] = None,
@@ -142,54 +185,33 @@ def pick(rows: list[BenchRow], max_latency_ms: float, stat: str = "median",
     row's model adds to its runtime (:attr:`okdhp_edge.records.RowCost.model_mb`; rows
     measured without it are left out). A bound outside its range (a latency that is not a
     positive finite number, an accuracy figure outside [0, 1]: AP and PCKh are fractions)
-    is a UsageError naming it, whether it came from the command line or the API."""
-    check_pick_bounds(max_latency_ms, min_accuracy, max_drop, ap_tolerance, max_memory_mb)
+    is a UsageError naming it: the bounds are :class:`PickRequest`'s, whether they came
+    from the command line or the API."""
+    return PickRequest.build(
+        max_latency_ms=max_latency_ms, stat=stat, scope=scope, min_accuracy=min_accuracy,
+        backend=backend, precision=precision, max_ap_drop=max_drop,
+        ap_tolerance=ap_tolerance, max_memory_mb=max_memory_mb).decide(rows)
+
+
+def _decide(rows: list[BenchRow], q: PickRequest) -> Decision:
+    stat, scope = q.stat, q.scope
     cand = [r for r in measured(rows, stat, scope)
-            if (backend is None or r.backend == backend)
-            and (precision is None or r.precision == precision)
-            and (max_drop is None or (accuracy_drop(r) is not None
-                                      and accuracy_drop(r) <= max_drop + 1e-12))
-            and (max_memory_mb is None or (r.cost is not None
-                                           and r.cost.model_mb <= max_memory_mb))]
+            if (q.backend is None or r.backend == q.backend)
+            and (q.precision is None or r.precision == q.precision)
+            and (q.max_ap_drop is None or (accuracy_drop(r) is not None
+                                           and accuracy_drop(r) <= q.max_ap_drop + 1e-12))
+            and (q.max_memory_mb is None or (r.cost is not None
+                                             and r.cost.model_mb <= q.max_memory_mb))]
     front = pareto(cand, stat, scope)
     notes = frontier_ties(front, stat, scope)
-    ok = [r for r in cand if latency_of(r, stat, scope) <= max_latency_ms
-          and (min_accuracy is None or accuracy_of(r) >= min_accuracy)]
+    ok = [r for r in cand if latency_of(r, stat, scope) <= q.max_latency_ms
+          and (q.min_accuracy is None or accuracy_of(r) >= q.min_accuracy)]
     if ok:
-        choice, tie = _choose(ok, stat, scope, ap_tolerance)
+        choice, tie = _choose(ok, stat, scope, q.ap_tolerance)
         return Decision(choice, None, front, tie, notes)
-    acc_ok = [r for r in cand if min_accuracy is None or accuracy_of(r) >= min_accuracy]
+    acc_ok = [r for r in cand if q.min_accuracy is None or accuracy_of(r) >= q.min_accuracy]
     closest = min(acc_ok or cand, key=lambda r: latency_of(r, stat, scope), default=None)
     return Decision(None, closest, front, None, notes)
-
-
-# what each bound of a pick may be: (name on the command line, low, high, low included)
-_BOUNDS = {"max_latency_ms": ("--max-latency-ms", 0.0, math.inf, False),
-           "min_accuracy": ("--min-accuracy", 0.0, 1.0, True),
-           "max_drop": ("--max-ap-drop", 0.0, 1.0, True),
-           "ap_tolerance": ("--ap-tolerance", 0.0, 1.0, True),
-           "max_memory_mb": ("--max-memory-mb", 0.0, math.inf, False)}
-
-
-def check_pick_bounds(max_latency_ms: float, min_accuracy: Optional[float] = None,
-                      max_drop: Optional[float] = None, ap_tolerance: float = 0.0,
-                      max_memory_mb: Optional[float] = None) -> None:
-    """UsageError for a bound of a pick outside its range (see :func:`pick`)."""
-    given = {"max_latency_ms": max_latency_ms, "min_accuracy": min_accuracy,
-             "max_drop": max_drop, "ap_tolerance": ap_tolerance, "max_memory_mb": max_memory_mb}
-    for key, value in given.items():
-        if value is None:
-            continue
-        flag, low, high, closed = _BOUNDS[key]
-        ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
-              and math.isfinite(value) and (low <= value if closed else low < value)
-              and value <= high)
-        if not ok:
-            span = f"{'[' if closed else '('}{low:g}, {high:g}]" if math.isfinite(high) else \
-                f"> {low:g}"
-            hint = " (accuracy is a fraction: 2 points of AP is 0.02)" if high == 1.0 else ""
-            raise UsageError(f"{flag} / {key}={value!r}: expected a finite number in "
-                             f"{span}{hint}")
 
 
 def _accuracy_text(rep: BenchReport, row: BenchRow) -> str:

@@ -61,6 +61,14 @@ def fingerprint(threads: int) -> dict[str, Any]:
     }
 
 
+def this_device_id() -> str:
+    """The id this machine's reports are filed under (no ``--device-name``)."""
+    model, _ = cpu_info()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return device_id({"cpu_model": model, "cores": cores, "isa": isa_tier(),
+                      "machine": platform.machine(), "gpu": _gpu()})
+
+
 def device_id(fp: dict[str, Any], name: Optional[str] = None) -> str:
     """Readable, stable id: ``--device-name`` if given, else CPU model + cores + ISA tier
     (+ GPU): a hypervisor names several CPU generations alike, and their timings differ."""

@@ -8,20 +8,22 @@ reports of different devices or metrics are refused. No torch.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import ClassVar, Optional
 
 from okdhp_edge.bench.report import load_report, write_report
+from okdhp_edge.grammar import Request, option
 from okdhp_edge.records import BenchReport, ReportError
-from okdhp_edge.utils.cli import UsageError, run_cli
+from okdhp_edge.utils.cli import UsageError, request_main, run_cli
 from okdhp_edge.utils.io import sha256_file
 from okdhp_edge.utils.values import is_plain_name
 
 
-def merge_reports(paths: list[Path], name: str) -> BenchReport:
+def merge_reports(paths: list[Path], name: str, request: Optional[MergeRequest] = None
+                  ) -> BenchReport:
     """One report of every row of ``paths`` (same device and metric, all trained); each row
     keeps its ``zoo``, a student name shared by two zoos becomes ``zoo/student``."""
     reps = [load_report(p) for p in paths]
@@ -47,7 +49,7 @@ def merge_reports(paths: list[Path], name: str) -> BenchReport:
     return BenchReport(
         report_version=first.report_version, zoo=name, device_id=first.device_id,
         device=first.device, created=time.strftime("%Y-%m-%dT%H:%M:%S"),
-        command=" ".join(["python -m okdhp_edge.bench merge", *map(str, paths), "--name", name]),
+        command=(request or MergeRequest.build(reports=paths, name=name)).command(),
         metric=first.metric, flip_test=all(r.flip_test for r in reps), timing=first.timing,
         students=students, rows=rows, wall_s=sum(r.wall_s for r in reps), untrained=False,
         merged_from=[{"zoo": r.zoo, "report": str(p), "sha256": sha256_file(p),
@@ -55,23 +57,35 @@ def merge_reports(paths: list[Path], name: str) -> BenchReport:
                      for p, r in zip(paths, reps)])
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m okdhp_edge.bench merge", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("reports", type=Path, nargs="+", help="bench report JSON files")
-    p.add_argument("--name", required=True, help="the merged report's name")
-    p.add_argument("--out-root", type=Path, default=Path("bench/reports"))
-    args = p.parse_args(argv)
-    if len(args.reports) < 2:
-        raise UsageError("merge needs at least two reports")
-    if not is_plain_name(args.name):
-        raise UsageError(f"--name '{args.name}' must be a plain name (no '/', not '..'): the "
-                         "report is written under --out-root/<device>/")
-    rep = merge_reports(args.reports, args.name)
+@dataclass(frozen=True)
+class MergeRequest(Request):
+    """Joins bench reports of one device (zoos of any family) into one report, charted and
+    picked from like any other."""
+
+    COMMAND: ClassVar[str] = "okdhp bench merge"
+
+    reports: tuple[Path, ...] = option(help="bench report JSON files (two or more)",
+                                       positional=True, metavar="REPORT_JSON")
+    name: str = option(help="the merged report's name")
+    out_root: Path = option(Path("bench/reports"), "where reports go")
+
+    def check(self) -> None:
+        if len(self.reports) < 2:
+            raise UsageError("merge needs at least two reports")
+        if not is_plain_name(self.name):
+            raise UsageError(f"--name '{self.name}' must be a plain name (no '/', not '..'): "
+                             "the report is written under --out-root/<device>/")
+
+
+def _run(args: MergeRequest) -> int:
+    rep = merge_reports(list(args.reports), args.name, args)
     paths = write_report(rep, args.out_root / rep.device_id)
     for k, path in paths.items():
         print(f"{k}: {path}")
     return 0
+
+
+main = request_main(MergeRequest, _run)
 
 
 if __name__ == "__main__":

@@ -15,20 +15,21 @@ drawn from its own RNG stream keyed by (seed, split, index): same seed, same byt
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
 import os
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 import cv2
 import numpy as np
 
 from okdhp_edge.data.keypoints import COCO_17
-from okdhp_edge.utils.cli import console_entry, count
+from okdhp_edge.grammar import Request, option
+from okdhp_edge.utils.cli import console_entry, request_main
 from okdhp_edge.utils.io import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -318,27 +319,30 @@ def generate_dataset(out: Path, num_train: int, num_val: int, seed: int = 0,
     generate_split(Path(out), "val", num_val, seed, image_size, workers)
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m okdhp_edge.data.synthetic",
-                                description="Generate a synthetic COCO-format pose dataset.")
-    p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--num-train", type=count(1), default=3000)
-    p.add_argument("--num-val", type=count(1), default=300)
-    p.add_argument("--seed", type=count(0), default=0)
-    p.add_argument("--image-size", type=count(16), nargs=2, default=(320, 240), metavar=("W", "H"))
-    p.add_argument("--workers", type=count(0), default=0, help="processes (0: up to 4 cores)")
-    args = p.parse_args(argv)
-    if args.num_train < 0 or args.num_val < 0 or min(args.image_size) < 32:
-        p.error("counts must be >= 0 and each image side >= 32")
-    from okdhp_edge.utils.cli import setup_logging
+@dataclass(frozen=True)
+class SyntheticRequest(Request):
+    """Generates a synthetic COCO-format pose dataset (train and val splits; val is written
+    last, so its JSON marks a complete dataset)."""
 
-    setup_logging()
-    generate_dataset(args.out, args.num_train, args.num_val, args.seed, tuple(args.image_size),
+    COMMAND: ClassVar[str] = "okdhp synthetic"
+
+    out: Path = option(help="the dataset folder")
+    num_train: int = option(3000, "training images", minimum=1, maximum=10_000_000)
+    num_val: int = option(300, "validation images", minimum=1, maximum=10_000_000)
+    seed: int = option(0, "the generator's seed", minimum=0)
+    image_size: tuple[int, int] = option((320, 240), "image size", minimum=32, maximum=8192,
+                                         metavar=("W", "H"))
+    workers: int = option(0, "processes (0: up to 4 cores)", minimum=0, maximum=256)
+
+
+def _run(args: SyntheticRequest) -> int:
+    generate_dataset(args.out, args.num_train, args.num_val, args.seed, args.image_size,
                      args.workers)
     log.info("wrote %s", args.out)
     return 0
 
 
+main = request_main(SyntheticRequest, _run)
 cli = console_entry(main)  # the console script: as python -m, one-line errors
 
 

@@ -36,9 +36,10 @@ Arms (``--arms`` picks a subset):
 
 from __future__ import annotations
 
-import argparse
+import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import ClassVar, Optional
 
 from okdhp_edge.experiments.arms import (  # noqa: F401 - the package's API
     ARM_NAMES,
@@ -71,6 +72,7 @@ from okdhp_edge.experiments.report import (  # noqa: F401 - the package's API
     write_report,
 )
 from okdhp_edge.experiments.runner import (  # noqa: F401 - the package's API
+    AblationRequest,
     ablation,
 )
 from okdhp_edge.experiments.runs import (  # noqa: F401 - the package's API
@@ -106,45 +108,43 @@ from okdhp_edge.experiments.summary import (  # noqa: F401 - the package's API
     shorter_verdict,
     summarize,
 )
-from okdhp_edge.utils.cli import console_entry, count, setup_logging
+from okdhp_edge.grammar import Request, option
+from okdhp_edge.utils.cli import Command, console_entry, dispatch, request_main
+
+
+@dataclass(frozen=True)
+class RenderRequest(Request):
+    """Re-renders published ablation reports (Markdown) from their JSON."""
+
+    COMMAND: ClassVar[str] = "okdhp experiments render"
+
+    reports: tuple[Path, ...] = option(help="ablation report JSON files", positional=True,
+                                       metavar="REPORT_JSON")
+
+
+def _render(args: RenderRequest) -> int:
+    for path in args.reports:
+        print(f"report: {render(path)}")
+    return 0
+
+
+ablation_main = request_main(AblationRequest, ablation)
+render_main = request_main(RenderRequest, _render)
+
+COMMANDS = {
+    "ablation": Command("okdhp_edge.experiments:ablation_main", "the OKDHP ablation: arms x "
+                        "seeds, trained, scored and reported"),
+    "qat": Command("okdhp_edge.experiments.qat:main", "PTQ vs QAT on labels vs QAT with "
+                   "online distillation"),
+    "render": Command("okdhp_edge.experiments:render_main", "re-render published ablation "
+                      "reports from their JSON"),
+}
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m okdhp_edge.experiments", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="cmd", required=True)
-    ab = sub.add_parser("ablation")
-    ab.add_argument("--config", type=Path, required=True,
-                    help="an ablation spec (base_config, seeds, arms, overrides) or a config")
-    ab.add_argument("--seeds", type=count(0), nargs="*")
-    ab.add_argument("--arms", nargs="*", choices=list(ARMS) + list(ARM_NAMES),
-                    metavar="ARM", help="short keys or names: " + ", ".join(
-                        f"{n} ({k})" for n, k in ARM_NAMES.items()))
-    ab.add_argument("--work-dir", default="runs/ablation")
-    ab.add_argument("--report-only", action="store_true",
-                    help="write the report from the finished runs; train nothing")
-    ab.add_argument("--restore-from", type=Path, metavar="REPORT_JSON", action="append",
-                    help="a published ablation report (repeatable): every run of this "
-                         "ablation that it holds (same base config and overrides, any arm "
-                         "name) is taken as finished instead of retrained (a lost work dir)")
-    ab.add_argument("--jobs", type=count(1), default=1,
-                    help="runs trained in parallel (each with train.threads from the spec)")
-    ab.add_argument("--out", type=Path, default=Path("bench/reports/ablation_synthetic.md"))
-    ab.add_argument("overrides", nargs="*")
-    from okdhp_edge.experiments.qat import add_parser, qat_ablation
-
-    add_parser(sub)
-    rd = sub.add_parser("render", help="re-render published ablation reports from their JSON")
-    rd.add_argument("reports", nargs="+", type=Path, metavar="REPORT_JSON")
-    args = p.parse_args(argv)
-    setup_logging()
-    if args.cmd == "render":
-        for path in args.reports:
-            print(f"report: {render(path)}")
-        return 0
-    if args.cmd == "qat":
-        return qat_ablation(args)
-    return ablation(args)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return dispatch(argv, COMMANDS, "okdhp experiments", "The method's ablations: train "
+                    "every arm over several seeds, report mean and spread.")
 
 
 cli = console_entry(main)  # the console script: as python -m, one-line errors

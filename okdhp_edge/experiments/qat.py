@@ -17,14 +17,16 @@ each score is kept in ``scores.json`` as it is made.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
-from okdhp_edge.utils.cli import UsageError
+from okdhp_edge.grammar import Request, option
+from okdhp_edge.targets import BACKEND_INFO
+from okdhp_edge.utils.cli import UsageError, request_main
 from okdhp_edge.utils.io import atomic_write_json, atomic_write_text
 
 log = logging.getLogger("okdhp_edge.experiments")
@@ -33,29 +35,34 @@ QAT_ARMS = {"qat_labels": "qat.kd=false", "qat_kd": "qat.kd=true"}
 SPLITS = ("select", "report")
 
 
-def add_parser(sub: Any) -> None:
-    """The ``qat`` sub-command's options."""
-    from okdhp_edge.utils.cli import count
+@dataclass(frozen=True)
+class QatAblationRequest(Request):
+    """PTQ vs QAT on labels vs QAT with online distillation: fine-tunes the trained run
+    quantization-aware per arm and seed, scores every arm's INT8 file per backend, and
+    writes the report (JSON beside it)."""
 
-    q = sub.add_parser("qat", help="PTQ vs QAT on labels vs QAT with online distillation")
-    q.add_argument("--from", dest="run", type=Path, required=True, metavar="RUN_DIR",
-                   help="the trained OKDHP run (its last checkpoint is fine-tuned)")
-    q.add_argument("--zoo", type=Path, required=True, help="that run's zoo (the PTQ arm and "
-                   "the float baselines)")
-    q.add_argument("--seeds", type=count(0), nargs="+", default=[0, 1])
-    q.add_argument("--backends", default="onnxruntime,openvino")
-    q.add_argument("--calib-images", type=count(1), default=300,
-                   help="calibration crops of the PTQ arm (the bench's default recipe)")
-    q.add_argument("--work-dir", type=Path, default=Path("runs/qat_ablation"))
-    q.add_argument("--out", type=Path, default=Path("bench/reports/qat_ablation.md"))
-    q.add_argument("overrides", nargs="*", help="qat.key=value for both QAT arms "
-                   "(qat.epochs, qat.lr, ...)")
+    COMMAND: ClassVar[str] = "okdhp experiments qat"
+
+    qat_from: Path = option(help="the trained OKDHP run (its last checkpoint is fine-tuned)",
+                            metavar="RUN_DIR")
+    zoo: Path = option(help="that run's zoo (the PTQ arm and the float baselines)")
+    seeds: tuple[int, ...] = option((0, 1), "the seeds", minimum=0, spaced=True)
+    backends: tuple[str, ...] = option(("onnxruntime", "openvino"), "backends with an int8 "
+                                       "target", choices=tuple(BACKEND_INFO))
+    calib_images: int = option(300, "calibration crops of the PTQ arm (the bench's default "
+                               "recipe)", minimum=1)
+    work_dir: Path = option(Path("runs/qat_ablation"), "where the arms are trained")
+    out: Path = option(Path("bench/reports/qat_ablation.md"), "the report")
+    overrides: tuple[str, ...] = option((), "qat.key=value for both QAT arms (qat.epochs, "
+                                        "qat.lr, ...)", positional=True,
+                                        metavar="QAT.KEY=VALUE")
 
 
-def qat_ablation(args: argparse.Namespace) -> int:
+def qat_ablation(args: QatAblationRequest) -> int:
     """Train every QAT run, score every arm, write the report (JSON beside it)."""
-    if not (args.run / "last.pt").is_file():
-        raise UsageError(f"--from {args.run}: no last.pt there (a trained run's folder)")
+    if not (args.qat_from / "last.pt").is_file():
+        raise UsageError(f"--qat-from {args.qat_from}: no last.pt there (a trained run's "
+                         "folder)")
     if not (args.zoo / "zoo.yaml").is_file():
         raise UsageError(f"--zoo {args.zoo}: no zoo.yaml there")
     bad = [o for o in args.overrides if not o.startswith("qat.") or o.startswith("qat.kd")]
@@ -63,10 +70,10 @@ def qat_ablation(args: argparse.Namespace) -> int:
         raise UsageError(f"'{bad[0]}': the arms differ only in qat.kd; give other qat.* keys")
     zoos = {(arm, seed): train_arm(args, arm, seed) for seed in args.seeds for arm in QAT_ARMS}
     scores = Scores(args.work_dir / "scores.json")
-    for backend in args.backends.split(","):
+    for backend in list(args.backends):
         score_all(args, backend, zoos, scores)
-    data = {"run": str(args.run), "zoo": str(args.zoo), "seeds": list(args.seeds),
-            "overrides": list(args.overrides), "backends": args.backends.split(","),
+    data = {"run": str(args.qat_from), "zoo": str(args.zoo), "seeds": list(args.seeds),
+            "overrides": list(args.overrides), "backends": list(args.backends),
             "zoos": {f"{a}-s{s}": str(z) for (a, s), z in zoos.items()},
             "scores": scores.data}
     atomic_write_json(args.out.with_suffix(".json"), data)
@@ -75,7 +82,7 @@ def qat_ablation(args: argparse.Namespace) -> int:
     return 0
 
 
-def train_arm(args: argparse.Namespace, arm: str, seed: int) -> Path:
+def train_arm(args: QatAblationRequest, arm: str, seed: int) -> Path:
     """The zoo of one QAT run, trained (or resumed) in a process of its own."""
     out = args.work_dir / f"{arm}-s{seed}"
     zoo_root = out / "zoo"
@@ -87,7 +94,7 @@ def train_arm(args: argparse.Namespace, arm: str, seed: int) -> Path:
     if runs:
         cmd += ["--resume", str(runs[0])]
     else:
-        cmd += ["--qat-from", str(args.run), QAT_ARMS[arm], f"train.seed={seed}",
+        cmd += ["--qat-from", str(args.qat_from), QAT_ARMS[arm], f"train.seed={seed}",
                 f"train.out_dir={out}", f"zoo.root={zoo_root}", *args.overrides]
     log.info("%s seed %d: %s", arm, seed, " ".join(cmd))
     subprocess.run(cmd, check=True)
@@ -119,7 +126,7 @@ class Scores:
         return self.data[key]
 
 
-def score_all(args: argparse.Namespace, backend: str, zoos: dict[tuple[str, int], Path],
+def score_all(args: QatAblationRequest, backend: str, zoos: dict[tuple[str, int], Path],
               scores: Scores) -> None:
     """Every arm's INT8 file and the float fp32 file of every student, on both splits (each
     file built, or found built, once)."""
@@ -240,3 +247,6 @@ def _row(s: dict[str, Any], backend: str, split: str, st: str, seeds: list[int])
     cells += [_cell(_delta(a, b)) for a, b in zip(kd, labels)]
     complete = all(x.get("value") is not None for x in kd + labels)
     return cells + [_cell(_seed_mean_delta(kd, labels) if complete else None)]
+
+
+main = request_main(QatAblationRequest, qat_ablation)

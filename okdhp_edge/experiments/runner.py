@@ -3,19 +3,21 @@ asked), and publish the report as they finish."""
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import logging
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 import yaml
 
 from okdhp_edge.data.formats import dataset_format
 from okdhp_edge.experiments.arms import (
+    ARM_NAMES,
     ARMS,
     arm_runs,
     canonical_arm,
@@ -33,6 +35,7 @@ from okdhp_edge.experiments.runs import (
     run_identity,
 )
 from okdhp_edge.experiments.summary import shorter_schedule_gains, summarize
+from okdhp_edge.grammar import Request, option
 from okdhp_edge.utils.cli import UsageError
 from okdhp_edge.utils.io import atomic_write_json
 
@@ -42,7 +45,35 @@ SPEC_KEYS = {"base_config", "seeds", "arms", "overrides", "kl_temperature", "arm
              "lambda_kd_strong", "shorter_schedule"}
 
 
-def ablation(args: argparse.Namespace) -> int:
+@dataclass(frozen=True)
+class AblationRequest(Request):
+    """Trains the students under several settings (arms) and seeds and writes the report
+    of mean and spread per student and arm; resumable run by run (see the module)."""
+
+    COMMAND: ClassVar[str] = "okdhp experiments ablation"
+
+    config: Path = option(help="an ablation spec (base_config, seeds, arms, overrides) or a "
+                          "config")
+    seeds: Optional[tuple[int, ...]] = option(None, "the seeds (default: the spec's)",
+                                              minimum=0, spaced=True)
+    arms: Optional[tuple[str, ...]] = option(
+        None, "short keys or names: " + ", ".join(f"{n} ({k})" for n, k in ARM_NAMES.items()),
+        choices=tuple(ARMS) + tuple(ARM_NAMES), spaced=True, metavar="ARM")
+    work_dir: Path = option(Path("runs/ablation"), "where the runs are trained")
+    report_only: bool = option(False, "write the report from the finished runs; train "
+                               "nothing")
+    restore_from: tuple[Path, ...] = option(
+        (), "a published ablation report (repeatable): every run of this ablation that it "
+        "holds is taken as finished instead of retrained (a lost work dir)", repeat=True,
+        metavar="REPORT_JSON")
+    jobs: int = option(1, "runs trained in parallel (each with train.threads from the spec)",
+                       minimum=1, maximum=64)
+    out: Path = option(Path("bench/reports/ablation_synthetic.md"), "the report")
+    overrides: tuple[str, ...] = option((), "config overrides for every run, section.key=value",
+                                        positional=True, metavar="SECTION.KEY=VALUE")
+
+
+def ablation(args: AblationRequest) -> int:
     """Train (or restore) every run of the spec, or with ``--report-only`` re-render the
     report from the finished ones."""
     runner = Ablation(args)
@@ -66,7 +97,7 @@ def read_spec(path: Path) -> dict[str, Any]:
     return spec
 
 
-def _meta(args: argparse.Namespace, spec: dict, cfg: Any, seeds: list, arm_seeds: dict
+def _meta(args: AblationRequest, spec: dict, cfg: Any, seeds: list, arm_seeds: dict
           ) -> dict[str, Any]:
     """What the report records of the whole ablation (besides its runs)."""
     t = cfg.train
@@ -101,13 +132,13 @@ def _shorter_reference(spec: dict, where: Path) -> Optional[dict[str, Any]]:
 class Ablation:
     """One ablation: its spec, planned runs and the results recorded so far."""
 
-    def __init__(self, args: argparse.Namespace) -> None:
+    def __init__(self, args: AblationRequest) -> None:
         from okdhp_edge.config import load_config
 
         self.args = args
         self.spec = spec = read_spec(args.config)
         self.base = Path(spec["base_config"]) if spec.get("base_config") else None
-        self.seeds = spec.get("seeds", [0, 1, 2]) if args.seeds is None else args.seeds
+        self.seeds = spec.get("seeds", [0, 1, 2]) if args.seeds is None else list(args.seeds)
         self.arms = spec["arms"] if args.arms is None else [canonical_arm(a) for a in args.arms]
         self.arm_seeds = {a: [s for s in v if s in self.seeds]
                           for a, v in spec["arm_seeds"].items()}
@@ -220,10 +251,10 @@ class Ablation:
         args = self.args
         if (args.arms is not None or args.seeds is not None) and not args.report_only:
             spec_arms, spec_seeds = self.spec["arms"], self.spec.get("seeds", [0, 1, 2])
-            ablation(argparse.Namespace(**{
-                **vars(args), "report_only": True,
-                "arms": spec_arms + [a for a in self.arms if a not in spec_arms],
-                "seeds": spec_seeds + [x for x in self.seeds if x not in spec_seeds]}))
+            ablation(dataclasses.replace(
+                args, report_only=True,
+                arms=tuple(spec_arms + [a for a in self.arms if a not in spec_arms]),
+                seeds=tuple(spec_seeds + [x for x in self.seeds if x not in spec_seeds])))
             return
         ordered = _ordered(self.results, self.arms)
         if self.reference is not None:

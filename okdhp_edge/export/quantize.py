@@ -20,9 +20,9 @@ import numpy as np
 
 from okdhp_edge.data.errors import DataError
 from okdhp_edge.errors import QuantizationError
+from okdhp_edge.grammar import option
 from okdhp_edge.records import StudentManifest
 from okdhp_edge.targets import BACKEND_INFO
-from okdhp_edge.utils.cli import count, number
 
 log = logging.getLogger(__name__)
 
@@ -78,16 +78,33 @@ class QuantRecipe:
             or ``keep`` (they run in float).
     """
 
-    method: str = "default"
-    num_images: int = 300
-    seed: int = 0
-    keep_head: bool = False
-    max_drop: Optional[float] = None
-    ort_activations: str = "u8"
-    overflow_fix: str = "first_layer"
-    ort_quantizer: str = "nncf"
-    ort_nncf_activations: str = "per_tensor"
-    ort_transposed_conv: str = "subpixel"
+    method: str = option("default", "activation ranges (default: ONNX Runtime MinMax, "
+                         "NNCF's own)", choices=METHODS, flag="--calib-method")
+    num_images: int = option(300, "calibration crops of the training split", minimum=1,
+                             flag="--calib-images")
+    seed: int = option(0, "which crops (numpy seed)", minimum=0, flag="--calib-seed")
+    keep_head: bool = option(False, "keep the final heatmap convolution in fp32",
+                             flag="--int8-keep-head")
+    max_drop: Optional[float] = option(
+        None, "OpenVINO: NNCF accuracy control, at most this much of the metric lost on the "
+        "selection split (AP 0.005 = half a point)", minimum=0,
+        flag="--int8-max-drop")
+    ort_activations: str = option("u8", "ONNX Runtime activations: u8 (x86) or s8 (Arm)",
+                                  choices=("u8", "s8"))
+    overflow_fix: str = option(
+        "first_layer", "OpenVINO: weights in half the int8 range against the saturation of "
+        "CPUs without VNNI (enable: every convolution; see docs/int8.md)",
+        choices=OVERFLOW_FIXES, flag="--int8-overflow-fix")
+    ort_quantizer: str = option(
+        "nncf", "ONNX Runtime's QDQ file: NNCF's (range presets, bias correction: the "
+        "OpenVINO file's recipe; the default) or its own static quantization",
+        choices=ORT_QUANTIZERS)
+    ort_nncf_activations: str = option(
+        "per_tensor", "with ort_quantizer nncf: activations per tensor (ONNX Runtime fuses "
+        "every convolution) or NNCF's per-channel choice (slower)", choices=NNCF_ACTIVATIONS)
+    ort_transposed_conv: str = option(
+        "subpixel", "ONNX Runtime: a light decoder's transposed convolutions as sub-pixel "
+        "convolutions, which quantize, or kept (they run in float)", choices=TRANSPOSED_CONV)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -136,7 +153,7 @@ class QuantRecipe:
             for name in names:
                 if getattr(self, name) != getattr(default, name) and owner not in backends:
                     raise QuantizationError(
-                        f"{FLAGS[name]} {getattr(self, name)}: only {owner}'s INT8 reads it, "
+                        f"{recipe_flag(name)} {getattr(self, name)}: only {owner}'s INT8 reads it, "
                         f"and it is not among the backends quantized here "
                         f"({', '.join(sorted(backends)) or 'none'})")
 
@@ -162,67 +179,14 @@ def nncf_range_estimator(method: str) -> Any:
             "entropy": R.HISTOGRAM}.get(method)
 
 
-# the command-line option of each recipe field, with its argparse settings (the default is
-# the field's own); the options a reproducing command always spells out
-OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
-    "method": ("--calib-method", {
-        "choices": METHODS,
-        "help": "activation ranges (default: ONNX Runtime MinMax, NNCF's own)"}),
-    "num_images": ("--calib-images", {"type": count(1), "metavar": "N",
-                                      "help": "calibration crops"}),
-    "seed": ("--calib-seed", {"type": count(0), "metavar": "SEED"}),
-    "keep_head": ("--int8-keep-head", {
-        "action": "store_true", "help": "keep the final heatmap convolution in fp32"}),
-    "max_drop": ("--int8-max-drop", {
-        "type": number(0), "metavar": "DROP",
-        "help": "OpenVINO: NNCF accuracy control, at most DROP of the metric lost on the "
-                "selection split (AP 0.005 = half a point)"}),
-    "ort_activations": ("--ort-activations", {
-        "choices": ("u8", "s8"), "help": "ONNX Runtime activations: u8 (x86) or s8 (Arm)"}),
-    "ort_quantizer": ("--ort-quantizer", {
-        "choices": ORT_QUANTIZERS,
-        "help": "ONNX Runtime's QDQ file: NNCF's (range presets, bias correction: the "
-                "OpenVINO file's recipe; the default) or its own static quantization"}),
-    "ort_nncf_activations": ("--ort-nncf-activations", {
-        "choices": NNCF_ACTIVATIONS,
-        "help": "with --ort-quantizer nncf: activations per tensor (the default: ONNX "
-                "Runtime fuses every convolution) or NNCF's per-channel choice (slower)"}),
-    "ort_transposed_conv": ("--ort-transposed-conv", {
-        "choices": TRANSPOSED_CONV,
-        "help": "ONNX Runtime: a light decoder's transposed convolutions as sub-pixel "
-                "convolutions, which quantize (the default), or kept (they run in float)"}),
-    "overflow_fix": ("--int8-overflow-fix", {
-        "choices": OVERFLOW_FIXES,
-        "help": "OpenVINO: weights in half the int8 range against the saturation of CPUs "
-                "without VNNI (enable: every convolution; see docs/int8.md)"}),
-}
-ALWAYS_SPELLED = ("method", "num_images", "seed")
-FLAGS = {name: flag for name, (flag, _) in OPTIONS.items()}
+def recipe_flag(name: str) -> str:
+    """The command-line option of a recipe field (``num_images`` -> ``--calib-images``)."""
+    f = next(f for f in fields(QuantRecipe) if f.name == name)
+    return f.metadata.get("flag") or "--" + name.replace("_", "-")
 
 
-def add_recipe_arguments(parser: Any) -> None:
-    """The command-line options of a recipe (bench, zoo export)."""
-    q = parser.add_argument_group("INT8 (precision int8): calibrated on the training split")
-    default = QuantRecipe()
-    for name, (flag, kwargs) in OPTIONS.items():
-        q.add_argument(flag, dest=f"recipe_{name}", default=getattr(default, name), **kwargs)
-
-
-def recipe_from_args(args: Any) -> QuantRecipe:
-    """The recipe of parsed :func:`add_recipe_arguments` options."""
-    return QuantRecipe(**{name: getattr(args, f"recipe_{name}") for name in OPTIONS})
-
-
-def recipe_args(recipe: QuantRecipe) -> list[str]:
-    """The command-line options that give ``recipe`` (for reproducing commands)."""
-    out, default = [], QuantRecipe()
-    for name, (flag, kwargs) in OPTIONS.items():
-        value = getattr(recipe, name)
-        if kwargs.get("action") == "store_true":
-            out += [flag] if value else []
-        elif name in ALWAYS_SPELLED or value != getattr(default, name):
-            out += [flag, str(value)]
-    return out
+# the recipe keys a reproducing command always spells out (the calibration's identity)
+ALWAYS_SPELLED = ("calib_method", "calib_images", "calib_seed")
 
 
 def calibration_set(manifest: StudentManifest, recipe: QuantRecipe

@@ -1,28 +1,41 @@
-"""``python -m okdhp_edge.models NAME [key=value ...] [--json] [--input-size W H]``:
-print parameters and MACs of a registered model."""
+"""``okdhp models NAME [key=value ...] [--json] [--input-size W H]``: parameters and MACs
+of a registered model (:class:`ModelsRequest`)."""
 
 from __future__ import annotations
 
-import argparse
 import json
-from typing import Optional
+from dataclasses import dataclass
+from typing import ClassVar
 
 import yaml
 
-from okdhp_edge.utils.cli import UsageError, console_entry, count, run_cli
+from okdhp_edge.grammar import Request, option
+from okdhp_edge.utils.cli import UsageError, console_entry, request_main, run_cli
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+@dataclass(frozen=True)
+class ModelsRequest(Request):
+    """Prints the parameters and MACs of a registered model (``okdhp models okdhp
+    branches=[2,3,4]``); the names are the family table's (``okdhp models list``)."""
+
+    COMMAND: ClassVar[str] = "okdhp models"
+
+    name: str = option(help="a registered model name ('list': every name)", positional=True)
+    kwargs: tuple[str, ...] = option((), "constructor arguments, e.g. num_joints=16",
+                                     positional=True, free=True, metavar="KEY=VALUE")
+    input_size: tuple[int, int] = option((256, 256), "input size", minimum=16, maximum=4096,
+                                         metavar=("W", "H"))
+    json: bool = option(False, "print JSON")
+
+
+def run(args: ModelsRequest) -> int:
     # torch inside: a torch-free install gets the one line that names the extra
     from okdhp_edge.models.info import count_macs, count_params
     from okdhp_edge.models.registry import create_model, list_models
 
-    p = argparse.ArgumentParser(prog="python -m okdhp_edge.models", description=__doc__)
-    p.add_argument("name", help=f"one of: {', '.join(list_models())}")
-    p.add_argument("kwargs", nargs="*", help="constructor arguments, e.g. num_joints=16")
-    p.add_argument("--input-size", type=count(16), nargs=2, default=(256, 256), metavar=("W", "H"))
-    p.add_argument("--json", action="store_true")
-    args = p.parse_args(argv)
+    if args.name == "list":
+        print("\n".join(list_models()))
+        return 0
     kwargs = {}
     for kv in args.kwargs:
         if "=" not in kv:
@@ -43,6 +56,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     return 0
 
 
+main = request_main(ModelsRequest, run)
 cli = console_entry(main)  # the console script: as python -m, one-line errors
 
 

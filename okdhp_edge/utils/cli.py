@@ -7,7 +7,8 @@ import importlib
 import logging
 import math
 import sys
-from typing import Callable, Optional
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
 
 from okdhp_edge.errors import OkdhpError, UsageError
 
@@ -15,8 +16,8 @@ from okdhp_edge.errors import OkdhpError, UsageError
 TRAIN_EXTRA = ("torch", "scipy", "onnx", "safetensors", "psutil", "cpuinfo", "nncf")
 
 
-__all__ = ["UsageError", "console_entry", "count", "dispatch", "number", "one_line", "run_cli",
-           "setup_logging"]
+__all__ = ["Command", "UsageError", "console_entry", "count", "dispatch", "number", "one_line",
+           "request_main", "run_cli", "setup_logging", "table_help"]
 
 
 def setup_logging(verbose: bool = False) -> None:
@@ -69,18 +70,66 @@ def run_cli(main: Callable[[Optional[list[str]]], int], argv: Optional[list[str]
     sys.exit(code)
 
 
-def dispatch(argv: list[str], commands: dict[str, str], prog: str, usage: str,
+def request_main(request: Any, run: Callable[[Any], int]
+                 ) -> Callable[[Optional[list[str]]], int]:
+    """The ``main(argv)`` of a command whose options are ``request`` (a
+    :class:`okdhp_edge.grammar.Request` class): parse (``--show`` prints the keys and
+    stops), set up logging, ``run(request)``; its return is the exit status."""
+
+    def main(argv: Optional[list[str]] = None) -> int:
+        req = request.parse(list(sys.argv[1:] if argv is None else argv))
+        if req is None:
+            return 0
+        setup_logging()
+        return run(req)
+
+    return main
+
+
+@dataclass(frozen=True)
+class Command:
+    """One entry of a command table: ``target`` runs it (``module`` whose ``main(argv)``
+    does, or ``module:function``), ``summary`` is its line in the table's help."""
+
+    target: str
+    summary: str
+
+    def main(self) -> Callable[[list[str]], int]:
+        module, _, attr = self.target.partition(":")
+        return getattr(importlib.import_module(module), attr or "main")
+
+
+def table_help(prog: str, intro: str, commands: dict[str, Command],
+               default: Optional[str] = None) -> str:
+    """The help of a command table, generated from it: what ``prog --help`` prints."""
+    import inspect
+    import textwrap
+
+    width = max(map(len, commands)) + 4
+    lines = [f"usage: {prog} <command> [options]", "", inspect.cleandoc(intro), "",
+             "commands:"]
+    for name, c in commands.items():
+        text = c.summary + (" (the default)" if name == default else "")
+        lines += textwrap.wrap(text, 96, initial_indent=f"  {name:<{width - 2}}",
+                               subsequent_indent=" " * width)
+    lines += [""] + textwrap.wrap(
+        f"`{prog} <command> --help` gives a command's options, `--show` every key with its "
+        "default; options are --flag value or key=value alike.", 96)
+    return "\n".join(lines)
+
+
+def dispatch(argv: list[str], commands: dict[str, Command], prog: str, intro: str,
              default: Optional[str] = None) -> int:
-    """The one grammar of every command: ``<prog> <command> [options]``, where each command
-    is the module whose ``main(argv)`` runs it (``commands``: name -> module). ``default``:
-    the command an option-first argv runs (``okdhp bench --zoo Z`` is ``okdhp bench run
-    --zoo Z``). ``-h``/``--help`` or nothing prints ``usage``; an unknown command is a
+    """The one sub-command mechanism of every command table (``okdhp``, ``okdhp bench``,
+    ``okdhp zoo``, ``okdhp experiments``): ``<prog> <command> [options]``. ``default``: the
+    command an option-first argv runs (``okdhp bench --zoo Z`` is ``okdhp bench run --zoo
+    Z``). ``-h``/``--help`` or nothing prints the table's help; an unknown command is a
     :class:`UsageError` naming the command it is close to (a misspelling), or every command
     where none is close (``okdhp nope`` is not a misspelt ``models``)."""
     import difflib
 
-    if not argv or (argv[0] in ("-h", "--help") and default is None):
-        print(usage)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(table_help(prog, intro, commands, default))
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     if command.startswith("-") and default is not None:
@@ -91,7 +140,7 @@ def dispatch(argv: list[str], commands: dict[str, str], prog: str, usage: str,
                 else f"the commands are: {', '.join(commands)}")
         raise UsageError(f"unknown command '{command}' of {prog}; {hint} ({prog} --help says "
                          "what each does)")
-    return importlib.import_module(commands[command]).main(rest)
+    return commands[command].main()(rest)
 
 
 def count(minimum: int = 0) -> Callable[[str], int]:
