@@ -172,7 +172,8 @@ def check_value(value: Any, key: Key) -> Any:
     base = _base(tp)
     if _is_tuple(base):
         if isinstance(value, str):
-            value = tuple(s.strip() for s in value.split(",") if s.strip())
+            value = (value,) if m.get("positional") else tuple(
+                s.strip() for s in value.split(",") if s.strip())
         if not isinstance(value, (list, tuple)):
             raise UsageError(f"{key.label}: expected a list, got {value!r}")
         args = typing.get_args(base)
@@ -370,6 +371,8 @@ def _from_texts(raw: list[str], key: Key) -> Any:
     if not _is_tuple(_base(key.tp)):
         return _from_text(raw[-1], key.tp, key)
     item = _item(_base(key.tp))
+    if key.meta.get("positional"):  # config overrides hold commas of their own: [8,16]
+        return tuple(_from_text(s, item, key) for s in raw)
     return tuple(_from_text(part.strip(), item, key) for s in raw for part in s.split(",")
                  if part.strip())
 

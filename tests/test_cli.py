@@ -13,6 +13,26 @@ from tests.conftest import ROOT
 REPORT = ROOT / "bench" / "reports" / "amd-epyc-2c-avx512bf16" / "quickstart.json"
 
 
+def all_requests() -> dict:
+    """``okdhp <command> [<sub-command>]`` -> its request class, every command of the
+    door's tables (a command whose main is not a request's names its sub-commands)."""
+    import importlib
+    import inspect
+
+    from okdhp_edge.__main__ import COMMANDS
+
+    out = {}
+    for name, command in COMMANDS.items():
+        module = importlib.import_module(command.target.partition(":")[0])
+        subs = getattr(module, "COMMANDS", None)
+        for sub, c in (subs.items() if subs else [("", command)]):
+            main = c.main()
+            request = inspect.getclosurevars(main).nonlocals.get("request")
+            assert request is not None, f"okdhp {name} {sub}: its main is not a request's"
+            out[f"{name} {sub}".strip()] = request
+    return out
+
+
 def _okdhp(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "okdhp_edge", *args], capture_output=True,
                           text=True, timeout=120, cwd=ROOT)
@@ -74,3 +94,30 @@ def test_sub_commands_share_the_door_grammar(capsys):
         main(["bench", "run", "--help"])
     out = capsys.readouterr().out
     assert out.startswith("usage: okdhp bench") and "--zoo ZOO" in out
+
+
+def test_every_command_is_a_typed_request_with_show(capsys):
+    """``okdhp <command> --show`` prints every key of every command (for train also the
+    99 training keys), under the okdhp name."""
+    from okdhp_edge.__main__ import main
+
+    requests = all_requests()
+    assert len(requests) == 16, sorted(requests)
+    for name, request in requests.items():
+        assert main([*name.split(), "--show"]) == 0
+        out = capsys.readouterr().out
+        assert request.COMMAND == f"okdhp {name}".removesuffix(" run"), name  # run: default
+        assert out.startswith(f"{request.COMMAND}: keys"), name
+        assert all(f"  {k.name} " in out for k in request.keys()), name
+    main(["train", "--show"])
+    assert "training keys (99;" in capsys.readouterr().out
+
+
+def test_api_keywords_are_the_command_keys(tmp_path):
+    """api.bench and api.pick take the keys of ``okdhp bench`` and ``okdhp zoo pick``:
+    the same names, the same checks."""
+    with pytest.raises(UsageError, match="calib_images .--calib-images.: expected a whole "
+                                         "number >= 1"):
+        api.bench(tmp_path / "zoo", calib_images=0)
+    with pytest.raises(UsageError, match="max_ap_drop .--max-ap-drop.: .* points of AP"):
+        api.pick(REPORT, 1.5, max_ap_drop=2)

@@ -294,25 +294,11 @@ def test_detection_reader(mutation):
 
 # ----------------------------------------------------------------------- command lines
 
-def _parsers():
-    from okdhp_edge.bench.command import parser as bench
-    from okdhp_edge.evaluate import _parser as evaluate
-    from okdhp_edge.train import _parser as train
-    from okdhp_edge.zoo import _parser as zoo
+def _requests():
+    """Every command's request class, from the door's tables."""
+    from tests.test_cli import all_requests
 
-    return {"bench": (bench, []), "zoo pick": (zoo, ["pick"]), "zoo export": (zoo, ["export"]),
-            "evaluate": (evaluate, []), "train": (train, [])}
-
-
-def _options(parser, prefix):
-    """The option strings of ``parser`` (of its sub-command ``prefix`` when it has one)."""
-    import argparse
-
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction) and prefix:
-            return _options(action.choices[prefix[0]], [])
-    return sorted(s for a in parser._actions for s in a.option_strings
-                  if s not in ("-h", "--help"))
+    return all_requests()
 
 
 hostile = st.one_of(st.sampled_from(["nan", "inf", "-inf", "-1", "0", "1e400", "9" * 30,
@@ -323,23 +309,24 @@ hostile = st.one_of(st.sampled_from(["nan", "inf", "-inf", "-1", "0", "1e400", "
 @FUZZ
 @given(data=st.data())
 def test_command_arguments(data):
-    """Every command's options given hostile values: refused by the parser (exit 2, one
-    usage line) or read into values within their ranges, never another exception."""
-    name = data.draw(st.sampled_from(sorted(_parsers())))
-    make, prefix = _parsers()[name]
-    flags = _options(make(), prefix)
-    argv = list(prefix)
+    """Every command's options given hostile values, as --flag or key=value: refused with
+    one line (UsageError) or read into values within each key's declared range and
+    choices, never another exception."""
+    from okdhp_edge.errors import UsageError
+    from okdhp_edge.grammar import check_value
+
+    requests = _requests()
+    name = data.draw(st.sampled_from(sorted(requests)))
+    cls = requests[name]
+    argv = []
     for _ in range(data.draw(st.integers(1, 4))):
-        argv += [data.draw(st.sampled_from(flags)), data.draw(hostile)]
+        key, value = data.draw(st.sampled_from(cls.keys())), data.draw(hostile)
+        spelt = data.draw(st.booleans()) and not key.meta.get("positional")
+        argv += [key.flag, value] if spelt else [f"{key.name}={value}"]
     try:
-        args = make().parse_args(argv)
-    except SystemExit as exc:
-        assert exc.code == 2, (name, argv)
+        req = cls.parse(argv)
+    except UsageError as exc:
+        assert "\n" not in str(exc), (name, argv)
         return
-    for key in ("threads", "batch", "min_iters", "rounds", "bootstrap", "calib_images",
-                "recipe_num_images", "recipe_seed", "batch_size", "accuracy_max_persons"):
-        assert getattr(args, key, 0) is None or getattr(args, key, 0) >= 0, (key, argv)
-    for key in ("min_time", "max_latency_ms", "ap_tolerance", "max_ap_drop", "sigma",
-                "recipe_max_drop"):
-        v = getattr(args, key, 0)
-        assert v is None or (math.isfinite(v) and v >= 0), (key, argv)
+    for key, value in zip(cls.keys(), req.values().values()):
+        assert check_value(value, key) == value, (name, key.name, value)

@@ -12,8 +12,8 @@ PACKAGE = ROOT / "okdhp_edge"
 
 # lowest first; a module is in the layer of the longest prefix that names it
 LAYERS = (
-    ("okdhp_edge.errors", "okdhp_edge.schema", "okdhp_edge.utils", "okdhp_edge.targets",
-     "okdhp_edge.families"),
+    ("okdhp_edge.errors", "okdhp_edge.schema", "okdhp_edge.grammar", "okdhp_edge.utils",
+     "okdhp_edge.targets", "okdhp_edge.families"),
     ("okdhp_edge.records", "okdhp_edge.config", "okdhp_edge.data"),
     ("okdhp_edge.models", "okdhp_edge.losses", "okdhp_edge.evaluation", "okdhp_edge.manifest"),
     ("okdhp_edge.backends.base", "okdhp_edge.export.onnx_export", "okdhp_edge.export.quantize",

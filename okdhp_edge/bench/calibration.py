@@ -10,7 +10,6 @@ Writes ``<out-root>/<device-id>/<zoo>_calibration.{json,md}``.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ from okdhp_edge.records import (
 )
 from okdhp_edge.schema import to_dict
 from okdhp_edge.targets import BACKEND_INFO, backends_with, get_target
-from okdhp_edge.utils.cli import UsageError
+from okdhp_edge.utils.cli import UsageError, request_main
 from okdhp_edge.utils.io import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -308,14 +307,9 @@ class CalibrationRequest(Request):
                 raise UsageError(str(exc)) from None
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def _run(args: CalibrationRequest) -> int:
     from okdhp_edge.bench.device import device_id, fingerprint
-    from okdhp_edge.utils.cli import setup_logging
 
-    args = CalibrationRequest.parse(list(sys.argv[1:] if argv is None else argv))
-    if args is None:
-        return 0
-    setup_logging()
     out_dir = args.out_root / device_id(fingerprint(0), args.device_name)
     zoo_name = args.zoo.resolve().name
     out = out_dir / f"{zoo_name}_calibration.json"
@@ -326,3 +320,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     atomic_write_text(out.with_suffix(".md"), markdown(rep, reproduce_command(rep)))
     print(f"json: {out}\nmd: {out.with_suffix('.md')}")
     return 0
+
+
+main = request_main(CalibrationRequest, _run)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Optional
 
 from okdhp_edge.grammar import Request, option
-from okdhp_edge.targets import BACKEND_INFO
+from okdhp_edge.targets import BACKEND_INFO, backends_with, default_backends
 from okdhp_edge.utils.cli import UsageError, request_main
 from okdhp_edge.utils.io import atomic_write_json, atomic_write_text
 
@@ -47,8 +47,10 @@ class QatAblationRequest(Request):
                             metavar="RUN_DIR")
     zoo: Path = option(help="that run's zoo (the PTQ arm and the float baselines)")
     seeds: tuple[int, ...] = option((0, 1), "the seeds", minimum=0, spaced=True)
-    backends: tuple[str, ...] = option(("onnxruntime", "openvino"), "backends with an int8 "
-                                       "target", choices=tuple(BACKEND_INFO))
+    backends: tuple[str, ...] = option(
+        tuple(b for b in backends_with("int8") if b in default_backends()),
+        "backends with an int8 target (default: the bench's that have one)",
+        choices=tuple(BACKEND_INFO))
     calib_images: int = option(300, "calibration crops of the PTQ arm (the bench's default "
                                "recipe)", minimum=1)
     work_dir: Path = option(Path("runs/qat_ablation"), "where the arms are trained")

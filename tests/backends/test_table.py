@@ -54,8 +54,7 @@ def test_torch_free_runners_load_without_torch():
 
 
 def test_cli_defaults_come_from_the_table():
-    from okdhp_edge.bench.command import parser
+    from okdhp_edge.bench.command import BenchRequest
 
-    args = parser().parse_args(["--zoo", "z"])
-    assert tuple(args.backends.split(",")) == default_backends()
+    assert BenchRequest.parse(["--zoo", "z"]).backends == default_backends()
     assert "executorch" not in default_backends() and "litert" in default_backends()

@@ -21,7 +21,7 @@ from okdhp_edge.bench.report import load_report
 from okdhp_edge.utils.isolate import LOG_DIR_PREFIX, remove_stale_log_dirs
 
 FAST = dict(threads=1, min_iters=6, min_time=0.05, warmup_time=0.02, rounds=2, batch=1,
-            no_accuracy=True, device_name="iso-box")
+            accuracy=False, device_name="iso-box")
 MISBEHAVING = "tests.bench.misbehaving"
 
 

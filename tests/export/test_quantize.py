@@ -257,9 +257,10 @@ def test_calibration_sensitivity_report_resumes(tiny_zoo, tmp_path):
     import json
 
     cmd = [sys.executable, "-m", "okdhp_edge.bench", "calibration", "--zoo", str(tiny_zoo),
-           "--students", "hg2", "--backends", "openvino", "--images", "8",
-           "--methods", "default", "--device-name", "box", "--max-drops", "0",
-           "--overflow-fix", "--out-root", str(tmp_path / "r"), "--work-dir", str(tmp_path / "w")]
+           "--students", "hg2", "--backends", "openvino", "--calib-images", "8",
+           "--calib-methods", "default", "--device-name", "box", "--int8-max-drops", "0",
+           "--also-overflow-fix", "--out-root", str(tmp_path / "r"),
+           "--work-dir", str(tmp_path / "w")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rep = json.loads((tmp_path / "r" / "box" / "tiny_calibration.json").read_text())
@@ -270,7 +271,7 @@ def test_calibration_sensitivity_report_resumes(tiny_zoo, tmp_path):
     assert rep["fp32"]["hg2/openvino"]["value"] is not None
     md = (tmp_path / "r" / "box" / "tiny_calibration.md").read_text()
     assert "| hg2 |" in md and "default @ 8" in md and "accuracy control" in md
-    assert "default+ofx @ 8" in md and "--overflow-fix --max-drops 0" in md
+    assert "default+ofx @ 8" in md and "--int8-max-drops 0 --also-overflow-fix" in md
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "hg2/openvino/default/8:" not in again.stderr
     bad = subprocess.run(cmd[:6] + ["--backends", "torch"], capture_output=True, text=True)
@@ -285,9 +286,9 @@ def test_calibration_experiment_resumes_and_says_how_to_rebuild(tiny_zoo, tmp_pa
     # a process of its own: ONNX Runtime's percentile calibration crashed (SIGSEGV) in a
     # pytest process that had run other benches and INT8 builds before it
     cmd = [sys.executable, "-m", "okdhp_edge.bench", "calibration", "--zoo", str(tiny_zoo),
-           "--students", "hg2", "--backends", "onnxruntime", "--images", "4,8",
-           "--methods", "default,percentile", "--keep-head", "--device-name", "box", "--out-root",
-           str(tmp_path / "reports"), "--work-dir", str(tmp_path / "work")]
+           "--students", "hg2", "--backends", "onnxruntime", "--calib-images", "4,8",
+           "--calib-methods", "default,percentile", "--also-keep-head", "--device-name", "box",
+           "--out-root", str(tmp_path / "reports"), "--work-dir", str(tmp_path / "work")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = tmp_path / "reports" / "box" / f"{tiny_zoo.name}_calibration.json"
@@ -302,8 +303,8 @@ def test_calibration_experiment_resumes_and_says_how_to_rebuild(tiny_zoo, tmp_pa
     assert rep["fp32"]["hg2/onnxruntime"]["value"] is not None
     assert rep["cells"]["hg2/onnxruntime/percentile/8"]["calibration_method"] == "percentile"
     md = out.with_suffix(".md").read_text()
-    assert ("--students hg2 --backends onnxruntime --images 4,8 --methods default,percentile "
-            "--keep-head" in md) and "default+head @ 8" in md
+    assert ("--backends onnxruntime --calib-images 4,8 --calib-methods default,percentile "
+            "--also-keep-head --students hg2" in md) and "default+head @ 8" in md
     # every cell: its interval, and the paired interval of its change from fp32; recipes
     # against the default one are paired in the Markdown
     for cell in rep["cells"].values():
@@ -392,15 +393,18 @@ def test_a_full_disk_while_quantizing_is_one_line_and_leaves_nothing(int8_export
                 ort_quantizer="ort"),
     QuantRecipe(ort_quantizer="nncf", ort_nncf_activations="per_channel")])
 def test_recipe_options_round_trip(recipe):
-    """A recipe's reproducing options parse back to that recipe (one option table)."""
-    import argparse
+    """A recipe's reproducing options parse back to that recipe (the recipe's fields are
+    the request's keys: one definition for bench, zoo export and the API)."""
+    import dataclasses
 
-    from okdhp_edge.export.quantize import add_recipe_arguments, recipe_args, recipe_from_args
+    from okdhp_edge.bench.command import BenchRequest
+    from okdhp_edge.zoo import ExportRequest
 
-    parser = argparse.ArgumentParser()
-    add_recipe_arguments(parser)
-    assert recipe_from_args(parser.parse_args(recipe_args(recipe))) == recipe
-    assert recipe_from_args(parser.parse_args([])) == QuantRecipe()
+    for request, base in ((BenchRequest, ["--zoo", "z"]),
+                          (ExportRequest, ["--zoo", "z", "--out", "o", "--all"])):
+        req = dataclasses.replace(request.parse(base), recipe=recipe)
+        assert request.parse(req.argv()).recipe == recipe
+        assert request.parse(base).recipe == QuantRecipe()
 
 
 def _ort_float_convs(path: Path) -> set[str]:

@@ -193,7 +193,7 @@ def test_ablation_scores_and_reports_every_arm(qat_zoo, tiny_zoo, tmp_path):
 
 
 def test_ablation_refuses_what_it_cannot_run(tmp_path):
-    res = okdhp("experiments", "qat", "--from", tmp_path, "--zoo", tmp_path)
+    res = okdhp("experiments", "qat", "--qat-from", tmp_path, "--zoo", tmp_path)
     assert res.returncode == 2 and "no last.pt there" in res.stderr
 
 

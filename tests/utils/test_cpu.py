@@ -80,10 +80,9 @@ def test_int8_dot_product_flags_and_the_bench_hint(monkeypatch, caplog):
     monkeypatch.setattr(bench_cli, "cpu_has_int8_dot", lambda: False)
     base = ["--zoo", "z", "--backends", "onnxruntime,openvino", "--precisions", "fp32,int8"]
     with caplog.at_level(logging.INFO, logger="okdhp_edge.bench"):
-        bench_cli._targets(bench_cli.parser().parse_args(base))
+        bench_cli._targets(bench_cli.BenchRequest.parse(base))
         assert "--int8-overflow-fix enable" in caplog.text
         caplog.clear()
-        bench_cli._targets(bench_cli.parser().parse_args(
-            base + ["--int8-overflow-fix", "enable"]))
-        bench_cli._targets(bench_cli.parser().parse_args(base[:3] + ["onnxruntime"] + base[4:]))
+        bench_cli._targets(bench_cli.BenchRequest.parse(base + ["--int8-overflow-fix", "enable"]))
+        bench_cli._targets(bench_cli.BenchRequest.parse(base[:3] + ["onnxruntime"] + base[4:]))
         assert "overflow" not in caplog.text
