@@ -20,18 +20,19 @@ COMMANDS = {
     "quickstart": Command("okdhp_edge.quickstart", "the whole journey on synthetic data: "
                           "train a zoo, bench it, print the pick"),
     "train": Command("okdhp_edge.train", "train a multi-branch network and write its "
-                     "student zoo (--config CFG, section.key=value overrides)"),
+                     "student zoo (--config CFG, section.key=value)"),
     "bench": Command("okdhp_edge.bench.__main__", "measure a zoo on this device: run "
-                     "(default) | merge | compare | calibration"),
-    "zoo": Command("okdhp_edge.zoo", "list | pick | export: browse a zoo, pick a student "
-                   "under a budget, export bundles"),
-    "evaluate": Command("okdhp_edge.evaluate", "score a student (or a file) on a dataset"),
+                     "(the default), merge, compare, calibration"),
+    "zoo": Command("okdhp_edge.zoo", "list, pick, export: browse a zoo, pick a student "
+                   "under a latency budget, export torch-free bundles"),
+    "evaluate": Command("okdhp_edge.evaluate", "score a student, or the codec oracle, on a "
+                        "dataset"),
     "visualize": Command("okdhp_edge.visualize", "draw a student's predictions"),
-    "models": Command("okdhp_edge.models.__main__", "list the model families and their "
-                      "students' sizes"),
+    "models": Command("okdhp_edge.models.__main__", "parameters and MACs of a registered "
+                      "model"),
     "synthetic": Command("okdhp_edge.data.synthetic", "write a synthetic pose dataset"),
-    "experiments": Command("okdhp_edge.experiments", "ablation | qat | render: the "
-                           "method's ablations and their reports"),
+    "experiments": Command("okdhp_edge.experiments", "ablation, qat, render: the method's "
+                           "ablations and their reports"),
 }
 
 

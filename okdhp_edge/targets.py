@@ -275,3 +275,17 @@ def formats_for(targets: list[Target], throughput: bool = False) -> list[str]:
             if name in FORMATS:
                 out += [f for f in format_chain(name) if f not in out]
     return out
+def backends_markdown() -> str:
+    """The backends as a Markdown table, generated from :data:`BACKEND_INFO` and
+    :data:`TARGETS` (the README's table: a test keeps the two equal)."""
+    lines = ["| backend | precisions (benched by default in bold) | runs on | pip extra: runtime"
+             " / converters | torch-free bundle |", "|---|---|---|---|---|"]
+    for b in BACKEND_INFO.values():
+        targets = [t for t in TARGETS.values() if t.backend == b.name]
+        precisions = ", ".join(f"**{t.precision}**" if t.default and b.bench_default
+                               else t.precision for t in targets)
+        device = {"host": "CPU or GPU", "cuda": "NVIDIA GPU", "cpu": "CPU"}[targets[0].device]
+        extra = f"{b.runtime_extra or '(plain install)'} / {b.export_extra}"
+        bundle = "yes" if b.torch_free and any(t.bundle for t in targets) else "no"
+        lines.append(f"| `{b.name}` | {precisions} | {device} | {extra} | {bundle} |")
+    return "\n".join(lines)

@@ -96,4 +96,5 @@ def test_tests_mirror_the_package():
     for t in tests.glob("test_*.py"):
         name = t.stem.removeprefix("test_")
         assert (PACKAGE / f"{name}.py").is_file() or name in ("cli", "fuzz", "integrity",
-                                                              "layers", "packaging"), t
+                                                              "layers", "packaging",
+                                                              "readme"), t

@@ -16,8 +16,8 @@ from okdhp_edge.errors import OkdhpError, UsageError
 TRAIN_EXTRA = ("torch", "scipy", "onnx", "safetensors", "psutil", "cpuinfo", "nncf")
 
 
-__all__ = ["Command", "UsageError", "console_entry", "count", "dispatch", "number", "one_line",
-           "request_main", "run_cli", "setup_logging", "table_help"]
+__all__ = ["Command", "UsageError", "commands_markdown", "console_entry", "count", "dispatch",
+           "number", "one_line", "request_main", "run_cli", "setup_logging", "table_help"]
 
 
 def setup_logging(verbose: bool = False) -> None:
@@ -116,6 +116,12 @@ def table_help(prog: str, intro: str, commands: dict[str, Command],
         f"`{prog} <command> --help` gives a command's options, `--show` every key with its "
         "default; options are --flag value or key=value alike.", 96)
     return "\n".join(lines)
+
+
+def commands_markdown(prog: str, commands: dict[str, Command]) -> str:
+    """A command table as Markdown (the README's: a test keeps the two equal)."""
+    return "\n".join(["| command | what it does |", "|---|---|"] + [
+        f"| `{prog} {name}` | {c.summary} |" for name, c in commands.items()])
 
 
 def dispatch(argv: list[str], commands: dict[str, Command], prog: str, intro: str,
