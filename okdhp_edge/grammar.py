@@ -398,10 +398,9 @@ def _add(p: argparse.ArgumentParser, key: Key) -> None:
     elif base is bool:
         p.add_argument(key.flag, dest=key.name, action=argparse.BooleanOptionalAction,
                        default=argparse.SUPPRESS, help=help_)
-    elif _is_tuple(base) and (m.get("spaced") or typing.get_args(base)[-1] is not Ellipsis):
-        nargs = "+" if m.get("spaced") else len(typing.get_args(base))  # --input-size W H
+    elif _is_tuple(base) and typing.get_args(base)[-1] is not Ellipsis:  # --input-size W H
         p.add_argument(key.flag, dest=key.name, default=argparse.SUPPRESS, help=help_,
-                       nargs=nargs, metavar=m.get("metavar") or None)
+                       nargs=len(typing.get_args(base)), metavar=m.get("metavar") or None)
     else:
         p.add_argument(key.flag, dest=key.name, default=argparse.SUPPRESS, help=help_,
                        action="append" if m.get("repeat") else "store",
@@ -415,6 +414,8 @@ def _key_values(argv: list[str], keys: dict[str, Key]) -> list[str]:
     out: list[str] = []
     takes_value = False
     free = any(k.meta.get("free") for k in keys.values())
+    spaced = {k.flag for k in keys.values() if k.meta.get("spaced")}
+    argv = _join_spaced(argv, spaced)
     for i, tok in enumerate(argv):
         if tok == "--":
             return out + argv[i:]
@@ -438,6 +439,24 @@ def _key_values(argv: list[str], keys: dict[str, Key]) -> list[str]:
         else:
             out += [key.flag, value]
         takes_value = False
+    return out
+
+
+def _join_spaced(argv: list[str], flags: set[str]) -> list[str]:
+    """``--seeds 0 1 qat.epochs=1`` as ``--seeds 0,1 qat.epochs=1``: a spaced flag takes
+    the words after it up to the next option, ``key=value`` or ``--``."""
+    out, i = [], 0
+    while i < len(argv):
+        out.append(argv[i])
+        if argv[i] in flags:
+            j = i + 1
+            while j < len(argv) and not argv[j].startswith("-") and "=" not in argv[j]:
+                j += 1
+            if j > i + 1:
+                out.append(",".join(argv[i + 1:j]))
+            i = j
+            continue
+        i += 1
     return out
 
 

@@ -121,3 +121,22 @@ def test_replace_checks_again():
     assert req.replace(count=5).count == 5 and req.count == 2
     with pytest.raises(UsageError):
         req.replace(count=50)
+
+
+@dataclass(frozen=True)
+class Spaced(Request):
+    """A request with a spaced list and overrides."""
+
+    COMMAND: ClassVar[str] = "okdhp spaced"
+
+    seeds: tuple[int, ...] = option((0,), "seeds", minimum=0, spaced=True)
+    rest: tuple[str, ...] = option((), "overrides", positional=True)
+
+
+def test_a_spaced_list_stops_at_the_next_option_or_override():
+    """``--seeds 0 1 qat.epochs=1``: the override is not read as a seed."""
+    req = Spaced.parse(["--seeds", "0", "1", "qat.epochs=1"])
+    assert req.seeds == (0, 1) and req.rest == ("qat.epochs=1",)
+    assert Spaced.parse(["--seeds", "0,1"]) == Spaced.parse(["seeds=0,1"]) == \
+        Spaced.build(seeds=[0, 1])
+    assert Spaced.parse(req.argv()) == req
