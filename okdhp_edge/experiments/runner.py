@@ -7,6 +7,7 @@ import dataclasses
 import json
 import logging
 import os
+import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -110,8 +111,9 @@ def _meta(args: AblationRequest, spec: dict, cfg: Any, seeds: list, arm_seeds: d
             "lambda_kd_strong": spec.get("lambda_kd_strong", 100 * cfg.loss.lambda_kd),
             "argv": sys.argv, "jobs": args.jobs,
             "plateau_schedule": plateau if t.plateau_patience else None,
-            "argv_display": ["python", "-m", "okdhp_edge.experiments",
-                             *[a for a in sys.argv[1:] if a != "--report-only"]]}
+            # the command that trains the whole ablation (a report-only rerun's too)
+            "argv_display": shlex.split(dataclasses.replace(args, report_only=False)
+                                        .command())}
 
 
 def _shorter_reference(spec: dict, where: Path) -> Optional[dict[str, Any]]:
