@@ -31,11 +31,16 @@ class TrainResult:
     run_dir: Path
     zoo: Optional[Path]
     is_main: bool = True  # the main process (rank 0) of a distributed run
+    # the run's state at its end (:class:`okdhp_edge.training.checkpoint.TrainState`:
+    # epochs, wall time, history, best epochs and their per-image results)
+    state: Any = None
 
 
 def train(cfg: Any, config_name: str = "", resume: Optional[Path] = None,
-          write_zoo: bool = True) -> TrainResult:
+          write_zoo: bool = True, run_dir: Optional[Path] = None) -> TrainResult:
     """Train ``cfg`` (a :class:`okdhp_edge.config.Config`), then write its student zoo.
+    ``resume``: continue the run in that folder; ``run_dir``: the folder of a new run
+    (default: a new one under ``train.out_dir``).
 
     Raises:
         TrainingInterrupted: SIGINT/SIGTERM (a checkpoint was written; resume the run).
@@ -54,12 +59,12 @@ def train(cfg: Any, config_name: str = "", resume: Optional[Path] = None,
         from okdhp_edge.training.qat import QatTrainer, qat_run_config
 
         cfg, trainer_class = qat_run_config(cfg), QatTrainer
-    trainer = trainer_class(cfg, run_dir=resume, resume=resume is not None,
+    trainer = trainer_class(cfg, run_dir=resume or run_dir, resume=resume is not None,
                             config_name=config_name)
     try:
         run = trainer.fit()
         zoo = write(run) if write_zoo and trainer.dist.is_main else None
-        return TrainResult(Path(trainer.run_dir), zoo, trainer.dist.is_main)
+        return TrainResult(Path(trainer.run_dir), zoo, trainer.dist.is_main, trainer.state)
     finally:
         trainer.close()
 

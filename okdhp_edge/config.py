@@ -147,6 +147,9 @@ class TrainConfig:
     # a checkpoint at least this often, also mid-epoch (sampler position and RNG included):
     # a SIGKILL loses at most this much training; 0: only at epoch ends and on SIGINT/SIGTERM
     checkpoint_minutes: float = 5.0
+    # SIGINT/SIGTERM: the run finishes its iteration and writes a checkpoint within this
+    # many seconds, else it says so and exits without one (a second signal exits at once)
+    stop_deadline_s: float = 120.0
     # Plateau schedule, on when plateau_patience > 0 (then lr_steps must be empty and
     # train.epochs is only a cap): a validation at which no student's selection AP, averaged
     # over its last plateau_window validations (one noisy value must not count as progress),
@@ -344,7 +347,8 @@ _RANGES = (
     ("train.lr", 0, True), ("train.lr_factor", 0, True), ("train.weight_decay", 0, False),
     ("train.warmup_iters", 0, False), ("train.val_every", 1, False),
     ("train.max_iters_per_epoch", 0, False), ("train.threads", 0, False),
-    ("train.log_every", 1, False), ("eval.batch_size", 1, False),
+    ("train.log_every", 1, False), ("train.stop_deadline_s", 0, True),
+    ("eval.batch_size", 1, False),
     ("data.scale_factor", 0, False), ("data.rot_factor", 0, False),
     ("data.select_max_images", 1, False), ("data.synthetic_num_train", 1, False),
     ("data.synthetic_num_val", 1, False), ("loss.lambda_ens", 0, False),

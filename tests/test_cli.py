@@ -98,7 +98,7 @@ def test_sub_commands_share_the_door_grammar(capsys):
 
 def test_every_command_is_a_typed_request_with_show(capsys):
     """``okdhp <command> --show`` prints every key of every command (for train also the
-    99 training keys), under the okdhp name."""
+    100 training keys), under the okdhp name."""
     from okdhp_edge.__main__ import main
 
     requests = all_requests()
@@ -110,7 +110,7 @@ def test_every_command_is_a_typed_request_with_show(capsys):
         assert out.startswith(f"{request.COMMAND}: keys"), name
         assert all(f"  {k.name} " in out for k in request.keys()), name
     main(["train", "--show"])
-    assert "training keys (99;" in capsys.readouterr().out
+    assert "training keys (100;" in capsys.readouterr().out
 
 
 def test_api_keywords_are_the_command_keys(tmp_path):

@@ -42,9 +42,8 @@ def _readable_command(command: str) -> str:
 
 def run_one(config: Optional[Path], overrides: list[str], run_dir: Path) -> dict[str, Any]:
     """Train (or resume) one run and evaluate its students; cached in result.json."""
+    from okdhp_edge import api
     from okdhp_edge.config import config_to_dict, load_config
-    from okdhp_edge.training.trainer import Trainer
-    from okdhp_edge.training.zoo_writer import write_zoo
 
     result = run_dir / "result.json"
     if result.is_file():
@@ -55,26 +54,23 @@ def run_one(config: Optional[Path], overrides: list[str], run_dir: Path) -> dict
     if resume:
         _same_run(run_dir, config_to_dict(cfg), config_to_dict(load_config(config, planned)))
     t0 = time.time()
-    trainer = Trainer(cfg, run_dir=run_dir, resume=resume)
-    try:
-        zoo = write_zoo(trainer.fit())
-    finally:
-        trainer.close()
+    done = api.train(cfg, resume=run_dir if resume else None, run_dir=run_dir)
     from okdhp_edge.manifest import zoo_students
 
+    state, zoo = done.state, done.zoo
     res = {
-        "overrides": overrides, "wall_s": trainer.state.wall, "elapsed_s": time.time() - t0,
-        "iterations": trainer.state.iteration,
-        "finished": trainer.state.finished,  # why a plateau schedule ended; "" otherwise
-        "images_per_s": float(np.mean([h["images_per_s"] for h in trainer.state.history])),
+        "overrides": overrides, "wall_s": state.wall, "elapsed_s": time.time() - t0,
+        "iterations": state.iteration,
+        "finished": state.finished,  # why a plateau schedule ended; "" otherwise
+        "images_per_s": float(np.mean([h["images_per_s"] for h in state.history])),
         "students": {m.name: m.accuracy.value for _, m in zoo_students(zoo)},
         # per-image results behind paired intervals: the report split (the zoo's figures)
         # and the selection split at each student's best evaluation (the verdicts')
         "units": {"report": {m.name: m.accuracy.units for _, m in zoo_students(zoo)
                              if m.accuracy.units},
-                  "select": dict(trainer.state.best_units)},
+                  "select": dict(state.best_units)},
         "curves": [{"iteration": h["iteration"], "wall_s": h["wall_s"], **h["select"]}
-                   for h in trainer.state.history if h["select"]],
+                   for h in state.history if h["select"]],
         "losses": _last_losses(run_dir / "metrics.jsonl"),
         "command": train_command(config, overrides),
     }

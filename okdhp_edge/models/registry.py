@@ -58,6 +58,20 @@ def model_kwargs_from_config(mcfg: Any, num_joints: int) -> dict[str, Any]:
     return model_kwargs(mcfg, num_joints)
 
 
+def model_from_config(mcfg: Any, num_joints: int) -> Any:
+    """The network a ModelConfig describes, its encoder's pretrained weights loaded where
+    ``model.encoder_checkpoint`` names them."""
+    model = create_model(mcfg.name, **model_kwargs(mcfg, num_joints))
+    if mcfg.encoder_checkpoint:
+        if not hasattr(model, "encoder"):
+            raise ValueError(f"model.encoder_checkpoint: model '{mcfg.name}' has no encoder "
+                             "(set it for light and okdhp_light)")
+        from okdhp_edge.models.encoders import load_encoder_checkpoint
+
+        load_encoder_checkpoint(model.encoder, mcfg.encoder_checkpoint)
+    return model
+
+
 def student_name(mcfg: Any, branch: int) -> str:
     """The name branch ``branch`` of a multi-branch config has as a student (hg4,
     mbv2-d128); the trainer's names, without the ``-b{i}`` of repeated branches."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Optional
 
 import numpy as np
 import torch
@@ -123,3 +123,38 @@ def check_resume_keys(ck: dict[str, Any], path: Path) -> None:
     missing = [k for k in RESUME_KEYS if k not in ck]
     if missing:
         raise CheckpointError(f"{path}: not a training checkpoint (no {', '.join(missing[:4])})")
+
+
+class RunCheckpoint:
+    """A run's ``last.pt``: written atomically by the main rank (with the RNG states), at
+    least every ``every_minutes`` when :meth:`due` is asked; read back checked."""
+
+    def __init__(self, run_dir: Path, is_main: bool, every_minutes: float) -> None:
+        import time
+
+        self.path, self.is_main = Path(run_dir) / "last.pt", is_main
+        self.every_s = every_minutes * 60
+        self._clock = time.monotonic
+        self.saved_at = self._clock()
+
+    def write(self, state: dict[str, Any]) -> None:
+        if self.is_main:
+            save_checkpoint(self.path, {**state, "rng": rng_state()})
+        self.saved_at = self._clock()
+
+    def due(self) -> bool:
+        return bool(self.every_s) and self._clock() - self.saved_at >= self.every_s
+
+    @staticmethod
+    def read(run_dir: Optional[Path], device: torch.device) -> Optional[dict[str, Any]]:
+        """The checkpoint of ``run_dir`` (None: none there), its keys checked before any
+        data is read; its RNG states restored by :meth:`restore_rng`."""
+        if run_dir is None or not (Path(run_dir) / "last.pt").is_file():
+            return None
+        ck = load_checkpoint(Path(run_dir) / "last.pt", device)
+        check_resume_keys(ck, Path(run_dir) / "last.pt")
+        return ck
+
+    @staticmethod
+    def restore_rng(ck: dict[str, Any]) -> None:
+        set_rng_state(ck["rng"])

@@ -1,10 +1,14 @@
 """The plateau schedule: drop the LR when no student's selection AP has gained for a while,
-stop after the last drop. A pure decision on the run's state; the trainer applies it."""
+stop after the last drop. :meth:`PlateauSchedule.verdict` is a pure decision on the run's
+state; :meth:`PlateauSchedule.apply` agrees it across ranks and applies it."""
 
 from __future__ import annotations
 
+import logging
 import math
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
+
+log = logging.getLogger("okdhp_edge.training.trainer")
 
 
 class PlateauState(Protocol):
@@ -58,3 +62,28 @@ class PlateauSchedule:
         cfg = self.cfg
         return (f"plateau after {state.drops} LR drops: no student gained "
                 f"{cfg.plateau_min_delta:g} selection AP in {cfg.plateau_patience} validations")
+
+    def apply(self, state: Any, metrics: dict[str, float], students: list[str], dist: Any,
+              optimizer: Any, factor: Callable[[int], float]) -> str:
+        """The verdict after a validation, decided on rank 0 (the only one with metrics)
+        and agreed by every rank; a drop sets the LR of ``optimizer`` from the next
+        iteration on (``factor``: the LR schedule), a stop marks ``state.finished``."""
+        from okdhp_edge.training.distributed import broadcast_flag
+        from okdhp_edge.training.optim import set_lr
+
+        cfg = self.cfg
+        verdict = self.verdict(state, metrics, students) if dist.is_main else ""
+        if broadcast_flag(verdict == "drop", dist):
+            state.drops, state.stale = state.drops + 1, 0
+            for group in optimizer.param_groups:
+                set_lr(group, group["initial_lr"] * factor(state.iteration))
+            log.info("plateau: no student gained %.4g selection AP in %d validations; LR drop "
+                     "%d of %d, LR now %.2e", cfg.plateau_min_delta, cfg.plateau_patience,
+                     state.drops, cfg.plateau_drops, float(optimizer.param_groups[0]["lr"]))
+            return "drop"
+        if broadcast_flag(verdict == "stop", dist):
+            state.finished = self.finished_message(state)
+            log.info("%s; stopping at epoch %d, iteration %d", state.finished, state.epoch,
+                     state.iteration)
+            return "stop"
+        return ""

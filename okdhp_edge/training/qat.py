@@ -36,7 +36,9 @@ from okdhp_edge.errors import ConfigError, UsageError
 from okdhp_edge.families import zoo_student_names
 from okdhp_edge.models.student import MultiBranchOutput, StudentOutput
 from okdhp_edge.schema import closest
-from okdhp_edge.training.trainer import Head, TrainedRun, Trainer
+from okdhp_edge.training.result import QatOrigin
+from okdhp_edge.training.selection import Head, Selection
+from okdhp_edge.training.trainer import TrainedRun, Trainer
 
 log = logging.getLogger(__name__)
 
@@ -394,10 +396,9 @@ class QatTrainer(Trainer):
                                     * self.iters_per_epoch))
 
     def _float_network(self) -> nn.Module:
-        from okdhp_edge.models.registry import create_model, model_kwargs_from_config
+        from okdhp_edge.models.registry import model_from_config
 
-        return create_model(self.cfg.model.name,
-                            **model_kwargs_from_config(self.cfg.model, self.spec.num_joints))
+        return model_from_config(self.cfg.model, self.spec.num_joints)
 
     def _create_model(self) -> nn.Module:
         from okdhp_edge.training.checkpoint import load_checkpoint
@@ -418,13 +419,19 @@ class QatTrainer(Trainer):
             self.model.freeze_observers()
         return super()._step(x, t, w, epoch)
 
-    def _snapshot(self, head: Head) -> dict[str, torch.Tensor]:
+    def _selection(self) -> Selection:
+        """A student's best state is the whole network's (its quantization parameters with
+        it); its float student is rebuilt from that state."""
+        return Selection(self.heads, self.state, self.student, snapshot=self._whole_state,
+                         restore=self._float_student)
+
+    def _whole_state(self, head: Head) -> dict[str, torch.Tensor]:  # noqa: ARG002
         return {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
 
-    def _selected(self, head: Head, state: dict[str, torch.Tensor]) -> nn.Module:
+    def _float_student(self, head: Head, state: dict[str, torch.Tensor]) -> nn.Module:
         flt = self._float_network()
         flt.load_state_dict(self.model.float_state(state))
-        return flt.student(head.branch)
+        return flt.student(head.branch).to(self.device)
 
     def _at(self, state: dict[str, torch.Tensor]) -> QatNetwork:
         net = _copy(self.model)
@@ -437,17 +444,17 @@ class QatTrainer(Trainer):
         best epoch. Branches left float (``qat.branches``) are not among them."""
         run = super().result()
         names = self.model.quantized_names()
-        quantized, by_epoch = {}, {}  # students selected at one epoch share a conversion
-        for h in self.heads:
+        sel, quantized, by_epoch = self.selection, {}, {}  # one conversion per epoch
+        for h in sel.heads:
             if h.name not in names:
                 continue
-            epoch = self.state.best_epoch.get(h.name, -1) if h.name in self.best_states else -1
+            epoch = sel.epoch_of(h)
             if epoch not in by_epoch:
-                state = self.best_states[h.name] if epoch != -1 else self._snapshot(h)
+                state = sel.kept[h.name] if epoch != -1 else self._whole_state(h)
                 by_epoch[epoch] = self._at(state).students()
             quantized[h.name] = by_epoch[epoch][h.branch].eval()
         per_student = ("students", "branches", "best_epoch", "select_metric")
         return dataclasses.replace(
             run, **{k: {n: getattr(run, k)[n] for n in names} for k in per_student},
             quantized=quantized,
-            qat={"from_run": str(self.cfg.qat.from_run), "recipe": recipe(self.cfg.qat, names)})
+            qat=QatOrigin(str(self.cfg.qat.from_run), recipe(self.cfg.qat, names)))

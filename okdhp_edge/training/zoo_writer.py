@@ -82,7 +82,7 @@ def _programs(run: TrainedRun, report: Any, preds: dict[str, Predictions]
                              cfg.eval.oks_nms_thr, report.headboxes)
         data = program_bytes(q.graph, tuple(cfg.data.input_size))
         ref = WeightsRef(PROGRAM_FILE, hashlib.sha256(data).hexdigest())
-        out[name] = (QatRecord(run.qat["from_run"], run.qat["recipe"], ref,
+        out[name] = (QatRecord(run.qat.from_run, run.qat.recipe, ref,
                                float(res["value"])), data)
         log.info("student %s as int8 (its quantization-aware program in PyTorch): %s %.4f on "
                  "the report split", name, res["metric"], res["value"])

@@ -120,7 +120,7 @@ def test_light_family_trains_extracts_exports(encoder, synthetic_root, tmp_path)
     assert man.provenance.multi_branch["decoder_widths"] == [8, 16]
     model, loaded = load_student(d / "student.yaml")  # rebuilt from the manifest alone
     assert loaded.architecture.args == model.arch()
-    best = trainer.best_states[man.name]
+    best = trainer.selection.kept[man.name]
     assert all(torch.equal(v, best[k]) for k, v in model.state_dict().items())
     rec = export_student(d / "student.yaml", formats=("onnx", "openvino_fp32"))
     for fmt in ("onnx", "openvino_fp32"):

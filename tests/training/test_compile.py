@@ -12,7 +12,7 @@ from tests.conftest import tiny_overrides
 
 
 def test_lr_scales_with_the_batch():
-    from okdhp_edge.training.trainer import scaled_lr
+    from okdhp_edge.training.optim import scaled_lr
 
     def lr(rule, batch, world=1):
         cfg = load_config(overrides=[f"train.lr_scaling={rule}", f"train.batch_size={batch}",
@@ -78,7 +78,7 @@ def test_a_compiled_cpu_step_keeps_its_thread_count(caplog):
     train.compile on, the governor is off and the log says the count is fixed."""
     import logging
 
-    from okdhp_edge.training.trainer import _thread_governor
+    from okdhp_edge.training.device import thread_governor as _thread_governor
 
     cpu = torch.device("cpu")
     assert _thread_governor(0, cpu, False, "off") is not None  # eager: adapts

@@ -69,7 +69,7 @@ def test_interrupt_mid_epoch_then_resume(synthetic_root, tmp_path, workers):
     class Interrupted(Trainer):
         def _loss(self, *a, **k):
             if self.state.iteration == 3:
-                self._stop = True  # what SIGINT/SIGTERM set
+                self.stop.requested = True  # what SIGINT/SIGTERM set
             return super()._loss(*a, **k)
 
     t = Interrupted(_cfg(synthetic_root, tmp_path / "b", w))
@@ -126,6 +126,11 @@ PLATEAU = ("train.lr_steps=[]", "train.plateau_patience=1", "train.plateau_drops
            "train.plateau_min_delta=1.0", "train.plateau_window=2")
 
 
+def _plateau(t: Trainer, metrics: dict) -> str:
+    """The plateau schedule's verdict after a validation, as the trainer applies it."""
+    return t.plateau.apply(t.state, metrics, ["hg2"], t.dist, t.opt.optimizer, t._lr_factor)
+
+
 @pytest.mark.parametrize("window, verdicts", [
     (1, ["", "", "", "drop"]),  # the lucky 0.70 sets the bar: 0.52 and 0.56 are stale
     (2, ["", "", "", "", "drop"]),  # averages 0.50 0.60 0.61 0.54 0.53: progress at 0.61
@@ -137,7 +142,7 @@ def test_plateau_test_averages_the_last_validations(synthetic_root, tmp_path, wi
     t = Trainer(cfg)
     got = []
     for v in [0.50, 0.70, 0.52, 0.56, 0.50][:len(verdicts)]:
-        got.append(t._plateau({"hg2": v}))
+        got.append(_plateau(t, {"hg2": v}))
         t.state.history.append({"select": {"hg2": v}})
     assert got == verdicts and t.state.drops == 1
 
@@ -152,7 +157,7 @@ def test_no_plateau_before_plateau_min_epoch(synthetic_root, tmp_path):
     got = []
     for epoch, v in enumerate([0.0, 0.0, 0.0, 0.0, 0.0], start=1):
         t.state.epoch = epoch
-        got.append(t._plateau({"hg2": v}))
+        got.append(_plateau(t, {"hg2": v}))
         t.state.history.append({"select": {"hg2": v}})
     assert got == ["", "", "", "drop", ""]  # stale from epoch 3 on: drop at the 2nd stale one
 
@@ -380,3 +385,70 @@ def test_checkpoint_state_round_trip_and_older_checkpoints(tmp_path):
     assert not set(TrainState.OPTIONAL) & set(RESUME_KEYS)
     with pytest.raises(CheckpointError, match="not a training checkpoint .no wall"):
         check_resume_keys({k: v for k, v in ck.items() if k != "wall"}, tmp_path / "last.pt")
+
+
+STUCK_RUN = """
+import sys, time
+from pathlib import Path
+from okdhp_edge.config import load_config
+from okdhp_edge.training.trainer import Trainer
+from okdhp_edge.utils.cli import setup_logging
+
+setup_logging()
+marker = Path(sys.argv[1])
+
+class Stuck(Trainer):
+    def _step(self, *a, **k):
+        if self.state.iteration == 1:  # an iteration that does not finish
+            marker.write_text("in the step")
+            time.sleep(600)
+        return super()._step(*a, **k)
+
+Stuck(load_config(None, sys.argv[2:])).fit()
+"""
+
+
+def test_sigterm_in_a_step_that_never_ends_exits_within_the_deadline(synthetic_root, tmp_path):
+    """A run whose iteration does not finish (a machine starved of cores) still stops on
+    SIGTERM: within train.stop_deadline_s it says that no checkpoint could be written and
+    exits 128 + 15; the checkpoint it wrote before stays."""
+    import signal
+    import time
+
+    marker = tmp_path / "stuck"
+    args = [*tiny_overrides(synthetic_root, tmp_path), "train.amp=off",
+            "train.stop_deadline_s=2", "train.run_name=stuck"]
+    proc = subprocess.Popen([sys.executable, "-c", STUCK_RUN, str(marker), *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            cwd=ROOT)
+    deadline = time.time() + 120
+    while not marker.is_file() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert marker.is_file(), proc.communicate()[1][-2000:]
+    t0 = time.time()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert time.time() - t0 < 10  # the deadline (2 s), not the 600 s step
+    assert "no checkpoint within 2 s of signal 15" in err and "resume from" in err
+
+
+def test_a_second_signal_exits_at_once(synthetic_root, tmp_path):
+    import signal
+    import time
+
+    marker = tmp_path / "stuck"
+    args = [*tiny_overrides(synthetic_root, tmp_path), "train.amp=off",
+            "train.stop_deadline_s=300", "train.run_name=stuck"]
+    proc = subprocess.Popen([sys.executable, "-c", STUCK_RUN, str(marker), *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            cwd=ROOT)
+    deadline = time.time() + 120
+    while not marker.is_file() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    assert proc.poll() is None  # the first asks for a checkpoint and waits for the step
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + signal.SIGINT and "again: exiting now" in err
