@@ -9,7 +9,7 @@ each later recipe against the first.
     python benchmarks/int8_selection_check.py --zoo student_zoo/synthetic_full \\
         --backend openvino --recipes method=default method=minmax
 
-A recipe is ``field=value[,field=value]`` of :class:`okdhp_edge.export.quantize.QuantRecipe`
+A recipe is ``field=value[,field=value]`` of :class:`okdhp_edge.convert.quantize.QuantRecipe`
 (300 calibration crops unless ``num_images`` says otherwise). INT8 files are built under
 ``--work-dir/<student>/<recipe>`` (reused when their recipe and sha256 check out). One
 thread; accuracy only. Prints a Markdown table and writes ``--out`` (JSON) atomically.
@@ -38,7 +38,7 @@ def student_rows(d: Path, man: Any, backend: str, recipes: list[str], work: Path
     from okdhp_edge.bench.run import file_accuracy
     from okdhp_edge.evaluation.datasets import training_split
     from okdhp_edge.evaluation.uncertainty import paired_delta
-    from okdhp_edge.export.quantize import QuantRecipe
+    from okdhp_edge.convert.quantize import QuantRecipe
 
     dataset = training_split(man, "select")
     _, base = file_accuracy(d / "student.yaml", man, backend, "fp32", None, None, dataset)

@@ -21,7 +21,7 @@ import torch
 
 from okdhp_edge.backends.openvino import export_openvino
 from okdhp_edge.bench.timing import TimingConfig, interleaved, summarize
-from okdhp_edge.export.onnx_export import export_onnx
+from okdhp_edge.convert.onnx_export import export_onnx
 from okdhp_edge.models import create_model
 from okdhp_edge.runtime import make_runner
 

@@ -19,8 +19,8 @@ import torch
 from okdhp_edge.backends.openvino import export_openvino, quantize_openvino
 from okdhp_edge.bench.device import device_id, fingerprint
 from okdhp_edge.bench.timing import TimingConfig, interleaved, summarize
-from okdhp_edge.export.onnx_export import export_onnx
-from okdhp_edge.export.quantize import QuantRecipe
+from okdhp_edge.convert.onnx_export import export_onnx
+from okdhp_edge.convert.quantize import QuantRecipe
 from okdhp_edge.models import create_model
 from okdhp_edge.runtime import make_runner
 from okdhp_edge.utils.io import atomic_write_json, atomic_write_text

@@ -10,28 +10,22 @@ from tests.conftest import ROOT
 
 PACKAGE = ROOT / "okdhp_edge"
 
-# lowest first; a module is in the layer of the longest prefix that names it
+# lowest first: package folders and top-level modules, nothing finer. A module named
+# ``__main__`` is a command-line entry point wherever it lives (the last layer).
 LAYERS = (
-    ("okdhp_edge.errors", "okdhp_edge.schema", "okdhp_edge.grammar", "okdhp_edge.utils",
-     "okdhp_edge.targets", "okdhp_edge.families"),
-    ("okdhp_edge.records", "okdhp_edge.config", "okdhp_edge.data"),
-    ("okdhp_edge.models", "okdhp_edge.losses", "okdhp_edge.evaluation", "okdhp_edge.manifest"),
-    ("okdhp_edge.backends.base", "okdhp_edge.export.onnx_export", "okdhp_edge.export.quantize",
-     "okdhp_edge.export.qat_program", "okdhp_edge.export.subpixel",
-     "okdhp_edge.runtime.pipeline", "okdhp_edge.students"),
-    ("okdhp_edge.backends", "okdhp_edge.runtime"),
-    ("okdhp_edge.export", "okdhp_edge.training", "okdhp_edge.plan"),
-    ("okdhp_edge.bench", "okdhp_edge.zoo", "okdhp_edge.experiments", "okdhp_edge.evaluate",
-     "okdhp_edge.visualize", "okdhp_edge.api"),
-    ("okdhp_edge.train", "okdhp_edge.quickstart", "okdhp_edge.__main__",
-     "okdhp_edge.models.__main__", "okdhp_edge.data.__main__", "okdhp_edge.bench.__main__",
-     "okdhp_edge.experiments.__main__"),
+    ("errors", "schema", "grammar", "utils", "targets", "families"),
+    ("records", "config", "data"),
+    ("models", "losses", "evaluation", "manifest", "students"),
+    ("convert",),
+    ("backends",),
+    ("runtime", "export", "training", "plan"),
+    ("bench", "zoo", "experiments", "evaluate", "visualize", "api"),
+    ("train", "quickstart", "__main__"),
 )
 # command-line entry points: nothing in the library imports them
 CLI = ("okdhp_edge.__main__", "okdhp_edge.train", "okdhp_edge.evaluate",
        "okdhp_edge.visualize", "okdhp_edge.quickstart", "okdhp_edge.bench.__main__",
-       "okdhp_edge.models.__main__", "okdhp_edge.data.__main__",
-       "okdhp_edge.experiments.__main__")
+       "okdhp_edge.models.__main__", "okdhp_edge.experiments.__main__")
 
 
 def _name(path: Path) -> str:
@@ -40,14 +34,15 @@ def _name(path: Path) -> str:
 
 
 def layer(module: str) -> int:
-    best, found = -1, None
-    for i, prefixes in enumerate(LAYERS):
-        for p in prefixes:
-            if (module == p or module.startswith(p + ".")) and len(p) > best:
-                best, found = len(p), i
-    if found is None:
-        raise AssertionError(f"{module} is in no layer: add it to LAYERS")
-    return found
+    """The layer of ``module``: its top-level folder's or module's, the last for any
+    ``__main__``."""
+    if module.split(".")[-1] == "__main__":
+        return len(LAYERS) - 1
+    top = module.split(".")[1] if module.count(".") else module
+    for i, names in enumerate(LAYERS):
+        if top in names:
+            return i
+    raise AssertionError(f"{module} is in no layer: add {top} to LAYERS")
 
 
 def imports() -> list[tuple[str, str, int]]:

@@ -250,7 +250,7 @@ BUILDERS = {"executorch_fp32": _build_fp32, "executorch_int8": _build_int8}
 def _qat_int8(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
     """A quantization-aware student's ``.pte``: its int8 program (made with XNNPACK's own
     quantizer) lowered to XNNPACK as it is."""
-    from okdhp_edge.export.qat_program import qat_fields
+    from okdhp_edge.convert.qat_program import qat_fields
 
     reason = missing_package("executorch", "executorch", export=True)
     if reason:

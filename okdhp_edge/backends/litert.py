@@ -365,7 +365,7 @@ def _qat_int8(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
     )
     from litert_torch.quantize.quant_config import QuantConfig
 
-    from okdhp_edge.export.qat_program import qat_fields
+    from okdhp_edge.convert.qat_program import qat_fields
 
     graph = ctx.qat_program().module()
     _unfold_weights(graph)

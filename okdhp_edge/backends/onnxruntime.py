@@ -105,7 +105,7 @@ RUNNER = OnnxRuntimeRunner
 
 
 def _build_onnx(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
-    from okdhp_edge.export.onnx_export import export_onnx
+    from okdhp_edge.convert.onnx_export import export_onnx
 
     export_onnx(ctx.model, ctx.path(fmt.name), ctx.size, ctx.metadata(),
                 dynamic_batch=fmt.name == "onnx_dynamic")
@@ -113,7 +113,7 @@ def _build_onnx(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
 
 
 def _build_fp16(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
-    from okdhp_edge.export.onnx_export import convert_fp16
+    from okdhp_edge.convert.onnx_export import convert_fp16
 
     convert_fp16(ctx.path(fmt.source), ctx.path(fmt.name))
     return {}
@@ -123,7 +123,7 @@ def _build_int8(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
     """QDQ INT8; TensorRT's file (runs on tensorrt) gets signed symmetric activations."""
     images, calib = ctx.calibration()
     acts = "s8" if fmt.runs_on == "tensorrt" else None
-    from okdhp_edge.export.onnx_export import set_onnx_metadata
+    from okdhp_edge.convert.onnx_export import set_onnx_metadata
 
     with _float_source(ctx, fmt) as src:
         if ctx.recipe.ort_quantizer == "nncf" and acts is None:
@@ -140,7 +140,7 @@ def _float_source(ctx: BuildContext, fmt: ExportFormat) -> Iterator[Path]:
     Runtime's file of a student with transposed convolutions (``ort_transposed_conv=
     subpixel``), the student with them as sub-pixel convolutions, exported to a temporary
     file beside it (removed after)."""
-    from okdhp_edge.export.subpixel import subpixel_student
+    from okdhp_edge.convert.subpixel import subpixel_student
 
     sub = None
     if fmt.runs_on == "onnxruntime" and ctx.recipe.ort_transposed_conv == "subpixel":
@@ -148,7 +148,7 @@ def _float_source(ctx: BuildContext, fmt: ExportFormat) -> Iterator[Path]:
     if sub is None:
         yield ctx.path(fmt.source)
         return
-    from okdhp_edge.export.onnx_export import export_onnx
+    from okdhp_edge.convert.onnx_export import export_onnx
 
     tmp = ctx.path(fmt.name).with_name(f".{fmt.name}.subpixel.onnx")
     try:
@@ -159,7 +159,7 @@ def _float_source(ctx: BuildContext, fmt: ExportFormat) -> Iterator[Path]:
 
 def file_metadata(path: Path) -> dict[str, str]:
     """The ``okdhp_*`` metadata an ONNX file carries."""
-    from okdhp_edge.export.onnx_export import read_onnx_metadata
+    from okdhp_edge.convert.onnx_export import read_onnx_metadata
 
     return read_onnx_metadata(path)
 
@@ -171,13 +171,13 @@ BUILDERS = {"onnx": _build_onnx, "onnx_dynamic": _build_onnx, "onnx_fp16": _buil
 def _qat_int8(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
     """A quantization-aware student's QDQ ONNX: its int8 program exported as it is (the
     program's scales and zero points; TensorRT's file only where they are symmetric)."""
-    from okdhp_edge.export.qat_program import program_onnx, qat_fields, symmetric_activations
+    from okdhp_edge.convert.qat_program import program_onnx, qat_fields, symmetric_activations
 
     if fmt.runs_on == "tensorrt" and not symmetric_activations(ctx.man.qat):
         raise BackendUnavailable("TensorRT's explicit quantization reads zero points of 0; "
                                  "this student's activations are asymmetric (fine-tune with "
                                  "qat.activations=symmetric for TensorRT)")
-    from okdhp_edge.export.subpixel import subpixel_program
+    from okdhp_edge.convert.subpixel import subpixel_program
 
     x86 = fmt.runs_on == "onnxruntime"  # (TensorRT has int8 transposed convolutions)
     program_onnx(ctx.qat_program(), ctx.path(fmt.name), ctx.metadata(fmt),
@@ -193,7 +193,7 @@ QAT_ACTIVATIONS = "u8 asymmetric per tensor (the program's int8, zero points + 1
 # records lack, which would read as its default)
 BUILD_REVISION = {"onnx_int8": 2}
 # raised when a QAT builder's files change: 1, _uint8_activations; 2, the transposed
-# convolutions as sub-pixel convolutions (export.subpixel.subpixel_program)
+# convolutions as sub-pixel convolutions (convert.subpixel.subpixel_program)
 QAT_BUILD_REVISION = 2
 
 
@@ -205,7 +205,7 @@ def _uint8_activations(model: Any) -> None:
     nodes and 34 layout transposes; with uint8 it fuses all 53 into QLinearConv and keeps 4
     transposes (2.1x faster, the program's heatmaps within a rounding step). (Transposed
     convolutions, which have no quantized kernel here, reach it as sub-pixel convolutions:
-    :mod:`okdhp_edge.export.subpixel`.)"""
+    :mod:`okdhp_edge.convert.subpixel`.)"""
     import onnx
     from onnx import numpy_helper
 
@@ -247,7 +247,7 @@ QAT_BUILDERS = {"onnx_int8": _qat_int8, "onnx_int8_s8": _qat_int8}
 
 def _head_node(model: Any) -> str:
     """Name of the ONNX node that writes the graph's output (the heatmap convolution)."""
-    from okdhp_edge.export.quantize import QuantizationError
+    from okdhp_edge.convert.quantize import QuantizationError
 
     out = model.graph.output[0].name
     for node in model.graph.node:
@@ -343,7 +343,7 @@ def quantize_onnx_nncf(src: Path, dst: Path, images: np.ndarray, recipe: Any
         raise BackendUnavailable(f"nncf is not installed ({exc}); ONNX Runtime's INT8 file "
                                  "is NNCF's unless --ort-quantizer ort: pip install "
                                  "'okdhp_edge[train]'") from None
-    from okdhp_edge.export.quantize import nncf_range_estimator
+    from okdhp_edge.convert.quantize import nncf_range_estimator
     from okdhp_edge.utils.io import atomic_write
 
     model = onnx.load(str(src))

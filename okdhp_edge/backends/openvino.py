@@ -192,7 +192,7 @@ def qdq_ir(onnx_path: Path, xml_path: Path) -> Path:
 
 def _qat_int8(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
     """A quantization-aware student's IR: its int8 program's QDQ ONNX, as :func:`qdq_ir`."""
-    from okdhp_edge.export.qat_program import program_onnx, qat_fields
+    from okdhp_edge.convert.qat_program import program_onnx, qat_fields
 
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = program_onnx(ctx.qat_program(), Path(tmp) / "qat.onnx", ctx.metadata(fmt))
@@ -234,7 +234,7 @@ def _nncf():
 def _ov_head(model: Any) -> str:
     """Friendly name of the convolution that makes the heatmaps (walking back from the
     result through bias adds and converts)."""
-    from okdhp_edge.export.quantize import QuantizationError
+    from okdhp_edge.convert.quantize import QuantizationError
 
     node = model.outputs[0].get_node()
     for _ in range(8):
@@ -250,7 +250,7 @@ def _nncf_options(nncf: Any, recipe: Any, model: Any) -> dict[str, Any]:
         OverflowFix,
     )
 
-    from okdhp_edge.export.quantize import nncf_range_estimator
+    from okdhp_edge.convert.quantize import nncf_range_estimator
 
     opts: dict[str, Any] = {"subset_size": recipe.num_images}
     if recipe.keep_head:
@@ -275,7 +275,7 @@ def quantize_openvino(src_onnx: Path, dst_xml: Path, images: np.ndarray, recipe:
     (items, to_input, fn) where ``to_input(item)`` is a model input [1, 3, H, W] and
     ``fn(compiled_model, items) -> metric`` measures the selection split. Returns what
     stayed in higher precision."""
-    from okdhp_edge.export.quantize import QuantizationError
+    from okdhp_edge.convert.quantize import QuantizationError
 
     nncf = _nncf()
     import openvino as ov

@@ -41,7 +41,7 @@ class Candidate:
 def zoo_candidates(zoo: Path, students: Optional[tuple[str, ...]], formats: list[str],
                    recipe: object, timeout_s: Optional[float] = None) -> list[Candidate]:
     """Every (selected) student of ``zoo``, exported to ``formats`` with ``recipe`` (a
-    :class:`okdhp_edge.export.quantize.QuantRecipe`), each backend's files built in worker
+    :class:`okdhp_edge.convert.quantize.QuantRecipe`), each backend's files built in worker
     processes of their own (:func:`okdhp_edge.bench.worker.export_in_workers`)."""
     from okdhp_edge.bench.worker import export_in_workers
     from okdhp_edge.manifest import zoo_students

@@ -45,7 +45,7 @@ from okdhp_edge.backends import (
 from okdhp_edge.backends.base import BackendUnavailable, conversion_failed, run_one_by_one
 from okdhp_edge.data.codec import HeatmapCodec
 from okdhp_edge.errors import OkdhpError
-from okdhp_edge.export.quantize import QuantRecipe
+from okdhp_edge.convert.quantize import QuantRecipe
 from okdhp_edge.manifest import model_file_metadata
 from okdhp_edge.records import (
     ExportRecord,
@@ -208,7 +208,7 @@ class _Context:
         INT8 files are checked against: the fake-quantized model as PyTorch runs it)."""
         inputs, _ = self.reference()
         if self._qat_ref is None:
-            from okdhp_edge.export.qat_program import run_program
+            from okdhp_edge.convert.qat_program import run_program
 
             program = self.qat_program()
             self._qat_ref = {k: run_program(program, v) for k, v in inputs.items()}
@@ -217,7 +217,7 @@ class _Context:
     def qat_program(self) -> Any:
         """A quantization-aware student's int8 program, freshly loaded (a lowering may
         change the program it is given), its sha256 checked against the manifest."""
-        from okdhp_edge.export.qat_program import load_program
+        from okdhp_edge.convert.qat_program import load_program
         from okdhp_edge.manifest import path_inside
 
         ref = self.man.qat.program
@@ -226,7 +226,7 @@ class _Context:
 
     def calibration(self) -> tuple[np.ndarray, dict[str, Any]]:
         if self._calib is None:
-            from okdhp_edge.export.quantize import calibration_set
+            from okdhp_edge.convert.quantize import calibration_set
 
             self._calib = calibration_set(self.man, self.recipe)
         return self._calib

@@ -16,7 +16,7 @@ float on the shared features as the quantized students deploy them, and teaches 
 ensemble in float; it is not written to the QAT zoo (its float student is the float run's).
 A student is the converted graph cut down to its branch's output (the shared trunk's
 quantization parameters are the same in every student): the program its INT8 files are
-made from (:mod:`okdhp_edge.export.qat_program`).
+made from (:mod:`okdhp_edge.convert.qat_program`).
 """
 
 from __future__ import annotations

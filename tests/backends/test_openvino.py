@@ -25,7 +25,7 @@ def _program(seed: int = 0):
     from torch import nn
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    from okdhp_edge.export.qat_program import program_bytes
+    from okdhp_edge.convert.qat_program import program_bytes
 
     torch.manual_seed(seed)
 
@@ -59,7 +59,7 @@ def test_qdq_ir_runs_the_programs_arithmetic(tmp_path):
     from onnx import numpy_helper
 
     from okdhp_edge.backends.openvino import file_metadata, qdq_ir
-    from okdhp_edge.export.qat_program import program_onnx, run_program
+    from okdhp_edge.convert.qat_program import program_onnx, run_program
     from okdhp_edge.runtime import make_runner
 
     program = _program()

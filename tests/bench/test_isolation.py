@@ -104,7 +104,7 @@ def test_a_rows_peak_memory_is_its_workers_own(tiny_zoo, backend):
     from okdhp_edge.bench.candidates import zoo_candidates
     from okdhp_edge.bench.run import BenchOptions, _row_spec, _target, model_path
     from okdhp_edge.bench.timing import TimingConfig
-    from okdhp_edge.export.quantize import QuantRecipe
+    from okdhp_edge.convert.quantize import QuantRecipe
     from okdhp_edge.records import BenchRow
     from okdhp_edge.targets import formats_for, targets_for
     from okdhp_edge.utils.isolate import Worker, import_path, vm_kb

@@ -73,7 +73,7 @@ def test_edited_qat_record_is_refused(qat_zoo, tmp_path):
 
 def test_int8_files_run_the_program_on_every_cpu_runtime(qat_zoo):
     from okdhp_edge.export.exporter import export_student
-    from okdhp_edge.export.qat_program import load_program, run_program
+    from okdhp_edge.convert.qat_program import load_program, run_program
     from okdhp_edge.manifest import load_student_manifest
     from okdhp_edge.runtime import make_runner
     from okdhp_edge.targets import TOLERANCE
@@ -204,7 +204,7 @@ def test_symmetric_activations_have_zero_points_of_zero():
     from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
 
     from okdhp_edge.config import QatConfig
-    from okdhp_edge.export.qat_program import symmetric_activations
+    from okdhp_edge.convert.qat_program import symmetric_activations
     from okdhp_edge.records import QatRecord, WeightsRef
     from okdhp_edge.training.qat import quantizer, recipe
 
@@ -242,7 +242,7 @@ def test_transposed_convolutions_quantize_per_output_channel(tmp_path):
 
     from okdhp_edge.backends.executorch import _lower
     from okdhp_edge.config import QatConfig
-    from okdhp_edge.export.qat_program import program_bytes
+    from okdhp_edge.convert.qat_program import program_bytes
     from okdhp_edge.training.qat import quantizer
 
     class Net(nn.Module):  # a decoder's upsampling step, under the name "net"
@@ -274,8 +274,8 @@ def test_transposed_convolutions_quantize_per_output_channel(tmp_path):
     import onnxruntime as ort
 
     from okdhp_edge.backends.onnxruntime import _uint8_activations
-    from okdhp_edge.export.qat_program import program_onnx, run_program
-    from okdhp_edge.export.subpixel import subpixel_program
+    from okdhp_edge.convert.qat_program import program_onnx, run_program
+    from okdhp_edge.convert.subpixel import subpixel_program
 
     path = program_onnx(program, tmp_path / "m.onnx", {}, rewrite=_uint8_activations,
                         module_rewrite=subpixel_program)
@@ -305,7 +305,7 @@ def test_relu6_is_quantized_as_the_convolutions_clamp(tmp_path):
 
     from okdhp_edge.backends.onnxruntime import _uint8_activations
     from okdhp_edge.config import QatConfig
-    from okdhp_edge.export.qat_program import program_bytes, program_onnx, run_program
+    from okdhp_edge.convert.qat_program import program_bytes, program_onnx, run_program
     from okdhp_edge.training.qat import quantizer
 
     class Net(nn.Module):

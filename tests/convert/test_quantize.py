@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from okdhp_edge.export.exporter import export_student
-from okdhp_edge.export.quantize import QuantizationError, QuantRecipe
+from okdhp_edge.convert.quantize import QuantizationError, QuantRecipe
 from okdhp_edge.manifest import zoo_students
 from okdhp_edge.targets import FORMATS, TOLERANCE, formats_for, get_target, targets_for
 from okdhp_edge.utils.io import IntegrityError
@@ -161,7 +161,7 @@ def test_recipe_is_checked():
 
 def test_schema_1_student_cannot_calibrate(student, tmp_path):
     from okdhp_edge.data.errors import DataError
-    from okdhp_edge.export.quantize import calibration_set
+    from okdhp_edge.convert.quantize import calibration_set
     from okdhp_edge.manifest import load_student_manifest
 
     man = load_student_manifest(student)
@@ -239,7 +239,7 @@ def test_fp16_onnx_for_strongly_typed_tensorrt(int8_export, tmp_path):
     """TensorRT 11 takes precision from the file: the fp16 ONNX keeps fp32 I/O."""
     import onnx
 
-    from okdhp_edge.export.onnx_export import convert_fp16
+    from okdhp_edge.convert.onnx_export import convert_fp16
 
     out, _ = int8_export
     half = onnx.load(str(convert_fp16(out / "model.onnx", tmp_path / "model_fp16.onnx")))

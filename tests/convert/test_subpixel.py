@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from okdhp_edge.export.subpixel import subpixel_student
+from okdhp_edge.convert.subpixel import subpixel_student
 from okdhp_edge.manifest import zoo_students
 from okdhp_edge.models import create_model
 
@@ -45,10 +45,10 @@ def test_onnx_runtime_int8_file_quantizes_the_decoder(synthetic_root, tmp_path):
     import onnx
 
     from okdhp_edge.export.exporter import export_student
-    from okdhp_edge.export.quantize import QuantRecipe
+    from okdhp_edge.convert.quantize import QuantRecipe
     from okdhp_edge.plan import write_plan_zoo
     from tests.conftest import ROOT, tiny_overrides
-    from tests.export.test_quantize import _convs_without_quantized_output, _ort_float_convs
+    from tests.convert.test_quantize import _convs_without_quantized_output, _ort_float_convs
 
     overrides = tiny_overrides(synthetic_root, tmp_path, "model.name=okdhp_light",
                                "model.width_mult=0.25", "model.decoder_widths=[8]",

@@ -74,7 +74,7 @@ class QuantRecipe:
         ort_transposed_conv: ONNX Runtime only: ``subpixel`` (the default: a light
             decoder's 4x4 stride-2 transposed convolutions, with their batch norms, as 3x3
             convolutions + DepthToSpace before quantizing, an exact rewrite in float, since
-            ONNX Runtime has no quantized ConvTranspose; :mod:`okdhp_edge.export.subpixel`)
+            ONNX Runtime has no quantized ConvTranspose; :mod:`okdhp_edge.convert.subpixel`)
             or ``keep`` (they run in float).
     """
 
