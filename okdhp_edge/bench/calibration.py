@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any, ClassVar, NamedTuple, Optional
 
 from okdhp_edge.bench.run import file_accuracy
-from okdhp_edge.evaluation.uncertainty import interval_text, paired_delta
 from okdhp_edge.convert.quantize import METHODS, QuantRecipe
+from okdhp_edge.evaluation.uncertainty import interval_text, paired_delta
 from okdhp_edge.grammar import Request, option
 from okdhp_edge.records import (
     QUANT_FIELDS,

@@ -18,9 +18,9 @@ from okdhp_edge.bench.device import device_id, fingerprint
 from okdhp_edge.bench.load import POLICIES, LoadMonitor
 from okdhp_edge.bench.run import BenchOptions, bench_candidates, planned_pairs
 from okdhp_edge.bench.timing import TimingConfig
+from okdhp_edge.convert.quantize import ALWAYS_SPELLED, QuantRecipe
 from okdhp_edge.errors import QuantizationError
 from okdhp_edge.evaluation.uncertainty import MIN_RESAMPLES, N_RESAMPLES
-from okdhp_edge.convert.quantize import ALWAYS_SPELLED, QuantRecipe
 from okdhp_edge.grammar import Request, option
 from okdhp_edge.records import BenchReport, BenchRow
 from okdhp_edge.targets import (

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Optional
 
 from okdhp_edge import __version__
-from okdhp_edge.data.formats import image_files
 from okdhp_edge.convert.quantize import QuantRecipe
+from okdhp_edge.data.formats import image_files
 from okdhp_edge.records import (
     BundledStudent,
     BundleManifest,

@@ -43,9 +43,9 @@ from okdhp_edge.backends import (
     unavailable_reason,
 )
 from okdhp_edge.backends.base import BackendUnavailable, conversion_failed, run_one_by_one
+from okdhp_edge.convert.quantize import QuantRecipe
 from okdhp_edge.data.codec import HeatmapCodec
 from okdhp_edge.errors import OkdhpError
-from okdhp_edge.convert.quantize import QuantRecipe
 from okdhp_edge.manifest import model_file_metadata
 from okdhp_edge.records import (
     ExportRecord,

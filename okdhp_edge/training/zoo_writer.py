@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from okdhp_edge.convert.qat_program import PROGRAM_FILE, program_bytes
 from okdhp_edge.data.build import build_split, data_paths, split_record
 from okdhp_edge.evaluation.inference import (
     Predictions,
@@ -19,7 +20,6 @@ from okdhp_edge.evaluation.inference import (
     score_units,
 )
 from okdhp_edge.evaluation.uncertainty import accuracy_fields, interval_text
-from okdhp_edge.convert.qat_program import PROGRAM_FILE, program_bytes
 from okdhp_edge.models.info import count_macs, count_params
 from okdhp_edge.records import Accuracy, Provenance, QatRecord, WeightsRef
 from okdhp_edge.students import preprocessing_of, student_manifest, write_zoo_of

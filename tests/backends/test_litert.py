@@ -16,8 +16,8 @@ pytest.importorskip("litert_torch", reason="the litert extra is not installed")
 
 @pytest.fixture(scope="module")
 def litert_export(tiny_zoo, tmp_path_factory):
-    from okdhp_edge.export.exporter import export_student
     from okdhp_edge.convert.quantize import QuantRecipe
+    from okdhp_edge.export.exporter import export_student
 
     d, man = zoo_students(tiny_zoo)[0]
     # into the student's own export folder: the bundle tests reuse the files
@@ -54,8 +54,8 @@ def test_tflite_files_run_with_parity(litert_export):
 def test_unsupported_recipe_is_an_unavailable_row(litert_export, tmp_path):
     import shutil
 
-    from okdhp_edge.export.exporter import export_student
     from okdhp_edge.convert.quantize import QuantRecipe
+    from okdhp_edge.export.exporter import export_student
 
     d, _, out, _ = litert_export
     for name in ("export.yaml", "model_fp32.tflite"):  # the fp32 file is reused, not rebuilt
@@ -81,8 +81,8 @@ LOAD_BUNDLE = blocking("torch") + textwrap.dedent("""
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
 def test_litert_bundle_runs_without_torch_and_refuses_tampering(litert_export, tmp_path,
                                                                 precision):
-    from okdhp_edge.export.bundles import export_bundle
     from okdhp_edge.convert.quantize import QuantRecipe
+    from okdhp_edge.export.bundles import export_bundle
     from okdhp_edge.runtime.bundle import load_bundle
     from okdhp_edge.utils.io import IntegrityError
 
@@ -172,8 +172,8 @@ def test_mobilenetv2_int8_through_pt2e_matches_its_float_student(synthetic_root,
 
     from okdhp_edge.backends import make_runner
     from okdhp_edge.backends.litert import PT2E
-    from okdhp_edge.export.exporter import export_student
     from okdhp_edge.convert.quantize import QuantRecipe
+    from okdhp_edge.export.exporter import export_student
     from okdhp_edge.models.student import export_module
     from okdhp_edge.plan import write_plan_zoo
     from okdhp_edge.students import load_student

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import yaml
 
-from okdhp_edge.export.exporter import export_student
 from okdhp_edge.convert.quantize import QuantizationError, QuantRecipe
+from okdhp_edge.export.exporter import export_student
 from okdhp_edge.manifest import zoo_students
 from okdhp_edge.targets import FORMATS, TOLERANCE, formats_for, get_target, targets_for
 from okdhp_edge.utils.io import IntegrityError
@@ -160,8 +160,8 @@ def test_recipe_is_checked():
 
 
 def test_schema_1_student_cannot_calibrate(student, tmp_path):
-    from okdhp_edge.data.errors import DataError
     from okdhp_edge.convert.quantize import calibration_set
+    from okdhp_edge.data.errors import DataError
     from okdhp_edge.manifest import load_student_manifest
 
     man = load_student_manifest(student)

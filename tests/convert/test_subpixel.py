@@ -44,8 +44,8 @@ def test_subpixel_decoder_computes_the_transposed_one():
 def test_onnx_runtime_int8_file_quantizes_the_decoder(synthetic_root, tmp_path):
     import onnx
 
-    from okdhp_edge.export.exporter import export_student
     from okdhp_edge.convert.quantize import QuantRecipe
+    from okdhp_edge.export.exporter import export_student
     from okdhp_edge.plan import write_plan_zoo
     from tests.conftest import ROOT, tiny_overrides
     from tests.convert.test_quantize import _convs_without_quantized_output, _ort_float_convs

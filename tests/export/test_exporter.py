@@ -7,8 +7,8 @@ from okdhp_edge.manifest import zoo_students
 
 
 def test_onnx_metadata(tiny_zoo):
-    from okdhp_edge.export.exporter import export_student
     from okdhp_edge.convert.onnx_export import read_onnx_metadata
+    from okdhp_edge.export.exporter import export_student
 
     d, man = zoo_students(tiny_zoo)[0]
     export_student(d / "student.yaml", formats=("onnx", "onnx_dynamic"))

@@ -72,8 +72,8 @@ def test_edited_qat_record_is_refused(qat_zoo, tmp_path):
 
 
 def test_int8_files_run_the_program_on_every_cpu_runtime(qat_zoo):
-    from okdhp_edge.export.exporter import export_student
     from okdhp_edge.convert.qat_program import load_program, run_program
+    from okdhp_edge.export.exporter import export_student
     from okdhp_edge.manifest import load_student_manifest
     from okdhp_edge.runtime import make_runner
     from okdhp_edge.targets import TOLERANCE
