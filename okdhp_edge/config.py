@@ -18,9 +18,9 @@ from typing import Any, Optional
 
 import yaml
 
-from okdhp_edge.data.formats import FORMATS
+from okdhp_edge.data.formats import DATASET_FORMATS
 from okdhp_edge.errors import ConfigError
-from okdhp_edge.families import ENCODER_ABBREVIATIONS, FAMILIES, LIGHT, Family, family_of
+from okdhp_edge.families import ENCODER_ABBREVIATIONS, FAMILIES, Family, family_of
 from okdhp_edge.schema import closest, coerce, type_name
 from okdhp_edge.utils.io import atomic_write_text
 
@@ -242,7 +242,7 @@ _FIXED_LENGTH = {
 }
 
 _CHOICES = {
-    "data.dataset": tuple(FORMATS),
+    "data.dataset": tuple(DATASET_FORMATS),
     "data.bad_image": ("fail", "skip"),
     "model.fau": ("released", "paper", "mean"),
     "model.stem": ("released", "lua"),
@@ -417,17 +417,18 @@ def _family(mcfg: ModelConfig) -> Family:
         raise ConfigError(f"model.name: {exc}{hint}") from None
 
 
-def _check_stride(cfg: Config, family: Family) -> None:
-    """The data's heatmap stride is the one the network outputs (the family's rule)."""
-    m, stride = cfg.model, family.heatmap_stride(cfg.model)
-    if family is LIGHT and m.decoder_layers > 5:
-        raise ConfigError(f"model.decoder_layers: at most 5 (the encoder's stride 32), got "
-                          f"{m.decoder_layers}")
+def _check_family(cfg: Config, family: Family) -> None:
+    """The family's own rules, and the data's heatmap stride is the one the network
+    outputs (the family's rule)."""
+    try:
+        family.check(cfg.model, cfg.data)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    stride = family.heatmap_stride(cfg.model)
     if stride != cfg.data.heatmap_stride:
-        cause = (f"model.decoder_layers {m.decoder_layers}" if family is LIGHT
-                 else f"model.name {m.name}")
-        raise ConfigError(f"{cause} gives heatmaps at stride {stride:g}, but "
-                          f"data.heatmap_stride is {cfg.data.heatmap_stride}")
+        raise ConfigError(f"model.name {cfg.model.name} (with its model keys) gives heatmaps "
+                          f"at stride {stride:g}, but data.heatmap_stride is "
+                          f"{cfg.data.heatmap_stride}")
 
 
 def validate(cfg: Config) -> None:
@@ -435,20 +436,12 @@ def validate(cfg: Config) -> None:
     _check_ranges(cfg)
     if min(cfg.data.input_size) < 16:
         raise ConfigError("data.input_size: each side must be at least 16 pixels")
-    family = _family(cfg.model)
-    _check_stride(cfg, family)
     for side in cfg.data.input_size:
         if side % cfg.data.heatmap_stride:
             raise ConfigError(
                 f"data.input_size: each side must divide by data.heatmap_stride "
                 f"({cfg.data.heatmap_stride})")
-        if family is LIGHT and side % 32:
-            raise ConfigError(f"data.input_size: {side} px must divide by 32 (the encoder's "
-                              f"stride)")
-        if family is not LIGHT and side // cfg.data.heatmap_stride < 2**cfg.model.depth:
-            raise ConfigError(
-                f"data.input_size: {side} px is too small for model.depth {cfg.model.depth} "
-                f"(needs at least {cfg.data.heatmap_stride * 2**cfg.model.depth})")
+    _check_family(cfg, _family(cfg.model))
     if not cfg.model.branches or min(cfg.model.branches) < 1:
         raise ConfigError("model.branches: expected a non-empty list of stack counts >= 1")
     if cfg.model.shared_stacks < 0:

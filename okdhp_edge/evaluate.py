@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Optional
 
-from okdhp_edge.data.formats import FORMATS
+from okdhp_edge.data.formats import DATASET_FORMATS
 from okdhp_edge.evaluation.datasets import build_eval_dataset
 from okdhp_edge.evaluation.inference import oracle_heatmap_fn, predict, score
 from okdhp_edge.evaluation.pckh import pckh_table
@@ -44,7 +44,7 @@ class EvaluateRequest(Request):
     student: Optional[Path] = option(None, "student.yaml of a zoo student")
     oracle: bool = option(False, "score the ground truth run through crop, encode, decode, "
                           "back-project")
-    dataset: Optional[str] = option(None, "the dataset format", choices=tuple(FORMATS))
+    dataset: Optional[str] = option(None, "the dataset format", choices=tuple(DATASET_FORMATS))
     ann: str = option("", "the annotation file")
     images: str = option("", "the image folder")
     headboxes: str = option("", "MPII's head boxes")

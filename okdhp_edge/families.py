@@ -30,6 +30,8 @@ class Family:
     balanced_fields: Callable[[Any], dict]  # every branch as large as the largest
     num_branches: Callable[[Any], int]
     heatmap_stride: Callable[[Any], float]  # of the input; None: set by data config
+    # the family's own rules on (model, data) configs: a ValueError names the key
+    check: Callable[[Any, Any], None] = lambda m, d: None
 
 
 def _fau(m: Any) -> dict:
@@ -42,6 +44,25 @@ def _hg_common(m: Any) -> dict:
 
 def _light_common(m: Any) -> dict:
     return dict(encoder=m.encoder, width_mult=m.width_mult, decoder_layers=m.decoder_layers)
+
+
+def _hourglass_check(m: Any, data: Any) -> None:
+    """Each side, at the heatmap stride, halves ``model.depth`` times."""
+    for side in data.input_size:
+        if side // data.heatmap_stride < 2**m.depth:
+            raise ValueError(f"data.input_size: {side} px is too small for model.depth "
+                             f"{m.depth} (needs at least {data.heatmap_stride * 2**m.depth})")
+
+
+def _light_check(m: Any, data: Any) -> None:
+    """The encoder's stride 32 bounds the decoder and divides the input."""
+    if m.decoder_layers > 5:
+        raise ValueError(f"model.decoder_layers: at most 5 (the encoder's stride 32), got "
+                         f"{m.decoder_layers}")
+    for side in data.input_size:
+        if side % 32:
+            raise ValueError(f"data.input_size: {side} px must divide by 32 (the encoder's "
+                             "stride)")
 
 
 HOURGLASS = Family(
@@ -58,6 +79,7 @@ HOURGLASS = Family(
     balanced_fields=lambda m: {"branches": [max(m.branches)] * len(m.branches)},
     num_branches=lambda m: len(m.branches),
     heatmap_stride=lambda m: 4,
+    check=_hourglass_check,
 )
 
 LIGHT = Family(
@@ -72,6 +94,7 @@ LIGHT = Family(
                                * len(m.decoder_widths)},
     num_branches=lambda m: len(m.decoder_widths),
     heatmap_stride=lambda m: 32 / 2**m.decoder_layers,
+    check=_light_check,
 )
 
 FAMILIES = (HOURGLASS, LIGHT)

@@ -7,7 +7,9 @@ holds a :class:`~okdhp_edge.data.dataset.TopDownDataset` subclass and three func
 ``image_files(ann)`` (the images an annotation file names), ``hold_out(ann, images, spec,
 common, split, rule)`` (the training or selection split under a
 :class:`~okdhp_edge.data.splits.HoldOut`) and, where the report needs them,
-``load_headboxes(path, count)``. Adding a format is one reader module plus one row here.
+``load_headboxes(path, count)``. Adding a format is one reader module plus one row here
+(and, for a metric of its own, one scorer in
+:data:`okdhp_edge.evaluation.inference.SCORERS`).
 
 :func:`make_split` is the one split builder: training, selection, evaluation, calibration
 and manifests all build their datasets through it.
@@ -36,6 +38,7 @@ class DatasetFormat:
     spec: KeypointSpec
     metric: str  # the headline metric of its report split
     reader: str  # module:Class of its TopDownDataset (the module holds its functions)
+    scorer: str  # its metric's scorer in okdhp_edge.evaluation.inference.SCORERS
     generated: bool = False  # written under data.root by okdhp_edge.data.synthetic
     detections: bool = False  # its report split can take person detections (data.det_file)
     headboxes: bool = False  # its report split is scored against head boxes (a file)
@@ -47,21 +50,33 @@ class DatasetFormat:
         return getattr(self.module(), self.reader.split(":")[1])
 
 
-FORMATS = {f.name: f for f in (
-    DatasetFormat("coco", COCO_17, "AP", "okdhp_edge.data.coco:CocoKeypoints", detections=True),
-    DatasetFormat("synthetic", COCO_17, "AP", "okdhp_edge.data.coco:CocoKeypoints",
+DATASET_FORMATS = {f.name: f for f in (
+    DatasetFormat("coco", COCO_17, "AP", "okdhp_edge.data.coco:CocoKeypoints", "coco_ap",
+                  detections=True),
+    DatasetFormat("synthetic", COCO_17, "AP", "okdhp_edge.data.coco:CocoKeypoints", "coco_ap",
                   generated=True, detections=True),
-    DatasetFormat("mpii", MPII_16, "PCKh@0.5", "okdhp_edge.data.mpii:MpiiKeypoints",
+    DatasetFormat("mpii", MPII_16, "PCKh@0.5", "okdhp_edge.data.mpii:MpiiKeypoints", "pckh",
                   headboxes=True),
 )}
+
+
+def format_of(dataset: Any) -> DatasetFormat:
+    """The row a dataset was read by: the one whose reader is the dataset's class (rows
+    sharing a reader share its metric and scorer)."""
+    path = f"{type(dataset).__module__}:{type(dataset).__name__}"
+    for row in DATASET_FORMATS.values():
+        if row.reader == path:
+            return row
+    raise DataError(f"no dataset format reads {path}")
 
 
 def dataset_format(name: str) -> DatasetFormat:
     """The row of ``name``; ValueError naming the known ones."""
     try:
-        return FORMATS[name]
+        return DATASET_FORMATS[name]
     except KeyError:
-        raise ValueError(f"unknown dataset '{name}'; expected one of {sorted(FORMATS)}") from None
+        raise ValueError(f"unknown dataset '{name}'; expected one of "
+                         f"{sorted(DATASET_FORMATS)}") from None
 
 
 def get_spec(dataset: str) -> KeypointSpec:

@@ -11,11 +11,10 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Union
 
 import numpy as np
 
-from okdhp_edge.data.coco import CocoKeypoints
 from okdhp_edge.data.codec import HeatmapCodec
 from okdhp_edge.data.dataset import TopDownDataset, collate_skip_none
 from okdhp_edge.data.errors import DataError
-from okdhp_edge.data.mpii import MpiiKeypoints
+from okdhp_edge.data.formats import format_of
 from okdhp_edge.evaluation.coco_eval import coco_keypoint_eval_units, make_results
 from okdhp_edge.evaluation.pckh import head_normalised_distance, pckh, pckh_joints
 from okdhp_edge.evaluation.uncertainty import UnitResults, pckh_units
@@ -143,26 +142,41 @@ def score_units(dataset: TopDownDataset, preds: Predictions, rescore_thr: float 
     headline metric is recomputed from on a bootstrap resample."""
     if len(preds.index) == 0:
         raise DataError("no person to score: the split (or the sample of it) is empty")
-    if isinstance(dataset, CocoKeypoints):
-        recs = [dataset.records[i] for i in preds.index]
-        use_nms = any(str(r.record_id).startswith("det") for r in recs)
-        results = make_results(
-            np.array([r.image_id for r in recs]), preds.coords, preds.maxvals,
-            np.array([r.score for r in recs]), np.array([r.area for r in recs]),
-            np.asarray(dataset.spec.sigmas), rescore_thr, oks_nms_thr if use_nms else None,
-        )
-        ids = sorted({r.image_id for r in recs}) if subset else dataset.image_ids
-        stats, units = coco_keypoint_eval_units(dataset.coco, results, ids,
-                                                np.asarray(dataset.spec.sigmas))
-        return {"metric": "AP", "value": stats["AP"], **stats}, units
-    if isinstance(dataset, MpiiKeypoints):
-        if headboxes is None:
-            raise ValueError("MPII scoring needs head boxes")
-        gt = np.stack([dataset.records[i].joints for i in preds.index])
-        hb = np.asarray(headboxes)[preds.index]
-        vis = gt[..., 2] > 0
-        res = pckh(preds.coords, gt[..., :2], vis, hb, spec=dataset.spec)
-        hits = (head_normalised_distance(preds.coords, gt[..., :2], hb) <= 0.5) & vis
-        units = pckh_units(hits, vis, pckh_joints(dataset.spec), preds.index)
-        return {"metric": "PCKh@0.5", "value": res["PCKh@0.5"], **res}, units
-    raise TypeError(f"no metric for dataset type {type(dataset).__name__}")
+    return SCORERS[format_of(dataset).scorer](dataset, preds, rescore_thr, oks_nms_thr,
+                                              headboxes, subset)
+
+
+def _coco_ap(dataset: Any, preds: Predictions, rescore_thr: float, oks_nms_thr: float,
+             headboxes: Optional[np.ndarray], subset: bool
+             ) -> tuple[dict[str, Any], Optional[UnitResults]]:
+    """COCO keypoint AP (OKS), per image."""
+    recs = [dataset.records[i] for i in preds.index]
+    use_nms = any(str(r.record_id).startswith("det") for r in recs)
+    results = make_results(
+        np.array([r.image_id for r in recs]), preds.coords, preds.maxvals,
+        np.array([r.score for r in recs]), np.array([r.area for r in recs]),
+        np.asarray(dataset.spec.sigmas), rescore_thr, oks_nms_thr if use_nms else None,
+    )
+    ids = sorted({r.image_id for r in recs}) if subset else dataset.image_ids
+    stats, units = coco_keypoint_eval_units(dataset.coco, results, ids,
+                                            np.asarray(dataset.spec.sigmas))
+    return {"metric": "AP", "value": stats["AP"], **stats}, units
+
+
+def _pckh(dataset: Any, preds: Predictions, rescore_thr: float, oks_nms_thr: float,
+          headboxes: Optional[np.ndarray], subset: bool
+          ) -> tuple[dict[str, Any], Optional[UnitResults]]:
+    """PCKh@0.5 against head boxes, per person."""
+    if headboxes is None:
+        raise ValueError("MPII scoring needs head boxes")
+    gt = np.stack([dataset.records[i].joints for i in preds.index])
+    hb = np.asarray(headboxes)[preds.index]
+    vis = gt[..., 2] > 0
+    res = pckh(preds.coords, gt[..., :2], vis, hb, spec=dataset.spec)
+    hits = (head_normalised_distance(preds.coords, gt[..., :2], hb) <= 0.5) & vis
+    units = pckh_units(hits, vis, pckh_joints(dataset.spec), preds.index)
+    return {"metric": "PCKh@0.5", "value": res["PCKh@0.5"], **res}, units
+
+
+# a dataset format's scorer (DatasetFormat.scorer) -> the function that scores it
+SCORERS = {"coco_ap": _coco_ap, "pckh": _pckh}

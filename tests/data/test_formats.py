@@ -5,11 +5,11 @@ import pytest
 
 from okdhp_edge.config import load_config
 from okdhp_edge.data.errors import DataError
-from okdhp_edge.data.formats import FORMATS, dataset_format, make_split
+from okdhp_edge.data.formats import DATASET_FORMATS, dataset_format, make_split
 from okdhp_edge.errors import ConfigError
 
 
-@pytest.mark.parametrize("name", sorted(FORMATS))
+@pytest.mark.parametrize("name", sorted(DATASET_FORMATS))
 def test_every_format_row_names_a_complete_reader(name):
     fmt = dataset_format(name)
     module = fmt.module()
