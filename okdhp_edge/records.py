@@ -287,6 +287,65 @@ class ZooManifest(Record):
 # --------------------------------------------------------------------------- export
 
 
+# a field where an empty mapping was once written for "none": read as None
+EMPTY_IS_NONE = {"omit_none": True, "empty_is_none": True}
+
+
+@dataclass(frozen=True)
+class ParityStats:
+    """A file's heatmaps against the reference on one kind of input (:func:`okdhp_edge.
+    export.exporter.parity`)."""
+
+    max_abs_heatmap_err: float
+    mean_kpt_disp_px: float  # decoded keypoints, input pixels, over the joints compared
+    max_kpt_disp_px: float
+    joints_compared: int
+    std_ratio: Optional[float] = field(default=None, metadata=OMIT_NONE)  # spread kept: 1
+
+
+@dataclass(frozen=True)
+class ParityTolerance:
+    """The bounds a file's parity was judged against (its precision's)."""
+
+    max_abs_heatmap_err: float
+    mean_kpt_disp_px: float
+    std_ratio: Optional[list[float]] = field(default=None, metadata=OMIT_NONE)  # [lo, hi]
+    # the inputs whose keypoint displacement counts (INT8 with real crops: those only)
+    displacement_judged_on: Optional[list[str]] = field(default=None, metadata=OMIT_NONE)
+
+
+@dataclass(frozen=True)
+class Parity:
+    """A file run by its backend against the student in PyTorch fp32: on seeded random
+    inputs and real crops of the report split, whether it passed, and against what; or
+    the error that kept it from running."""
+
+    passed: bool
+    random: Optional[ParityStats] = field(default=None, metadata=OMIT_NONE)
+    real: Optional[ParityStats] = field(default=None, metadata=OMIT_NONE)
+    tolerance: Optional[ParityTolerance] = field(default=None, metadata=OMIT_NONE)
+    error: Optional[str] = field(default=None, metadata=OMIT_NONE)
+
+    @property
+    def inputs(self) -> dict[str, ParityStats]:
+        """The inputs it was run on: ``random`` and, where readable, ``real``."""
+        return {k: v for k, v in (("random", self.random), ("real", self.real)) if v}
+
+    @property
+    def max_heatmap_err(self) -> Optional[float]:
+        return max((v.max_abs_heatmap_err for v in self.inputs.values()), default=None)
+
+    def summary(self) -> str:
+        """Its figures in one line (what a refusal to bundle says)."""
+        if self.error:
+            return self.error
+        parts = [f"{k}: max heatmap err {v.max_abs_heatmap_err:.3g}, mean keypoint shift "
+                 f"{v.mean_kpt_disp_px:.3g} px" for k, v in self.inputs.items()]
+        tol = self.tolerance
+        return "; ".join(parts) + (f" (tolerance: heatmap err {tol.max_abs_heatmap_err:g}, "
+                                   f"keypoint shift {tol.mean_kpt_disp_px:g} px)" if tol else "")
+
+
 @dataclass(frozen=True)
 class FormatRecord:
     """One format of an export: its file and sha256s, its parity against PyTorch fp32, and
@@ -299,7 +358,7 @@ class FormatRecord:
     file: str = ""
     sha256: dict[str, str] = field(default_factory=dict)
     file_bytes: Optional[int] = None
-    parity: dict[str, Any] = field(default_factory=dict)
+    parity: Optional[Parity] = field(default=None, metadata=EMPTY_IS_NONE)
     # what the builder records (a quantizer's recipe, a converter's version...)
     layout: Optional[str] = None
     converter: Optional[str] = None
@@ -389,7 +448,7 @@ class BundleManifest(Record):
     files: dict[str, str]  # every file of the bundle but bundle.yaml -> sha256
     preprocessing: Preprocessing
     student_manifest: BundledStudent
-    parity: dict[str, Any]
+    parity: Parity
     quantization: Optional[dict[str, Any]] = field(default=None, metadata=OMIT_NONE)
     input_layout: str = "NCHW"  # the model file's input layout (checked at load)
     requires: Optional[str] = field(default=None, metadata=OMIT_NONE)  # the pip extra
@@ -582,7 +641,7 @@ class BenchRow:
     latency_ms: dict[str, LatencyStats] = field(default_factory=dict)  # scope -> stats
     throughput: dict[str, Any] = field(default_factory=dict)
     accuracy: RowAccuracy = field(default_factory=RowAccuracy)
-    parity: dict[str, Any] = field(default_factory=dict)
+    parity: Optional[Parity] = field(default=None, metadata=EMPTY_IS_NONE)
     params: int = 0
     macs: int = 0
     command: str = ""
@@ -610,6 +669,19 @@ class BenchRow:
 
 
 @dataclass(frozen=True)
+class BenchStudent:
+    """A student as a bench report measured it: its size, its accuracy in its manifest
+    (PyTorch fp32) and the weights it was measured with (a retrained zoo is told apart)."""
+
+    name: str
+    params: int
+    macs: int
+    accuracy_torch_manifest: Optional[float]
+    weights_sha256: Optional[str] = field(default=None, metadata=OMIT_NONE)
+    zoo: Optional[str] = field(default=None, metadata=OMIT_NONE)  # a merged report's
+
+
+@dataclass(frozen=True)
 class BenchReport(Record):
     """A bench report (``<zoo>.json``): every row measured on one device, interleaved."""
 
@@ -625,7 +697,7 @@ class BenchReport(Record):
     metric: str
     flip_test: bool
     timing: dict[str, Any]
-    students: list[dict[str, Any]]
+    students: list[BenchStudent]
     rows: list[BenchRow]
     wall_s: float
     untrained: bool = False  # a plan's random-weight students: latency only

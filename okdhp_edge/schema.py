@@ -157,6 +157,9 @@ def from_dict(cls: type[T], data: Any, where: str, error: type[Exception] = Valu
                 raise error(f"{where}: missing field '{prefix}{name}'")
             continue
         tp = hints[name]
+        if f.metadata.get("empty_is_none") and data[name] == {}:
+            values[name] = None  # an older record's "none"
+            continue
         if dataclasses.is_dataclass(tp):
             values[name] = from_dict(tp, data[name], where, error, f"{prefix}{name}.")
         else:

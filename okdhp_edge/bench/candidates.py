@@ -21,6 +21,7 @@ from okdhp_edge.records import (
     format_record,
 )
 from okdhp_edge.runtime.bundle import read_bundle_manifest, read_set
+from okdhp_edge.schema import to_dict
 from okdhp_edge.targets import UnknownTarget, get_target
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ def _set_report_data(acc: Accuracy, rd: ReportData, directory: Path) -> Accuracy
 def _bundle_format(e: SetEntry, man: BundleManifest, bdir: Path) -> FormatRecord:
     """A bundle's model file as the bench reads a format of an export."""
     return format_record({"available": True, "backend": e.backend, "precision": e.precision,
-                          "file": str(Path(e.path) / man.model), "parity": man.parity,
+                          "file": str(Path(e.path) / man.model), "parity": to_dict(man.parity),
                           "file_bytes": sum((bdir / rel).stat().st_size for rel in man.files),
                           **(man.quantization or {})}, str(bdir / "bundle.yaml"))
 

@@ -22,7 +22,7 @@ from okdhp_edge.convert.quantize import ALWAYS_SPELLED, QuantRecipe
 from okdhp_edge.errors import QuantizationError
 from okdhp_edge.evaluation.uncertainty import MIN_RESAMPLES, N_RESAMPLES
 from okdhp_edge.grammar import Request, option
-from okdhp_edge.records import BenchReport, BenchRow
+from okdhp_edge.records import BenchReport, BenchRow, BenchStudent
 from okdhp_edge.targets import (
     BACKEND_INFO,
     PRECISIONS,
@@ -231,13 +231,13 @@ def _other_training(old: BenchReport, cands: list[Candidate]) -> Optional[str]:
     of this zoo, and nothing in it describes these students."""
     now = {c.name: c.manifest for c in cands}
     for entry in old.students:
-        man = now.get(entry.get("name"))
+        man = now.get(entry.name)
         if man is None:
             continue
-        if entry.get("weights_sha256") and man.weights.sha256:
-            if entry["weights_sha256"] != man.weights.sha256:
+        if entry.weights_sha256 and man.weights.sha256:
+            if entry.weights_sha256 != man.weights.sha256:
                 return man.name
-        elif entry.get("accuracy_torch_manifest") != man.accuracy.value:
+        elif entry.accuracy_torch_manifest != man.accuracy.value:
             return man.name
     return None
 
@@ -342,9 +342,9 @@ def _report(req: BenchRequest, opts: BenchOptions, cands: list[Candidate],
                 "min_iters": opts.timing.min_iters, "min_time_s": opts.timing.min_time_s,
                 "rounds": opts.timing.rounds, "interleaved": True, "batch_latency": 1,
                 "batch_throughput": req.batch},
-        students=[{"name": c.name, "params": c.manifest.params, "macs": c.manifest.macs,
-                   "accuracy_torch_manifest": c.manifest.accuracy.value,
-                   "weights_sha256": c.manifest.weights.sha256} for c in cands],
+        students=[BenchStudent(c.name, c.manifest.params, c.manifest.macs,
+                               c.manifest.accuracy.value, c.manifest.weights.sha256 or None)
+                  for c in cands],
         quantization=req.recipe.as_dict() if any(t.quantized for t in targets) else None,
         rows=rows, wall_s=wall_s, load=load)
 

@@ -27,7 +27,7 @@ def combine(reports: list[BenchReport]) -> str:
     lines = [f"# Zoo `{zoo}` across {len(reports)} devices", "",
              "| student | device | backend | precision | median ms | p90 ms | "
              f"{metric} | on frontier |", "|---|---|---|---|---|---|---|---|"]
-    students = [s["name"] for s in reports[0].students]
+    students = [s.name for s in reports[0].students]
     for s in students:
         for rep in reports:
             front = {id(r) for r in pareto(rep.rows)}
@@ -46,12 +46,12 @@ def combine(reports: list[BenchReport]) -> str:
 def check_compatible(reports: list[BenchReport], paths: list[Path]) -> None:
     """Refuse reports of different zoos, students or report versions."""
     first = reports[0]
-    names = [s["name"] for s in first.students]
+    names = [s.name for s in first.students]
     for rep, path in zip(reports[1:], paths[1:]):
         if rep.zoo != first.zoo:
             raise UsageError(f"{path}: zoo '{rep.zoo}' differs from '{first.zoo}' "
                              f"({paths[0]}); compare reports of one zoo")
-        if [s["name"] for s in rep.students] != names:
+        if [s.name for s in rep.students] != names:
             raise UsageError(f"{path}: its students differ from {paths[0]}'s (another "
                              "training run under the same zoo name?)")
 

@@ -36,13 +36,13 @@ def merge_reports(paths: list[Path], name: str, request: Optional[MergeRequest] 
         if len(values) > 1:
             raise ReportError(f"reports of different {key}s cannot be merged: "
                               f"{', '.join(sorted(map(str, values)))}")
-    names = [s["name"] for r in reps for s in r.students]
+    names = [s.name for r in reps for s in r.students]
     clash = {n for n in names if names.count(n) > 1}
     rows, students = [], []
     for r in reps:
-        rename = {s["name"]: (f"{r.zoo}/{s['name']}" if s["name"] in clash else s["name"])
+        rename = {s.name: (f"{r.zoo}/{s.name}" if s.name in clash else s.name)
                   for s in r.students}
-        students += [dict(s, name=rename[s["name"]], zoo=r.zoo) for s in r.students]
+        students += [dataclasses.replace(s, name=rename[s.name], zoo=r.zoo) for s in r.students]
         rows += [dataclasses.replace(row, student=rename.get(row.student, row.student),
                                      zoo=r.zoo) for row in r.rows]
     first = reps[0]

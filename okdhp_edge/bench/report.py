@@ -70,8 +70,7 @@ def _table_row(r: BenchRow, with_cost: bool) -> str:
     """One measured row of the Markdown table (``with_cost``: its memory and start-up)."""
     eng, e2e = r.latency_ms["engine"], r.latency_ms.get("e2e")
     ran = r.runner.get("inference_precision") or r.precision
-    perr = max((v["max_abs_heatmap_err"] for k, v in r.parity.items()
-                if k in ("random", "real") and isinstance(v, dict)), default=None)
+    perr = r.parity.max_heatmap_err if r.parity else None
     flag = (" ⚠" if eng.high_cv else "") + (" †" if eng.busy else "")
     return (f"| {r.student} | {r.params / 1e6:.2f} | {r.macs / 1e9:.2f} | "
             f"{r.backend} | {r.precision} ({ran}) | {_fmt(eng.median)}{flag} | "

@@ -172,7 +172,7 @@ def _score(man: Any, backend: str, precision: str, split: str, path: Optional[Pa
     boot = acc.get("bootstrap")
     return {"value": acc["value"], "units": acc.get("units"),
             "bootstrap": None if boot is None else to_dict(boot),
-            "parity": bool(entry.parity.get("passed"))}
+            "parity": bool(entry.parity and entry.parity.passed)}
 
 
 # ---------------------------------------------------------------------------- report

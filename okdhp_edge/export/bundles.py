@@ -72,10 +72,11 @@ def export_bundle(student_yaml: Path, backend: str, precision: str, out: Path,
     entry = export_student(student_yaml, formats=(t.export,), recipe=recipe).formats[t.export]
     if not entry.available:
         raise UsageError(f"{t.label} unavailable here: {entry.reason}")
-    failed = not entry.parity.get("passed", False)
+    failed = entry.parity is None or not entry.parity.passed
     if failed and not allow_parity_failure:
+        why = entry.parity.summary() if entry.parity else "no parity record"
         raise UsageError(f"{man.name} {t.label}: its parity check against PyTorch fp32 failed "
-                         f"({_parity_summary(entry.parity)}); not bundled (pass "
+                         f"({why}); not bundled (pass "
                          "--allow-parity-failure to ship it anyway, recorded in the bundle)")
     src_dir = Path(student_yaml).parent / "export"
     # as a set, through temporaries: a full disk is one line and leaves no torn model file
@@ -94,17 +95,6 @@ def export_bundle(student_yaml: Path, backend: str, precision: str, out: Path,
 
 def _copy(src: Path, dst: Path) -> None:
     shutil.copyfile(src, dst)
-
-
-def _parity_summary(parity: dict) -> str:
-    """The failing figures of a parity record, in one line."""
-    if "error" in parity:
-        return str(parity["error"])
-    tol = parity.get("tolerance", {})
-    parts = [f"{k}: max heatmap err {v.get('max_abs_heatmap_err', float('nan')):.3g}, mean "
-             f"keypoint shift {v.get('mean_kpt_disp_px', float('nan')):.3g} px"
-             for k, v in parity.items() if isinstance(v, dict) and k in ("random", "real")]
-    return "; ".join(parts) + (f" (tolerance {tol})" if tol else "")
 
 
 def _check_out(out: Path) -> None:

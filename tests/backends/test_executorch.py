@@ -31,7 +31,7 @@ def test_pte_program_runs_with_parity(et_export):
     _, man, out, rec = et_export
     entry = rec.formats["executorch_fp32"]
     assert entry.available, entry.reason
-    assert entry.parity["passed"] and entry.parity["random"]["max_abs_heatmap_err"] < 1e-4
+    assert entry.parity.passed and entry.parity.random.max_abs_heatmap_err < 1e-4
     # the hourglass's upsampling lowered inside XNNPACK: one partition, nothing outside
     assert entry.xnnpack_partitions == 1 and entry.outside_xnnpack == [], entry
     r = make_runner("executorch", "fp32", threads=1)
@@ -65,7 +65,7 @@ def test_pte_int8_runs_with_parity(et_export):
                          recipe=QuantRecipe(method="minmax", num_images=8))
     int8 = rec.formats["executorch_int8"]
     assert int8.available, int8.reason
-    assert int8.parity["passed"], int8.parity
+    assert int8.parity.passed, int8.parity
     assert int8.calibration_method == "minmax" and int8.calibration["num_images"] == 8
     assert int8.higher_precision_layers == []  # every convolution reads int8
 

@@ -33,9 +33,9 @@ def test_tflite_files_run_with_parity(litert_export):
     for fmt in ("litert_fp32", "litert_fp16", "litert_int8"):
         entry = rec.formats[fmt]
         assert entry.available, entry.reason
-        assert entry.parity["passed"], (fmt, entry.parity)
+        assert entry.parity.passed, (fmt, entry.parity)
         assert entry.layout == "NCHW"
-    assert rec.formats["litert_fp32"].parity["random"]["max_abs_heatmap_err"] < 1e-4
+    assert rec.formats["litert_fp32"].parity.random.max_abs_heatmap_err < 1e-4
     int8 = rec.formats["litert_int8"]
     assert int8.recipe["num_images"] == 8 and len(int8.calibration["list_sha256"]) == 64
     r = make_runner("litert", "int8", threads=1)

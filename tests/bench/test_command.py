@@ -73,7 +73,7 @@ def test_report_contents(report, tiny_zoo):
             assert "--backends " + b in r.command
         ov = rows[(s, "openvino", "fp32")]
         assert ov.runner["inference_precision"] == "f32"
-        assert ov.parity["passed"] and ov.parity["real"]["mean_kpt_disp_px"] <= 0.5
+        assert ov.parity.passed and ov.parity.real.mean_kpt_disp_px <= 0.5
         assert rows[(s, "onnxruntime", "fp32")].accuracy.delta_vs_torch_fp32 == \
             pytest.approx(0.0, abs=0.02)
         trt = rows[(s, "tensorrt", "fp32")]

@@ -49,8 +49,8 @@ def test_real_int8_on_both_cpu_backends(int8_export, fmt):
     e = rec.formats[fmt]
     assert e.available and e.precision == "int8"
     par = e.parity
-    assert par["passed"], par  # within the stated INT8 tolerance against PyTorch fp32
-    assert par["tolerance"]["mean_kpt_disp_px"] == TOLERANCE["int8"][1]
+    assert par.passed, par  # within the stated INT8 tolerance against PyTorch fp32
+    assert par.tolerance.mean_kpt_disp_px == TOLERANCE["int8"][1]
     assert e.recipe == RECIPE.as_dict()
     assert e.calibration["num_images"] == 16 and len(e.calibration["list_sha256"]) == 64
     if fmt == "openvino_int8":  # plain PTQ: every weighted layer in int8
@@ -329,7 +329,7 @@ def test_onnx_runtime_int8_recipes(student, int8_export, tmp_path):
 
     out, rec = int8_export
     e = rec.formats["onnx_int8"]
-    assert e.available and e.parity["passed"], e.parity
+    assert e.available and e.parity.passed, e.parity
     assert e.recipe["ort_quantizer"] == "nncf" and e.calibration_method == "nncf-default"
     assert e.recipe["ort_nncf_activations"] == "per_tensor" and "nncf" in e.activations
     assert '"ort_quantizer": "nncf"' in file_metadata(out / e.file)["okdhp_quant_recipe"]
@@ -344,7 +344,7 @@ def test_onnx_runtime_int8_recipes(student, int8_export, tmp_path):
     assert _ort_float_convs(out / e.file) <= _convs_without_quantized_output(graph)
     own = QuantRecipe(num_images=16, ort_quantizer="ort")
     got = export_student(student, tmp_path / "ort", formats=("onnx_int8",), recipe=own)
-    assert got.formats["onnx_int8"].available and got.formats["onnx_int8"].parity["passed"]
+    assert got.formats["onnx_int8"].available and got.formats["onnx_int8"].parity.passed
     assert got.formats["onnx_int8"].sha256 != e.sha256  # another file than NNCF's
     with pytest.raises(QuantizationError, match="only onnxruntime's INT8 reads it"):
         own.check_honoured({"openvino"})

@@ -125,7 +125,7 @@ def test_light_family_trains_extracts_exports(encoder, synthetic_root, tmp_path)
     rec = export_student(d / "student.yaml", formats=("onnx", "openvino_fp32"))
     for fmt in ("onnx", "openvino_fp32"):
         assert rec.formats[fmt].available, rec.formats[fmt]
-        assert rec.formats[fmt].parity["passed"], rec.formats[fmt].parity
+        assert rec.formats[fmt].parity.passed, rec.formats[fmt].parity
     # a torch-free bundle of the light student gives the PyTorch student's keypoints
     import numpy as np
 

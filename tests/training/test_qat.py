@@ -88,7 +88,7 @@ def test_int8_files_run_the_program_on_every_cpu_runtime(qat_zoo):
     ref = run_program(load_program(d / man.qat.program.file, man.qat.program.sha256), x)
     for fmt, backend in runtimes.items():
         entry = rec.formats[fmt]
-        assert entry.available and entry.parity["passed"], entry
+        assert entry.available and entry.parity.passed, entry
         assert entry.recipe == man.qat.recipe and entry.quantizer == "xnnpack-pt2e-qat"
         assert entry.calibration is None  # made from the program, not calibrated here
         with make_runner(backend, "int8") as runner:
