@@ -8,6 +8,7 @@ import textwrap
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -143,13 +144,38 @@ BLOCK_TORCH = blocking("torch") + textwrap.dedent("""
 """)
 
 
+def built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
+    """``build(folder)`` once for the whole run, whichever test worker asks first (the
+    others wait on a lock in the workers' common temp root, then read the same folder):
+    for read-only fixtures that take seconds to make."""
+    import os
+    import shutil
+
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    out = root / name
+    with FileLock(str(out) + ".lock"):
+        if not (out / ".built").is_file():
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir(parents=True)
+            build(out)
+            (out / ".built").touch()
+    return out
+
+
 @pytest.fixture(scope="session")
 def report(tiny_zoo, tmp_path_factory) -> Path:
-    """A bench report of the tiny zoo (torch, ONNX Runtime, OpenVINO; device 'test-box')."""
-    out = tmp_path_factory.mktemp("reports")
-    proc = okdhp_process("bench", "--zoo", tiny_zoo, "--backends",
-                         "torch,onnxruntime,openvino,tensorrt", "--threads", "1", "--min-iters",
-                         "6", "--min-time", "0.05", "--warmup-time", "0.02", "--rounds", "2",
-                         "--out-root", out, "--device-name", "test-box", "--batch", "4")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return out / "test-box"
+    """A bench report of the tiny zoo (torch, ONNX Runtime, OpenVINO; device 'test-box'),
+    made once for all test workers; read only."""
+    def build(out: Path) -> None:
+        proc = okdhp_process("bench", "--zoo", tiny_zoo, "--backends",
+                             "torch,onnxruntime,openvino,tensorrt", "--threads", "1",
+                             "--min-iters", "6", "--min-time", "0.05", "--warmup-time", "0.02",
+                             "--rounds", "2", "--out-root", out, "--device-name", "test-box",
+                             "--batch", "4")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+    return built_once(tmp_path_factory, "tiny-report", build) / "test-box"

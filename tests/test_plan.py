@@ -102,7 +102,8 @@ def _fake_report(zoo, device, students, acc, lat):
     return {"report_version": 0, "zoo": zoo, "device_id": device, "device": {},
             "metric": "AP", "flip_test": False, "timing": {}, "created": "now",
             "command": f"bench {zoo}",
-            "students": [{"name": s} for s in students], "rows": rows, "wall_s": 1.0}
+            "students": [{"name": s, "params": 1, "macs": 1, "accuracy_torch_manifest": None}
+                         for s in students], "rows": rows, "wall_s": 1.0}
 
 
 def test_merge_joins_families_for_one_pick(tmp_path):

@@ -121,10 +121,11 @@ def test_a_bound_outside_its_range_is_refused_in_the_api_and_on_the_command_line
         pick([row], **kwargs)
 
 
-def test_pick_cli_refuses_an_ap_drop_in_points(report):
+def test_pick_cli_refuses_an_ap_drop_in_points(tmp_path):
+    """Refused where it enters, before any report is read."""
     from tests.conftest import okdhp
 
-    proc = okdhp("zoo", "pick", "--report", str(report / "tiny.json"), "--max-latency-ms", "9",
+    proc = okdhp("zoo", "pick", "--report", str(tmp_path / "tiny.json"), "--max-latency-ms", "9",
                  "--max-ap-drop", "2")
     assert proc.returncode == 2 and "2 points of AP is 0.02" in proc.stderr
     assert proc.stderr.count("\n") == 1  # one line, no traceback

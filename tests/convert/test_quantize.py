@@ -190,7 +190,7 @@ def test_bench_int8_rows_chart_and_pick(tiny_zoo, tmp_path):
     from okdhp_edge.bench.report import load_report
 
     proc = okdhp_process(
-        "bench", "--zoo", tiny_zoo, "--threads", "1", "--backends",
+        "bench", "--zoo", tiny_zoo, "--students", "hg3", "--threads", "1", "--backends",
         "torch,onnxruntime,openvino,tensorrt", "--precisions", "fp32,int8", "--calib-images",
         "16", "--min-iters", "4", "--min-time", "0.02", "--warmup-time", "0.02", "--rounds", "1",
         "--batch", "1", "--out-root", tmp_path, "--device-name", "box")
@@ -278,6 +278,9 @@ def test_calibration_sensitivity_report_resumes(tiny_zoo, tmp_path):
     assert bad.returncode == 2 and "torch has no int8 target" in bad.stderr
 
 
+# slow: the calibration experiment's resume, report and rebuilding command stay covered by
+# test_calibration_sensitivity_report_resumes (OpenVINO: a rerun measures nothing twice)
+@pytest.mark.slow
 def test_calibration_experiment_resumes_and_says_how_to_rebuild(tiny_zoo, tmp_path):
     """``bench calibration``: every cell measured once (a rerun skips finished cells), the
     report split's accuracy beside fp32, and a Markdown whose one command rebuilds it."""

@@ -71,32 +71,35 @@ def test_edited_qat_record_is_refused(qat_zoo, tmp_path):
         load_student(d / "student.yaml")
 
 
-def test_int8_files_run_the_program_on_every_cpu_runtime(qat_zoo):
+@pytest.mark.parametrize("fmt, backend", [
+    ("onnx_int8", "onnxruntime"), ("openvino_int8", "openvino"),
+    # slow: LiteRT's conversion of the program (~20 s); LiteRT's PT2E INT8 path stays in the
+    # default suite (test_litert.py::test_mobilenetv2_int8_through_pt2e_matches_its_float_student)
+    pytest.param("litert_int8", "litert", marks=pytest.mark.slow)])
+def test_int8_files_run_the_program_on_every_cpu_runtime(qat_zoo, fmt, backend):
     from okdhp_edge.convert.qat_program import load_program, run_program
     from okdhp_edge.export.exporter import export_student
     from okdhp_edge.manifest import load_student_manifest
     from okdhp_edge.runtime import make_runner
     from okdhp_edge.targets import TOLERANCE
 
+    if backend == "litert" and importlib.util.find_spec("litert_torch") is None:
+        pytest.skip("the litert extra is not installed")
     d = qat_zoo / "hg3"
     man = load_student_manifest(d / "student.yaml")
-    runtimes = {"onnx_int8": "onnxruntime", "openvino_int8": "openvino"}
-    if importlib.util.find_spec("litert_torch") is not None:  # the litert extra
-        runtimes["litert_int8"] = "litert"
-    rec = export_student(d / "student.yaml", formats=tuple(runtimes))
+    rec = export_student(d / "student.yaml", formats=(fmt,))
     x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
     ref = run_program(load_program(d / man.qat.program.file, man.qat.program.sha256), x)
-    for fmt, backend in runtimes.items():
-        entry = rec.formats[fmt]
-        assert entry.available and entry.parity.passed, entry
-        assert entry.recipe == man.qat.recipe and entry.quantizer == "xnnpack-pt2e-qat"
-        assert entry.calibration is None  # made from the program, not calibrated here
-        with make_runner(backend, "int8") as runner:
-            runner.load(str(d / "export" / entry.file))
-            out = np.concatenate([runner.run(x[i:i + 1]) for i in range(len(x))])
-        assert np.abs(out - ref).max() <= TOLERANCE["int8"][0]
-    again = export_student(d / "student.yaml", formats=("onnx_int8",))  # cached: same file
-    assert again.formats["onnx_int8"].sha256 == rec.formats["onnx_int8"].sha256
+    entry = rec.formats[fmt]
+    assert entry.available and entry.parity.passed, entry
+    assert entry.recipe == man.qat.recipe and entry.quantizer == "xnnpack-pt2e-qat"
+    assert entry.calibration is None  # made from the program, not calibrated here
+    with make_runner(backend, "int8") as runner:
+        runner.load(str(d / "export" / entry.file))
+        out = np.concatenate([runner.run(x[i:i + 1]) for i in range(len(x))])
+    assert np.abs(out - ref).max() <= TOLERANCE["int8"][0]
+    again = export_student(d / "student.yaml", formats=(fmt,))  # cached: the same file
+    assert again.formats[fmt].sha256 == entry.sha256
 
 
 def test_fau_and_ensemble_stay_float(tiny_zoo):
@@ -124,6 +127,9 @@ def test_fau_and_ensemble_stay_float(tiny_zoo):
     assert len(out.branch_heatmaps) == 2 and out.weights.shape == (2, 2, 17)
 
 
+# slow: resuming is the Trainer's (test_trainer.py::test_interrupt_mid_epoch_then_resume);
+# what QAT keeps at a best epoch is its Selection's (test_qat_zoo_records_its_recipe_and_program)
+@pytest.mark.slow
 def test_qat_resumes_mid_run(tiny_zoo, tmp_path):
     from okdhp_edge.config import load_config
     from okdhp_edge.training.qat import QatTrainer, qat_run_config
@@ -158,6 +164,10 @@ def test_qat_from_needs_a_trained_run(tmp_path):
     assert res.returncode == 2 and "give one of them" in res.stderr
 
 
+# slow: its arms are `train --qat-from` runs (the qat_zoo fixture) whose INT8 files are
+# exported and run on every CPU runtime (test_int8_files_run_the_program_on_every_cpu_runtime);
+# its refusals stay in the default suite (test_ablation_refuses_what_it_cannot_run)
+@pytest.mark.slow
 def test_ablation_scores_and_reports_every_arm(qat_zoo, tiny_zoo, tmp_path):
     """The ``experiments qat`` scoring and report on real files (here, beside the QAT zoo
     it reads: one QAT run per file is what a test can afford)."""
