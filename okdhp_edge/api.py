@@ -1,12 +1,14 @@
 """The Python API behind the ``okdhp`` command: train a zoo, bench it, pick a student,
-export a bundle. Each call returns values (paths, typed records), never printed text::
+export a bundle. Each call returns values (paths, typed records), never printed text, and
+takes the same keys as its command, checked the same way::
 
     from okdhp_edge import api
     from okdhp_edge.config import load_config
 
-    run = api.train(load_config("configs/quickstart.yaml"), config_name="quickstart")
-    report, files = api.bench(run.zoo, min_time=1.0)
-    choice = api.pick(report, max_latency_ms=1.5)
+    if __name__ == "__main__":  # training starts data-loader processes: a script needs it
+        run = api.train(load_config("configs/quickstart.yaml"), config_name="quickstart")
+        report, files = api.bench(run.zoo, min_time=1.0)
+        choice = api.pick(report, max_latency_ms=1.5)
 
 The command line (``okdhp train|bench|zoo ...``) parses its arguments and calls these.
 """
@@ -43,22 +45,26 @@ def train(cfg: Any, config_name: str = "", resume: Optional[Path] = None,
     (default: a new one under ``train.out_dir``).
 
     Raises:
+        ConfigError: a value the command line would refuse (a negative LR, a wrong type).
         TrainingInterrupted: SIGINT/SIGTERM (a checkpoint was written; resume the run).
         NonFiniteLossError: the loss became NaN or infinite.
     """
+    from okdhp_edge.config import check_machine, checked
     from okdhp_edge.training.trainer import Trainer
     from okdhp_edge.training.zoo_writer import write_zoo as write
     from okdhp_edge.utils.io import check_writable
 
+    cfg = checked(cfg)  # as the command line checks it, before any work (ConfigError)
+    check_machine(cfg)
+    trainer_class = Trainer
+    if cfg.qat.from_run:  # quantization-aware fine-tuning of a trained run (checked first)
+        from okdhp_edge.training.qat import QatTrainer, qat_run_config
+
+        cfg, trainer_class = qat_run_config(cfg), QatTrainer
     # what the end of the run needs, checked before its first step (WriteError, one line)
     check_writable(Path(cfg.train.out_dir))
     if write_zoo:
         check_writable(Path(cfg.zoo.root))
-    trainer_class = Trainer
-    if cfg.qat.from_run:  # quantization-aware fine-tuning of a trained run
-        from okdhp_edge.training.qat import QatTrainer, qat_run_config
-
-        cfg, trainer_class = qat_run_config(cfg), QatTrainer
     trainer = trainer_class(cfg, run_dir=resume or run_dir, resume=resume is not None,
                             config_name=config_name)
     try:

@@ -324,6 +324,36 @@ def load_config(path: Optional[str | Path] = None, overrides: Optional[list[str]
     return cfg
 
 
+def checked(cfg: Config) -> Config:
+    """A config built or edited in Python (``cfg.train.lr = -1``), checked as the command
+    line checks one: every value against its type and choices, then :func:`validate`.
+    Returns a fresh, checked copy (ConfigError names the key)."""
+    if not isinstance(cfg, Config):
+        raise ConfigError(f"expected an okdhp_edge.config.Config, got {type(cfg).__name__}")
+    fresh = Config()
+    _apply(fresh, config_to_dict(cfg))
+    validate(fresh)
+    return fresh
+
+
+def check_machine(cfg: Config) -> None:
+    """The knobs that multiply a resource, against what this machine has, where a run
+    starts on it (a config may come from a larger one): ``train.threads`` at most its
+    cores, ``data.workers`` at most twice them (a run with 999 threads on 2 cores started
+    2,001 threads and stalled the machine)."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
+        (os.cpu_count() or 1)
+    if cfg.train.threads > cores:
+        raise ConfigError(f"train.threads={cfg.train.threads}: this machine has {cores} "
+                          "core(s) for this process (0: all of them, fewer while others are "
+                          "busy)")
+    if cfg.data.workers > 2 * cores:
+        raise ConfigError(f"data.workers={cfg.data.workers}: at most {2 * cores} on this "
+                          f"machine's {cores} core(s)")
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")

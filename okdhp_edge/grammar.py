@@ -310,7 +310,8 @@ class Request:
         if "--show" in argv[:list(argv).index("--") if "--" in argv else len(argv)]:
             print(cls.show())  # before the required keys are asked for
             return None
-        ns = vars(cls.parser().parse_args(_key_values(list(argv), keys)))
+        # intermixed: overrides may come before, between and after the flags
+        ns = vars(cls.parser().parse_intermixed_args(_key_values(list(argv), keys)))
         ns.pop("show", None)
         values = {}
         for name, raw in ns.items():

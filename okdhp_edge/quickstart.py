@@ -11,11 +11,12 @@ from typing import ClassVar
 
 from okdhp_edge.grammar import Request, option
 from okdhp_edge.targets import BACKEND_INFO, default_backends
-from okdhp_edge.utils.cli import console_entry, request_main, run_cli
+from okdhp_edge.utils.cli import UsageError, console_entry, request_main, run_cli
 
 log = logging.getLogger("okdhp_edge.quickstart")
 
 DEFAULT_BUDGET_MS = 1.5
+REPORTS = Path("bench/reports")
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,8 @@ def run(args: QuickstartRequest) -> int:
     from okdhp_edge.data.build import ensure_synthetic
 
     cfg = load_config(args.config, list(args.overrides))
+    cfg.zoo.name = _free_zoo_name(cfg.zoo.name or args.config.stem, Path(cfg.zoo.root),
+                                  REPORTS)
     log.info("[1/4] synthetic data in %s", cfg.data.root)
     ensure_synthetic(cfg.data)
     log.info("[2/4] training the quickstart OKDHP zoo (shared %d + branches %s)",
@@ -55,9 +58,9 @@ def run(args: QuickstartRequest) -> int:
     run = api.train(cfg, config_name=args.config.stem)
     log.info("[3/4] benching %s on %s (each where present)", run.zoo,
              ", ".join(args.backends))
-    # a fresh zoo: its report replaces whatever this device measured of an earlier one
+    # a zoo name no zoo and no report of this device holds: nothing earlier is replaced
     report, files = api.bench(run.zoo, backends=args.backends, min_time=args.min_time,
-                              min_iters=args.min_iters, replace=True)
+                              min_iters=args.min_iters, out_root=REPORTS)
     log.info("[4/4] the pick for a %.1f ms budget (engine median, batch 1) on %s",
              args.max_latency_ms, report.device_id)
     p = api.pick(report, args.max_latency_ms)
@@ -66,6 +69,20 @@ def run(args: QuickstartRequest) -> int:
     print(f"\nzoo:    {run.zoo}\nreport: {files['md']}\nchart:  {chart}\n"
           f"run:    {run.run_dir}\ntook {time.time() - t0:.0f} s")
     return 0
+
+
+def _free_zoo_name(name: str, zoo_root: Path, reports: Path) -> str:
+    """``name``, or ``name-2``, ``name-3``...: the first that neither a zoo under
+    ``zoo_root`` nor a report of this device under ``reports`` holds (the quickstart
+    overwrites nothing: not an earlier zoo, not an earlier or published report)."""
+    from okdhp_edge.bench.device import this_device_id
+
+    device = reports / this_device_id()
+    for i in range(1, 10_000):
+        candidate = name if i == 1 else f"{name}-{i}"
+        if not (zoo_root / candidate).exists() and not (device / f"{candidate}.json").exists():
+            return candidate
+    raise UsageError(f"no free zoo name like '{name}' under {zoo_root}")
 
 
 main = request_main(QuickstartRequest, run)

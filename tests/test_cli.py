@@ -121,3 +121,8 @@ def test_api_keywords_are_the_command_keys(tmp_path):
         api.bench(tmp_path / "zoo", calib_images=0)
     with pytest.raises(UsageError, match="max_ap_drop .--max-ap-drop.: .* points of AP"):
         api.pick(REPORT, 1.5, max_ap_drop=2)
+
+
+def test_bench_threads_cannot_exceed_the_machine(tmp_path):
+    with pytest.raises(UsageError, match="threads .--threads. 999: this machine has"):
+        api.bench(tmp_path / "zoo", threads=999)

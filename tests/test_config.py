@@ -4,6 +4,7 @@ import sys
 import pytest
 
 from okdhp_edge.config import ConfigError, load_config, save_config
+from tests.conftest import ROOT
 
 
 def test_defaults_and_overrides():
@@ -78,3 +79,38 @@ def test_cli_exits_2_with_one_line():
 def test_values_that_cannot_run_are_refused_at_load(override, needle):
     with pytest.raises(ConfigError, match=needle):
         load_config(overrides=[override])
+
+
+@pytest.mark.parametrize("key, value, words", [
+    ("train.lr", -1, "train.lr: expected a value > 0"),
+    ("data.input_size", [0, 0], "data.input_size: each side must be at least 16"),
+    ("train.epochs", "abc", "train.epochs: expected int, got 'abc'"),
+    ("model.branches", [], "model.branches: expected a non-empty list")])
+def test_the_api_checks_a_config_edited_in_python(tmp_path, key, value, words):
+    """api.train runs the command line's checks on a Config set in Python, before any
+    work: one ConfigError naming the key, no run folder."""
+    from okdhp_edge import api
+    from okdhp_edge.errors import ConfigError
+
+    cfg = load_config(ROOT / "configs" / "quickstart.yaml", [f"train.out_dir={tmp_path}/r"])
+    section, name = key.split(".")
+    setattr(getattr(cfg, section), name, value)
+    with pytest.raises(ConfigError, match=words):
+        api.train(cfg)
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("override, words", [
+    ("train.threads=999", "train.threads=999: this machine has"),
+    ("data.workers=999", "data.workers=999: at most")])
+def test_a_run_cannot_ask_for_more_than_the_machine_has(tmp_path, override, words):
+    """Refused where the run starts (the config may come from a larger machine), before
+    any thread or process is started."""
+    from okdhp_edge import api
+    from okdhp_edge.errors import ConfigError
+
+    cfg = load_config(ROOT / "configs" / "quickstart.yaml",
+                      [f"train.out_dir={tmp_path}/r", override])
+    with pytest.raises(ConfigError, match=words):
+        api.train(cfg)
+    assert not (tmp_path / "r").exists()

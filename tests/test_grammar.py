@@ -140,3 +140,10 @@ def test_a_spaced_list_stops_at_the_next_option_or_override():
     assert Spaced.parse(["--seeds", "0,1"]) == Spaced.parse(["seeds=0,1"]) == \
         Spaced.build(seeds=[0, 1])
     assert Spaced.parse(req.argv()) == req
+
+
+def test_overrides_may_follow_a_flag():
+    """``train --config C train.epochs=1 --no-zoo train.val_max_images=10``: every override
+    is read, wherever it stands."""
+    req = Demo.parse(["--src", "d", "a.b=1", "--fast", "c.d=2", "--no-slow", "e.f=3"])
+    assert req.rest == ("a.b=1", "c.d=2", "e.f=3") and req.fast and not req.slow

@@ -121,6 +121,10 @@ class BenchRequest(Request):
             raise UsageError(f"bootstrap (--bootstrap) {self.bootstrap}: give 0 (no "
                              f"intervals) or {MIN_RESAMPLES}..100000 resamples")
         _scheduling(self.scheduling)
+        cores = len(os.sched_getaffinity(0))
+        if self.threads > cores:
+            raise UsageError(f"threads (--threads) {self.threads}: this machine has {cores} "
+                             "core(s) for this process (0: all of them)")
 
 
 def _scheduling(items: tuple[str, ...]) -> dict[str, bool]:

@@ -73,6 +73,12 @@ class AblationRequest(Request):
     overrides: tuple[str, ...] = option((), "config overrides for every run, section.key=value",
                                         positional=True, metavar="SECTION.KEY=VALUE")
 
+    def check(self) -> None:
+        cores = len(os.sched_getaffinity(0))
+        if self.jobs > cores:
+            raise UsageError(f"jobs (--jobs) {self.jobs}: runs trained at once, each on its "
+                             f"own cores; this machine has {cores}")
+
 
 def ablation(args: AblationRequest) -> int:
     """Train (or restore) every run of the spec, or with ``--report-only`` re-render the

@@ -58,6 +58,7 @@ def qat_run_config(cfg: Any) -> Any:
     process, channels-first, not compiled; the run and its zoo are named after the float run
     (``<run>-qat``, ``<run>-qat-labels``). Idempotent (a resumed run applies it again)."""
     q = cfg.qat
+    check_from_run(cfg)
     name = f"{Path(q.from_run).name}-qat{'' if q.kd else '-labels'}"
     train = dataclasses.replace(
         cfg.train, epochs=q.epochs, lr=q.lr, lr_steps=[], warmup_iters=0, plateau_patience=0,
@@ -65,6 +66,32 @@ def qat_run_config(cfg: Any) -> Any:
     loss = dataclasses.replace(cfg.loss, distill=q.kd, ramp_epochs=0.0)
     zoo = dataclasses.replace(cfg.zoo, name="")  # the zoo takes the QAT run's name
     return dataclasses.replace(cfg, train=train, loss=loss, zoo=zoo)
+
+
+def check_from_run(cfg: Any) -> None:
+    """ConfigError, before anything is loaded, when ``qat.from_run`` cannot be fine-tuned
+    as asked: not a trained run, a plain network (quantization-aware online distillation
+    needs the multi-branch network and its ensemble), or a model config that differs from
+    the run's (its checkpoint would not fit)."""
+    from okdhp_edge.config import load_config
+    from okdhp_edge.errors import ConfigError
+    from okdhp_edge.families import is_multi_branch
+
+    run = Path(cfg.qat.from_run)
+    for need in ("config.yaml", "last.pt"):
+        if not (run / need).is_file():
+            raise ConfigError(f"qat.from_run {run}: no {need} there (a trained run's folder "
+                              "holds both)")
+    trained = load_config(run / "config.yaml").model
+    if not is_multi_branch(trained.name):
+        raise ConfigError(f"qat.from_run {run}: '{trained.name}' is a plain network; "
+                          "quantization-aware online distillation fine-tunes a multi-branch "
+                          "run (okdhp, okdhp_light)")
+    for f in dataclasses.fields(trained):
+        if getattr(trained, f.name) != getattr(cfg.model, f.name):
+            raise ConfigError(f"model.{f.name} is {getattr(cfg.model, f.name)!r} here but "
+                              f"{getattr(trained, f.name)!r} in {run}: QAT fine-tunes the "
+                              "run's own network (leave the model keys to its config.yaml)")
 
 
 def recipe(qcfg: Any, branches: list[str]) -> dict[str, Any]:

@@ -377,3 +377,26 @@ def test_branches_left_float_compute_in_float(tiny_zoo, tmp_path):
                and n.args[0].op == "call_function"]
     assert any(p.startswith("net.branch_stacks.0.") for p in made_by)
     assert not any(p.startswith(("net.branch_stacks.1.", "net.fau")) for p in made_by)
+
+
+def test_qat_refusals_are_one_line_before_anything_is_loaded(tiny_zoo, tmp_path):
+    """A plain run, or a model config that does not fit the run's checkpoint, is refused in
+    one line naming why (it was a ValueError traceback, or a size mismatch deep in
+    load_state_dict)."""
+    import shutil
+
+    import yaml
+
+    run = _float_run(tiny_zoo)
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["model"]["name"] = "hg2"
+    (plain / "config.yaml").write_text(yaml.safe_dump(cfg))
+    shutil.copy(run / "last.pt", plain / "last.pt")
+    res = okdhp("train", "--qat-from", plain, f"train.out_dir={tmp_path}/runs")
+    assert res.returncode == 2 and "'hg2' is a plain network" in res.stderr, res.stderr
+    assert res.stderr.count("\n") == 1 and not (tmp_path / "runs").exists()
+    res = okdhp("train", "--qat-from", run, "model.width=16", f"train.out_dir={tmp_path}/runs")
+    assert res.returncode == 2 and "model.width is 16 here but" in res.stderr, res.stderr
+    assert res.stderr.count("\n") == 1
