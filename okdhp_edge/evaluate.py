@@ -32,6 +32,10 @@ def format_metrics(res: dict[str, Any]) -> str:
     return pckh_table(res, 0.5) + f"\nPCKh@0.1 {res['PCKh@0.1']:.2f}" + span
 
 
+# the keys only the codec oracle reads (a student's preprocessing is its manifest's)
+ORACLE_ONLY = ("det_file", "det_thr", "input_size", "sigma")
+
+
 @dataclass(frozen=True)
 class EvaluateRequest(Request):
     """Scores a student (``--student PATH/student.yaml``: on its report split, or on
@@ -62,6 +66,12 @@ class EvaluateRequest(Request):
             raise UsageError("evaluate needs one of --student or --oracle")
         if self.oracle and not (self.dataset and self.ann and self.images):
             raise UsageError("--oracle needs --dataset, --ann and --images")
+        oracle_only = [k.label for k in self.keys() if k.name in ORACLE_ONLY
+                       and getattr(self, k.name) != k.default]
+        if self.student and oracle_only:
+            raise UsageError(f"{', '.join(oracle_only)}: the oracle's; a student is "
+                             "evaluated with its own preprocessing and ground-truth boxes "
+                             "(its manifest), so these would be ignored")
 
 
 def run(args: EvaluateRequest) -> int:

@@ -126,3 +126,12 @@ def test_api_keywords_are_the_command_keys(tmp_path):
 def test_bench_threads_cannot_exceed_the_machine(tmp_path):
     with pytest.raises(UsageError, match="threads .--threads. 999: this machine has"):
         api.bench(tmp_path / "zoo", threads=999)
+
+
+def test_evaluate_refuses_the_oracles_options_for_a_student(tmp_path):
+    """--det-file, --det-thr, --input-size and --sigma are the oracle's: given with
+    --student they were ignored (a NaN detection file never read); now refused."""
+    proc = _okdhp("evaluate", "--student", str(tmp_path / "s.yaml"), "--det-file", "d.json",
+                  "--sigma", "3")
+    assert proc.returncode == 2 and "det_file (--det-file), sigma (--sigma): the oracle's" \
+        in proc.stderr, proc.stderr

@@ -27,3 +27,15 @@ def test_a_missing_zoo_is_one_line_in_every_command(tmp_path):
         proc = okdhp(*cmd, str(tmp_path / "none"))
         assert proc.returncode == 1, proc.stderr
         assert proc.stderr.strip() == f"error: {tmp_path / 'none'}: manifest not found"
+
+
+def test_a_refused_export_leaves_no_out_folder(tiny_zoo, tmp_path):
+    """TensorRT is unavailable here: the export is refused in one line, and the --out
+    folder it would have written is not left behind, empty."""
+    from tests.conftest import okdhp
+
+    out = tmp_path / "deploy"
+    res = okdhp("zoo", "export", "--zoo", tiny_zoo, "--student", "hg2", "--backend",
+                "tensorrt", "--out", out)
+    assert res.returncode != 0 and "unavailable" in res.stderr and not out.exists()
+    assert res.stderr.strip().splitlines()[-1].startswith("error: tensorrt fp32 unavailable")

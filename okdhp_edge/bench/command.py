@@ -211,8 +211,12 @@ def _candidates(req: BenchRequest, targets: list) -> tuple[list, str, tuple]:
         cands = zoo_candidates(req.zoo, req.students, formats, req.recipe, req.worker_timeout)
         return cands, req.zoo.resolve().name, req.backends
     cands, zoo_name = bundle_candidates(req.bundles, req.students)
-    return cands, zoo_name, tuple(b for b in req.backends
-                                  if BACKEND_INFO[b].torch_free) or req.backends
+    if req.backends != default_backends():  # named: each gets its rows (or says why not)
+        return cands, zoo_name, req.backends
+    free = tuple(b for b in req.backends if BACKEND_INFO[b].torch_free)
+    log.info("bundles: benched on the torch-free runtimes (%s); name others with --backends",
+             ", ".join(free))
+    return cands, zoo_name, free
 
 
 def _row_command(req: BenchRequest, threads: int) -> Any:

@@ -10,11 +10,12 @@ bench on the target refuses any mismatch before it runs anything.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import shutil
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 from okdhp_edge import __version__
 from okdhp_edge.convert.quantize import QuantRecipe
@@ -65,45 +66,54 @@ def export_bundle(student_yaml: Path, backend: str, precision: str, out: Path,
         raise UsageError(f"no torch-free bundle of {t.label} (bundles exist for: "
                          + ", ".join(x.label for x in TARGETS.values() if x.bundle) + ")")
     out = Path(out)
-    _check_out(out)
-    if (out / "bundle.yaml").exists() and not force:
-        raise UsageError(f"{out}: a bundle is already there (use a new --out)")
-    man = load_student_manifest(student_yaml)
-    entry = export_student(student_yaml, formats=(t.export,), recipe=recipe).formats[t.export]
-    if not entry.available:
-        raise UsageError(f"{t.label} unavailable here: {entry.reason}")
-    failed = entry.parity is None or not entry.parity.passed
-    if failed and not allow_parity_failure:
-        why = entry.parity.summary() if entry.parity else "no parity record"
-        raise UsageError(f"{man.name} {t.label}: its parity check against PyTorch fp32 failed "
-                         f"({why}); not bundled (pass "
-                         "--allow-parity-failure to ship it anyway, recorded in the bundle)")
-    src_dir = Path(student_yaml).parent / "export"
-    # as a set, through temporaries: a full disk is one line and leaves no torn model file
-    atomic_write_set({out / rel: functools.partial(_copy, src_dir / rel)
-                      for rel in FORMATS[t.export].files})
-    write_record(out / "bundle.yaml", BundleManifest(
-        bundle_version=BundleManifest.VERSION, okdhp_edge=__version__, student=man.name,
-        backend=backend, precision=precision, model=FORMATS[t.export].model_file,
-        files=_bundle_files(out), preprocessing=man.preprocessing,
-        student_manifest=_bundled(man), parity=entry.parity,
-        quantization=entry.quantization or None, input_layout=FORMATS[t.export].layout,
-        requires=BACKEND_INFO[backend].runtime_extra or None,
-        parity_failure_allowed=True if failed else None))
-    return out
+    with _out_folder(out):
+        if (out / "bundle.yaml").exists() and not force:
+            raise UsageError(f"{out}: a bundle is already there (use a new --out)")
+        man = load_student_manifest(student_yaml)
+        entry = export_student(student_yaml, formats=(t.export,), recipe=recipe).formats[t.export]
+        if not entry.available:
+            raise UsageError(f"{t.label} unavailable here: {entry.reason}")
+        failed = entry.parity is None or not entry.parity.passed
+        if failed and not allow_parity_failure:
+            why = entry.parity.summary() if entry.parity else "no parity record"
+            raise UsageError(f"{man.name} {t.label}: its parity check against PyTorch fp32 failed "
+                             f"({why}); not bundled (pass "
+                             "--allow-parity-failure to ship it anyway, recorded in the bundle)")
+        src_dir = Path(student_yaml).parent / "export"
+        # as a set, through temporaries: a full disk is one line and leaves no torn model file
+        atomic_write_set({out / rel: functools.partial(_copy, src_dir / rel)
+                          for rel in FORMATS[t.export].files})
+        write_record(out / "bundle.yaml", BundleManifest(
+            bundle_version=BundleManifest.VERSION, okdhp_edge=__version__, student=man.name,
+            backend=backend, precision=precision, model=FORMATS[t.export].model_file,
+            files=_bundle_files(out), preprocessing=man.preprocessing,
+            student_manifest=_bundled(man), parity=entry.parity,
+            quantization=entry.quantization or None, input_layout=FORMATS[t.export].layout,
+            requires=BACKEND_INFO[backend].runtime_extra or None,
+            parity_failure_allowed=True if failed else None))
+        return out
 
 
 def _copy(src: Path, dst: Path) -> None:
     shutil.copyfile(src, dst)
 
 
-def _check_out(out: Path) -> None:
-    """Refuse an ``--out`` that is a file, and one that cannot take files, before any work."""
+@contextlib.contextmanager
+def _out_folder(out: Path) -> Iterator[None]:
+    """Refuse an ``--out`` that is a file, and one that cannot take files, before any work;
+    a folder made for an export that is then refused is removed again (left empty)."""
     from okdhp_edge.utils.io import check_writable
 
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: a file is there, not a folder")
+    existed = out.exists()
     check_writable(out)
+    try:
+        yield
+    except BaseException:
+        if not existed and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise
 
 
 def _bundled(man: StudentManifest) -> BundledStudent:
@@ -141,35 +151,35 @@ def export_all(zoo: Path, out: Path, backends: tuple[str, ...],
     from okdhp_edge.manifest import load_zoo_manifest, zoo_students
 
     out = Path(out)
-    _check_out(out)
-    if (out / "bundles.yaml").exists():
-        raise UsageError(f"{out}: a bundle set is already there (use a new --out)")
-    zoo_man = load_zoo_manifest(zoo)
-    students = zoo_students(zoo, students)
-    entries, skipped = [], []
-    targets = targets_for(backends, precisions, bundle_only=True)
-    if recipe is not None and any(t.quantized for t in targets):
-        recipe.check_honoured({t.backend for t in targets if t.quantized})
-    for d, man in students:
-        for t in targets:
-            b, p = t.backend, t.precision
-            dest = out / man.name / f"{b}-{p}"
-            try:
-                export_bundle(d / "student.yaml", b, p, dest, recipe=recipe,
-                              allow_parity_failure=allow_parity_failure)
-            except UsageError as exc:
-                skipped.append(SkippedBundle(man.name, b, p, str(exc)))
-                log.warning("skipped %s %s %s: %s", man.name, b, p, exc)
-                continue
-            entries.append(SetEntry(man.name, b, p, str(dest.relative_to(out)),
-                                    sha256_file(dest / "bundle.yaml")))
-    report = _copy_report_data(students[0][1], out)
-    files = {str(p.relative_to(out)): sha256_file(p)
-             for p in sorted((out / "report_data").rglob("*")) if p.is_file()}
-    write_record(out / "bundles.yaml", BundleSet(
-        set_version=BundleSet.VERSION, bundle_version=BundleManifest.VERSION,
-        okdhp_edge=__version__, zoo=zoo_man.name, metric=zoo_man.metric, bundles=entries,
-        skipped=skipped, report_data=report, report_files=files))
-    return out
+    with _out_folder(out):
+        if (out / "bundles.yaml").exists():
+            raise UsageError(f"{out}: a bundle set is already there (use a new --out)")
+        zoo_man = load_zoo_manifest(zoo)
+        students = zoo_students(zoo, students)
+        entries, skipped = [], []
+        targets = targets_for(backends, precisions, bundle_only=True)
+        if recipe is not None and any(t.quantized for t in targets):
+            recipe.check_honoured({t.backend for t in targets if t.quantized})
+        for d, man in students:
+            for t in targets:
+                b, p = t.backend, t.precision
+                dest = out / man.name / f"{b}-{p}"
+                try:
+                    export_bundle(d / "student.yaml", b, p, dest, recipe=recipe,
+                                  allow_parity_failure=allow_parity_failure)
+                except UsageError as exc:
+                    skipped.append(SkippedBundle(man.name, b, p, str(exc)))
+                    log.warning("skipped %s %s %s: %s", man.name, b, p, exc)
+                    continue
+                entries.append(SetEntry(man.name, b, p, str(dest.relative_to(out)),
+                                        sha256_file(dest / "bundle.yaml")))
+        report = _copy_report_data(students[0][1], out)
+        files = {str(p.relative_to(out)): sha256_file(p)
+                 for p in sorted((out / "report_data").rglob("*")) if p.is_file()}
+        write_record(out / "bundles.yaml", BundleSet(
+            set_version=BundleSet.VERSION, bundle_version=BundleManifest.VERSION,
+            okdhp_edge=__version__, zoo=zoo_man.name, metric=zoo_man.metric, bundles=entries,
+            skipped=skipped, report_data=report, report_files=files))
+        return out
 
 

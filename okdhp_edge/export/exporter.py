@@ -124,7 +124,10 @@ def _cached(old: dict[str, FormatRecord], fmt: str, out_dir: Path, recipe: Quant
         return None
     for rel, digest in entry.sha256.items():
         path = out_dir / rel
-        if not path.is_file() or sha256_file(path) != digest:
+        if not path.is_file():
+            log.warning("%s: missing (export.yaml lists it); rebuilding %s", path, fmt)
+            return None
+        if sha256_file(path) != digest:
             log.warning("%s: sha256 differs from export.yaml; rebuilding %s", path, fmt)
             return None
     revision = _build_revision(spec, man)

@@ -64,11 +64,19 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         if isinstance(exc, pickle.UnpicklingError):  # torch's text suggests unpickling it
             first = "refused by the weights-only loader"
         raise CheckpointError(f"{path}: not a checkpoint okdhp_edge wrote, or a truncated "
-                              f"one; it is not unpickled ({first[:120]})") from None
+                              f"one; it is not unpickled ({_clip(first)})") from None
     if not isinstance(ck, dict):
         raise CheckpointError(f"{path}: not a checkpoint okdhp_edge wrote (a "
                               f"{type(ck).__name__}, not a mapping)")
     return ck
+
+
+def _clip(text: str, width: int = 120) -> str:
+    """``text``'s first sentence, cut at a word (with "...") when longer than ``width``."""
+    text = text.split(". ")[0].rstrip(".")
+    if len(text) <= width:
+        return text
+    return text[:width].rsplit(" ", 1)[0] + " ..."
 
 
 @dataclass

@@ -69,6 +69,17 @@ def test_bundle_set_bench_without_torch(tiny_zoo, tmp_path):
     assert all(r.accuracy.value is not None for r in ok)
     # each row's memory was measured in a worker that never imported torch: a board's figure
     assert all(r.cost is not None and not r.cost.torch_imported for r in ok)
+    # a backend named with --backends that needs torch is a row saying so, not dropped
+    named = subprocess.run(
+        [sys.executable, "-c", BLOCK_TORCH, "--bundles", str(out), "--backends",
+         "onnxruntime,executorch", "--students", "hg2", "--threads", "1", "--min-iters", "4",
+         "--min-time", "0.02", "--warmup-time", "0.02", "--rounds", "1", "--no-accuracy",
+         "--out-root", str(tmp_path / "named"), "--device-name", "target"],
+        capture_output=True, text=True, timeout=600)
+    assert named.returncode == 0, named.stderr[-3000:]
+    rows = {r.backend: r for r in load_report(tmp_path / "named" / "target" / "tiny.json").rows}
+    assert rows["onnxruntime"].status == "ok" and rows["executorch"].status != "ok"
+    assert rows["executorch"].reason, rows["executorch"]
     # tampering with the report data is refused before anything runs
     victim = next((out / "report_data" / "images").iterdir())
     victim.write_bytes(b"x")

@@ -452,3 +452,13 @@ def test_a_second_signal_exits_at_once(synthetic_root, tmp_path):
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 128 + signal.SIGINT and "again: exiting now" in err
+
+
+def test_a_bad_checkpoints_message_ends_at_a_word():
+    from okdhp_edge.training.checkpoint import _clip
+
+    text = ("Weights only load failed. This file can still be loaded, to do so you have two "
+            "options. If you do it, make sure you trust the source")
+    assert _clip(text) == "Weights only load failed"
+    long = "word " * 40
+    assert _clip(long).endswith("word ...") and len(_clip(long)) <= 124
