@@ -408,16 +408,14 @@ Stuck(load_config(None, sys.argv[2:])).fit()
 """
 
 
-def test_sigterm_in_a_step_that_never_ends_exits_within_the_deadline(synthetic_root, tmp_path):
-    """A run whose iteration does not finish (a machine starved of cores) still stops on
-    SIGTERM: within train.stop_deadline_s it says that no checkpoint could be written and
-    exits 128 + 15; the checkpoint it wrote before stays."""
-    import signal
+def _stuck_run(synthetic_root, tmp_path, deadline_s: float) -> subprocess.Popen:
+    """A training process inside an iteration that does not finish (a machine starved of
+    cores), once its marker file says so."""
     import time
 
     marker = tmp_path / "stuck"
     args = [*tiny_overrides(synthetic_root, tmp_path), "train.amp=off",
-            "train.stop_deadline_s=2", "train.run_name=stuck"]
+            f"train.stop_deadline_s={deadline_s}", "train.run_name=stuck"]
     proc = subprocess.Popen([sys.executable, "-c", STUCK_RUN, str(marker), *args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             cwd=ROOT)
@@ -425,6 +423,16 @@ def test_sigterm_in_a_step_that_never_ends_exits_within_the_deadline(synthetic_r
     while not marker.is_file() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     assert marker.is_file(), proc.communicate()[1][-2000:]
+    return proc
+
+
+def test_sigterm_in_a_step_that_never_ends_exits_within_the_deadline(synthetic_root, tmp_path):
+    """A run whose iteration does not finish still stops on SIGTERM: within
+    train.stop_deadline_s it says that no checkpoint could be written and exits 128 + 15."""
+    import signal
+    import time
+
+    proc = _stuck_run(synthetic_root, tmp_path, 2)
     t0 = time.time()
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
@@ -437,15 +445,7 @@ def test_a_second_signal_exits_at_once(synthetic_root, tmp_path):
     import signal
     import time
 
-    marker = tmp_path / "stuck"
-    args = [*tiny_overrides(synthetic_root, tmp_path), "train.amp=off",
-            "train.stop_deadline_s=300", "train.run_name=stuck"]
-    proc = subprocess.Popen([sys.executable, "-c", STUCK_RUN, str(marker), *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            cwd=ROOT)
-    deadline = time.time() + 120
-    while not marker.is_file() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
+    proc = _stuck_run(synthetic_root, tmp_path, 300)
     proc.send_signal(signal.SIGTERM)
     time.sleep(0.5)
     assert proc.poll() is None  # the first asks for a checkpoint and waits for the step
