@@ -218,3 +218,23 @@ def test_bad_detections_are_refused_by_entry(coco_tiny, tmp_path, edit, needle):
     with pytest.raises(DataError, match=f"entry 3: .*{needle}"):
         CocoKeypoints(coco_tiny / "person_keypoints_tiny.json", coco_tiny / "images",
                       input_size=(192, 256), det_file=bad)
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("bbox", [0, 0, 1e30, 1e30], "cannot lie in its"),
+    ("bbox", [5000, 10, 20, 20], "cannot lie in its"),
+    ("area", 1e30, "cannot be a person's")])
+def test_an_annotation_no_image_can_hold_is_refused_at_read(coco_tiny, tmp_path, field, value,
+                                                            words):
+    """Boxes and areas are checked against their image where the annotations are read (a
+    huge box was clipped to the whole image and its area weighed the OKS, without a word)."""
+    import json
+
+    from okdhp_edge.data.errors import DataError
+
+    data = json.loads((coco_tiny / "person_keypoints_tiny.json").read_text())
+    data["annotations"][0][field] = value
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps(data))
+    with pytest.raises(DataError, match=words):
+        CocoKeypoints(ann, coco_tiny / "images", input_size=(64, 64))
