@@ -23,6 +23,7 @@ anything runs. No torch.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 from okdhp_edge.backends import make_runner
 from okdhp_edge.backends.base import BackendUnavailable
@@ -49,6 +50,14 @@ def verify_bundle(directory: str | Path) -> BundleManifest:
     return man
 
 
+def unavailable_text(directory: Path, exc: Exception, requires: Optional[str]) -> str:
+    """Why a bundle cannot run here: its runner's reason, and the extra the bundle needs
+    where that reason does not already name it."""
+    install = f"pip install 'okdhp_edge[{requires}]'" if requires else ""
+    need = f" (this bundle needs {install})" if install and install not in str(exc) else ""
+    return f"{directory}: {exc}{need}"
+
+
 def load_bundle(directory: str | Path, threads: int = 1, device: str = "cpu"
                 ) -> KeypointPipeline:
     """A ready :class:`KeypointPipeline` for a verified bundle."""
@@ -68,9 +77,7 @@ def load_bundle(directory: str | Path, threads: int = 1, device: str = "cpu"
     try:
         runner.load(str(directory / man.model))
     except BackendUnavailable as exc:
-        need = f" (this bundle needs pip install 'okdhp_edge[{man.requires}]')" \
-            if man.requires else ""
-        raise BackendUnavailable(f"{directory}: {exc}{need}") from None
+        raise BackendUnavailable(unavailable_text(directory, exc, man.requires)) from None
     check_model_metadata(man.student_record(), runner.model_metadata(),
                          directory / "bundle.yaml")
     w, h = man.preprocessing.input_size
