@@ -421,23 +421,14 @@ def _without_none(entry: dict[str, Any]) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class BundledStudent:
-    """The student manifest a bundle carries (its preprocessing is the bundle's own)."""
-
-    name: str
-    architecture: Architecture
-    params: int
-    macs: int
-    compression: Compression
-    accuracy: Accuracy
-    provenance: Provenance
-
-
-@dataclass(frozen=True)
 class BundleManifest(Record):
-    """``bundle.yaml``: one student's model file for one backend and precision."""
+    """``bundle.yaml``: one student's model file for one backend and precision, with the
+    student's own manifest (its weights not shipped: ``weights`` names no file). Version 1
+    carried a copy of some of the manifest's fields and the preprocessing beside it; it is
+    migrated on read."""
 
     VERSION_KEY: ClassVar[str] = "bundle_version"
+    VERSION: ClassVar[int] = 2
 
     bundle_version: int
     okdhp_edge: str
@@ -446,8 +437,7 @@ class BundleManifest(Record):
     precision: str
     model: str  # the target's model file
     files: dict[str, str]  # every file of the bundle but bundle.yaml -> sha256
-    preprocessing: Preprocessing
-    student_manifest: BundledStudent
+    student_manifest: StudentManifest
     parity: Parity
     quantization: Optional[dict[str, Any]] = field(default=None, metadata=OMIT_NONE)
     input_layout: str = "NCHW"  # the model file's input layout (checked at load)
@@ -466,15 +456,31 @@ class BundleManifest(Record):
             raise ManifestError(f"{where}: model '{self.model}' is not one of the verified "
                                 "files")
 
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """The student's preprocessing (its manifest's)."""
+        return self.student_manifest.preprocessing
+
     def student_record(self) -> StudentManifest:
-        """The student as a :class:`StudentManifest` (the bundle's preprocessing; weights
-        not shipped)."""
-        s = self.student_manifest
-        return StudentManifest(
-            schema=StudentManifest.VERSION, name=s.name, architecture=s.architecture,
-            params=s.params, macs=s.macs, compression=s.compression,
-            weights=WeightsRef("", ""), preprocessing=self.preprocessing,
-            accuracy=s.accuracy, provenance=s.provenance)
+        """The student's manifest (weights not shipped)."""
+        return self.student_manifest
+
+
+NO_WEIGHTS = WeightsRef("", "")  # a manifest whose weights are not beside it (a bundle)
+
+
+def _bundle_v1_to_v2(data: dict[str, Any], where: str) -> dict[str, Any]:
+    """Version 1 carried params, macs, compression, accuracy, provenance and architecture
+    of the student, and its preprocessing beside them: they become the manifest itself."""
+    student = data.get("student_manifest")
+    if not isinstance(student, dict) or "preprocessing" not in data:
+        raise ManifestError(f"{where}: bundle version 1 without its student_manifest or "
+                            "preprocessing")
+    data["student_manifest"] = {"schema": StudentManifest.VERSION, **student,
+                                "weights": {"file": "", "sha256": ""},
+                                "preprocessing": data.pop("preprocessing")}
+    data["bundle_version"] = 2
+    return data
 
 
 @dataclass(frozen=True)
@@ -727,6 +733,7 @@ class CalibrationReport(Record):
 
 MIGRATIONS: dict[tuple[str, int], Callable[[dict[str, Any], str], dict[str, Any]]] = {
     ("StudentManifest", 1): _student_v1_to_v2,
+    ("BundleManifest", 1): _bundle_v1_to_v2,
 }
 
 

@@ -66,7 +66,8 @@ def test_edited_accuracy_in_student_yaml_is_refused(tiny_zoo, tmp_path):
 
 
 @pytest.mark.parametrize("edit,needle", [
-    (lambda b: b["preprocessing"].update(box_padding=2.0), "box_padding 2.0 differs"),
+    (lambda b: b["student_manifest"]["preprocessing"].update(box_padding=2.0),
+     "box_padding 2.0 differs"),
     (lambda b: b["student_manifest"]["accuracy"].update(value=0.99), "student_sha256"),
     (lambda b: b.update(backend="openvino"), "runs 'openvino_fp32/model.xml', but the bundle"),
 ])

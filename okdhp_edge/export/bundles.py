@@ -11,6 +11,7 @@ bench on the target refuses any mismatch before it runs anything.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import shutil
@@ -21,7 +22,7 @@ from okdhp_edge import __version__
 from okdhp_edge.convert.quantize import QuantRecipe
 from okdhp_edge.data.formats import image_files
 from okdhp_edge.records import (
-    BundledStudent,
+    NO_WEIGHTS,
     BundleManifest,
     BundleSet,
     ReportData,
@@ -86,8 +87,8 @@ def export_bundle(student_yaml: Path, backend: str, precision: str, out: Path,
         write_record(out / "bundle.yaml", BundleManifest(
             bundle_version=BundleManifest.VERSION, okdhp_edge=__version__, student=man.name,
             backend=backend, precision=precision, model=FORMATS[t.export].model_file,
-            files=_bundle_files(out), preprocessing=man.preprocessing,
-            student_manifest=_bundled(man), parity=entry.parity,
+            files=_bundle_files(out),
+            student_manifest=dataclasses.replace(man, weights=NO_WEIGHTS), parity=entry.parity,
             quantization=entry.quantization or None, input_layout=FORMATS[t.export].layout,
             requires=BACKEND_INFO[backend].runtime_extra or None,
             parity_failure_allowed=True if failed else None))
@@ -114,12 +115,6 @@ def _out_folder(out: Path) -> Iterator[None]:
         if not existed and out.is_dir() and not any(out.iterdir()):
             out.rmdir()
         raise
-
-
-def _bundled(man: StudentManifest) -> BundledStudent:
-    return BundledStudent(name=man.name, architecture=man.architecture, params=man.params,
-                          macs=man.macs, compression=man.compression, accuracy=man.accuracy,
-                          provenance=man.provenance)
 
 
 def _copy_report_data(man: StudentManifest, out: Path) -> ReportData:

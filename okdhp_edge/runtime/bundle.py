@@ -5,19 +5,21 @@ anything runs. No torch.
 
 ``bundle.yaml`` (:class:`okdhp_edge.records.BundleManifest`)::
 
-    bundle_version: 1
+    bundle_version: 2
     okdhp_edge: 0.1.0
     student: hg4
     backend: onnxruntime
     precision: fp32
     model: model.onnx                 # the target's model file (okdhp_edge.targets)
     files: {relative path: sha256}    # every file of the bundle but bundle.yaml
-    preprocessing: {...}              # as in student.yaml
-    student_manifest: {...}           # params, macs, accuracy, provenance
+    student_manifest: {...}           # the student.yaml itself (weights: not shipped)
     parity: {...}
     quantization: {...}               # INT8 only: recipe, calibration, float layers
     input_layout: NCHW                # the model file's input layout (checked at load)
     requires: executorch              # the pip extra its runner needs (absent: plain install)
+
+A version-1 bundle (a copy of some manifest fields, the preprocessing beside them) is
+migrated on read.
 """
 
 from __future__ import annotations

@@ -114,7 +114,7 @@ def test_edited_tflite_metadata_check(litert_export, tmp_path):
 
     out = export_bundle(litert_export[0] / "student.yaml", "litert", "fp32", tmp_path / "b")
     man = yaml.safe_load((out / "bundle.yaml").read_text())
-    man["preprocessing"]["mean"] = [0.5, 0.5, 0.5]
+    man["student_manifest"]["preprocessing"]["mean"] = [0.5, 0.5, 0.5]
     (out / "bundle.yaml").write_text(yaml.safe_dump(man))
     with pytest.raises(ManifestError, match="mean"):
         load_bundle(out)

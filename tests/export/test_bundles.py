@@ -34,6 +34,31 @@ def test_bundle_round_trip_and_tamper(tiny_zoo, tmp_path):
         load_bundle(out)
 
 
+def test_a_bundle_carries_the_students_manifest_and_version_1_still_loads(tiny_zoo, tmp_path):
+    """bundle.yaml holds the student's own manifest (weights not shipped); a version-1
+    bundle (a copy of some of its fields, the preprocessing beside them) is migrated."""
+    import yaml
+
+    from okdhp_edge.export.bundles import export_bundle
+    from okdhp_edge.records import NO_WEIGHTS
+    from okdhp_edge.runtime.bundle import load_bundle
+
+    d, man = zoo_students(tiny_zoo)[0]
+    out = export_bundle(d / "student.yaml", "onnxruntime", "fp32", tmp_path / "b")
+    got = load_bundle(out).manifest
+    assert got.student_manifest.weights == NO_WEIGHTS
+    assert got.student_manifest.accuracy == man.accuracy and got.preprocessing == \
+        man.preprocessing
+    raw = yaml.safe_load((out / "bundle.yaml").read_text())
+    old = dict(raw, bundle_version=1)
+    student = old["student_manifest"]
+    old["preprocessing"] = student.pop("preprocessing")
+    for key in ("schema", "weights", "qat"):
+        student.pop(key, None)
+    (out / "bundle.yaml").write_text(yaml.safe_dump(old))
+    assert load_bundle(out).manifest.student_manifest == got.student_manifest
+
+
 def test_newer_bundle_version_refused(tiny_zoo, tmp_path):
     import yaml
 
@@ -119,7 +144,7 @@ def test_edited_bundle_preprocessing_is_refused(tiny_zoo, tmp_path, backend):
     out = export_bundle(d / "student.yaml", backend, "fp32", tmp_path / "b")
     assert load_bundle(out).runner.model_metadata()["okdhp_num_joints"] == "17"
     man = yaml.safe_load((out / "bundle.yaml").read_text())
-    man["preprocessing"]["mean"] = [0.5, 0.5, 0.5]
+    man["student_manifest"]["preprocessing"]["mean"] = [0.5, 0.5, 0.5]
     (out / "bundle.yaml").write_text(yaml.safe_dump(man, sort_keys=False))
     with pytest.raises(ManifestError, match=r"mean \[0\.5, 0\.5, 0\.5\] differs from the model"):
         load_bundle(out)
