@@ -134,3 +134,19 @@ def unique_dir(root: Path, name: str) -> Path:
         cand = root / f"{name}-{i}"
         i += 1
     return cand
+
+
+def reserve_dir(root: Path, name: str) -> Path:
+    """Make and return ``root/name`` (or ``name-2``, ``-3``...), atomically: two processes
+    starting at once under one name get two folders (a check then a later ``mkdir`` gave
+    both the same one, and their runs finished crossed)."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(1, 100_000):
+        cand = root / (name if i == 1 else f"{name}-{i}")
+        try:
+            cand.mkdir()
+            return cand
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{root}: no free folder name like '{name}'")

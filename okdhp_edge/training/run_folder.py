@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from okdhp_edge.config import save_config
-from okdhp_edge.manifest import unique_dir
+from okdhp_edge.manifest import reserve_dir
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -39,7 +39,7 @@ def new_run_dir(cfg: Any, config_name: Optional[str], run_dir: Optional[Path], d
     rank, with the resolved ``config.yaml`` and ``train.log`` (rank 0 writes)."""
     if run_dir is None:
         name = cfg.train.run_name or config_name or "run"
-        run_dir = unique_dir(Path(cfg.train.out_dir), name) if dist.is_main \
+        run_dir = reserve_dir(Path(cfg.train.out_dir), name) if dist.is_main \
             else Path(cfg.train.out_dir) / name
     run_dir = Path(run_dir)
     if dist.enabled:  # every rank must agree on the folder rank 0 picked

@@ -462,3 +462,12 @@ def test_a_bad_checkpoints_message_ends_at_a_word():
     assert _clip(text) == "Weights only load failed"
     long = "word " * 40
     assert _clip(long).endswith("word ...") and len(_clip(long)) <= 124
+
+
+def test_two_runs_started_at_once_under_one_name_get_two_folders(tmp_path):
+    """The run folder is made when its name is chosen (two trainings started together
+    under one name wrote into one folder, and their zoos came out crossed)."""
+    from okdhp_edge.manifest import reserve_dir
+
+    first, second = reserve_dir(tmp_path, "same"), reserve_dir(tmp_path, "same")
+    assert (first.name, second.name) == ("same", "same-2") and first.is_dir()
