@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from okdhp_edge.records import (
     ManifestError,
@@ -19,6 +19,19 @@ from okdhp_edge.utils.values import is_plain_name
 
 log = logging.getLogger(__name__)
 
+
+
+# the metadata key of the recipe a quantized file was made with (its JSON)
+RECIPE_KEY = "okdhp_quant_recipe"
+
+
+def check_file_recipe(recorded: Optional[dict], found: dict[str, str], where: Any) -> None:
+    """ManifestError when a quantized file carries the recipe it was made with and the
+    record beside it (a bundle's ``quantization.recipe``) says another."""
+    text = found.get(RECIPE_KEY)
+    if text and recorded is not None and _decoded(text) != recorded:
+        raise ManifestError(f"{where}: quantization recipe {json.dumps(recorded, sort_keys=True)}"
+                            f" differs from the model file's {text}: the record was edited")
 
 
 def model_file_metadata(manifest: StudentManifest) -> dict[str, str]:

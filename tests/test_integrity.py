@@ -313,3 +313,32 @@ def test_rows_that_cannot_be_measured_now_do_not_replace_measured_ones(tiny_zoo,
     assert "1 row(s) the earlier report measured could not be measured now (hg2 onnxruntime " \
            "fp32" in proc.stderr
     assert (tmp_path / "box" / "tiny.json").read_text() == report
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "openvino_fp32"])
+def test_another_students_file_is_not_reused_by_an_edited_export_yaml(tiny_zoo, tmp_path, fmt):
+    """hg3's file copied over hg2's and export.yaml's sha256 line edited to match: the
+    cache reads the student the file itself names, and rebuilds (it reused and shipped
+    hg3's network as hg2's)."""
+    import shutil
+
+    from okdhp_edge.backends import backend_module
+    from okdhp_edge.export.exporter import export_student
+    from okdhp_edge.targets import FORMATS
+    from okdhp_edge.utils.io import sha256_file
+
+    (a, _), (b, _) = zoo_students(tiny_zoo)[:2]
+    hg2, hg3 = tmp_path / "zoo" / a.name, tmp_path / "zoo" / b.name
+    for src, dst in ((a, hg2), (b, hg3)):
+        shutil.copytree(src, dst, ignore=shutil.ignore_patterns("export"))
+    rec2 = export_student(hg2 / "student.yaml", formats=(fmt,)).formats[fmt]
+    rec3 = export_student(hg3 / "student.yaml", formats=(fmt,)).formats[fmt]
+    for rel in rec3.sha256:
+        shutil.copyfile(hg3 / "export" / rel, hg2 / "export" / rel)
+    text = (hg2 / "export" / "export.yaml").read_text()
+    for rel in rec2.sha256:
+        text = text.replace(rec2.sha256[rel], sha256_file(hg2 / "export" / rel))
+    (hg2 / "export" / "export.yaml").write_text(text)
+    again = export_student(hg2 / "student.yaml", formats=(fmt,)).formats[fmt]
+    meta = backend_module(FORMATS[fmt].builder).file_metadata(hg2 / "export" / again.file)
+    assert meta["okdhp_student"] == a.name != b.name  # rebuilt: hg2's own file again

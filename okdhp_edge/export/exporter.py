@@ -46,7 +46,7 @@ from okdhp_edge.backends.base import BackendUnavailable, conversion_failed, run_
 from okdhp_edge.convert.quantize import QuantRecipe
 from okdhp_edge.data.codec import HeatmapCodec
 from okdhp_edge.errors import OkdhpError
-from okdhp_edge.manifest import model_file_metadata
+from okdhp_edge.manifest import RECIPE_KEY, model_file_metadata
 from okdhp_edge.records import (
     ExportRecord,
     FormatRecord,
@@ -61,8 +61,6 @@ from okdhp_edge.utils.io import remove_stale_temporaries, sha256_file
 
 log = logging.getLogger(__name__)
 
-# the metadata key of the recipe a quantized file was made with
-RECIPE_KEY = "okdhp_quant_recipe"
 DEFAULT_FORMATS = ("onnx", "onnx_dynamic", "openvino_fp32", "openvino_fp16", "tensorrt_fp32",
                    "tensorrt_fp16")
 
@@ -130,6 +128,8 @@ def _cached(old: dict[str, FormatRecord], fmt: str, out_dir: Path, recipe: Quant
         if sha256_file(path) != digest:
             log.warning("%s: sha256 differs from export.yaml; rebuilding %s", path, fmt)
             return None
+    if man is not None and not _names_this_student(spec, out_dir / spec.model_file, man):
+        return None
     revision = _build_revision(spec, man)
     if (entry.build_revision or 0) != revision:
         log.info("%s: made by revision %d of its builder, now %d; rebuilding", fmt,
@@ -150,6 +150,30 @@ def _cached(old: dict[str, FormatRecord], fmt: str, out_dir: Path, recipe: Quant
         if not recipe.same_as(entry.recipe, spec.runs_on):
             return None
     return entry
+
+
+# what a model file carries of its student that names it: an export.yaml whose sha256 line
+# was edited to match another student's file cannot make that file pass for this student's
+_IDENTITY = ("okdhp_student", "okdhp_weights_sha256")
+
+
+def _names_this_student(spec: ExportFormat, path: Path, man: StudentManifest) -> bool:
+    """Whether the file names ``man`` as its student where it carries metadata (ONNX,
+    OpenVINO IR, LiteRT; a file that carries none is judged by its sha256 alone)."""
+    reader = getattr(backend_module(spec.builder), "file_metadata", None)
+    if reader is None:
+        return True
+    try:
+        found = reader(path)
+    except Exception as exc:  # noqa: BLE001 - an unreadable file is rebuilt, not trusted
+        log.warning("%s: metadata unreadable (%s); rebuilding %s", path, exc, spec.name)
+        return False
+    expected = model_file_metadata(man)
+    other = [k for k in _IDENTITY if k in found and k in expected and found[k] != expected[k]]
+    if other:
+        log.warning("%s: its %s names another student than %s; rebuilding %s", path,
+                    other[0][len("okdhp_"):], man.name, spec.name)
+    return not other
 
 
 def _from_program(spec: ExportFormat, man: Optional[StudentManifest]) -> bool:

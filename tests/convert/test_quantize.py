@@ -12,7 +12,7 @@ import yaml
 
 from okdhp_edge.convert.quantize import QuantizationError, QuantRecipe
 from okdhp_edge.export.exporter import export_student
-from okdhp_edge.manifest import zoo_students
+from okdhp_edge.manifest import ManifestError, zoo_students
 from okdhp_edge.targets import FORMATS, TOLERANCE, formats_for, get_target, targets_for
 from okdhp_edge.utils.io import IntegrityError
 from tests.conftest import okdhp, okdhp_process
@@ -132,6 +132,12 @@ def test_int8_bundle_round_trip_and_tamper(student, tmp_path):
     assert q["recipe"] == RECIPE.as_dict() and q["calibration"]["num_images"] == 16
     img = np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)
     assert pipe(img, (20, 10, 60, 90)).shape == (17, 3)
+    # the recipe bundle.yaml records is compared with the one the file carries
+    text = (out / "bundle.yaml").read_text()
+    (out / "bundle.yaml").write_text(text.replace("num_images: 16", "num_images: 64", 1))
+    with pytest.raises(ManifestError, match="quantization recipe .* differs from the model"):
+        load_bundle(out)
+    (out / "bundle.yaml").write_text(text)
     model = out / pipe.manifest.model
     model.with_suffix(".bin").write_bytes(b"\0" + model.with_suffix(".bin").read_bytes()[1:])
     with pytest.raises(IntegrityError, match="sha256 mismatch"):
