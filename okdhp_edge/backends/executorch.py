@@ -12,8 +12,9 @@ microcontrollers and embedded Linux.
 The Python runtime (``executorch.runtime``) loads torch, so ExecuTorch rows are benched
 from a zoo, and a bundle says it needs the ``executorch`` extra. On a device the same
 ``.pte`` runs under ExecuTorch's C++ runner (``executor_runner``, or an app linking the
-XNNPACK backend). A ``.pte`` carries no metadata of its student here: a bundle's
-preprocessing is bound to it by the bundle's sha256 list alone.
+XNNPACK backend). A ``.pte`` carries its student's ``okdhp_*`` metadata as constant
+methods of its program (each returns its string), read back like an ONNX file's: the
+export cache and a bundle compare them with the manifest beside the file.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ log = logging.getLogger(__name__)
 
 
 # 1: hourglass upsamplings lowered as concatenations, inside the XNNPACK delegate
-BUILD_REVISION = 1
+# 2: the student's metadata rides in the program as constant methods (older files carry none)
+BUILD_REVISION = 2
 
 
 def unavailable_reason() -> Optional[str]:
@@ -100,6 +102,9 @@ class ExecuTorchRunner(Runner):
         out = self.method.execute([self._torch.from_numpy(x)])[0]
         return out.numpy().copy()
 
+    def model_metadata(self) -> dict[str, str]:
+        return _program_metadata(self._program)
+
     def input_hw(self) -> Optional[tuple[int, int]]:
         shape = getattr(self, "_shape", ())
         return (shape[2], shape[3]) if len(shape) == 4 and shape[1] == 3 else None
@@ -127,19 +132,40 @@ def _version() -> Optional[str]:
         return None
 
 
+def _program_metadata(program: Any) -> dict[str, str]:
+    """The ``okdhp_*`` constant methods of a loaded program, each one's string."""
+    out = {}
+    for name in sorted(program.method_names):
+        if name.startswith("okdhp_"):
+            value = program.load_method(name).execute([])
+            out[name] = str(value[0] if isinstance(value, (list, tuple)) else value)
+    return out
+
+
+def file_metadata(path: Path) -> dict[str, str]:
+    """The ``okdhp_*`` metadata a ``.pte`` carries (its constant methods)."""
+    from executorch.runtime import Runtime, Verification
+
+    return _program_metadata(Runtime.get().load_program(Path(path),
+                                                        verification=Verification.Minimal))
+
+
 # ------------------------------------------------------------------------------ builders
 
 
-def _lower(exported: Any, dst: Path) -> dict[str, Any]:
-    """XNNPACK-lower an exported program and write it as a ``.pte`` (atomically); its
-    partition count and the operators left outside XNNPACK (run by ExecuTorch's portable
-    kernels, each one splitting the graph)."""
+def _lower(exported: Any, dst: Path, metadata: Optional[dict[str, str]] = None
+           ) -> dict[str, Any]:
+    """XNNPACK-lower an exported program and write it as a ``.pte`` (atomically), with
+    ``metadata`` as constant methods (``okdhp_student`` -> "hg2"); its partition count and
+    the operators left outside XNNPACK (run by ExecuTorch's portable kernels, each one
+    splitting the graph)."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
     from okdhp_edge.utils.io import atomic_write_bytes
 
-    program = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
+    program = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()],
+                                          constant_methods=dict(metadata or {}) or None)
     calls = [str(n.target) for n in program.exported_program().graph_module.graph.nodes
              if n.op == "call_function" and "getitem" not in str(n.target)]
     atomic_write_bytes(dst, bytes(program.to_executorch().buffer))
@@ -179,7 +205,8 @@ def _build_fp32(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
 
     module, x = _module_and_input(ctx)
     try:
-        lowered = _lower(torch.export.export(module, (x,)), ctx.path(fmt.name))
+        lowered = _lower(torch.export.export(module, (x,)), ctx.path(fmt.name),
+                         ctx.metadata(fmt))
     except Exception as exc:  # noqa: BLE001 - any lowering error is this row's reason
         raise conversion_failed(exc, "ExecuTorch XNNPACK lowering") from None
     return {"layout": fmt.layout, "delegate": "XNNPACK", "executorch": _version(), **lowered}
@@ -223,7 +250,8 @@ def _build_int8(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
             for i in range(len(images)):
                 prepared(torch.from_numpy(images[i:i + 1]))
         converted = convert_pt2e(prepared)
-        lowered = _lower(torch.export.export(converted, (x,)), ctx.path(fmt.name))
+        lowered = _lower(torch.export.export(converted, (x,)), ctx.path(fmt.name),
+                         ctx.metadata(fmt))
     except Exception as exc:  # noqa: BLE001
         raise conversion_failed(exc, "ExecuTorch PT2E INT8") from None
     method = "xnnpack-default (histogram)" if ctx.recipe.method == "default" else "minmax"
@@ -258,7 +286,7 @@ def _qat_int8(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
     program = ctx.qat_program()
     floats = float_convolutions(program.graph_module)
     try:
-        lowered = _lower(program, ctx.path(fmt.name))
+        lowered = _lower(program, ctx.path(fmt.name), ctx.metadata(fmt))
     except Exception as exc:  # noqa: BLE001 - any lowering error is this row's reason
         raise conversion_failed(exc, "ExecuTorch XNNPACK lowering of the QAT program") from None
     return {"layout": fmt.layout, "delegate": "XNNPACK", "executorch": _version(), **lowered,

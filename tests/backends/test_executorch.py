@@ -49,7 +49,9 @@ def test_a_program_of_an_older_builder_is_rebuilt(et_export):
 
     _, _, out, rec = et_export
     entry = rec.formats["executorch_fp32"]
-    assert entry.build_revision == 1
+    from okdhp_edge.backends.executorch import BUILD_REVISION
+
+    assert entry.build_revision == BUILD_REVISION == 2
     assert _cached(rec.formats, "executorch_fp32", out, QuantRecipe()) == entry
     older = {"executorch_fp32": dataclasses.replace(entry, build_revision=None)}
     assert _cached(older, "executorch_fp32", out, QuantRecipe()) is None
@@ -99,3 +101,30 @@ def test_bundle_names_its_extra_and_refuses_tampering(et_export, tmp_path):
     pte.write_bytes(bytes(data))
     with pytest.raises(IntegrityError, match="sha256 mismatch"):
         load_bundle(out)
+
+
+def test_a_pte_names_its_student_and_another_students_is_refused(et_export, tmp_path):
+    """A ``.pte`` carries its student's metadata as constant methods, so a bundle whose
+    record and program name different students (a program swapped for another student's,
+    or the record edited) is refused at load, as an ONNX file's is (it ran: an ExecuTorch
+    program carried nothing)."""
+    import yaml
+
+    from okdhp_edge.backends.executorch import file_metadata
+    from okdhp_edge.export.bundles import export_bundle
+    from okdhp_edge.manifest import ManifestError
+    from okdhp_edge.runtime.bundle import load_bundle
+    from okdhp_edge.utils.io import sha256_file
+
+    d, man, out, rec = et_export
+    meta = file_metadata(out / rec.formats["executorch_fp32"].file)
+    assert meta["okdhp_student"] == man.name and len(meta["okdhp_student_sha256"]) == 64
+    bundle = export_bundle(d / "student.yaml", "executorch", "fp32", tmp_path / "b")
+    assert load_bundle(bundle).manifest.student == man.name
+    doc = yaml.safe_load((bundle / "bundle.yaml").read_text())
+    doc["student_manifest"]["name"] = "hg9"  # the program names hg2: the record now differs
+    (bundle / "bundle.yaml").write_text(yaml.safe_dump(doc))
+    model = doc["model"]
+    assert sha256_file(bundle / model) == doc["files"][model]
+    with pytest.raises(ManifestError, match="differs from the model file"):
+        load_bundle(bundle)
