@@ -115,8 +115,8 @@ def _cached(old: dict[str, FormatRecord], fmt: str, out_dir: Path, recipe: Quant
     hashes as recorded and, for a quantized file, it was made with this recipe (the fields
     its backend's quantizer reads). The recipe is the one the file itself carries in its
     metadata, not export.yaml's (an edit there cannot make a file pass for another); the
-    entry returned records it. A file that carries none (ExecuTorch; files made before the
-    recipe was bound) is judged by export.yaml's."""
+    entry returned records it. A file that carries none (one made before the recipe was
+    bound) is judged by export.yaml's. A file that names another student is rebuilt."""
     entry, spec = old.get(fmt), FORMATS[fmt]
     if not entry or not entry.available or set(entry.sha256) != set(spec.files):
         return None
@@ -159,7 +159,8 @@ _IDENTITY = ("okdhp_student", "okdhp_weights_sha256")
 
 def _names_this_student(spec: ExportFormat, path: Path, man: StudentManifest) -> bool:
     """Whether the file names ``man`` as its student where it carries metadata (ONNX,
-    OpenVINO IR, LiteRT; a file that carries none is judged by its sha256 alone)."""
+    OpenVINO IR, LiteRT, ExecuTorch; a TensorRT engine carries none and is judged by its
+    sha256 alone)."""
     reader = getattr(backend_module(spec.builder), "file_metadata", None)
     if reader is None:
         return True
