@@ -4,10 +4,12 @@ and the start-up estimate of how many workers the step needs."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
 import os
+import sys
 import time
 from typing import Any, Iterator, Optional
 
@@ -46,6 +48,34 @@ class EpochSampler(Sampler[tuple[int, int]]):
         return math.ceil(self.n / self.world) - self.skip
 
 
+@contextlib.contextmanager
+def _main_script_hidden() -> Iterator[None]:
+    """While data workers start, a ``python script.py`` caller's ``__main__`` does not
+    name its file: multiprocessing would run the script again in each worker (its fork
+    server too) to rebuild ``__main__``, and a script that calls :func:`okdhp_edge.api.train`
+    without an ``if __name__ == "__main__":`` guard would start its training again there
+    and die. The workers need nothing of it: the datasets, collate and init functions are
+    okdhp_edge's. A ``python -m`` caller (a module ``__spec__``) is left as it is."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if main is None or path is None or getattr(main, "__spec__", None) is not None:
+        yield
+        return
+    del main.__file__
+    try:
+        yield
+    finally:
+        main.__file__ = path
+
+
+class _Loader(DataLoader):
+    """A DataLoader whose workers start without re-running a caller's script."""
+
+    def __iter__(self) -> Any:
+        with _main_script_hidden():
+            return super().__iter__()
+
+
 class RunLoaders:
     """The loaders of one run, made once: the training loader and one per evaluated split.
     Their workers persist: where they are spawned (runs under the ablation runner; the
@@ -65,7 +95,7 @@ class RunLoaders:
         """The training loader, positioned at ``epoch`` after ``skip_samples``."""
         self.sampler.set_epoch(epoch, skip_samples)
         if self._train is None:
-            self._train = DataLoader(
+            self._train = _Loader(
                 self.train_set, batch_size=self.batch_size, sampler=self.sampler,
                 num_workers=self.workers, collate_fn=collate_skip_none, drop_last=True,
                 pin_memory=self.pin_memory, persistent_workers=self.workers > 0,
@@ -77,7 +107,7 @@ class RunLoaders:
         validations (the loader holds its dataset, so the id stays that dataset's)."""
         key = id(dataset)
         if key not in self._eval:
-            self._eval[key] = DataLoader(
+            self._eval[key] = _Loader(
                 dataset, batch_size=self.eval_batch_size, shuffle=False,
                 num_workers=self.workers, collate_fn=collate_skip_none,
                 persistent_workers=self.workers > 0, worker_init_fn=self._init,

@@ -471,3 +471,27 @@ def test_two_runs_started_at_once_under_one_name_get_two_folders(tmp_path):
 
     first, second = reserve_dir(tmp_path, "same"), reserve_dir(tmp_path, "same")
     assert (first.name, second.name) == ("same", "same-2") and first.is_dir()
+
+
+UNGUARDED = """
+import sys
+from okdhp_edge import api
+from okdhp_edge.config import load_config
+run = api.train(load_config(None, sys.argv[1:]), config_name="script")
+print("RESULT", run.zoo)
+"""
+
+
+def test_the_api_runs_from_a_script_without_a_main_guard(synthetic_root, tmp_path):
+    """A script calling api.train at its top level, with data workers: they start without
+    running the script again (it died in the workers' fork server: 'An attempt has been
+    made to start a new process before the current process has finished its bootstrapping
+    phase')."""
+    script = tmp_path / "train_it.py"
+    script.write_text(UNGUARDED)
+    args = [*tiny_overrides(synthetic_root, tmp_path, "train.epochs=1", "data.workers=1",
+                            "train.max_iters_per_epoch=2")]
+    proc = subprocess.run([sys.executable, str(script), *args], capture_output=True,
+                          text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("RESULT ") == 1  # trained once, not again in a worker
