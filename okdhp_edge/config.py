@@ -341,10 +341,9 @@ def check_machine(cfg: Config) -> None:
     starts on it (a config may come from a larger one): ``train.threads`` at most its
     cores, ``data.workers`` at most twice them (a run with 999 threads on 2 cores started
     2,001 threads and stalled the machine)."""
-    import os
+    from okdhp_edge.utils.cpu import available_cores
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
-        (os.cpu_count() or 1)
+    cores = available_cores()
     if cfg.train.threads > cores:
         raise ConfigError(f"train.threads={cfg.train.threads}: this machine has {cores} "
                           "core(s) for this process (0: all of them, fewer while others are "

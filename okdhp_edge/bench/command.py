@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ from okdhp_edge.targets import (
     targets_for,
 )
 from okdhp_edge.utils.cli import UsageError, request_main
-from okdhp_edge.utils.cpu import cpu_has_int8_dot
+from okdhp_edge.utils.cpu import available_cores, cpu_has_int8_dot
 
 log = logging.getLogger("okdhp_edge.bench")
 
@@ -121,7 +120,7 @@ class BenchRequest(Request):
             raise UsageError(f"bootstrap (--bootstrap) {self.bootstrap}: give 0 (no "
                              f"intervals) or {MIN_RESAMPLES}..100000 resamples")
         _scheduling(self.scheduling)
-        cores = len(os.sched_getaffinity(0))
+        cores = available_cores()
         if self.threads > cores:
             raise UsageError(f"threads (--threads) {self.threads}: this machine has {cores} "
                              "core(s) for this process (0: all of them)")
@@ -304,7 +303,7 @@ def _keep_measured_rows(rows: list[BenchRow], measured: set) -> None:
 def run_bench(req: BenchRequest) -> BenchReport:
     """Measure what the request asks for; the report (not yet written)."""
     targets = _targets(req)
-    threads = req.threads or len(os.sched_getaffinity(0))
+    threads = req.threads or available_cores()
     req = _source(req)
     cands, zoo_name, backends = _candidates(req, targets)
     untrained = _untrained(cands)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import importlib.metadata
-import os
 import platform
 import re
 import subprocess
 from typing import Any, Optional
 
 from okdhp_edge.targets import BACKEND_INFO
-from okdhp_edge.utils.cpu import cpu_info, isa_tier
+from okdhp_edge.utils.cpu import available_cores, cpu_info, isa_tier
 from okdhp_edge.utils.provenance import git_commit
 
 _FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile",
@@ -52,7 +51,7 @@ def fingerprint(threads: int) -> dict[str, Any]:
     """CPU model and flags, cores, threads used, GPU and driver, OS, library versions,
     git commit."""
     model, flags = cpu_info()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = available_cores()
     return {
         "cpu_model": model, "cpu_flags": sorted(flags & set(_FLAGS)), "isa": isa_tier(),
         "cores": cores, "threads": threads, "machine": platform.machine(),
@@ -64,7 +63,7 @@ def fingerprint(threads: int) -> dict[str, Any]:
 def this_device_id() -> str:
     """The id this machine's reports are filed under (no ``--device-name``)."""
     model, _ = cpu_info()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = available_cores()
     return device_id({"cpu_model": model, "cores": cores, "isa": isa_tier(),
                       "machine": platform.machine(), "gpu": _gpu()})
 

@@ -38,6 +38,7 @@ from okdhp_edge.experiments.runs import (
 from okdhp_edge.experiments.summary import shorter_schedule_gains, summarize
 from okdhp_edge.grammar import Request, option
 from okdhp_edge.utils.cli import UsageError
+from okdhp_edge.utils.cpu import available_cores
 from okdhp_edge.utils.io import atomic_write_json
 
 log = logging.getLogger("okdhp_edge.experiments")
@@ -74,7 +75,7 @@ class AblationRequest(Request):
                                         positional=True, metavar="SECTION.KEY=VALUE")
 
     def check(self) -> None:
-        cores = len(os.sched_getaffinity(0))
+        cores = available_cores()
         if self.jobs > cores:
             raise UsageError(f"jobs (--jobs) {self.jobs}: runs trained at once, each on its "
                              f"own cores; this machine has {cores}")

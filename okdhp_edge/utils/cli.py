@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import logging
-import math
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
@@ -16,8 +14,8 @@ from okdhp_edge.errors import OkdhpError, UsageError
 TRAIN_EXTRA = ("torch", "scipy", "onnx", "safetensors", "psutil", "cpuinfo", "nncf")
 
 
-__all__ = ["Command", "UsageError", "commands_markdown", "console_entry", "count", "dispatch",
-           "number", "one_line", "request_main", "run_cli", "setup_logging", "table_help"]
+__all__ = ["Command", "UsageError", "commands_markdown", "console_entry", "dispatch",
+           "one_line", "request_main", "run_cli", "setup_logging", "table_help"]
 
 
 def setup_logging(verbose: bool = False) -> None:
@@ -147,34 +145,3 @@ def dispatch(argv: list[str], commands: dict[str, Command], prog: str, intro: st
         raise UsageError(f"unknown command '{command}' of {prog}; {hint} ({prog} --help says "
                          "what each does)")
     return commands[command].main()(rest)
-
-
-def count(minimum: int = 0) -> Callable[[str], int]:
-    """An argparse ``type``: a whole number >= ``minimum`` (checked where it enters)."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {value}")
-        return value
-
-    return parse
-
-
-def number(minimum: float = float("-inf"), above: bool = False) -> Callable[[str], float]:
-    """An argparse ``type``: a finite number >= ``minimum`` (> with ``above``)."""
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not math.isfinite(value) or value < minimum or (above and value == minimum):
-            bound = f" {'>' if above else '>='} {minimum:g}" if math.isfinite(minimum) else ""
-            raise argparse.ArgumentTypeError(f"expected a finite number{bound}, got {text}")
-        return value
-
-    return parse

@@ -14,6 +14,13 @@ from pathlib import Path
 from typing import Optional
 
 
+def available_cores() -> int:
+    """The cores this process may run on (its affinity; all of them where that is unknown)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 @functools.cache
 def cpu_info() -> tuple[str, frozenset[str]]:
     """(model name, flags) of this CPU; the platform's processor name and no flags where
