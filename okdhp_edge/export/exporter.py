@@ -128,19 +128,17 @@ def _cached(old: dict[str, FormatRecord], fmt: str, out_dir: Path, recipe: Quant
         if sha256_file(path) != digest:
             log.warning("%s: sha256 differs from export.yaml; rebuilding %s", path, fmt)
             return None
-    if man is not None and not _names_this_student(spec, out_dir / spec.model_file, man):
-        return None
     revision = _build_revision(spec, man)
     if (entry.build_revision or 0) != revision:
         log.info("%s: made by revision %d of its builder, now %d; rebuilding", fmt,
                  entry.build_revision or 0, revision)
         return None
+    found = _file_metadata(spec, out_dir / spec.model_file)  # read once, the file's own word
+    if found is None or (man is not None and not _names_this_student(found, man, spec)):
+        return None
     if spec.calibrated:
-        try:
-            made = _file_recipe(spec, out_dir / spec.model_file)
-        except Exception as exc:  # noqa: BLE001 - an unreadable file is rebuilt, not trusted
-            log.warning("%s: metadata unreadable (%s); rebuilding %s", spec.model_file, exc, fmt)
-            return None
+        text = found.get(RECIPE_KEY)
+        made = json.loads(text) if text else None
         if made is not None and made != entry.recipe:
             log.warning("%s: export.yaml's recipe differs from the file's own; the file's "
                         "counts", out_dir / spec.model_file)
@@ -157,23 +155,28 @@ def _cached(old: dict[str, FormatRecord], fmt: str, out_dir: Path, recipe: Quant
 _IDENTITY = ("okdhp_student", "okdhp_weights_sha256")
 
 
-def _names_this_student(spec: ExportFormat, path: Path, man: StudentManifest) -> bool:
-    """Whether the file names ``man`` as its student where it carries metadata (ONNX,
-    OpenVINO IR, LiteRT, ExecuTorch; a TensorRT engine carries none and is judged by its
-    sha256 alone)."""
+def _file_metadata(spec: ExportFormat, path: Path) -> Optional[dict[str, str]]:
+    """The ``okdhp_*`` metadata ``path`` carries ({} for a format that carries none, such
+    as a TensorRT engine, judged by its sha256 alone); None when it cannot be read (the
+    file is rebuilt, not trusted)."""
     reader = getattr(backend_module(spec.builder), "file_metadata", None)
     if reader is None:
-        return True
+        return {}
     try:
-        found = reader(path)
+        return reader(path)
     except Exception as exc:  # noqa: BLE001 - an unreadable file is rebuilt, not trusted
         log.warning("%s: metadata unreadable (%s); rebuilding %s", path, exc, spec.name)
-        return False
+        return None
+
+
+def _names_this_student(found: dict[str, str], man: StudentManifest,
+                        spec: ExportFormat) -> bool:
+    """Whether a file's metadata ``found`` names ``man`` as its student (where it says)."""
     expected = model_file_metadata(man)
     other = [k for k in _IDENTITY if k in found and k in expected and found[k] != expected[k]]
     if other:
-        log.warning("%s: its %s names another student than %s; rebuilding %s", path,
-                    other[0][len("okdhp_"):], man.name, spec.name)
+        log.warning("%s of %s: its %s names another student; rebuilding", spec.name,
+                    man.name, other[0][len("okdhp_"):])
     return not other
 
 
@@ -191,13 +194,6 @@ def _build_revision(spec: ExportFormat, man: Optional[StudentManifest] = None) -
     name = "QAT_BUILD_REVISION" if _from_program(spec, man) else "BUILD_REVISION"
     revision = getattr(backend_module(spec.builder), name, 0)
     return int(revision.get(spec.name, 0) if isinstance(revision, dict) else revision)
-
-
-def _file_recipe(spec: ExportFormat, path: Path) -> Optional[dict[str, Any]]:
-    """The recipe a quantized file carries in its metadata (None where it carries none)."""
-    reader = getattr(backend_module(spec.builder), "file_metadata", None)
-    text = reader(path).get(RECIPE_KEY) if reader is not None else None
-    return json.loads(text) if text else None
 
 
 class _Context:
