@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import platform
 import re
@@ -9,6 +10,7 @@ import subprocess
 from typing import Any, Optional
 
 from okdhp_edge.targets import BACKEND_INFO
+from okdhp_edge.utils.board import ARM_MACHINES, Board, read_board
 from okdhp_edge.utils.cpu import available_cores, cpu_info, isa_tier
 from okdhp_edge.utils.provenance import git_commit
 
@@ -47,33 +49,48 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", s).strip("-")
 
 
-def fingerprint(threads: int) -> dict[str, Any]:
-    """CPU model and flags, cores, threads used, GPU and driver, OS, library versions,
-    git commit."""
+def fingerprint(threads: int, cpus: Optional[tuple[int, ...]] = None) -> dict[str, Any]:
+    """CPU model and flags, cores, threads used and the CPUs they ran on, the board (Arm
+    clusters and features; whether the run is emulated), GPU and driver, OS, library
+    versions, git commit."""
     model, flags = cpu_info()
-    cores = available_cores()
+    board = read_board()
     return {
-        "cpu_model": model, "cpu_flags": sorted(flags & set(_FLAGS)), "isa": isa_tier(),
-        "cores": cores, "threads": threads, "machine": platform.machine(),
-        "gpu": _gpu(), "os": f"{platform.system()} {platform.release()}",
+        **_id_facts(board), "cpu_flags": sorted(flags & set(_FLAGS)), "threads": threads,
+        "cpus": list(cpus) if cpus else None, "board": dataclasses.asdict(board),
+        "os": f"{platform.system()} {platform.release()}",
         "versions": _versions(), "git_commit": git_commit(),
     }
 
 
+def _id_facts(board: Board) -> dict[str, Any]:
+    """What a device id is made of (see :func:`device_id`)."""
+    return {"cpu_model": cpu_info()[0], "cores": available_cores(), "isa": isa_tier(),
+            "machine": platform.machine(), "gpu": _gpu(), "emulated": board.emulated,
+            "board_id": board.board_id, "guest_cpu": board.guest_cpu,
+            "big_core": board.big.core if board.clusters else None}
+
+
 def this_device_id() -> str:
     """The id this machine's reports are filed under (no ``--device-name``)."""
-    model, _ = cpu_info()
-    cores = available_cores()
-    return device_id({"cpu_model": model, "cores": cores, "isa": isa_tier(),
-                      "machine": platform.machine(), "gpu": _gpu()})
+    return device_id(_id_facts(read_board()))
 
 
 def device_id(fp: dict[str, Any], name: Optional[str] = None) -> str:
-    """Readable, stable id: ``--device-name`` if given, else CPU model + cores + ISA tier
-    (+ GPU): a hypervisor names several CPU generations alike, and their timings differ."""
+    """Readable, stable id: ``--device-name`` if given, else the board (Arm: its name or
+    its big core, ``raspberry-pi-5-4c-dotprod``) or the CPU model (x86: a hypervisor names
+    several CPU generations alike, and their timings differ) + cores + ISA tier (+ GPU).
+    An emulated run is filed as such (``qemu-aarch64-cortex-a76-2c``), never as a board."""
     if name:
         return slug(name)
-    parts = [slug(fp["cpu_model"]) or fp["machine"], f"{fp['cores']}c", fp.get("isa", "")]
+    if fp.get("emulated"):
+        return "-".join(("qemu", fp["machine"], slug(fp.get("guest_cpu") or "max"),
+                         f"{fp['cores']}c"))
+    if fp.get("machine") in ARM_MACHINES:
+        head = fp.get("board_id") or slug(fp.get("big_core") or "") or fp["machine"]
+    else:
+        head = slug(fp["cpu_model"]) or fp["machine"]
+    parts = [head, f"{fp['cores']}c", fp.get("isa", "")]
     if fp.get("gpu"):
         parts.append(slug(fp["gpu"]["name"]))
     return "-".join(p for p in parts if p)

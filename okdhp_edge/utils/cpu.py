@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from okdhp_edge.utils.board import ARM_FEATURES, arm_tier
+
 
 def available_cores() -> int:
     """The cores this process may run on (its affinity; all of them where that is unknown)."""
@@ -49,12 +51,15 @@ def cpu_has_int8_dot() -> bool:
 
 
 def isa_tier() -> str:
-    """The widest vector ISA of this CPU, as a short tag: amx, avx512bf16, avx512, avx2,
-    neon, or the machine name. Two CPUs of one model name can differ here (a hypervisor
-    shows 'AMD EPYC' for several generations), and so do their timings."""
+    """The widest vector ISA of this CPU, as a short tag: amx, avx512bf16, avx512, avx2 on
+    x86; sme, sve2, sve, i8mm, dotprod, neon on Arm (``utils.board.ARM_TIERS``); else the
+    machine name. Two CPUs of one model name can differ here (a hypervisor shows 'AMD EPYC'
+    for several generations), and so do their timings."""
     flags = cpu_info()[1]
+    if "asimd" in flags:
+        return arm_tier(tuple(v for k, v in ARM_FEATURES.items() if k in flags))
     for tag, flag in (("amx", "amx_tile"), ("avx512bf16", "avx512_bf16"),
-                      ("avx512", "avx512f"), ("avx2", "avx2"), ("neon", "asimd")):
+                      ("avx512", "avx512f"), ("avx2", "avx2")):
         if flag in flags:
             return tag
     return platform.machine()
