@@ -36,9 +36,9 @@ def student_rows(d: Path, man: Any, backend: str, recipes: list[str], work: Path
     """fp32 and each recipe's INT8 of one student: value, and difference from fp32 with
     its paired interval, on the selection split."""
     from okdhp_edge.bench.run import file_accuracy
+    from okdhp_edge.convert.quantize import QuantRecipe
     from okdhp_edge.evaluation.datasets import training_split
     from okdhp_edge.evaluation.uncertainty import paired_delta
-    from okdhp_edge.convert.quantize import QuantRecipe
 
     dataset = training_split(man, "select")
     _, base = file_accuracy(d / "student.yaml", man, backend, "fp32", None, None, dataset)

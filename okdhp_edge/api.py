@@ -94,13 +94,14 @@ def pick(report: BenchReport | Path, max_latency_ms: float, **filters: Any) -> D
     student whose accuracy is statistically tied with the most accurate one within the
     budget. ``filters`` are the keys of ``okdhp zoo pick`` (:class:`~okdhp_edge.bench.
     decide.PickRequest`: ``stat``, ``scope``, ``min_accuracy``, ``backend``, ``precision``,
-    ``max_ap_drop``, ``ap_tolerance``, ``max_memory_mb``), checked as there."""
+    ``max_ap_drop``, ``ap_tolerance``, ``max_memory_mb``, ``allow_emulated``), checked as
+    there; a plan's or an emulated report is refused as there."""
     from okdhp_edge.bench.decide import PickRequest
     from okdhp_edge.bench.report import load_report
 
     req = PickRequest.build(max_latency_ms=max_latency_ms, **filters)
     rep = report if isinstance(report, BenchReport) else load_report(report)
-    return req.decide(rep.rows)
+    return req.decide_report(rep, "report" if isinstance(report, BenchReport) else str(report))
 
 
 def export_bundle(student_yaml: Path, backend: str, precision: str, out: Path,

@@ -294,7 +294,7 @@ EMPTY_IS_NONE = {"omit_none": True, "empty_is_none": True}
 @dataclass(frozen=True)
 class ParityStats:
     """A file's heatmaps against the reference on one kind of input (:func:`okdhp_edge.
-    export.exporter.parity`)."""
+    evaluation.parity.parity`)."""
 
     max_abs_heatmap_err: float
     mean_kpt_disp_px: float  # decoded keypoints, input pixels, over the joints compared
@@ -656,6 +656,7 @@ class BenchRow:
     zoo: Optional[str] = field(default=None, metadata=OMIT_NONE)  # a merged report's
     cost: Optional[RowCost] = field(default=None, metadata=OMIT_NONE)  # memory, start-up
     failure: Optional[RowFailure] = field(default=None, metadata=OMIT_NONE)  # a worker's end
+    cpus: Optional[list[int]] = field(default=None, metadata=OMIT_NONE)  # --cores: affinity
 
     @property
     def label(self) -> str:
@@ -711,6 +712,11 @@ class BenchReport(Record):
     merged_from: Optional[list[dict[str, Any]]] = field(default=None, metadata=OMIT_NONE)
     # what else ran while timing: policy, busy rows, the busiest others (bench.load)
     load: Optional[dict[str, Any]] = field(default=None, metadata=OMIT_NONE)
+
+    @property
+    def emulated(self) -> Optional[str]:
+        """Why the run was emulated (QEMU user mode), or None: measured on the device."""
+        return (self.device.get("board") or {}).get("emulated")
 
 
 @dataclass(frozen=True)

@@ -107,10 +107,7 @@ def _report_path(args: PickRequest) -> Path:
 def cmd_pick(args: PickRequest) -> int:
     path = _report_path(args)
     rep = load_report(path)
-    if rep.untrained:
-        raise UsageError(f"{path}: a plan of untrained students (bench --plan) has latencies "
-                         "but no accuracy; pick from a trained zoo's report")
-    d = args.decide(rep.rows)
+    d = args.decide_report(rep, str(path))
     if args.json:
         print(json.dumps(_pick_json(rep, d, args), indent=2))
     else:

@@ -102,7 +102,7 @@ def test_every_command_is_a_typed_request_with_show(capsys):
     from okdhp_edge.__main__ import main
 
     requests = all_requests()
-    assert len(requests) == 16, sorted(requests)
+    assert len(requests) == 17, sorted(requests)
     for name, request in requests.items():
         assert main([*name.split(), "--show"]) == 0
         out = capsys.readouterr().out
@@ -126,6 +126,31 @@ def test_api_keywords_are_the_command_keys(tmp_path):
 def test_bench_threads_cannot_exceed_the_machine(tmp_path):
     with pytest.raises(UsageError, match="threads .--threads. 999: this machine has"):
         api.bench(tmp_path / "zoo", threads=999)
+
+
+def test_bench_cores_are_checked_against_this_process(tmp_path):
+    """--cores names CPUs this process may run on; a list it may not is refused in one line
+    (big, little and all always resolve: a one-cluster CPU's big cluster is all of it)."""
+    with pytest.raises(UsageError, match=r"cores \(--cores\) 0-4096: CPU\(s\) .* are not "
+                                         "available to this process"):
+        api.bench(tmp_path / "zoo", cores="0-4096")
+    with pytest.raises(UsageError, match="give big, little, all or CPU numbers"):
+        api.bench(tmp_path / "zoo", cores="fastest")
+
+
+def test_pick_refuses_an_emulated_report_unless_asked(tmp_path):
+    """A report measured under QEMU user mode has the emulator's latencies: zoo pick and
+    api.pick refuse it, --allow-emulated picks from it anyway."""
+    data = json.loads(REPORT.read_text())
+    data["device"]["board"] = {"machine": "aarch64", "cpu_arch": "x86",
+                               "emulated": "aarch64 user space on AMD EPYC (QEMU user mode)"}
+    path = tmp_path / "emulated.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(UsageError, match="measured under emulation .*--allow-emulated"):
+        api.pick(path, 100.0)
+    assert api.pick(path, 100.0, allow_emulated=True).choice is not None
+    proc = _okdhp("zoo", "pick", "--report", str(path), "--max-latency-ms", "100")
+    assert proc.returncode == 2 and "measured under emulation" in proc.stderr, proc.stderr
 
 
 def test_evaluate_refuses_the_oracles_options_for_a_student(tmp_path):

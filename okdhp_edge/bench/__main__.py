@@ -16,6 +16,8 @@ COMMANDS = {
     "compare": Command("okdhp_edge.bench.compare", "chart one zoo across devices"),
     "calibration": Command("okdhp_edge.bench.calibration", "measure INT8 calibration "
                            "recipes (accuracy and latency per recipe)"),
+    "parity": Command("okdhp_edge.bench.parity", "check that a bundle set computes here what "
+                      "it computed on another device"),
 }
 
 

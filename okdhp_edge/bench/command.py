@@ -30,8 +30,9 @@ from okdhp_edge.targets import (
     formats_for,
     targets_for,
 )
+from okdhp_edge.utils.board import choose_cpus, read_board
 from okdhp_edge.utils.cli import UsageError, request_main
-from okdhp_edge.utils.cpu import available_cores, cpu_has_int8_dot
+from okdhp_edge.utils.cpu import allowed_cpus, cpu_has_int8_dot
 
 log = logging.getLogger("okdhp_edge.bench")
 
@@ -73,7 +74,10 @@ class BenchRequest(Request):
     recipe: QuantRecipe = option(factory=QuantRecipe, help="INT8 (precision int8): "
                                  "calibrated on the training split")
     students: Optional[tuple[str, ...]] = option(None, "student names (default all)")
-    threads: int = option(0, "CPU threads (0: all cores)", minimum=0)
+    threads: int = option(0, "CPU threads (0: one per core of --cores)", minimum=0)
+    cores: str = option("big", "the CPUs the rows run on: big (the fastest cluster of a "
+                        "big.LITTLE chip; every core of a one-cluster CPU), little, all, or "
+                        "CPU numbers such as 4-7 or 0,2", metavar="big|little|all|LIST")
     batch: int = option(8, "batch for the throughput figure", minimum=1)
     device_name: Optional[str] = option(None, "device id to file the report under")
     torch_device: str = option("cpu", "where the PyTorch eager baseline runs (cuda: fp32 / "
@@ -120,10 +124,18 @@ class BenchRequest(Request):
             raise UsageError(f"bootstrap (--bootstrap) {self.bootstrap}: give 0 (no "
                              f"intervals) or {MIN_RESAMPLES}..100000 resamples")
         _scheduling(self.scheduling)
-        cores = available_cores()
-        if self.threads > cores:
-            raise UsageError(f"threads (--threads) {self.threads}: this machine has {cores} "
-                             "core(s) for this process (0: all of them)")
+        cpus = self.cpus()
+        if self.threads > len(cpus):
+            raise UsageError(f"threads (--threads) {self.threads}: this machine has "
+                             f"{len(cpus)} core(s) for this process under --cores "
+                             f"{self.cores} (0: one thread per core)")
+
+    def cpus(self) -> tuple[int, ...]:
+        """The CPU numbers ``--cores`` names on this machine."""
+        try:
+            return choose_cpus(self.cores, read_board(), allowed_cpus())
+        except ValueError as exc:
+            raise UsageError(f"cores (--cores) {self.cores}: {exc}") from None
 
 
 def _scheduling(items: tuple[str, ...]) -> dict[str, bool]:
@@ -303,13 +315,15 @@ def _keep_measured_rows(rows: list[BenchRow], measured: set) -> None:
 def run_bench(req: BenchRequest) -> BenchReport:
     """Measure what the request asks for; the report (not yet written)."""
     targets = _targets(req)
-    threads = req.threads or available_cores()
+    cpus = req.cpus()
+    threads = req.threads or len(cpus)
     req = _source(req)
     cands, zoo_name, backends = _candidates(req, targets)
     untrained = _untrained(cands)
     img, box = _e2e_sample(cands[0])
     opts = BenchOptions(
-        backends=backends, precisions=req.precisions, threads=threads, batch=req.batch,
+        backends=backends, precisions=req.precisions, threads=threads, cpus=cpus,
+        batch=req.batch,
         timing=TimingConfig(min_iters=req.min_iters, min_time_s=req.min_time,
                             rounds=req.rounds, warmup_s=req.warmup_time,
                             warmup_iters=req.warmup_iters),
@@ -318,7 +332,7 @@ def run_bench(req: BenchRequest) -> BenchReport:
         busy=req.busy, scheduling=_scheduling(req.scheduling),
         flip_test=req.flip_test, e2e_image=img, e2e_box=box, torch_device=req.torch_device,
         worker_timeout_s=req.worker_timeout)
-    fp = fingerprint(threads)
+    fp = fingerprint(threads, cpus)
     device = device_id(fp, req.device_name)
     measured = _keep_a_fuller_report(req, zoo_name, {(c.name, b, p) for c in cands
                                                      for b, p in planned_pairs(opts)},

@@ -21,6 +21,7 @@ from okdhp_edge.bench.report import STATS, accuracy_of, latency_of, measured, pa
 from okdhp_edge.evaluation.uncertainty import Interval, interval_text, paired_delta
 from okdhp_edge.grammar import Request, option
 from okdhp_edge.records import BenchReport, BenchRow
+from okdhp_edge.utils.cli import UsageError
 
 
 @dataclass(frozen=True)
@@ -166,10 +167,24 @@ class PickRequest(Request):
                                             "many MB to its runtime's resident memory",
                                             minimum=0, above=True)
     json: bool = option(False, "print the pick as JSON")
+    allow_emulated: bool = option(False, "pick from an emulated report (QEMU user mode: its "
+                                  "timings are the emulator's, not a device's)")
 
     def decide(self, rows: list[BenchRow]) -> Decision:
         """The decision over ``rows`` (see :func:`pick`)."""
         return _decide(rows, self)
+
+    def decide_report(self, rep: BenchReport, where: str) -> Decision:
+        """The decision over a report's rows, refused (UsageError) for a plan of untrained
+        students (no accuracy) and for an emulated run unless ``allow_emulated``."""
+        if rep.untrained:
+            raise UsageError(f"{where}: a plan of untrained students (bench --plan) has "
+                             "latencies but no accuracy; pick from a trained zoo's report")
+        if rep.emulated and not self.allow_emulated:
+            raise UsageError(f"{where}: measured under emulation ({rep.emulated}): its "
+                             "latencies are not a device's; bench on the device, or pass "
+                             "--allow-emulated to pick from it anyway")
+        return self.decide(rep.rows)
 
 
 def pick(rows: list[BenchRow], max_latency_ms: float, stat: str = "median",

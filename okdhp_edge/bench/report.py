@@ -11,6 +11,7 @@ from typing import Any, Optional
 
 from okdhp_edge.evaluation.uncertainty import interval_text
 from okdhp_edge.records import BenchReport, BenchRow, ReportError, read_json_record
+from okdhp_edge.utils.board import board_from_dict
 from okdhp_edge.utils.io import atomic_write
 
 __all__ = ["ReportError", "load_report", "markdown", "pareto", "write_report"]
@@ -107,6 +108,20 @@ def _not_measured_lines(rows: list[BenchRow]) -> list[str]:
     return lines
 
 
+def _board_lines(fp: dict) -> list[str]:
+    """The board line (Arm clusters, features) and, for an emulated run, the warning."""
+    board = fp.get("board")  # reports before the board record: none
+    if not board:
+        return []
+    out = []
+    if board.get("cpu_arch") == "arm" or len(board.get("clusters", ())) > 1:
+        out.append("- board: " + board_from_dict(board).describe())
+    if board.get("emulated"):
+        out.append(f"- **emulated**: {board['emulated']}: these timings are not a device's "
+                   "(the rows' keypoints are what this run checks)")
+    return out
+
+
 def markdown(rep: BenchReport, chart_name: Optional[str]) -> str:
     """The Markdown report: device, students x backends table, unavailable backends, chart."""
     fp = rep.device
@@ -114,7 +129,9 @@ def markdown(rep: BenchReport, chart_name: Optional[str]) -> str:
     with_cost = any(r.cost is not None for r in rep.rows)  # reports before isolation: none
     lines = [f"# Bench report: zoo `{rep.zoo}` on `{rep.device_id}`", "",
              f"- CPU: {fp['cpu_model']} ({fp['cores']} cores, flags: "
-             f"{', '.join(fp['cpu_flags']) or '-'}); threads used: {fp['threads']}",
+             f"{', '.join(fp['cpu_flags']) or '-'}); threads used: {fp['threads']}"
+             + (f" on CPUs {fp['cpus']}" if fp.get("cpus") else ""),
+             *_board_lines(fp),
              f"- GPU: {fp['gpu']['name'] + ' (driver ' + fp['gpu']['driver'] + ')' if fp.get('gpu') else 'none'}",  # noqa: E501
              f"- OS: {fp['os']}; versions: " + ", ".join(f"{k} {v}" for k, v in
                                                           fp["versions"].items()),

@@ -64,6 +64,7 @@ class BenchOptions:
     backends: tuple[str, ...] = field(default_factory=default_backends)
     precisions: Optional[tuple[str, ...]] = None  # None: each backend's default targets
     threads: int = 0  # 0: all cores
+    cpus: tuple[int, ...] = ()  # the CPUs rows run on (their workers' affinity); (): any
     batch: int = 8
     timing: TimingConfig = field(default_factory=TimingConfig)
     accuracy: bool = True
@@ -111,8 +112,10 @@ def _row_spec(c: Candidate, row: BenchRow, opts: BenchOptions) -> RowSpec:
     if opts.e2e_image is not None and opts.e2e_box is not None:
         fmt = FORMATS.get(t.export or "")
         e2e = E2ESample(opts.e2e_image, opts.e2e_box, fmt.layout if fmt else "NCHW")
+    row.cpus = list(opts.cpus) or None
     return RowSpec(runner_path(row.backend), row.backend, row.precision, opts.threads,
-                   _device_for(t, opts), (h, w), _scheduling(row, opts), c.manifest, e2e)
+                   _device_for(t, opts), (h, w), _scheduling(row, opts), c.manifest, e2e,
+                   opts.cpus)
 
 
 def _fail(row: BenchRow, exc: BaseException, stage: str) -> None:

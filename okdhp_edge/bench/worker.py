@@ -14,6 +14,7 @@ once the model is loaded and warmed up (:class:`okdhp_edge.records.RowCost`).
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -52,6 +53,7 @@ class RowSpec:
     scheduling: dict[str, bool] = field(default_factory=dict)
     manifest: Optional[StudentManifest] = None  # preprocessing of the e2e scope, accuracy
     e2e: Optional[E2ESample] = None
+    cpus: tuple[int, ...] = ()  # the worker's affinity, set before the runtime starts threads
 
 
 def failure_of(exc: WorkerDied) -> RowFailure:
@@ -65,6 +67,8 @@ class RowService:
 
     def __init__(self, spec: RowSpec) -> None:
         self.spec = spec
+        if spec.cpus:
+            os.sched_setaffinity(0, spec.cpus)
         self.runner_class = resolve(spec.runner)
         self.runner = self.runner_class(spec.precision, spec.threads, spec.device,
                                         spec.scheduling)

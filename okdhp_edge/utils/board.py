@@ -6,7 +6,7 @@ has a ``CPU implementer`` / ``CPU part`` pair (0x41 / 0xd0b is a Cortex-A76) and
 from sysfs (``cpufreq/cpuinfo_max_freq`` or ``cpu_capacity`` per CPU), the board from the
 device tree (``/proc/device-tree/model`` and ``compatible``), a Jetson's L4T release from
 ``/etc/nv_tegra_release``. Every path is read under ``root`` so that the tests read fixture
-trees of real boards (``tests/fixtures/boards/``).
+trees of real boards (``tests/utils/boards/``).
 
 Under QEMU user mode an aarch64 program reads the host's x86 ``/proc/cpuinfo``: the machine
 it runs as and the CPU it reads disagree, and the record says the run is emulated (its
@@ -173,15 +173,23 @@ def _cpu_arch(procs: list[dict[str, str]]) -> str:
     return "x86" if "vendor_id" in first or "flags" in first else "unknown"
 
 
-def _emulated(machine: str, arch: str, procs: list[dict[str, str]]) -> Optional[str]:
-    """Why the run is emulated (the machine and the CPU it reads disagree), else None."""
-    runs_arm = machine in ARM_MACHINES
-    if arch == "unknown" or runs_arm == (arch == "arm"):
-        return None
-    host = procs[0].get("model name", "an x86 CPU") if procs else "another CPU"
+def _emulated(root: Path, machine: str, arch: str, procs: list[dict[str, str]]
+              ) -> Optional[str]:
+    """Why the run is emulated, else None: the machine and the CPU it reads disagree (QEMU
+    user mode shows the host's /proc/cpuinfo), or this machine's own binaries are run by a
+    binfmt_misc handler (``qemu-aarch64`` enabled: a native kernel registers none for its
+    own architecture; this catches an emulated user space shown an Arm /proc/cpuinfo)."""
     qemu_cpu = os.environ.get("QEMU_CPU")
     cpu = f", guest CPU {qemu_cpu} (QEMU_CPU)" if qemu_cpu else ""
-    return f"{machine} user space on {host} (QEMU user mode{cpu})"
+    if arch != "unknown" and (machine in ARM_MACHINES) != (arch == "arm"):
+        host = procs[0].get("model name", "an x86 CPU") if procs else "another CPU"
+        return f"{machine} user space on {host} (QEMU user mode{cpu})"
+    handler = _read(root, f"proc/sys/fs/binfmt_misc/qemu-{machine}") or ""
+    if handler.startswith("enabled"):
+        m = re.search(r"^interpreter (\S+)", handler, re.M)
+        return (f"{machine} binaries run by {m.group(1) if m else 'QEMU'} (binfmt_misc; "
+                f"QEMU user mode{cpu})")
+    return None
 
 
 def read_board(root: Path = Path("/"), machine: Optional[str] = None) -> Board:
@@ -204,7 +212,7 @@ def read_board(root: Path = Path("/"), machine: Optional[str] = None) -> Board:
                            _read(root, "proc/device-tree/compatible")),
         clusters=_clusters(root, procs) if procs else (),
         features=feats, l4t=_l4t(_read(root, "etc/nv_tegra_release")),
-        emulated=(emu := _emulated(machine, arch, procs)),
+        emulated=(emu := _emulated(root, machine, arch, procs)),
         guest_cpu=(os.environ.get("QEMU_CPU") or "max") if emu else None)
 
 
@@ -247,3 +255,10 @@ def _ranges(cpus: tuple[int, ...]) -> str:
         else:
             spans.append([c, c])
     return ",".join(f"{a}-{b}" if b > a else str(a) for a, b in spans)
+
+
+def board_from_dict(data: dict) -> Board:
+    """A :class:`Board` back from a report's fingerprint (``dataclasses.asdict`` of one)."""
+    clusters = tuple(Cluster(c["core"], tuple(c["cpus"]), c.get("max_mhz"))
+                     for c in data.get("clusters", ()))
+    return Board(**{**data, "clusters": clusters, "features": tuple(data.get("features", ()))})

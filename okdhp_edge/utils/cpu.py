@@ -16,11 +16,16 @@ from typing import Optional
 from okdhp_edge.utils.board import ARM_FEATURES, arm_tier
 
 
-def available_cores() -> int:
-    """The cores this process may run on (its affinity; all of them where that is unknown)."""
+def allowed_cpus() -> tuple[int, ...]:
+    """The CPU numbers this process may run on (its affinity; all where that is unknown)."""
     if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+        return tuple(sorted(os.sched_getaffinity(0)))
+    return tuple(range(os.cpu_count() or 1))
+
+
+def available_cores() -> int:
+    """How many cores this process may run on (see :func:`allowed_cpus`)."""
+    return len(allowed_cpus())
 
 
 @functools.cache

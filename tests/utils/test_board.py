@@ -1,5 +1,5 @@
 """Boards read as their users name them, from fixture trees of real boards
-(tests/fixtures/boards/<board>/SOURCE.md names where each came from)."""
+(tests/utils/boards/<board>/SOURCE.md names where each came from)."""
 
 from pathlib import Path
 
@@ -8,7 +8,7 @@ import pytest
 from okdhp_edge.bench.device import device_id
 from okdhp_edge.utils.board import Board, Cluster, arm_tier, choose_cpus, read_board
 
-BOARDS = Path(__file__).parents[1] / "fixtures" / "boards"
+BOARDS = Path(__file__).parent / "boards"
 
 
 def _id(board: Board) -> str:
@@ -85,3 +85,13 @@ def test_the_same_x86_cpu_read_natively_is_not_emulated():
 def test_this_machine_reads_without_error():
     board = read_board()
     assert board.clusters and board.emulated is None
+
+
+def test_an_emulated_user_space_shown_an_arm_cpuinfo_is_still_emulated(monkeypatch):
+    """make arm-check shows the guest an Arm /proc/cpuinfo (ONNX Runtime's aarch64 build dies
+    on the host's x86 one); the binfmt handler for the machine's own architecture tells."""
+    monkeypatch.setenv("QEMU_CPU", "cortex-a76")
+    board = read_board(BOARDS / "qemu-aarch64-shown-a76", machine="aarch64")
+    assert board.cpu_arch == "arm" and board.clusters[0].core == "Cortex-A76"
+    assert "aarch64-binfmt-P (binfmt_misc" in board.emulated
+    assert _id(board) == "qemu-aarch64-cortex-a76-2c"
