@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 4 ] && n=4; echo $$n)
 
-.PHONY: quickstart test lint bench clean-venv
+.PHONY: quickstart test lint bench clean-venv arm-check
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -30,3 +30,7 @@ bench: $(STAMP)
 
 clean-venv:
 	rm -rf $(VENV)
+
+# the torch-free runtime on aarch64 under QEMU user mode (bench/arm_check.sh; docs/arm.md)
+arm-check: $(STAMP)
+	bench/arm_check.sh

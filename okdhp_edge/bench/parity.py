@@ -43,8 +43,11 @@ class ParityRequest(Request):
                                  "(.npz)")
     against: Optional[Path] = option(None, "a file --out wrote on another device: run its "
                                      "inputs here and judge this device's heatmaps against its")
-    images: Optional[Path] = option(None, "a folder of images whose whole-image crops join the "
-                                    "seeded inputs (without --against)")
+    images: Optional[Path] = option(None, "a folder of images whose crops join the seeded "
+                                    "inputs (without --against): whole images, or --ann's "
+                                    "person boxes")
+    ann: Optional[Path] = option(None, "with --images: a COCO keypoints JSON whose person "
+                                 "boxes are cropped (a person gives every joint a peak)")
     random_inputs: int = option(2, "seeded random inputs (without --against)", minimum=0,
                                 maximum=64)
     max_images: int = option(4, "at most this many images of --images", minimum=0,
@@ -58,6 +61,8 @@ class ParityRequest(Request):
         if self.against and self.images:
             raise UsageError("images (--images): with --against the inputs are the "
                              "reference's own")
+        if self.ann and not self.images:
+            raise UsageError("ann (--ann): goes with --images (the folder of its images)")
 
 
 @dataclass(frozen=True)
@@ -86,21 +91,40 @@ def _input_key(hw: tuple[int, int]) -> str:
     return f"input/{hw[0]}x{hw[1]}"
 
 
-def _image_crops(folder: Path, limit: int, pipeline: Any) -> list[np.ndarray]:
-    """Whole-image crops of the first ``limit`` images of ``folder``, preprocessed as the
-    bundle does (NCHW)."""
+def _crop_list(folder: Path, ann: Optional[Path], limit: int
+               ) -> list[tuple[Path, Optional[tuple[float, ...]]]]:
+    """(image file, person box or None for the whole image), at most ``limit``."""
+    if ann is None:
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise UsageError(f"images (--images) {folder}: no .jpg or .png files")
+        return [(f, None) for f in files[:limit]]
+    try:
+        data = json.loads(ann.read_text())
+        names = {im["id"]: im["file_name"] for im in data["images"]}
+        people = [(folder / names[a["image_id"]], tuple(float(v) for v in a["bbox"]))
+                  for a in data["annotations"] if a.get("num_keypoints", 1) > 0]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"ann (--ann) {ann}: not a COCO keypoints file ({exc})") from None
+    if not people:
+        raise UsageError(f"ann (--ann) {ann}: no annotated person")
+    return people[:limit]
+
+
+def _image_crops(req: ParityRequest, pipeline: Any) -> list[np.ndarray]:
+    """Crops of ``--images`` (whole images, or ``--ann``'s person boxes), preprocessed as the
+    bundle does. Each [3, h, w]."""
     import cv2
 
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
-    if not files:
-        raise UsageError(f"images (--images) {folder}: no .jpg or .png files")
+    assert req.images is not None
     crops = []
-    for f in files:
+    for f, box in _crop_list(req.images, req.ann, req.max_images):
         img = cv2.imread(str(f), cv2.IMREAD_COLOR)
         if img is None:
             raise UsageError(f"{f}: not a readable image")
         rgb = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-        x, _, _ = pipeline.preprocess(rgb, (0.0, 0.0, float(rgb.shape[1]), float(rgb.shape[0])))
+        x, _, _ = pipeline.preprocess(rgb, box or (0.0, 0.0, float(rgb.shape[1]),
+                                                   float(rgb.shape[0])))
         crops.append((x.transpose(0, 3, 1, 2) if pipeline.nhwc else x)[0].copy())
     return crops
 
@@ -110,7 +134,7 @@ def _inputs_for(req: ParityRequest, pipeline: Any, hw: tuple[int, int]) -> np.nd
     rng = np.random.default_rng(0)
     parts = [rng.standard_normal((req.random_inputs, 3, *hw)).astype(np.float32)]
     if req.images:
-        parts.append(np.stack(_image_crops(req.images, req.max_images, pipeline)))
+        parts.append(np.stack(_image_crops(req, pipeline)))
     x = np.concatenate(parts)
     if not len(x):
         raise UsageError("no inputs: give --random-inputs above 0 or --images")
