@@ -32,6 +32,9 @@ class Family:
     heatmap_stride: Callable[[Any], float]  # of the input; None: set by data config
     # the family's own rules on (model, data) configs: a ValueError names the key
     check: Callable[[Any, Any], None] = lambda m, d: None
+    # the forms its decoder can take in an exported file (targets.DECODER_FORMS): a light
+    # student's transposed convolutions can be sub-pixel convolutions; an hourglass has none
+    decoder_forms: tuple[str, ...] = ("transposed",)
 
 
 def _fau(m: Any) -> dict:
@@ -95,6 +98,7 @@ LIGHT = Family(
     num_branches=lambda m: len(m.decoder_widths),
     heatmap_stride=lambda m: 32 / 2**m.decoder_layers,
     check=_light_check,
+    decoder_forms=("transposed", "subpixel"),
 )
 
 FAMILIES = (HOURGLASS, LIGHT)

@@ -23,6 +23,16 @@ log = logging.getLogger(__name__)
 
 # the metadata key of the recipe a quantized file was made with (its JSON)
 RECIPE_KEY = "okdhp_quant_recipe"
+# the metadata key of the form of the decoder in a file (absent: transposed)
+DECODER_KEY = "okdhp_decoder"
+
+
+def check_file_decoder(recorded: str, found: dict[str, str], where: Any) -> None:
+    """ManifestError when a file that carries metadata says another decoder form than its
+    record (a bundle's ``decoder``)."""
+    if found and found.get(DECODER_KEY, "transposed") != recorded:
+        raise ManifestError(f"{where}: decoder {recorded} differs from the model file's "
+                            f"{found.get(DECODER_KEY, 'transposed')}: the record was edited")
 
 
 def check_file_recipe(recorded: Optional[dict], found: dict[str, str], where: Any) -> None:

@@ -406,6 +406,8 @@ class ExportRecord(Record):
     weights_sha256: str
     preprocessing: Preprocessing
     formats: dict[str, FormatRecord]
+    # the form of the student's decoder in these files (targets.DECODER_FORMS)
+    decoder: str = "transposed"
 
     def to_dict(self) -> dict[str, Any]:
         out = to_dict(self)
@@ -444,6 +446,8 @@ class BundleManifest(Record):
     requires: Optional[str] = field(default=None, metadata=OMIT_NONE)  # the pip extra
     # shipped although its parity check failed (`zoo export --allow-parity-failure`)
     parity_failure_allowed: Optional[bool] = field(default=None, metadata=OMIT_NONE)
+    # the form of the student's decoder in the model file (targets.DECODER_FORMS)
+    decoder: str = "transposed"
 
     def _check(self, where: str) -> None:
         from okdhp_edge.targets import LAYOUTS
@@ -657,10 +661,13 @@ class BenchRow:
     cost: Optional[RowCost] = field(default=None, metadata=OMIT_NONE)  # memory, start-up
     failure: Optional[RowFailure] = field(default=None, metadata=OMIT_NONE)  # a worker's end
     cpus: Optional[list[int]] = field(default=None, metadata=OMIT_NONE)  # --cores: affinity
+    # the decoder's form in the row's file, for a student that has a choice (a light one)
+    decoder: Optional[str] = field(default=None, metadata=OMIT_NONE)
 
     @property
     def label(self) -> str:
-        return f"{self.student} / {self.backend} {self.precision}"
+        form = " (sub-pixel decoder)" if self.decoder == "subpixel" else ""
+        return f"{self.student} / {self.backend} {self.precision}{form}"
 
     def latency(self, stat: str = "median", scope: str = "engine") -> Optional[float]:
         lat = self.latency_ms.get(scope)

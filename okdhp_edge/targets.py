@@ -182,6 +182,21 @@ class Target:
 TOLERANCE = {"fp32": (1e-3, 0.5), "bf16": (5e-2, 1.0), "fp16": (5e-2, 1.0),
              "int8": (0.25, 2.0)}
 
+# the forms a light student's decoder can take in a file: its 4x4 stride-2 transposed
+# convolutions as they are, or as sub-pixel convolutions (a 3x3 convolution with 4x the
+# channels, then depth-to-space: exact in float; okdhp_edge.convert.subpixel)
+DECODER_FORMS = ("transposed", "subpixel")
+# the form each backend's files take by default (bench --decoder auto, zoo export), from
+# the bench's both-ways measurement (bench --decoder both; docs/arm.md): XNNPACK (LiteRT,
+# ExecuTorch) runs the sub-pixel form faster, oneDNN (ONNX Runtime fp32, OpenVINO) the
+# transposed one; ONNX Runtime's INT8 files take the sub-pixel form through their recipe
+# (ort_transposed_conv) whatever the form here
+DECODER_DEFAULT: dict[str, str] = {
+    "torch": "transposed", "onnxruntime": "transposed", "openvino": "transposed",
+    "tensorrt": "transposed", "torch_tensorrt": "transposed", "litert": "subpixel",
+    "executorch": "subpixel",
+}
+
 TARGETS: dict[tuple[str, str], Target] = {t.key: t for t in (
     Target("torch", "fp32", None, "host", "student", bundle=False),
     Target("torch", "bf16", None, "host", "student", default=False, bundle=False),
@@ -255,6 +270,15 @@ def targets_for(backends: tuple[str, ...], precisions: Optional[tuple[str, ...]]
             if (t.precision in precisions) if precisions else t.default:
                 out.append(t)
     return out
+
+
+def decoder_for(choice: str, target: Target, forms: tuple[str, ...]) -> str:
+    """The decoder form of ``target``'s file for a student whose family has ``forms``:
+    ``auto`` is the backend's (:data:`DECODER_DEFAULT`), a named form is that one; a student
+    with one form (an hourglass) and a target that runs the student itself (torch) keep the
+    transposed form."""
+    want = DECODER_DEFAULT[target.backend] if choice == "auto" else choice
+    return want if want in forms and target.export is not None else "transposed"
 
 
 def format_chain(name: str) -> list[str]:

@@ -19,7 +19,7 @@ from okdhp_edge.errors import ReportError
 from okdhp_edge.grammar import Request, option
 from okdhp_edge.manifest import load_zoo_manifest, zoo_students
 from okdhp_edge.records import BenchReport, BenchRow
-from okdhp_edge.targets import BACKEND_INFO, PRECISIONS, default_backends
+from okdhp_edge.targets import BACKEND_INFO, DECODER_FORMS, PRECISIONS, default_backends
 from okdhp_edge.utils.cli import Command, UsageError, console_entry, dispatch, request_main, run_cli
 
 log = logging.getLogger("okdhp_edge.zoo")
@@ -164,6 +164,9 @@ class ExportRequest(Request):
     allow_parity_failure: bool = option(False, "bundle a file whose parity check against "
                                         "PyTorch fp32 failed (recorded in bundle.yaml)")
     recipe: QuantRecipe = option(factory=QuantRecipe, help="INT8 calibration")
+    decoder: str = option("auto", "a light student's decoder in the file: auto (each "
+                          "backend's measured choice), transposed or subpixel",
+                          choices=("auto", *DECODER_FORMS))
 
     def check(self) -> None:
         if not self.all and not (self.student and self.backend):
@@ -175,7 +178,7 @@ def cmd_export(args: ExportRequest) -> int:
         from okdhp_edge.export.bundles import export_all
 
         out = export_all(args.zoo, args.out, args.backends, args.precisions, args.recipe,
-                         args.allow_parity_failure, args.students)
+                         args.allow_parity_failure, args.students, args.decoder)
         print(f"bundles: {out}")
         return 0
     students = {m.name: d for d, m in zoo_students(args.zoo)}
@@ -186,7 +189,7 @@ def cmd_export(args: ExportRequest) -> int:
 
     out = export_bundle(students[args.student] / "student.yaml", args.backend, args.precision,
                         args.out, recipe=args.recipe,
-                        allow_parity_failure=args.allow_parity_failure)
+                        allow_parity_failure=args.allow_parity_failure, decoder=args.decoder)
     print(f"bundle: {out}")
     return 0
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Optional
 
 from okdhp_edge.errors import ManifestError, UsageError
+from okdhp_edge.families import family_of
 from okdhp_edge.records import (
     Accuracy,
     BundleManifest,
@@ -22,14 +23,15 @@ from okdhp_edge.records import (
 )
 from okdhp_edge.runtime.bundle import read_bundle_manifest, read_set
 from okdhp_edge.schema import to_dict
-from okdhp_edge.targets import UnknownTarget, get_target
+from okdhp_edge.targets import Target, UnknownTarget, decoder_for, formats_for, get_target
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class Candidate:
-    """One student as the bench sees it: its manifest and where its model files are."""
+    """One student in one decoder form as the bench sees it: its manifest and where its
+    model files are."""
 
     name: str
     manifest: StudentManifest  # student.yaml (zoo) or the one its bundles carry
@@ -37,24 +39,47 @@ class Candidate:
     export_dir: Path
     formats: dict[str, FormatRecord]  # export.yaml's formats (or the bundles')
     failed: dict[str, RowFailure] = field(default_factory=dict)  # format -> its worker's end
+    decoder: str = "transposed"  # the form of the decoder in its files (DECODER_FORMS)
+
+    @property
+    def forms(self) -> tuple[str, ...]:
+        """The decoder forms its family has (one: no choice to record)."""
+        return family_of(self.manifest.architecture.family).decoder_forms
 
 
-def zoo_candidates(zoo: Path, students: Optional[tuple[str, ...]], formats: list[str],
-                   recipe: object, timeout_s: Optional[float] = None) -> list[Candidate]:
-    """Every (selected) student of ``zoo``, exported to ``formats`` with ``recipe`` (a
-    :class:`okdhp_edge.convert.quantize.QuantRecipe`), each backend's files built in worker
-    processes of their own (:func:`okdhp_edge.bench.worker.export_in_workers`)."""
-    from okdhp_edge.bench.worker import export_in_workers
+def forms_wanted(choice: str, target: Target, forms: tuple[str, ...]) -> tuple[str, ...]:
+    """The decoder forms a student with ``forms`` is measured in on ``target``: both of them
+    with ``both`` (where the target runs a file), else the one :func:`decoder_for` names."""
+    if choice == "both" and target.export is not None:
+        return forms
+    return (decoder_for("auto" if choice == "both" else choice, target, forms),)
+
+
+def zoo_candidates(zoo: Path, students: Optional[tuple[str, ...]], targets: list[Target],
+                   recipe: object, timeout_s: Optional[float] = None, decoder: str = "auto",
+                   throughput: bool = False) -> list[Candidate]:
+    """Every (selected) student of ``zoo`` in each decoder form ``decoder`` asks of the
+    targets, exported to the targets' formats with ``recipe`` (a :class:`okdhp_edge.convert.
+    quantize.QuantRecipe`), each backend's files built in worker processes of their own
+    (:func:`okdhp_edge.bench.worker.export_in_workers`)."""
+    from okdhp_edge.bench.worker import ExportUnit, export_in_workers
+    from okdhp_edge.export.exporter import export_dir_of
     from okdhp_edge.manifest import zoo_students
 
     chosen = list(zoo_students(zoo, students))  # an unknown name: one line naming the closest
     if not chosen:
         raise UsageError(f"{zoo}: no students selected")
-    built, failed = export_in_workers([d / "student.yaml" for d, _ in chosen], formats,
-                                      recipe, timeout_s)
-    return [Candidate(man.name, man, d / "student.yaml", d / "export",
-                      built[str(d / "student.yaml")], failed[str(d / "student.yaml")])
-            for d, man in chosen]
+    units: list[tuple[StudentManifest, ExportUnit]] = []
+    for d, man in chosen:
+        forms = family_of(man.architecture.family).decoder_forms
+        for form in forms:
+            mine = [t for t in targets if form in forms_wanted(decoder, t, forms)]
+            if mine:
+                fmts = tuple(formats_for(mine, throughput=throughput))
+                units.append((man, ExportUnit(d / "student.yaml", fmts, form)))
+    built, failed = export_in_workers([u for _, u in units], recipe, timeout_s)
+    return [Candidate(man.name, man, u.student_yaml, export_dir_of(u.student_yaml, u.decoder),
+                      built[u.key], failed[u.key], u.decoder) for man, u in units]
 
 
 def bundle_candidates(directory: Path, students: Optional[tuple[str, ...]] = None
@@ -62,17 +87,18 @@ def bundle_candidates(directory: Path, students: Optional[tuple[str, ...]] = Non
     """Bench candidates from a verified bundle set (torch-free): (candidates, zoo name)."""
     directory = Path(directory)
     idx = read_set(directory)
-    by_student: dict[str, Candidate] = {}
+    by_student: dict[tuple[str, str], Candidate] = {}  # (student, decoder form)
     for e in idx.bundles:
         if students and e.student not in students:
             continue
         bdir = directory / e.path
         man = read_bundle_manifest(bdir)
-        c = by_student.get(e.student)
+        c = by_student.get((e.student, man.decoder))
         if c is None:
             sm = man.student_record()
             sm = sm.replace(accuracy=_set_report_data(sm.accuracy, idx.report_data, directory))
-            c = by_student[e.student] = Candidate(e.student, sm, None, directory, {})
+            c = by_student[(e.student, man.decoder)] = Candidate(
+                e.student, sm, None, directory, {}, decoder=man.decoder)
         c.formats[_format_of(e.backend, e.precision)] = _bundle_format(e, man, bdir)
     if not by_student:
         raise ManifestError(f"{directory}: no bundles selected")

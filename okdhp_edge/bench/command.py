@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Optional
 from okdhp_edge.bench.candidates import Candidate, bundle_candidates, zoo_candidates
 from okdhp_edge.bench.device import device_id, fingerprint
 from okdhp_edge.bench.load import POLICIES, LoadMonitor
+from okdhp_edge.bench.report import decoder_lines
 from okdhp_edge.bench.run import BenchOptions, bench_candidates, planned_pairs
 from okdhp_edge.bench.timing import TimingConfig
 from okdhp_edge.convert.quantize import ALWAYS_SPELLED, QuantRecipe
@@ -24,10 +25,10 @@ from okdhp_edge.grammar import Request, option
 from okdhp_edge.records import BenchReport, BenchRow, BenchStudent
 from okdhp_edge.targets import (
     BACKEND_INFO,
+    DECODER_FORMS,
     PRECISIONS,
     QUANTIZED,
     default_backends,
-    formats_for,
     targets_for,
 )
 from okdhp_edge.utils.board import choose_cpus, read_board
@@ -75,6 +76,11 @@ class BenchRequest(Request):
                                  "calibrated on the training split")
     students: Optional[tuple[str, ...]] = option(None, "student names (default all)")
     threads: int = option(0, "CPU threads (0: one per core of --cores)", minimum=0)
+    decoder: str = option("auto", "a light student's decoder in its files: auto (each "
+                          "backend's measured choice, targets.DECODER_DEFAULT), transposed, "
+                          "subpixel, or both (both forms of every light student timed in one "
+                          "interleaved run; the report says which each backend keeps)",
+                          choices=("auto", "both", *DECODER_FORMS))
     cores: str = option("big", "the CPUs the rows run on: big (the fastest cluster of a "
                         "big.LITTLE chip; every core of a one-cluster CPU), little, all, or "
                         "CPU numbers such as 4-7 or 0,2", metavar="big|little|all|LIST")
@@ -218,8 +224,8 @@ def _candidates(req: BenchRequest, targets: list) -> tuple[list, str, tuple]:
     """(candidates, zoo name, backends) of a zoo, or of bundles (no torch: the backends
     whose runners need it are dropped)."""
     if req.zoo:
-        formats = formats_for(targets, throughput=req.batch > 1)
-        cands = zoo_candidates(req.zoo, req.students, formats, req.recipe, req.worker_timeout)
+        cands = zoo_candidates(req.zoo, req.students, targets, req.recipe, req.worker_timeout,
+                               req.decoder, throughput=req.batch > 1)
         return cands, req.zoo.resolve().name, req.backends
     cands, zoo_name = bundle_candidates(req.bundles, req.students)
     if req.backends != default_backends():  # named: each gets its rows (or says why not)
@@ -238,7 +244,8 @@ def _row_command(req: BenchRequest, threads: int) -> Any:
         quantized = row.precision in QUANTIZED
         one = dataclasses.replace(
             req, students=(row.student,), backends=(row.backend,), precisions=(row.precision,),
-            threads=threads, recipe=req.recipe if quantized else QuantRecipe())
+            threads=threads, recipe=req.recipe if quantized else QuantRecipe(),
+            decoder=row.decoder or req.decoder)
         return one.command(spell=("batch",) + (ALWAYS_SPELLED if quantized else ()))
 
     return command_of
@@ -331,7 +338,7 @@ def run_bench(req: BenchRequest) -> BenchReport:
         accuracy_max_persons=req.accuracy_max_persons, bootstrap=req.bootstrap,
         busy=req.busy, scheduling=_scheduling(req.scheduling),
         flip_test=req.flip_test, e2e_image=img, e2e_box=box, torch_device=req.torch_device,
-        worker_timeout_s=req.worker_timeout)
+        worker_timeout_s=req.worker_timeout, decoder=req.decoder)
     fp = fingerprint(threads, cpus)
     device = device_id(fp, req.device_name)
     measured = _keep_a_fuller_report(req, zoo_name, {(c.name, b, p) for c in cands
@@ -341,6 +348,8 @@ def run_bench(req: BenchRequest) -> BenchReport:
     monitor = LoadMonitor(req.busy, max_wait_s=req.busy_wait)
     rows = bench_candidates(cands, opts, _row_command(req, threads), monitor=monitor)
     busy_rows = _say_what_was_busy(rows, monitor)
+    for line in decoder_lines(rows):
+        log.info("decoder forms: %s", line)
     if not any(r.status == "ok" for r in rows):  # a report of nothing replaces none
         reasons = sorted({f"{r.backend} {r.precision}: {r.reason}" for r in rows})
         raise UsageError("nothing could be measured, so no report was written (an earlier "

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from okdhp_edge.evaluation.uncertainty import interval_text
-from okdhp_edge.records import BenchReport, BenchRow, ReportError, read_json_record
+from okdhp_edge.records import BenchReport, BenchRow, LatencyStats, ReportError, read_json_record
 from okdhp_edge.utils.board import board_from_dict
 from okdhp_edge.utils.io import atomic_write
 
@@ -74,7 +74,8 @@ def _table_row(r: BenchRow, with_cost: bool) -> str:
     perr = r.parity.max_heatmap_err if r.parity else None
     flag = (" ⚠" if eng.high_cv else "") + (" †" if eng.busy else "")
     return (f"| {r.student} | {r.params / 1e6:.2f} | {r.macs / 1e9:.2f} | "
-            f"{r.backend} | {r.precision} ({ran}) | {_fmt(eng.median)}{flag} | "
+            f"{r.backend}{' (sub-pixel)' if r.decoder == 'subpixel' else ''} | "
+            f"{r.precision} ({ran}) | {_fmt(eng.median)}{flag} | "
             f"{_fmt(eng.p90)} | {_fmt(e2e.median if e2e else None)} | "
             f"{_fmt(r.throughput.get('images_per_s'), 1)} | "
             f"{_with_interval(accuracy_of(r), r.accuracy.ci95)} | "
@@ -106,6 +107,36 @@ def _not_measured_lines(rows: list[BenchRow]) -> list[str]:
             who = f"{r.student} " if r.failure else ""  # a worker's end is one row's
             lines.append(f"- {who}{r.backend} {r.precision} ({r.status}): {r.reason}")
     return lines
+
+
+def decoder_lines(rows: list[BenchRow]) -> list[str]:
+    """One line per (student, backend, precision) measured in both decoder forms: which is
+    faster by the median (tied where the medians' bootstrap 95% intervals overlap), and the
+    form the backend's files take by default (:data:`okdhp_edge.targets.DECODER_DEFAULT`),
+    flagged where this device clearly prefers the other."""
+    from okdhp_edge.targets import DECODER_DEFAULT
+
+    both: dict[tuple[str, str, str], dict[str, LatencyStats]] = {}
+    for r in rows:
+        if r.decoder and r.status == "ok" and "engine" in r.latency_ms:
+            both.setdefault((r.student, r.backend, r.precision), {})[r.decoder] = \
+                r.latency_ms["engine"]
+    out = []
+    for (s, b, p), st in both.items():
+        if len(st) < 2:
+            continue
+        fast, slow = sorted(st, key=lambda f: st[f].median)
+        a, z = st[fast].ci95_median, st[slow].ci95_median
+        clear = a is not None and z is not None and a[1] < z[0]
+        keeps = DECODER_DEFAULT[b]
+        verdict = (f"{fast} {st[slow].median / st[fast].median:.2f}x faster than {slow}"
+                   if clear else f"tied ({fast} {st[fast].median:.3g}, {slow} "
+                   f"{st[slow].median:.3g} ms: the intervals overlap)")
+        note = f"; this device prefers {fast} (--decoder {fast})" if clear and keeps != fast \
+            else ""
+        ms = f" ({st[fast].median:.3g} vs {st[slow].median:.3g} ms)" if clear else ""
+        out.append(f"{s} {b} {p}: {verdict}{ms}; {b} keeps {keeps}{note}")
+    return out
 
 
 def _board_lines(fp: dict) -> list[str]:
@@ -147,6 +178,10 @@ def markdown(rep: BenchReport, chart_name: Optional[str]) -> str:
                  "---|---|---|" if with_cost else "")]
     lines += [_table_row(r, with_cost) for r in rep.rows if r.status == "ok"]
     lines += _not_measured_lines(rep.rows)
+    forms = decoder_lines(rep.rows)
+    if forms:
+        lines += ["", "Decoder forms (the same student, both forms, one interleaved run):", ""]
+        lines += [f"- {line}" for line in forms]
     lines += ["", "⚠: coefficient of variation above the threshold; the median is still "
               "reported with its bootstrap 95% CI in the JSON."]
     if with_cost:

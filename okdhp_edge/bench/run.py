@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from okdhp_edge.backends.base import run_one_by_one
-from okdhp_edge.bench.candidates import Candidate
+from okdhp_edge.bench.candidates import Candidate, forms_wanted
 from okdhp_edge.bench.load import LoadMonitor
 from okdhp_edge.bench.timing import TimingConfig, interleaved_blocks, summarize
 from okdhp_edge.bench.worker import E2ESample, RowService, RowSpec, failure_of
@@ -79,6 +79,7 @@ class BenchOptions:
     # the longest one step of a row's worker may take (load, a timing block, the scoring)
     # before the worker is stopped and its row failed
     worker_timeout_s: float = 900.0
+    decoder: str = "auto"  # a light student's decoder form(s): auto | transposed | subpixel | both
 
 
 def _scheduling(row: BenchRow, opts: BenchOptions) -> dict[str, bool]:
@@ -96,6 +97,39 @@ def planned_pairs(opts: BenchOptions) -> list[tuple[str, str]]:
     if not opts.precisions:
         return [t.key for t in targets_for(opts.backends)]
     return [(b, p) for b in opts.backends for p in opts.precisions]
+
+
+def planned_rows(cands: list[Candidate], opts: BenchOptions
+                 ) -> list[tuple[Candidate, BenchRow]]:
+    """Each student's rows, in its candidates' order: every planned (backend, precision) in
+    each decoder form ``opts.decoder`` asks of it (a bundle set: the form it holds)."""
+    by_student: dict[str, dict[str, Candidate]] = {}
+    for c in cands:
+        by_student.setdefault(c.name, {})[c.decoder] = c
+    out = []
+    for name, mine in by_student.items():
+        for b, p in planned_pairs(opts):
+            for c in _row_candidates(mine, b, p, opts.decoder):
+                man = c.manifest
+                out.append((c, BenchRow(name, b, p, params=man.params, macs=man.macs,
+                                        decoder=c.decoder if len(c.forms) > 1 else None)))
+    return out
+
+
+def _row_candidates(mine: dict[str, Candidate], backend: str, precision: str, choice: str
+                    ) -> list[Candidate]:
+    """The candidates (decoder forms) of one student that a (backend, precision) row is
+    measured in: the forms asked, else the one whose files hold the target's format."""
+    first = next(iter(mine.values()))
+    try:
+        t = get_target(backend, precision)
+    except UnknownTarget:
+        return [first]
+    wanted = [mine[f] for f in forms_wanted(choice, t, first.forms) if f in mine]
+    if t.export is None:
+        return wanted[:1] or [first]
+    have = [c for c in wanted if t.export in c.formats]
+    return have or [c for c in mine.values() if t.export in c.formats][:1] or wanted[:1] or [first]
 
 
 def runner_path(backend: str) -> str:
@@ -244,15 +278,14 @@ def bench_candidates(cands: list[Candidate], opts: BenchOptions,
     ran while timing."""
     from tqdm import tqdm
 
-    rows = [BenchRow(c.name, b, p, params=c.manifest.params, macs=c.manifest.macs)
-            for c in cands for b, p in planned_pairs(opts)]
-    cand_of = {c.name: c for c in cands}
+    planned = planned_rows(cands, opts)
+    rows, cand_of = [r for _, r in planned], [c for c, _ in planned]
     bar = tqdm(total=len(rows) * (2 * opts.timing.rounds + 3), desc="bench", unit="step",
                disable=not progress)
     workers = RowWorkers(opts, bar)
     try:
         for i, row in enumerate(rows):
-            workers.start(i, cand_of[row.student], row)
+            workers.start(i, cand_of[i], row)
             bar.update(1)
         bar.total = len(rows) + len(workers.workers) * (2 * opts.timing.rounds + 2)
         bar.refresh()
@@ -260,7 +293,7 @@ def bench_candidates(cands: list[Candidate], opts: BenchOptions,
         _measure_latency(workers, rows, opts, lambda _key: bar.update(1),
                          monitor or LoadMonitor(opts.busy))
         for i in list(workers.workers):
-            _finish_row(workers, i, rows[i], cand_of[rows[i].student], opts)
+            _finish_row(workers, i, rows[i], cand_of[i], opts)
             bar.update(2)
     finally:
         workers.close()

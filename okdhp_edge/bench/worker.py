@@ -156,14 +156,16 @@ class ExportService:
     """A backend's files of every student, built in a worker of their own (the converter,
     the quantizer and the parity run against PyTorch live and die there)."""
 
-    def export(self, student_yaml: str, formats: tuple[str, ...], recipe: Any
-               ) -> dict[str, FormatRecord]:
-        """:func:`okdhp_edge.export.exporter.export_student` of ``formats``; the records of
-        those formats and the ones they are built from."""
+    def export(self, student_yaml: str, formats: tuple[str, ...], recipe: Any,
+               decoder: str = "transposed") -> dict[str, FormatRecord]:
+        """:func:`okdhp_edge.export.exporter.export_student` of ``formats`` with the decoder
+        in ``decoder`` form; the records of those formats and the ones they are built
+        from."""
         from okdhp_edge.export.exporter import export_student
         from okdhp_edge.targets import format_chain
 
-        rec = export_student(Path(student_yaml), formats=formats, recipe=recipe)
+        rec = export_student(Path(student_yaml), formats=formats, recipe=recipe,
+                             decoder=decoder)
         chain = {g for f in formats for g in format_chain(f)}
         return {k: v for k, v in rec.formats.items() if k in chain}
 
@@ -181,42 +183,68 @@ def _by_builder(formats: list[str]) -> dict[str, tuple[str, ...]]:
     return groups
 
 
-ByStudent = dict[str, dict[str, Any]]  # student.yaml path -> format -> a record
+@dataclass(frozen=True)
+class ExportUnit:
+    """One student's files of one decoder form, and the formats to build there."""
+
+    student_yaml: Path
+    formats: tuple[str, ...]
+    decoder: str = "transposed"
+
+    @property
+    def key(self) -> str:
+        return f"{self.student_yaml}#{self.decoder}"
 
 
-def export_in_workers(students: list[Path], formats: list[str], recipe: Any,
-                      timeout_s: Optional[float] = None) -> tuple[ByStudent, ByStudent]:
-    """Build ``formats`` of every student (``student.yaml`` paths), one worker process per
-    backend building its files of each student in turn. A worker that dies or runs past
-    ``timeout_s`` costs the formats of the student it was building (they become unavailable,
-    with how it ended) and the next student gets a fresh worker. Returns, by student path,
-    the format records and the formats whose worker died."""
-    from okdhp_edge.export.exporter import remove_export_temporaries
-    from okdhp_edge.targets import FORMATS
+ByUnit = dict[str, dict[str, Any]]  # ExportUnit.key -> format -> a record
 
-    built: ByStudent = {str(s): {} for s in students}
-    failed: ByStudent = {str(s): {} for s in students}
-    for backend, group in _by_builder(formats).items():
+
+def export_in_workers(units: list[ExportUnit], recipe: Any, timeout_s: Optional[float] = None
+                      ) -> tuple[ByUnit, ByUnit]:
+    """Build every unit's formats, one worker process per backend building its files of
+    each unit in turn. A worker that dies or runs past ``timeout_s`` costs the formats of
+    the unit it was building (they become unavailable, with how it ended) and the next unit
+    gets a fresh worker. Returns, by :attr:`ExportUnit.key`, the format records and the
+    formats whose worker died."""
+    built: ByUnit = {u.key: {} for u in units}
+    failed: ByUnit = {u.key: {} for u in units}
+    for backend, group in _by_builder(sorted({f for u in units for f in u.formats})).items():
         worker: Optional[Worker] = None
         try:
-            for yaml in students:
-                log.info("exporting %s: %s", yaml.parent.name, ", ".join(group))
-                try:
-                    worker = worker or Worker(import_path(ExportService),
-                                              name=f"export-{backend}", timeout_s=timeout_s)
-                    built[str(yaml)].update(worker.call("export", str(yaml), group, recipe,
-                                                        stage="convert"))
-                except WorkerDied as exc:
-                    log.warning("%s: building %s failed: %s", yaml.parent.name,
-                                ", ".join(group), exc)
-                    remove_export_temporaries(yaml.parent / "export")
-                    for fmt in group:
-                        spec = FORMATS[fmt]
-                        built[str(yaml)][fmt] = FormatRecord(
-                            spec.runs_on, spec.precision, False, reason=exc.summary())
-                        failed[str(yaml)][fmt] = failure_of(exc)
-                    worker = None
+            for u in units:
+                mine = tuple(f for f in group if f in u.formats)
+                if mine:
+                    worker = _export_unit(worker, backend, u, mine, recipe, timeout_s,
+                                          built, failed)
         finally:
             if worker is not None:
                 worker.close()
     return built, failed
+
+
+def _export_unit(worker: Optional[Worker], backend: str, u: ExportUnit, group: tuple[str, ...],
+                 recipe: Any, timeout_s: Optional[float], built: ByUnit, failed: ByUnit
+                 ) -> Optional[Worker]:
+    """One unit's ``group`` of formats by ``backend``'s worker (started when None); the
+    worker to reuse, or None after it died."""
+    from okdhp_edge.export.exporter import export_dir_of, remove_export_temporaries
+    from okdhp_edge.targets import FORMATS
+
+    log.info("exporting %s (%s decoder): %s", u.student_yaml.parent.name, u.decoder,
+             ", ".join(group))
+    try:
+        worker = worker or Worker(import_path(ExportService), name=f"export-{backend}",
+                                  timeout_s=timeout_s)
+        built[u.key].update(worker.call("export", str(u.student_yaml), group, recipe,
+                                        u.decoder, stage="convert"))
+        return worker
+    except WorkerDied as exc:
+        log.warning("%s: building %s failed: %s", u.student_yaml.parent.name,
+                    ", ".join(group), exc)
+        remove_export_temporaries(export_dir_of(u.student_yaml, u.decoder))
+        for fmt in group:
+            spec = FORMATS[fmt]
+            built[u.key][fmt] = FormatRecord(spec.runs_on, spec.precision, False,
+                                             reason=exc.summary())
+            failed[u.key][fmt] = failure_of(exc)
+        return None

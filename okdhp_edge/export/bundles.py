@@ -35,6 +35,7 @@ from okdhp_edge.targets import (
     BACKEND_INFO,
     FORMATS,
     TARGETS,
+    decoder_for,
     get_target,
     targets_for,
 )
@@ -51,13 +52,15 @@ def _bundle_files(directory: Path) -> dict[str, str]:
 
 def export_bundle(student_yaml: Path, backend: str, precision: str, out: Path,
                   force: bool = False, recipe: Optional[QuantRecipe] = None,
-                  allow_parity_failure: bool = False) -> Path:
+                  allow_parity_failure: bool = False, decoder: str = "auto") -> Path:
     """Write a deployable bundle for one (student, backend, precision): the target's model
     files (with the layout they have in the export folder), ``bundle.yaml`` with every
-    sha256, the preprocessing, the student's manifest and, for INT8, the recipe. A file
-    whose parity check against PyTorch fp32 failed is refused unless
-    ``allow_parity_failure`` (which the bundle then records)."""
-    from okdhp_edge.export.exporter import export_student
+    sha256, the preprocessing, the student's manifest, the decoder's form (``decoder``:
+    auto, the backend's default, or a form of :data:`~okdhp_edge.targets.DECODER_FORMS`)
+    and, for INT8, the recipe. A file whose parity check against PyTorch fp32 failed is
+    refused unless ``allow_parity_failure`` (which the bundle then records)."""
+    from okdhp_edge.export.exporter import export_dir_of, export_student
+    from okdhp_edge.families import family_of
     from okdhp_edge.manifest import load_student_manifest
 
     t = get_target(backend, precision)
@@ -71,7 +74,9 @@ def export_bundle(student_yaml: Path, backend: str, precision: str, out: Path,
         if (out / "bundle.yaml").exists() and not force:
             raise UsageError(f"{out}: a bundle is already there (use a new --out)")
         man = load_student_manifest(student_yaml)
-        entry = export_student(student_yaml, formats=(t.export,), recipe=recipe).formats[t.export]
+        form = decoder_for(decoder, t, family_of(man.architecture.family).decoder_forms)
+        entry = export_student(student_yaml, formats=(t.export,), recipe=recipe,
+                               decoder=form).formats[t.export]
         if not entry.available:
             raise UsageError(f"{t.label} unavailable here: {entry.reason}")
         failed = entry.parity is None or not entry.parity.passed
@@ -80,7 +85,7 @@ def export_bundle(student_yaml: Path, backend: str, precision: str, out: Path,
             raise UsageError(f"{man.name} {t.label}: its parity check against PyTorch fp32 failed "
                              f"({why}); not bundled (pass "
                              "--allow-parity-failure to ship it anyway, recorded in the bundle)")
-        src_dir = Path(student_yaml).parent / "export"
+        src_dir = export_dir_of(student_yaml, form)
         # as a set, through temporaries: a full disk is one line and leaves no torn model file
         atomic_write_set({out / rel: functools.partial(_copy, src_dir / rel)
                           for rel in FORMATS[t.export].files})
@@ -91,7 +96,7 @@ def export_bundle(student_yaml: Path, backend: str, precision: str, out: Path,
             student_manifest=dataclasses.replace(man, weights=NO_WEIGHTS), parity=entry.parity,
             quantization=entry.quantization or None, input_layout=FORMATS[t.export].layout,
             requires=BACKEND_INFO[backend].runtime_extra or None,
-            parity_failure_allowed=True if failed else None))
+            parity_failure_allowed=True if failed else None, decoder=form))
         return out
 
 
@@ -140,7 +145,7 @@ def _copy_report_data(man: StudentManifest, out: Path) -> ReportData:
 def export_all(zoo: Path, out: Path, backends: tuple[str, ...],
                precisions: Optional[tuple[str, ...]] = None,
                recipe: Optional[QuantRecipe] = None, allow_parity_failure: bool = False,
-               students: Optional[tuple[str, ...]] = None) -> Path:
+               students: Optional[tuple[str, ...]] = None, decoder: str = "auto") -> Path:
     """Export every student of ``zoo`` (or those named in ``students``) for ``backends``
     into one bundle set at ``out``."""
     from okdhp_edge.manifest import load_zoo_manifest, zoo_students
@@ -161,7 +166,7 @@ def export_all(zoo: Path, out: Path, backends: tuple[str, ...],
                 dest = out / man.name / f"{b}-{p}"
                 try:
                     export_bundle(d / "student.yaml", b, p, dest, recipe=recipe,
-                                  allow_parity_failure=allow_parity_failure)
+                                  allow_parity_failure=allow_parity_failure, decoder=decoder)
                 except UsageError as exc:
                     skipped.append(SkippedBundle(man.name, b, p, str(exc)))
                     log.warning("skipped %s %s %s: %s", man.name, b, p, exc)

@@ -44,9 +44,9 @@ from okdhp_edge.backends import (
 )
 from okdhp_edge.backends.base import BackendUnavailable, conversion_failed, run_one_by_one
 from okdhp_edge.convert.quantize import QuantRecipe
-from okdhp_edge.errors import OkdhpError
+from okdhp_edge.errors import OkdhpError, UsageError
 from okdhp_edge.evaluation.parity import PARITY_STD_RATIO, parity
-from okdhp_edge.manifest import RECIPE_KEY, model_file_metadata
+from okdhp_edge.manifest import DECODER_KEY, RECIPE_KEY, model_file_metadata
 from okdhp_edge.records import (
     ExportRecord,
     FormatRecord,
@@ -174,9 +174,9 @@ class _Context:
     :class:`okdhp_edge.backends.base.BuildContext` the backends' builders receive)."""
 
     def __init__(self, model: Any, man: StudentManifest, out_dir: Path,
-                 recipe: QuantRecipe, student_dir: Path) -> None:
+                 recipe: QuantRecipe, student_dir: Path, decoder: str = "transposed") -> None:
         self.model, self.man, self.out_dir, self.recipe = model, man, out_dir, recipe
-        self.student_dir = student_dir
+        self.student_dir, self.decoder = student_dir, decoder
         self._inputs: Optional[dict[str, np.ndarray]] = None
         self._ref: Optional[dict[str, np.ndarray]] = None
         self._qat_ref: Optional[dict[str, np.ndarray]] = None
@@ -233,28 +233,65 @@ class _Context:
 
     def metadata(self, fmt: Optional[ExportFormat] = None) -> dict[str, str]:
         meta = model_file_metadata(self.man)
+        if self.decoder != "transposed":
+            meta[DECODER_KEY] = self.decoder
         if fmt is not None and fmt.calibrated:
             made = self.man.qat.recipe if self.man.qat is not None else self.recipe.as_dict()
             meta[RECIPE_KEY] = json.dumps(made, sort_keys=True)
         return meta
 
 
+def export_dir_of(student_yaml: Path, decoder: str = "transposed") -> Path:
+    """Where a student's files of one decoder form live: ``export/`` beside its
+    ``student.yaml``, ``export/subpixel/`` for the sub-pixel form."""
+    base = Path(student_yaml).parent / "export"
+    return base if decoder == "transposed" else base / decoder
+
+
+def decoder_model(model: Any, man: StudentManifest, decoder: str) -> Any:
+    """The student's network with its decoder in ``decoder`` form (the same outputs: the
+    sub-pixel rewrite is exact in float); UsageError for a form its family lacks."""
+    from okdhp_edge.families import family_of
+
+    forms = family_of(man.architecture.family).decoder_forms
+    if decoder != "transposed" and man.qat is not None:
+        raise UsageError(f"decoder {decoder}: {man.name} is quantization-aware; its int8 "
+                         "program keeps the decoder it was fine-tuned with (ONNX Runtime's "
+                         "file rewrites it to sub-pixel form itself)")
+    if decoder not in forms:
+        raise UsageError(f"decoder {decoder}: student {man.name} has no transposed-"
+                         f"convolution decoder (its forms: {', '.join(forms)})")
+    if decoder == "transposed":
+        return model
+    from okdhp_edge.convert.subpixel import subpixel_student
+
+    sub = subpixel_student(model)
+    if sub is None:
+        raise UsageError(f"decoder subpixel: student {man.name} has no 4x4 stride-2 "
+                         "transposed convolution with its batch norm and ReLU to rewrite")
+    return sub
+
+
 def export_student(student_yaml: Path, out_dir: Optional[Path] = None,
                    formats: tuple[str, ...] = DEFAULT_FORMATS, force: bool = False,
-                   recipe: Optional[QuantRecipe] = None) -> ExportRecord:
-    """Export a student to ``formats`` (and the formats they are built from) and return its
-    export manifest (also written as ``export.yaml``). Earlier files are reused when their
-    sha256 and recipe check out, unless ``force``."""
+                   recipe: Optional[QuantRecipe] = None, decoder: str = "transposed"
+                   ) -> ExportRecord:
+    """Export a student to ``formats`` (and the formats they are built from) with its
+    decoder in ``decoder`` form (:data:`okdhp_edge.targets.DECODER_FORMS`; default folder
+    :func:`export_dir_of`) and return its export manifest (also written as
+    ``export.yaml``). Earlier files are reused when their sha256 and recipe check out,
+    unless ``force``."""
     from okdhp_edge.students import load_student
 
     recipe = recipe or QuantRecipe()
     student_yaml = Path(student_yaml)
     model, man = load_student(student_yaml)
-    out_dir = Path(out_dir or student_yaml.parent / "export")
+    model = decoder_model(model.eval(), man, decoder)
+    out_dir = Path(out_dir or export_dir_of(student_yaml, decoder))
     remove_export_temporaries(out_dir)  # a killed export's torn files
-    old = {} if force else _previous(out_dir / "export.yaml", man)
+    old = {} if force else _previous(out_dir / "export.yaml", man, decoder)
     done = dict(old)
-    ctx = _Context(model.eval(), man, out_dir, recipe, student_yaml.parent)
+    ctx = _Context(model, man, out_dir, recipe, student_yaml.parent, decoder)
     wanted = []
     for f in formats:
         wanted += [g for g in format_chain(f) if g not in wanted]
@@ -264,8 +301,8 @@ def export_student(student_yaml: Path, out_dir: Optional[Path] = None,
             done[fmt] = kept
             continue
         done[fmt] = _export_one(fmt, ctx, done)
-        _write_record(out_dir, man, done)  # a crash keeps what is done
-    return _write_record(out_dir, man, done)
+        _write_record(out_dir, man, done, decoder)  # a crash keeps what is done
+    return _write_record(out_dir, man, done, decoder)
 
 
 def remove_export_temporaries(out_dir: Path) -> None:
@@ -274,11 +311,11 @@ def remove_export_temporaries(out_dir: Path) -> None:
         remove_stale_temporaries(folder)
 
 
-def _write_record(out_dir: Path, man: StudentManifest, formats: dict[str, FormatRecord]
-                  ) -> ExportRecord:
+def _write_record(out_dir: Path, man: StudentManifest, formats: dict[str, FormatRecord],
+                  decoder: str) -> ExportRecord:
     record = ExportRecord(schema=ExportRecord.VERSION, student=man.name,
                           weights_sha256=man.weights.sha256, preprocessing=man.preprocessing,
-                          formats=dict(formats))
+                          formats=dict(formats), decoder=decoder)
     write_record(out_dir / "export.yaml", record)
     return record
 
@@ -293,9 +330,9 @@ def read_export_record(path: Path) -> ExportRecord:
     return rec
 
 
-def _previous(path: Path, man: StudentManifest) -> dict[str, FormatRecord]:
-    """The formats of an earlier export of these very weights ({} otherwise: an unreadable
-    or older record is rebuilt, not trusted)."""
+def _previous(path: Path, man: StudentManifest, decoder: str) -> dict[str, FormatRecord]:
+    """The formats of an earlier export of these very weights in this decoder form ({}
+    otherwise: an unreadable or older record is rebuilt, not trusted)."""
     if not path.is_file():
         return {}
     try:
@@ -303,7 +340,7 @@ def _previous(path: Path, man: StudentManifest) -> dict[str, FormatRecord]:
     except ManifestError as exc:
         log.warning("%s; exporting again", exc)
         return {}
-    if old.weights_sha256 != man.weights.sha256:
+    if old.weights_sha256 != man.weights.sha256 or old.decoder != decoder:
         return {}
     return dict(old.formats)
 

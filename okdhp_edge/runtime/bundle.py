@@ -29,7 +29,12 @@ from typing import Optional
 
 from okdhp_edge.backends import make_runner
 from okdhp_edge.backends.base import BackendUnavailable
-from okdhp_edge.manifest import check_file_recipe, check_model_metadata, path_inside
+from okdhp_edge.manifest import (
+    check_file_decoder,
+    check_file_recipe,
+    check_model_metadata,
+    path_inside,
+)
 from okdhp_edge.records import BundleManifest, BundleSet, ManifestError, read_record
 from okdhp_edge.runtime.pipeline import KeypointPipeline
 from okdhp_edge.targets import FORMATS, UnknownTarget, get_target
@@ -83,6 +88,7 @@ def load_bundle(directory: str | Path, threads: int = 1, device: str = "cpu"
     found = runner.model_metadata()
     check_model_metadata(man.student_record(), found, directory / "bundle.yaml")
     check_file_recipe((man.quantization or {}).get("recipe"), found, directory / "bundle.yaml")
+    check_file_decoder(man.decoder, found, directory / "bundle.yaml")
     w, h = man.preprocessing.input_size
     if runner.input_hw() not in (None, (h, w)):
         raise ManifestError(f"{directory / 'bundle.yaml'}: preprocessing.input_size {[w, h]} "

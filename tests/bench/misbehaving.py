@@ -67,7 +67,8 @@ class HangWhileTimed(OnnxRuntimeRunner):
 class SegfaultingExport(ExportService):
     """An export worker whose converter dies."""
 
-    def export(self, student_yaml: str, formats: tuple[str, ...], recipe: Any) -> dict:
+    def export(self, student_yaml: str, formats: tuple[str, ...], recipe: Any,
+               decoder: str = "transposed") -> dict:
         segfault()
         return {}
 

@@ -108,11 +108,10 @@ def test_a_rows_peak_memory_is_its_workers_own(tiny_zoo, backend):
     from okdhp_edge.bench.timing import TimingConfig
     from okdhp_edge.convert.quantize import QuantRecipe
     from okdhp_edge.records import BenchRow
-    from okdhp_edge.targets import formats_for, targets_for
+    from okdhp_edge.targets import targets_for
     from okdhp_edge.utils.isolate import Worker, import_path, vm_kb
 
-    formats = formats_for(targets_for((backend,), ("fp32",)), throughput=False)
-    (c,) = zoo_candidates(tiny_zoo, ("hg3",), formats, QuantRecipe())
+    (c,) = zoo_candidates(tiny_zoo, ("hg3",), targets_for((backend,), ("fp32",)), QuantRecipe())
     row = BenchRow(c.name, backend, "fp32")
     path, reason = model_path(c, _target(row))
     assert path, reason

@@ -20,13 +20,14 @@ def test_the_same_set_agrees_with_itself_and_a_perturbed_reference_does_not(
         bundle_set, coco_tiny, tmp_path):
     ref = tmp_path / "ref.npz"
     made = okdhp("bench", "parity", "--bundles", bundle_set, "--out", ref, "--images",
-                 coco_tiny / "images", "--max-images", "2")
+                 coco_tiny / "images", "--ann", coco_tiny / "person_keypoints_tiny.json",
+                 "--max-images", "2")
     assert made.returncode == 0, made.stderr
     arrays, meta = load(ref)
     assert set(meta["bundles"]) == {f"{s}/{b}-fp32" for s in ("hg2", "hg3")
                                     for b in ("onnxruntime", "openvino")}
     (x,) = [v for k, v in arrays.items() if k.startswith("input/")]
-    assert len(x) == 2 + 2  # two seeded noise inputs, two image crops
+    assert len(x) == 2 + 2  # two seeded noise inputs, two person crops
 
     same = okdhp("bench", "parity", "--bundles", bundle_set, "--against", ref)
     assert same.returncode == 0, same.stdout + same.stderr

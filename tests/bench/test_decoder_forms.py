@@ -1,0 +1,84 @@
+"""A light student's decoder in either form (transposed convolutions, or sub-pixel
+convolutions: exact in float), timed both ways in one interleaved run, recorded in the file's
+record and the bundle, chosen per backend by default."""
+
+import pytest
+import yaml
+
+from okdhp_edge.bench.report import decoder_lines, load_report
+from okdhp_edge.targets import DECODER_DEFAULT
+from tests.conftest import okdhp, okdhp_process
+
+LIGHT = ["model.name=okdhp_light", "model.width_mult=0.25", "model.decoder_widths=[8,16]",
+         "model.fau_width=8", "data.input_size=[64,64]"]
+FAST = ["--threads", "1", "--min-iters", "20", "--min-time", "0.05", "--warmup-time", "0.02",
+        "--rounds", "2", "--batch", "1"]
+
+
+@pytest.fixture(scope="module")
+def both(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("decoder")
+    proc = okdhp_process("bench", "--plan", "configs/quickstart.yaml", *LIGHT,
+                         "--plan-root", tmp / "zoo", "--students", "mbv2x0.25-d16",
+                         "--backends", "torch,onnxruntime,litert", "--precisions", "fp32",
+                         "--decoder", "both", "--out-root", tmp / "reports",
+                         "--device-name", "box", *FAST)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return tmp
+
+
+def test_both_forms_are_timed_in_one_run_and_the_report_says_which_is_kept(both):
+    rep = load_report(both / "reports" / "box" / "plan_quickstart.json")
+    forms = {(r.backend, r.decoder) for r in rep.rows if r.status == "ok"}
+    assert forms == {("torch", "transposed"), ("onnxruntime", "transposed"),
+                     ("onnxruntime", "subpixel"), ("litert", "transposed"),
+                     ("litert", "subpixel")}
+    lines = decoder_lines(rep.rows)
+    assert len(lines) == 2 and all(f"keeps {DECODER_DEFAULT[b]}" in line for b, line in
+                                   zip(("onnxruntime", "litert"), lines))
+    md = (both / "reports" / "box" / "plan_quickstart.md").read_text()
+    assert "Decoder forms" in md and "litert (sub-pixel)" in md
+    # a row's command re-measures that row in its own form
+    sub = next(r for r in rep.rows if r.decoder == "subpixel")
+    assert "--decoder subpixel" in sub.command
+
+
+def test_each_forms_files_live_apart_and_say_their_form(both):
+    student = both / "zoo" / "plan_quickstart" / "mbv2x0.25-d16"
+    plain = yaml.safe_load((student / "export" / "export.yaml").read_text())
+    sub = yaml.safe_load((student / "export" / "subpixel" / "export.yaml").read_text())
+    assert plain.get("decoder", "transposed") == "transposed" and sub["decoder"] == "subpixel"
+    from okdhp_edge.backends.onnxruntime import file_metadata
+
+    assert file_metadata(student / "export" / "subpixel" / "model.onnx")["okdhp_decoder"] == \
+        "subpixel"
+    assert "okdhp_decoder" not in file_metadata(student / "export" / "model.onnx")
+
+
+def test_bundles_take_each_backends_form_and_an_edited_form_is_refused(both, tmp_path):
+    from okdhp_edge.errors import ManifestError
+    from okdhp_edge.runtime.bundle import load_bundle
+
+    zoo = both / "zoo" / "plan_quickstart"
+    res = okdhp("zoo", "export", "--zoo", zoo, "--all", "--out", tmp_path / "set",
+                "--backends", "onnxruntime,litert", "--precisions", "fp32", "--students",
+                "mbv2x0.25-d16", "--allow-parity-failure")
+    assert res.returncode == 0, res.stderr
+    forms = {b: yaml.safe_load((tmp_path / "set" / "mbv2x0.25-d16" / f"{b}-fp32" /
+                                "bundle.yaml").read_text()).get("decoder", "transposed")
+             for b in ("onnxruntime", "litert")}
+    assert forms == {"onnxruntime": DECODER_DEFAULT["onnxruntime"],
+                     "litert": DECODER_DEFAULT["litert"]}
+    # the ONNX file says its form: a bundle.yaml edited to claim the other is refused
+    bundle = tmp_path / "set" / "mbv2x0.25-d16" / "onnxruntime-fp32"
+    man = yaml.safe_load((bundle / "bundle.yaml").read_text())
+    man["decoder"] = "subpixel"
+    (bundle / "bundle.yaml").write_text(yaml.safe_dump(man))
+    with pytest.raises(ManifestError, match="decoder subpixel differs from the model file's "
+                                            "transposed"):
+        load_bundle(bundle)
+
+
+def test_an_unknown_decoder_form_is_refused_in_one_line():
+    res = okdhp("bench", "--plan", "configs/quickstart.yaml", "--decoder", "sideways")
+    assert res.returncode == 2 and "decoder (--decoder)" in res.stderr
