@@ -29,7 +29,7 @@ from typing import Any, Callable, ClassVar, Optional, TypeVar
 
 from okdhp_edge.errors import ManifestError, ReportError
 from okdhp_edge.schema import OMIT_NONE, check_version, from_dict, optional_number, to_dict
-from okdhp_edge.utils.values import is_finite_number
+from okdhp_edge.utils.values import is_finite_number, is_plain_name
 
 R = TypeVar("R", bound="Record")
 
@@ -739,6 +739,76 @@ class CalibrationReport(Record):
     fp32: dict[str, dict[str, Any]]
     cells: dict[str, dict[str, Any]]
     zoo_path: str = ""
+
+
+# --------------------------------------------------------------------------- fleet
+
+
+@dataclass(frozen=True)
+class FleetHost:
+    """A device of a fleet, reached over SSH with a key (never a password)."""
+
+    name: str  # its device name: the id its report is filed under
+    address: str  # host name or IP address
+    user: Optional[str] = None  # default: ssh's (your ~/.ssh/config)
+    port: int = 22
+    key: Optional[str] = None  # a private key file; default: ssh's (agent, ~/.ssh/config)
+    python: str = "python3"  # the host's Python (3.10 or newer)
+    work: str = "okdhp-fleet"  # its work folder (relative: under the user's home)
+    bench: list[str] = field(default_factory=list)  # extra `okdhp bench` options there
+    pip: list[str] = field(default_factory=list)  # extra `pip install` options there
+
+    def _check(self, where: str) -> None:
+        if not is_plain_name(self.name):
+            raise ManifestError(f"{where}: name '{self.name}' must be a plain name (no "
+                                "'/', not '.' or '..')")
+        if not 1 <= self.port <= 65535:
+            raise ManifestError(f"{where}: port {self.port} is not a TCP port")
+
+
+@dataclass(frozen=True)
+class Fleet(Record):
+    """``FLEET.yaml``: the devices ``okdhp bench --fleet`` benches a bundle set on."""
+
+    VERSION_KEY: ClassVar[str] = "fleet_version"
+
+    fleet_version: int
+    hosts: list[FleetHost]
+
+    def _check(self, where: str) -> None:
+        names = [h.name for h in self.hosts]
+        if not names:
+            raise ManifestError(f"{where}: hosts lists no device")
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ManifestError(f"{where}: host name '{twice[0]}' is given twice")
+
+
+@dataclass(frozen=True)
+class FleetHostResult:
+    """What one host of a fleet run came to."""
+
+    name: str
+    status: str  # ok | failed
+    stage: str  # the last stage it reached: connect, bundles, install, bench, fetch, done
+    wall_s: float
+    reason: str = ""
+    report: Optional[str] = field(default=None, metadata=OMIT_NONE)  # its report, locally
+    reused: list[str] = field(default_factory=list)  # what the host already had
+
+
+@dataclass(frozen=True)
+class FleetRun(Record):
+    """``fleet.json``: one ``okdhp bench --fleet`` run, host by host."""
+
+    VERSION_KEY: ClassVar[str] = "fleet_run_version"
+
+    fleet_run_version: int
+    command: str
+    bundles: str
+    wheel_sha256: str
+    hosts: list[FleetHostResult]
+    wall_s: float
 
 
 # --------------------------------------------------------------------------- reading

@@ -65,3 +65,16 @@ def test_setup_py_shim_reads_the_same_metadata():
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split()[-2:] == [_project()["name"], _project()["version"]]
+
+
+def test_a_32_bit_arm_os_is_refused_in_one_line_at_install_time():
+    """setup.py runs when pip builds the package on the board: a 32-bit Arm user space
+    (no runtime wheels exist for it) gets one line, not a compile of numpy that fails."""
+    code = ("import platform, runpy; platform.machine = lambda: 'armv7l'; "
+            f"runpy.run_path({str(ROOT / 'setup.py')!r})")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        "okdhp_edge: no 32-bit Arm (armv7l) wheels exist for ONNX Runtime, OpenVINO or "
+        "LiteRT; install a 64-bit (aarch64) OS on this board"]

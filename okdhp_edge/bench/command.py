@@ -61,6 +61,9 @@ class BenchRequest(Request):
 
     zoo: Optional[Path] = option(None, "a zoo directory (student_zoo/<zoo>)")
     bundles: Optional[Path] = option(None, "a directory written by `okdhp zoo export --all`")
+    fleet: Optional[Path] = option(None, "with --bundles: bench them on every host of this "
+                                   "FLEET.yaml over ssh, in parallel, and compare the reports "
+                                   "(docs/fleet.md)", metavar="FLEET.yaml")
     plan: tuple[Path, ...] = option((), "bench the untrained students a training config "
                                     "would produce (repeat it to plan several configs in one "
                                     "interleaved run)", repeat=True, metavar="CONFIG")
@@ -124,6 +127,9 @@ class BenchRequest(Request):
         if len(given) != 1:
             raise UsageError(f"{self.COMMAND} needs exactly one of --zoo, --bundles, --plan "
                              f"(got {', '.join('--' + s for s in given) or 'none'})")
+        if self.fleet and not self.bundles:
+            raise UsageError("fleet (--fleet): give the bundle set the hosts bench with "
+                             "--bundles (okdhp zoo export --all makes one)")
         if self.overrides and not self.plan:
             raise UsageError(f"'{self.overrides[0]}': config overrides go with --plan only")
         if self.bootstrap and self.bootstrap < MIN_RESAMPLES:
@@ -402,6 +408,13 @@ def measure_and_write(req: BenchRequest) -> tuple[BenchReport, dict[str, Path]]:
 
 
 def _run(req: BenchRequest) -> int:
+    if req.fleet:
+        from okdhp_edge.bench.fleet import fleet_lines, run_fleet
+
+        run = run_fleet(req)
+        print("\n".join(fleet_lines(run)))
+        print(f"fleet: {req.out_root / 'fleet'}")
+        return 0 if all(h.status == "ok" for h in run.hosts) else 1
     _, paths = measure_and_write(req)
     for k, path in paths.items():
         print(f"{k}: {path}")
