@@ -26,6 +26,7 @@ from okdhp_edge.experiments.arms import (
     okdhp_wall,
     wall_ratios,
 )
+from okdhp_edge.experiments.executors import Scheduler
 from okdhp_edge.experiments.report import _ordered, write_report
 from okdhp_edge.experiments.runs import (
     PlannedRun,
@@ -68,15 +69,17 @@ class AblationRequest(Request):
         (), "a published ablation report (repeatable): every run of this ablation that it "
         "holds is taken as finished instead of retrained (a lost work dir)", repeat=True,
         metavar="REPORT_JSON")
-    jobs: int = option(1, "runs trained in parallel (each with train.threads from the spec)",
-                       minimum=1, maximum=64)
+    jobs: int = option(1, "runs trained in parallel here (each with train.threads from the "
+                       "spec; local and submitit-local executors)", minimum=1, maximum=64)
+    scheduler: Scheduler = option(factory=Scheduler, help="where runs train "
+                                  "(experiments/executors.py)")
     out: Path = option(Path("bench/reports/ablation_synthetic.md"), "the report")
     overrides: tuple[str, ...] = option((), "config overrides for every run, section.key=value",
                                         positional=True, metavar="SECTION.KEY=VALUE")
 
     def check(self) -> None:
         cores = available_cores()
-        if self.jobs > cores:
+        if self.jobs > cores and self.scheduler.executor != "slurm":
             raise UsageError(f"jobs (--jobs) {self.jobs}: runs trained at once, each on its "
                              f"own cores; this machine has {cores}")
 
@@ -293,29 +296,66 @@ class Ablation:
         return 0
 
     def train_all(self) -> int:
-        """Train every run not finished yet, ``--jobs`` at a time, publishing as they end."""
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
+        """Train every run not finished yet (``--jobs`` at a time here, or as jobs of the
+        scheduler), publishing the report as they end."""
         # runs finished earlier first: a ready c_eq must queue before later arms start
         self.queue = self.pending(self.queue)
         if self.done:
             self.publish()
         self.t0, self.running = time.time(), {}
+        if self.args.scheduler.pooled:
+            self._train_here()
+        else:
+            self._train_as_jobs()
+        self.publish()  # also when the last runs were cached
+        print(f"report: {self.args.out.with_suffix('.md')}")
+        return 0
+
+    def _nothing_runs(self) -> bool:
+        """True when nothing is running nor can start (cached runs were recorded); a c_eq
+        left waiting then cannot run."""
+        if self.running:
+            return False
+        if self.deferred:
+            raise UsageError("arm c_eq cannot run: arms a and c are not both in this ablation")
+        return True
+
+    def _train_here(self) -> None:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
         with ProcessPoolExecutor(max_workers=self.args.jobs, mp_context=mp.get_context("spawn"),
                                  max_tasks_per_child=1) as pool:
             while self.queue or self.deferred or self.running:
                 self._queue_ready()
                 self._start(pool)
-                if not self.running:  # cached runs were recorded: nothing can become ready
-                    if self.deferred:
-                        raise UsageError("arm c_eq cannot run: arms a and c are not both in "
-                                         "this ablation")
+                if self._nothing_runs():
                     break
                 self._collect()
-        self.publish()  # also when the last runs were cached
-        print(f"report: {self.args.out.with_suffix('.md')}")
-        return 0
+
+    def _train_as_jobs(self) -> None:
+        """Every ready run a job through submitit (SLURM queues them all; submitit-local
+        runs ``--jobs`` at a time), resubmitted when one ends without a result."""
+        from okdhp_edge.experiments.executors import SubmititPool
+
+        sched = self.args.scheduler
+        pool = SubmititPool(sched, self.root / "jobs", self.cfg.train.threads or 1)
+        limit = self.args.jobs if sched.executor == "submitit-local" else len(self.planned_all) + 99
+        base = str(self.base) if self.base else None
+        try:
+            while self.queue or self.deferred or self.running:
+                self._queue_ready()
+                while self.queue and len(self.running) < limit:
+                    q = self.queue.pop(0)
+                    job = pool.submit(q.key, _worker, base, q.overrides, str(q.run_dir), 0)
+                    self.running[q.key] = (job, q)
+                if self._nothing_runs():
+                    break
+                for job, res in pool.wait_any([j for j, _ in self.running.values()]):
+                    self._finished(self.running.pop(job.key)[1], res)
+        except BaseException:
+            pool.cancel([j for j, _ in self.running.values()])
+            raise
 
     def _queue_ready(self) -> None:
         for p in [d for d in self.deferred if self.ready(d)]:
@@ -337,10 +377,12 @@ class Ablation:
         finished, _ = wait(list(self.running), return_when=FIRST_COMPLETED)
         for fut in finished:
             q = self.running.pop(fut)
-            res = fut.result()  # a failed run stops the ablation; finished ones are kept
-            self.record(q, res)
-            self.publish()
-            log.info("done %s in %.0f s: %s (%d of %d, %.0f min elapsed)", q.key,
-                     res["elapsed_s"], ", ".join(f"{k} {v:.3f}" for k, v in
-                                                 res["students"].items()),
-                     len(self.done), self.total, (time.time() - self.t0) / 60)
+            # a failed run stops the ablation; finished ones are kept
+            self._finished(q, fut.result())
+
+    def _finished(self, q: PlannedRun, res: dict) -> None:
+        self.record(q, res)
+        self.publish()
+        log.info("done %s in %.0f s: %s (%d of %d, %.0f min elapsed)", q.key,
+                 res["elapsed_s"], ", ".join(f"{k} {v:.3f}" for k, v in res["students"].items()),
+                 len(self.done), self.total, (time.time() - self.t0) / 60)

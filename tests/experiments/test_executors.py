@@ -1,0 +1,99 @@
+"""Sweeps through an executor: the ablation's runs as submitit jobs (local processes here;
+SLURM in tests/experiments/test_slurm.py), a killed job submitted again and resumed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import okdhp, tiny_overrides
+
+pytest.importorskip("submitit")
+
+
+def _spec(tmp: Path, root: Path, epochs: int) -> Path:
+    spec = tmp / "spec.yaml"
+    spec.write_text(json.dumps({"seeds": [0, 1], "arms": ["a", "b"], "overrides":
+                                tiny_overrides(root, tmp, f"train.epochs={epochs}")}))
+    return spec
+
+
+def _ablation(spec: Path, work: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "okdhp_edge.experiments", "ablation", "--config", str(spec),
+            "--work-dir", str(work), "--out", str(out), *extra]
+
+
+def _holding(path: Path) -> list[int]:
+    """The processes with ``path`` open."""
+    pids = []
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            if any(os.readlink(fd) == str(path) for fd in fd_dir.iterdir()):
+                pids.append(int(fd_dir.parent.name))
+        except OSError:
+            continue
+    return pids
+
+
+def _rows(report: Path) -> dict:
+    """Each run's students, AP, iterations and final losses (a resumed run's are bit for
+    bit an uninterrupted one's: it restarts from the epoch checkpoint with its RNG state)."""
+    runs = json.loads(report.read_text())["runs"]
+    return {(arm, seed, i): (r["students"], r["iterations"], r["losses"])
+            for arm, by_seed in runs.items() for seed, rs in by_seed.items()
+            for i, r in enumerate(rs)}
+
+
+@pytest.mark.slow  # 8 tiny trainings (4 through submitit with one killed, 4 local): ~3 min
+def test_a_killed_job_is_resubmitted_resumes_and_the_report_matches_a_local_run(
+        synthetic_root, tmp_path):
+    spec = _spec(tmp_path, synthetic_root, epochs=4)
+    work = tmp_path / "jobs-work"
+    proc = subprocess.Popen(_ablation(spec, work, tmp_path / "jobs.md", "--executor",
+                                      "submitit-local", "--jobs", "2"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    victim = work / "a-seed0-okdhp"
+    deadline = time.time() + 300
+    while not (victim / "last.pt").is_file() and time.time() < deadline:
+        time.sleep(0.2)
+    holders = _holding(victim / "progress.log")
+    assert holders, "the job of a-seed0 was not found running"
+    for pid in holders:
+        os.kill(pid, signal.SIGKILL)  # the job dies mid-run, as a lost node would
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    assert "ended without a result" in err and "submitted again" in err
+    res = json.loads(tmp_path.joinpath("jobs.json").read_text())
+    tries = [r["job"]["tries"] for by_seed in res["runs"].values() for rs in by_seed.values()
+             for r in rs if "job" in r]
+    assert sorted(tries)[-1] == 2 and len(tries) == 4  # the killed one ran twice
+    assert all(Path(r["job"]["stderr"]).parent.parent == work / "jobs"
+               for by_seed in res["runs"].values() for rs in by_seed.values() for r in rs)
+    # the same ablation trained here: the same rows, the killed run's included
+    local = okdhp("experiments", "ablation", "--config", spec, "--work-dir",
+                  tmp_path / "local-work", "--out", tmp_path / "local.md")
+    assert local.returncode == 0, local.stderr
+    assert _rows(tmp_path / "jobs.json") == _rows(tmp_path / "local.json")
+
+
+def test_slurm_without_sbatch_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here
+    res = okdhp("experiments", "ablation", "--config", "configs/ablation/synthetic.yaml",
+                "--executor", "slurm", "--work-dir", tmp_path / "w", "--out", tmp_path / "r.md")
+    assert res.returncode == 2 and "no sbatch on PATH" in res.stderr
+
+
+def test_scheduler_keys_are_the_requests_and_checked():
+    res = okdhp("experiments", "ablation", "--config", "configs/ablation/synthetic.yaml",
+                "--executor", "cloud")
+    assert res.returncode == 2 and "executor (--executor)" in res.stderr
+    res = okdhp("experiments", "ablation", "--config", "configs/ablation/synthetic.yaml",
+                "--executor", "slurm", "--time-min", "0")
+    assert res.returncode == 2 and "time_min (--time-min)" in res.stderr
