@@ -154,6 +154,11 @@ class Target:
         throughput: the format timed at batch > 1 (None: not measured).
         default: benched when no --precisions is given.
         bundle: exportable as a torch-free bundle.
+        decoder: the form a light student's decoder takes in its file by default
+            (:data:`DECODER_FORMS`), from the bench's both-ways measurement (docs/arm.md):
+            oneDNN (ONNX Runtime, OpenVINO) runs transposed convolutions faster, XNNPACK in
+            float the sub-pixel form. (ONNX Runtime's INT8 file is sub-pixel in either form:
+            its recipe, ``ort_transposed_conv``, rewrites it.)
     """
 
     backend: str
@@ -163,6 +168,7 @@ class Target:
     throughput: Optional[str] = None
     default: bool = True
     bundle: bool = True
+    decoder: str = "transposed"
 
     @property
     def key(self) -> tuple[str, str]:
@@ -186,17 +192,6 @@ TOLERANCE = {"fp32": (1e-3, 0.5), "bf16": (5e-2, 1.0), "fp16": (5e-2, 1.0),
 # convolutions as they are, or as sub-pixel convolutions (a 3x3 convolution with 4x the
 # channels, then depth-to-space: exact in float; okdhp_edge.convert.subpixel)
 DECODER_FORMS = ("transposed", "subpixel")
-# the form each backend's files take by default (bench --decoder auto, zoo export), from
-# the bench's both-ways measurement (bench --decoder both; docs/arm.md): XNNPACK (LiteRT,
-# ExecuTorch) runs the sub-pixel form faster, oneDNN (ONNX Runtime fp32, OpenVINO) the
-# transposed one; ONNX Runtime's INT8 files take the sub-pixel form through their recipe
-# (ort_transposed_conv) whatever the form here
-DECODER_DEFAULT: dict[str, str] = {
-    "torch": "transposed", "onnxruntime": "transposed", "openvino": "transposed",
-    "tensorrt": "transposed", "torch_tensorrt": "transposed", "litert": "subpixel",
-    "executorch": "subpixel",
-}
-
 TARGETS: dict[tuple[str, str], Target] = {t.key: t for t in (
     Target("torch", "fp32", None, "host", "student", bundle=False),
     Target("torch", "bf16", None, "host", "student", default=False, bundle=False),
@@ -212,10 +207,12 @@ TARGETS: dict[tuple[str, str], Target] = {t.key: t for t in (
     Target("tensorrt", "int8", "tensorrt_int8", "cuda", default=False),
     Target("torch_tensorrt", "fp32", None, "cuda", bundle=False),
     Target("torch_tensorrt", "fp16", None, "cuda", bundle=False),
-    Target("litert", "fp32", "litert_fp32", "cpu"),
-    Target("litert", "fp16", "litert_fp16", "cpu", default=False),
-    Target("litert", "int8", "litert_int8", "cpu", default=False),
-    Target("executorch", "fp32", "executorch_fp32", "cpu"),
+    # XNNPACK runs a light decoder faster as sub-pixel convolutions (bench --decoder both:
+    # docs/arm.md), and LiteRT's INT8 of that form is full-integer
+    Target("litert", "fp32", "litert_fp32", "cpu", decoder="subpixel"),
+    Target("litert", "fp16", "litert_fp16", "cpu", default=False, decoder="subpixel"),
+    Target("litert", "int8", "litert_int8", "cpu", default=False, decoder="subpixel"),
+    Target("executorch", "fp32", "executorch_fp32", "cpu", decoder="subpixel"),
     Target("executorch", "int8", "executorch_int8", "cpu", default=False),
 )}
 
@@ -274,10 +271,10 @@ def targets_for(backends: tuple[str, ...], precisions: Optional[tuple[str, ...]]
 
 def decoder_for(choice: str, target: Target, forms: tuple[str, ...]) -> str:
     """The decoder form of ``target``'s file for a student whose family has ``forms``:
-    ``auto`` is the backend's (:data:`DECODER_DEFAULT`), a named form is that one; a student
+    ``auto`` is the target's (:attr:`Target.decoder`), a named form is that one; a student
     with one form (an hourglass) and a target that runs the student itself (torch) keep the
     transposed form."""
-    want = DECODER_DEFAULT[target.backend] if choice == "auto" else choice
+    want = target.decoder if choice == "auto" else choice
     return want if want in forms and target.export is not None else "transposed"
 
 

@@ -80,7 +80,7 @@ class BenchRequest(Request):
     students: Optional[tuple[str, ...]] = option(None, "student names (default all)")
     threads: int = option(0, "CPU threads (0: one per core of --cores)", minimum=0)
     decoder: str = option("auto", "a light student's decoder in its files: auto (each "
-                          "backend's measured choice, targets.DECODER_DEFAULT), transposed, "
+                          "target's measured choice, targets.TARGETS), transposed, "
                           "subpixel, or both (both forms of every light student timed in one "
                           "interleaved run; the report says which each backend keeps)",
                           choices=("auto", "both", *DECODER_FORMS))

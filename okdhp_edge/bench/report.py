@@ -112,9 +112,9 @@ def _not_measured_lines(rows: list[BenchRow]) -> list[str]:
 def decoder_lines(rows: list[BenchRow]) -> list[str]:
     """One line per (student, backend, precision) measured in both decoder forms: which is
     faster by the median (tied where the medians' bootstrap 95% intervals overlap), and the
-    form the backend's files take by default (:data:`okdhp_edge.targets.DECODER_DEFAULT`),
+    form the target's files take by default (:attr:`okdhp_edge.targets.Target.decoder`),
     flagged where this device clearly prefers the other."""
-    from okdhp_edge.targets import DECODER_DEFAULT
+    from okdhp_edge.targets import get_target
 
     both: dict[tuple[str, str, str], dict[str, LatencyStats]] = {}
     for r in rows:
@@ -128,7 +128,7 @@ def decoder_lines(rows: list[BenchRow]) -> list[str]:
         fast, slow = sorted(st, key=lambda f: st[f].median)
         a, z = st[fast].ci95_median, st[slow].ci95_median
         clear = a is not None and z is not None and a[1] < z[0]
-        keeps = DECODER_DEFAULT[b]
+        keeps = get_target(b, p).decoder
         verdict = (f"{fast} {st[slow].median / st[fast].median:.2f}x faster than {slow}"
                    if clear else f"tied ({fast} {st[fast].median:.3g}, {slow} "
                    f"{st[slow].median:.3g} ms: the intervals overlap)")

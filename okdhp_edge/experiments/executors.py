@@ -129,22 +129,30 @@ class SubmititPool:
         return self._gone[j.key] >= 2  # twice: a job between states is not mistaken
 
     def _result(self, j: Job) -> Optional[dict[str, Any]]:
-        """The job's result, or None after submitting it again."""
+        """The job's result, or None after submitting it again. (Without a result file the
+        job is not asked for one: submitit would wait on sacct, which knows nothing without
+        slurmdbd.)"""
+        if not j.job.paths.result_pickle.exists():
+            return self._again(j, f"no result; its log ends: {_tail(j.job.paths.stderr)}")
         try:
             res = j.job.result()
-        except Exception as exc:  # noqa: BLE001 - a job's end, whatever ended it
-            if j.tries > j.retries:
-                raise UsageError(f"{j.key}: job {j.job.job_id} ended without a result "
-                                 f"{j.tries} times ({_first_line(exc)}); logs: "
-                                 f"{j.job.paths.stderr}") from None
-            log.warning("%s: job %s ended without a result (%s): submitted again, the run "
-                        "resumes from its checkpoint (try %d of %d)", j.key, j.job.job_id,
-                        _first_line(exc), j.tries + 1, j.retries + 1)
-            fn, args = j.call
-            j.job, j.tries = self.ex.submit(fn, *args), j.tries + 1
-            self._gone.pop(j.key, None)
-            return None
+        except Exception as exc:  # noqa: BLE001 - the run raised in the job
+            return self._again(j, _first_line(exc))
         return {**res, "job": j.info()}
+
+    def _again(self, j: Job, why: str) -> None:
+        """Submit ``j`` again (its run resumes from its checkpoint), or, out of retries,
+        UsageError naming its logs."""
+        if j.tries > j.retries:
+            raise UsageError(f"{j.key}: job {j.job.job_id} ended without a result {j.tries} "
+                             f"times ({why}); logs: {j.job.paths.stderr}")
+        log.warning("%s: job %s ended without a result (%s): submitted again, the run "
+                    "resumes from its checkpoint (try %d of %d)", j.key, j.job.job_id, why,
+                    j.tries + 1, j.retries + 1)
+        fn, args = j.call
+        j.job, j.tries = self.ex.submit(fn, *args), j.tries + 1
+        self._gone.pop(j.key, None)
+        return None
 
     def cancel(self, jobs: list[Job]) -> None:
         for j in jobs:
@@ -152,6 +160,15 @@ class SubmititPool:
                 j.job.cancel(check=False)
             except Exception:  # noqa: BLE001 - best effort on the way out
                 pass
+
+
+def _tail(path: Path) -> str:
+    """The last line a job wrote to ``path`` (its stderr)."""
+    try:
+        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return "no log"
+    return lines[-1].strip()[:200] if lines else "empty log"
 
 
 def _first_line(exc: BaseException) -> str:

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from okdhp_edge.bench.report import decoder_lines, load_report
-from okdhp_edge.targets import DECODER_DEFAULT
+from okdhp_edge.targets import get_target
 from tests.conftest import okdhp, okdhp_process
 
 LIGHT = ["model.name=okdhp_light", "model.width_mult=0.25", "model.decoder_widths=[8,16]",
@@ -34,8 +34,8 @@ def test_both_forms_are_timed_in_one_run_and_the_report_says_which_is_kept(both)
                      ("onnxruntime", "subpixel"), ("litert", "transposed"),
                      ("litert", "subpixel")}
     lines = decoder_lines(rep.rows)
-    assert len(lines) == 2 and all(f"keeps {DECODER_DEFAULT[b]}" in line for b, line in
-                                   zip(("onnxruntime", "litert"), lines))
+    assert len(lines) == 2 and all(f"keeps {get_target(b, 'fp32').decoder}" in line
+                                   for b, line in zip(("onnxruntime", "litert"), lines))
     md = (both / "reports" / "box" / "plan_quickstart.md").read_text()
     assert "Decoder forms" in md and "litert (sub-pixel)" in md
     # a row's command re-measures that row in its own form
@@ -67,8 +67,7 @@ def test_bundles_take_each_backends_form_and_an_edited_form_is_refused(both, tmp
     forms = {b: yaml.safe_load((tmp_path / "set" / "mbv2x0.25-d16" / f"{b}-fp32" /
                                 "bundle.yaml").read_text()).get("decoder", "transposed")
              for b in ("onnxruntime", "litert")}
-    assert forms == {"onnxruntime": DECODER_DEFAULT["onnxruntime"],
-                     "litert": DECODER_DEFAULT["litert"]}
+    assert forms == {"onnxruntime": "transposed", "litert": "subpixel"}
     # the ONNX file says its form: a bundle.yaml edited to claim the other is refused
     bundle = tmp_path / "set" / "mbv2x0.25-d16" / "onnxruntime-fp32"
     man = yaml.safe_load((bundle / "bundle.yaml").read_text())

@@ -1,0 +1,54 @@
+"""A tiny ablation on a real single-node SLURM (tests/experiments/slurm_cluster.py): every
+run a job, one job killed mid-run, resubmitted and resumed, the report as a local run's."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from tests.conftest import okdhp
+from tests.experiments.slurm_cluster import single_node_slurm
+from tests.experiments.test_executors import _ablation, _holding, _rows, _spec
+
+pytest.importorskip("submitit")
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    yield from single_node_slurm(tmp_path_factory.mktemp("slurm"))
+
+
+@pytest.mark.slow  # 8 tiny trainings, 4 of them as SLURM jobs with one killed: ~3 min
+def test_a_tiny_ablation_on_slurm_survives_a_killed_job(slurm, synthetic_root, tmp_path):
+    spec = _spec(tmp_path, synthetic_root, epochs=4)
+    work = tmp_path / "slurm-work"
+    proc = subprocess.Popen([*slurm.enter, *_ablation(spec, work, tmp_path / "slurm.md",
+                                                      "--executor", "slurm",
+                                                      "--time-min", "30")],
+                            env=slurm.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    victim = work / "a-seed0-okdhp"
+    deadline = time.time() + 300
+    while not (victim / "last.pt").is_file() and time.time() < deadline:
+        time.sleep(0.2)
+    holders = _holding(victim / "progress.log")
+    assert holders, "the job of a-seed0 was not found running"
+    for pid in holders:
+        os.kill(pid, signal.SIGKILL)  # its node "lost" it: the job ends without a result
+    out, err = proc.communicate(timeout=900)
+    assert proc.returncode == 0, err[-3000:]
+    assert "ended without a result" in err and "submitted again" in err
+    res = json.loads((tmp_path / "slurm.json").read_text())
+    jobs = [r["job"] for by_seed in res["runs"].values() for rs in by_seed.values()
+            for r in rs]
+    assert len(jobs) == 4 and max(j["tries"] for j in jobs) == 2
+    assert all(os.path.isfile(j["stdout"]) for j in jobs)  # the logs the report names
+    local = okdhp("experiments", "ablation", "--config", spec, "--work-dir",
+                  tmp_path / "local-work", "--out", tmp_path / "local.md")
+    assert local.returncode == 0, local.stderr
+    assert _rows(tmp_path / "slurm.json") == _rows(tmp_path / "local.json")
