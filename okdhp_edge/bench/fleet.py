@@ -125,6 +125,19 @@ def _wheel(work: Path) -> Path:
     return wheels[0]
 
 
+def wheel_digest(wheel: Path) -> str:
+    """sha256 of a wheel's contents (each member's name and bytes, in name order): two
+    builds of the same code differ in their zip timestamps, not here."""
+    import hashlib
+    import zipfile
+
+    h = hashlib.sha256()
+    with zipfile.ZipFile(wheel) as z:
+        for name in sorted(z.namelist()):
+            h.update(name.encode() + b"\0" + hashlib.sha256(z.read(name)).digest())
+    return h.hexdigest()
+
+
 def _tar(folder: Path) -> bytes:
     """``folder``'s files as an uncompressed tar stream (model files barely compress)."""
     import io
@@ -138,7 +151,8 @@ def _tar(folder: Path) -> bytes:
 
 @dataclass
 class Shipment:
-    """What every host receives: the wheel and the bundle set, with their digests."""
+    """What every host receives: the wheel and the bundle set, with their digests (the
+    wheel's of its contents: :func:`wheel_digest`)."""
 
     wheel: Path
     wheel_sha: str
@@ -154,7 +168,7 @@ def _ship(req: Any, work: Path) -> Shipment:
 
     idx = read_set(req.bundles)  # verified here before it travels
     wheel = _wheel(work)
-    return Shipment(wheel, sha256_file(wheel), req.bundles, _tar(req.bundles),
+    return Shipment(wheel, wheel_digest(wheel), req.bundles, _tar(req.bundles),
                     sha256_file(req.bundles / "bundles.yaml"), idx.zoo,
                     list(dict.fromkeys(e.student for e in idx.bundles)))
 

@@ -93,7 +93,7 @@ def test_a_fleet_benches_the_set_on_a_real_ssh_host_as_a_local_bench_does(
     here = load_report(tmp_path / "local" / "here" / "tiny.json")
     rows = {(r.student, r.backend, r.precision): r for r in remote.rows if r.status == "ok"}
     same = {(r.student, r.backend, r.precision): r for r in here.rows if r.status == "ok"}
-    assert rows.keys() == same.keys() and len(rows) == 4
+    assert rows.keys() == same.keys() and len(rows) >= 4  # (bf16 rows where the CPU has it)
     for k, r in rows.items():  # the same machine: the same latency within its noise
         ratio = r.latency("median") / same[k].latency("median")
         assert 1 / 3 < ratio < 3, (k, ratio)
