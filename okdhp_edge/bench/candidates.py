@@ -74,7 +74,7 @@ def zoo_candidates(zoo: Path, students: Optional[tuple[str, ...]], targets: list
         forms = family_of(man.architecture.family).decoder_forms
         for form in forms:
             mine = [t for t in targets if form in forms_wanted(decoder, t, forms)]
-            if mine:
+            if mine or form == forms[0]:  # every student is a candidate, its rows or not
                 fmts = tuple(formats_for(mine, throughput=throughput))
                 units.append((man, ExportUnit(d / "student.yaml", fmts, form)))
     built, failed = export_in_workers([u for _, u in units], recipe, timeout_s)

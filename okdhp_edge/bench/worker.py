@@ -97,7 +97,10 @@ class RowService:
             pipe = KeypointPipeline(self.runner, self.spec.manifest.preprocessing,
                                     layout=e2e.layout)
             self.fns["e2e"] = lambda: pipe(e2e.image, e2e.box)
-        return self.runner.describe()
+        if not self.spec.cpus:
+            return self.runner.describe()
+        # the CPUs this worker is allowed, read in it: what --cores did
+        return {**self.runner.describe(), "cpus": sorted(os.sched_getaffinity(0))}
 
     def _engine_call(self) -> object:
         out = self.runner.run(self.x)

@@ -42,6 +42,24 @@ def _holding(path: Path) -> list[int]:
     return pids
 
 
+def kill_a_job_mid_run(proc: subprocess.Popen, work: Path, timeout: float) -> str:
+    """Wait until run a-seed0 has a checkpoint, SIGKILL the job training it (as a lost node
+    would end it), let the ablation finish; its stderr, which must say the job was
+    submitted again."""
+    victim = work / "a-seed0-okdhp"
+    deadline = time.time() + 300
+    while not (victim / "last.pt").is_file() and time.time() < deadline:
+        time.sleep(0.2)
+    holders = _holding(victim / "progress.log")
+    assert holders, "the job of a-seed0 was not found running"
+    for pid in holders:
+        os.kill(pid, signal.SIGKILL)
+    _, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, err[-3000:]
+    assert "ended without a result" in err and "submitted again" in err
+    return err
+
+
 def _rows(report: Path) -> dict:
     """Each run's students, AP, iterations and final losses (a resumed run's are bit for
     bit an uninterrupted one's: it restarts from the epoch checkpoint with its RNG state)."""
@@ -59,17 +77,7 @@ def test_a_killed_job_is_resubmitted_resumes_and_the_report_matches_a_local_run(
     proc = subprocess.Popen(_ablation(spec, work, tmp_path / "jobs.md", "--executor",
                                       "submitit-local", "--jobs", "2"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    victim = work / "a-seed0-okdhp"
-    deadline = time.time() + 300
-    while not (victim / "last.pt").is_file() and time.time() < deadline:
-        time.sleep(0.2)
-    holders = _holding(victim / "progress.log")
-    assert holders, "the job of a-seed0 was not found running"
-    for pid in holders:
-        os.kill(pid, signal.SIGKILL)  # the job dies mid-run, as a lost node would
-    out, err = proc.communicate(timeout=600)
-    assert proc.returncode == 0, err[-3000:]
-    assert "ended without a result" in err and "submitted again" in err
+    kill_a_job_mid_run(proc, work, timeout=600)
     res = json.loads(tmp_path.joinpath("jobs.json").read_text())
     tries = [r["job"]["tries"] for by_seed in res["runs"].values() for rs in by_seed.values()
              for r in rs if "job" in r]

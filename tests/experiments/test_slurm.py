@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
-import time
 
 import pytest
 
 from tests.conftest import okdhp
 from tests.experiments.slurm_cluster import single_node_slurm
-from tests.experiments.test_executors import _ablation, _holding, _rows, _spec
+from tests.experiments.test_executors import _ablation, _rows, _spec, kill_a_job_mid_run
 
 pytest.importorskip("submitit")
 
@@ -32,17 +30,7 @@ def test_a_tiny_ablation_on_slurm_survives_a_killed_job(slurm, synthetic_root, t
                                                       "--time-min", "30")],
                             env=slurm.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
-    victim = work / "a-seed0-okdhp"
-    deadline = time.time() + 300
-    while not (victim / "last.pt").is_file() and time.time() < deadline:
-        time.sleep(0.2)
-    holders = _holding(victim / "progress.log")
-    assert holders, "the job of a-seed0 was not found running"
-    for pid in holders:
-        os.kill(pid, signal.SIGKILL)  # its node "lost" it: the job ends without a result
-    out, err = proc.communicate(timeout=900)
-    assert proc.returncode == 0, err[-3000:]
-    assert "ended without a result" in err and "submitted again" in err
+    kill_a_job_mid_run(proc, work, timeout=900)
     res = json.loads((tmp_path / "slurm.json").read_text())
     jobs = [r["job"] for by_seed in res["runs"].values() for rs in by_seed.values()
             for r in rs]

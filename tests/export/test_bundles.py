@@ -82,7 +82,7 @@ def test_bundle_set_bench_without_torch(tiny_zoo, tmp_path):
     read_set(out)
     proc = subprocess.run(
         [sys.executable, "-c", BLOCK_TORCH, "--bundles", str(out), "--threads", "1",
-         "--min-iters", "4", "--min-time", "0.02", "--warmup-time", "0.02",
+         "--cores", "0", "--min-iters", "4", "--min-time", "0.02", "--warmup-time", "0.02",
          "--rounds", "1", "--out-root",
          str(tmp_path / "reports"), "--device-name", "target"],
         capture_output=True, text=True, timeout=600)
@@ -94,6 +94,9 @@ def test_bundle_set_bench_without_torch(tiny_zoo, tmp_path):
     assert all(r.accuracy.value is not None for r in ok)
     # each row's memory was measured in a worker that never imported torch: a board's figure
     assert all(r.cost is not None and not r.cost.torch_imported for r in ok)
+    # --cores 0: every row's worker ran on CPU 0, and says so
+    assert all(r.cpus == [0] and r.runner["cpus"] == [0] for r in ok)
+    assert rep.device["cpus"] == [0]
     # a backend named with --backends that needs torch is a row saying so, not dropped
     named = subprocess.run(
         [sys.executable, "-c", BLOCK_TORCH, "--bundles", str(out), "--backends",
