@@ -101,7 +101,7 @@ class SubmititPool:
         log.info("%s: submitted as job %s", key, job.job.job_id)
         return job
 
-    def wait_any(self, jobs: list[Job]) -> list[tuple[Job, dict[str, Any]]]:
+    def wait_any(self, jobs: list[Job]) -> list[tuple[Job, Any]]:
         """Block until at least one job has its result; (job, result) of those. A job
         that ended without one is submitted again (its run resumes), or, out of retries,
         raises UsageError naming its logs."""
@@ -128,17 +128,25 @@ class SubmititPool:
         self._gone[j.key] = self._gone.get(j.key, 0) + 1 if gone else 0
         return self._gone[j.key] >= 2  # twice: a job between states is not mistaken
 
-    def _result(self, j: Job) -> Optional[dict[str, Any]]:
+    def wait_all(self, jobs: list[Job]) -> dict[str, Any]:
+        """Every job's result by its key (see :meth:`wait_any`)."""
+        left, out = list(jobs), {}
+        while left:
+            for j, res in self.wait_any(left):
+                out[j.key] = res
+                left.remove(j)
+        return out
+
+    def _result(self, j: Job) -> Optional[Any]:
         """The job's result, or None after submitting it again. (Without a result file the
         job is not asked for one: submitit would wait on sacct, which knows nothing without
         slurmdbd.)"""
         if not j.job.paths.result_pickle.exists():
             return self._again(j, f"no result; its log ends: {_tail(j.job.paths.stderr)}")
         try:
-            res = j.job.result()
+            return j.job.result()
         except Exception as exc:  # noqa: BLE001 - the run raised in the job
             return self._again(j, _first_line(exc))
-        return {**res, "job": j.info()}
 
     def _again(self, j: Job, why: str) -> None:
         """Submit ``j`` again (its run resumes from its checkpoint), or, out of retries,

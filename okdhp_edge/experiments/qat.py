@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Optional
 
+from okdhp_edge.experiments.executors import Scheduler
 from okdhp_edge.grammar import Request, option
 from okdhp_edge.targets import BACKEND_INFO, backends_with, default_backends
 from okdhp_edge.utils.cli import UsageError, request_main
@@ -58,6 +59,8 @@ class QatAblationRequest(Request):
     overrides: tuple[str, ...] = option((), "qat.key=value for both QAT arms (qat.epochs, "
                                         "qat.lr, ...)", positional=True,
                                         metavar="QAT.KEY=VALUE")
+    scheduler: Scheduler = option(factory=Scheduler, help="where the QAT runs train "
+                                  "(experiments/executors.py)")
 
 
 def qat_ablation(args: QatAblationRequest) -> int:
@@ -70,18 +73,39 @@ def qat_ablation(args: QatAblationRequest) -> int:
     bad = [o for o in args.overrides if not o.startswith("qat.") or o.startswith("qat.kd")]
     if bad:
         raise UsageError(f"'{bad[0]}': the arms differ only in qat.kd; give other qat.* keys")
-    zoos = {(arm, seed): train_arm(args, arm, seed) for seed in args.seeds for arm in QAT_ARMS}
+    zoos, jobs = _train_arms(args)
     scores = Scores(args.work_dir / "scores.json")
     for backend in list(args.backends):
         score_all(args, backend, zoos, scores)
     data = {"run": str(args.qat_from), "zoo": str(args.zoo), "seeds": list(args.seeds),
             "overrides": list(args.overrides), "backends": list(args.backends),
             "zoos": {f"{a}-s{s}": str(z) for (a, s), z in zoos.items()},
+            **({"jobs": jobs} if jobs else {}),
             "scores": scores.data}
     atomic_write_json(args.out.with_suffix(".json"), data)
     atomic_write_text(args.out, render(data))
     print(f"report: {args.out}")
     return 0
+
+
+def _train_arms(args: QatAblationRequest
+                ) -> tuple[dict[tuple[str, int], Path], dict[str, dict[str, Any]]]:
+    """Every (arm, seed)'s zoo, trained here one after another or as jobs of the
+    scheduler (each resumes from its checkpoint when submitted again); the jobs' logs."""
+    keys = [(arm, seed) for seed in args.seeds for arm in QAT_ARMS]
+    if args.scheduler.pooled:
+        return {k: train_arm(args, *k) for k in keys}, {}
+    from okdhp_edge.experiments.executors import SubmititPool
+
+    pool = SubmititPool(args.scheduler, args.work_dir / "jobs", 1)
+    jobs = [pool.submit(f"{a}-s{s}", train_arm, args, a, s) for a, s in keys]
+    try:
+        done = pool.wait_all(jobs)
+    except BaseException:
+        pool.cancel(jobs)
+        raise
+    return ({k: Path(done[f"{k[0]}-s{k[1]}"]) for k in keys},
+            {j.key: j.info() for j in jobs})
 
 
 def train_arm(args: QatAblationRequest, arm: str, seed: int) -> Path:

@@ -352,7 +352,7 @@ class Ablation:
                 if self._nothing_runs():
                     break
                 for job, res in pool.wait_any([j for j, _ in self.running.values()]):
-                    self._finished(self.running.pop(job.key)[1], res)
+                    self._finished(self.running.pop(job.key)[1], {**res, "job": job.info()})
         except BaseException:
             pool.cancel([j for j, _ in self.running.values()])
             raise

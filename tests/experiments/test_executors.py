@@ -105,3 +105,24 @@ def test_scheduler_keys_are_the_requests_and_checked():
     res = okdhp("experiments", "ablation", "--config", "configs/ablation/synthetic.yaml",
                 "--executor", "slurm", "--time-min", "0")
     assert res.returncode == 2 and "time_min (--time-min)" in res.stderr
+
+
+@pytest.mark.slow  # two tiny QAT fine-tunes as submitit jobs: ~1 min
+def test_the_qat_ablations_arms_train_as_jobs(tiny_zoo, tmp_path):
+    """``experiments qat --executor submitit-local``: each (arm, seed) a job whose zoo and
+    logs the ablation gets back."""
+    import yaml
+
+    from okdhp_edge.experiments.qat import QatAblationRequest, _train_arms
+    from tests.training.test_qat import QAT
+
+    run = Path(yaml.safe_load((tiny_zoo / "zoo.yaml").read_text())["run"])
+    args = QatAblationRequest.build(
+        qat_from=run, zoo=tiny_zoo, seeds=(0,), work_dir=tmp_path / "w",
+        overrides=tuple(o for o in QAT if o.startswith("qat.") and not o.startswith("qat.kd")),
+        executor="submitit-local")
+    zoos, jobs = _train_arms(args)
+    assert set(zoos) == {("qat_labels", 0), ("qat_kd", 0)}
+    assert all((z / "zoo.yaml").is_file() for z in zoos.values())
+    assert set(jobs) == {"qat_labels-s0", "qat_kd-s0"}
+    assert all(Path(j["stdout"]).is_file() for j in jobs.values())
