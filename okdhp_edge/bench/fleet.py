@@ -49,9 +49,16 @@ class HostFailed(Exception):
         self.stage, self.reason = stage, reason
 
 
+# lines that say a command failed without saying why (tar's summary after its errors)
+_NO_REASON = ("Exiting with failure status due to previous errors",)
+
+
 def _last_line(text: str) -> str:
-    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    return lines[-1] if lines else "no output"
+    """The line that says why: one naming a full disk, else the last that says something."""
+    lines = [ln.strip() for ln in text.strip().splitlines()
+             if ln.strip() and not any(s in ln for s in _NO_REASON)]
+    full = [ln for ln in lines if "No space left on device" in ln]
+    return (full or lines or ["no output"])[-1]
 
 
 @dataclass
@@ -103,7 +110,7 @@ def _ssh_reason(code: int, text: str) -> str:
     own last line (with its exit status)."""
     line = _last_line(text)
     if code == 255:
-        return f"ssh: {line}"
+        return line if line.startswith("ssh:") else f"ssh: {line}"
     return f"{line} (exit {code})"
 
 
@@ -213,13 +220,16 @@ def _remote_bench(remote: Remote, ship: Shipment, req: Any, run_id: str) -> str:
     one = dataclasses.replace(req, fleet=None, bundles=Path(f"bundles/{ship.set_sha[:16]}"),
                               out_root=Path(f"reports/{run_id}"), device_name=h.name)
     argv = " ".join(shlex.quote(a) for a in [*one.argv(), *h.bench])
-    # the bench in a group of its own; the watcher reads the channel and stops the group
-    # when it closes (this command killed): nothing outlives us on the host
-    line = (f"cd {_q(h.work)} && setsid venv/bin/okdhp bench {argv} > reports/{run_id}.log "
-            f"2>&1 & p=$!; (cat >/dev/null; kill -TERM -- -$p 2>/dev/null; sleep 5; "
+    # the bench in a group of its own (a simple command put in the background, so that $!
+    # is the bench itself: setsid makes it its group's leader); the watcher reads the
+    # channel and stops the group when it closes (this command killed): nothing outlives
+    # us on the host
+    line = (f"cd {_q(h.work)} && mkdir -p reports || exit 1; "
+            f"setsid venv/bin/okdhp bench {argv} > reports/{run_id}.log 2>&1 & p=$!; "
+            f"(cat >/dev/null; kill -TERM -- -$p 2>/dev/null; sleep 5; "
             f"kill -KILL -- -$p 2>/dev/null) & w=$!; wait $p; rc=$?; kill $w 2>/dev/null; "
             f"[ $rc = 0 ] || tail -n 3 reports/{run_id}.log >&2; exit $rc")
-    remote.run(f"mkdir -p {_q(h.work)}/reports && {line}", "bench")
+    remote.run(line, "bench")
     return f"reports/{run_id}/{h.name}/{ship.zoo}.json"
 
 
