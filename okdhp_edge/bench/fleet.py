@@ -83,15 +83,17 @@ class Remote:
         return ["ssh", *opts, target, command]
 
     def run(self, command: str, stage: str, stdin: Optional[bytes] = None,
-            timeout_s: Optional[float] = None) -> str:
+            timeout_s: Optional[float] = None, hold: bool = False) -> str:
         """``command`` on the host (a POSIX shell line); its stdout, or HostFailed naming
-        ``stage`` and the last line ssh or the command wrote."""
+        ``stage`` and the last line ssh or the command wrote. ``hold``: the channel's input
+        stays open until the command ends (a remote watcher reading it learns when this
+        side goes away)."""
         proc = subprocess.Popen(self.argv(command), stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         with self.lock:
             self.procs.append(proc)
         try:
-            out, err = proc.communicate(stdin, timeout=timeout_s)
+            out, err = _held(proc, timeout_s) if hold else proc.communicate(stdin, timeout_s)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.communicate()
@@ -103,6 +105,19 @@ class Remote:
             text = err.decode(errors="replace") or out.decode(errors="replace")
             raise HostFailed(stage, _ssh_reason(proc.returncode, text))
         return out.decode(errors="replace")
+
+
+def _held(proc: subprocess.Popen, timeout_s: Optional[float]) -> tuple[bytes, bytes]:
+    """(stdout, stderr) of ``proc`` read to the end while its stdin stays open."""
+    import concurrent.futures as cf
+
+    assert proc.stdout is not None and proc.stderr is not None and proc.stdin is not None
+    with cf.ThreadPoolExecutor(2) as pool:
+        out, err = pool.submit(proc.stdout.read), pool.submit(proc.stderr.read)
+        proc.wait(timeout_s)
+        result = out.result(), err.result()
+    proc.stdin.close()
+    return result
 
 
 def _ssh_reason(code: int, text: str) -> str:
@@ -229,7 +244,7 @@ def _remote_bench(remote: Remote, ship: Shipment, req: Any, run_id: str) -> str:
             f"(cat >/dev/null; kill -TERM -- -$p 2>/dev/null; sleep 5; "
             f"kill -KILL -- -$p 2>/dev/null) & w=$!; wait $p; rc=$?; kill $w 2>/dev/null; "
             f"[ $rc = 0 ] || tail -n 3 reports/{run_id}.log >&2; exit $rc")
-    remote.run(line, "bench")
+    remote.run(line, "bench", hold=True)
     return f"reports/{run_id}/{h.name}/{ship.zoo}.json"
 
 
