@@ -237,13 +237,14 @@ def _remote_bench(remote: Remote, ship: Shipment, req: Any, run_id: str) -> str:
     argv = " ".join(shlex.quote(a) for a in [*one.argv(), *h.bench])
     # the bench in a group of its own (a simple command put in the background, so that $!
     # is the bench itself: setsid makes it its group's leader); the watcher reads the
-    # channel and stops the group when it closes (this command killed): nothing outlives
-    # us on the host
-    line = (f"cd {_q(h.work)} && mkdir -p reports || exit 1; "
-            f"setsid venv/bin/okdhp bench {argv} > reports/{run_id}.log 2>&1 & p=$!; "
-            f"(cat >/dev/null; kill -TERM -- -$p 2>/dev/null; sleep 5; "
-            f"kill -KILL -- -$p 2>/dev/null) & w=$!; wait $p; rc=$?; kill $w 2>/dev/null; "
-            f"[ $rc = 0 ] || tail -n 3 reports/{run_id}.log >&2; exit $rc")
+    # channel (fd 3: a background list's stdin is /dev/null otherwise) and stops the group
+    # when it closes (this command killed): nothing outlives us on the host
+    line = (f"cd {_q(h.work)} && mkdir -p reports || exit 1; exec 3<&0; "
+            f"setsid venv/bin/okdhp bench {argv} < /dev/null > reports/{run_id}.log 2>&1 "
+            f"3<&- & p=$!; (cat <&3 >/dev/null; kill -TERM -- -$p 2>/dev/null; sleep 5; "
+            f"kill -KILL -- -$p 2>/dev/null) & w=$!; exec 3<&-; wait $p; rc=$?; "
+            f"kill $w 2>/dev/null; [ $rc = 0 ] || tail -n 3 reports/{run_id}.log >&2; "
+            f"exit $rc")
     remote.run(line, "bench", hold=True)
     return f"reports/{run_id}/{h.name}/{ship.zoo}.json"
 
