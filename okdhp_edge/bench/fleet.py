@@ -242,7 +242,7 @@ def _remote_bench(remote: Remote, ship: Shipment, req: Any, run_id: str) -> str:
     line = (f"cd {_q(h.work)} && mkdir -p reports || exit 1; exec 3<&0; "
             f"setsid venv/bin/okdhp bench {argv} < /dev/null > reports/{run_id}.log 2>&1 "
             f"3<&- & p=$!; (cat <&3 >/dev/null; kill -TERM -- -$p 2>/dev/null; sleep 5; "
-            f"kill -KILL -- -$p 2>/dev/null) & w=$!; exec 3<&-; wait $p; rc=$?; "
+            f"kill -KILL -- -$p 2>/dev/null) 2>/dev/null & w=$!; exec 3<&-; wait $p; rc=$?; "
             f"kill $w 2>/dev/null; [ $rc = 0 ] || tail -n 3 reports/{run_id}.log >&2; "
             f"exit $rc")
     remote.run(line, "bench", hold=True)
