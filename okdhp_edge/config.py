@@ -20,7 +20,7 @@ import yaml
 
 from okdhp_edge.data.formats import DATASET_FORMATS
 from okdhp_edge.errors import ConfigError
-from okdhp_edge.families import ENCODER_ABBREVIATIONS, FAMILIES, Family, family_of
+from okdhp_edge.families import ENCODER_ABBREVIATIONS, FAMILIES, Family, family_of, fields_read
 from okdhp_edge.schema import closest, coerce, type_name
 from okdhp_edge.utils.io import atomic_write_text
 
@@ -314,14 +314,39 @@ def load_config(path: Optional[str | Path] = None, overrides: Optional[list[str]
         ConfigError: unknown key, wrong type, unreadable file.
     """
     cfg = Config()
+    given: set[str] = set()  # the model keys the file and overrides set
     for source in (base, path):
         if source is not None:
-            _apply(cfg, _read_yaml(Path(source)))
+            data = _read_yaml(Path(source))
+            _apply(cfg, data)
+            if source is path:
+                given |= set((data.get("model") or {}) if isinstance(data, dict) else ())
     for text in overrides or []:
         key, value = parse_override(text)
         _apply(cfg, _nest(key, value))
+        if key.startswith("model."):
+            given.add(key.split(".", 1)[1])
     validate(cfg)
+    _say_unread(cfg, given)
     return cfg
+
+
+def _say_unread(cfg: Config, given: set[str]) -> None:
+    """One warning naming the model keys set for another family (read by it, not by
+    ``model.name``'s). Not an error: one override list shared by runs of both families is
+    a pattern of the kit's own sweeps and tests."""
+    import logging
+
+    mine = _family(cfg.model)
+    fields = {f.name: fields_read(f, ModelConfig()) for f in FAMILIES}
+    other = {k: f for f, ks in fields.items() if f != mine.name for k in ks}
+    unread = sorted(k for k in given if k in other and k not in fields[mine.name]
+                    and getattr(cfg.model, k) != getattr(ModelConfig(), k))
+    if unread:
+        logging.getLogger(__name__).warning(
+            "%s: read by the %s family only; model.name=%s (%s) ignores %s",
+            ", ".join(f"model.{k}" for k in unread), other[unread[0]], cfg.model.name,
+            mine.name, "it" if len(unread) == 1 else "them")
 
 
 def checked(cfg: Config) -> Config:

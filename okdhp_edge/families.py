@@ -116,6 +116,28 @@ def family_of(name: str) -> Family:
     raise ValueError(f"unknown model '{name}' (known: {', '.join(known)})")
 
 
+class _Reads:
+    """A model config that records which fields are read (answering with ``base``'s)."""
+
+    def __init__(self, base: Any, name: str) -> None:
+        self._base, self._name, self.read = base, name, set()
+
+    def __getattr__(self, key: str) -> Any:
+        self.read.add(key)
+        return self._name if key == "name" else getattr(self._base, key)
+
+
+def fields_read(family: Family, base: Any) -> set[str]:
+    """The model config fields ``family``'s networks are built from (its plain and
+    multi-branch constructors and branch rule, traced on ``base``, a default ModelConfig)."""
+    multi, plain = _Reads(base, family.multi), _Reads(base, next(iter(family.plain)))
+    family.multi_kwargs(multi)
+    family.branch_fields(multi, 0)
+    family.heatmap_stride(multi)
+    family.plain_kwargs(plain)
+    return (multi.read | plain.read) - {"name"}
+
+
 def is_multi_branch(name: str) -> bool:
     """Whether registry model ``name`` is an OKDHP multi-branch network."""
     return any(name == f.multi for f in FAMILIES)

@@ -114,3 +114,22 @@ def test_a_run_cannot_ask_for_more_than_the_machine_has(tmp_path, override, word
     with pytest.raises(ConfigError, match=words):
         api.train(cfg)
     assert not (tmp_path / "r").exists()
+
+
+def test_a_model_key_only_another_family_reads_is_named(caplog):
+    """An hourglass run given a light student's key (or the reverse) trains as asked and
+    says, in one warning, which keys it ignores (a shared override list stays valid)."""
+    import logging
+
+    from okdhp_edge.config import load_config
+
+    with caplog.at_level(logging.WARNING, logger="okdhp_edge.config"):
+        load_config("configs/quickstart.yaml", ["model.encoder=shufflenetv2", "model.width=16"])
+    assert [r.getMessage() for r in caplog.records] == [
+        "model.encoder: read by the encoder_decoder family only; model.name=okdhp "
+        "(stacked_hourglass) ignores it"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="okdhp_edge.config"):
+        load_config("configs/quickstart.yaml", ["model.encoder=mobilenetv2"])  # its default
+        load_config("configs/synthetic_light.yaml")
+    assert not caplog.records
