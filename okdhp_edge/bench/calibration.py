@@ -18,6 +18,7 @@ from typing import Any, ClassVar, NamedTuple, Optional
 from okdhp_edge.bench.run import file_accuracy
 from okdhp_edge.convert.quantize import METHODS, QuantRecipe
 from okdhp_edge.evaluation.uncertainty import interval_text, paired_delta
+from okdhp_edge.experiments.executors import Scheduler
 from okdhp_edge.grammar import Request, option
 from okdhp_edge.records import (
     QUANT_FIELDS,
@@ -128,8 +129,10 @@ def _selection_metric(man: StudentManifest, xml: Path, precision: str) -> float:
 def run(zoo: Path, out: Path, backends: list[str], images: list[int], methods: list[str],
         work_root: Path, students: Optional[list[str]] = None,
         max_drops: tuple[float, ...] = (), keep_head: bool = False,
-        overflow_fix: bool = False) -> CalibrationReport:
-    """Fill (or resume) the calibration report at ``out`` (.json); returns it."""
+        overflow_fix: bool = False, scheduler: Optional[Scheduler] = None
+        ) -> CalibrationReport:
+    """Fill (or resume) the calibration report at ``out`` (.json), each cell measured here
+    or, with a ``scheduler`` other than local, as a job of its own; returns it."""
     from okdhp_edge.evaluation.datasets import report_dataset
     from okdhp_edge.manifest import load_zoo_manifest, zoo_students
 
@@ -139,30 +142,58 @@ def run(zoo: Path, out: Path, backends: list[str], images: list[int], methods: l
     rep = rep.replace(zoo_path=str(zoo))
     members = [(d, m) for d, m in zoo_students(zoo) if not students or m.name in students]
     dataset = report_dataset(members[0][1])
-    for d, man in members:
-        for b in backends:
-            key = f"{man.name}/{b}"
-            if key not in rep.fp32:
-                rep.fp32[key] = _measure(d / "student.yaml", man, b, "fp32",
-                                            work_root / man.name / "fp32", QuantRecipe(),
-                                            dataset)
-                atomic_write_json(out, rep.to_dict())
-    for c in _cells([m.name for _, m in members], backends, images, methods,
-                    list(max_drops), keep_head, overflow_fix):
-        key = cell_key(c)
-        if key in rep.cells:
-            continue
-        d, man = next((d, x) for d, x in members if x.name == c.student)
-        t0 = time.time()
-        cell = _measure(d / "student.yaml", man, c.backend, "int8",
-                        work_root / c.student / key.split("/", 1)[1].replace("/", "-"),
-                        c.recipe(), dataset)
-        cell["seconds"] = round(time.time() - t0, 1)
-        cell.update(_paired_with_fp32(cell, rep.fp32[f"{c.student}/{c.backend}"]))
-        rep.cells[key] = cell
-        atomic_write_json(out, rep.to_dict())  # a kill loses at most this cell
-        log.info("%s: %s", key, cell.get("value"))
+    yaml_of = {m.name: (d / "student.yaml", m) for d, m in members}
+    fp32 = {f"{m.name}/{b}": (*yaml_of[m.name], b, "fp32", work_root / m.name / "fp32",
+                              QuantRecipe(), dataset) for _, m in members for b in backends}
+    _fill(rep.fp32, fp32, out, rep, scheduler, work_root)
+    cells = {cell_key(c): (*yaml_of[c.student], c.backend, "int8",
+                           work_root / c.student / cell_key(c).split("/", 1)[1].replace("/", "-"),
+                           c.recipe(), dataset)
+             for c in _cells([m.name for _, m in members], backends, images, methods,
+                             list(max_drops), keep_head, overflow_fix)}
+    _fill(rep.cells, cells, out, rep, scheduler, work_root)
     return rep
+
+
+def _fill(into: dict[str, Any], todo: dict[str, tuple], out: Path, rep: CalibrationReport,
+          scheduler: Optional[Scheduler], work_root: Path) -> None:
+    """Measure every key of ``todo`` missing from ``into`` (the report written after each:
+    a kill loses at most the cells being measured)."""
+    todo = {k: v for k, v in todo.items() if k not in into}
+
+    def done(key: str, cell: dict[str, Any]) -> None:
+        if into is rep.cells:
+            student, backend = key.split("/")[:2]
+            cell.update(_paired_with_fp32(cell, rep.fp32[f"{student}/{backend}"]))
+        into[key] = cell
+        atomic_write_json(out, rep.to_dict())
+        log.info("%s: %s", key, cell.get("value"))
+
+    if scheduler is None or scheduler.pooled:
+        for key, args in todo.items():
+            done(key, _timed_measure(*args))
+        return
+    from okdhp_edge.experiments.executors import SubmititPool
+
+    pool = SubmititPool(scheduler, work_root / "jobs", 1)
+    jobs = [pool.submit(key, _timed_measure, *args) for key, args in todo.items()]
+    try:
+        while jobs:
+            for job, cell in pool.wait_any(jobs):
+                jobs.remove(job)
+                done(job.key, {**cell, "job": job.info()})
+    except BaseException:
+        pool.cancel(jobs)
+        raise
+
+
+def _timed_measure(*args: Any) -> dict[str, Any]:
+    """:func:`_measure` with the seconds it took and the device it ran on (a job's node)."""
+    from okdhp_edge.bench.device import this_device_id
+
+    t0 = time.time()
+    cell = _measure(*args)
+    return {**cell, "seconds": round(time.time() - t0, 1), "device": this_device_id()}
 
 
 def _cell_delta(cell: dict[str, Any], ref: dict[str, Any]) -> Any:
@@ -298,6 +329,8 @@ class CalibrationRequest(Request):
     device_name: Optional[str] = option(None, "device id to file the report under")
     out_root: Path = option(Path("bench/reports"), "where reports go")
     work_dir: Path = option(Path("runs/calibration"), "where the INT8 files are built")
+    scheduler: Scheduler = option(factory=Scheduler, help="where each cell is measured "
+                                  "(experiments/executors.py; local: here, one by one)")
 
     def check(self) -> None:
         for b in self.backends:
@@ -316,7 +349,7 @@ def _run(args: CalibrationRequest) -> int:
     rep = run(args.zoo, out, list(args.backends), list(args.calib_images),
               list(args.calib_methods), args.work_dir / zoo_name,
               list(args.students) if args.students else None, args.int8_max_drops,
-              args.also_keep_head, args.also_overflow_fix)
+              args.also_keep_head, args.also_overflow_fix, args.scheduler)
     atomic_write_text(out.with_suffix(".md"), markdown(rep, reproduce_command(rep)))
     print(f"json: {out}\nmd: {out.with_suffix('.md')}")
     return 0

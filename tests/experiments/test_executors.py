@@ -126,3 +126,27 @@ def test_the_qat_ablations_arms_train_as_jobs(tiny_zoo, tmp_path):
     assert all((z / "zoo.yaml").is_file() for z in zoos.values())
     assert set(jobs) == {"qat_labels-s0", "qat_kd-s0"}
     assert all(Path(j["stdout"]).is_file() for j in jobs.values())
+
+
+@pytest.mark.slow  # 3 cells as submitit jobs: ~1 min
+def test_the_calibration_sweeps_cells_run_as_jobs_and_match_a_local_sweep(tiny_zoo, tmp_path):
+    """``bench calibration --executor submitit-local``: each cell a job, its value the one a
+    local sweep measures, its job, logs and node recorded."""
+    base = [sys.executable, "-m", "okdhp_edge.bench", "calibration", "--zoo", str(tiny_zoo),
+            "--students", "hg2", "--backends", "onnxruntime", "--calib-images", "4,8",
+            "--calib-methods", "default", "--device-name", "box"]
+    runs = {}
+    for name, extra in (("jobs", ["--executor", "submitit-local", "--jobs", "2"]),
+                        ("here", [])):
+        proc = subprocess.run([*base, "--out-root", str(tmp_path / name), "--work-dir",
+                               str(tmp_path / f"{name}-work"), *extra[:2]],
+                              capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs[name] = json.loads((tmp_path / name / "box" / "tiny_calibration.json").read_text())
+    jobs, here = runs["jobs"], runs["here"]
+    assert set(jobs["cells"]) == set(here["cells"]) == {"hg2/onnxruntime/default/4",
+                                                        "hg2/onnxruntime/default/8"}
+    for key, cell in jobs["cells"].items():
+        assert cell["value"] == here["cells"][key]["value"]
+        assert Path(cell["job"]["stdout"]).is_file() and cell["device"]
+    assert jobs["fp32"]["hg2/onnxruntime"]["value"] == here["fp32"]["hg2/onnxruntime"]["value"]
