@@ -103,12 +103,20 @@ def _bounds(meta: dict) -> list[str]:
         ([f"<= {hi:g}"] if hi is not None else [])
 
 
-def _text(value: Any) -> str:
+def _one(value: Any) -> str:
+    """A value as a user writes it: ``0``, not ``0.0``, for a whole float."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return str(value)
+
+
+def _text(value: Any, one: Any = str) -> str:
+    """A value as ``--show`` and ``--help`` print it (``one``: each item's text)."""
     if isinstance(value, tuple):
-        return ",".join(map(str, value)) if value else "(none)"
+        return ",".join(map(one, value)) if value else "(none)"
     if isinstance(value, bool):
         return "true" if value else "false"
-    return "none" if value is None else str(value)
+    return "none" if value is None else one(value)
 
 
 def _base(tp: Any) -> Any:
@@ -353,12 +361,12 @@ class Request:
                 flags.append(key.flag if value else "--no-" + key.flag[2:])
             elif isinstance(value, tuple) and key.meta.get("repeat"):
                 for v in value:
-                    flags += [key.flag, str(v)]
+                    flags += [key.flag, _one(v)]
             elif isinstance(value, tuple) and typing.get_args(_base(key.tp))[-1] is not \
                     Ellipsis:
-                flags += [key.flag, *map(str, value)]
+                flags += [key.flag, *map(_one, value)]
             else:
-                flags += [key.flag, _text(value)]
+                flags += [key.flag, _text(value, _one)]
         return flags + tail
 
     def command(self, spell: Sequence[str] = ()) -> str:
