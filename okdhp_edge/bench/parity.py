@@ -142,13 +142,12 @@ def _inputs_for(req: ParityRequest, pipeline: Any, hw: tuple[int, int]) -> np.nd
 
 
 def _run(pipeline: Any, x: np.ndarray) -> np.ndarray:
-    """Heatmaps of ``x`` [N, 3, h, w], one image per call as the bench runs them."""
-    out = []
-    for i in range(len(x)):
-        one = x[i:i + 1]
-        one = one.transpose(0, 2, 3, 1) if pipeline.nhwc else one
-        out.append(np.asarray(pipeline.runner.run(np.ascontiguousarray(one)), np.float32))
-    return np.concatenate(out)
+    """Heatmaps of ``x`` [N, 3, h, w], one image per call as the bench runs them (in the
+    file's own layout)."""
+    from okdhp_edge.backends.base import run_one_by_one
+
+    fed = x.transpose(0, 2, 3, 1) if pipeline.nhwc else x
+    return np.asarray(run_one_by_one(pipeline.runner, fed), np.float32)
 
 
 def run_set(req: ParityRequest, inputs: Optional[dict[str, np.ndarray]] = None
