@@ -146,7 +146,7 @@ class SubmititPool:
         try:
             return j.job.result()
         except Exception as exc:  # noqa: BLE001 - the run raised in the job
-            return self._again(j, _first_line(exc))
+            return self._again(j, _last_line(exc))
 
     def _again(self, j: Job, why: str) -> None:
         """Submit ``j`` again (its run resumes from its checkpoint), or, out of retries,
@@ -171,7 +171,8 @@ class SubmititPool:
 
 
 def _tail(path: Path) -> str:
-    """The last line a job wrote to ``path`` (its stderr)."""
+    """The last line a job wrote to ``path`` (its stderr: submitit's own lines; the run's
+    progress goes to its progress.log)."""
     try:
         lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
     except OSError:
@@ -179,6 +180,7 @@ def _tail(path: Path) -> str:
     return lines[-1].strip()[:200] if lines else "empty log"
 
 
-def _first_line(exc: BaseException) -> str:
+def _last_line(exc: BaseException) -> str:
+    """The last line of an exception's text (a job's error ends with its message)."""
     text = str(exc).strip().splitlines()
     return next((ln for ln in reversed(text) if ln.strip()), type(exc).__name__)[:200]
