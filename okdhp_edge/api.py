@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from okdhp_edge.bench.decide import Decision
+from okdhp_edge.errors import TrainingInterrupted
 from okdhp_edge.records import BenchReport
 
 Pick = Decision  # what api.pick returns: choice, closest, frontier and the ties behind them
@@ -51,6 +52,7 @@ def train(cfg: Any, config_name: str = "", resume: Optional[Path] = None,
     """
     from okdhp_edge.config import check_machine, checked
     from okdhp_edge.training.trainer import Trainer
+    from okdhp_edge.training.zoo_writer import hold_zoo_name, release_zoo_name
     from okdhp_edge.training.zoo_writer import write_zoo as write
     from okdhp_edge.utils.io import check_writable
 
@@ -67,10 +69,19 @@ def train(cfg: Any, config_name: str = "", resume: Optional[Path] = None,
         check_writable(Path(cfg.zoo.root))
     trainer = trainer_class(cfg, run_dir=resume or run_dir, resume=resume is not None,
                             config_name=config_name)
+    hold = write_zoo and trainer.dist.is_main
     try:
+        if hold:
+            hold_zoo_name(trainer.cfg, Path(trainer.run_dir))
         run = trainer.fit()
-        zoo = write(run) if write_zoo and trainer.dist.is_main else None
+        zoo = write(run) if hold else None
         return TrainResult(Path(trainer.run_dir), zoo, trainer.dist.is_main, trainer.state)
+    except TrainingInterrupted:
+        raise  # resumable: the run keeps its zoo's name
+    except BaseException:
+        if hold:
+            release_zoo_name(trainer.cfg, Path(trainer.run_dir))
+        raise
     finally:
         trainer.close()
 

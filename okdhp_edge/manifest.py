@@ -173,3 +173,40 @@ def reserve_dir(root: Path, name: str) -> Path:
         except FileExistsError:
             continue
     raise FileExistsError(f"{root}: no free folder name like '{name}'")
+
+
+RESERVATION = ".reserved-by"  # in an empty folder held for a run's zoo: the run's folder
+
+
+def reserve_name(root: Path, name: str, owner: str) -> str:
+    """Hold ``root/name`` (or ``name-2``...) for ``owner``'s later write: an empty folder
+    with a marker naming the owner, made atomically (two runs started at once under one
+    ``zoo.name`` hold two names, each its own, whichever finishes first). A folder an
+    owner already holds is its own again (a resumed run); one whose owner folder is gone
+    is taken over. Returns the name held."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(1, 100_000):
+        cand = root / (name if i == 1 else f"{name}-{i}")
+        holder = reserved_for(cand)
+        if holder is not None and (holder == owner or not Path(holder).exists()):
+            (cand / RESERVATION).write_text(owner)
+            return cand.name
+        try:
+            cand.mkdir()
+        except FileExistsError:
+            continue
+        (cand / RESERVATION).write_text(owner)
+        return cand.name
+    raise FileExistsError(f"{root}: no free folder name like '{name}'")
+
+
+def reserved_for(folder: Path) -> Optional[str]:
+    """The owner holding ``folder`` (:func:`reserve_name`), or None: not a held folder."""
+    marker = Path(folder) / RESERVATION
+    try:
+        if [p.name for p in Path(folder).iterdir()] == [RESERVATION]:
+            return marker.read_text()
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+    return None

@@ -10,7 +10,13 @@ import numpy as np
 import torch
 
 from okdhp_edge.errors import WriteError
-from okdhp_edge.manifest import load_student_manifest, path_inside, unique_dir
+from okdhp_edge.manifest import (
+    RESERVATION,
+    load_student_manifest,
+    path_inside,
+    reserved_for,
+    unique_dir,
+)
 from okdhp_edge.models.student import Student
 from okdhp_edge.records import (
     Accuracy,
@@ -115,10 +121,18 @@ def _zoo_build_dir(root: Path, name: str) -> Path:
 
 
 def _rename_into_place(build: Path, root: Path, zoo: ZooManifest, tries: int = 100) -> Path:
-    """Rename ``build`` to the first free ``root/<zoo.name>[-i]`` (its ``zoo.yaml`` naming
-    it); a name another writer takes between the check and the rename is skipped."""
+    """Rename ``build`` to ``root/<zoo.name>`` if its run held that name
+    (:func:`~okdhp_edge.manifest.reserve_name`), else to the first free
+    ``root/<zoo.name>[-i]`` (its ``zoo.yaml`` naming it); a name another writer takes
+    between the check and the rename is skipped."""
     import os
 
+    held = root / zoo.name
+    if zoo.run and reserved_for(held) == zoo.run:  # the name this run held since its start
+        (held / RESERVATION).unlink()
+        write_record(build / "zoo.yaml", zoo)
+        os.rename(build, held)  # onto the empty folder it held
+        return held
     for _ in range(tries):
         zoo_dir = unique_dir(root, zoo.name)
         write_record(build / "zoo.yaml", zoo.replace(name=zoo_dir.name))

@@ -89,6 +89,34 @@ def _programs(run: TrainedRun, report: Any, preds: dict[str, Predictions]
     return out
 
 
+def hold_zoo_name(cfg: Any, run_dir: Path) -> None:
+    """Hold the zoo's name (``zoo.name``, else the run's folder name) under ``zoo.root`` from
+    the run's start, so that runs started at once under one name get their zoos in the order
+    they started, not the order they finish; ``cfg.zoo.name`` and the run's ``config.yaml``
+    say the name held (a resumed run holds it again)."""
+    from okdhp_edge.config import save_config
+    from okdhp_edge.manifest import reserve_name
+
+    wanted = cfg.zoo.name or Path(run_dir).name
+    held = reserve_name(Path(cfg.zoo.root), wanted, str(run_dir))
+    if held != wanted:
+        log.warning("zoo '%s' exists or is held by another run: this run's zoo will be '%s'",
+                    wanted, held)
+    if held != cfg.zoo.name:
+        cfg.zoo.name = held
+        save_config(cfg, Path(run_dir) / "config.yaml")
+
+
+def release_zoo_name(cfg: Any, run_dir: Path) -> None:
+    """Give back the name :func:`hold_zoo_name` held, if no zoo was written there."""
+    from okdhp_edge.manifest import RESERVATION, reserved_for
+
+    held = Path(cfg.zoo.root) / cfg.zoo.name
+    if cfg.zoo.name and reserved_for(held) == str(run_dir):
+        (held / RESERVATION).unlink(missing_ok=True)
+        held.rmdir()
+
+
 def write_zoo(run: TrainedRun) -> Path:
     """Write the zoo of a finished run (:meth:`Trainer.fit`'s value); returns its directory
     (never an existing one)."""

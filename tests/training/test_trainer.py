@@ -2,6 +2,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -471,6 +472,71 @@ def test_two_runs_started_at_once_under_one_name_get_two_folders(tmp_path):
 
     first, second = reserve_dir(tmp_path, "same"), reserve_dir(tmp_path, "same")
     assert (first.name, second.name) == ("same", "same-2") and first.is_dir()
+
+
+def test_a_zoo_name_is_held_from_the_runs_start(tmp_path):
+    """The name a run's zoo will take is held when the run starts: a second run asking for
+    it holds the next one; a resumed run holds its own again; a holder whose run folder is
+    gone gives it up; a held folder is no zoo to ``zoo list``."""
+    from okdhp_edge.manifest import reserve_name, reserved_for
+
+    run_a, run_b = tmp_path / "runs" / "a", tmp_path / "runs" / "b"
+    run_a.mkdir(parents=True)
+    run_b.mkdir()
+    zoo = tmp_path / "zoo"
+    assert reserve_name(zoo, "same", str(run_a)) == "same"
+    assert reserve_name(zoo, "same", str(run_b)) == "same-2"
+    assert reserve_name(zoo, "same", str(run_a)) == "same"  # resumed: its own
+    assert reserved_for(zoo / "same-2") == str(run_b) and not list(zoo.glob("*/zoo.yaml"))
+    run_b.rmdir()
+    assert reserve_name(zoo, "same-2", str(run_a / "c")) == "same-2"  # stale: taken over
+
+
+def test_runs_started_at_once_under_one_zoo_name_get_it_in_starting_order(synthetic_root,
+                                                                          tmp_path,
+                                                                          monkeypatch):
+    """Two trainings with one explicit ``zoo.name``: the first started keeps the name even
+    when the second finishes first (the zoos were named in finishing order); a run that
+    fails gives back the name it held."""
+    import yaml
+
+    from okdhp_edge import api
+    from okdhp_edge.config import load_config
+
+    base = tiny_overrides(synthetic_root, tmp_path, "zoo.name=same")
+    slow = subprocess.Popen(
+        [sys.executable, "-m", "okdhp_edge", "train", *base, "train.run_name=slow",
+         "train.epochs=8"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=tmp_path)
+    log = tmp_path / "runs" / "slow" / "train.log"
+    try:
+        deadline = time.monotonic() + 120
+        while slow.poll() is None and "iters/epoch" not in (log.read_text() if log.is_file()
+                                                            else ""):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        fast = api.train(load_config(overrides=[*base, "train.run_name=fast", "train.epochs=1",
+                                                "train.max_iters_per_epoch=1"]))
+        assert slow.poll() is None  # the slow run was still training when the fast one ended
+        _, err = slow.communicate(timeout=300)
+        assert slow.returncode == 0, err[-3000:]
+    finally:
+        slow.kill()
+    assert fast.zoo.name == "same-2"
+    for name, run in (("same", "slow"), ("same-2", "fast")):
+        zoo = yaml.safe_load((tmp_path / "zoo" / name / "zoo.yaml").read_text())
+        assert (zoo["name"], Path(zoo["run"]).name) == (name, run)
+    resolved = yaml.safe_load((fast.run_dir / "config.yaml").read_text())
+    assert resolved["zoo"]["name"] == "same-2"
+    def fails(run):
+        assert (tmp_path / "zoo" / "same-3").is_dir()  # held while it trained
+        raise OSError("disk full")
+
+    monkeypatch.setattr("okdhp_edge.training.zoo_writer.write_zoo", fails)
+    with pytest.raises(OSError, match="disk full"):
+        api.train(load_config(overrides=[*base, "train.epochs=1",
+                                         "train.max_iters_per_epoch=1"]))
+    assert not (tmp_path / "zoo" / "same-3").exists()
 
 
 UNGUARDED = """
