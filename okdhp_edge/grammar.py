@@ -15,7 +15,8 @@ A command's request is a frozen dataclass deriving from :class:`Request`; each f
 
 A field whose type is itself a dataclass (an INT8 recipe) is a *section*: its fields are
 keys of the request under their own option names (``calib_images``), built into the
-section's object. No torch.
+section's object; a section may hold sections (each backend's INT8 options in the
+recipe). No torch.
 """
 
 from __future__ import annotations
@@ -264,28 +265,31 @@ class Request:
                 raise UsageError(f"unknown option '{name}' of {cls.COMMAND}; did you mean "
                                  f"'{closest(name, list(keys))}'? ({cls.COMMAND} --show "
                                  "lists them)")
-        top: dict[str, Any] = {}
-        sections: dict[str, dict[str, Any]] = {}
+        given: dict[str, dict[str, Any]] = {"": {}}  # by section path ("" the top)
         for name, value in values.items():
             key = keys[name]
-            if key.section:
-                sections.setdefault(key.section, {})[key.attr] = check_value(value, key)
-            else:
-                top[name] = value
+            given.setdefault(key.section, {})[key.attr or name] = \
+                check_value(value, key) if key.section else value
         missing = [k.label for k in keys.values() if k.required and k.name not in values]
         if missing:
             raise UsageError(f"{cls.COMMAND} needs {', '.join(missing)}")
-        hints = typing.get_type_hints(cls)
-        for section, given in sections.items():
+        for path in list(given):  # a section given only through its inner sections
+            while "." in path:
+                path = path.rpartition(".")[0]
+                given.setdefault(path, {})
+        for path in sorted(given, key=lambda p: -p.count(".")):  # inner sections first
+            if not path:
+                continue
+            parent, _, attr = path.rpartition(".")
             try:
-                top[section] = hints[section](**given)
+                given.setdefault(parent, {})[attr] = _section_type(cls, path)(**given[path])
             except (OkdhpError, ValueError) as exc:
                 raise UsageError(str(exc)) from None
-        return cls(**top)
+        return cls(**given[""])
 
     def values(self) -> dict[str, Any]:
         """Every key's value by name (a section's keys from its object)."""
-        return {k.name: getattr(getattr(self, k.section), k.attr) if k.section
+        return {k.name: getattr(_at(self, k.section), k.attr) if k.section
                 else getattr(self, k.name) for k in self.keys()}
 
     def replace(self: R, **changes: Any) -> R:
@@ -387,13 +391,32 @@ def _from_texts(raw: list[str], key: Key) -> Any:
 
 
 def _section_keys(section: str, tp: type) -> list[Key]:
+    """The keys of a section at ``section`` (a dotted path of fields from the request);
+    a section within it (a backend's INT8 options in the recipe) adds its keys in place."""
     hints = typing.get_type_hints(tp)
     out = []
     for f in dataclasses.fields(tp):
+        if dataclasses.is_dataclass(hints[f.name]):
+            out += _section_keys(f"{section}.{f.name}", hints[f.name])
+            continue
         meta = dict(f.metadata)
         name = (meta.get("flag") or "").lstrip("-").replace("-", "_") or f.name
         out.append(Key(name, hints[f.name], _default_of(f), meta, section, f.name))
     return out
+
+
+def _section_type(cls: type, path: str) -> type:
+    """The dataclass of the section at ``path`` (``recipe.openvino``) of ``cls``."""
+    for part in path.split("."):
+        cls = typing.get_type_hints(cls)[part]
+    return cls
+
+
+def _at(obj: Any, path: str) -> Any:
+    """The section object at ``path`` of ``obj``."""
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
 def _add(p: argparse.ArgumentParser, key: Key) -> None:

@@ -44,7 +44,6 @@ class BackendInfo:
         bench_default: benched when ``--backends`` is not given.
         bundle_default: exported by ``zoo export --all`` when ``--backends`` is not given.
         packages: distributions whose versions the device fingerprint records.
-        recipe_fields: the INT8 recipe fields only this backend's quantizer reads.
     """
 
     name: str
@@ -56,19 +55,15 @@ class BackendInfo:
     bench_default: bool = True
     bundle_default: bool = False
     packages: tuple[str, ...] = ()
-    recipe_fields: tuple[str, ...] = ()
 
 
 BACKEND_INFO: dict[str, BackendInfo] = {b.name: b for b in (
     BackendInfo("torch", "okdhp_edge.backends.torch", "train", "train", "o", False,
                 packages=("torch",)),
     BackendInfo("onnxruntime", "okdhp_edge.backends.onnxruntime", None, "train", "s", True,
-                bundle_default=True, packages=("onnxruntime", "onnxruntime-gpu"),
-                recipe_fields=("ort_activations", "ort_quantizer",
-                               "ort_nncf_activations", "ort_transposed_conv")),
+                bundle_default=True, packages=("onnxruntime", "onnxruntime-gpu")),
     BackendInfo("openvino", "okdhp_edge.backends.openvino", None, "train", "^", True,
-                bundle_default=True, packages=("openvino", "nncf"),
-                recipe_fields=("max_drop", "overflow_fix")),
+                bundle_default=True, packages=("openvino", "nncf")),
     BackendInfo("tensorrt", "okdhp_edge.backends.tensorrt", "tensorrt", "tensorrt", "D", True,
                 packages=("tensorrt",)),
     BackendInfo("torch_tensorrt", "okdhp_edge.backends.torch_tensorrt", "tensorrt", "tensorrt",

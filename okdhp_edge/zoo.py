@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Optional
 
+from okdhp_edge.backends.recipe import QuantRecipe
 from okdhp_edge.bench.decide import Decision, PickRequest, pick_lines
 from okdhp_edge.bench.report import latency_of, load_report
-from okdhp_edge.convert.quantize import QuantRecipe
 from okdhp_edge.errors import ReportError
 from okdhp_edge.grammar import Request, option
 from okdhp_edge.manifest import load_zoo_manifest, zoo_students

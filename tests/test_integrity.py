@@ -105,7 +105,7 @@ def test_the_int8_recipe_travels_with_the_file(tiny_zoo, tmp_path):
     import json
 
     from okdhp_edge.backends import backend_module
-    from okdhp_edge.convert.quantize import QuantRecipe
+    from okdhp_edge.backends.recipe import QuantRecipe
     from okdhp_edge.export.exporter import RECIPE_KEY, export_student
     from okdhp_edge.targets import FORMATS
 
@@ -152,12 +152,12 @@ def test_out_of_range_config_values_are_refused_at_load(override, needle):
 
 
 def test_a_recipe_option_no_quantizing_backend_reads_is_refused():
-    from okdhp_edge.convert.quantize import QuantRecipe
+    from okdhp_edge.backends.recipe import QuantRecipe
     from okdhp_edge.errors import QuantizationError
 
     with pytest.raises(QuantizationError, match="--int8-max-drop 0.01: only openvino"):
-        QuantRecipe(max_drop=0.01).check_honoured({"onnxruntime"})
-    QuantRecipe(max_drop=0.01).check_honoured({"onnxruntime", "openvino"})
+        QuantRecipe.from_record(dict(max_drop=0.01)).check_honoured({"onnxruntime"})
+    QuantRecipe.from_record(dict(max_drop=0.01)).check_honoured({"onnxruntime", "openvino"})
     QuantRecipe().check_honoured({"litert"})
 
 

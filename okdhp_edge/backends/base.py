@@ -54,7 +54,7 @@ class BuildContext(Protocol):
         model: the student (``torch.nn.Module``, eval, fp32, CPU); its forward returns an
             output with ``.heatmap`` [N, K, H/s, W/s].
         man: the student manifest.
-        recipe: the INT8 recipe (:class:`okdhp_edge.convert.quantize.QuantRecipe`).
+        recipe: the INT8 recipe (:class:`okdhp_edge.backends.recipe.QuantRecipe`).
         size: the input (width, height).
     """
 

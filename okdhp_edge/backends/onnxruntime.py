@@ -9,12 +9,16 @@ when they run.
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import numpy as np
 
 from okdhp_edge.backends.base import BackendUnavailable, BuildContext, Runner, missing_package
+from okdhp_edge.convert.quantize import check_choices
+from okdhp_edge.errors import QuantizationError
+from okdhp_edge.grammar import option
 from okdhp_edge.targets import ExportFormat
 
 _PROVIDERS = {
@@ -24,6 +28,61 @@ _PROVIDERS = {
 }
 # layer types whose precision is reported (the ones that carry the MACs)
 WEIGHTED_ONNX = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+
+
+
+@dataclass(frozen=True)
+class Int8Options:
+    """ONNX Runtime's INT8 options: the recipe's ``onnxruntime`` section (its fields keep
+    their flat names in records and on the command line). TensorRT's S8S8 file is always
+    ONNX Runtime's own static quantization, whatever these say.
+
+    Attributes:
+        ort_quantizer: who writes the QDQ file: ``nncf`` (the default: NNCF's post-training
+            quantization of the ONNX model, with its range presets and fast bias correction,
+            the OpenVINO file's recipe; activations written as u8) or ``ort`` (ONNX Runtime's
+            static MinMax quantization, activations as ``ort_activations`` says). On the
+            light zoo's selection split ONNX Runtime's own lost 0.02-0.06 AP more than NNCF's
+            per-tensor file on every MobileNetV2 student and was no faster (docs/int8.md).
+        ort_activations: with ``ort_quantizer=ort``: ``u8`` (asymmetric, U8S8: the fast form
+            on x86 CPUs, measured 1.8-2x faster than S8S8 on AVX2) or ``s8`` (symmetric S8S8,
+            for Arm targets).
+        ort_nncf_activations: with ``ort_quantizer=nncf``: ``per_tensor`` (the default: every
+            activation per tensor, which ONNX Runtime fuses into QLinearConv) or
+            ``per_channel`` (NNCF's own choice: a depthwise convolution's input per channel,
+            which ONNX Runtime cannot fuse: 2.5x its fp32 on MobileNetV2).
+        ort_transposed_conv: ``subpixel`` (the default: a light decoder's 4x4 stride-2
+            transposed convolutions, with their batch norms, as 3x3 convolutions +
+            DepthToSpace before quantizing, an exact rewrite in float, since ONNX Runtime has
+            no quantized ConvTranspose; :mod:`okdhp_edge.convert.subpixel`) or ``keep``
+            (they run in float).
+    """
+
+    ort_quantizer: str = option(
+        "nncf", "ONNX Runtime's QDQ file: NNCF's (range presets, bias correction: the "
+        "OpenVINO file's recipe; the default) or its own static quantization",
+        choices=("nncf", "ort"))
+    ort_activations: str = option("u8", "ONNX Runtime activations: u8 (x86) or s8 (Arm)",
+                                  choices=("u8", "s8"))
+    ort_nncf_activations: str = option(
+        "per_tensor", "with ort_quantizer nncf: activations per tensor (ONNX Runtime fuses "
+        "every convolution) or NNCF's per-channel choice (slower)",
+        choices=("per_tensor", "per_channel"))
+    ort_transposed_conv: str = option(
+        "subpixel", "ONNX Runtime: a light decoder's transposed convolutions as sub-pixel "
+        "convolutions, which quantize, or kept (they run in float)",
+        choices=("subpixel", "keep"))
+
+    def __post_init__(self) -> None:
+        check_choices(self)
+        if self.ort_quantizer == "nncf" and self.ort_activations != "u8":
+            raise QuantizationError("--ort-activations s8 is ONNX Runtime's quantizer's; NNCF "
+                                    "chooses the activation types itself: add --ort-quantizer "
+                                    "ort")
+        default = next(f.default for f in fields(self) if f.name == "ort_nncf_activations")
+        if self.ort_nncf_activations != default and self.ort_quantizer != "nncf":
+            raise QuantizationError("--ort-nncf-activations is NNCF's choice for ONNX "
+                                    "Runtime's file: add --ort-quantizer nncf")
 
 
 def unavailable_reason() -> Optional[str]:
@@ -126,7 +185,7 @@ def _build_int8(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
     from okdhp_edge.convert.onnx_export import set_onnx_metadata
 
     with _float_source(ctx, fmt) as src:
-        if ctx.recipe.ort_quantizer == "nncf" and acts is None:
+        if ctx.recipe.onnxruntime.ort_quantizer == "nncf" and acts is None:
             made = quantize_onnx_nncf(src, ctx.path(fmt.name), images, ctx.recipe)
         else:
             made = quantize_onnx(src, ctx.path(fmt.name), images, ctx.recipe, acts)
@@ -143,7 +202,7 @@ def _float_source(ctx: BuildContext, fmt: ExportFormat) -> Iterator[Path]:
     from okdhp_edge.convert.subpixel import subpixel_student
 
     sub = None
-    if fmt.runs_on == "onnxruntime" and ctx.recipe.ort_transposed_conv == "subpixel":
+    if fmt.runs_on == "onnxruntime" and ctx.recipe.onnxruntime.ort_transposed_conv == "subpixel":
         sub = subpixel_student(ctx.model)
     if sub is None:
         yield ctx.path(fmt.source)
@@ -247,8 +306,6 @@ QAT_BUILDERS = {"onnx_int8": _qat_int8, "onnx_int8_s8": _qat_int8}
 
 def _head_node(model: Any) -> str:
     """Name of the ONNX node that writes the graph's output (the heatmap convolution)."""
-    from okdhp_edge.convert.quantize import QuantizationError
-
     out = model.graph.output[0].name
     for node in model.graph.node:
         if out in node.output:
@@ -299,7 +356,7 @@ def quantize_onnx(src: Path, dst: Path, images: np.ndarray, recipe: Any,
     model = onnx.load(str(src))
     reader = _calibration_reader(CalibrationDataReader, images, model.graph.input[0].name)
     exclude = [_head_node(model)] if recipe.keep_head else []
-    signed = (activations or recipe.ort_activations) == "s8"
+    signed = (activations or recipe.onnxruntime.ort_activations) == "s8"
 
     def write(tmp: Path) -> None:
         quantize_static(str(src), str(tmp), reader, quant_format=QuantFormat.QDQ, per_channel=True,
@@ -356,7 +413,7 @@ def quantize_onnx_nncf(src: Path, dst: Path, images: np.ndarray, recipe: Any
     estimator = nncf_range_estimator(recipe.method)
     if estimator is not None:
         advanced["activations_range_estimator_params"] = estimator
-    if recipe.ort_nncf_activations == "per_tensor":  # what QLinearConv fuses
+    if recipe.onnxruntime.ort_nncf_activations == "per_tensor":  # what QLinearConv fuses
         advanced["activations_quantization_params"] = QuantizationParameters(per_channel=False)
     if advanced:
         opts["advanced_parameters"] = AdvancedQuantizationParameters(**advanced)
@@ -367,7 +424,7 @@ def quantize_onnx_nncf(src: Path, dst: Path, images: np.ndarray, recipe: Any
             "calibration_method": "nncf-default" if recipe.method == "default"
             else recipe.method,
             "activations": f"nncf: u8 after ReLU, s8 elsewhere (as u8, zero points + 128), "
-                           f"{recipe.ort_nncf_activations.replace('_', ' ')}"}
+                           f"{recipe.onnxruntime.ort_nncf_activations.replace('_', ' ')}"}
 
 
 def onnx_float_layers(path: Path) -> list[str]:

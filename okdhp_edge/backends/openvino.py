@@ -12,12 +12,16 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
 
 from okdhp_edge.backends.base import BackendUnavailable, BuildContext, Runner, missing_package
+from okdhp_edge.convert.quantize import check_choices
+from okdhp_edge.errors import QuantizationError
+from okdhp_edge.grammar import option
 from okdhp_edge.targets import ExportFormat
 
 log = logging.getLogger(__name__)
@@ -26,6 +30,45 @@ WEIGHTED_OV = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "Ma
 # the convolution after them)
 _PRECISION_PRESERVING = ("MaxPool", "Reshape", "Transpose", "Squeeze", "Unsqueeze",
                          "StridedSlice", "Split", "VariadicSplit")
+
+
+@dataclass(frozen=True)
+class Int8Options:
+    """OpenVINO's INT8 options (NNCF): the recipe's ``openvino`` section (its fields keep
+    their flat names in records and on the command line).
+
+    Attributes:
+        max_drop: NNCF accuracy control, the largest loss of the metric (AP, or PCKh points)
+            allowed on the selection split; layers go back to higher precision until it
+            holds. None: plain post-training quantization.
+        overflow_fix: NNCF's fix of the int8 saturation of x86 CPUs without VNNI (AVX2,
+            AVX-512 without VNNI): ``first_layer`` (NNCF's default: the first convolution's
+            weights use half the int8 range), ``enable`` (every convolution's) or
+            ``disable``. A property of the target, not of the model.
+    """
+
+    max_drop: Optional[float] = option(
+        None, "OpenVINO: NNCF accuracy control, at most this much of the metric lost on the "
+        "selection split (AP 0.005 = half a point)", minimum=0, flag="--int8-max-drop")
+    overflow_fix: str = option(
+        "first_layer", "OpenVINO: weights in half the int8 range against the saturation of "
+        "CPUs without VNNI (enable: every convolution; see docs/int8.md)",
+        choices=("first_layer", "enable", "disable"), flag="--int8-overflow-fix")
+
+    def __post_init__(self) -> None:
+        check_choices(self)
+        if self.max_drop is not None and self.max_drop < 0:
+            raise QuantizationError("max_drop must be >= 0")
+
+    def advice(self) -> list[str]:
+        """What a user quantizing with these options on this machine should know."""
+        from okdhp_edge.utils.cpu import cpu_has_int8_dot
+
+        if self.overflow_fix == "first_layer" and not cpu_has_int8_dot():
+            return ["this CPU has no VNNI: its int8 kernels can saturate; --int8-overflow-fix "
+                    "enable cut OpenVINO INT8's AP loss on the reference zoo here "
+                    "(docs/int8.md)"]
+        return []
 
 
 def unavailable_reason() -> Optional[str]:
@@ -168,7 +211,7 @@ def _build_ir(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
 
 def _build_int8(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
     images, calib = ctx.calibration()
-    validation = ctx.selection_validation() if ctx.recipe.max_drop is not None else None
+    validation = ctx.selection_validation() if ctx.recipe.openvino.max_drop is not None else None
     return {**quantize_openvino(ctx.path(fmt.source), ctx.path(fmt.name), images, ctx.recipe,
                                 validation, ctx.metadata(fmt)),
             "calibration": calib, "recipe": ctx.recipe.as_dict()}
@@ -234,8 +277,6 @@ def _nncf():
 def _ov_head(model: Any) -> str:
     """Friendly name of the convolution that makes the heatmaps (walking back from the
     result through bias adds and converts)."""
-    from okdhp_edge.convert.quantize import QuantizationError
-
     node = model.outputs[0].get_node()
     for _ in range(8):
         node = node.input_value(0).get_node()
@@ -259,9 +300,10 @@ def _nncf_options(nncf: Any, recipe: Any, model: Any) -> dict[str, Any]:
     estimator = nncf_range_estimator(recipe.method)
     if estimator is not None:
         advanced["activations_range_estimator_params"] = estimator
-    if recipe.overflow_fix != "first_layer":  # NNCF's default otherwise, left to NNCF
+    fix = recipe.openvino.overflow_fix
+    if fix != "first_layer":  # NNCF's default otherwise, left to NNCF
         advanced["overflow_fix"] = {"enable": OverflowFix.ENABLE,
-                                    "disable": OverflowFix.DISABLE}[recipe.overflow_fix]
+                                    "disable": OverflowFix.DISABLE}[fix]
     if advanced:
         opts["advanced"] = AdvancedQuantizationParameters(**advanced)
     return opts
@@ -271,12 +313,10 @@ def quantize_openvino(src_onnx: Path, dst_xml: Path, images: np.ndarray, recipe:
                       validation: Optional[tuple[list, Callable, Callable]] = None,
                       metadata: Optional[dict[str, str]] = None) -> dict[str, Any]:
     """NNCF post-training quantization of the ONNX model into an OpenVINO IR (``.xml`` +
-    ``.bin``). With ``recipe.max_drop``, the accuracy-controlled variant: ``validation`` =
+    ``.bin``). With ``recipe.openvino.max_drop``, the accuracy-controlled variant: ``validation`` =
     (items, to_input, fn) where ``to_input(item)`` is a model input [1, 3, H, W] and
     ``fn(compiled_model, items) -> metric`` measures the selection split. Returns what
     stayed in higher precision."""
-    from okdhp_edge.convert.quantize import QuantizationError
-
     nncf = _nncf()
     import openvino as ov
 
@@ -284,7 +324,7 @@ def quantize_openvino(src_onnx: Path, dst_xml: Path, images: np.ndarray, recipe:
     calib = nncf.Dataset([images[i:i + 1] for i in range(len(images))])
     opts = _nncf_options(nncf, recipe, model)
     advanced = opts.pop("advanced", None)
-    if recipe.max_drop is None:
+    if recipe.openvino.max_drop is None:
         q = nncf.quantize(model, calib, advanced_parameters=advanced, **opts)
     else:
         if validation is None:
@@ -293,7 +333,7 @@ def quantize_openvino(src_onnx: Path, dst_xml: Path, images: np.ndarray, recipe:
         q = nncf.quantize_with_accuracy_control(
             model, calib, nncf.Dataset(items, to_input),
             validation_fn=lambda m, data: fn(m, list(data)),
-            max_drop=recipe.max_drop, drop_type=nncf.DropType.ABSOLUTE,
+            max_drop=recipe.openvino.max_drop, drop_type=nncf.DropType.ABSOLUTE,
             advanced_quantization_parameters=advanced, **opts)
     for k, v in (metadata or {}).items():  # with the student's: the recipe that made it
         q.set_rt_info(v, ["framework", k])

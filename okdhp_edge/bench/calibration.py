@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple, Optional
 
+from okdhp_edge.backends.recipe import QuantRecipe, reads
 from okdhp_edge.bench.run import file_accuracy
-from okdhp_edge.convert.quantize import METHODS, QuantRecipe
+from okdhp_edge.convert.quantize import METHODS
 from okdhp_edge.evaluation.uncertainty import interval_text, paired_delta
 from okdhp_edge.experiments.executors import Scheduler
 from okdhp_edge.grammar import Request, option
@@ -52,9 +53,10 @@ class Cell(NamedTuple):
     overflow_fix: bool = False  # OpenVINO: NNCF's overflow fix on every convolution
 
     def recipe(self) -> QuantRecipe:
-        return QuantRecipe(method=self.method, num_images=self.images, max_drop=self.max_drop,
-                           keep_head=self.keep_head,
-                           overflow_fix="enable" if self.overflow_fix else "first_layer")
+        return QuantRecipe.from_record({
+            "method": self.method, "num_images": self.images, "max_drop": self.max_drop,
+            "keep_head": self.keep_head,
+            "overflow_fix": "enable" if self.overflow_fix else "first_layer"})
 
 
 def _cells(students: list[str], backends: list[str], images: list[int], methods: list[str],
@@ -70,17 +72,12 @@ def _cells(students: list[str], backends: list[str], images: list[int], methods:
     grid += [("default", top, None, True)] if keep_head else []
     ac = [("default", top, d, False) for d in max_drops]
     cells = [Cell(s, b, m, n, d, h) for s in students for b in backends
-             for m, n, d, h in grid + (ac if _reads(b, "max_drop") else [])]
+             for m, n, d, h in grid + (ac if reads(b, "max_drop") else [])]
     if overflow_fix:
         cells += [Cell(s, b, m, top, None, False, True) for s in students
-                  for b in backends if _reads(b, "overflow_fix")
+                  for b in backends if reads(b, "overflow_fix")
                   for m in ["default", *[m for m in methods if m != "default"]]]
     return cells
-
-
-def _reads(backend: str, recipe_field: str) -> bool:
-    """Whether ``backend``'s quantizer reads ``recipe_field``."""
-    return recipe_field in BACKEND_INFO[backend].recipe_fields
 
 
 def cell_key(cell: Cell) -> str:
@@ -106,7 +103,7 @@ def _measure(student_yaml: Path, man: StudentManifest, backend: str, precision: 
     out = {"value": acc["value"], "metric": acc["metric"], "persons": acc.get("persons")}
     if acc.get("units"):  # the interval, and the per-image results the paired deltas need
         out.update(ci95=acc["ci95"], bootstrap=to_dict(acc["bootstrap"]), units=acc["units"])
-    if _reads(backend, "max_drop"):  # the split accuracy control decides on, measured alike
+    if reads(backend, "max_drop"):  # the split accuracy control decides on, measured alike
         out["select_value"] = _selection_metric(man, work / entry.file, precision)
     for k in (*QUANT_FIELDS[1:], "file_bytes"):
         if getattr(entry, k) is not None:

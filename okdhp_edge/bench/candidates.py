@@ -59,8 +59,8 @@ def zoo_candidates(zoo: Path, students: Optional[tuple[str, ...]], targets: list
                    recipe: object, timeout_s: Optional[float] = None, decoder: str = "auto",
                    throughput: bool = False) -> list[Candidate]:
     """Every (selected) student of ``zoo`` in each decoder form ``decoder`` asks of the
-    targets, exported to the targets' formats with ``recipe`` (a :class:`okdhp_edge.convert.
-    quantize.QuantRecipe`), each backend's files built in worker processes of their own
+    targets, exported to the targets' formats with ``recipe`` (a :class:`okdhp_edge.backends.
+    recipe.QuantRecipe`), each backend's files built in worker processes of their own
     (:func:`okdhp_edge.bench.worker.export_in_workers`)."""
     from okdhp_edge.bench.worker import ExportUnit, export_in_workers
     from okdhp_edge.export.exporter import export_dir_of

@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Optional
 
+from okdhp_edge.backends.recipe import ALWAYS_SPELLED, QuantRecipe
 from okdhp_edge.bench.candidates import Candidate, bundle_candidates, zoo_candidates
 from okdhp_edge.bench.device import device_id, fingerprint
 from okdhp_edge.bench.load import POLICIES, LoadMonitor
 from okdhp_edge.bench.report import decoder_lines
 from okdhp_edge.bench.run import BenchOptions, bench_candidates, planned_pairs
 from okdhp_edge.bench.timing import TimingConfig
-from okdhp_edge.convert.quantize import ALWAYS_SPELLED, QuantRecipe
 from okdhp_edge.errors import QuantizationError
 from okdhp_edge.evaluation.uncertainty import MIN_RESAMPLES, N_RESAMPLES
 from okdhp_edge.grammar import Request, option
@@ -33,7 +33,7 @@ from okdhp_edge.targets import (
 )
 from okdhp_edge.utils.board import choose_cpus, read_board
 from okdhp_edge.utils.cli import UsageError, request_main
-from okdhp_edge.utils.cpu import allowed_cpus, cpu_has_int8_dot
+from okdhp_edge.utils.cpu import allowed_cpus
 
 log = logging.getLogger("okdhp_edge.bench")
 
@@ -197,18 +197,15 @@ def _untrained(cands: list[Candidate]) -> bool:
 
 def _targets(req: BenchRequest) -> list:
     """The targets asked for (the recipe checked against the backends that quantize)."""
-    targets, recipe = targets_for(req.backends, req.precisions), req.recipe
-    if any(t.quantized for t in targets):
+    targets = targets_for(req.backends, req.precisions)
+    quantizing = {t.backend for t in targets if t.quantized}
+    if quantizing:
         try:
-            recipe.check_honoured({t.backend for t in targets if t.quantized})
+            req.recipe.check_honoured(quantizing)
         except QuantizationError as exc:
             raise UsageError(str(exc)) from None
-    if (any(t.quantized and "overflow_fix" in BACKEND_INFO[t.backend].recipe_fields
-            for t in targets)
-            and recipe.overflow_fix == "first_layer" and not cpu_has_int8_dot()):
-        log.info("this CPU has no VNNI: its int8 kernels can saturate; "
-                 "--int8-overflow-fix enable cut OpenVINO INT8's AP loss on the "
-                 "reference zoo here (docs/int8.md)")
+        for line in req.recipe.advice(quantizing):
+            log.info("%s", line)
     return targets
 
 

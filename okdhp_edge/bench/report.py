@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 from typing import Any, Optional
 
+from okdhp_edge.backends.recipe import reads
 from okdhp_edge.evaluation.uncertainty import interval_text
 from okdhp_edge.records import BenchReport, BenchRow, LatencyStats, ReportError, read_json_record
 from okdhp_edge.utils.board import board_from_dict
@@ -263,7 +264,7 @@ def _quantization_lines(rows: list[BenchRow]) -> list[str]:
         ac = (f", accuracy control max drop {rec['max_drop']} on the selection split"
               if rec.get("max_drop") is not None else "")
         acts = f", {q['activations']} activations" if q.get("activations") else ""
-        if _reads(r.backend, "overflow_fix") and \
+        if reads(r.backend, "overflow_fix") and \
                 rec.get("overflow_fix", "first_layer") != "first_layer":
             acts += f", overflow fix {rec['overflow_fix']}"
         out.append(f"- {r.label}: {q.get('calibration_method')} ranges{acts}, "
@@ -278,14 +279,6 @@ def _quantization_aware(q: dict) -> bool:
     """Whether an INT8 file's quantization record is a quantization-aware student's (made
     from its program: a quantizer named, no calibration)."""
     return "calibration" not in q and bool(q.get("recipe", {}).get("quantizer"))
-
-
-def _reads(backend: str, recipe_field: str) -> bool:
-    """Whether ``backend``'s quantizer reads ``recipe_field`` (the targets table says)."""
-    from okdhp_edge.targets import BACKEND_INFO
-
-    info = BACKEND_INFO.get(backend)
-    return info is not None and recipe_field in info.recipe_fields
 
 
 def _plot_report(ax: Any, rep: BenchReport, colors: dict[str, Any], style: str,

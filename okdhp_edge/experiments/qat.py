@@ -156,8 +156,8 @@ def score_all(args: QatAblationRequest, backend: str, zoos: dict[tuple[str, int]
               scores: Scores) -> None:
     """Every arm's INT8 file and the float fp32 file of every student, on both splits (each
     file built, or found built, once)."""
+    from okdhp_edge.backends.recipe import QuantRecipe
     from okdhp_edge.bench.run import target_file
-    from okdhp_edge.convert.quantize import QuantRecipe
     from okdhp_edge.manifest import load_student_manifest, zoo_students
     from okdhp_edge.utils.isolate import call_isolated
 

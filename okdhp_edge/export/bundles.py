@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from okdhp_edge import __version__
-from okdhp_edge.convert.quantize import QuantRecipe
+from okdhp_edge.backends.recipe import QuantRecipe
 from okdhp_edge.data.formats import image_files
 from okdhp_edge.records import (
     NO_WEIGHTS,

@@ -43,7 +43,7 @@ from okdhp_edge.backends import (
     unavailable_reason,
 )
 from okdhp_edge.backends.base import BackendUnavailable, conversion_failed, run_one_by_one
-from okdhp_edge.convert.quantize import QuantRecipe
+from okdhp_edge.backends.recipe import QuantRecipe
 from okdhp_edge.errors import OkdhpError, UsageError
 from okdhp_edge.evaluation.parity import PARITY_STD_RATIO, parity
 from okdhp_edge.manifest import DECODER_KEY, RECIPE_KEY, model_file_metadata

@@ -44,7 +44,7 @@ def test_pte_program_runs_with_parity(et_export):
 def test_a_program_of_an_older_builder_is_rebuilt(et_export):
     import dataclasses
 
-    from okdhp_edge.convert.quantize import QuantRecipe
+    from okdhp_edge.backends.recipe import QuantRecipe
     from okdhp_edge.export.exporter import _cached
 
     _, _, out, rec = et_export
@@ -59,7 +59,7 @@ def test_a_program_of_an_older_builder_is_rebuilt(et_export):
 
 @pytest.mark.slow  # PT2E convert + a second lowering: ~40 s on the tiny student
 def test_pte_int8_runs_with_parity(et_export):
-    from okdhp_edge.convert.quantize import QuantRecipe
+    from okdhp_edge.backends.recipe import QuantRecipe
     from okdhp_edge.export.exporter import export_student
 
     d, _, _, _ = et_export

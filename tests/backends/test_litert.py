@@ -16,7 +16,7 @@ pytest.importorskip("litert_torch", reason="the litert extra is not installed")
 
 @pytest.fixture(scope="module")
 def litert_export(tiny_zoo, tmp_path_factory):
-    from okdhp_edge.convert.quantize import QuantRecipe
+    from okdhp_edge.backends.recipe import QuantRecipe
     from okdhp_edge.export.exporter import export_student
 
     d, man = zoo_students(tiny_zoo)[0]
@@ -54,7 +54,7 @@ def test_tflite_files_run_with_parity(litert_export):
 def test_unsupported_recipe_is_an_unavailable_row(litert_export, tmp_path):
     import shutil
 
-    from okdhp_edge.convert.quantize import QuantRecipe
+    from okdhp_edge.backends.recipe import QuantRecipe
     from okdhp_edge.export.exporter import export_student
 
     d, _, out, _ = litert_export
@@ -81,7 +81,7 @@ LOAD_BUNDLE = blocking("torch") + textwrap.dedent("""
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
 def test_litert_bundle_runs_without_torch_and_refuses_tampering(litert_export, tmp_path,
                                                                 precision):
-    from okdhp_edge.convert.quantize import QuantRecipe
+    from okdhp_edge.backends.recipe import QuantRecipe
     from okdhp_edge.export.bundles import export_bundle
     from okdhp_edge.runtime.bundle import load_bundle
     from okdhp_edge.utils.io import IntegrityError
@@ -172,7 +172,7 @@ def test_mobilenetv2_int8_through_pt2e_matches_its_float_student(synthetic_root,
 
     from okdhp_edge.backends import make_runner
     from okdhp_edge.backends.litert import PT2E
-    from okdhp_edge.convert.quantize import QuantRecipe
+    from okdhp_edge.backends.recipe import QuantRecipe
     from okdhp_edge.export.exporter import export_student
     from okdhp_edge.models.student import export_module
     from okdhp_edge.plan import write_plan_zoo

@@ -103,10 +103,10 @@ def test_a_crashing_chart_leaves_the_json_and_table_and_no_temporary(tiny_zoo, t
                                      pytest.param("litert", marks=pytest.mark.slow)])
 def test_a_rows_peak_memory_is_its_workers_own(tiny_zoo, backend):
     """The cost a worker reports matches the kernel's VmHWM of that worker read from here."""
+    from okdhp_edge.backends.recipe import QuantRecipe
     from okdhp_edge.bench.candidates import zoo_candidates
     from okdhp_edge.bench.run import BenchOptions, _row_spec, _target, model_path
     from okdhp_edge.bench.timing import TimingConfig
-    from okdhp_edge.convert.quantize import QuantRecipe
     from okdhp_edge.records import BenchRow
     from okdhp_edge.targets import targets_for
     from okdhp_edge.utils.isolate import Worker, import_path, vm_kb

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import yaml
 
-from okdhp_edge.convert.quantize import QuantizationError, QuantRecipe
+from okdhp_edge.backends.recipe import QuantRecipe
+from okdhp_edge.convert.quantize import QuantizationError
 from okdhp_edge.export.exporter import export_student
 from okdhp_edge.manifest import ManifestError, zoo_students
 from okdhp_edge.targets import FORMATS, TOLERANCE, formats_for, get_target, targets_for
@@ -66,7 +67,7 @@ def test_int8_is_reproducible_and_cached(student, int8_export, tmp_path):
     assert again.formats["onnx_int8"].sha256 == rec.formats["onnx_int8"].sha256
     ort_file = out / "model_int8.onnx"
     mtime = ort_file.stat().st_mtime_ns
-    ov_only = QuantRecipe(num_images=16, overflow_fix="enable", max_drop=0.01)
+    ov_only = QuantRecipe.from_record(dict(num_images=16, overflow_fix="enable", max_drop=0.01))
     kept = export_student(student, out, formats=("onnx_int8",), recipe=ov_only)
     assert ort_file.stat().st_mtime_ns == mtime  # OpenVINO-only fields: ORT's file stays
     assert kept.formats["onnx_int8"].recipe == RECIPE.as_dict()  # what made it
@@ -101,7 +102,7 @@ def test_overflow_fix_halves_every_weight_range(student, int8_export, tmp_path):
     shutil.copytree(int8_export[0], tmp_path, dirs_exist_ok=True)  # the default's file
     xml = tmp_path / int8_export[1].formats["openvino_int8"].file
     before = _int8_weight_range(xml)
-    fixed_recipe = QuantRecipe(num_images=16, overflow_fix="enable")
+    fixed_recipe = QuantRecipe.from_record(dict(num_images=16, overflow_fix="enable"))
     fixed = export_student(student, tmp_path, formats=("openvino_int8",), recipe=fixed_recipe)
     after = _int8_weight_range(xml)
     assert len(before) == len(after) > 2
@@ -110,7 +111,7 @@ def test_overflow_fix_halves_every_weight_range(student, int8_export, tmp_path):
     old = {k: v for k, v in RECIPE.as_dict().items() if k != "overflow_fix"}
     assert RECIPE.same_as(old) and not fixed_recipe.same_as(old)
     with pytest.raises(QuantizationError, match="overflow_fix must be one of"):
-        QuantRecipe(overflow_fix="all")
+        QuantRecipe.from_record(dict(overflow_fix="all"))
 
 
 def test_tampered_cache_is_rebuilt_not_trusted(student, tmp_path, caplog):
@@ -157,10 +158,10 @@ def test_too_few_calibration_images_is_one_line(tiny_zoo, tmp_path):
 def test_recipe_is_checked():
     with pytest.raises(QuantizationError, match="calibration method 'kl'"):
         QuantRecipe(method="kl")
-    base, ov = QuantRecipe(), QuantRecipe(overflow_fix="enable")
+    base, ov = QuantRecipe(), QuantRecipe.from_record(dict(overflow_fix="enable"))
     assert ov.same_as(base.as_dict(), "onnxruntime") and ov.same_as(base.as_dict(), "tensorrt")
     assert not ov.same_as(base.as_dict(), "openvino") and not ov.same_as(base.as_dict())
-    s8 = QuantRecipe(ort_quantizer="ort", ort_activations="s8")
+    s8 = QuantRecipe.from_record(dict(ort_quantizer="ort", ort_activations="s8"))
     assert s8.same_as(base.as_dict(), "tensorrt") and not s8.same_as(base.as_dict(), "onnxruntime")
     assert not QuantRecipe(seed=1).same_as(base.as_dict(), "tensorrt")  # shared fields count
 
@@ -179,7 +180,7 @@ def test_schema_1_student_cannot_calibrate(student, tmp_path):
 def test_accuracy_control_on_the_selection_split(student, tmp_path):
     """NNCF's accuracy-controlled mode runs end to end, measured on the selection split,
     and records which layers it kept in float."""
-    recipe = QuantRecipe(num_images=8, max_drop=0.0)
+    recipe = QuantRecipe.from_record(dict(num_images=8, max_drop=0.0))
     e = export_student(student, tmp_path, formats=("openvino_int8",),
                        recipe=recipe).formats["openvino_int8"]
     assert e.available and e.recipe["max_drop"] == 0.0
@@ -351,19 +352,19 @@ def test_onnx_runtime_int8_recipes(student, int8_export, tmp_path):
     # has a quantized output (with s8 it left a MobileNetV2's residual-block convs float)
     assert all(consts[n.input[2]].dtype == np.uint8 for n in acts)
     assert _ort_float_convs(out / e.file) <= _convs_without_quantized_output(graph)
-    own = QuantRecipe(num_images=16, ort_quantizer="ort")
+    own = QuantRecipe.from_record(dict(num_images=16, ort_quantizer="ort"))
     got = export_student(student, tmp_path / "ort", formats=("onnx_int8",), recipe=own)
     assert got.formats["onnx_int8"].available and got.formats["onnx_int8"].parity.passed
     assert got.formats["onnx_int8"].sha256 != e.sha256  # another file than NNCF's
     with pytest.raises(QuantizationError, match="only onnxruntime's INT8 reads it"):
         own.check_honoured({"openvino"})
-    per_channel = QuantRecipe(num_images=16, ort_nncf_activations="per_channel")
+    per_channel = QuantRecipe.from_record(dict(num_images=16, ort_nncf_activations="per_channel"))
     got = export_student(student, tmp_path / "pc", formats=("onnx_int8",), recipe=per_channel)
     assert got.formats["onnx_int8"].recipe["ort_nncf_activations"] == "per_channel"
     with pytest.raises(QuantizationError, match="add --ort-quantizer nncf"):
-        QuantRecipe(ort_quantizer="ort", ort_nncf_activations="per_channel")
+        QuantRecipe.from_record(dict(ort_quantizer="ort", ort_nncf_activations="per_channel"))
     with pytest.raises(QuantizationError, match="NNCF chooses the activation types"):
-        QuantRecipe(ort_activations="s8")
+        QuantRecipe.from_record(dict(ort_activations="s8"))
 
 
 def test_a_full_disk_while_quantizing_is_one_line_and_leaves_nothing(int8_export, tmp_path,
@@ -398,9 +399,9 @@ def test_a_full_disk_while_quantizing_is_one_line_and_leaves_nothing(int8_export
 
 @pytest.mark.parametrize("recipe", [
     QuantRecipe(), QuantRecipe(method="minmax", num_images=8, seed=3, keep_head=True),
-    QuantRecipe(max_drop=0.005, overflow_fix="enable", ort_activations="s8",
-                ort_quantizer="ort"),
-    QuantRecipe(ort_quantizer="nncf", ort_nncf_activations="per_channel")])
+    QuantRecipe.from_record(dict(max_drop=0.005, overflow_fix="enable", ort_activations="s8",
+                ort_quantizer="ort")),
+    QuantRecipe.from_record(dict(ort_quantizer="nncf", ort_nncf_activations="per_channel"))])
 def test_recipe_options_round_trip(recipe):
     """A recipe's reproducing options parse back to that recipe (the recipe's fields are
     the request's keys: one definition for bench, zoo export and the API)."""

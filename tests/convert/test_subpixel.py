@@ -44,7 +44,7 @@ def test_subpixel_decoder_computes_the_transposed_one():
 def test_onnx_runtime_int8_file_quantizes_the_decoder(synthetic_root, tmp_path):
     import onnx
 
-    from okdhp_edge.convert.quantize import QuantRecipe
+    from okdhp_edge.backends.recipe import QuantRecipe
     from okdhp_edge.export.exporter import export_student
     from okdhp_edge.plan import write_plan_zoo
     from tests.conftest import ROOT, tiny_overrides
@@ -58,9 +58,9 @@ def test_onnx_runtime_int8_file_quantizes_the_decoder(synthetic_root, tmp_path):
     ops = {}
     for choice in ("subpixel", "keep"):
         out = tmp_path / choice
+        recipe = QuantRecipe.from_record(dict(num_images=8, ort_transposed_conv=choice))
         e = export_student(d / "student.yaml", out, formats=("onnx_int8",),
-                           recipe=QuantRecipe(num_images=8, ort_transposed_conv=choice)
-                           ).formats["onnx_int8"]
+                           recipe=recipe).formats["onnx_int8"]
         assert e.available and e.parity.passed, (choice, e.reason, e.parity)
         assert e.recipe["ort_transposed_conv"] == choice
         graph = onnx.load(str(out / e.file)).graph
@@ -72,4 +72,4 @@ def test_onnx_runtime_int8_file_quantizes_the_decoder(synthetic_root, tmp_path):
     assert ops["subpixel"].count("DepthToSpace") == 3 and "ConvTranspose" not in ops["subpixel"]
     assert ops["keep"].count("ConvTranspose") == 3
     with pytest.raises(Exception, match="ort_transposed_conv must be one of"):
-        QuantRecipe(ort_transposed_conv="all")
+        QuantRecipe.from_record(dict(ort_transposed_conv="all"))
