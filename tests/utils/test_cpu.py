@@ -77,7 +77,7 @@ def test_int8_dot_product_flags_and_the_bench_hint(monkeypatch, caplog):
     finally:
         monkeypatch.undo()
         cpu.cpu_info.cache_clear()
-    monkeypatch.setattr(bench_cli, "cpu_has_int8_dot", lambda: False)
+    monkeypatch.setattr(cpu, "cpu_has_int8_dot", lambda: False)  # the options read it there
     base = ["--zoo", "z", "--backends", "onnxruntime,openvino", "--precisions", "fp32,int8"]
     with caplog.at_level(logging.INFO, logger="okdhp_edge.bench"):
         bench_cli._targets(bench_cli.BenchRequest.parse(base))
