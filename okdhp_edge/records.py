@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Optional, TypeVar
@@ -347,9 +348,63 @@ class Parity:
 
 
 @dataclass(frozen=True)
+class CalibrationList:
+    """Which crops calibrated an INT8 file: how many, drawn with which seed, the sha256 of
+    their record ids, and where from."""
+
+    num_images: int
+    seed: int
+    list_sha256: str
+    source: str
+
+
+@dataclass(frozen=True)
+class Quantization:
+    """How a quantized file was made: the recipe (the flat post-training recipe of
+    :class:`okdhp_edge.backends.recipe.QuantRecipe`, or a quantization-aware student's), its
+    calibration (none for a QAT student's program), the range method and quantizer used, the
+    activations' form, and the layers left in higher precision. Carried by the file's
+    export record, its bundle and every bench row of it."""
+
+    recipe: dict[str, Any]
+    calibration: Optional[CalibrationList] = field(default=None, metadata=OMIT_NONE)
+    calibration_method: Optional[str] = field(default=None, metadata=OMIT_NONE)
+    quantizer: Optional[str] = field(default=None, metadata=OMIT_NONE)  # where a backend has two
+    activations: Optional[str] = field(default=None, metadata=OMIT_NONE)
+    higher_precision_layers: Optional[list[str]] = field(default=None, metadata=OMIT_NONE)
+
+    @property
+    def quantization_aware(self) -> bool:
+        """Made from a quantization-aware student's program (a quantizer named in its
+        recipe, no calibration)."""
+        return self.calibration is None and bool(self.recipe.get("quantizer"))
+
+
+@dataclass(frozen=True)
+class LiteRTBuild:
+    """What LiteRT's builder records of a ``.tflite`` file."""
+
+    layout: str  # its input layout
+    converter: Optional[str] = field(default=None, metadata=OMIT_NONE)  # litert-torch version
+    weights: Optional[str] = field(default=None, metadata=OMIT_NONE)  # float16: fp16 weights
+
+
+@dataclass(frozen=True)
+class ExecuTorchBuild:
+    """What ExecuTorch's builder records of a ``.pte`` program."""
+
+    layout: str
+    delegate: str  # XNNPACK
+    version: str  # the executorch package that lowered it
+    xnnpack_partitions: Optional[int] = field(default=None, metadata=OMIT_NONE)
+    outside_xnnpack: Optional[list[str]] = field(default=None, metadata=OMIT_NONE)
+
+
+@dataclass(frozen=True)
 class FormatRecord:
-    """One format of an export: its file and sha256s, its parity against PyTorch fp32, and
-    (a quantized file) the recipe and calibration it was made with; or why it is not there."""
+    """One format of an export: its file and sha256s, its parity against PyTorch fp32, how
+    a quantized file was made, what its backend's builder records of it; or why it is not
+    there."""
 
     backend: str  # the runtime its parity is checked on
     precision: str
@@ -359,35 +414,12 @@ class FormatRecord:
     sha256: dict[str, str] = field(default_factory=dict)
     file_bytes: Optional[int] = None
     parity: Optional[Parity] = field(default=None, metadata=EMPTY_IS_NONE)
-    # what the builder records (a quantizer's recipe, a converter's version...)
-    layout: Optional[str] = None
-    converter: Optional[str] = None
-    delegate: Optional[str] = None
-    executorch: Optional[str] = None
-    weights: Optional[str] = None
-    recipe: Optional[dict[str, Any]] = None
-    calibration: Optional[dict[str, Any]] = None
-    calibration_method: Optional[str] = None
-    quantizer: Optional[str] = None  # which tool made the file, where a backend has two
-    activations: Optional[str] = None
-    higher_precision_layers: Optional[list[str]] = None
-    xnnpack_partitions: Optional[int] = None
-    outside_xnnpack: Optional[list[str]] = None
+    quantization: Optional[Quantization] = field(default=None, metadata=OMIT_NONE)
+    litert: Optional[LiteRTBuild] = field(default=None, metadata=OMIT_NONE)
+    executorch: Optional[ExecuTorchBuild] = field(default=None, metadata=OMIT_NONE)
     # the builder's BUILD_REVISION when it declares one: a file made by an older revision
     # of its builder is rebuilt, not reused
     build_revision: Optional[int] = None
-
-    @property
-    def quantization(self) -> dict[str, Any]:
-        """The fields that say how a quantized file was made ({} for a float file)."""
-        if self.recipe is None:
-            return {}
-        return {k: getattr(self, k) for k in QUANT_FIELDS if getattr(self, k) is not None}
-
-
-# what a quantized file's record carries (export.yaml, bench rows, bundle.yaml)
-QUANT_FIELDS = ("recipe", "calibration", "calibration_method", "quantizer", "activations",
-                "higher_precision_layers")
 
 
 def format_record(data: dict[str, Any], where: str) -> FormatRecord:
@@ -397,9 +429,11 @@ def format_record(data: dict[str, Any], where: str) -> FormatRecord:
 
 @dataclass(frozen=True)
 class ExportRecord(Record):
-    """``export.yaml``: every format exported from one student's weights."""
+    """``export.yaml``: every format exported from one student's weights. Version 2 held a
+    format's quantization and its builder's facts as flat fields of the format; migrated on
+    read."""
 
-    VERSION: ClassVar[int] = 2
+    VERSION: ClassVar[int] = 3
 
     schema: int
     student: str
@@ -441,7 +475,7 @@ class BundleManifest(Record):
     files: dict[str, str]  # every file of the bundle but bundle.yaml -> sha256
     student_manifest: StudentManifest
     parity: Parity
-    quantization: Optional[dict[str, Any]] = field(default=None, metadata=OMIT_NONE)
+    quantization: Optional[Quantization] = field(default=None, metadata=OMIT_NONE)
     input_layout: str = "NCHW"  # the model file's input layout (checked at load)
     requires: Optional[str] = field(default=None, metadata=OMIT_NONE)  # the pip extra
     # shipped although its parity check failed (`zoo export --allow-parity-failure`)
@@ -656,7 +690,7 @@ class BenchRow:
     macs: int = 0
     command: str = ""
     file_bytes: Optional[int] = None  # the model file (and weights) this row loads
-    quantization: dict[str, Any] = field(default_factory=dict)  # recipe, calibration, layers
+    quantization: Optional[Quantization] = field(default=None, metadata=EMPTY_IS_NONE)
     zoo: Optional[str] = field(default=None, metadata=OMIT_NONE)  # a merged report's
     cost: Optional[RowCost] = field(default=None, metadata=OMIT_NONE)  # memory, start-up
     failure: Optional[RowFailure] = field(default=None, metadata=OMIT_NONE)  # a worker's end
@@ -814,7 +848,46 @@ class FleetRun(Record):
 # --------------------------------------------------------------------------- reading
 
 
+def _format_v2_to_v3(entry: dict[str, Any]) -> dict[str, Any]:
+    """A version-2 format entry: its flat quantization fields into ``quantization``, its
+    builder's into the section of the backend it runs on (``executorch`` held the version)."""
+    out = dict(entry)
+    quant = {k: out.pop(k) for k in ("recipe", "calibration", "calibration_method",
+                                     "quantizer", "activations", "higher_precision_layers")
+             if k in out}
+    if quant.get("recipe") is not None:
+        out["quantization"] = quant
+    section, sections = out.get("backend", ""), _build_sections()
+    if section not in sections:
+        return out
+    names = {f.name for f in dataclasses.fields(sections[section])} | {section}
+    build = {k: out.pop(k) for k in list(out) if k in names}
+    if section in build:  # the section's own name held the package version
+        build["version"] = build.pop(section)
+    if build:
+        out[section] = build
+    return out
+
+
+def _build_sections() -> dict[str, type]:
+    """The backends whose builder records facts of its own -> their section's record: the
+    fields of :class:`FormatRecord` named as backends."""
+    hints = typing.get_type_hints(FormatRecord)
+    return {name: typing.get_args(hint)[0] for name, hint in hints.items()
+            if typing.get_args(hint)[:1] in ((LiteRTBuild,), (ExecuTorchBuild,))}
+
+
+def _export_v2_to_v3(data: dict[str, Any], where: str) -> dict[str, Any]:
+    formats = data.get("formats")
+    if isinstance(formats, dict):
+        data["formats"] = {k: _format_v2_to_v3(v) if isinstance(v, dict) else v
+                           for k, v in formats.items()}
+    data["schema"] = 3
+    return data
+
+
 MIGRATIONS: dict[tuple[str, int], Callable[[dict[str, Any], str], dict[str, Any]]] = {
+    ("ExportRecord", 2): _export_v2_to_v3,
     ("StudentManifest", 1): _student_v1_to_v2,
     ("BundleManifest", 1): _bundle_v1_to_v2,
 }

@@ -119,19 +119,20 @@ def test_the_int8_recipe_travels_with_the_file(tiny_zoo, tmp_path):
 
     def set_yaml_images(n):
         _edit(d / "export" / "export.yaml",
-              lambda r: [r["formats"][f]["recipe"].update(num_images=n) for f in fmts])
+              lambda r: [r["formats"][f]["quantization"]["recipe"].update(num_images=n)
+                         for f in fmts])
 
     export_student(d / "student.yaml", formats=fmts, recipe=QuantRecipe(num_images=8))
     assert [made(f) for f in fmts] == [8, 8]
     set_yaml_images(16)  # the record now claims what the asked recipe is: rebuilt anyway
     rec = export_student(d / "student.yaml", formats=fmts, recipe=QuantRecipe(num_images=16))
     assert [made(f) for f in fmts] == [16, 16]
-    assert all(rec.formats[f].calibration["num_images"] == 16 for f in fmts)
+    assert all(rec.formats[f].quantization.calibration.num_images == 16 for f in fmts)
     mtimes = [(d / "export" / FORMATS[f].model_file).stat().st_mtime_ns for f in fmts]
     set_yaml_images(32)  # a wrong record of the right file: reused, recorded as made
     rec = export_student(d / "student.yaml", formats=fmts, recipe=QuantRecipe(num_images=16))
     assert [(d / "export" / FORMATS[f].model_file).stat().st_mtime_ns for f in fmts] == mtimes
-    assert all(rec.formats[f].recipe["num_images"] == 16 for f in fmts)
+    assert all(rec.formats[f].quantization.recipe["num_images"] == 16 for f in fmts)
 
 
 @pytest.mark.parametrize("override,needle", [

@@ -123,3 +123,50 @@ def test_published_reports_re_render_byte_identically(path):
         chart = re.findall(r"!\[accuracy vs latency\]\((.*)\)", old)
         new = markdown(load_report(path), chart[0] if chart else None)
     assert new == old
+
+
+EXPORT_V2 = """
+schema: 2
+student: s
+weights_sha256: abc
+preprocessing: {input_size: [64, 64], mean: [0.0, 0.0, 0.0], std: [1.0, 1.0, 1.0],
+  heatmap_stride: 4, flip_pairs: [], box_padding: 1.25, sigma: 2.0}
+formats:
+  onnx_fp32: {backend: onnxruntime, precision: fp32, available: true, file: model.onnx}
+  onnx_int8:
+    backend: onnxruntime
+    precision: int8
+    available: true
+    file: model_int8.onnx
+    recipe: {method: default, num_images: 8, seed: 0, keep_head: false}
+    calibration: {num_images: 8, seed: 0, list_sha256: ff, source: train split}
+    calibration_method: nncf-default
+    quantizer: nncf
+    higher_precision_layers: []
+  litert_fp32: {backend: litert, precision: fp32, available: true, file: model_fp32.tflite,
+    layout: NCHW, converter: litert-torch 0.8}
+  executorch_fp32: {backend: executorch, precision: fp32, available: true, file: model.pte,
+    layout: NCHW, delegate: XNNPACK, executorch: 1.0.0, xnnpack_partitions: 1,
+    outside_xnnpack: []}
+"""
+
+
+def test_a_version_2_export_record_reads_into_its_sections(tmp_path):
+    """``export.yaml`` version 2 held a format's quantization and its builder's facts as
+    flat fields (a 22-field union); version 3 reads them into typed sections."""
+    from okdhp_edge.records import ExportRecord, read_record
+
+    path = tmp_path / "export.yaml"
+    path.write_text(EXPORT_V2)
+    rec = read_record(ExportRecord, path)
+    assert rec.schema == ExportRecord.VERSION == 3
+    q = rec.formats["onnx_int8"].quantization
+    assert q.recipe["num_images"] == 8 and q.calibration.list_sha256 == "ff"
+    assert (q.calibration_method, q.quantizer, q.higher_precision_layers) == (
+        "nncf-default", "nncf", [])
+    assert rec.formats["onnx_fp32"].quantization is None
+    assert rec.formats["litert_fp32"].litert.converter == "litert-torch 0.8"
+    pte = rec.formats["executorch_fp32"].executorch
+    assert (pte.version, pte.delegate, pte.xnnpack_partitions) == ("1.0.0", "XNNPACK", 1)
+    again = rec.to_dict()
+    assert "recipe" not in again["formats"]["onnx_int8"] and again["schema"] == 3

@@ -209,7 +209,12 @@ def _build_fp32(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
                          ctx.metadata(fmt))
     except Exception as exc:  # noqa: BLE001 - any lowering error is this row's reason
         raise conversion_failed(exc, "ExecuTorch XNNPACK lowering") from None
-    return {"layout": fmt.layout, "delegate": "XNNPACK", "executorch": _version(), **lowered}
+    return {"executorch": _build(fmt, lowered)}
+
+
+def _build(fmt: ExportFormat, lowered: dict[str, Any]) -> dict[str, Any]:
+    """The format record's ``executorch`` section: layout, delegate, version, partitions."""
+    return {"layout": fmt.layout, "delegate": "XNNPACK", "version": _version(), **lowered}
 
 
 def _quantizer(method: str) -> Any:
@@ -255,10 +260,11 @@ def _build_int8(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001
         raise conversion_failed(exc, "ExecuTorch PT2E INT8") from None
     method = "xnnpack-default (histogram)" if ctx.recipe.method == "default" else "minmax"
-    return {"layout": fmt.layout, "delegate": "XNNPACK", "executorch": _version(), **lowered,
-            "calibration": calib, "recipe": ctx.recipe.as_dict(), "calibration_method": method,
-            "activations": "s8 asymmetric per tensor",
-            "higher_precision_layers": float_convolutions(converted)}
+    return {"executorch": _build(fmt, lowered),
+            "quantization": {"calibration": calib, "recipe": ctx.recipe.as_dict(),
+                             "calibration_method": method,
+                             "activations": "s8 asymmetric per tensor",
+                             "higher_precision_layers": float_convolutions(converted)}}
 
 
 def float_convolutions(graph_module: Any) -> list[str]:
@@ -289,8 +295,8 @@ def _qat_int8(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
         lowered = _lower(program, ctx.path(fmt.name), ctx.metadata(fmt))
     except Exception as exc:  # noqa: BLE001 - any lowering error is this row's reason
         raise conversion_failed(exc, "ExecuTorch XNNPACK lowering of the QAT program") from None
-    return {"layout": fmt.layout, "delegate": "XNNPACK", "executorch": _version(), **lowered,
-            **qat_fields(ctx.man.qat), "higher_precision_layers": floats}
+    return {"executorch": _build(fmt, lowered),
+            "quantization": {**qat_fields(ctx.man.qat), "higher_precision_layers": floats}}
 
 
 QAT_BUILDERS = {"executorch_int8": _qat_int8}

@@ -201,7 +201,8 @@ def _build_fp32(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
 
     module, x = export_module(ctx.model, ctx.size)
     _write(ctx, fmt, _converted(module, x, ctx.path(fmt.name), "litert-torch conversion"))
-    return {"layout": fmt.layout, "converter": f"litert-torch {litert_torch.__version__}"}
+    return {"litert": {"layout": fmt.layout,
+                       "converter": f"litert-torch {litert_torch.__version__}"}}
 
 
 def _quantizer(src: Path) -> Any:
@@ -235,7 +236,7 @@ def _build_fp16(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
                               num_bits=16, algorithm_key=AlgorithmName.FLOAT_CASTING)
     result = _quantize(lambda: qt.quantize(), "ai-edge-quantizer float16")
     _write(ctx, fmt, bytes(result.quantized_model))
-    return {"layout": fmt.layout, "weights": "float16"}
+    return {"litert": {"layout": fmt.layout, "weights": "float16"}}
 
 
 def _build_int8(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
@@ -255,10 +256,11 @@ def _build_int8(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
     else:
         content, quantizer = _aeq_int8(ctx, fmt, images), AEQ
     _write(ctx, fmt, content)
-    return {"layout": fmt.layout, "calibration": calib, "recipe": ctx.recipe.as_dict(),
-            "calibration_method": "minmax", "quantizer": quantizer,
-            "activations": "s8 (int8 I/O)",
-            "higher_precision_layers": float_layers(ctx.path(fmt.name))}
+    return {"litert": {"layout": fmt.layout},
+            "quantization": {"calibration": calib, "recipe": ctx.recipe.as_dict(),
+                             "calibration_method": "minmax", "quantizer": quantizer,
+                             "activations": "s8 (int8 I/O)",
+                             "higher_precision_layers": float_layers(ctx.path(fmt.name))}}
 
 
 AEQ = "ai-edge-quantizer static_wi8_ai8"
@@ -375,8 +377,9 @@ def _qat_int8(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
                          "litert-torch conversion of the QAT program",
                          quant_config=QuantConfig(pt2e_quantizer=static))  # static Q/DQ
     _write(ctx, fmt, content)
-    return {"layout": fmt.layout, **qat_fields(ctx.man.qat), "activations": "s8 (int8 I/O)",
-            "higher_precision_layers": float_layers(ctx.path(fmt.name))}
+    return {"litert": {"layout": fmt.layout},
+            "quantization": {**qat_fields(ctx.man.qat), "activations": "s8 (int8 I/O)",
+                             "higher_precision_layers": float_layers(ctx.path(fmt.name))}}
 
 
 def _unfold_weights(graph: Any) -> int:

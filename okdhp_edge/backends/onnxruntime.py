@@ -190,7 +190,7 @@ def _build_int8(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
         else:
             made = quantize_onnx(src, ctx.path(fmt.name), images, ctx.recipe, acts)
     set_onnx_metadata(ctx.path(fmt.name), ctx.metadata(fmt))  # the recipe travels with it
-    return {**made, "calibration": calib, "recipe": ctx.recipe.as_dict()}
+    return {"quantization": {**made, "calibration": calib, "recipe": ctx.recipe.as_dict()}}
 
 
 @contextlib.contextmanager
@@ -243,7 +243,7 @@ def _qat_int8(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
                  rewrite=_uint8_activations if x86 else None,
                  module_rewrite=subpixel_program if x86 else None)
     fields = qat_fields(ctx.man.qat)
-    return {**fields, "activations": QAT_ACTIVATIONS} if x86 else fields
+    return {"quantization": {**fields, "activations": QAT_ACTIVATIONS} if x86 else fields}
 
 
 QAT_ACTIVATIONS = "u8 asymmetric per tensor (the program's int8, zero points + 128)"

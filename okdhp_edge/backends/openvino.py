@@ -212,9 +212,9 @@ def _build_ir(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
 def _build_int8(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
     images, calib = ctx.calibration()
     validation = ctx.selection_validation() if ctx.recipe.openvino.max_drop is not None else None
-    return {**quantize_openvino(ctx.path(fmt.source), ctx.path(fmt.name), images, ctx.recipe,
-                                validation, ctx.metadata(fmt)),
-            "calibration": calib, "recipe": ctx.recipe.as_dict()}
+    made = quantize_openvino(ctx.path(fmt.source), ctx.path(fmt.name), images, ctx.recipe,
+                             validation, ctx.metadata(fmt))
+    return {"quantization": {**made, "calibration": calib, "recipe": ctx.recipe.as_dict()}}
 
 
 def qdq_ir(onnx_path: Path, xml_path: Path) -> Path:
@@ -240,7 +240,7 @@ def _qat_int8(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = program_onnx(ctx.qat_program(), Path(tmp) / "qat.onnx", ctx.metadata(fmt))
         qdq_ir(onnx_path, ctx.path(fmt.name))
-    return qat_fields(ctx.man.qat)
+    return {"quantization": qat_fields(ctx.man.qat)}
 
 
 # raised when a QAT builder's files change: 1, the IR read from the QDQ ONNX (not converted)

@@ -22,7 +22,6 @@ from okdhp_edge.evaluation.uncertainty import interval_text, paired_delta
 from okdhp_edge.experiments.executors import Scheduler
 from okdhp_edge.grammar import Request, option
 from okdhp_edge.records import (
-    QUANT_FIELDS,
     Bootstrap,
     CalibrationReport,
     StudentManifest,
@@ -105,9 +104,10 @@ def _measure(student_yaml: Path, man: StudentManifest, backend: str, precision: 
         out.update(ci95=acc["ci95"], bootstrap=to_dict(acc["bootstrap"]), units=acc["units"])
     if reads(backend, "max_drop"):  # the split accuracy control decides on, measured alike
         out["select_value"] = _selection_metric(man, work / entry.file, precision)
-    for k in (*QUANT_FIELDS[1:], "file_bytes"):
-        if getattr(entry, k) is not None:
-            out[k] = getattr(entry, k)
+    if entry.quantization is not None:  # how it was made, but the recipe: the cell's key
+        out.update({k: v for k, v in to_dict(entry.quantization).items() if k != "recipe"})
+    if entry.file_bytes is not None:
+        out["file_bytes"] = entry.file_bytes
     return out
 
 

@@ -119,7 +119,8 @@ def _bundle_format(e: SetEntry, man: BundleManifest, bdir: Path) -> FormatRecord
     return format_record({"available": True, "backend": e.backend, "precision": e.precision,
                           "file": str(Path(e.path) / man.model), "parity": to_dict(man.parity),
                           "file_bytes": sum((bdir / rel).stat().st_size for rel in man.files),
-                          **(man.quantization or {})}, str(bdir / "bundle.yaml"))
+                          "quantization": to_dict(man.quantization) if man.quantization
+                          else None}, str(bdir / "bundle.yaml"))
 
 
 def _format_of(backend: str, precision: str) -> str:

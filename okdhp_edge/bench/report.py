@@ -11,7 +11,14 @@ from typing import Any, Optional
 
 from okdhp_edge.backends.recipe import reads
 from okdhp_edge.evaluation.uncertainty import interval_text
-from okdhp_edge.records import BenchReport, BenchRow, LatencyStats, ReportError, read_json_record
+from okdhp_edge.records import (
+    BenchReport,
+    BenchRow,
+    LatencyStats,
+    Quantization,
+    ReportError,
+    read_json_record,
+)
 from okdhp_edge.utils.board import board_from_dict
 from okdhp_edge.utils.io import atomic_write
 
@@ -245,40 +252,35 @@ def _quantization_lines(rows: list[BenchRow]) -> list[str]:
     quant = [r for r in rows if r.quantization]
     if not quant:
         return []
-    qat = any(_quantization_aware(r.quantization) for r in quant)
+    qat = any(r.quantization.quantization_aware for r in quant)
     out = ["", "INT8 files (post-training quantization, calibrated on the training split"
            + (", unless made from a quantization-aware student's program" if qat else "")
            + "; layers listed stayed in floating point):", ""]
     for r in quant:
-        q = r.quantization
-        rec, cal = q.get("recipe", {}), q.get("calibration", {})
-        if _quantization_aware(q):
-            branches = rec.get("branches")
-            together = f", fake-quantized branches {', '.join(branches)}" if branches else ""
-            out.append(f"- {r.label}: quantization-aware ({rec['quantizer']}, "
-                       f"{rec.get('activations')} activations, KD "
-                       f"{'on' if rec.get('kd') else 'off'}, {rec.get('epochs')} epochs"
-                       f"{together})")
-            continue
-        layers = q.get("higher_precision_layers") or []
-        ac = (f", accuracy control max drop {rec['max_drop']} on the selection split"
-              if rec.get("max_drop") is not None else "")
-        acts = f", {q['activations']} activations" if q.get("activations") else ""
-        if reads(r.backend, "overflow_fix") and \
-                rec.get("overflow_fix", "first_layer") != "first_layer":
-            acts += f", overflow fix {rec['overflow_fix']}"
-        out.append(f"- {r.label}: {q.get('calibration_method')} ranges{acts}, "
-                   f"{cal.get('num_images')} images (seed {cal.get('seed')}, list sha256 "
-                   f"{str(cal.get('list_sha256', ''))[:12]}), keep head "
-                   f"{'yes' if rec.get('keep_head') else 'no'}{ac}; float layers: "
-                   f"{', '.join(layers) if layers else 'none'}")
+        out.append(f"- {r.label}: {_made(r.quantization, r.backend)}")
     return out
 
 
-def _quantization_aware(q: dict) -> bool:
-    """Whether an INT8 file's quantization record is a quantization-aware student's (made
-    from its program: a quantizer named, no calibration)."""
-    return "calibration" not in q and bool(q.get("recipe", {}).get("quantizer"))
+def _made(q: Quantization, backend: str) -> str:
+    """How one INT8 file was made, in words."""
+    rec = q.recipe
+    if q.quantization_aware:
+        branches = rec.get("branches")
+        together = f", fake-quantized branches {', '.join(branches)}" if branches else ""
+        return (f"quantization-aware ({rec['quantizer']}, {rec.get('activations')} "
+                f"activations, KD {'on' if rec.get('kd') else 'off'}, {rec.get('epochs')} "
+                f"epochs{together})")
+    cal, layers = q.calibration, q.higher_precision_layers or []
+    ac = (f", accuracy control max drop {rec['max_drop']} on the selection split"
+          if rec.get("max_drop") is not None else "")
+    acts = f", {q.activations} activations" if q.activations else ""
+    if reads(backend, "overflow_fix") and rec.get("overflow_fix", "first_layer") != "first_layer":
+        acts += f", overflow fix {rec['overflow_fix']}"
+    images = (f"{cal.num_images} images (seed {cal.seed}, list sha256 {cal.list_sha256[:12]})"
+              if cal else "no calibration")
+    return (f"{q.calibration_method} ranges{acts}, {images}, keep head "
+            f"{'yes' if rec.get('keep_head') else 'no'}{ac}; float layers: "
+            f"{', '.join(layers) if layers else 'none'}")
 
 
 def _plot_report(ax: Any, rep: BenchReport, colors: dict[str, Any], style: str,

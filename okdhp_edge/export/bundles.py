@@ -94,7 +94,7 @@ def export_bundle(student_yaml: Path, backend: str, precision: str, out: Path,
             backend=backend, precision=precision, model=FORMATS[t.export].model_file,
             files=_bundle_files(out),
             student_manifest=dataclasses.replace(man, weights=NO_WEIGHTS), parity=entry.parity,
-            quantization=entry.quantization or None, input_layout=FORMATS[t.export].layout,
+            quantization=entry.quantization, input_layout=FORMATS[t.export].layout,
             requires=BACKEND_INFO[backend].runtime_extra or None,
             parity_failure_allowed=True if failed else None, decoder=form))
         return out

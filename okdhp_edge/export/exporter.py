@@ -7,7 +7,7 @@ and, for a quantized one, its recipe is the one asked for; anything else is rebu
 
 ``export.yaml`` (schema 2)::
 
-    schema: 2
+    schema: 3
     student: hg4
     weights_sha256: ...
     preprocessing: {...}
@@ -18,11 +18,15 @@ and, for a quantized one, its recipe is the one asked for; anything else is rebu
         precision: int8
         file: model_int8.onnx
         sha256: {model_int8.onnx: ...}
-        parity: {random: {...}, real: {...}, passed, tolerance}
-        recipe: {method, num_images, seed, keep_head, max_drop, ort_activations, overflow_fix}
-        calibration: {num_images, seed, list_sha256, source}
-        higher_precision_layers: [...]
         file_bytes: 123456
+        parity: {random: {...}, real: {...}, passed, tolerance}
+        quantization:              # records.Quantization
+          recipe: {method, num_images, seed, keep_head, ort_quantizer, ..., max_drop, ...}
+          calibration: {num_images, seed, list_sha256, source}
+          higher_precision_layers: [...]
+      litert_fp32:
+        ...
+        litert: {layout: NHWC, converter: litert-torch ...}   # records.LiteRTBuild
 """
 
 from __future__ import annotations
@@ -110,15 +114,18 @@ def _cached(old: dict[str, FormatRecord], fmt: str, out_dir: Path, recipe: Quant
     if found is None or (man is not None and not _names_this_student(found, man, spec)):
         return None
     if spec.calibrated:
+        if entry.quantization is None:
+            return None
         text = found.get(RECIPE_KEY)
         made = json.loads(text) if text else None
-        if made is not None and made != entry.recipe:
+        if made is not None and made != entry.quantization.recipe:
             log.warning("%s: export.yaml's recipe differs from the file's own; the file's "
                         "counts", out_dir / spec.model_file)
-            entry = dataclasses.replace(entry, recipe=made)
+            entry = dataclasses.replace(
+                entry, quantization=dataclasses.replace(entry.quantization, recipe=made))
         if man is not None and man.qat is not None:  # made from its program, not a recipe
-            return entry if entry.recipe == man.qat.recipe else None
-        if not recipe.same_as(entry.recipe, spec.runs_on):
+            return entry if entry.quantization.recipe == man.qat.recipe else None
+        if not recipe.same_as(entry.quantization.recipe, spec.runs_on):
             return None
     return entry
 

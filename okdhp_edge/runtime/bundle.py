@@ -87,7 +87,8 @@ def load_bundle(directory: str | Path, threads: int = 1, device: str = "cpu"
         raise BackendUnavailable(unavailable_text(directory, exc, man.requires)) from None
     found = runner.model_metadata()
     check_model_metadata(man.student_record(), found, directory / "bundle.yaml")
-    check_file_recipe((man.quantization or {}).get("recipe"), found, directory / "bundle.yaml")
+    check_file_recipe(man.quantization.recipe if man.quantization else None, found,
+                      directory / "bundle.yaml")
     check_file_decoder(man.decoder, found, directory / "bundle.yaml")
     w, h = man.preprocessing.input_size
     if runner.input_hw() not in (None, (h, w)):

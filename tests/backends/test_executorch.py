@@ -33,7 +33,8 @@ def test_pte_program_runs_with_parity(et_export):
     assert entry.available, entry.reason
     assert entry.parity.passed and entry.parity.random.max_abs_heatmap_err < 1e-4
     # the hourglass's upsampling lowered inside XNNPACK: one partition, nothing outside
-    assert entry.xnnpack_partitions == 1 and entry.outside_xnnpack == [], entry
+    built = entry.executorch
+    assert built.xnnpack_partitions == 1 and built.outside_xnnpack == [], entry
     r = make_runner("executorch", "fp32", threads=1)
     r.load(str(out / entry.file))
     w, h = man.preprocessing.input_size
@@ -68,8 +69,9 @@ def test_pte_int8_runs_with_parity(et_export):
     int8 = rec.formats["executorch_int8"]
     assert int8.available, int8.reason
     assert int8.parity.passed, int8.parity
-    assert int8.calibration_method == "minmax" and int8.calibration["num_images"] == 8
-    assert int8.higher_precision_layers == []  # every convolution reads int8
+    q = int8.quantization
+    assert q.calibration_method == "minmax" and q.calibration.num_images == 8
+    assert int8.quantization.higher_precision_layers == []  # every convolution reads int8
 
 
 NO_EXECUTORCH = blocking("executorch") + textwrap.dedent("""

@@ -34,10 +34,11 @@ def test_tflite_files_run_with_parity(litert_export):
         entry = rec.formats[fmt]
         assert entry.available, entry.reason
         assert entry.parity.passed, (fmt, entry.parity)
-        assert entry.layout == "NCHW"
+        assert entry.litert.layout == "NCHW"
     assert rec.formats["litert_fp32"].parity.random.max_abs_heatmap_err < 1e-4
     int8 = rec.formats["litert_int8"]
-    assert int8.recipe["num_images"] == 8 and len(int8.calibration["list_sha256"]) == 64
+    q = int8.quantization
+    assert q.recipe["num_images"] == 8 and len(q.calibration.list_sha256) == 64
     r = make_runner("litert", "int8", threads=1)
     r.load(str(out / int8.file))
     assert r.describe()["input_dtype"] == "int8"  # full integer: int8 in, int8 out
@@ -188,9 +189,9 @@ def test_mobilenetv2_int8_through_pt2e_matches_its_float_student(synthetic_root,
                          recipe=QuantRecipe(num_images=8))
     e = rec.formats["litert_int8"]
     assert e.available, e.reason
-    assert e.quantizer == PT2E and e.calibration_method == "minmax"
-    assert e.higher_precision_layers and all(
-        n.startswith("TRANSPOSE_CONV") for n in e.higher_precision_layers)
+    assert e.quantization.quantizer == PT2E and e.quantization.calibration_method == "minmax"
+    assert e.quantization.higher_precision_layers and all(
+        n.startswith("TRANSPOSE_CONV") for n in e.quantization.higher_precision_layers)
     model, man = load_student(d / "student.yaml")
     module, x = export_module(model, tuple(man.preprocessing.input_size))
     x = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))

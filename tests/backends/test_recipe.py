@@ -47,7 +47,7 @@ def test_published_flat_recipes_keep_their_names():
             report = load_report(path)
         except ReportError:  # not a bench report (an ablation's, a calibration sweep's)
             continue
-        for rec in [report.quantization] + [(r.quantization or {}).get("recipe")
+        for rec in [report.quantization] + [r.quantization.recipe if r.quantization else None
                                             for r in report.rows]:
             if not rec or "quantizer" in rec:  # none, or a QAT program's recipe
                 continue

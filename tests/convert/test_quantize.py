@@ -52,12 +52,13 @@ def test_real_int8_on_both_cpu_backends(int8_export, fmt):
     par = e.parity
     assert par.passed, par  # within the stated INT8 tolerance against PyTorch fp32
     assert par.tolerance.mean_kpt_disp_px == TOLERANCE["int8"][1]
-    assert e.recipe == RECIPE.as_dict()
-    assert e.calibration["num_images"] == 16 and len(e.calibration["list_sha256"]) == 64
+    assert e.quantization.recipe == RECIPE.as_dict()
+    cal = e.quantization.calibration
+    assert cal.num_images == 16 and len(cal.list_sha256) == 64
     if fmt == "openvino_int8":  # plain PTQ: every weighted layer in int8
-        assert e.higher_precision_layers == []
+        assert e.quantization.higher_precision_layers == []
     else:  # NNCF's placement on the ONNX graph: a shortcut convolution may stay float
-        assert len(e.higher_precision_layers) <= 2
+        assert len(e.quantization.higher_precision_layers) <= 2
     assert e.file_bytes > 0  # (at width 8 the Q/DQ scales outweigh the int8 weights)
 
 
@@ -70,10 +71,10 @@ def test_int8_is_reproducible_and_cached(student, int8_export, tmp_path):
     ov_only = QuantRecipe.from_record(dict(num_images=16, overflow_fix="enable", max_drop=0.01))
     kept = export_student(student, out, formats=("onnx_int8",), recipe=ov_only)
     assert ort_file.stat().st_mtime_ns == mtime  # OpenVINO-only fields: ORT's file stays
-    assert kept.formats["onnx_int8"].recipe == RECIPE.as_dict()  # what made it
+    assert kept.formats["onnx_int8"].quantization.recipe == RECIPE.as_dict()  # what made it
     other = export_student(student, tmp_path, formats=("onnx_int8",), recipe=RECIPE)
     # the same command gives the same calibration list
-    assert other.formats["onnx_int8"].calibration == rec.formats["onnx_int8"].calibration
+    assert other.formats["onnx_int8"].quantization == rec.formats["onnx_int8"].quantization
 
 
 def test_keep_head_leaves_the_heatmap_conv_in_float(student, tmp_path):
@@ -81,7 +82,7 @@ def test_keep_head_leaves_the_heatmap_conv_in_float(student, tmp_path):
     rec = export_student(student, tmp_path, formats=("onnx_int8", "openvino_int8"),
                          recipe=recipe)
     for fmt in ("onnx_int8", "openvino_int8"):  # (and NNCF's own float shortcut, if any)
-        assert "score/Conv" in rec.formats[fmt].higher_precision_layers[-1], fmt
+        assert "score/Conv" in rec.formats[fmt].quantization.higher_precision_layers[-1], fmt
 
 
 def _int8_weight_range(xml) -> list[int]:
@@ -107,7 +108,7 @@ def test_overflow_fix_halves_every_weight_range(student, int8_export, tmp_path):
     after = _int8_weight_range(xml)
     assert len(before) == len(after) > 2
     assert max(after) <= 64 < max(before) and min(before) <= 64
-    assert fixed.formats["openvino_int8"].recipe["overflow_fix"] == "enable"
+    assert fixed.formats["openvino_int8"].quantization.recipe["overflow_fix"] == "enable"
     old = {k: v for k, v in RECIPE.as_dict().items() if k != "overflow_fix"}
     assert RECIPE.same_as(old) and not fixed_recipe.same_as(old)
     with pytest.raises(QuantizationError, match="overflow_fix must be one of"):
@@ -130,7 +131,7 @@ def test_int8_bundle_round_trip_and_tamper(student, tmp_path):
     out = export_bundle(student, "openvino", "int8", tmp_path / "b", recipe=RECIPE)
     pipe = load_bundle(out)
     q = pipe.manifest.quantization
-    assert q["recipe"] == RECIPE.as_dict() and q["calibration"]["num_images"] == 16
+    assert q.recipe == RECIPE.as_dict() and q.calibration.num_images == 16
     img = np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)
     assert pipe(img, (20, 10, 60, 90)).shape == (17, 3)
     # the recipe bundle.yaml records is compared with the one the file carries
@@ -183,10 +184,10 @@ def test_accuracy_control_on_the_selection_split(student, tmp_path):
     recipe = QuantRecipe.from_record(dict(num_images=8, max_drop=0.0))
     e = export_student(student, tmp_path, formats=("openvino_int8",),
                        recipe=recipe).formats["openvino_int8"]
-    assert e.available and e.recipe["max_drop"] == 0.0
-    assert isinstance(e.higher_precision_layers, list)
-    assert yaml.safe_load((tmp_path / "export.yaml").read_text())["formats"]["openvino_int8"][
-        "recipe"] == recipe.as_dict()
+    assert e.available and e.quantization.recipe["max_drop"] == 0.0
+    assert isinstance(e.quantization.higher_precision_layers, list)
+    written = yaml.safe_load((tmp_path / "export.yaml").read_text())["formats"]["openvino_int8"]
+    assert written["quantization"]["recipe"] == recipe.as_dict()
 
 
 def test_bench_int8_rows_chart_and_pick(tiny_zoo, tmp_path):
@@ -206,7 +207,7 @@ def test_bench_int8_rows_chart_and_pick(tiny_zoo, tmp_path):
     rows = {(r.student, r.backend, r.precision): r for r in rep.rows}
     for b in ("onnxruntime", "openvino"):
         r = rows[("hg3", b, "int8")]
-        assert r.status == "ok" and r.quantization["recipe"]["num_images"] == 16
+        assert r.status == "ok" and r.quantization.recipe["num_images"] == 16
         assert r.file_bytes > 0 and r.accuracy.delta_vs_torch_fp32 is not None
         assert "--calib-images 16" in r.command
     assert rows[("hg3", "torch", "int8")].reason == (
@@ -340,8 +341,9 @@ def test_onnx_runtime_int8_recipes(student, int8_export, tmp_path):
     out, rec = int8_export
     e = rec.formats["onnx_int8"]
     assert e.available and e.parity.passed, e.parity
-    assert e.recipe["ort_quantizer"] == "nncf" and e.calibration_method == "nncf-default"
-    assert e.recipe["ort_nncf_activations"] == "per_tensor" and "nncf" in e.activations
+    q = e.quantization
+    assert q.recipe["ort_quantizer"] == "nncf" and q.calibration_method == "nncf-default"
+    assert q.recipe["ort_nncf_activations"] == "per_tensor" and "nncf" in q.activations
     assert '"ort_quantizer": "nncf"' in file_metadata(out / e.file)["okdhp_quant_recipe"]
     graph = onnx.load(str(out / e.file)).graph
     consts = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
@@ -360,7 +362,7 @@ def test_onnx_runtime_int8_recipes(student, int8_export, tmp_path):
         own.check_honoured({"openvino"})
     per_channel = QuantRecipe.from_record(dict(num_images=16, ort_nncf_activations="per_channel"))
     got = export_student(student, tmp_path / "pc", formats=("onnx_int8",), recipe=per_channel)
-    assert got.formats["onnx_int8"].recipe["ort_nncf_activations"] == "per_channel"
+    assert got.formats["onnx_int8"].quantization.recipe["ort_nncf_activations"] == "per_channel"
     with pytest.raises(QuantizationError, match="add --ort-quantizer nncf"):
         QuantRecipe.from_record(dict(ort_quantizer="ort", ort_nncf_activations="per_channel"))
     with pytest.raises(QuantizationError, match="NNCF chooses the activation types"):

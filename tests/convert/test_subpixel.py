@@ -62,7 +62,7 @@ def test_onnx_runtime_int8_file_quantizes_the_decoder(synthetic_root, tmp_path):
         e = export_student(d / "student.yaml", out, formats=("onnx_int8",),
                            recipe=recipe).formats["onnx_int8"]
         assert e.available and e.parity.passed, (choice, e.reason, e.parity)
-        assert e.recipe["ort_transposed_conv"] == choice
+        assert e.quantization.recipe["ort_transposed_conv"] == choice
         graph = onnx.load(str(out / e.file)).graph
         ops[choice] = [n.op_type for n in graph.node]
         assert sorted(p.name for p in out.iterdir()) == sorted(["export.yaml", "model.onnx",

@@ -53,7 +53,7 @@ def test_export_record_read_through_its_schema(tiny_zoo, tmp_path):
     rec = read_export_record(out / "export.yaml")
     assert rec.formats["onnx"].available is True
     data = rec.to_dict()
-    for bad, match in (({**data, "schema": 3}, "schema 3 is newer"),
+    for bad, match in (({**data, "schema": 4}, "schema 4 is newer"),
                        ({**data, "formats": {"onnx": "yes"}}, "formats.onnx"),
                        ({**data, "formats": {"onnx_x": data["formats"]["onnx"]}},
                         "formats.onnx_x is not a known format"),

@@ -92,8 +92,9 @@ def test_int8_files_run_the_program_on_every_cpu_runtime(qat_zoo, fmt, backend):
     ref = run_program(load_program(d / man.qat.program.file, man.qat.program.sha256), x)
     entry = rec.formats[fmt]
     assert entry.available and entry.parity.passed, entry
-    assert entry.recipe == man.qat.recipe and entry.quantizer == "xnnpack-pt2e-qat"
-    assert entry.calibration is None  # made from the program, not calibrated here
+    q = entry.quantization
+    assert q.recipe == man.qat.recipe and q.quantizer == "xnnpack-pt2e-qat"
+    assert entry.quantization.calibration is None  # made from the program, not calibrated here
     with make_runner(backend, "int8") as runner:
         runner.load(str(d / "export" / entry.file))
         out = np.concatenate([runner.run(x[i:i + 1]) for i in range(len(x))])
