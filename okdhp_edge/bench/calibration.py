@@ -172,16 +172,12 @@ def _fill(into: dict[str, Any], todo: dict[str, tuple], out: Path, rep: Calibrat
         return
     from okdhp_edge.experiments.executors import SubmititPool
 
-    pool = SubmititPool(scheduler, work_root / "jobs", 1)
-    jobs = [pool.submit(key, _timed_measure, *args) for key, args in todo.items()]
-    try:
+    with SubmititPool(scheduler, work_root / "jobs", 1) as pool:
+        jobs = [pool.submit(key, _timed_measure, *args) for key, args in todo.items()]
         while jobs:
             for job, cell in pool.wait_any(jobs):
                 jobs.remove(job)
                 done(job.key, {**cell, "job": job.info()})
-    except BaseException:
-        pool.cancel(jobs)
-        raise
 
 
 def _timed_measure(*args: Any) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from typing import Any, Optional
 from okdhp_edge.records import Fleet, FleetHost, FleetHostResult, FleetRun, read_record
 from okdhp_edge.utils.cli import UsageError
 from okdhp_edge.utils.io import atomic_write_bytes, atomic_write_text, sha256_file
+from okdhp_edge.utils.proc import last_line
 
 log = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 10
@@ -55,10 +56,8 @@ _NO_REASON = ("Exiting with failure status due to previous errors",)
 
 def _last_line(text: str) -> str:
     """The line that says why: one naming a full disk, else the last that says something."""
-    lines = [ln.strip() for ln in text.strip().splitlines()
-             if ln.strip() and not any(s in ln for s in _NO_REASON)]
-    full = [ln for ln in lines if "No space left on device" in ln]
-    return (full or lines or ["no output"])[-1]
+    return last_line(text, skip=_NO_REASON, prefer=("No space left on device",),
+                     default="no output", limit=1000)
 
 
 @dataclass

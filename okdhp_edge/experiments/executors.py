@@ -23,6 +23,7 @@ from typing import Any, Callable, Optional
 
 from okdhp_edge.grammar import option
 from okdhp_edge.utils.cli import UsageError
+from okdhp_edge.utils.proc import last_line
 
 log = logging.getLogger("okdhp_edge.experiments")
 EXECUTORS = ("local", "slurm", "submitit-local")
@@ -72,7 +73,9 @@ class Job:
 
 
 class SubmititPool:
-    """Runs as submitit jobs; a job that ends without a result is submitted again."""
+    """Runs as submitit jobs; a job that ends without a result is submitted again. Used as
+    a context manager: leaving it by an exception (a refusal, Ctrl-C) cancels every job
+    that has no result yet."""
 
     def __init__(self, sched: Scheduler, folder: Path, cpus: int) -> None:
         try:
@@ -95,10 +98,19 @@ class SubmititPool:
         self.ex.update_parameters(**{k: v for k, v in params.items() if v is not None})
         self.sched, self.slurm = sched, cluster == "slurm"
         self._gone: dict[str, int] = {}
+        self._open: dict[str, Job] = {}  # submitted, no result taken yet
+
+    def __enter__(self) -> SubmititPool:
+        return self
+
+    def __exit__(self, kind: Any, *_: Any) -> None:
+        if kind is not None:
+            self.cancel(list(self._open.values()))
 
     def submit(self, key: str, fn: Callable[..., Any], *args: Any) -> Job:
         job = Job(key, (fn, args), self.ex.submit(fn, *args), self.sched.retries)
         log.info("%s: submitted as job %s", key, job.job.job_id)
+        self._open[key] = job
         return job
 
     def wait_any(self, jobs: list[Job]) -> list[tuple[Job, Any]]:
@@ -113,6 +125,8 @@ class SubmititPool:
                     if res is not None:
                         done.append((j, res))
             if done:
+                for j, _ in done:
+                    self._open.pop(j.key, None)
                 return done
             time.sleep(POLL_S)
 
@@ -146,7 +160,7 @@ class SubmititPool:
         try:
             return j.job.result()
         except Exception as exc:  # noqa: BLE001 - the run raised in the job
-            return self._again(j, _last_line(exc))
+            return self._again(j, last_line(str(exc), default=type(exc).__name__))
 
     def _again(self, j: Job, why: str) -> None:
         """Submit ``j`` again (its run resumes from its checkpoint), or, out of retries,
@@ -174,13 +188,6 @@ def _tail(path: Path) -> str:
     """The last line a job wrote to ``path`` (its stderr: submitit's own lines; the run's
     progress goes to its progress.log)."""
     try:
-        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+        return last_line(path.read_text(errors="replace"), default="empty log")
     except OSError:
         return "no log"
-    return lines[-1].strip()[:200] if lines else "empty log"
-
-
-def _last_line(exc: BaseException) -> str:
-    """The last line of an exception's text (a job's error ends with its message)."""
-    text = str(exc).strip().splitlines()
-    return next((ln for ln in reversed(text) if ln.strip()), type(exc).__name__)[:200]

@@ -97,13 +97,9 @@ def _train_arms(args: QatAblationRequest
         return {k: train_arm(args, *k) for k in keys}, {}
     from okdhp_edge.experiments.executors import SubmititPool
 
-    pool = SubmititPool(args.scheduler, args.work_dir / "jobs", 1)
-    jobs = [pool.submit(f"{a}-s{s}", train_arm, args, a, s) for a, s in keys]
-    try:
+    with SubmititPool(args.scheduler, args.work_dir / "jobs", 1) as pool:
+        jobs = [pool.submit(f"{a}-s{s}", train_arm, args, a, s) for a, s in keys]
         done = pool.wait_all(jobs)
-    except BaseException:
-        pool.cancel(jobs)
-        raise
     return ({k: Path(done[f"{k[0]}-s{k[1]}"]) for k in keys},
             {j.key: j.info() for j in jobs})
 

@@ -339,10 +339,9 @@ class Ablation:
         from okdhp_edge.experiments.executors import SubmititPool
 
         sched = self.args.scheduler
-        pool = SubmititPool(sched, self.root / "jobs", self.cfg.train.threads or 1)
         limit = self.args.jobs if sched.executor == "submitit-local" else len(self.planned_all) + 99
         base = str(self.base) if self.base else None
-        try:
+        with SubmititPool(sched, self.root / "jobs", self.cfg.train.threads or 1) as pool:
             while self.queue or self.deferred or self.running:
                 self._queue_ready()
                 while self.queue and len(self.running) < limit:
@@ -353,9 +352,6 @@ class Ablation:
                     break
                 for job, res in pool.wait_any([j for j, _ in self.running.values()]):
                     self._finished(self.running.pop(job.key)[1], {**res, "job": job.info()})
-        except BaseException:
-            pool.cancel([j for j, _ in self.running.values()])
-            raise
 
     def _queue_ready(self) -> None:
         for p in [d for d in self.deferred if self.ready(d)]:

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from okdhp_edge.errors import OkdhpError
-from okdhp_edge.utils.proc import alive
+from okdhp_edge.utils.proc import alive, last_line
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ def _last_words(tail: tuple[str, ...]) -> str:
         frame = next((f for f in frames if not f.startswith(stdlib)), frames[0] if frames
                      else "")
         return tail[0] + (f" at {frame}" if frame else "")
-    return next((ln.strip() for ln in reversed(tail) if ln.strip()), "")
+    return last_line(tail, limit=10_000)
 
 
 def vm_kb(field: str = "VmHWM", pid: Optional[int] = None) -> Optional[int]:

@@ -1,4 +1,4 @@
-"""Child processes that end with the process they work for."""
+"""Child processes that end with the process they work for, and what a process said last."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import logging
 import os
 import threading
 import time
-from typing import Callable, Optional
+from typing import Callable, Iterable, Optional
 
 log = logging.getLogger(__name__)
 
@@ -47,3 +47,16 @@ def exit_with(pid: int, every_s: float = 1.0,
         (on_exit or (lambda: os._exit(0)))()
 
     threading.Thread(target=watch, daemon=True, name=f"exit-with-{pid}").start()
+
+
+def last_line(text: str | Iterable[str], *, skip: Iterable[str] = (),
+              prefer: Iterable[str] = (), default: str = "", limit: int = 200) -> str:
+    """The line of a process's output (a text or its lines) that says why it ended: the
+    last non-empty one containing none of ``skip``, or the last containing one of
+    ``prefer`` if any does (a full disk named before the lines it caused); ``default`` if
+    none; cut to ``limit`` characters."""
+    lines = text.splitlines() if isinstance(text, str) else list(text)
+    skip, prefer = tuple(skip), tuple(prefer)
+    said = [ln.strip() for ln in lines if ln.strip() and not any(s in ln for s in skip)]
+    preferred = [ln for ln in said if any(p in ln for p in prefer)]
+    return (preferred or said or [default])[-1][:limit]

@@ -150,3 +150,28 @@ def test_the_calibration_sweeps_cells_run_as_jobs_and_match_a_local_sweep(tiny_z
         assert cell["value"] == here["cells"][key]["value"]
         assert Path(cell["job"]["stdout"]).is_file() and cell["device"]
     assert jobs["fp32"]["hg2/onnxruntime"]["value"] == here["fp32"]["hg2/onnxruntime"]["value"]
+
+
+def _sleep_and_mark(path: str, seconds: float) -> str:
+    time.sleep(seconds)
+    Path(path).write_text("finished")
+    return path
+
+
+def test_leaving_the_pool_by_an_error_cancels_its_open_jobs(tmp_path):
+    """The pool is a context manager: an exception inside (a refusal, Ctrl-C) cancels every
+    job still without a result, so no job of a stopped sweep goes on computing."""
+    from okdhp_edge.experiments.executors import Scheduler, SubmititPool
+
+    sched = Scheduler(executor="submitit-local")
+    mark = tmp_path / "mark"
+    with pytest.raises(KeyboardInterrupt):
+        with SubmititPool(sched, tmp_path / "jobs", 1) as pool:
+            job = pool.submit("sleeper", _sleep_and_mark, str(mark), 3.0)
+            raise KeyboardInterrupt
+    deadline = time.time() + 30
+    while not job.job.done() and time.time() < deadline:
+        time.sleep(0.2)
+    assert job.job.done()
+    time.sleep(3.5)
+    assert not mark.exists()  # cancelled before it could finish
