@@ -31,7 +31,7 @@ from okdhp_edge.targets import (
     default_backends,
     targets_for,
 )
-from okdhp_edge.utils.board import choose_cpus, read_board
+from okdhp_edge.utils.board import choose_cpus, this_board
 from okdhp_edge.utils.cli import UsageError, request_main
 from okdhp_edge.utils.cpu import allowed_cpus
 
@@ -145,7 +145,7 @@ class BenchRequest(Request):
     def cpus(self) -> tuple[int, ...]:
         """The CPU numbers ``--cores`` names on this machine."""
         try:
-            return choose_cpus(self.cores, read_board(), allowed_cpus())
+            return choose_cpus(self.cores, this_board(), allowed_cpus())
         except ValueError as exc:
             raise UsageError(f"cores (--cores) {self.cores}: {exc}") from None
 

@@ -10,7 +10,7 @@ import subprocess
 from typing import Any, Optional
 
 from okdhp_edge.targets import BACKEND_INFO
-from okdhp_edge.utils.board import ARM_MACHINES, Board, read_board
+from okdhp_edge.utils.board import ARM_MACHINES, Board, this_board
 from okdhp_edge.utils.cpu import available_cores, cpu_info, isa_tier
 from okdhp_edge.utils.provenance import git_commit
 
@@ -54,7 +54,7 @@ def fingerprint(threads: int, cpus: Optional[tuple[int, ...]] = None) -> dict[st
     clusters and features; whether the run is emulated), GPU and driver, OS, library
     versions, git commit."""
     model, flags = cpu_info()
-    board = read_board()
+    board = this_board()
     return {
         **_id_facts(board), "cpu_flags": sorted(flags & set(_FLAGS)), "threads": threads,
         "cpus": list(cpus) if cpus else None, "board": dataclasses.asdict(board),
@@ -73,7 +73,7 @@ def _id_facts(board: Board) -> dict[str, Any]:
 
 def this_device_id() -> str:
     """The id this machine's reports are filed under (no ``--device-name``)."""
-    return device_id(_id_facts(read_board()))
+    return device_id(_id_facts(this_board()))
 
 
 def device_id(fp: dict[str, Any], name: Optional[str] = None) -> str:

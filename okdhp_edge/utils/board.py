@@ -14,6 +14,7 @@ timings are not a device's)."""
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from dataclasses import dataclass
@@ -190,6 +191,13 @@ def _emulated(root: Path, machine: str, arch: str, procs: list[dict[str, str]]
         return (f"{machine} binaries run by {m.group(1) if m else 'QEMU'} (binfmt_misc; "
                 f"QEMU user mode{cpu})")
     return None
+
+
+@functools.lru_cache(maxsize=1)
+def this_board() -> Board:
+    """This machine's board, read once per process (the device id, the fingerprint and
+    ``bench --cores`` all ask)."""
+    return read_board()
 
 
 def read_board(root: Path = Path("/"), machine: Optional[str] = None) -> Board:
