@@ -210,3 +210,48 @@ def reserved_for(folder: Path) -> Optional[str]:
     except (FileNotFoundError, NotADirectoryError):
         pass
     return None
+
+
+# the manifest fields a student computes with, and its accuracy (the pick decides on it):
+# written into its weights file's header too, so that an edit of student.yaml is caught
+# (and a quantization-aware student's int8 program, by its sha256)
+BOUND_FIELDS = ("architecture", "preprocessing", "accuracy", "qat")
+
+
+def bound_fields(manifest: StudentManifest) -> dict[str, str]:
+    """The bound fields as the weights' header stores them (JSON texts)."""
+    from okdhp_edge.schema import to_dict
+
+    return {k: json.dumps(to_dict(getattr(manifest, k)), sort_keys=True) for k in BOUND_FIELDS
+            if getattr(manifest, k) is not None}
+
+
+def check_bound_fields(weights: Path, manifest: StudentManifest, where: Path) -> None:
+    """Refuse a manifest whose architecture or preprocessing differs from the one its
+    (sha256-verified) weights were saved with. Weights saved before this check carry none.
+    Reads the safetensors header only (no torch)."""
+    from safetensors import safe_open
+
+    with safe_open(str(weights), framework="numpy") as f:
+        saved = f.metadata() or {}
+    now = bound_fields(manifest)
+    for key in BOUND_FIELDS:
+        # a field the weights were saved without, which the manifest now has, is an edit too
+        # (weights saved before these checks carry no field at all)
+        if (key in saved and saved[key] != now.get(key)) or (saved and key in now
+                                                              and key not in saved):
+            raise ManifestError(f"{where}: '{key}' differs from the one its weights were saved "
+                                "with (an edited manifest); restore it or retrain")
+
+
+def verified_student_manifest(path: Path) -> StudentManifest:
+    """A ``student.yaml`` whose weights file hashes as it records and carries the same bound
+    fields (what loading the student checks, without torch or the weights' tensors)."""
+    from okdhp_edge.utils.io import verify_sha256
+
+    path = Path(path)
+    manifest = load_student_manifest(path)
+    weights = path_inside(path.parent, manifest.weights.file, path)  # before it is opened
+    verify_sha256(weights, manifest.weights.sha256)
+    check_bound_fields(weights, manifest, path)
+    return manifest

@@ -12,10 +12,10 @@ import torch
 from okdhp_edge.errors import WriteError
 from okdhp_edge.manifest import (
     RESERVATION,
-    load_student_manifest,
-    path_inside,
+    bound_fields,
     reserved_for,
     unique_dir,
+    verified_student_manifest,
 )
 from okdhp_edge.models.student import Student
 from okdhp_edge.records import (
@@ -35,7 +35,6 @@ from okdhp_edge.utils.io import (
     atomic_write_bytes,
     atomic_write_text,
     sha256_file,
-    verify_sha256,
 )
 
 log = logging.getLogger(__name__)
@@ -158,38 +157,6 @@ def build_student(manifest: StudentManifest) -> torch.nn.Module:
                             f"{arch.args} cannot be built: {exc}") from None
 
 
-# the manifest fields a student computes with, and its accuracy (the pick decides on it):
-# written into its weights file's header too, so that an edit of student.yaml is caught
-# (and a quantization-aware student's int8 program, by its sha256)
-BOUND_FIELDS = ("architecture", "preprocessing", "accuracy", "qat")
-
-
-def bound_fields(manifest: StudentManifest) -> dict[str, str]:
-    import json
-
-    from okdhp_edge.schema import to_dict
-
-    return {k: json.dumps(to_dict(getattr(manifest, k)), sort_keys=True) for k in BOUND_FIELDS
-            if getattr(manifest, k) is not None}
-
-
-def check_bound_fields(weights: Path, manifest: StudentManifest, where: Path) -> None:
-    """Refuse a manifest whose architecture or preprocessing differs from the one its
-    (sha256-verified) weights were saved with. Weights saved before this check carry none."""
-    from safetensors import safe_open
-
-    with safe_open(str(weights), framework="pt") as f:
-        saved = f.metadata() or {}
-    now = bound_fields(manifest)
-    for key in BOUND_FIELDS:
-        # a field the weights were saved without, which the manifest now has, is an edit too
-        # (weights saved before these checks carry no field at all)
-        if (key in saved and saved[key] != now.get(key)) or (saved and key in now
-                                                              and key not in saved):
-            raise ManifestError(f"{where}: '{key}' differs from the one its weights were saved "
-                                "with (an edited manifest); restore it or retrain")
-
-
 def load_student(path: str | Path, device: str | torch.device = "cpu"
                  ) -> tuple[torch.nn.Module, StudentManifest]:
     """Model (eval mode) and manifest of a ``student.yaml``; verifies the weights' sha256
@@ -197,10 +164,8 @@ def load_student(path: str | Path, device: str | torch.device = "cpu"
     from safetensors.torch import load_file
 
     path = Path(path)
-    manifest = load_student_manifest(path)
-    weights = path_inside(path.parent, manifest.weights.file, path)  # before it is opened
-    verify_sha256(weights, manifest.weights.sha256)
-    check_bound_fields(weights, manifest, path)
+    manifest = verified_student_manifest(path)
+    weights = path.parent / manifest.weights.file
     model = build_student(manifest)
     model.load_state_dict(load_file(str(weights), device=str(device)))
     return model.to(device).eval(), manifest
