@@ -4,7 +4,8 @@ number of calibration images and the range-estimation method, beside the same ba
 fp32 file. Resumable cell by cell (the JSON keeps every finished cell); accuracy only, no
 timing, so it may share the machine.
 
-Writes ``<out-root>/<device-id>/<zoo>_calibration.{json,md}``.
+Writes ``<out-root>/<device-id>/<zoo>_calibration.{json,md}``: the device the cells were
+measured on (a scheduler's node), or this one.
 """
 
 from __future__ import annotations
@@ -333,6 +334,33 @@ class CalibrationRequest(Request):
                 raise UsageError(str(exc)) from None
 
 
+def filed_where_measured(rep: CalibrationReport, out: Path) -> Path:
+    """Where the report belongs: under the device its cells were measured on (each records
+    it: a scheduler's jobs run on its nodes), when that is one device other than the one
+    that submitted them; the JSON is moved there (resume it with ``--device-name``). Cells
+    of several devices, or a report of that device already there: it stays, with a line."""
+    import os
+
+    devices = sorted({c["device"] for c in [*rep.fp32.values(), *rep.cells.values()]
+                      if c.get("device")})
+    if len(devices) > 1:
+        log.warning("the cells were measured on %d devices (%s), each cell naming its own: "
+                    "the report stays under %s", len(devices), ", ".join(devices),
+                    out.parent.name)
+    if len(devices) != 1 or devices[0] == out.parent.name:
+        return out
+    there = out.parent.parent / devices[0] / out.name
+    if there.exists():
+        log.warning("the cells ran on %s, which has a report of this zoo already: this one "
+                    "stays under %s", devices[0], out.parent.name)
+        return out
+    there.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(out, there)
+    log.info("the cells ran on %s: the report is filed under it (to extend it: "
+             "--device-name %s)", devices[0], devices[0])
+    return there
+
+
 def _run(args: CalibrationRequest) -> int:
     from okdhp_edge.bench.device import device_id, fingerprint
 
@@ -343,6 +371,8 @@ def _run(args: CalibrationRequest) -> int:
               list(args.calib_methods), args.work_dir / zoo_name,
               list(args.students) if args.students else None, args.int8_max_drops,
               args.also_keep_head, args.also_overflow_fix, args.scheduler)
+    if args.device_name is None:
+        out = filed_where_measured(rep, out)
     atomic_write_text(out.with_suffix(".md"), markdown(rep, reproduce_command(rep)))
     print(f"json: {out}\nmd: {out.with_suffix('.md')}")
     return 0

@@ -435,3 +435,27 @@ def _convs_without_quantized_output(graph) -> set[str]:
     """Convolutions of a QDQ graph whose output no QuantizeLinear reads (they stay float)."""
     quantized = {n.input[0] for n in graph.node if n.op_type == "QuantizeLinear"}
     return {n.name for n in graph.node if n.op_type == "Conv" and n.output[0] not in quantized}
+
+
+def test_a_sweeps_report_is_filed_under_the_device_its_cells_ran_on(tmp_path, caplog):
+    """Cells measured as jobs on a cluster's node file the report under that node's device
+    id, not the submitting machine's; cells of several devices keep it where it is."""
+    from okdhp_edge.bench.calibration import filed_where_measured
+    from okdhp_edge.records import CalibrationReport
+
+    def report(*devices):
+        return CalibrationReport(calibration_version=1, zoo="z", fp32={"s/openvino": {
+            "value": 0.5, "device": devices[0]}}, cells={
+            f"s/openvino/default/{i}": {"value": 0.4, "device": d}
+            for i, d in enumerate(devices)})
+
+    out = tmp_path / "login-node" / "z_calibration.json"
+    out.parent.mkdir()
+    out.write_text("{}")
+    assert filed_where_measured(report("login-node"), out) == out  # measured here
+    assert filed_where_measured(report("gpu-1", "gpu-2"), out) == out
+    assert "measured on 2 devices (gpu-1, gpu-2)" in caplog.text
+    moved = filed_where_measured(report("gpu-1", "gpu-1"), out)
+    assert moved == tmp_path / "gpu-1" / out.name and moved.is_file() and not out.exists()
+    out.write_text("{}")  # gpu-1 has a report of this zoo now: this one stays
+    assert filed_where_measured(report("gpu-1"), out) == out
