@@ -72,9 +72,10 @@ class BuildContext(Protocol):
     def selection_validation(self) -> tuple[list, Callable, Callable]:
         """(items, to_input, metric_fn) on the selection split (NNCF accuracy control)."""
 
-    def qat_program(self) -> Any:
+    def qat_program(self, decoder: Optional[str] = None) -> Any:
         """A quantization-aware student's int8 program (``torch.export.ExportedProgram``,
-        sha256-checked): what a backend's ``QAT_BUILDERS`` make its INT8 file from."""
+        sha256-checked) with its decoder in the export's form (or ``decoder``'s): what a
+        backend's ``QAT_BUILDERS`` make its INT8 file from."""
 
     def metadata(self, fmt: Any = None) -> dict[str, str]:
         """The ``okdhp_*`` metadata a model file carries of its student; for a calibrated

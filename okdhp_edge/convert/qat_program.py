@@ -46,6 +46,27 @@ def load_program(path: Path, sha256: str) -> Any:
     return torch.export.load(str(path))
 
 
+def program_in_form(program: Any, decoder: str) -> Any:
+    """The ``ExportedProgram`` with its decoder in ``decoder`` form: as it is for
+    ``transposed``; for ``subpixel``, each foldable int8 transposed convolution rewritten as
+    a sub-pixel convolution of the same int8 weights (:func:`okdhp_edge.convert.subpixel.
+    subpixel_program`, exact on the program's int8 values) and exported again at the same
+    input shape. ValueError when the program has nothing to rewrite."""
+    if decoder == "transposed":
+        return program
+    import torch
+
+    from okdhp_edge.convert.subpixel import subpixel_program
+
+    shape = next(n.meta["val"].shape for n in program.graph.nodes
+                 if n.op == "placeholder" and n.name in program.graph_signature.user_inputs)
+    graph = program.module()
+    if subpixel_program(graph) == 0:
+        raise ValueError("the int8 program has no 4x4 stride-2 transposed convolution "
+                         "followed by a ReLU to rewrite in sub-pixel form")
+    return torch.export.export(graph, (torch.zeros(tuple(shape)),))
+
+
 def run_program(program: Any, x: np.ndarray) -> np.ndarray:
     """Heatmaps [N, K, h, w] of a loaded program on float32 images [N, 3, H, W] (one at a
     time: the program is traced at batch 1)."""

@@ -214,19 +214,21 @@ class _Context:
         if self._qat_ref is None:
             from okdhp_edge.convert.qat_program import run_program
 
-            program = self.qat_program()
+            program = self.qat_program("transposed")  # the student's own, not a rewrite
             self._qat_ref = {k: run_program(program, v) for k, v in inputs.items()}
         return inputs, self._qat_ref
 
-    def qat_program(self) -> Any:
+    def qat_program(self, decoder: Optional[str] = None) -> Any:
         """A quantization-aware student's int8 program, freshly loaded (a lowering may
-        change the program it is given), its sha256 checked against the manifest."""
-        from okdhp_edge.convert.qat_program import load_program
+        change the program it is given), its sha256 checked against the manifest, with its
+        decoder in ``decoder`` form (default: this export's)."""
+        from okdhp_edge.convert.qat_program import load_program, program_in_form
         from okdhp_edge.manifest import path_inside
 
         ref = self.man.qat.program
         where = self.student_dir / "student.yaml"
-        return load_program(path_inside(self.student_dir, ref.file, where), ref.sha256)
+        program = load_program(path_inside(self.student_dir, ref.file, where), ref.sha256)
+        return program_in_form(program, decoder or self.decoder)
 
     def calibration(self) -> tuple[np.ndarray, dict[str, Any]]:
         if self._calib is None:
@@ -261,10 +263,6 @@ def decoder_model(model: Any, man: StudentManifest, decoder: str) -> Any:
     from okdhp_edge.families import family_of
 
     forms = family_of(man.architecture.family).decoder_forms
-    if decoder != "transposed" and man.qat is not None:
-        raise UsageError(f"decoder {decoder}: {man.name} is quantization-aware; its int8 "
-                         "program keeps the decoder it was fine-tuned with (ONNX Runtime's "
-                         "file rewrites it to sub-pixel form itself)")
     if decoder not in forms:
         raise UsageError(f"decoder {decoder}: student {man.name} has no transposed-"
                          f"convolution decoder (its forms: {', '.join(forms)})")

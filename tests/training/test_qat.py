@@ -204,3 +204,42 @@ def test_qat_refusals_are_one_line_before_anything_is_loaded(tiny_zoo, tmp_path)
     res = okdhp("train", "--qat-from", run, "model.width=16", f"train.out_dir={tmp_path}/runs")
     assert res.returncode == 2 and "model.width is 16 here but" in res.stderr, res.stderr
     assert res.stderr.count("\n") == 1
+
+
+LIGHT = ["model.name=okdhp_light", "model.width_mult=0.25", "model.decoder_widths=[8,16]",
+         "model.fau_width=8", "data.input_size=[64,64]"]
+
+
+@pytest.mark.slow  # a light run trained, fine-tuned and lowered (~1 min); the rewrite of a
+# program itself is in the default suite
+# (test_qat_quantizer.py::test_transposed_convolutions_quantize_per_output_channel)
+def test_a_light_qat_students_program_exports_in_sub_pixel_form(synthetic_root, tmp_path):
+    """A quantization-aware MobileNetV2 student's INT8 files in the decoder form each
+    backend runs fastest: its int8 program rewritten (the same int8 weights), checked against
+    the program as it was fine-tuned, and as close to it as the files of the program left
+    as it is (this barely trained student's heatmaps have no peaks to judge keypoints on, so
+    the two forms are compared, not the tolerance)."""
+    from okdhp_edge.export.exporter import export_student
+    from okdhp_edge.manifest import zoo_students
+    from tests.conftest import tiny_overrides
+
+    base = tiny_overrides(synthetic_root, tmp_path, *LIGHT, "train.epochs=1",
+                          "train.max_iters_per_epoch=2")
+    res = okdhp("train", *base, "train.run_name=light")
+    assert res.returncode == 0, res.stderr[-3000:]
+    res = okdhp("train", "--qat-from", tmp_path / "runs" / "light", *QAT,
+                f"train.out_dir={tmp_path}/qruns", f"zoo.root={tmp_path}/qzoo")
+    assert res.returncode == 0, res.stderr[-3000:]
+    zoo = Path(next(line for line in res.stdout.splitlines() if line.startswith("zoo: "))[5:])
+    d, man = next((d, m) for d, m in zoo_students(zoo) if m.qat is not None)
+    fmts = ("executorch_int8", "onnx_int8")
+    sub = export_student(d / "student.yaml", formats=fmts, decoder="subpixel")
+    kept = export_student(d / "student.yaml", formats=fmts)
+    assert sub.decoder == "subpixel" and kept.decoder == "transposed"
+    for fmt in fmts:
+        s, k = sub.formats[fmt], kept.formats[fmt]
+        assert s.available and s.quantization.recipe == man.qat.recipe, (fmt, s.reason)
+        assert abs(s.parity.real.max_abs_heatmap_err - k.parity.real.max_abs_heatmap_err) \
+            <= 1e-3, (fmt, s.parity, k.parity)
+    assert not sub.formats["executorch_int8"].executorch.outside_xnnpack
+    assert sub.formats["executorch_int8"].sha256 != kept.formats["executorch_int8"].sha256

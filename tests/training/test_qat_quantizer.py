@@ -129,6 +129,15 @@ def test_transposed_convolutions_quantize_per_output_channel(tmp_path):
     step = float(max(n.args[1] for n in converted.graph.nodes
                      if "quantize_per_tensor" in str(n.target)))
     assert np.abs(got - run_program(program, xs)).max() <= step + 1e-6
+    # the program itself in sub-pixel form (LiteRT's and ExecuTorch's choice): the same int8
+    # values, and XNNPACK takes all of it
+    from okdhp_edge.convert.qat_program import program_in_form
+
+    sub = program_in_form(program, "subpixel")
+    assert not any("conv_transpose" in str(n.target) for n in sub.graph.nodes)
+    assert np.abs(run_program(sub, xs) - run_program(program, xs)).max() <= step + 1e-6
+    lowered = _lower(sub, tmp_path / "sub.pte")
+    assert lowered["xnnpack_partitions"] >= 1 and not lowered["outside_xnnpack"], lowered
 
 
 def test_relu6_is_quantized_as_the_convolutions_clamp(tmp_path):
