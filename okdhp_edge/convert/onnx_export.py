@@ -1,17 +1,19 @@
-"""ONNX export of a student with metadata, checked by ``onnx.checker``."""
+"""ONNX export of a student with metadata, checked by ``onnx.checker``; reading a file's
+metadata needs no torch (a cached export is checked without it)."""
 
 from __future__ import annotations
 
 import logging
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import onnx
-import torch
 
-from okdhp_edge.models.student import export_module
 from okdhp_edge.utils.io import atomic_write
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +26,10 @@ def export_onnx(model: torch.nn.Module, path: Path, input_size: tuple[int, int],
                 opset: int = OPSET) -> Path:
     """Export ``model`` (eval, fp32, CPU) to ``path``: input ``input`` [N, 3, H, W],
     output ``heatmaps`` [N, K, H/4, W/4]. Batch is 1 unless ``dynamic_batch``."""
+    import torch
+
+    from okdhp_edge.models.student import export_module
+
     wrapped, x = export_module(model.to(memory_format=torch.contiguous_format),
                                tuple(input_size))
     dyn = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None

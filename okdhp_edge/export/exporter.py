@@ -301,17 +301,21 @@ def export_student(student_yaml: Path, out_dir: Optional[Path] = None,
     # starts its export workers in a fraction of the time)
     kept = {fmt: _cached(old, fmt, out_dir, recipe, man) for fmt in wanted}
     done = {**old, **{f: k for f, k in kept.items() if k is not None}}
-    if all(k is not None for k in kept.values()):
+    todo = [f for f in wanted if kept[f] is None]
+    # a format whose runtime is missing here needs no model either (TensorRT on a CPU box)
+    missing = {f: r for f in todo if (r := unavailable_reason(FORMATS[f].runs_on))}
+    done.update({f: _unavailable(f, r) for f, r in missing.items()})
+    todo = [f for f in todo if f not in missing]
+    if not todo:
         return _write_record(out_dir, man, done, decoder)
     from okdhp_edge.students import load_student
 
     model, man = load_student(student_yaml)
     model = decoder_model(model.eval(), man, decoder)
     ctx = _Context(model, man, out_dir, recipe, student_yaml.parent, decoder)
-    for fmt in wanted:
-        if kept[fmt] is None:
-            done[fmt] = _export_one(fmt, ctx, done)
-            _write_record(out_dir, man, done, decoder)  # a crash keeps what is done
+    for fmt in todo:
+        done[fmt] = _export_one(fmt, ctx, done)
+        _write_record(out_dir, man, done, decoder)  # a crash keeps what is done
     return _write_record(out_dir, man, done, decoder)
 
 
@@ -355,6 +359,13 @@ def _previous(path: Path, man: StudentManifest, decoder: str) -> dict[str, Forma
     return dict(old.formats)
 
 
+def _unavailable(fmt: str, reason: str) -> FormatRecord:
+    """The record of a format that cannot be built here, saying why."""
+    spec = FORMATS[fmt]
+    return format_record({"backend": spec.runs_on, "precision": spec.precision,
+                          "available": False, "reason": reason}, fmt)
+
+
 def _export_one(fmt: str, ctx: _Context, done: dict[str, FormatRecord]) -> FormatRecord:
     spec = FORMATS[fmt]
     entry: dict[str, Any] = {"backend": spec.runs_on, "precision": spec.precision}
@@ -377,7 +388,7 @@ def _export_one(fmt: str, ctx: _Context, done: dict[str, FormatRecord]) -> Forma
             reason = str(conversion_failed(exc, f"building {fmt}"))
     if reason:
         log.info("%s of %s unavailable: %s", fmt, ctx.man.name, reason)
-        return format_record({**entry, "available": False, "reason": reason}, fmt)
+        return _unavailable(fmt, reason)
     files = {rel: sha256_file(ctx.out_dir / rel) for rel in spec.files}
     if revision := _build_revision(spec, ctx.man):
         entry["build_revision"] = revision
