@@ -31,6 +31,7 @@ from okdhp_edge.targets import (
     get_target,
     targets_for,
 )
+from okdhp_edge.utils.cpu import allowed_cpus
 from okdhp_edge.utils.isolate import Worker, WorkerDied, import_path
 
 log = logging.getLogger(__name__)
@@ -292,9 +293,15 @@ def bench_candidates(cands: list[Candidate], opts: BenchOptions,
         bar.set_description("time")
         _measure_latency(workers, rows, opts, lambda _key: bar.update(1),
                          monitor or LoadMonitor(opts.busy))
-        for i in list(workers.workers):
-            _finish_row(workers, i, rows[i], cand_of[i], opts)
-            bar.update(2)
+        timed = list(workers.workers)
+        for i in timed:  # one at a time: a throughput figure is a timing
+            _throughput(workers, i, rows[i], cand_of[i], opts)
+            bar.update(1)
+        _score_rows(workers, rows, timed, opts, lambda: bar.update(1))
+        for i in timed:
+            if rows[i].status == "ok" and _target(rows[i]).export:
+                _file_facts(rows[i], cand_of[i].formats[_target(rows[i]).export])
+            workers.close_one(i)
     finally:
         workers.close()
         bar.close()
@@ -304,24 +311,39 @@ def bench_candidates(cands: list[Candidate], opts: BenchOptions,
     return rows
 
 
-def _finish_row(workers: RowWorkers, i: int, row: BenchRow, c: Candidate,
+def _throughput(workers: RowWorkers, i: int, row: BenchRow, c: Candidate,
                 opts: BenchOptions) -> None:
-    """Throughput, accuracy and the file's facts of a timed row; its worker is closed."""
-    if row.status == "ok":
-        workers.stage(row, "throughput")
-        path, why = _throughput_path(c, row, opts)
-        row.throughput = why if path is None else (workers.call(
-            i, row, "throughput", path, opts.batch, _throughput_timing(opts.timing),
-            stage="throughput") or {})
-    if row.status == "ok" and opts.accuracy:
-        workers.stage(row, "score")
-        acc = workers.call(i, row, "accuracy", opts.flip_test, opts.accuracy_max_persons,
-                           opts.bootstrap, stage="score")
-        if acc is not None:
-            row.accuracy = RowAccuracy(**acc)
-    if row.status == "ok" and _target(row).export:
-        _file_facts(row, c.formats[_target(row).export])
-    workers.close_one(i)
+    """The throughput figure of a timed row (at ``opts.batch``), by its worker."""
+    if row.status != "ok":
+        return
+    workers.stage(row, "throughput")
+    path, why = _throughput_path(c, row, opts)
+    row.throughput = why if path is None else (workers.call(
+        i, row, "throughput", path, opts.batch, _throughput_timing(opts.timing),
+        stage="throughput") or {})
+
+
+def _score_rows(workers: RowWorkers, rows: list[BenchRow], ids: list[int], opts: BenchOptions,
+                tick: Callable[[], None]) -> None:
+    """Every timed row's accuracy on the report split, by its worker, as many rows at once as
+    the rows have cores (nothing is timed any more: scoring is the bench's longest untimed
+    step; each row's figures do not depend on the order)."""
+    import concurrent.futures
+
+    def score(i: int) -> None:
+        row = rows[i]
+        if row.status == "ok" and opts.accuracy:
+            workers.stage(row, "score")
+            acc = workers.call(i, row, "accuracy", opts.flip_test, opts.accuracy_max_persons,
+                               opts.bootstrap, stage="score")
+            if acc is not None:
+                row.accuracy = RowAccuracy(**acc)
+        tick()
+
+    at_once = max(1, min(len(ids), len(opts.cpus or allowed_cpus())))
+    with concurrent.futures.ThreadPoolExecutor(at_once, thread_name_prefix="score") as pool:
+        for done in [pool.submit(score, i) for i in ids]:
+            done.result()
 
 
 def _file_facts(row: BenchRow, entry: FormatRecord) -> None:
