@@ -5,7 +5,7 @@ Which files exist, what they are built from and which backend checks them is the
 and keeps each file's sha256. A cached file is reused only when its sha256 still matches
 and, for a quantized one, its recipe is the one asked for; anything else is rebuilt.
 
-``export.yaml`` (schema 2)::
+``export.yaml`` (schema 3)::
 
     schema: 3
     student: hg4
