@@ -23,7 +23,7 @@ from typing import Any, Callable, Optional
 
 from okdhp_edge.grammar import option
 from okdhp_edge.utils.cli import UsageError
-from okdhp_edge.utils.proc import last_line
+from okdhp_edge.utils.proc import kill_tree, last_line
 
 log = logging.getLogger("okdhp_edge.experiments")
 EXECUTORS = ("local", "slurm", "submitit-local")
@@ -176,12 +176,24 @@ class SubmititPool:
         self._gone.pop(j.key, None)
         return None
 
-    def cancel(self, jobs: list[Job]) -> None:
+    def cancel(self, jobs: list[Job], grace_s: float = 2.0) -> None:
+        """Cancel ``jobs``. A local job still running after ``grace_s`` is killed with
+        every process under it: submitit ends it with SIGINT, which a process started with
+        SIGINT ignored (a background job of a shell script, a test worker) ignores too."""
         for j in jobs:
             try:
                 j.job.cancel(check=False)
             except Exception:  # noqa: BLE001 - best effort on the way out
                 pass
+        local = [p for j in jobs if not self.slurm
+                 and (p := getattr(j.job, "_process", None)) is not None]  # noqa: SLF001
+        deadline = time.monotonic() + grace_s
+        while any(p.poll() is None for p in local) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for proc in local:
+            if proc.poll() is None:
+                kill_tree(proc.pid)
+                proc.wait()
 
 
 def _tail(path: Path) -> str:

@@ -160,18 +160,20 @@ def _sleep_and_mark(path: str, seconds: float) -> str:
 
 def test_leaving_the_pool_by_an_error_cancels_its_open_jobs(tmp_path):
     """The pool is a context manager: an exception inside (a refusal, Ctrl-C) cancels every
-    job still without a result, so no job of a stopped sweep goes on computing."""
+    job still without a result, so no job of a stopped sweep goes on computing; a local job
+    started with SIGINT ignored (a background job of a shell script) is ended too."""
     from okdhp_edge.experiments.executors import Scheduler, SubmititPool
 
     sched = Scheduler(executor="submitit-local")
     mark = tmp_path / "mark"
-    with pytest.raises(KeyboardInterrupt):
-        with SubmititPool(sched, tmp_path / "jobs", 1) as pool:
-            job = pool.submit("sleeper", _sleep_and_mark, str(mark), 3.0)
-            raise KeyboardInterrupt
-    deadline = time.time() + 30
-    while not job.job.done() and time.time() < deadline:
-        time.sleep(0.2)
-    assert job.job.done()
-    time.sleep(3.5)
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)  # what the job inherits
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with SubmititPool(sched, tmp_path / "jobs", 1) as pool:
+                job = pool.submit("sleeper", _sleep_and_mark, str(mark), 4.0)
+                raise KeyboardInterrupt
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert job.job.done()  # ended on the way out, not 4 s later
+    time.sleep(5)
     assert not mark.exists()  # cancelled before it could finish
