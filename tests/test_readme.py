@@ -6,6 +6,7 @@ import re
 import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -84,10 +85,32 @@ def test_the_front_door_is_short():
 def test_readme_journey_runs_as_written(tmp_path):
     """The journey and the torch-free deployment, every command as the README writes it,
     in a fresh folder (``okdhp`` run as ``python -m okdhp_edge``, the same door); the
-    training commands that need COCO, MPII or several GPUs are parsed only (above)."""
+    training commands that need COCO, MPII or several GPUs are parsed only (above). The
+    fleet it names is one host: an OpenSSH server on 127.0.0.1 started here."""
     import shutil
 
+    import yaml
+
+    from tests.bench.sshd import start_sshd
+
     shutil.copytree(ROOT / "configs", tmp_path / "configs")
+    server = start_sshd(tmp_path / "sshd")
+    sshd = next(server)
+    try:
+        host = {"name": "sshbox", "address": "127.0.0.1", "port": sshd.port, "user": sshd.user,
+                "key": str(sshd.key), "python": getattr(sys, "_base_executable", sys.executable),
+                "work": str(tmp_path / "host")}
+        (tmp_path / "fleet.yaml").write_text(yaml.safe_dump({"fleet_version": 1,
+                                                             "hosts": [host]}))
+        _run_journey(tmp_path)
+    finally:
+        server.close()  # stops the server
+    assert (tmp_path / "deploy" / "hg4_ov" / "bundle.yaml").is_file()
+    assert list((tmp_path / "bench" / "reports" / "jetson-orin-nano").glob("quickstart.json"))
+
+
+def _run_journey(tmp_path: Path) -> None:
+    """Every runnable ``okdhp`` command of the README, in order, in ``tmp_path``."""
     runnable = [c for c in readme_commands() if c[0] == "okdhp"
                 and not (c[1] == "train" and "configs/quickstart.yaml" not in c)
                 and c[1] != "models"]
@@ -97,5 +120,3 @@ def test_readme_journey_runs_as_written(tmp_path):
         proc = subprocess.run([sys.executable, "-m", "okdhp_edge", *words], cwd=tmp_path,
                               capture_output=True, text=True, timeout=1800)
         assert proc.returncode == 0, (argv, proc.stderr[-3000:])
-    assert (tmp_path / "deploy" / "hg4_ov" / "bundle.yaml").is_file()
-    assert list((tmp_path / "bench" / "reports" / "jetson-orin-nano").glob("quickstart.json"))

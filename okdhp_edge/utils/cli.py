@@ -11,7 +11,7 @@ from typing import Any, Callable, Optional
 from okdhp_edge.errors import OkdhpError, UsageError
 
 # what `pip install okdhp_edge[train]` adds to the torch-free runtime (pyproject.toml)
-TRAIN_EXTRA = ("torch", "scipy", "onnx", "safetensors", "psutil", "cpuinfo", "nncf")
+TRAIN_EXTRA = ("torch", "onnx", "safetensors", "psutil", "cpuinfo", "nncf")
 
 
 __all__ = ["Command", "UsageError", "commands_markdown", "console_entry", "dispatch",
