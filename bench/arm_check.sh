@@ -67,6 +67,9 @@ user_space() {
 wheels() {
   say "wheels: the package (pure Python) and its aarch64 dependencies into $WHEELS"
   mkdir -p "$WHEELS" "$WORK/dist"
+  # an earlier run's package wheel has the same name: pip would resolve its (older)
+  # dependencies instead of this one's
+  rm -f "$WHEELS"/okdhp_edge-*.whl
   "$PY" -m pip wheel -q --no-deps -w "$WORK/dist" "$REPO"
   # every manylinux tag the guest's glibc (2.36) accepts: one --platform alone silently
   # resolves old releases
