@@ -184,8 +184,8 @@ TOLERANCE = {"fp32": (1e-3, 0.5), "bf16": (5e-2, 1.0), "fp16": (5e-2, 1.0),
              "int8": (0.25, 2.0)}
 
 # the forms a light student's decoder can take in a file: its 4x4 stride-2 transposed
-# convolutions as they are, or as sub-pixel convolutions (a 3x3 convolution with 4x the
-# channels, then depth-to-space: exact in float; okdhp_edge.convert.subpixel)
+# convolutions as they are, or as sub-pixel convolutions (a 2x2 convolution with 4x the
+# channels, depth-to-space and a one-pixel crop: exact in float; okdhp_edge.convert.subpixel)
 DECODER_FORMS = ("transposed", "subpixel")
 TARGETS: dict[tuple[str, str], Target] = {t.key: t for t in (
     Target("torch", "fp32", None, "host", "student", bundle=False),

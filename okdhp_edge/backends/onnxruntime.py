@@ -52,8 +52,8 @@ class Int8Options:
             ``per_channel`` (NNCF's own choice: a depthwise convolution's input per channel,
             which ONNX Runtime cannot fuse: 2.5x its fp32 on MobileNetV2).
         ort_transposed_conv: ``subpixel`` (the default: a light decoder's 4x4 stride-2
-            transposed convolutions, with their batch norms, as 3x3 convolutions +
-            DepthToSpace before quantizing, an exact rewrite in float, since ONNX Runtime has
+            transposed convolutions, with their batch norms, as 2x2 convolutions +
+            DepthToSpace + a crop before quantizing, exact in float, since ONNX Runtime has
             no quantized ConvTranspose; :mod:`okdhp_edge.convert.subpixel`) or ``keep``
             (they run in float).
     """

@@ -1,18 +1,23 @@
-"""Transposed convolutions as sub-pixel convolutions, for runtimes with no quantized
-transposed convolution (ONNX Runtime's CPU provider runs ``ConvTranspose`` in float between
-DequantizeLinear and QuantizeLinear, microsoft/onnxruntime#8988).
+"""Transposed convolutions as sub-pixel convolutions: for runtimes whose transposed
+convolution is slow (XNNPACK: LiteRT, ExecuTorch) or not quantized (ONNX Runtime's CPU
+provider runs ``ConvTranspose`` in float between DequantizeLinear and QuantizeLinear,
+microsoft/onnxruntime#8988).
 
 A ``ConvTranspose2d(C_in, C_out, 4, stride 2, padding 1)`` followed by its ``BatchNorm2d``
 and ``ReLU`` (a light student's decoder layer) computes exactly what
-``Conv2d(C_in, 4 * C_out, 3, padding 1)`` with the batch norm folded in, the ReLU, then
-``PixelShuffle(2)`` compute: output pixel (2i + a, 2j + b) of channel c reads input pixels
-(i + di, j + dj), di, dj in {-1, 0, 1}, through the kernel tap (a + 1 - 2 di, b + 1 - 2 dj)
-where it lies in [0, 4), which is output channel 4c + 2a + b of the 3x3 convolution at
-(di + 1, dj + 1); the ReLU commutes with the shuffle. The same sums in another order (float
-rounding apart); the convolution quantizes and fuses with its ReLU as any other, and the
-shuffle (``DepthToSpace``) moves int8 values. 2.25x the multiply-adds of the layer (5 of 9
-taps per phase are zero), which int8 pays for where the float transposed convolution cost
-more (mbv2-d64: 0.71x its fp32 file in ONNX Runtime INT8, against 1.10x; docs/int8.md).
+``Conv2d(C_in, 4 * C_out, 2, padding 1)`` with the batch norm folded in, the ReLU,
+``PixelShuffle(2)`` and a crop of one pixel on every side compute. Output row 2m + a of the
+transposed convolution reads input rows m - 1 and m through kernel rows 3 and 1 (a = 0), or
+rows m and m + 1 through kernel rows 2 and 0 (a = 1): two taps per phase. The 2x2
+convolution (padding 1, so [H + 1, W + 1]) reads rows r - 1 and r at its row r; its output
+channel 4c + 2g + h, put by the shuffle at row 2r + g, column 2s + h, holds the phase
+a = 1 - g, b = 1 - h of channel c through kernel tap (2 + g - 2u, 2 + h - 2v) at its tap
+(u, v), which is output pixel (2r + g - 1, 2s + h - 1): every phase one pixel off, hence
+the crop. The same sums in another order (float rounding apart), with (H + 1)(W + 1) / HW
+of the layer's multiply-adds (1.07-1.31x on the students' decoders; a 3x3 sub-pixel
+convolution, whose 5 of 9 taps per phase are zero, costs 2.25x); the ReLU commutes with
+the shuffle and the crop, the convolution quantizes and fuses with its ReLU as any other,
+and the shuffle (``DepthToSpace``) and crop (``Slice``) move int8 values.
 """
 
 from __future__ import annotations
@@ -27,8 +32,9 @@ from torch import nn
 
 def subpixel_student(model: nn.Module) -> Optional[nn.Module]:
     """A copy of ``model`` (eval) with every ``[ConvTranspose2d(k 4, s 2, p 1), BatchNorm2d,
-    ReLU]`` run of an ``nn.Sequential`` replaced by ``[Conv2d(3x3), ReLU, PixelShuffle(2)]``
-    (the batch norm folded into the convolution); None when it has no such run. Same
+    ReLU]`` run of an ``nn.Sequential`` replaced by ``[Conv2d(2x2, padding 1), ReLU,
+    PixelShuffle(2), CropBorder()]`` (the batch norm folded into the convolution); None
+    when it has no such run. Same
     forward contract as ``model``: [N, 3, H, W] -> output with ``.heatmap`` [N, K, h, w]."""
     out = copy.deepcopy(model).eval()
     replaced = 0
@@ -37,7 +43,8 @@ def subpixel_student(model: nn.Module) -> Optional[nn.Module]:
         while i < len(layers):
             run = layers[i:i + 3]
             if _foldable(run):
-                changed += [_subpixel_conv(run[0], run[1]), nn.ReLU(), nn.PixelShuffle(2)]
+                changed += [_subpixel_conv(run[0], run[1]), nn.ReLU(), nn.PixelShuffle(2),
+                            CropBorder()]
                 i, replaced = i + 3, replaced + 1
             else:
                 changed.append(layers[i])
@@ -48,6 +55,13 @@ def subpixel_student(model: nn.Module) -> Optional[nn.Module]:
             for k, layer in enumerate(changed):
                 seq.add_module(str(k), layer)
     return out if replaced else None
+
+
+class CropBorder(nn.Module):
+    """Drops the outermost pixel on every side: [N, C, H, W] -> [N, C, H - 2, W - 2]."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, :, 1:-1, 1:-1]
 
 
 def _foldable(run: list[nn.Module]) -> bool:
@@ -72,14 +86,14 @@ def _rewritable(kernel: Any, stride: Any, padding: Any, output_padding: Any, gro
 
 
 def _subpixel_conv(ct: nn.ConvTranspose2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
-    """The 3x3 convolution whose output channel 4c + 2a + b is phase (a, b) of channel c of
-    ``bn(ct(x))``."""
+    """The 2x2 convolution (padding 1) whose output channel 4c + 2g + h is phase
+    (1 - g, 1 - h) of channel c of ``bn(ct(x))``, one pixel off (see the module)."""
     c_in, c_out = ct.in_channels, ct.out_channels
     scale = (bn.weight / torch.sqrt(bn.running_var + bn.eps)).detach()
     shift = (bn.bias - bn.running_mean * scale).detach()
     if ct.bias is not None:
         shift = shift + ct.bias.detach() * scale
-    conv = nn.Conv2d(c_in, 4 * c_out, 3, padding=1, bias=True)
+    conv = nn.Conv2d(c_in, 4 * c_out, 2, padding=1, bias=True)
     conv.weight.data = _rearranged(ct.weight.detach()) * \
         scale.repeat_interleave(4).view(-1, 1, 1, 1)
     conv.bias.data = shift.repeat_interleave(4)
@@ -87,29 +101,28 @@ def _subpixel_conv(ct: nn.ConvTranspose2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
 
 
 def _rearranged(w: torch.Tensor) -> torch.Tensor:
-    """A transposed convolution's 4x4 kernel [C_in, C_out, 4, 4] as the sub-pixel 3x3
-    kernel [4 C_out, C_in, 3, 3] (output channel 4c + 2a + b: phase (a, b) of channel c;
-    the taps no phase reads are 0). Any dtype (int8 weights stay int8)."""
+    """A transposed convolution's 4x4 kernel [C_in, C_out, 4, 4] as the sub-pixel 2x2
+    kernel [4 C_out, C_in, 2, 2]: output channel 4c + 2g + h, tap (u, v) is the 4x4 tap
+    (2 + g - 2u, 2 + h - 2v) (every tap read once). Any dtype (int8 weights stay int8)."""
     c_in, c_out = w.shape[:2]
-    k = torch.zeros(c_out, 2, 2, c_in, 3, 3, dtype=w.dtype)
-    for a in (0, 1):
-        for b in (0, 1):
-            for di in (-1, 0, 1):
-                for dj in (-1, 0, 1):
-                    kh, kw = a + 1 - 2 * di, b + 1 - 2 * dj
-                    if 0 <= kh < 4 and 0 <= kw < 4:
-                        k[:, a, b, :, di + 1, dj + 1] = w[:, :, kh, kw].t()
-    return k.reshape(4 * c_out, c_in, 3, 3)
+    k = torch.zeros(c_out, 2, 2, c_in, 2, 2, dtype=w.dtype)
+    for g in (0, 1):
+        for h in (0, 1):
+            for u in (0, 1):
+                for v in (0, 1):
+                    k[:, g, h, :, u, v] = w[:, :, 2 + g - 2 * u, 2 + h - 2 * v].t()
+    return k.reshape(4 * c_out, c_in, 2, 2)
 
 
 def subpixel_program(graph: torch.fx.GraphModule) -> int:
     """The same rewrite on a converted PT2E program (a quantization-aware student's int8
     program, in place): each ``conv_transpose2d`` (4x4, stride 2, padding 1) of a
     per-channel int8 weight whose output goes through a ReLU to a quantize node becomes a
-    ``conv2d`` (3x3) of the rearranged int8 weight (scales and zero points repeated four
-    times: the same int8 values, the missing taps 0), the ReLU and the quantize node, then
-    ``pixel_shuffle(2)`` between a dequantize node and a quantize node of the same
-    parameters (a shuffle moves the int8 values). Returns how many were rewritten."""
+    ``conv2d`` (2x2, padding 1) of the rearranged int8 weight (scales and zero points
+    repeated four times: the same int8 values), the ReLU and the quantize node, then
+    ``pixel_shuffle(2)`` and the one-pixel crop between a dequantize node and a quantize
+    node of the same parameters (they move the int8 values). Returns how many were
+    rewritten."""
     ops, aten = torch.ops.quantized_decomposed, torch.ops.aten
     count = 0
     for node in list(graph.graph.nodes):
@@ -124,19 +137,32 @@ def subpixel_program(graph: torch.fx.GraphModule) -> int:
         relu.replace_input_with(node, conv)
         graph.graph.erase_node(node)
         for dq in [u for u in quant.users if u.target == ops.dequantize_per_tensor.default]:
-            with graph.graph.inserting_after(dq):
-                shuffle = graph.graph.call_function(aten.pixel_shuffle.default, (dq, 2))
-            with graph.graph.inserting_after(shuffle):
-                q = graph.graph.call_function(ops.quantize_per_tensor.default,
-                                              (shuffle, *dq.args[1:]))
-            with graph.graph.inserting_after(q):
-                dq2 = graph.graph.call_function(ops.dequantize_per_tensor.default,
-                                                (q, *dq.args[1:]))
-            dq.replace_all_uses_with(dq2, delete_user_cb=lambda u, s=shuffle: u is not s)
+            users = list(dq.users)
+            out = dq
+            for op, args in ((aten.pixel_shuffle.default, (2,)),
+                             (aten.slice.Tensor, (2, 1, -1)), (aten.slice.Tensor, (3, 1, -1))):
+                out = _moved(graph, out, op, args)
+            for user in users:
+                user.replace_input_with(dq, out)
         count += 1
     graph.graph.eliminate_dead_code()
     graph.recompile()
     return count
+
+
+def _moved(graph: torch.fx.GraphModule, dq: torch.fx.Node, op: Any, args: tuple
+           ) -> torch.fx.Node:
+    """``op(dq, *args)`` (an op that moves values) between ``dq`` and a quantize node of
+    ``dq``'s parameters, then a dequantize node: the int8 pattern a runtime moves in int8
+    (XNNPACK's quantized slice takes one op between a dequantize and a quantize node)."""
+    ops = torch.ops.quantized_decomposed
+    with graph.graph.inserting_after(dq):
+        moved = graph.graph.call_function(op, (dq, *args))
+    with graph.graph.inserting_after(moved):
+        q = graph.graph.call_function(ops.quantize_per_tensor.default, (moved, *dq.args[1:]))
+    with graph.graph.inserting_after(q):
+        return graph.graph.call_function(ops.dequantize_per_tensor.default,
+                                         (q, *dq.args[1:]))
 
 
 def _program_foldable(node: torch.fx.Node) -> bool:
@@ -162,9 +188,9 @@ def _program_foldable(node: torch.fx.Node) -> bool:
 
 
 def _subpixel_weight(graph: torch.fx.GraphModule, dq: torch.fx.Node) -> torch.fx.Node:
-    """A dequantize node (at the graph's insertion point) of the 3x3 weight rearranged from
+    """A dequantize node (at the graph's insertion point) of the 2x2 weight rearranged from
     ``dq``'s int8 [C_in, C_out, 4, 4] weight (per output channel, axis 1) to
-    [4 C_out, C_in, 3, 3] (axis 0)."""
+    [4 C_out, C_in, 2, 2] (axis 0)."""
     w = attrgetter(dq.args[0].target)(graph)
     scale, zero = (attrgetter(n.target)(graph) for n in dq.args[1:3])
     base = dq.args[0].target.replace(".", "_")

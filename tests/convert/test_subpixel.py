@@ -1,5 +1,5 @@
-"""Transposed convolutions as sub-pixel convolutions for ONNX Runtime's INT8 file: exact in
-float, and the INT8 file quantizes them (no float ConvTranspose left)."""
+"""Transposed convolutions as sub-pixel convolutions (2x2, shuffle, crop): exact in float,
+and ONNX Runtime's INT8 file quantizes them (no float ConvTranspose left)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def test_subpixel_decoder_computes_the_transposed_one():
     sub = subpixel_student(model)
     assert sub is not None and model.decoder.deconv[0].__class__.__name__ == "ConvTranspose2d"
     kinds = [type(m).__name__ for m in sub.decoder.deconv]
-    assert kinds == ["Conv2d", "ReLU", "PixelShuffle"] * 3
+    assert kinds == ["Conv2d", "ReLU", "PixelShuffle", "CropBorder"] * 3
     x = torch.randn(2, 3, 128, 96, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         ref, got = model(x).heatmap, sub(x).heatmap
