@@ -215,4 +215,12 @@ EOF
   say "passed: $(tail -1 "$WORK/parity.txt") (QEMU_CPU=$QEMU_CPU)"
 }
 
-main "$@"
+# `arm_check.sh prepare`: the user space and this checkout's aarch64 wheels, ready for another
+# use of the guest (the fleet test benches it over SSH: tests/bench/test_fleet.py); it prints
+# the user space's and the wheels' folders. `arm_check.sh cpuinfo`: the guest's /proc/cpuinfo.
+case "${1:-check}" in
+  check) main ;;
+  prepare) one_at_a_time; host_tools; user_space; wheels; echo "rootfs=$ROOTFS"; echo "wheels=$WHEELS" ;;
+  cpuinfo) guest_cpuinfo ;;
+  *) die "usage: $0 [check|prepare|cpuinfo]" ;;
+esac

@@ -829,6 +829,8 @@ class FleetHostResult:
     reason: str = ""
     report: Optional[str] = field(default=None, metadata=OMIT_NONE)  # its report, locally
     reused: list[str] = field(default_factory=list)  # what the host already had
+    # why its report's timings are an emulator's (QEMU user mode), as the report says
+    emulated: Optional[str] = field(default=None, metadata=OMIT_NONE)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from typing import ClassVar
 from okdhp_edge.bench.report import (
     accuracy_of,
     chart,
+    device_label,
     latency_of,
     load_report,
     pareto,
@@ -36,10 +37,15 @@ def combine(reports: list[BenchReport]) -> str:
                     continue
                 acc = accuracy_of(r)
                 lines.append(
-                    f"| {s} | {rep.device_id} | {r.backend} | {r.precision} | "
+                    f"| {s} | {device_label(rep)} | {r.backend} | {r.precision} | "
                     f"{latency_of(r):.2f} | {latency_of(r, 'p90'):.2f} | "
                     f"{'-' if acc is None else f'{acc:.4f}'} | "
                     f"{'yes' if id(r) in front else ''} |")
+    emulated = [f"- **{rep.device_id}** was emulated ({rep.emulated}): its timings are the "
+                "emulator's, not a device's; its accuracies are the runtime's on that "
+                "architecture" for rep in reports if rep.emulated]
+    if emulated:
+        lines += ["", *emulated]
     return "\n".join(lines) + "\n\n![frontiers](compare_pareto.png)\n"
 
 

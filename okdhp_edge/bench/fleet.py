@@ -248,9 +248,10 @@ def _remote_bench(remote: Remote, ship: Shipment, req: Any, run_id: str) -> str:
     return f"reports/{run_id}/{h.name}/{ship.zoo}.json"
 
 
-def _fetch(remote: Remote, ship: Shipment, rel: str, out: Path, run_id: str) -> Path:
-    """The host's report, fetched, verified and written under ``out/<name>/``; the
-    host's copy removed."""
+def _fetch(remote: Remote, ship: Shipment, rel: str, out: Path, run_id: str
+           ) -> tuple[Path, Optional[str]]:
+    """The host's report, fetched, verified and written under ``out/<name>/``, and why its
+    timings are emulated (None: a device's); the host's copy removed."""
     from okdhp_edge.bench.report import load_report
 
     h = remote.host
@@ -274,7 +275,7 @@ def _fetch(remote: Remote, ship: Shipment, rel: str, out: Path, run_id: str) -> 
         raise HostFailed("fetch", "its report is not this set's: " + "; ".join(problems))
     atomic_write_bytes(dest, data)
     remote.run(f"cd {_q(h.work)} && rm -rf reports/{run_id} reports/{run_id}.log", "fetch")
-    return dest
+    return dest, rep.emulated
 
 
 def _one_host(remote: Remote, ship: Shipment, req: Any, out: Path, run_id: str
@@ -283,14 +284,14 @@ def _one_host(remote: Remote, ship: Shipment, req: Any, out: Path, run_id: str
     try:
         reused = _prepare(remote, ship)
         rel = _remote_bench(remote, ship, req, run_id)
-        dest = _fetch(remote, ship, rel, out, run_id)
+        dest, emulated = _fetch(remote, ship, rel, out, run_id)
     except HostFailed as exc:
         log.warning("%s: failed at %s: %s", remote.host.name, exc.stage, exc.reason)
         return FleetHostResult(remote.host.name, "failed", exc.stage,
                                round(time.time() - t0, 1), exc.reason, reused=reused)
     log.info("%s: report fetched (%s reused)", remote.host.name, ", ".join(reused) or "nothing")
     return FleetHostResult(remote.host.name, "ok", "done", round(time.time() - t0, 1),
-                           report=str(dest), reused=reused)
+                           report=str(dest), reused=reused, emulated=emulated)
 
 
 def run_fleet(req: Any) -> FleetRun:
@@ -346,7 +347,8 @@ def fleet_lines(run: FleetRun) -> list[str]:
     for h in run.hosts:
         if h.status == "ok":
             reuse = f"; reused {', '.join(h.reused)}" if h.reused else ""
-            lines.append(f"{h.name}: ok in {h.wall_s:.0f} s{reuse}: {h.report}")
+            emu = f" (EMULATED: {h.emulated}; not a device's timings)" if h.emulated else ""
+            lines.append(f"{h.name}: ok in {h.wall_s:.0f} s{reuse}: {h.report}{emu}")
         else:
             lines.append(f"{h.name}: FAILED at {h.stage} after {h.wall_s:.0f} s: {h.reason}")
     ok = sum(h.status == "ok" for h in run.hosts)

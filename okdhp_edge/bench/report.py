@@ -306,7 +306,12 @@ def _plot_report(ax: Any, rep: BenchReport, colors: dict[str, Any], style: str,
     if front:
         ax.plot([latency_of(r, stat, scope) for r in front], [accuracy_of(r) for r in front],
                 style, color="tab:red", alpha=0.7,
-                label=f"Pareto frontier: {rep.device_id}", zorder=2)
+                label=f"Pareto frontier: {device_label(rep)}", zorder=2)
+
+
+def device_label(rep: BenchReport) -> str:
+    """The report's device id, marked when its timings are an emulator's, not a device's."""
+    return f"{rep.device_id} (emulated)" if rep.emulated else rep.device_id
 
 
 def _legend_entries(ax: Any, rows: list[BenchRow], colors: dict[str, Any]) -> None:

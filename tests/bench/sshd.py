@@ -10,7 +10,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 import pytest
 
@@ -23,6 +23,7 @@ class Sshd:
     key: Path  # the client's private key (authorized)
     other_key: Path  # a key the server does not know
     user: str
+    chroot_port: Optional[int] = None  # a second port whose sessions run in ``chroot``
 
 
 def free_port() -> int:
@@ -35,8 +36,11 @@ def _keygen(path: Path) -> None:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
 
 
-def start_sshd(folder: Path) -> Iterator[Sshd]:
-    """Start sshd on 127.0.0.1 with keys made here; yield it; stop it."""
+def start_sshd(folder: Path, chroot: Optional[Path] = None,
+               env: Optional[dict[str, str]] = None) -> Iterator[Sshd]:
+    """Start sshd on 127.0.0.1 with keys made here; yield it; stop it. ``chroot``: a
+    second port whose sessions run with that folder as their root (sshd's own
+    ``ChrootDirectory``), ``env`` set in every session."""
     if not Path(SSHD).is_file() or shutil.which("ssh") is None:
         pytest.skip("OpenSSH server or client absent (apt-get install openssh-server)")
     if os.geteuid() != 0:
@@ -46,18 +50,23 @@ def start_sshd(folder: Path) -> Iterator[Sshd]:
         _keygen(folder / name)
     (folder / "authorized_keys").write_text((folder / "client.pub").read_text())
     port = free_port()
+    other = free_port() if chroot else None
+    extra = "".join(f"SetEnv {k}={v}\n" for k, v in (env or {}).items())
+    if chroot:
+        extra = f"Port {other}\n{extra}Match LocalPort {other}\n    ChrootDirectory {chroot}\n"
     (folder / "sshd_config").write_text(
         f"Port {port}\nListenAddress 127.0.0.1\nHostKey {folder / 'host'}\n"
         f"AuthorizedKeysFile {folder / 'authorized_keys'}\nPasswordAuthentication no\n"
         "KbdInteractiveAuthentication no\nPubkeyAuthentication yes\n"
         "PermitRootLogin prohibit-password\nStrictModes no\nUsePAM no\n"
-        f"PidFile {folder / 'sshd.pid'}\n")
+        f"PidFile {folder / 'sshd.pid'}\n{extra}")
     Path("/run/sshd").mkdir(exist_ok=True)  # its privilege separation folder
     proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(folder / "sshd_config")],
                             stderr=open(folder / "sshd.log", "wb"))
     try:
-        _wait_listening(port, proc)
-        yield Sshd(port, folder / "client", folder / "stranger", "root")
+        for p in (port, other) if other else (port,):
+            _wait_listening(p, proc)
+        yield Sshd(port, folder / "client", folder / "stranger", "root", other)
     finally:
         proc.terminate()
         try:

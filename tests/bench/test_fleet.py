@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from okdhp_edge.bench.report import load_report
+from tests.bench.arm_guest import QEMU_CPU, arm_guest
 from tests.bench.sshd import free_port, start_sshd
 from tests.conftest import okdhp
 
@@ -124,6 +125,40 @@ def test_killing_the_fleet_command_leaves_nothing_running_on_the_host(
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     assert _wait_for(lambda: not _remote_benches(work), 20), _remote_benches(work)
+
+
+@pytest.mark.slow  # installs the package in the Arm user space, under QEMU (~3 min)
+def test_the_arm_user_space_is_a_second_fleet_member_its_report_marked_emulated(
+        bundle_set, tmp_path):
+    with arm_guest(tmp_path / "guest") as guest:
+        server = start_sshd(tmp_path / "sshd", chroot=guest.rootfs, env={"QEMU_CPU": QEMU_CPU})
+        sshd = next(server)
+        try:
+            fleet = _fleet(tmp_path / "fleet.yaml", _host(sshd, "x86box", tmp_path / "host"),
+                           _host(sshd, "armbox", Path(guest.fleet) / "arm",
+                                 port=sshd.chroot_port, python=guest.python,
+                                 pip=["--no-index", "--find-links", guest.wheels],
+                                 bench=["--min-iters", "3", "--rounds", "1"]))
+            res = okdhp("bench", "--bundles", bundle_set, "--fleet", fleet, "--out-root",
+                        tmp_path / "out", *FAST)
+        finally:
+            server.close()  # stops sshd
+    assert res.returncode == 0, res.stdout + res.stderr
+    out = tmp_path / "out" / "fleet"
+    arm, x86 = (load_report(out / name / "tiny.json") for name in ("armbox", "x86box"))
+    assert arm.emulated and "aarch64" in arm.emulated and not x86.emulated
+    assert arm.device["machine"] == "aarch64" and x86.device["machine"] == "x86_64"
+    ok = {(r.student, r.backend, r.precision) for r in arm.rows if r.status == "ok"}
+    fp32 = {(r.student, r.backend, r.precision) for r in x86.rows
+            if r.status == "ok" and r.precision == "fp32"}
+    assert fp32 and fp32 <= ok, (fp32, ok)  # every fp32 row measured on "Arm" too
+    # the emulated member is said to be one wherever its timings appear
+    assert "armbox (emulated)" in (out / "compare.md").read_text()
+    assert "x86box (emulated)" not in (out / "compare.md").read_text()
+    run = json.loads((out / "fleet.json").read_text())
+    assert {h["name"]: bool(h.get("emulated")) for h in run["hosts"]} == {
+        "armbox": True, "x86box": False}
+    assert "EMULATED" in res.stdout
 
 
 def _remote_benches(work: Path) -> list[str]:
