@@ -151,6 +151,13 @@ def test_pick_refuses_an_emulated_report_unless_asked(tmp_path):
     assert api.pick(path, 100.0, allow_emulated=True).choice is not None
     proc = _okdhp("zoo", "pick", "--report", str(path), "--max-latency-ms", "100")
     assert proc.returncode == 2 and "measured under emulation" in proc.stderr, proc.stderr
+    # a comparison across devices says which device's timings are an emulator's
+    from okdhp_edge.bench.compare import combine
+    from okdhp_edge.bench.report import load_report
+
+    table = combine([load_report(REPORT), load_report(path)])
+    assert table.count(" (emulated) |") == sum(r.status == "ok" for r in load_report(path).rows)
+    assert "was emulated (aarch64 user space on AMD EPYC" in table
 
 
 def test_evaluate_refuses_the_oracles_options_for_a_student(tmp_path):
