@@ -202,13 +202,14 @@ TARGETS: dict[tuple[str, str], Target] = {t.key: t for t in (
     Target("tensorrt", "int8", "tensorrt_int8", "cuda", default=False),
     Target("torch_tensorrt", "fp32", None, "cuda", bundle=False),
     Target("torch_tensorrt", "fp16", None, "cuda", bundle=False),
-    # XNNPACK runs a light decoder faster as sub-pixel convolutions (bench --decoder both:
-    # docs/arm.md), and LiteRT's INT8 of that form is full-integer
+    # XNNPACK runs a light decoder faster as sub-pixel convolutions, in fp32 and int8 (bench
+    # --decoder both at the paper's width: docs/arm.md), and LiteRT's INT8 of that form is
+    # full-integer
     Target("litert", "fp32", "litert_fp32", "cpu", decoder="subpixel"),
     Target("litert", "fp16", "litert_fp16", "cpu", default=False, decoder="subpixel"),
     Target("litert", "int8", "litert_int8", "cpu", default=False, decoder="subpixel"),
     Target("executorch", "fp32", "executorch_fp32", "cpu", decoder="subpixel"),
-    Target("executorch", "int8", "executorch_int8", "cpu", default=False),
+    Target("executorch", "int8", "executorch_int8", "cpu", default=False, decoder="subpixel"),
 )}
 
 # chart marker per backend; precision is drawn as the marker's fill (int8 hollow)

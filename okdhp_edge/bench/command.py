@@ -16,7 +16,7 @@ from okdhp_edge.backends.recipe import ALWAYS_SPELLED, QuantRecipe
 from okdhp_edge.bench.candidates import Candidate, bundle_candidates, zoo_candidates
 from okdhp_edge.bench.device import device_id, fingerprint
 from okdhp_edge.bench.load import POLICIES, LoadMonitor
-from okdhp_edge.bench.report import decoder_lines
+from okdhp_edge.bench.report import decoder_defaults, decoder_lines
 from okdhp_edge.bench.run import BenchOptions, bench_candidates, planned_pairs
 from okdhp_edge.bench.timing import TimingConfig
 from okdhp_edge.errors import QuantizationError
@@ -379,7 +379,7 @@ def _report(req: BenchRequest, opts: BenchOptions, cands: list[Candidate],
                                c.manifest.accuracy.value, c.manifest.weights.sha256 or None)
                   for c in cands],
         quantization=req.recipe.as_dict() if any(t.quantized for t in targets) else None,
-        rows=rows, wall_s=wall_s, load=load)
+        rows=rows, wall_s=wall_s, load=load, decoder_defaults=decoder_defaults(rows))
 
 
 def _say_what_was_busy(rows: list[BenchRow], monitor: LoadMonitor) -> int:

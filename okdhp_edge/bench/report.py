@@ -117,13 +117,23 @@ def _not_measured_lines(rows: list[BenchRow]) -> list[str]:
     return lines
 
 
-def decoder_lines(rows: list[BenchRow]) -> list[str]:
-    """One line per (student, backend, precision) measured in both decoder forms: which is
-    faster by the median (tied where the medians' bootstrap 95% intervals overlap), and the
-    form the target's files take by default (:attr:`okdhp_edge.targets.Target.decoder`),
-    flagged where this device clearly prefers the other."""
+def decoder_defaults(rows: list[BenchRow]) -> Optional[dict[str, str]]:
+    """The form each target measured in both decoder forms takes by default now
+    (:attr:`okdhp_edge.targets.Target.decoder`), "backend/precision" -> form; None when no
+    row names its form."""
     from okdhp_edge.targets import get_target
 
+    pairs = sorted({(r.backend, r.precision) for r in rows if r.decoder and r.status == "ok"})
+    return {f"{b}/{p}": get_target(b, p).decoder for b, p in pairs} or None
+
+
+def decoder_lines(rows: list[BenchRow], defaults: Optional[dict[str, str]] = None
+                  ) -> list[str]:
+    """One line per (student, backend, precision) measured in both decoder forms: which is
+    faster by the median (tied where the medians' bootstrap 95% intervals overlap), and the
+    form the target's files took by default when measured (``defaults``, a report's record;
+    else today's), flagged where this device clearly prefers the other."""
+    defaults = defaults or decoder_defaults(rows) or {}
     both: dict[tuple[str, str, str], dict[str, LatencyStats]] = {}
     for r in rows:
         if r.decoder and r.status == "ok" and "engine" in r.latency_ms:
@@ -136,7 +146,7 @@ def decoder_lines(rows: list[BenchRow]) -> list[str]:
         fast, slow = sorted(st, key=lambda f: st[f].median)
         a, z = st[fast].ci95_median, st[slow].ci95_median
         clear = a is not None and z is not None and a[1] < z[0]
-        keeps = get_target(b, p).decoder
+        keeps = defaults[f"{b}/{p}"]
         verdict = (f"{fast} {st[slow].median / st[fast].median:.2f}x faster than {slow}"
                    if clear else f"tied ({fast} {st[fast].median:.3g}, {slow} "
                    f"{st[slow].median:.3g} ms: the intervals overlap)")
@@ -186,7 +196,7 @@ def markdown(rep: BenchReport, chart_name: Optional[str]) -> str:
                  "---|---|---|" if with_cost else "")]
     lines += [_table_row(r, with_cost) for r in rep.rows if r.status == "ok"]
     lines += _not_measured_lines(rep.rows)
-    forms = decoder_lines(rep.rows)
+    forms = decoder_lines(rep.rows, rep.decoder_defaults)
     if forms:
         lines += ["", "Decoder forms (the same student, both forms, one interleaved run):", ""]
         lines += [f"- {line}" for line in forms]
