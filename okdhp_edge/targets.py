@@ -187,6 +187,9 @@ TOLERANCE = {"fp32": (1e-3, 0.5), "bf16": (5e-2, 1.0), "fp16": (5e-2, 1.0),
 # convolutions as they are, or as sub-pixel convolutions (a 2x2 convolution with 4x the
 # channels, depth-to-space and a one-pixel crop: exact in float; okdhp_edge.convert.subpixel)
 DECODER_FORMS = ("transposed", "subpixel")
+# raised when the sub-pixel form's files change (1: the 2x2 convolution, shuffle and crop,
+# after the 3x3 convolution and shuffle): an export of that form made before is rebuilt
+SUBPIXEL_REVISION = 1
 TARGETS: dict[tuple[str, str], Target] = {t.key: t for t in (
     Target("torch", "fp32", None, "host", "student", bundle=False),
     Target("torch", "bf16", None, "host", "student", default=False, bundle=False),

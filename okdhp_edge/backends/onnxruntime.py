@@ -249,11 +249,11 @@ def _qat_int8(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
 QAT_ACTIVATIONS = "u8 asymmetric per tensor (the program's int8, zero points + 128)"
 # raised when a builder's files change, per format: onnx_int8 1, NNCF's s8 activations as
 # u8; 2, transposed convolutions as sub-pixel convolutions (a recipe field older files'
-# records lack, which would read as its default)
-BUILD_REVISION = {"onnx_int8": 2}
+# records lack, which would read as its default); 3, the sub-pixel form's 2x2 convolutions
+BUILD_REVISION = {"onnx_int8": 3}
 # raised when a QAT builder's files change: 1, _uint8_activations; 2, the transposed
-# convolutions as sub-pixel convolutions (convert.subpixel.subpixel_program)
-QAT_BUILD_REVISION = 2
+# convolutions as sub-pixel convolutions (convert.subpixel.subpixel_program); 3, 2x2 ones
+QAT_BUILD_REVISION = 3
 
 
 def _uint8_activations(model: Any) -> None:

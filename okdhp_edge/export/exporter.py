@@ -60,7 +60,14 @@ from okdhp_edge.records import (
     read_record,
     write_record,
 )
-from okdhp_edge.targets import FORMATS, TARGETS, TOLERANCE, ExportFormat, format_chain
+from okdhp_edge.targets import (
+    FORMATS,
+    SUBPIXEL_REVISION,
+    TARGETS,
+    TOLERANCE,
+    ExportFormat,
+    format_chain,
+)
 from okdhp_edge.utils.io import remove_stale_temporaries, sha256_file
 
 log = logging.getLogger(__name__)
@@ -87,7 +94,8 @@ def parity_inputs(man: StudentManifest, n_random: int = 4, n_real: int = 8
 
 
 def _cached(old: dict[str, FormatRecord], fmt: str, out_dir: Path, recipe: QuantRecipe,
-            man: Optional[StudentManifest] = None) -> Optional[FormatRecord]:
+            man: Optional[StudentManifest] = None, decoder: str = "transposed"
+            ) -> Optional[FormatRecord]:
     """An earlier export of ``fmt`` that can be trusted (None otherwise): every file still
     hashes as recorded and, for a quantized file, it was made with this recipe (the fields
     its backend's quantizer reads). The recipe is the one the file itself carries in its
@@ -105,7 +113,7 @@ def _cached(old: dict[str, FormatRecord], fmt: str, out_dir: Path, recipe: Quant
         if sha256_file(path) != digest:
             log.warning("%s: sha256 differs from export.yaml; rebuilding %s", path, fmt)
             return None
-    revision = _build_revision(spec, man)
+    revision = _build_revision(spec, man, decoder)
     if (entry.build_revision or 0) != revision:
         log.info("%s: made by revision %d of its builder, now %d; rebuilding", fmt,
                  entry.build_revision or 0, revision)
@@ -166,14 +174,18 @@ def _from_program(spec: ExportFormat, man: Optional[StudentManifest]) -> bool:
     return man is not None and man.qat is not None and spec.precision == "int8"
 
 
-def _build_revision(spec: ExportFormat, man: Optional[StudentManifest] = None) -> int:
+def _build_revision(spec: ExportFormat, man: Optional[StudentManifest] = None,
+                    decoder: str = "transposed") -> int:
     """The revision of the builder of ``spec`` (a backend module's ``BUILD_REVISION``,
     raised when what it builds changes: one number for all its formats, or one per format
     name; its ``QAT_BUILD_REVISION`` for the INT8 file of a quantization-aware student
-    ``man``; 0 where it declares none)."""
+    ``man``; 0 where it declares none), plus :data:`okdhp_edge.targets.SUBPIXEL_REVISION`
+    for a file of that decoder form (both only rise, so a file made before either rose
+    reads lower)."""
     name = "QAT_BUILD_REVISION" if _from_program(spec, man) else "BUILD_REVISION"
     revision = getattr(backend_module(spec.builder), name, 0)
-    return int(revision.get(spec.name, 0) if isinstance(revision, dict) else revision)
+    own = int(revision.get(spec.name, 0) if isinstance(revision, dict) else revision)
+    return own + (SUBPIXEL_REVISION if decoder == "subpixel" else 0)
 
 
 class _Context:
@@ -299,7 +311,7 @@ def export_student(student_yaml: Path, out_dir: Optional[Path] = None,
         wanted += [g for g in format_chain(f) if g not in wanted]
     # every file cached: checked without torch or the weights (a bench of an exported zoo
     # starts its export workers in a fraction of the time)
-    kept = {fmt: _cached(old, fmt, out_dir, recipe, man) for fmt in wanted}
+    kept = {fmt: _cached(old, fmt, out_dir, recipe, man, decoder) for fmt in wanted}
     done = {**old, **{f: k for f, k in kept.items() if k is not None}}
     todo = [f for f in wanted if kept[f] is None]
     # a format whose runtime is missing here needs no model either (TensorRT on a CPU box)
@@ -390,7 +402,7 @@ def _export_one(fmt: str, ctx: _Context, done: dict[str, FormatRecord]) -> Forma
         log.info("%s of %s unavailable: %s", fmt, ctx.man.name, reason)
         return _unavailable(fmt, reason)
     files = {rel: sha256_file(ctx.out_dir / rel) for rel in spec.files}
-    if revision := _build_revision(spec, ctx.man):
+    if revision := _build_revision(spec, ctx.man, ctx.decoder):
         entry["build_revision"] = revision
     entry.update(available=True, file=spec.model_file, sha256=files,
                  file_bytes=sum((ctx.out_dir / rel).stat().st_size for rel in spec.files))

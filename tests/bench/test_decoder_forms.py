@@ -55,6 +55,27 @@ def test_each_forms_files_live_apart_and_say_their_form(both):
     assert "okdhp_decoder" not in file_metadata(student / "export" / "model.onnx")
 
 
+def test_a_sub_pixel_file_of_an_earlier_form_is_rebuilt(both):
+    """A sub-pixel file made before the form changed (3x3 convolutions, the form's revision
+    0) is not reused: its record's build revision reads lower."""
+    import dataclasses
+
+    from okdhp_edge.backends.recipe import QuantRecipe
+    from okdhp_edge.export.exporter import _cached, _previous
+    from okdhp_edge.manifest import verified_student_manifest
+    from okdhp_edge.targets import SUBPIXEL_REVISION
+
+    student = both / "zoo" / "plan_quickstart" / "mbv2x0.25-d16"
+    man = verified_student_manifest(student / "student.yaml")
+    out = student / "export" / "subpixel"
+    rec = _previous(out / "export.yaml", man, "subpixel")
+    entry = rec["onnx"]
+    assert entry.build_revision == SUBPIXEL_REVISION >= 1
+    assert _cached(rec, "onnx", out, QuantRecipe(), man, "subpixel") == entry
+    older = {"onnx": dataclasses.replace(entry, build_revision=None)}
+    assert _cached(older, "onnx", out, QuantRecipe(), man, "subpixel") is None
+
+
 def test_bundles_take_each_backends_form_and_an_edited_form_is_refused(both, tmp_path):
     from okdhp_edge.errors import ManifestError
     from okdhp_edge.runtime.bundle import load_bundle
