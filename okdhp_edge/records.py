@@ -753,7 +753,7 @@ class BenchReport(Record):
     merged_from: Optional[list[dict[str, Any]]] = field(default=None, metadata=OMIT_NONE)
     # what else ran while timing: policy, busy rows, the busiest others (bench.load)
     load: Optional[dict[str, Any]] = field(default=None, metadata=OMIT_NONE)
-    # the form each target measured in both decoder forms kept by default when it ran
+    # the decoder form each target with a light student's rows kept by default when it ran
     # ("backend/precision" -> form): a later change of the defaults leaves the report as it was
     decoder_defaults: Optional[dict[str, str]] = field(default=None, metadata=OMIT_NONE)
 

@@ -118,9 +118,9 @@ def _not_measured_lines(rows: list[BenchRow]) -> list[str]:
 
 
 def decoder_defaults(rows: list[BenchRow]) -> Optional[dict[str, str]]:
-    """The form each target measured in both decoder forms takes by default now
+    """The decoder form each target with a light student's rows takes by default now
     (:attr:`okdhp_edge.targets.Target.decoder`), "backend/precision" -> form; None when no
-    row names its form."""
+    measured row names its form."""
     from okdhp_edge.targets import get_target
 
     pairs = sorted({(r.backend, r.precision) for r in rows if r.decoder and r.status == "ok"})

@@ -34,8 +34,8 @@ def subpixel_student(model: nn.Module) -> Optional[nn.Module]:
     """A copy of ``model`` (eval) with every ``[ConvTranspose2d(k 4, s 2, p 1), BatchNorm2d,
     ReLU]`` run of an ``nn.Sequential`` replaced by ``[Conv2d(2x2, padding 1), ReLU,
     PixelShuffle(2), CropBorder()]`` (the batch norm folded into the convolution); None
-    when it has no such run. Same
-    forward contract as ``model``: [N, 3, H, W] -> output with ``.heatmap`` [N, K, h, w]."""
+    when it has no such run. Same forward contract as ``model``: [N, 3, H, W] -> output
+    with ``.heatmap`` [N, K, h, w]."""
     out = copy.deepcopy(model).eval()
     replaced = 0
     for seq in [m for m in out.modules() if isinstance(m, nn.Sequential)]:
