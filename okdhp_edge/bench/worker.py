@@ -233,8 +233,9 @@ def _export_unit(worker: Optional[Worker], backend: str, u: ExportUnit, group: t
     from okdhp_edge.export.exporter import export_dir_of, remove_export_temporaries
     from okdhp_edge.targets import FORMATS
 
-    log.info("exporting %s (%s decoder): %s", u.student_yaml.parent.name, u.decoder,
-             ", ".join(group))
+    # a student without a decoder (an hourglass) is in the default form too: name only the other
+    form = " (sub-pixel decoder)" if u.decoder == "subpixel" else ""
+    log.info("exporting %s%s: %s", u.student_yaml.parent.name, form, ", ".join(group))
     try:
         worker = worker or Worker(import_path(ExportService), name=f"export-{backend}",
                                   timeout_s=timeout_s)
