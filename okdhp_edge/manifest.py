@@ -15,6 +15,7 @@ from okdhp_edge.records import (
     ZooManifest,
     read_record,
 )
+from okdhp_edge.utils.io import numbered_names
 from okdhp_edge.utils.values import is_plain_name
 
 log = logging.getLogger(__name__)
@@ -151,12 +152,7 @@ def zoo_students(zoo_dir: str | Path, names: Any = None) -> list[tuple[Path, Stu
 def unique_dir(root: Path, name: str) -> Path:
     """``root/name``, or ``root/name-2``, ``-3``... : never an existing directory."""
     root = Path(root)
-    cand = root / name
-    i = 2
-    while cand.exists():
-        cand = root / f"{name}-{i}"
-        i += 1
-    return cand
+    return next(root / n for n in numbered_names(name, 10**9) if not (root / n).exists())
 
 
 def reserve_dir(root: Path, name: str) -> Path:
@@ -165,8 +161,8 @@ def reserve_dir(root: Path, name: str) -> Path:
     both the same one, and their runs finished crossed)."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    for i in range(1, 100_000):
-        cand = root / (name if i == 1 else f"{name}-{i}")
+    for n in numbered_names(name):
+        cand = root / n
         try:
             cand.mkdir()
             return cand
@@ -186,8 +182,8 @@ def reserve_name(root: Path, name: str, owner: str) -> str:
     is taken over. Returns the name held."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    for i in range(1, 100_000):
-        cand = root / (name if i == 1 else f"{name}-{i}")
+    for n in numbered_names(name):
+        cand = root / n
         holder = reserved_for(cand)
         if holder is not None and (holder == owner or not Path(holder).exists()):
             (cand / RESERVATION).write_text(owner)

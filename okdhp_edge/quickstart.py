@@ -12,6 +12,7 @@ from typing import ClassVar
 from okdhp_edge.grammar import Request, option
 from okdhp_edge.targets import BACKEND_INFO, default_backends
 from okdhp_edge.utils.cli import UsageError, console_entry, request_main, run_cli
+from okdhp_edge.utils.io import numbered_names
 
 log = logging.getLogger("okdhp_edge.quickstart")
 
@@ -78,8 +79,7 @@ def _free_zoo_name(name: str, zoo_root: Path, reports: Path) -> str:
     from okdhp_edge.bench.device import this_device_id
 
     device = reports / this_device_id()
-    for i in range(1, 10_000):
-        candidate = name if i == 1 else f"{name}-{i}"
+    for candidate in numbered_names(name, 10_000):
         if not (zoo_root / candidate).exists() and not (device / f"{candidate}.json").exists():
             return candidate
     raise UsageError(f"no free zoo name like '{name}' under {zoo_root}")

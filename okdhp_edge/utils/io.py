@@ -11,7 +11,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from okdhp_edge.errors import IntegrityError, WriteError
 
@@ -99,6 +99,14 @@ def atomic_write_set(writers: dict[Path, Callable[[Path], None]]) -> None:
         for tmp in tmps.values():
             tmp.unlink(missing_ok=True)
         raise
+
+
+def numbered_names(name: str, limit: int = 100_000) -> Iterator[str]:
+    """``name``, ``name-2``, ``name-3``... (``limit`` in all): the candidates a free or held
+    folder name is chosen from, in the order every caller tries them."""
+    yield name
+    for i in range(2, limit + 1):
+        yield f"{name}-{i}"
 
 
 def check_writable(folder: Path) -> None:
