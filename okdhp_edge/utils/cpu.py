@@ -105,6 +105,11 @@ def _tree(procs: dict[int, tuple[int, int, str]], root: int) -> set[int]:
     return tree
 
 
+def process_tree(root: int) -> set[int]:
+    """``root`` and every process below it, as /proc says now."""
+    return _tree(_processes(), root)
+
+
 @dataclass(frozen=True)
 class CpuSnapshot:
     """What the machine had computed at one instant (see :func:`others_between`)."""

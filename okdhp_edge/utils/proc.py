@@ -6,7 +6,6 @@ import logging
 import os
 import threading
 import time
-from pathlib import Path
 from typing import Callable, Iterable, Optional
 
 log = logging.getLogger(__name__)
@@ -50,29 +49,13 @@ def exit_with(pid: int, every_s: float = 1.0,
     threading.Thread(target=watch, daemon=True, name=f"exit-with-{pid}").start()
 
 
-def descendants(pid: int) -> list[int]:
-    """Every process under ``pid`` (children first, then theirs), read from /proc; [] where
-    /proc is not there."""
-    parents: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        parents.setdefault(ppid, []).append(int(stat.parent.name))
-    out, todo = [], list(parents.get(pid, []))
-    while todo:
-        child = todo.pop(0)
-        out.append(child)
-        todo += parents.get(child, [])
-    return out
-
-
 def kill_tree(pid: int) -> None:
-    """SIGKILL ``pid`` and every process under it (children first read, then all killed)."""
+    """SIGKILL ``pid`` and every process under it (the tree read first, then all killed)."""
     import signal
 
-    for p in [pid, *descendants(pid)]:
+    from okdhp_edge.utils.cpu import process_tree
+
+    for p in process_tree(pid):
         try:
             os.kill(p, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
