@@ -91,15 +91,13 @@ def test_readme_journey_runs_as_written(tmp_path):
 
     import yaml
 
-    from tests.bench.sshd import start_sshd
+    from tests.bench.sshd import fleet_host, start_sshd
 
     shutil.copytree(ROOT / "configs", tmp_path / "configs")
     server = start_sshd(tmp_path / "sshd")
     sshd = next(server)
     try:
-        host = {"name": "sshbox", "address": "127.0.0.1", "port": sshd.port, "user": sshd.user,
-                "key": str(sshd.key), "python": getattr(sys, "_base_executable", sys.executable),
-                "work": str(tmp_path / "host")}
+        host = fleet_host(sshd, "sshbox", tmp_path / "host")
         (tmp_path / "fleet.yaml").write_text(yaml.safe_dump({"fleet_version": 1,
                                                              "hosts": [host]}))
         _run_journey(tmp_path)

@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,15 @@ class Sshd:
     other_key: Path  # a key the server does not know
     user: str
     chroot_port: Optional[int] = None  # a second port whose sessions run in ``chroot``
+
+
+HOST_PYTHON = getattr(sys, "_base_executable", sys.executable)  # a venv's own base Python
+
+
+def fleet_host(sshd: Sshd, name: str, work: Path, **extra: object) -> dict:
+    """A fleet file's host entry for this server (``extra`` overrides or adds keys)."""
+    return {"name": name, "address": "127.0.0.1", "port": sshd.port, "user": sshd.user,
+            "key": str(sshd.key), "python": HOST_PYTHON, "work": str(work), **extra}
 
 
 def free_port() -> int:

@@ -16,12 +16,11 @@ import yaml
 
 from okdhp_edge.bench.report import load_report
 from tests.bench.arm_guest import QEMU_CPU, arm_guest
-from tests.bench.sshd import free_port, start_sshd
+from tests.bench.sshd import fleet_host, free_port, start_sshd
 from tests.conftest import okdhp
 
 FAST = ["--threads", "1", "--min-iters", "10", "--min-time", "0.05", "--warmup-time", "0.05",
         "--rounds", "2", "--batch", "1", "--no-accuracy"]
-HOST_PYTHON = getattr(sys, "_base_executable", sys.executable)  # a venv's own base Python
 
 
 @pytest.fixture(scope="module")
@@ -42,16 +41,11 @@ def _fleet(path: Path, *hosts: dict) -> Path:
     return path
 
 
-def _host(sshd, name: str, work: Path, **extra) -> dict:
-    return {"name": name, "address": "127.0.0.1", "port": sshd.port, "user": sshd.user,
-            "key": str(sshd.key), "python": HOST_PYTHON, "work": str(work), **extra}
-
-
 def test_each_failing_host_is_one_line_and_the_others_go_on(sshd, bundle_set, tmp_path):
     fleet = _fleet(tmp_path / "fleet.yaml",
-                   {**_host(sshd, "down", tmp_path / "w1"), "port": free_port()},
-                   {**_host(sshd, "wrong-key", tmp_path / "w2"), "key": str(sshd.other_key)},
-                   _host(sshd, "no-python", tmp_path / "w3", python="/nonexistent/python3"))
+                   {**fleet_host(sshd, "down", tmp_path / "w1"), "port": free_port()},
+                   {**fleet_host(sshd, "wrong-key", tmp_path / "w2"), "key": str(sshd.other_key)},
+                   fleet_host(sshd, "no-python", tmp_path / "w3", python="/nonexistent/python3"))
     res = okdhp("bench", "--bundles", bundle_set, "--fleet", fleet, "--out-root",
                 tmp_path / "out", *FAST)
     assert res.returncode == 1, res.stderr
@@ -81,7 +75,7 @@ def test_a_fleet_file_is_read_strictly(bundle_set, tmp_path):
 @pytest.mark.slow  # installs the package in a fresh venv on the host (~1 min from pip's cache)
 def test_a_fleet_benches_the_set_on_a_real_ssh_host_as_a_local_bench_does(
         sshd, bundle_set, tmp_path):
-    fleet = _fleet(tmp_path / "fleet.yaml", _host(sshd, "sshbox", tmp_path / "host"))
+    fleet = _fleet(tmp_path / "fleet.yaml", fleet_host(sshd, "sshbox", tmp_path / "host"))
     t0 = time.time()
     first = okdhp("bench", "--bundles", bundle_set, "--fleet", fleet, "--out-root",
                   tmp_path / "out", *FAST)
@@ -112,7 +106,7 @@ def test_a_fleet_benches_the_set_on_a_real_ssh_host_as_a_local_bench_does(
 def test_killing_the_fleet_command_leaves_nothing_running_on_the_host(
         sshd, bundle_set, tmp_path):
     work = tmp_path / "host"
-    fleet = _fleet(tmp_path / "fleet.yaml", _host(sshd, "sshbox", work))
+    fleet = _fleet(tmp_path / "fleet.yaml", fleet_host(sshd, "sshbox", work))
     slow = ["--threads", "1", "--min-time", "30", "--rounds", "1", "--no-accuracy"]
     proc = subprocess.Popen([sys.executable, "-m", "okdhp_edge", "bench", "--bundles",
                              str(bundle_set), "--fleet", str(fleet), "--out-root",
@@ -134,8 +128,8 @@ def test_the_arm_user_space_is_a_second_fleet_member_its_report_marked_emulated(
         server = start_sshd(tmp_path / "sshd", chroot=guest.rootfs, env={"QEMU_CPU": QEMU_CPU})
         sshd = next(server)
         try:
-            fleet = _fleet(tmp_path / "fleet.yaml", _host(sshd, "x86box", tmp_path / "host"),
-                           _host(sshd, "armbox", Path(guest.fleet) / "arm",
+            fleet = _fleet(tmp_path / "fleet.yaml", fleet_host(sshd, "x86box", tmp_path / "host"),
+                           fleet_host(sshd, "armbox", Path(guest.fleet) / "arm",
                                  port=sshd.chroot_port, python=guest.python,
                                  pip=["--no-index", "--find-links", guest.wheels],
                                  bench=["--min-iters", "3", "--rounds", "1"]))
