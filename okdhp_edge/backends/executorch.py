@@ -256,11 +256,14 @@ def _build_int8(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
     import torch
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
+    from okdhp_edge.convert import pt2e
+
     module, x = _module_and_input(ctx)
     images, calib = ctx.calibration()
     try:
-        prepared = prepare_pt2e(torch.export.export(module, (x,)).module(),
-                                _quantizer(ctx.recipe.method))
+        quantizer = _quantizer(ctx.recipe.method)
+        pt2e.install()
+        prepared = prepare_pt2e(torch.export.export(module, (x,)).module(), quantizer)
         with torch.no_grad():
             for i in range(len(images)):
                 prepared(torch.from_numpy(images[i:i + 1]))

@@ -295,10 +295,12 @@ def _pt2e_int8(ctx: BuildContext, fmt: ExportFormat, images: np.ndarray) -> byte
     from litert_torch.quantize.quant_config import QuantConfig
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
+    from okdhp_edge.convert import pt2e
     from okdhp_edge.models.student import export_module
 
     module, x = export_module(ctx.model, ctx.size)
     quantizer = PT2EQuantizer().set_global(_minmax_config())
+    pt2e.install()
     try:
         prepared = prepare_pt2e(torch.export.export(module, (x,)).module(), quantizer)
         with torch.no_grad():

@@ -268,6 +268,8 @@ class QatNetwork(nn.Module):
     def __init__(self, net: nn.Module, input_size: tuple[int, int], qcfg: Any) -> None:
         from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
 
+        from okdhp_edge.convert import pt2e
+
         super().__init__()
         self.num_joints = net.num_joints
         self._names, self._record = net.branch_names(), net.multi_branch_record()
@@ -285,7 +287,9 @@ class QatNetwork(nn.Module):
         batch = torch.export.Dim("batch", min=1, max=4096)
         ep = torch.export.export(_Flat(net).train(), (example,),
                                  dynamic_shapes={"x": {0: batch}})
-        self.graph = prepare_qat_pt2e(ep.module(), quantizer(qcfg, modules))
+        qz = quantizer(qcfg, modules)
+        pt2e.install()  # patterns traced once per process, not on every switch and conversion
+        self.graph = prepare_qat_pt2e(ep.module(), qz)
         self.register_buffer("observers_frozen", torch.zeros((), dtype=torch.bool))
         self.train()
 
@@ -343,8 +347,8 @@ class QatNetwork(nn.Module):
     def students(self) -> dict[int, QatStudent]:
         """Every fake-quantized branch (by index) as a converted int8 program (copies;
         eval). One conversion serves them all: it folds each batch norm into its
-        convolution, a fixed ~30 s whatever the network's size, which a conversion per
-        student would pay again."""
+        convolution by matching patterns (traced once per process: :mod:`okdhp_edge.convert.pt2e`),
+        which a conversion per student would match again."""
         from torchao.quantization.pt2e import move_exported_model_to_eval
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
