@@ -111,7 +111,8 @@ def _unmatchable(op: Any) -> Any:
 
     graph = torch.fx.Graph()
     x, w = graph.placeholder("x"), graph.placeholder("w")
-    graph.output(graph.call_function(op.default, (x, w)))
+    overload = getattr(op, op.overloads()[0])  # conv_transpose2d has no .default
+    graph.output(graph.call_function(overload, (x, w)))
     return torch.fx.GraphModule(torch.nn.Module(), graph)
 
 

@@ -123,3 +123,11 @@ def test_a_pattern_key_tells_closures_and_shapes_apart():
     assert pattern_key(make(True), x2, False, {}) != pattern_key(make(False), x2, False, {})
     assert pattern_key(make(True), x2, False, {}) != pattern_key(make(True), x3, False, {})
     assert pattern_key(make([1]), x2, False, {}) is None  # unhashable: traced, not memoised
+
+
+def test_each_convolution_kind_has_an_unmatchable_pattern():
+    from okdhp_edge.convert.pt2e import _conv_ops, _unmatchable
+
+    for op in _conv_ops().values():  # a network without that kind (hourglass: no transposed)
+        calls = [n for n in _unmatchable(op).graph.nodes if n.op == "call_function"]
+        assert len(calls) == 1 and calls[0].target.overloadpacket is op
