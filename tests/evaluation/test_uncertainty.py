@@ -111,6 +111,34 @@ def test_interval_is_reproducible_from_its_seed(ann):
                                     "seed": 7, "confidence": 0.95, "method": "percentile"}
 
 
+def test_resamples_are_scipys_bootstrap_draws():
+    """The distribution is scipy.stats.bootstrap's (percentile, one batch) from the same
+    seed, value for value, and computing it imports no scipy.stats (a second per worker)."""
+    import subprocess
+    import sys
+
+    from scipy.stats import bootstrap
+
+    from okdhp_edge.evaluation.uncertainty import distribution
+
+    rng = np.random.default_rng(0)
+    hits, vis = rng.uniform(size=(30, 16)) < 0.7, np.ones((30, 16), bool)
+    units = pckh_units(hits, vis, np.ones(16, bool), np.arange(30))
+
+    def batch(idx, axis=-1):
+        idx = np.atleast_2d(np.moveaxis(idx, axis, -1))
+        return np.array([units.metric(np.bincount(r, minlength=30)) for r in idx])
+
+    ref = bootstrap((np.arange(30),), batch, n_resamples=200, vectorized=True,
+                    method="percentile", rng=np.random.default_rng(5)).bootstrap_distribution
+    assert np.array_equal(distribution(units, 200, 5), ref)
+    code = ("import sys, numpy as np; from okdhp_edge.evaluation.uncertainty import interval, "
+            "pckh_units; u = pckh_units(np.ones((4, 2), bool), np.ones((4, 2), bool), "
+            "np.ones(2, bool), np.arange(4)); interval(u, 100); "
+            "assert 'scipy.stats' not in sys.modules")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
 def test_encoded_units_round_trip(ann):
     coco = _gt(ann)
     _, units = coco_keypoint_eval_units(coco, _predictions(coco, 1.5), sigmas=SIGMAS)
