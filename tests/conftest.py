@@ -168,11 +168,13 @@ def built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Pa
 
 @pytest.fixture(scope="session")
 def report(tiny_zoo, tmp_path_factory) -> Path:
-    """A bench report of the tiny zoo (torch, ONNX Runtime, OpenVINO; device 'test-box'),
-    made once for all test workers; read only."""
+    """A bench report of the tiny zoo (torch, ONNX Runtime, OpenVINO, TensorRT unavailable;
+    fp32 and INT8 calibrated on 16 images; device 'test-box'), made once for all test
+    workers; read only."""
     def build(out: Path) -> None:
         proc = okdhp_process("bench", "--zoo", tiny_zoo, "--backends",
-                             "torch,onnxruntime,openvino,tensorrt", "--threads", "1",
+                             "torch,onnxruntime,openvino,tensorrt", "--precisions", "fp32,int8",
+                             "--calib-images", "16", "--threads", "1",
                              "--min-iters", "6", "--min-time", "0.05", "--warmup-time", "0.02",
                              "--rounds", "2", "--out-root", out, "--device-name", "test-box",
                              "--batch", "4")

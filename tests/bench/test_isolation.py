@@ -40,7 +40,7 @@ def test_a_segfault_while_loading_fails_its_rows_and_the_report_is_written(
         tiny_zoo, tmp_path, monkeypatch):
     _runner_for(monkeypatch, "onnxruntime", "SegfaultOnLoad")
     rep, files = api.bench(tiny_zoo, out_root=tmp_path, backends="torch,onnxruntime",
-                           precisions="fp32", **FAST)
+                           precisions="fp32", students="hg2", **FAST)
     for r in _rows(rep, "onnxruntime"):
         assert r.status == "failed" and r.failure.stage == "load"
         assert r.failure.signal == "SIGSEGV"
@@ -56,7 +56,7 @@ def test_an_abort_while_timed_fails_its_rows_in_the_time_stage(tiny_zoo, tmp_pat
                                                                monkeypatch):
     _runner_for(monkeypatch, "onnxruntime", "AbortWhileTimed")
     rep, _ = api.bench(tiny_zoo, out_root=tmp_path, backends="onnxruntime,openvino",
-                       precisions="fp32", **FAST)
+                       precisions="fp32", students="hg2", **FAST)
     for r in _rows(rep, "onnxruntime"):
         assert (r.status, r.failure.stage, r.failure.signal) == ("failed", "time", "SIGABRT")
         assert r.cost is not None  # what was measured before the crash is kept
@@ -80,7 +80,7 @@ def test_a_dying_converter_fails_the_rows_of_its_files(tiny_zoo, tmp_path, monke
 
     monkeypatch.setattr(worker_module, "ExportService", SegfaultingExport)
     rep, _ = api.bench(tiny_zoo, out_root=tmp_path, backends="torch,openvino",
-                       precisions="fp32", **FAST)
+                       precisions="fp32", students="hg2", **FAST)
     for r in _rows(rep, "openvino"):
         assert (r.status, r.failure.stage, r.failure.signal) == ("failed", "convert", "SIGSEGV")
     assert all(r.status == "ok" for r in _rows(rep, "torch"))
@@ -92,7 +92,7 @@ def test_a_crashing_chart_leaves_the_json_and_table_and_no_temporary(tiny_zoo, t
 
     monkeypatch.setattr(report_module, "draw_report_chart", segfaulting_chart)
     rep, files = api.bench(tiny_zoo, out_root=tmp_path, backends="torch", precisions="fp32",
-                           **FAST)
+                           students="hg2", **FAST)
     assert "png" not in files and files["json"].is_file()
     assert "pareto" not in files["md"].read_text()
     assert sorted(p.name for p in files["json"].parent.iterdir()) == ["tiny.json", "tiny.md"]
@@ -159,7 +159,9 @@ def test_no_worker_outlives_a_killed_bench(tiny_zoo, tmp_path):
         assert kids, "the bench started no worker"
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-        time.sleep(10)
+        deadline = time.monotonic() + 10  # the workers see their parent gone and exit
+        while [k for k in kids if _running(k)] and time.monotonic() < deadline:
+            time.sleep(0.2)
         assert not [k for k in kids if _running(k)]
         # the killed bench's worker logs are swept by the next worker (here, or a test's)
         remove_stale_log_dirs()

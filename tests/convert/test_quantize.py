@@ -16,7 +16,7 @@ from okdhp_edge.export.exporter import export_student
 from okdhp_edge.manifest import ManifestError, zoo_students
 from okdhp_edge.targets import FORMATS, TOLERANCE, formats_for, get_target, targets_for
 from okdhp_edge.utils.io import IntegrityError
-from tests.conftest import okdhp, okdhp_process
+from tests.conftest import okdhp
 
 RECIPE = QuantRecipe(num_images=16)
 
@@ -190,20 +190,15 @@ def test_accuracy_control_on_the_selection_split(student, tmp_path):
     assert written["quantization"]["recipe"] == recipe.as_dict()
 
 
-def test_bench_int8_rows_chart_and_pick(tiny_zoo, tmp_path):
+def test_bench_int8_rows_chart_and_pick(report):
     """--precisions fp32,int8: quantized rows with their recipe and size; a backend that has
-    no int8 says so and the bench goes on; the pick chooses among precisions."""
+    no int8 says so and the bench goes on; the pick chooses among precisions (the shared
+    report of conftest.py: ``bench --precisions fp32,int8 --calib-images 16``)."""
     import json
 
     from okdhp_edge.bench.report import load_report
 
-    proc = okdhp_process(
-        "bench", "--zoo", tiny_zoo, "--students", "hg3", "--threads", "1", "--backends",
-        "torch,onnxruntime,openvino,tensorrt", "--precisions", "fp32,int8", "--calib-images",
-        "16", "--min-iters", "4", "--min-time", "0.02", "--warmup-time", "0.02", "--rounds", "1",
-        "--batch", "1", "--out-root", tmp_path, "--device-name", "box")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rep = load_report(tmp_path / "box" / "tiny.json")
+    rep = load_report(report / "tiny.json")
     rows = {(r.student, r.backend, r.precision): r for r in rep.rows}
     for b in ("onnxruntime", "openvino"):
         r = rows[("hg3", b, "int8")]
@@ -214,9 +209,9 @@ def test_bench_int8_rows_chart_and_pick(tiny_zoo, tmp_path):
         "torch has no int8 target (it has: fp32, bf16, fp16)")
     assert rows[("hg3", "tensorrt", "int8")].status == "unavailable"
     assert rep.quantization["num_images"] == 16
-    assert "INT8 files" in (tmp_path / "box" / "tiny.md").read_text()
-    base = ["zoo", "pick", "--report", tmp_path / "box" / "tiny.json", "--max-latency-ms",
-            "1000", "--json"]
+    assert "INT8 files" in (report / "tiny.md").read_text()
+    base = ["zoo", "pick", "--report", report / "tiny.json", "--max-latency-ms", "1000",
+            "--json"]
     only = okdhp(*base, "--precision", "int8")
     assert only.returncode == 0 and json.loads(only.stdout)["choice"]["precision"] == "int8"
     assert okdhp(*base, "--max-ap-drop", "0.5").returncode == 0
