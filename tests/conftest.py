@@ -50,6 +50,11 @@ TINY_OVERRIDES = [
     "eval.batch_size=16", "eval.flip_test=false",
 ]
 
+# a light student of the quickstart config's plan with the fewest operators (ResNet-18's
+# encoder: a converter's time grows with them), decoders of 8 and 16 channels, at 64x64
+LIGHT = ["model.name=okdhp_light", "model.encoder=resnet18", "model.width_mult=0.125",
+         "model.decoder_widths=[8,16]", "model.fau_width=8", "data.input_size=[64,64]"]
+
 
 def tiny_overrides(root, tmp, *extra):
     return [f"data.root={root}", f"train.out_dir={tmp}/runs", f"zoo.root={tmp}/zoo",

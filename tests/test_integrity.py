@@ -267,7 +267,7 @@ def test_a_rebench_of_one_student_keeps_the_fuller_report(tiny_zoo, tmp_path):
             str(tmp_path), "--device-name", "box"]
 
     def bench(*extra):
-        return okdhp_process(*base, *extra)
+        return okdhp(*base, *extra)
 
     assert bench().returncode == 0
     report = (tmp_path / "box" / "tiny.json").read_text()
@@ -300,7 +300,7 @@ def test_rows_that_cannot_be_measured_now_do_not_replace_measured_ones(tiny_zoo,
             "--students", "hg2", "--threads", "1", "--min-iters", "4", "--min-time", "0.02",
             "--warmup-time", "0.02", "--rounds", "1", "--batch", "1", "--no-accuracy",
             "--out-root", str(tmp_path), "--device-name", "box"]
-    run = okdhp_process("bench", *args)
+    run = okdhp("bench", *args)
     assert run.returncode == 0, run.stderr[-2000:]
     report = (tmp_path / "box" / "tiny.json").read_text()
     without_ort = blocking("onnxruntime") + textwrap.dedent("""

@@ -12,10 +12,8 @@ import pytest
 
 from okdhp_edge.bench.report import ReportError, load_report
 from okdhp_edge.manifest import zoo_students
-from tests.conftest import BLOCK_TORCH, okdhp, okdhp_process
+from tests.conftest import BLOCK_TORCH, LIGHT, okdhp, okdhp_process
 
-LIGHT = ["model.name=okdhp_light", "model.width_mult=0.25", "model.decoder_widths=[8,16]",
-         "model.fau_width=8", "data.input_size=[64,64]"]
 FAST = ["--threads", "1", "--min-iters", "4", "--min-time", "0.02", "--warmup-time", "0.02",
         "--rounds", "1", "--batch", "1"]
 
@@ -29,7 +27,7 @@ def plan(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("plan")
     # the plan's zoo holds both students; the smaller one is benched (what the tests read)
     proc = _bench("--plan", "configs/quickstart.yaml", *LIGHT, "--plan-root", str(tmp / "zoo"),
-                  "--students", "mbv2x0.25-d8",
+                  "--students", "r18x0.125-d8",
                   "--backends", "torch,onnxruntime,openvino", "--precisions", "fp32,int8",
                   "--calib-images", "16", "--out-root", str(tmp / "reports"), "--device-name",
                   "box", *FAST)
@@ -43,11 +41,11 @@ def test_plan_zoo_holds_the_configs_untrained_students(plan):
 
     students = zoo_students(plan / "zoo" / "plan_quickstart")
     assert (plan / "zoo" / "plan_quickstart" / "quickstart.yaml").is_file()
-    assert [m.name for _, m in students] == ["mbv2x0.25-d8", "mbv2x0.25-d16"]
+    assert [m.name for _, m in students] == ["r18x0.125-d8", "r18x0.125-d16"]
     assert all(m.untrained and m.accuracy.value is None for _, m in students)
     # the names the trainer would give, from the same config
     cfg = load_config("configs/quickstart.yaml", LIGHT)
-    assert list(plan_students(cfg)) == ["mbv2x0.25-d8", "mbv2x0.25-d16"]
+    assert list(plan_students(cfg)) == ["r18x0.125-d8", "r18x0.125-d16"]
 
 
 def test_plan_report_has_latency_and_no_accuracy(plan):
@@ -87,7 +85,7 @@ def test_plan_runs_torch_free_from_bundles(plan, tmp_path):
     rep = load_report(tmp_path / "reports" / "target" / "plan_quickstart.json")
     assert rep.untrained is True
     ok = {(r.student, r.backend) for r in rep.rows if r.status == "ok"}
-    assert ok == {("mbv2x0.25-d8", "onnxruntime"), ("mbv2x0.25-d16", "onnxruntime")}
+    assert ok == {("r18x0.125-d8", "onnxruntime"), ("r18x0.125-d16", "onnxruntime")}
 
 
 def test_overrides_without_plan_are_refused():

@@ -7,10 +7,8 @@ import yaml
 
 from okdhp_edge.bench.report import decoder_lines, load_report
 from okdhp_edge.targets import get_target
-from tests.conftest import okdhp, okdhp_process
+from tests.conftest import LIGHT, okdhp, okdhp_process
 
-LIGHT = ["model.name=okdhp_light", "model.width_mult=0.25", "model.decoder_widths=[8,16]",
-         "model.fau_width=8", "data.input_size=[64,64]"]
 FAST = ["--threads", "1", "--min-iters", "20", "--min-time", "0.05", "--warmup-time", "0.02",
         "--rounds", "2", "--batch", "1"]
 
@@ -19,7 +17,7 @@ FAST = ["--threads", "1", "--min-iters", "20", "--min-time", "0.05", "--warmup-t
 def both(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("decoder")
     proc = okdhp_process("bench", "--plan", "configs/quickstart.yaml", *LIGHT,
-                         "--plan-root", tmp / "zoo", "--students", "mbv2x0.25-d16",
+                         "--plan-root", tmp / "zoo", "--students", "r18x0.125-d16",
                          "--backends", "torch,onnxruntime,litert", "--precisions", "fp32",
                          "--decoder", "both", "--out-root", tmp / "reports",
                          "--device-name", "box", *FAST)
@@ -44,7 +42,7 @@ def test_both_forms_are_timed_in_one_run_and_the_report_says_which_is_kept(both)
 
 
 def test_each_forms_files_live_apart_and_say_their_form(both):
-    student = both / "zoo" / "plan_quickstart" / "mbv2x0.25-d16"
+    student = both / "zoo" / "plan_quickstart" / "r18x0.125-d16"
     plain = yaml.safe_load((student / "export" / "export.yaml").read_text())
     sub = yaml.safe_load((student / "export" / "subpixel" / "export.yaml").read_text())
     assert plain.get("decoder", "transposed") == "transposed" and sub["decoder"] == "subpixel"
@@ -65,7 +63,7 @@ def test_a_sub_pixel_file_of_an_earlier_form_is_rebuilt(both):
     from okdhp_edge.manifest import verified_student_manifest
     from okdhp_edge.targets import SUBPIXEL_REVISION
 
-    student = both / "zoo" / "plan_quickstart" / "mbv2x0.25-d16"
+    student = both / "zoo" / "plan_quickstart" / "r18x0.125-d16"
     man = verified_student_manifest(student / "student.yaml")
     out = student / "export" / "subpixel"
     rec = _previous(out / "export.yaml", man, "subpixel")
@@ -83,14 +81,14 @@ def test_bundles_take_each_backends_form_and_an_edited_form_is_refused(both, tmp
     zoo = both / "zoo" / "plan_quickstart"
     res = okdhp("zoo", "export", "--zoo", zoo, "--all", "--out", tmp_path / "set",
                 "--backends", "onnxruntime,litert", "--precisions", "fp32", "--students",
-                "mbv2x0.25-d16", "--allow-parity-failure")
+                "r18x0.125-d16", "--allow-parity-failure")
     assert res.returncode == 0, res.stderr
-    forms = {b: yaml.safe_load((tmp_path / "set" / "mbv2x0.25-d16" / f"{b}-fp32" /
+    forms = {b: yaml.safe_load((tmp_path / "set" / "r18x0.125-d16" / f"{b}-fp32" /
                                 "bundle.yaml").read_text()).get("decoder", "transposed")
              for b in ("onnxruntime", "litert")}
     assert forms == {"onnxruntime": "transposed", "litert": "subpixel"}
     # the ONNX file says its form: a bundle.yaml edited to claim the other is refused
-    bundle = tmp_path / "set" / "mbv2x0.25-d16" / "onnxruntime-fp32"
+    bundle = tmp_path / "set" / "r18x0.125-d16" / "onnxruntime-fp32"
     man = yaml.safe_load((bundle / "bundle.yaml").read_text())
     man["decoder"] = "subpixel"
     (bundle / "bundle.yaml").write_text(yaml.safe_dump(man))
