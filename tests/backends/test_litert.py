@@ -164,8 +164,9 @@ def test_litert_bundle_set_benched_without_torch(litert_export, tiny_zoo, tmp_pa
         raise AssertionError("an unknown student was exported")
 
 
-def test_mobilenetv2_int8_through_pt2e_matches_its_float_student(synthetic_root, tmp_path):
-    """A student with transposed convolutions (MobileNetV2 decoder) gets its INT8 file from
+def test_light_int8_through_pt2e_matches_its_float_student(synthetic_root, tmp_path):
+    """A student with transposed convolutions (a light student's decoder; the encoder with
+    the fewest operators, ResNet-18's, keeps the conversion short) gets its INT8 file from
     litert-torch's PT2E quantizer (ai-edge-quantizer's is refused by LiteRT or outputs
     zeros): it loads, its heatmaps follow the float student's, and the record says which
     quantizer made it and which layers stay float."""
@@ -178,11 +179,9 @@ def test_mobilenetv2_int8_through_pt2e_matches_its_float_student(synthetic_root,
     from okdhp_edge.models.student import export_module
     from okdhp_edge.plan import write_plan_zoo
     from okdhp_edge.students import load_student
-    from tests.conftest import ROOT, tiny_overrides
+    from tests.conftest import LIGHT, ROOT, tiny_overrides
 
-    overrides = tiny_overrides(synthetic_root, tmp_path, "model.name=okdhp_light",
-                               "model.width_mult=0.25", "model.decoder_widths=[8]",
-                               "model.fau_width=8", "data.input_size=[64,64]")
+    overrides = tiny_overrides(synthetic_root, tmp_path, *LIGHT, "model.decoder_widths=[8]")
     zoo = write_plan_zoo([ROOT / "configs" / "quickstart.yaml"], overrides, tmp_path / "zoo")
     d, _ = zoo_students(zoo)[0]
     rec = export_student(d / "student.yaml", tmp_path / "out", formats=("litert_int8",),

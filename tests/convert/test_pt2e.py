@@ -82,6 +82,9 @@ def _same(a: torch.fx.GraphModule, b: torch.fx.GraphModule) -> None:
     assert torch.equal(a(x)[0], b(x)[0])
 
 
+# slow: torchao's own conversion traces 96 patterns (~10 s); the default suite's QAT tests
+# (test_qat.py, test_qat_quantizer.py) check the memoised programs' operators and heatmaps
+@pytest.mark.slow
 def test_memoised_patterns_convert_as_torchao_does(monkeypatch):
     """The conversion (96 traced patterns as torchao ships it) gives the same program, and a
     second one traces nothing again."""
@@ -100,7 +103,7 @@ def test_memoised_patterns_convert_as_torchao_does(monkeypatch):
 @pytest.mark.slow
 def test_memoised_patterns_prepare_train_and_convert_as_torchao_does(monkeypatch):
     """All of it, preparation (XNNPACK's annotation edits its patterns) and the train/eval
-    switches included: ~25 s, the default suite's test above covers the conversion."""
+    switches included (~25 s)."""
     from okdhp_edge.convert import pt2e
 
     assert pt2e.install()
@@ -131,3 +134,15 @@ def test_each_convolution_kind_has_an_unmatchable_pattern():
     for op in _conv_ops().values():  # a network without that kind (hourglass: no transposed)
         calls = [n for n in _unmatchable(op).graph.nodes if n.op == "call_function"]
         assert len(calls) == 1 and calls[0].target.overloadpacket is op
+
+
+def test_a_second_conversion_traces_no_pattern_again():
+    """What the memo is for: once a network of these kinds was prepared and converted in a
+    process, another is without a single trace (torchao traces ~130 each time)."""
+    from okdhp_edge.convert import pt2e
+
+    assert pt2e.install()
+    first = _convert(_trained())
+    traced = len(pt2e._CACHE)
+    assert traced > 0 and _convert(_trained()).code == first.code
+    assert len(pt2e._CACHE) == traced

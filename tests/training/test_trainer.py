@@ -215,12 +215,15 @@ def test_ddp_two_cpu_processes(synthetic_root, tmp_path):
            *tiny_overrides(synthetic_root, tmp_path, "train.epochs=1", "train.run_name=ddp")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "DistributedDataParallel over 2 process(es), backend gloo" in proc.stderr
     runs = list((tmp_path / "runs").iterdir())
     assert [r.name for r in runs] == ["ddp"]  # rank 0 alone wrote, one folder
     ck = load_checkpoint(runs[0] / "last.pt")
     assert ck["epoch"] == 1
 
 
+# slow: the DDP path under torchrun is the two-process test's; one process is the GPU check's
+@pytest.mark.slow
 def test_torchrun_with_one_process_is_distributed(synthetic_root, tmp_path):
     """torchrun --nproc_per_node=1 runs the DDP code path (what a one-GPU check exercises)."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=1",
