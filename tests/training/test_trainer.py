@@ -80,7 +80,10 @@ def test_interrupt_mid_epoch_then_resume(synthetic_root, tmp_path, workers):
     ck = load_checkpoint(t.run_dir / "last.pt")
     assert (ck["epoch"], ck["iter_in_epoch"]) == (0, 4)
     resumed = Trainer(_cfg(synthetic_root, tmp_path / "b", w), run_dir=t.run_dir, resume=True)
-    resumed.fit()
+    try:
+        resumed.fit()
+    finally:
+        resumed.close()  # its data workers stop now, not when a later test collects it
     a, b = _state(full.run_dir / "last.pt"), _state(resumed.run_dir / "last.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
 
