@@ -136,6 +136,9 @@ def test_each_convolution_kind_has_an_unmatchable_pattern():
         assert len(calls) == 1 and calls[0].target.overloadpacket is op
 
 
+# slow: ~12 s in a process that has traced nothing yet; in the default suite the QAT tests
+# (test_qat.py, test_qat_quantizer.py) prepare and convert through the memo
+@pytest.mark.slow
 def test_a_second_conversion_traces_no_pattern_again():
     """What the memo is for: once a network of these kinds was prepared and converted in a
     process, another is without a single trace (torchao traces ~130 each time)."""
