@@ -13,9 +13,10 @@ import torch
 pytest.importorskip("executorch", reason="XNNPACK's QAT quantizer needs okdhp_edge[qat]")
 
 
-class _Net(torch.nn.Module):
-    """Every kind the folding meets in a student: conv + BN + ReLU6, depthwise, transposed
-    conv + BN, a plain 1x1 head (no conv1d: its patterns take the unmatchable path)."""
+class StudentBlocks(torch.nn.Module):
+    """A light student's blocks under the name "net", as QatNetwork exports them: conv + BN +
+    ReLU6, depthwise, transposed conv + BN, a plain 1x1 head (no conv1d: its patterns take
+    the unmatchable path). Shape: [1, 3, H, W] -> ([1, 4, 2H, 2W],)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -41,7 +42,7 @@ def _trained() -> torch.fx.GraphModule:
 
     torch.manual_seed(0)
     x = torch.zeros(1, 3, 16, 16)
-    net = prepare_qat_pt2e(torch.export.export(_Net().train(), (x,)).module(),
+    net = prepare_qat_pt2e(torch.export.export(StudentBlocks().train(), (x,)).module(),
                            quantizer(QatConfig(), ("body",)))
     move_exported_model_to_train(net)
     net(torch.randn(1, 3, 16, 16))[0].square().mean().backward()

@@ -150,29 +150,17 @@ def test_relu6_is_quantized_as_the_convolutions_clamp(tmp_path):
 
     import onnx
     import onnxruntime as ort
-    from torch import nn
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
 
     from okdhp_edge.backends.onnxruntime import _uint8_activations
     from okdhp_edge.config import QatConfig
     from okdhp_edge.convert.qat_program import program_bytes, program_onnx, run_program
     from okdhp_edge.training.qat import quantizer
-
-    class Net(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = nn.Module()
-            self.net.body = nn.Sequential(
-                nn.Conv2d(3, 8, 3, 1, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU6(),
-                nn.Conv2d(8, 8, 3, 1, 1, groups=8, bias=False), nn.BatchNorm2d(8), nn.ReLU6(),
-                nn.ConvTranspose2d(8, 8, 4, 2, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
-                nn.Conv2d(8, 4, 1))
-
-        def forward(self, x):
-            return (self.net.body(x),)
+    from tests.convert.test_pt2e import StudentBlocks
 
     torch.manual_seed(0)
-    net = prepare_qat_pt2e(torch.export.export(Net().train(), (torch.zeros(1, 3, 16, 16),))
+    net = prepare_qat_pt2e(torch.export.export(StudentBlocks().train(),
+                                               (torch.zeros(1, 3, 16, 16),))
                            .module(), quantizer(QatConfig(), ("body",)))
     for _ in range(4):
         net(torch.randn(1, 3, 16, 16))
