@@ -23,6 +23,7 @@ import copy
 import logging
 import sys
 import threading
+import types
 import warnings
 from typing import Any, Callable, Optional
 
@@ -40,14 +41,18 @@ _TRACER_USERS = ("torchao.quantization.pt2e.utils", "torchao.quantization.pt2e.q
 
 
 def _spec(value: Any) -> Any:
-    """A hashable stand-in for one example input or keyword: a tensor by its shape, dtype
-    and device (its values are never part of a traced pattern), anything else as itself."""
+    """A hashable stand-in for one example input, keyword or closure value: a tensor by its
+    shape, dtype and device (its values are never part of a traced pattern), a plain value
+    or a function as itself. Anything else (an object that could change between two calls)
+    raises TypeError: that pattern is traced every time, as torchao does."""
     import torch
 
     if isinstance(value, torch.Tensor):
         return ("tensor", tuple(value.shape), str(value.dtype), value.device.type)
-    hash(value)
-    return value
+    if value is None or isinstance(value, (bool, int, float, str, types.FunctionType,
+                                           types.BuiltinFunctionType)):
+        return value
+    raise TypeError(f"not memoised by value: {type(value).__name__}")
 
 
 def pattern_key(pattern: Any, example_inputs: tuple, is_cuda: bool, kwargs: dict
@@ -63,7 +68,7 @@ def pattern_key(pattern: Any, example_inputs: tuple, is_cuda: bool, kwargs: dict
         defaults = tuple(_spec(d) for d in (fn.__defaults__ or ()))
         inputs = tuple(_spec(x) for x in example_inputs)
         keywords = tuple(sorted((k, _spec(v)) for k, v in kwargs.items()))
-    except (TypeError, ValueError):  # an unhashable or empty closure value
+    except (TypeError, ValueError):  # a value not memoised by value, or an empty cell
         return None
     return code, cells, defaults, inputs, keywords, bool(is_cuda)
 

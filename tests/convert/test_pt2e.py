@@ -126,7 +126,11 @@ def test_a_pattern_key_tells_closures_and_shapes_apart():
     assert pattern_key(make(True), x2, False, {}) == pattern_key(make(True), x2, False, {})
     assert pattern_key(make(True), x2, False, {}) != pattern_key(make(False), x2, False, {})
     assert pattern_key(make(True), x2, False, {}) != pattern_key(make(True), x3, False, {})
-    assert pattern_key(make([1]), x2, False, {}) is None  # unhashable: traced, not memoised
+    assert pattern_key(make([1]), x2, False, {}) is None  # mutable: traced, not memoised
+    assert pattern_key(make(object()), x2, False, {}) is None
+    import torch.nn.functional as F
+
+    assert pattern_key(make(F.conv2d), x2, False, {}) != pattern_key(make(F.conv1d), x2, False, {})
 
 
 def test_each_convolution_kind_has_an_unmatchable_pattern():
