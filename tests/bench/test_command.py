@@ -76,6 +76,10 @@ def test_report_contents(report, tiny_zoo):
         assert ov.parity.passed and ov.parity.real.mean_kpt_disp_px <= 0.5
         assert rows[(s, "onnxruntime", "fp32")].accuracy.delta_vs_torch_fp32 == \
             pytest.approx(0.0, abs=0.02)
+        for b in ("torch", "onnxruntime", "openvino"):  # --batch 4: images/s of that batch
+            tp = rows[(s, b, "fp32")].throughput
+            assert tp["batch"] == 4 and tp["images_per_s"] == pytest.approx(
+                4e3 / tp["median_ms"]), tp
         trt = rows[(s, "tensorrt", "fp32")]
         assert trt.available is False and trt.status == "unavailable"
         assert "tensorrt" in trt.reason.lower() or "gpu" in trt.reason.lower()
