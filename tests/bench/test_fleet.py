@@ -43,8 +43,8 @@ def _fleet(path: Path, *hosts: dict) -> Path:
 
 def test_each_failing_host_is_one_line_and_the_others_go_on(sshd, bundle_set, tmp_path):
     fleet = _fleet(tmp_path / "fleet.yaml",
-                   {**fleet_host(sshd, "down", tmp_path / "w1"), "port": free_port()},
-                   {**fleet_host(sshd, "wrong-key", tmp_path / "w2"), "key": str(sshd.other_key)},
+                   fleet_host(sshd, "down", tmp_path / "w1", port=free_port()),
+                   fleet_host(sshd, "wrong-key", tmp_path / "w2", key=str(sshd.other_key)),
                    fleet_host(sshd, "no-python", tmp_path / "w3", python="/nonexistent/python3"))
     res = okdhp("bench", "--bundles", bundle_set, "--fleet", fleet, "--out-root",
                 tmp_path / "out", *FAST)
