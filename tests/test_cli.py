@@ -64,12 +64,14 @@ def test_unknown_command_names_the_closest():
     assert all(c in far.stderr for c in COMMANDS)
 
 
-@pytest.mark.skipif(not REPORT.is_file(), reason="no published quickstart report here")
-def test_zoo_pick_through_the_door_matches_the_api():
-    proc = _okdhp("zoo", "pick", "--report", str(REPORT), "--max-latency-ms", "1.5", "--json")
+def test_zoo_pick_through_the_door_matches_the_api(report):
+    """The shared tiny report (its intervals over 16 images: the quickstart's 300 cost each
+    pick ~3 s of bootstrap resampling)."""
+    path = report / "tiny.json"
+    proc = _okdhp("zoo", "pick", "--report", str(path), "--max-latency-ms", "1000", "--json")
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
-    p = api.pick(REPORT, 1.5)
+    p = api.pick(path, 1000)
     assert (out["choice"]["student"], out["choice"]["backend"], out["choice"]["precision"]) \
         == (p.choice.student, p.choice.backend, p.choice.precision)
     assert [r["student"] for r in out["frontier"]] == [r.student for r in p.frontier]
@@ -138,10 +140,10 @@ def test_bench_cores_are_checked_against_this_process(tmp_path):
         api.bench(tmp_path / "zoo", cores="fastest")
 
 
-def test_pick_refuses_an_emulated_report_unless_asked(tmp_path):
+def test_pick_refuses_an_emulated_report_unless_asked(report, tmp_path):
     """A report measured under QEMU user mode has the emulator's latencies: zoo pick and
     api.pick refuse it, --allow-emulated picks from it anyway."""
-    data = json.loads(REPORT.read_text())
+    data = json.loads((report / "tiny.json").read_text())
     data["device"]["board"] = {"machine": "aarch64", "cpu_arch": "x86",
                                "emulated": "aarch64 user space on AMD EPYC (QEMU user mode)"}
     path = tmp_path / "emulated.json"
@@ -155,7 +157,7 @@ def test_pick_refuses_an_emulated_report_unless_asked(tmp_path):
     from okdhp_edge.bench.compare import combine
     from okdhp_edge.bench.report import load_report
 
-    table = combine([load_report(REPORT), load_report(path)])
+    table = combine([load_report(report / "tiny.json"), load_report(path)])
     assert table.count(" (emulated) |") == sum(r.status == "ok" for r in load_report(path).rows)
     assert "was emulated (aarch64 user space on AMD EPYC" in table
 

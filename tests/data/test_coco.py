@@ -196,8 +196,10 @@ def test_a_bad_image_in_a_worker_is_one_line():
         def __getitem__(self, i):
             raise DataError("img.jpg: unreadable image (record 7)")
 
+    batches = iter(DataLoader(Bad(), num_workers=1))
     with pytest.raises(DataError) as info:
-        next(iter(DataLoader(Bad(), num_workers=1)))
+        next(batches)
+    del batches  # its worker ends now (left to the collector, the next test waited 5 s)
     assert "Original Traceback" in str(info.value)
     assert one_line(info.value) == "img.jpg: unreadable image (record 7)"
 

@@ -4,8 +4,6 @@ decoders): published sizes, OKDHP training, student extraction, export and manif
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -13,7 +11,7 @@ import torch
 from okdhp_edge.models.encoders import create_encoder, load_encoder_checkpoint
 from okdhp_edge.models.info import count_params
 from okdhp_edge.models.registry import create_model
-from tests.conftest import tiny_overrides
+from tests.conftest import okdhp, tiny_overrides
 
 # parameters without the ImageNet classifier of the reference implementations
 # (torchvision resnet18 11,689,512 - fc 513,000; mobilenet_v2 3,504,872 - 1,281,000;
@@ -47,10 +45,10 @@ def test_resnet18_count_derived_from_the_definition():
 
 
 def test_models_cli_prints_light_students():
-    out = subprocess.run([sys.executable, "-m", "okdhp_edge.models", "light",
-                          "encoder=shufflenetv2", "decoder_width=128", "--input-size", "192",
-                          "256", "--json"], capture_output=True, text=True, check=True).stdout
-    info = json.loads(out)
+    res = okdhp("models", "light", "encoder=shufflenetv2", "decoder_width=128",
+                "--input-size", "192", "256", "--json")
+    assert res.returncode == 0, res.stderr
+    info = json.loads(res.stdout)
     expected = create_model("light", encoder="shufflenetv2", decoder_width=128)
     assert info["params"] == count_params(expected) and info["macs"] > 0
 
