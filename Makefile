@@ -17,10 +17,12 @@ quickstart: $(STAMP)
 	$(BIN)/python -m okdhp_edge.quickstart
 
 # the default suite on every core (up to 4; a test file per worker), then the tests that need the
-# machine to themselves; `pytest` alone runs everything in one process
+# machine to themselves, from the files that hold them (collecting the whole suite again cost
+# ~6 s; tests/test_packaging.py checks the list); `pytest` alone runs everything in one process
+SERIAL_TESTS := tests/bench/test_load.py
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow and not serial"
-	$(BIN)/python -m pytest -q -m "serial and not slow"
+	$(BIN)/python -m pytest -q -m "serial and not slow" $(SERIAL_TESTS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

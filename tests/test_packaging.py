@@ -18,6 +18,19 @@ def _project() -> dict:
     return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 
 
+def test_every_serial_test_is_in_make_tests_serial_run():
+    """``make test`` runs the ``serial`` tests from the files its SERIAL_TESTS names (the
+    parallel run leaves them out): a serial test elsewhere would run in neither."""
+    line = next(x for x in (ROOT / "Makefile").read_text().splitlines()
+                if x.startswith("SERIAL_TESTS :="))
+    named = set(line.split(":=")[1].split())
+    mark = "pytest.mark." + "serial"  # spelt apart: this file does not use it
+    marked = {p.relative_to(ROOT).as_posix() for p in (ROOT / "tests").rglob("test_*.py")
+              if mark in p.read_text()}
+    assert marked and marked <= named, marked - named
+    assert all((ROOT / f).is_file() for f in named)
+
+
 def test_plain_install_is_torch_free_and_train_extra_adds_it():
     proj = _project()
     names = [d.split(">")[0].split("=")[0].split("[")[0].strip() for d in proj["dependencies"]]
