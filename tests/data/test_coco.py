@@ -197,9 +197,11 @@ def test_a_bad_image_in_a_worker_is_one_line():
             raise DataError("img.jpg: unreadable image (record 7)")
 
     batches = iter(DataLoader(Bad(), num_workers=1))
-    with pytest.raises(DataError) as info:
-        next(batches)
-    del batches  # its worker ends now (left to the collector, the next test waited 5 s)
+    try:
+        with pytest.raises(DataError) as info:
+            next(batches)
+    finally:  # its worker ends now: the traceback keeps the iterator, and whoever collected
+        batches._shutdown_workers()  # it later (the next test) waited 5 s for the worker
     assert "Original Traceback" in str(info.value)
     assert one_line(info.value) == "img.jpg: unreadable image (record 7)"
 
