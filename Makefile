@@ -21,7 +21,8 @@ quickstart: $(STAMP)
 # ~6 s; tests/test_packaging.py checks the list); `pytest` alone runs everything in one process
 SERIAL_TESTS := tests/bench/test_load.py
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow and not serial"
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \
+		-m "not slow and not serial"
 	$(BIN)/python -m pytest -q -m "serial and not slow" $(SERIAL_TESTS)
 
 lint: $(STAMP)

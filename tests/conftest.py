@@ -16,6 +16,24 @@ ROOT = Path(__file__).resolve().parents[1]  # the repository
 SHARED = ROOT.parent / "shared" / "data"
 
 
+# the files that take longest (their fixtures and processes: `--durations=0` on a 2-core
+# machine, 2026-12-07), handed to the test workers first: a worker that starts one of them
+# last keeps the run going while the other waits idle (`make test` passes
+# --no-loadscope-reorder so that xdist keeps this order; the rest follow as collected)
+LONGEST_FIRST = (
+    "tests/convert/test_quantize.py", "tests/training/test_trainer.py",
+    "tests/e2e/test_journey.py", "tests/bench/test_isolation.py", "tests/training/test_qat.py",
+    "tests/test_integrity.py", "tests/bench/test_decoder_forms.py", "tests/test_plan.py",
+    "tests/training/test_qat_quantizer.py", "tests/backends/test_litert.py",
+    "tests/backends/test_executorch.py", "tests/experiments/test_ablation.py",
+)
+
+
+def pytest_collection_modifyitems(items: list) -> None:
+    rank = {f: i for i, f in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
+
+
 def _shared(sub: str) -> Path:
     path = SHARED / sub
     if not path.is_dir():

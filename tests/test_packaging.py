@@ -31,6 +31,14 @@ def test_every_serial_test_is_in_make_tests_serial_run():
     assert all((ROOT / f).is_file() for f in named)
 
 
+def test_the_longest_files_named_first_exist():
+    """conftest.LONGEST_FIRST orders the suite for its workers: a renamed file would drop
+    out of that order without a word."""
+    from tests.conftest import LONGEST_FIRST
+
+    assert all((ROOT / f).is_file() for f in LONGEST_FIRST)
+
+
 def test_plain_install_is_torch_free_and_train_extra_adds_it():
     proj = _project()
     names = [d.split(">")[0].split("=")[0].split("[")[0].strip() for d in proj["dependencies"]]
