@@ -34,6 +34,16 @@ def pytest_collection_modifyitems(items: list) -> None:
     items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
 
 
+def require(module: str, reason: str = "") -> None:
+    """Skip the calling test module when ``module`` is not installed, without importing it:
+    ``pytest.importorskip`` imports it while the suite is collected, in every test worker
+    (litert_torch ~4 s, onnxscript ~1 s), whether or not that worker runs the module."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        pytest.skip(reason or f"{module} is not installed", allow_module_level=True)
+
+
 def _shared(sub: str) -> Path:
     path = SHARED / sub
     if not path.is_dir():

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from okdhp_edge.manifest import zoo_students
-from tests.conftest import blocking
+from tests.conftest import blocking, require
 
-pytest.importorskip("executorch", reason="the executorch extra is not installed")
+require("executorch", reason="the executorch extra is not installed")
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,12 @@ from __future__ import annotations
 import io
 
 import numpy as np
-import pytest
 
-pytest.importorskip("openvino")
-pytest.importorskip("executorch", reason="the XNNPACK quantizer comes with okdhp_edge[qat]")
-pytest.importorskip("onnxscript", reason="the QDQ ONNX of a program needs okdhp_edge[qat]")
+from tests.conftest import require
+
+require("openvino")
+require("executorch", reason="the XNNPACK quantizer comes with okdhp_edge[qat]")
+require("onnxscript", reason="the QDQ ONNX of a program needs okdhp_edge[qat]")
 
 
 def _program(seed: int = 0):

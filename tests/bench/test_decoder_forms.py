@@ -31,7 +31,7 @@ def test_both_forms_are_timed_in_one_run_and_the_report_says_which_is_kept(both)
     assert forms == {("torch", "transposed"), ("onnxruntime", "transposed"),
                      ("onnxruntime", "subpixel"), ("litert", "transposed"),
                      ("litert", "subpixel")}
-    lines = decoder_lines(rep.rows)
+    lines = decoder_lines(rep.rows, rep.decoder_defaults)
     assert len(lines) == 2 and all(f"keeps {get_target(b, 'fp32').decoder}" in line
                                    for b, line in zip(("onnxruntime", "litert"), lines))
     md = (both / "reports" / "box" / "plan_quickstart.md").read_text()

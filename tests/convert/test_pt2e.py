@@ -10,7 +10,9 @@ import sys
 import pytest
 import torch
 
-pytest.importorskip("executorch", reason="XNNPACK's QAT quantizer needs okdhp_edge[qat]")
+from tests.conftest import require
+
+require("executorch", reason="XNNPACK's QAT quantizer needs okdhp_edge[qat]")
 
 
 class StudentBlocks(torch.nn.Module):

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import okdhp
+from tests.conftest import okdhp, require
 
-pytest.importorskip("executorch", reason="quantization-aware training needs okdhp_edge[qat]")
-pytest.importorskip("onnxscript", reason="the QDQ ONNX of a QAT program needs okdhp_edge[qat]")
+require("executorch", reason="quantization-aware training needs okdhp_edge[qat]")
+require("onnxscript", reason="the QDQ ONNX of a QAT program needs okdhp_edge[qat]")
 
 QAT = ["qat.epochs=1", "train.max_iters_per_epoch=3", "train.threads=1"]
 

@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("executorch", reason="quantization-aware training needs okdhp_edge[qat]")
-pytest.importorskip("onnxscript", reason="the QDQ ONNX of a QAT program needs okdhp_edge[qat]")
+from tests.conftest import require
+
+require("executorch", reason="quantization-aware training needs okdhp_edge[qat]")
+require("onnxscript", reason="the QDQ ONNX of a QAT program needs okdhp_edge[qat]")
 
 from tests.training.test_qat import _float_run  # noqa: E402
 
