@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,9 @@ class Family:
     # the forms its decoder can take in an exported file (targets.DECODER_FORMS): a light
     # student's transposed convolutions can be sub-pixel convolutions; an hourglass has none
     decoder_forms: tuple[str, ...] = ("transposed",)
+    # a student's decoder work (Architecture -> multiply-adds, None: no decoder forms), what
+    # a target's size rule reads (targets.Target.decoder_from_macs)
+    decoder_work: Callable[[Any], Optional[int]] = lambda arch: None
 
 
 def _fau(m: Any) -> dict:
@@ -68,6 +71,17 @@ def _light_check(m: Any, data: Any) -> None:
                              "stride)")
 
 
+def _light_decoder_work(arch: Any) -> int:
+    """The multiply-adds of a light student's last transposed convolution at its input
+    size: width x width x 16 (a 4x4 kernel) x the pixels it reads (stride 8 with three
+    layers). The sub-pixel form's extra operators (depth-to-space, crop) cost a fixed
+    amount per pixel; what they save grows with this."""
+    width, layers = arch.args["decoder_width"], arch.args.get("decoder_layers", 3)
+    stride = 32 // 2 ** (layers - 1)
+    pixels = (arch.input_size[0] // stride) * (arch.input_size[1] // stride)
+    return 16 * width * width * pixels
+
+
 HOURGLASS = Family(
     name="stacked_hourglass",
     plain={"hg": {}, "stacked_hourglass": {}, "hg1": {"num_stacks": 1},
@@ -99,6 +113,7 @@ LIGHT = Family(
     heatmap_stride=lambda m: 32 / 2**m.decoder_layers,
     check=_light_check,
     decoder_forms=("transposed", "subpixel"),
+    decoder_work=_light_decoder_work,
 )
 
 FAMILIES = (HOURGLASS, LIGHT)

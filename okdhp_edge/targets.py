@@ -154,6 +154,10 @@ class Target:
             oneDNN (ONNX Runtime, OpenVINO) runs transposed convolutions faster, XNNPACK in
             float the sub-pixel form. (ONNX Runtime's INT8 file is sub-pixel in either form:
             its recipe, ``ort_transposed_conv``, rewrites it.)
+        decoder_from_macs: the decoder work (the family's ``decoder_work``: its last
+            transposed convolution's multiply-adds at the student's input) from which
+            ``decoder`` is kept; a smaller decoder keeps the transposed form, where the
+            sub-pixel form's extra operators cost more than it saves (0: at every size).
     """
 
     backend: str
@@ -164,6 +168,7 @@ class Target:
     default: bool = True
     bundle: bool = True
     decoder: str = "transposed"
+    decoder_from_macs: int = 0
 
     @property
     def key(self) -> tuple[str, str]:
@@ -212,7 +217,10 @@ TARGETS: dict[tuple[str, str], Target] = {t.key: t for t in (
     Target("litert", "fp16", "litert_fp16", "cpu", default=False, decoder="subpixel"),
     Target("litert", "int8", "litert_int8", "cpu", default=False, decoder="subpixel"),
     Target("executorch", "fp32", "executorch_fp32", "cpu", decoder="subpixel"),
-    Target("executorch", "int8", "executorch_int8", "cpu", default=False, decoder="subpixel"),
+    # ExecuTorch INT8: sub-pixel from mbv2-d128 at 96x128 up (25 MMACs); below, transposed
+    # (1.07-1.11x faster on d32 / d64 at 96x128: docs/results.md, decoder forms)
+    Target("executorch", "int8", "executorch_int8", "cpu", default=False, decoder="subpixel",
+           decoder_from_macs=25_000_000),
 )}
 
 # chart marker per backend; precision is drawn as the marker's fill (int8 hollow)
@@ -268,12 +276,16 @@ def targets_for(backends: tuple[str, ...], precisions: Optional[tuple[str, ...]]
     return out
 
 
-def decoder_for(choice: str, target: Target, forms: tuple[str, ...]) -> str:
-    """The decoder form of ``target``'s file for a student whose family has ``forms``:
-    ``auto`` is the target's (:attr:`Target.decoder`), a named form is that one; a student
-    with one form (an hourglass) and a target that runs the student itself (torch) keep the
-    transposed form."""
+def decoder_for(choice: str, target: Target, forms: tuple[str, ...],
+                work: Optional[int] = None) -> str:
+    """The decoder form of ``target``'s file for a student whose family has ``forms`` and
+    whose decoder does ``work`` multiply-adds (the family's ``decoder_work``): ``auto`` is
+    the target's (:attr:`Target.decoder`, from :attr:`Target.decoder_from_macs` of work
+    up), a named form is that one; a student with one form (an hourglass) and a target that
+    runs the student itself (torch) keep the transposed form."""
     want = target.decoder if choice == "auto" else choice
+    if choice == "auto" and work is not None and work < target.decoder_from_macs:
+        want = "transposed"
     return want if want in forms and target.export is not None else "transposed"
 
 

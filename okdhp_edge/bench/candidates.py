@@ -46,13 +46,25 @@ class Candidate:
         """The decoder forms its family has (one: no choice to record)."""
         return family_of(self.manifest.architecture.family).decoder_forms
 
+    @property
+    def work(self) -> Optional[int]:
+        """Its decoder's work, what a target's size rule reads (None: no decoder forms)."""
+        return decoder_work(self.manifest)
 
-def forms_wanted(choice: str, target: Target, forms: tuple[str, ...]) -> tuple[str, ...]:
-    """The decoder forms a student with ``forms`` is measured in on ``target``: both of them
-    with ``both`` (where the target runs a file), else the one :func:`decoder_for` names."""
+
+def decoder_work(man: StudentManifest) -> Optional[int]:
+    """The family's ``decoder_work`` of a student (None: its family has no decoder forms)."""
+    return family_of(man.architecture.family).decoder_work(man.architecture)
+
+
+def forms_wanted(choice: str, target: Target, forms: tuple[str, ...],
+                 work: Optional[int] = None) -> tuple[str, ...]:
+    """The decoder forms a student with ``forms`` (and decoder ``work``) is measured in on
+    ``target``: both of them with ``both`` (where the target runs a file), else the one
+    :func:`decoder_for` names."""
     if choice == "both" and target.export is not None:
         return forms
-    return (decoder_for("auto" if choice == "both" else choice, target, forms),)
+    return (decoder_for("auto" if choice == "both" else choice, target, forms, work),)
 
 
 def zoo_candidates(zoo: Path, students: Optional[tuple[str, ...]], targets: list[Target],
@@ -73,7 +85,8 @@ def zoo_candidates(zoo: Path, students: Optional[tuple[str, ...]], targets: list
     for d, man in chosen:
         forms = family_of(man.architecture.family).decoder_forms
         for form in forms:
-            mine = [t for t in targets if form in forms_wanted(decoder, t, forms)]
+            mine = [t for t in targets
+                    if form in forms_wanted(decoder, t, forms, decoder_work(man))]
             if mine or form == forms[0]:  # every student is a candidate, its rows or not
                 fmts = tuple(formats_for(mine, throughput=throughput))
                 units.append((man, ExportUnit(d / "student.yaml", fmts, form)))

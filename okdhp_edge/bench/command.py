@@ -351,7 +351,7 @@ def run_bench(req: BenchRequest) -> BenchReport:
     monitor = LoadMonitor(req.busy, max_wait_s=req.busy_wait)
     rows = bench_candidates(cands, opts, _row_command(req, threads), monitor=monitor)
     busy_rows = _say_what_was_busy(rows, monitor)
-    for line in decoder_lines(rows):
+    for line in decoder_lines(rows, decoder_defaults(rows, _works(cands)) or {}):
         log.info("decoder forms: %s", line)
     if not any(r.status == "ok" for r in rows):  # a report of nothing replaces none
         reasons = sorted({f"{r.backend} {r.precision}: {r.reason}" for r in rows})
@@ -379,7 +379,13 @@ def _report(req: BenchRequest, opts: BenchOptions, cands: list[Candidate],
                                c.manifest.accuracy.value, c.manifest.weights.sha256 or None)
                   for c in cands],
         quantization=req.recipe.as_dict() if any(t.quantized for t in targets) else None,
-        rows=rows, wall_s=wall_s, load=load, decoder_defaults=decoder_defaults(rows))
+        rows=rows, wall_s=wall_s, load=load,
+        decoder_defaults=decoder_defaults(rows, _works(cands)))
+
+
+def _works(cands: list[Candidate]) -> dict[str, Optional[int]]:
+    """Each student's decoder work, what a target's size rule reads."""
+    return {c.name: c.work for c in cands}
 
 
 def _say_what_was_busy(rows: list[BenchRow], monitor: LoadMonitor) -> int:

@@ -117,23 +117,35 @@ def _not_measured_lines(rows: list[BenchRow]) -> list[str]:
     return lines
 
 
-def decoder_defaults(rows: list[BenchRow]) -> Optional[dict[str, str]]:
-    """The decoder form each target with a light student's rows takes by default now
-    (:attr:`okdhp_edge.targets.Target.decoder`), "backend/precision" -> form; None when no
-    measured row names its form."""
+def decoder_defaults(rows: list[BenchRow], works: dict[str, Optional[int]]
+                     ) -> Optional[dict[str, str]]:
+    """The decoder form each target takes by default now for each light student measured
+    on it (:func:`okdhp_edge.targets.decoder_for`, the student's decoder work from
+    ``works``), "student backend/precision" -> form; None when no measured row names its
+    form. (Reports before the size rule keyed "backend/precision": one form a target.)"""
+    from okdhp_edge.targets import DECODER_FORMS, decoder_for, get_target
+
+    keys = sorted({(r.student, r.backend, r.precision) for r in rows
+                   if r.decoder and r.status == "ok"})
+    return {f"{s} {b}/{p}": decoder_for("auto", get_target(b, p), DECODER_FORMS, works.get(s))
+            for s, b, p in keys} or None
+
+
+def _kept(defaults: dict[str, str], student: str, backend: str, precision: str) -> str:
+    """The form a report's ``decoder_defaults`` says the target kept for ``student`` (a
+    report made before that record: the target's form today, at any size)."""
     from okdhp_edge.targets import get_target
 
-    pairs = sorted({(r.backend, r.precision) for r in rows if r.decoder and r.status == "ok"})
-    return {f"{b}/{p}": get_target(b, p).decoder for b, p in pairs} or None
+    key = f"{backend}/{precision}"
+    return defaults.get(f"{student} {key}") or defaults.get(key) or \
+        get_target(backend, precision).decoder
 
 
-def decoder_lines(rows: list[BenchRow], defaults: Optional[dict[str, str]] = None
-                  ) -> list[str]:
+def decoder_lines(rows: list[BenchRow], defaults: dict[str, str]) -> list[str]:
     """One line per (student, backend, precision) measured in both decoder forms: which is
     faster by the median (tied where the medians' bootstrap 95% intervals overlap), and the
-    form the target's files took by default when measured (``defaults``, a report's record;
-    else today's), flagged where this device clearly prefers the other."""
-    defaults = defaults or decoder_defaults(rows) or {}
+    form the target's files took by default when measured (``defaults``: a report's
+    ``decoder_defaults``), flagged where this device clearly prefers the other."""
     both: dict[tuple[str, str, str], dict[str, LatencyStats]] = {}
     for r in rows:
         if r.decoder and r.status == "ok" and "engine" in r.latency_ms:
@@ -146,7 +158,7 @@ def decoder_lines(rows: list[BenchRow], defaults: Optional[dict[str, str]] = Non
         fast, slow = sorted(st, key=lambda f: st[f].median)
         a, z = st[fast].ci95_median, st[slow].ci95_median
         clear = a is not None and z is not None and a[1] < z[0]
-        keeps = defaults[f"{b}/{p}"]
+        keeps = _kept(defaults, s, b, p)
         verdict = (f"{fast} {st[slow].median / st[fast].median:.2f}x faster than {slow}"
                    if clear else f"tied ({fast} {st[fast].median:.3g}, {slow} "
                    f"{st[slow].median:.3g} ms: the intervals overlap)")
@@ -196,7 +208,7 @@ def markdown(rep: BenchReport, chart_name: Optional[str]) -> str:
                  "---|---|---|" if with_cost else "")]
     lines += [_table_row(r, with_cost) for r in rep.rows if r.status == "ok"]
     lines += _not_measured_lines(rep.rows)
-    forms = decoder_lines(rep.rows, rep.decoder_defaults)
+    forms = decoder_lines(rep.rows, rep.decoder_defaults or {})
     if forms:
         lines += ["", "Decoder forms (the same student, both forms, one interleaved run):", ""]
         lines += [f"- {line}" for line in forms]

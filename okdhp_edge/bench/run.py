@@ -126,7 +126,7 @@ def _row_candidates(mine: dict[str, Candidate], backend: str, precision: str, ch
         t = get_target(backend, precision)
     except UnknownTarget:
         return [first]
-    wanted = [mine[f] for f in forms_wanted(choice, t, first.forms) if f in mine]
+    wanted = [mine[f] for f in forms_wanted(choice, t, first.forms, first.work) if f in mine]
     if t.export is None:
         return wanted[:1] or [first]
     have = [c for c in wanted if t.export in c.formats]

@@ -74,7 +74,9 @@ def export_bundle(student_yaml: Path, backend: str, precision: str, out: Path,
         if (out / "bundle.yaml").exists() and not force:
             raise UsageError(f"{out}: a bundle is already there (use a new --out)")
         man = load_student_manifest(student_yaml)
-        form = decoder_for(decoder, t, family_of(man.architecture.family).decoder_forms)
+        family = family_of(man.architecture.family)
+        form = decoder_for(decoder, t, family.decoder_forms,
+                           family.decoder_work(man.architecture))
         entry = export_student(student_yaml, formats=(t.export,), recipe=recipe,
                                decoder=form).formats[t.export]
         if not entry.available:

@@ -100,3 +100,55 @@ def test_bundles_take_each_backends_form_and_an_edited_form_is_refused(both, tmp
 def test_an_unknown_decoder_form_is_refused_in_one_line():
     res = okdhp("bench", "--plan", "configs/quickstart.yaml", "--decoder", "sideways")
     assert res.returncode == 2 and "decoder (--decoder)" in res.stderr
+
+
+def test_a_targets_form_can_start_at_a_decoder_size():
+    """ExecuTorch INT8 keeps the sub-pixel form from 25 MMACs of decoder work (the last
+    transposed convolution's multiply-adds) up: mbv2-d128 at 96x128 and every MobileNetV2
+    student at 256x192, not mbv2-d32 / d64 at 96x128; a form asked by name is that form;
+    targets without a size rule keep theirs at every size."""
+    from okdhp_edge.families import LIGHT
+    from okdhp_edge.records import Architecture
+    from okdhp_edge.targets import DECODER_FORMS, decoder_for
+
+    def work(width: int, size: list[int]) -> int:
+        args = {"encoder": "mobilenetv2", "width_mult": 0.5, "decoder_width": width,
+                "decoder_layers": 3}
+        return LIGHT.decoder_work(Architecture("encoder_decoder", args, 17, size))
+
+    assert work(128, [128, 96]) == 16 * 128 * 128 * 16 * 12 == work(64, [192, 256])
+    et, lite = get_target("executorch", "int8"), get_target("litert", "int8")
+    kept = {(w, tuple(size)): decoder_for("auto", et, DECODER_FORMS, work(w, size))
+            for w, size in [(32, [128, 96]), (64, [128, 96]), (128, [128, 96]),
+                            (64, [192, 256]), (256, [192, 256])]}
+    assert kept == {(32, (128, 96)): "transposed", (64, (128, 96)): "transposed",
+                    (128, (128, 96)): "subpixel", (64, (192, 256)): "subpixel",
+                    (256, (192, 256)): "subpixel"}
+    assert decoder_for("subpixel", et, DECODER_FORMS, work(32, [128, 96])) == "subpixel"
+    assert decoder_for("auto", lite, DECODER_FORMS, work(32, [128, 96])) == "subpixel"
+    assert decoder_for("auto", et, ("transposed",), None) == "transposed"  # an hourglass
+
+
+def test_a_reports_kept_forms_are_per_student():
+    """decoder_defaults names each (student, target)'s form; a report made before the size
+    rule (one form a target) reads as it was written."""
+    from okdhp_edge.bench.report import decoder_defaults
+    from okdhp_edge.records import BenchRow, LatencyStats
+
+    def row(student: str, form: str, ms: float) -> BenchRow:
+        r = BenchRow(student, "executorch", "int8", decoder=form)
+        r.latency_ms["engine"] = LatencyStats(median=ms, p90=ms, p99=ms, min=ms, max=ms,
+                                              iterations=50, ci95_median=[ms, ms])
+        return r
+
+    rows = [row("small", "transposed", 0.31), row("small", "subpixel", 0.34),
+            row("big", "transposed", 5.5), row("big", "subpixel", 3.5)]
+    kept = decoder_defaults(rows, {"small": 1_000_000, "big": 100_000_000})
+    assert kept == {"big executorch/int8": "subpixel", "small executorch/int8": "transposed"}
+    lines = decoder_lines(rows, kept)
+    assert any(x.startswith("small executorch int8: transposed 1.10x faster") and
+               x.endswith("keeps transposed") for x in lines), lines
+    assert any(x.startswith("big executorch int8: subpixel") and
+               x.endswith("keeps subpixel") for x in lines), lines
+    old = decoder_lines(rows, {"executorch/int8": "subpixel"})  # one form for the target
+    assert any("small" in x and "prefers transposed" in x for x in old), old
