@@ -23,7 +23,15 @@ from okdhp_edge.records import (
 )
 from okdhp_edge.runtime.bundle import read_bundle_manifest, read_set
 from okdhp_edge.schema import to_dict
-from okdhp_edge.targets import Target, UnknownTarget, decoder_for, formats_for, get_target
+from okdhp_edge.targets import (
+    FORMATS,
+    Target,
+    UnknownTarget,
+    decoder_for,
+    format_chain,
+    formats_for,
+    get_target,
+)
 
 log = logging.getLogger(__name__)
 
@@ -88,11 +96,30 @@ def zoo_candidates(zoo: Path, students: Optional[tuple[str, ...]], targets: list
             mine = [t for t in targets
                     if form in forms_wanted(decoder, t, forms, decoder_work(man))]
             if mine or form == forms[0]:  # every student is a candidate, its rows or not
-                fmts = tuple(formats_for(mine, throughput=throughput))
+                fmts = _formats(mine, throughput)
                 units.append((man, ExportUnit(d / "student.yaml", fmts, form)))
     built, failed = export_in_workers([u for _, u in units], recipe, timeout_s)
     return [Candidate(man.name, man, u.student_yaml, export_dir_of(u.student_yaml, u.decoder),
                       built[u.key], failed[u.key], u.decoder) for man, u in units]
+
+
+def _formats(targets: list[Target], throughput: bool) -> tuple[str, ...]:
+    """The formats to build for ``targets``, sources first; a target whose runtime is
+    missing here (TensorRT on a CPU box) gets its own format alone, recorded unavailable,
+    not the sources another runtime would make for it (a second calibration, for INT8)."""
+    from okdhp_edge.backends import unavailable_reason
+
+    def gone(t: Target) -> bool:
+        if t.export is None:
+            return False
+        runs_on = FORMATS[t.export].runs_on
+        chain = format_chain(t.export)[:-1]
+        return any(FORMATS[f].runs_on != runs_on for f in chain) and \
+            unavailable_reason(runs_on) is not None
+
+    missing = [t for t in targets if gone(t)]
+    out = formats_for([t for t in targets if t not in missing], throughput=throughput)
+    return tuple(out + [t.export for t in missing if t.export not in out])
 
 
 def bundle_candidates(directory: Path, students: Optional[tuple[str, ...]] = None

@@ -307,8 +307,10 @@ def export_student(student_yaml: Path, out_dir: Optional[Path] = None,
     man = verified_student_manifest(student_yaml)
     old = {} if force else _previous(out_dir / "export.yaml", man, decoder)
     wanted: list[str] = []
-    for f in formats:
-        wanted += [g for g in format_chain(f) if g not in wanted]
+    for f in formats:  # the sources of a format whose runtime is missing here are not built
+        # for it (TensorRT INT8's QDQ ONNX, a second calibration, on a CPU box)
+        chain = [f] if unavailable_reason(FORMATS[f].runs_on) else format_chain(f)
+        wanted += [g for g in chain if g not in wanted]
     # every file cached: checked without torch or the weights (a bench of an exported zoo
     # starts its export workers in a fraction of the time)
     kept = {fmt: _cached(old, fmt, out_dir, recipe, man, decoder) for fmt in wanted}

@@ -37,6 +37,27 @@ def test_export_without_openvino_reports_it_unavailable(tiny_zoo, tmp_path, monk
     assert not list((tmp_path / "export").glob("*.xml"))
 
 
+def test_a_runtime_missing_here_gets_no_sources_built(tiny_zoo, tmp_path, monkeypatch):
+    """TensorRT absent (a CPU box): its INT8 and fp16 files are recorded unavailable, and
+    the QDQ ONNX and fp16 ONNX they would be built from are not made for them (a second
+    calibration per student, in every bench that lists tensorrt, which the default does)."""
+    from okdhp_edge.bench.candidates import _formats
+    from okdhp_edge.export.exporter import export_student
+    from okdhp_edge.targets import get_target
+
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # import tensorrt -> ImportError
+    d, _ = zoo_students(tiny_zoo)[0]
+    rec = export_student(d / "student.yaml", tmp_path / "export",
+                         formats=("tensorrt_int8", "tensorrt_fp16"), force=True)
+    assert set(rec.formats) == {"tensorrt_int8", "tensorrt_fp16"}
+    assert all(not e.available and "tensorrt is not installed" in e.reason
+               for e in rec.formats.values())
+    assert not list((tmp_path / "export").glob("*.onnx"))
+    targets = [get_target(b, p) for b, p in (("onnxruntime", "fp32"), ("tensorrt", "int8"),
+                                             ("tensorrt", "fp16"))]
+    assert _formats(targets, throughput=False) == ("onnx", "tensorrt_int8", "tensorrt_fp16")
+
+
 def test_export_record_read_through_its_schema(tiny_zoo, tmp_path):
     """export.yaml has one reader: a record it does not understand (wrong type, an entry
     that is not a format's record, another schema) is refused by name, and the export
