@@ -292,14 +292,13 @@ def test_a_rebench_of_one_student_keeps_the_fuller_report(tiny_zoo, tmp_path):
     assert bench("--students", "hg2", "--replace").returncode == 0
 
 
-def test_rows_that_cannot_be_measured_now_do_not_replace_measured_ones(tiny_zoo, tmp_path):
-    """A re-bench in which a backend the report measured is gone (here: ONNX Runtime made
-    unimportable) refuses to write a report with less than it had."""
-    import subprocess
-    import sys
-    import textwrap
-
-    from tests.conftest import blocking
+def test_rows_that_cannot_be_measured_now_do_not_replace_measured_ones(tiny_zoo, tmp_path,
+                                                                      monkeypatch):
+    """A re-bench in which a backend the report measured is gone (here: the ONNX Runtime
+    rows' workers cannot import it) refuses to write a report with less than it had. (A
+    machine without the package, blocked in the bench's workers too, is
+    test_packaging.py's and test_bundles.py's.)"""
+    from tests.bench.misbehaving import runner_for
 
     args = ["--zoo", str(tiny_zoo), "--backends", "torch,onnxruntime", "--precisions", "fp32",
             "--students", "hg2", "--threads", "1", "--min-iters", "4", "--min-time", "0.02",
@@ -308,16 +307,11 @@ def test_rows_that_cannot_be_measured_now_do_not_replace_measured_ones(tiny_zoo,
     run = okdhp("bench", *args)
     assert run.returncode == 0, run.stderr[-2000:]
     report = (tmp_path / "box" / "tiny.json").read_text()
-    without_ort = blocking("onnxruntime") + textwrap.dedent("""
-        import runpy
-        sys.argv = ["okdhp_edge.bench"] + sys.argv[1:]
-        runpy.run_module("okdhp_edge.bench", run_name="__main__")
-    """)
-    proc = subprocess.run([sys.executable, "-c", without_ort, *args], capture_output=True,
-                          text=True, timeout=300)
+    runner_for(monkeypatch, "onnxruntime", "RuntimeGone")
+    proc = okdhp("bench", *args)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "1 row(s) the earlier report measured could not be measured now (hg2 onnxruntime " \
-           "fp32" in proc.stderr
+           "fp32: onnxruntime is not installed here" in proc.stderr
     assert (tmp_path / "box" / "tiny.json").read_text() == report
 
 

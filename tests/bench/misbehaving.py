@@ -38,6 +38,25 @@ def segfault() -> None:
     ctypes.string_at(0)
 
 
+def runner_for(monkeypatch: Any, backend: str, cls: str) -> None:
+    """Rows of ``backend`` run the runner ``cls`` of this module in their workers."""
+    from okdhp_edge.bench import run as run_module
+
+    real = run_module.runner_path
+    monkeypatch.setattr(run_module, "runner_path",
+                        lambda b: f"{__name__}:{cls}" if b == backend else real(b))
+
+
+class RuntimeGone(OnnxRuntimeRunner):
+    """An ONNX Runtime runner on a machine without ONNX Runtime (its worker cannot import
+    it): the row is unavailable."""
+
+    def import_runtime(self) -> None:
+        from okdhp_edge.backends.base import BackendUnavailable
+
+        raise BackendUnavailable("onnxruntime is not installed here")
+
+
 class SegfaultOnLoad(OnnxRuntimeRunner):
     """An ONNX Runtime runner whose load dereferences a null pointer."""
 

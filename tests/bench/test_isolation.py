@@ -15,21 +15,13 @@ import pytest
 
 from okdhp_edge import api
 from okdhp_edge.bench import report as report_module
-from okdhp_edge.bench import run as run_module
 from okdhp_edge.bench import worker as worker_module
 from okdhp_edge.bench.report import load_report
 from okdhp_edge.utils.isolate import LOG_DIR_PREFIX, remove_stale_log_dirs
+from tests.bench.misbehaving import runner_for
 
 FAST = dict(threads=1, min_iters=6, min_time=0.05, warmup_time=0.02, rounds=2, batch=1,
             accuracy=False, device_name="iso-box")
-MISBEHAVING = "tests.bench.misbehaving"
-
-
-def _runner_for(monkeypatch, backend: str, cls: str) -> None:
-    """Rows of ``backend`` run the test-only runner ``cls`` in their workers."""
-    real = run_module.runner_path
-    monkeypatch.setattr(run_module, "runner_path",
-                        lambda b: f"{MISBEHAVING}:{cls}" if b == backend else real(b))
 
 
 def _rows(rep, backend: str) -> list:
@@ -38,7 +30,7 @@ def _rows(rep, backend: str) -> list:
 
 def test_a_segfault_while_loading_fails_its_rows_and_the_report_is_written(
         tiny_zoo, tmp_path, monkeypatch):
-    _runner_for(monkeypatch, "onnxruntime", "SegfaultOnLoad")
+    runner_for(monkeypatch, "onnxruntime", "SegfaultOnLoad")
     rep, files = api.bench(tiny_zoo, out_root=tmp_path, backends="torch,onnxruntime",
                            precisions="fp32", students="hg2", **FAST)
     for r in _rows(rep, "onnxruntime"):
@@ -54,7 +46,7 @@ def test_a_segfault_while_loading_fails_its_rows_and_the_report_is_written(
 
 def test_an_abort_while_timed_fails_its_rows_in_the_time_stage(tiny_zoo, tmp_path,
                                                                monkeypatch):
-    _runner_for(monkeypatch, "onnxruntime", "AbortWhileTimed")
+    runner_for(monkeypatch, "onnxruntime", "AbortWhileTimed")
     rep, _ = api.bench(tiny_zoo, out_root=tmp_path, backends="onnxruntime,openvino",
                        precisions="fp32", students="hg2", **FAST)
     for r in _rows(rep, "onnxruntime"):
@@ -64,7 +56,7 @@ def test_an_abort_while_timed_fails_its_rows_in_the_time_stage(tiny_zoo, tmp_pat
 
 
 def test_a_hung_worker_is_stopped_at_its_timeout(tiny_zoo, tmp_path, monkeypatch):
-    _runner_for(monkeypatch, "onnxruntime", "HangWhileTimed")
+    runner_for(monkeypatch, "onnxruntime", "HangWhileTimed")
     t0 = time.monotonic()
     rep, _ = api.bench(tiny_zoo, out_root=tmp_path, backends="torch,onnxruntime",
                        precisions="fp32", students="hg2", worker_timeout=3, **FAST)
