@@ -25,10 +25,12 @@ def _bench(*args):
 @pytest.fixture(scope="module")
 def plan(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("plan")
-    # the plan's zoo holds both students; the smaller one is benched (what the tests read)
+    # the plan's zoo holds both students; the smaller one is benched (what the tests read),
+    # on PyTorch and ONNX Runtime: OpenVINO's rows, INT8 included, are the shared report's
+    # (tests/convert/test_quantize.py::test_bench_int8_rows_chart_and_pick)
     proc = _bench("--plan", "configs/quickstart.yaml", *LIGHT, "--plan-root", str(tmp / "zoo"),
                   "--students", "r18x0.125-d8",
-                  "--backends", "torch,onnxruntime,openvino", "--precisions", "fp32,int8",
+                  "--backends", "torch,onnxruntime", "--precisions", "fp32,int8",
                   "--calib-images", "16", "--out-root", str(tmp / "reports"), "--device-name",
                   "box", *FAST)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -52,9 +54,8 @@ def test_plan_report_has_latency_and_no_accuracy(plan):
     rep = load_report(plan / "reports" / "box" / "plan_quickstart.json")
     assert rep.untrained is True
     ok = [r for r in rep.rows if r.status == "ok"]
-    assert {(r.backend, r.precision) for r in ok} >= {
-        ("torch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "int8"),
-        ("openvino", "fp32"), ("openvino", "int8")}
+    assert {(r.backend, r.precision) for r in ok} == {
+        ("torch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "int8")}
     assert all(r.latency_ms["engine"].median > 0 for r in ok)
     assert all(r.accuracy.value is None for r in ok)
     md = (plan / "reports" / "box" / "plan_quickstart.md").read_text()
