@@ -753,8 +753,10 @@ class BenchReport(Record):
     merged_from: Optional[list[dict[str, Any]]] = field(default=None, metadata=OMIT_NONE)
     # what else ran while timing: policy, busy rows, the busiest others (bench.load)
     load: Optional[dict[str, Any]] = field(default=None, metadata=OMIT_NONE)
-    # the decoder form each target with a light student's rows kept by default when it ran
-    # ("backend/precision" -> form): a later change of the defaults leaves the report as it was
+    # the decoder form each target kept by default for each light student when it ran
+    # ("student backend/precision" -> form; reports before the size rule of
+    # targets.Target.decoder_from_macs: "backend/precision"): a later change of the defaults
+    # leaves the report as it was
     decoder_defaults: Optional[dict[str, str]] = field(default=None, metadata=OMIT_NONE)
 
     @property
