@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from okdhp_edge.bench.timing import TimingConfig
 from okdhp_edge.grammar import Request, option
 from okdhp_edge.targets import BACKEND_INFO, default_backends
 from okdhp_edge.utils.cli import UsageError, console_entry, request_main, run_cli
@@ -35,6 +36,8 @@ class QuickstartRequest(Request):
                                    "median, ms)", minimum=0, above=True)
     min_time: float = option(1.0, "bench: seconds of timing per row, all rounds", minimum=0)
     min_iters: int = option(30, "bench: timed calls per row at least", minimum=1)
+    warmup_time: float = option(TimingConfig.warmup_s, "bench: seconds of untimed calls "
+                                "before each row is timed", minimum=0)
     backends: tuple[str, ...] = option(default_backends(), "bench: the backends (each where "
                                        "installed)", choices=tuple(BACKEND_INFO))
     overrides: tuple[str, ...] = option((), "config overrides, section.key=value",
@@ -61,7 +64,8 @@ def run(args: QuickstartRequest) -> int:
              ", ".join(args.backends))
     # a zoo name no zoo and no report of this device holds: nothing earlier is replaced
     report, files = api.bench(run.zoo, backends=args.backends, min_time=args.min_time,
-                              min_iters=args.min_iters, out_root=REPORTS)
+                              min_iters=args.min_iters, warmup_time=args.warmup_time,
+                              out_root=REPORTS)
     log.info("[4/4] the pick for a %.1f ms budget (engine median, batch 1) on %s",
              args.max_latency_ms, report.device_id)
     p = api.pick(report, args.max_latency_ms)

@@ -80,7 +80,8 @@ def test_quickstart_glue_on_tiny_settings(synthetic_root, tmp_path):
                  if not o.startswith(("train.out_dir", "zoo.root"))]
     proc = subprocess.run([sys.executable, "-m", "okdhp_edge.quickstart", "--config",
                            str(config), "--max-latency-ms", "1000", "--min-time", "0.05",
-                           "--min-iters", "4", "--backends", "torch,onnxruntime", *overrides],
+                           "--min-iters", "4", "--warmup-time", "0.02", "--backends",
+                           "torch,onnxruntime", *overrides],
                           capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "pick on " in proc.stdout and "<- pick" in proc.stdout
