@@ -104,22 +104,22 @@ def zoo_candidates(zoo: Path, students: Optional[tuple[str, ...]], targets: list
 
 
 def _formats(targets: list[Target], throughput: bool) -> tuple[str, ...]:
-    """The formats to build for ``targets``, sources first; a target whose runtime is
-    missing here (TensorRT on a CPU box) gets its own format alone, recorded unavailable,
-    not the sources another runtime would make for it (a second calibration, for INT8)."""
+    """The formats to build for ``targets``, sources first; the sources only a target whose
+    runtime is missing here would use (TensorRT's fp16 ONNX and QDQ INT8 ONNX, a second
+    calibration, on a CPU box) are left out, its own format kept to be recorded
+    unavailable. A runtime is probed only where that saves a build (the bench's own process
+    imports no runtime it can do without)."""
     from okdhp_edge.backends import unavailable_reason
 
-    def gone(t: Target) -> bool:
+    out = formats_for(targets, throughput=throughput)
+    for t in targets:
         if t.export is None:
-            return False
-        runs_on = FORMATS[t.export].runs_on
-        chain = format_chain(t.export)[:-1]
-        return any(FORMATS[f].runs_on != runs_on for f in chain) and \
-            unavailable_reason(runs_on) is not None
-
-    missing = [t for t in targets if gone(t)]
-    out = formats_for([t for t in targets if t not in missing], throughput=throughput)
-    return tuple(out + [t.export for t in missing if t.export not in out])
+            continue
+        others = formats_for([o for o in targets if o is not t], throughput=throughput)
+        alone = [f for f in format_chain(t.export)[:-1] if f not in others]
+        if alone and unavailable_reason(FORMATS[t.export].runs_on) is not None:
+            out = [f for f in out if f not in alone]
+    return tuple(out)
 
 
 def bundle_candidates(directory: Path, students: Optional[tuple[str, ...]] = None
