@@ -156,7 +156,8 @@ def test_bench_cores_are_checked_against_this_process(tmp_path):
 def test_pick_refuses_an_emulated_report_unless_asked(tmp_path):
     """A report measured under QEMU user mode has the emulator's latencies: zoo pick and
     api.pick refuse it, --allow-emulated picks from it anyway."""
-    data = json.loads(_few_rows(tmp_path).read_text())
+    few = _few_rows(tmp_path)
+    data = json.loads(few.read_text())
     data["device"]["board"] = {"machine": "aarch64", "cpu_arch": "x86",
                                "emulated": "aarch64 user space on AMD EPYC (QEMU user mode)"}
     path = tmp_path / "emulated.json"
@@ -170,7 +171,7 @@ def test_pick_refuses_an_emulated_report_unless_asked(tmp_path):
     from okdhp_edge.bench.compare import combine
     from okdhp_edge.bench.report import load_report
 
-    table = combine([load_report(tmp_path / "quickstart.json"), load_report(path)])
+    table = combine([load_report(few), load_report(path)])
     assert table.count(" (emulated) |") == sum(r.status == "ok" for r in load_report(path).rows)
     assert "was emulated (aarch64 user space on AMD EPYC" in table
 

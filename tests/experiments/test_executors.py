@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import okdhp, tiny_overrides
+from tests.conftest import okdhp, require, tiny_overrides
 
-pytest.importorskip("submitit")
+require("submitit")
 
 
 def _spec(tmp: Path, root: Path, epochs: int) -> Path:

@@ -9,11 +9,11 @@ import subprocess
 
 import pytest
 
-from tests.conftest import okdhp
+from tests.conftest import okdhp, require
 from tests.experiments.slurm_cluster import single_node_slurm
 from tests.experiments.test_executors import _ablation, _rows, _spec, kill_a_job_mid_run
 
-pytest.importorskip("submitit")
+require("submitit")
 
 
 @pytest.fixture(scope="module")
