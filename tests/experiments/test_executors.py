@@ -13,9 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import okdhp, require, tiny_overrides
+from tests.conftest import okdhp, tiny_overrides
 
-require("submitit")
+# imported here, not found (conftest.require): submitit gives its logger a handler on the
+# sys.stderr of its import, and an import inside okdhp()'s redirected, then closed,
+# stderr broke every later test of the worker ("I/O operation on closed file")
+pytest.importorskip("submitit")
 
 
 def _spec(tmp: Path, root: Path, epochs: int) -> Path:
