@@ -202,6 +202,10 @@ class QatConfig:
     # asymmetric: XNNPACK's int8 activations (ONNX Runtime, OpenVINO, ExecuTorch, LiteRT);
     # symmetric: zero points 0, which TensorRT's explicit quantization also reads
     activations: str = "asymmetric"
+    # full: int8 weights in [-127, 127]; half: in [-63, 63], for x86 CPUs without VNNI (AVX2,
+    # AVX-512 without VNNI), whose u8 x s8 kernels (OpenVINO's) saturate a 16-bit sum of two
+    # full-range products: NNCF's overflow fix, trained in (docs/int8.md)
+    weight_range: str = "full"
     averaging_constant: float = 0.01  # the moving-average range observers' step
     # fraction of the QAT iterations after which the activation ranges stop moving (1: never)
     freeze_observers: float = 0.5
@@ -253,6 +257,7 @@ _CHOICES = {
     "train.lr_scaling": ("none", "linear", "sqrt"),
     "model.encoder": tuple(ENCODER_ABBREVIATIONS),
     "qat.activations": ("asymmetric", "symmetric"),
+    "qat.weight_range": ("full", "half"),
 }
 
 

@@ -371,6 +371,7 @@ class Quantization:
     calibration_method: Optional[str] = field(default=None, metadata=OMIT_NONE)
     quantizer: Optional[str] = field(default=None, metadata=OMIT_NONE)  # where a backend has two
     activations: Optional[str] = field(default=None, metadata=OMIT_NONE)
+    weights: Optional[str] = field(default=None, metadata=OMIT_NONE)  # where not the recipe's
     higher_precision_layers: Optional[list[str]] = field(default=None, metadata=OMIT_NONE)
 
     @property

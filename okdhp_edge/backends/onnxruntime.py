@@ -239,21 +239,65 @@ def _qat_int8(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
     from okdhp_edge.convert.subpixel import subpixel_program
 
     x86 = fmt.runs_on == "onnxruntime"  # (TensorRT has int8 transposed convolutions)
+    rewritten: list[int] = []
     program_onnx(ctx.qat_program(), ctx.path(fmt.name), ctx.metadata(fmt),
-                 rewrite=_uint8_activations if x86 else None,
+                 rewrite=(lambda model: rewritten.append(qat_rewrite(model))) if x86 else None,
                  module_rewrite=subpixel_program if x86 else None)
     fields = qat_fields(ctx.man.qat)
-    return {"quantization": {**fields, "activations": QAT_ACTIVATIONS} if x86 else fields}
+    if not x86:
+        return {"quantization": fields}
+    fields["activations"] = QAT_ACTIVATIONS
+    if rewritten[0]:
+        fields["weights"] = QAT_U8_WEIGHTS
+    return {"quantization": fields}
 
 
 QAT_ACTIVATIONS = "u8 asymmetric per tensor (the program's int8, zero points + 128)"
+QAT_U8_WEIGHTS = ("u8 per channel (the program's int8 + 128, zero points 128: U8U8, since this "
+                  "CPU has no VNNI and its U8S8 kernels saturate with weights beyond +-63)")
 # raised when a builder's files change, per format: onnx_int8 1, NNCF's s8 activations as
 # u8; 2, transposed convolutions as sub-pixel convolutions (a recipe field older files'
 # records lack, which would read as its default); 3, the sub-pixel form's 2x2 convolutions
 BUILD_REVISION = {"onnx_int8": 3}
 # raised when a QAT builder's files change: 1, _uint8_activations; 2, the transposed
-# convolutions as sub-pixel convolutions (convert.subpixel.subpixel_program); 3, 2x2 ones
-QAT_BUILD_REVISION = 3
+# convolutions as sub-pixel convolutions (convert.subpixel.subpixel_program); 3, 2x2 ones;
+# 4, u8 weights on a CPU without VNNI (qat_rewrite)
+QAT_BUILD_REVISION = 4
+
+
+def qat_rewrite(model: Any) -> int:
+    """A quantization-aware program's QDQ ONNX as ONNX Runtime runs it fastest on this CPU
+    with the program's arithmetic: u8 activations (:func:`_uint8_activations`), and u8
+    weights where U8S8 would saturate (``saturates_here``). Returns the weights rewritten."""
+    from okdhp_edge.convert.qat_program import saturates_here
+
+    _uint8_activations(model)
+    return _uint8_weights(model) if saturates_here(model) else 0
+
+
+def _uint8_weights(model: Any) -> int:
+    """Every int8 weight a DequantizeLinear reads, and its zero points, + 128 as uint8: the
+    same real values, run by ONNX Runtime's U8U8 kernels, which do not saturate (a QAT
+    program of three MobileNetV2 convolutions on an AVX2 EPYC: U8S8 and S8S8 0.038 off its
+    heatmaps, U8U8 0.013, the test's bound 0.018; tests/training/test_qat_quantizer.py).
+    Returns how many weights were rewritten."""
+    import onnx
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    count, done = 0, set()
+    for node in model.graph.node:
+        w = inits.get(node.input[0]) if node.op_type == "DequantizeLinear" else None
+        if w is None or w.data_type != onnx.TensorProto.INT8 or len(node.input) < 3:
+            continue
+        for init in (w, inits[node.input[2]]):
+            if init.name in done:  # a zero point two weights share
+                continue
+            done.add(init.name)
+            value = numpy_helper.to_array(init).astype(np.int16) + 128
+            init.CopyFrom(numpy_helper.from_array(value.astype(np.uint8), init.name))
+        count += 1
+    return count
 
 
 def _uint8_activations(model: Any) -> None:

@@ -235,12 +235,25 @@ def qdq_ir(onnx_path: Path, xml_path: Path) -> Path:
 
 def _qat_int8(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
     """A quantization-aware student's IR: its int8 program's QDQ ONNX, as :func:`qdq_ir`."""
-    from okdhp_edge.convert.qat_program import program_onnx, qat_fields
+    import onnx
+
+    from okdhp_edge.convert.qat_program import program_onnx, qat_fields, saturates_here
 
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = program_onnx(ctx.qat_program(), Path(tmp) / "qat.onnx", ctx.metadata(fmt))
+        saturates = saturates_here(onnx.load(str(onnx_path)))
         qdq_ir(onnx_path, ctx.path(fmt.name))
-    return {"quantization": qat_fields(ctx.man.qat)}
+    fields = qat_fields(ctx.man.qat)
+    if saturates:
+        log.warning("%s: %s", ctx.man.name, SATURATING)
+        fields["weights"] = f"{fields['recipe'].get('weights', 'int8')}: {SATURATING}"
+    return {"quantization": fields}
+
+
+SATURATING = ("this CPU has no VNNI and the program's int8 weights go beyond +-63: OpenVINO's "
+              "u8 x s8 kernels saturate, so its heatmaps can leave the program's (28 output "
+              "steps on tests/backends/test_openvino.py's program); fine-tune with "
+              "qat.weight_range=half for such a target")
 
 
 # raised when a QAT builder's files change: 1, the IR read from the QDQ ONNX (not converted)

@@ -123,6 +123,29 @@ def qat_fields(qat: Any) -> dict[str, Any]:
             "activations": qat.recipe.get("activations")}
 
 
+# the largest int8 weight magnitude no x86 CPU without VNNI saturates on: its u8 x s8 kernels
+# (VPMADDUBSW) sum two products in 16 bits, 2 x 255 x 63 < 2^15 (qat.weight_range=half)
+SATURATION_FREE_WEIGHT = 63
+
+
+def saturates_here(model: Any) -> bool:
+    """Whether the int8 weights of a QDQ ONNX ``model`` (those its DequantizeLinear nodes
+    read) can saturate this CPU's u8 x s8 kernels: an x86 CPU without VNNI and a weight
+    beyond :data:`SATURATION_FREE_WEIGHT` (OpenVINO's and ONNX Runtime's U8S8 kernels)."""
+    import onnx
+    from onnx import numpy_helper
+
+    from okdhp_edge.utils.cpu import cpu_has_int8_dot
+
+    if cpu_has_int8_dot():
+        return False
+    inits = {i.name: i for i in model.graph.initializer}
+    weights = [inits[n.input[0]] for n in model.graph.node
+               if n.op_type == "DequantizeLinear" and n.input[0] in inits]
+    return any(int(np.abs(numpy_helper.to_array(w).astype(np.int16)).max(initial=0))
+               > SATURATION_FREE_WEIGHT for w in weights if w.data_type == onnx.TensorProto.INT8)
+
+
 def symmetric_activations(qat: Any) -> bool:
     """Whether every activation zero point of the program is 0 (TensorRT reads no other)."""
     return "symmetric" in str(qat.recipe.get("activations", "")).replace("asymmetric", "")

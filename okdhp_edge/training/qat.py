@@ -94,11 +94,18 @@ def check_from_run(cfg: Any) -> None:
                               "run's own network (leave the model keys to its config.yaml)")
 
 
+# the largest int8 weight magnitude of each qat.weight_range (XNNPACK's quantizer: 127)
+WEIGHT_LIMIT = {"full": 127, "half": 63}
+
+
 def recipe(qcfg: Any, branches: list[str]) -> dict[str, Any]:
     """What a QAT student's manifest and INT8 files record of how it was quantized
     (``branches``: the students fake-quantized together, by name)."""
     acts = "symmetric" if qcfg.activations == "symmetric" else "asymmetric"
-    return {"quantizer": QUANTIZER, "weights": "int8 symmetric per channel",
+    limit = WEIGHT_LIMIT[qcfg.weight_range]
+    weights = "int8 symmetric per channel" + ("" if qcfg.weight_range == "full" else
+                                              f" in [-{limit}, {limit}] (7 bits)")
+    return {"quantizer": QUANTIZER, "weights": weights,
             "activations": f"int8 {acts} per tensor", "kd": bool(qcfg.kd),
             "observer": f"moving-average min-max ({qcfg.averaging_constant:g})",
             "freeze_observers": float(qcfg.freeze_observers), "epochs": int(qcfg.epochs),
@@ -133,6 +140,10 @@ def quantizer(qcfg: Any, modules: tuple[str, ...]) -> Any:
     )
 
     config = get_symmetric_quantization_config(is_per_channel=True, is_qat=True)
+    if qcfg.weight_range == "half":  # 7-bit weights: no u8 x s8 pair sum saturates
+        limit = WEIGHT_LIMIT[qcfg.weight_range]
+        config = dataclasses.replace(config, weight=dataclasses.replace(
+            config.weight, quant_min=-limit, quant_max=limit))
     extra: dict[str, Any] = {"eps": 2**-12, "averaging_constant": qcfg.averaging_constant}
     act = config.input_activation
     fake_quant = FusedMovingAvgObsFakeQuantize.with_args(**extra)

@@ -74,6 +74,39 @@ def test_symmetric_activations_have_zero_points_of_zero():
         QatRecord("run", recipe(QatConfig(), ["b"]), WeightsRef("qat_int8.pt2", "")))
 
 
+def test_half_weight_range_keeps_every_weight_within_63():
+    """qat.weight_range=half: the converted program's int8 weights stay within +-63, which
+    no u8 x s8 kernel of a CPU without VNNI saturates on, and the recipe says so."""
+    from torch import nn
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
+
+    from okdhp_edge.config import QatConfig
+    from okdhp_edge.training.qat import quantizer, recipe
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = nn.Module()
+            self.net.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
+                                          nn.Conv2d(8, 4, 1))
+
+        def forward(self, x):
+            return self.net.body(x)
+
+    x = torch.randn(2, 3, 8, 8)
+    limits = {}
+    for weights in ("full", "half"):
+        torch.manual_seed(0)
+        net = prepare_qat_pt2e(torch.export.export(Net().train(), (x,)).module(),
+                               quantizer(QatConfig(weight_range=weights), ("body",)))
+        net(x)
+        converted = convert_pt2e(net, fold_quantize=True)
+        limits[weights] = max(int(t.abs().max()) for t in converted.state_dict().values()
+                              if t.dtype == torch.int8)
+    assert limits == {"full": 127, "half": 63}, limits
+    assert "7 bits" in recipe(QatConfig(weight_range="half"), ["b"])["weights"]
+
+
 def test_transposed_convolutions_quantize_per_output_channel(tmp_path):
     """A transposed convolution's weights [C_in, C_out, k, k] are quantized per output
     channel (axis 1) in the converted program, and ExecuTorch lowers it to XNNPACK (axis 0,
@@ -116,11 +149,11 @@ def test_transposed_convolutions_quantize_per_output_channel(tmp_path):
     import onnx
     import onnxruntime as ort
 
-    from okdhp_edge.backends.onnxruntime import _uint8_activations
+    from okdhp_edge.backends.onnxruntime import qat_rewrite
     from okdhp_edge.convert.qat_program import program_onnx, run_program
     from okdhp_edge.convert.subpixel import subpixel_program
 
-    path = program_onnx(program, tmp_path / "m.onnx", {}, rewrite=_uint8_activations,
+    path = program_onnx(program, tmp_path / "m.onnx", {}, rewrite=qat_rewrite,
                         module_rewrite=subpixel_program)
     ops = [n.op_type for n in onnx.load(str(path)).graph.node]
     assert "DepthToSpace" in ops and "ConvTranspose" not in ops
@@ -142,11 +175,12 @@ def test_transposed_convolutions_quantize_per_output_channel(tmp_path):
     assert lowered["xnnpack_partitions"] >= 1 and not lowered["outside_xnnpack"], lowered
 
 
-def test_relu6_is_quantized_as_the_convolutions_clamp(tmp_path):
+def test_relu6_is_quantized_as_the_convolutions_clamp(tmp_path, monkeypatch):
     """Convolution + batch norm + ReLU6 (MobileNetV2's block) quantized as one operator (the
     int8 range after the ReLU6 only), and ONNX Runtime's file of the program rewritten for
-    its kernels (uint8 activations): every convolution fused into a QLinearConv, no float
-    Clip, the program's heatmaps within a rounding step."""
+    its kernels (uint8 activations; uint8 weights too on a CPU without VNNI, whose U8S8 and
+    S8S8 kernels saturate: 0.038 off on an AVX2 EPYC): every convolution fused into a
+    QLinearConv, no float Clip, the program's heatmaps within a rounding step."""
     import collections
     import io
 
@@ -154,10 +188,11 @@ def test_relu6_is_quantized_as_the_convolutions_clamp(tmp_path):
     import onnxruntime as ort
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
 
-    from okdhp_edge.backends.onnxruntime import _uint8_activations
+    from okdhp_edge.backends.onnxruntime import qat_rewrite
     from okdhp_edge.config import QatConfig
     from okdhp_edge.convert.qat_program import program_bytes, program_onnx, run_program
     from okdhp_edge.training.qat import quantizer
+    from okdhp_edge.utils.cpu import cpu_has_int8_dot
     from tests.convert.test_pt2e import StudentBlocks
 
     torch.manual_seed(0)
@@ -170,7 +205,12 @@ def test_relu6_is_quantized_as_the_convolutions_clamp(tmp_path):
     x = np.random.default_rng(0).standard_normal((2, 1, 3, 16, 16)).astype(np.float32)
     ref = run_program(program, x[:, 0])
     outs = {}
-    for name, rewrite in (("s8", None), ("u8", _uint8_activations)):
+    from okdhp_edge.utils import cpu
+
+    vnni = cpu_has_int8_dot()
+    for name, rewrite, dot in (("s8", None, vnni), ("u8", qat_rewrite, vnni),
+                               ("u8u8", qat_rewrite, False)):  # U8U8 here whatever the CPU
+        monkeypatch.setattr(cpu, "cpu_has_int8_dot", lambda dot=dot: dot)
         path = program_onnx(program, tmp_path / f"{name}.onnx", {}, rewrite=rewrite)
         opts = ort.SessionOptions()
         opts.optimized_model_filepath = str(tmp_path / f"{name}_optimised.onnx")
@@ -181,7 +221,9 @@ def test_relu6_is_quantized_as_the_convolutions_clamp(tmp_path):
     ops = collections.Counter(n.op_type for n in graph.node)
     assert ops["QLinearConv"] == 3 and not ops["Clip"] and not ops["Conv"], ops
     step = 0.05 * np.abs(ref).max()
-    assert np.abs(outs["u8"] - ref).max() <= step and np.abs(outs["s8"] - ref).max() <= step
+    assert np.abs(outs["u8"] - ref).max() <= step and np.abs(outs["u8u8"] - ref).max() <= step
+    if vnni:  # the program's own s8 file is exact only where nothing saturates
+        assert np.abs(outs["s8"] - ref).max() <= step
 
 
 def test_branches_left_float_compute_in_float(tiny_zoo, tmp_path):
