@@ -388,6 +388,8 @@ class LiteRTBuild:
     layout: str  # its input layout
     converter: Optional[str] = field(default=None, metadata=OMIT_NONE)  # litert-torch version
     weights: Optional[str] = field(default=None, metadata=OMIT_NONE)  # float16: fp16 weights
+    # a sub-pixel decoder's depth-to-space, where not PyTorch's NCHW PixelShuffle
+    depth_to_space: Optional[str] = field(default=None, metadata=OMIT_NONE)
 
 
 @dataclass(frozen=True)

@@ -197,12 +197,29 @@ def _build_fp32(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
         raise BackendUnavailable(reason)
     import litert_torch
 
+    from okdhp_edge.convert.subpixel import channel_last_shuffles
     from okdhp_edge.models.student import export_module
 
-    module, x = export_module(ctx.model, ctx.size)
+    model = channel_last_shuffles(ctx.model)  # a sub-pixel decoder's shuffles in NHWC
+    module, x = export_module(model, ctx.size)
     _write(ctx, fmt, _converted(module, x, ctx.path(fmt.name), "litert-torch conversion"))
-    return {"litert": {"layout": fmt.layout,
+    return {"litert": {**_layout(ctx, fmt),
                        "converter": f"litert-torch {litert_torch.__version__}"}}
+
+
+def _layout(ctx: BuildContext, fmt: ExportFormat) -> dict[str, str]:
+    """The layout fields of a file's record: its input layout, and how a sub-pixel decoder's
+    depth-to-space runs (every LiteRT file is the fp32 file's, or made from it)."""
+    import torch
+
+    shuffles = any(isinstance(m, torch.nn.PixelShuffle) for m in ctx.model.modules())
+    return {"layout": fmt.layout, **({"depth_to_space": DEPTH_TO_SPACE} if shuffles else {})}
+
+
+DEPTH_TO_SPACE = "channel-last (depth-first channels, one transpose per layer)"
+# raised when what a builder writes changes: 1, a sub-pixel decoder's shuffles channel-last
+# (the fp16 and int8 files are made from the fp32 one)
+BUILD_REVISION = 1
 
 
 def _quantizer(src: Path) -> Any:
@@ -236,7 +253,7 @@ def _build_fp16(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
                               num_bits=16, algorithm_key=AlgorithmName.FLOAT_CASTING)
     result = _quantize(lambda: qt.quantize(), "ai-edge-quantizer float16")
     _write(ctx, fmt, bytes(result.quantized_model))
-    return {"litert": {"layout": fmt.layout, "weights": "float16"}}
+    return {"litert": {**_layout(ctx, fmt), "weights": "float16"}}
 
 
 def _build_int8(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
@@ -256,7 +273,7 @@ def _build_int8(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
     else:
         content, quantizer = _aeq_int8(ctx, fmt, images), AEQ
     _write(ctx, fmt, content)
-    return {"litert": {"layout": fmt.layout},
+    return {"litert": _layout(ctx, fmt),
             "quantization": {"calibration": calib, "recipe": ctx.recipe.as_dict(),
                              "calibration_method": "minmax", "quantizer": quantizer,
                              "activations": "s8 (int8 I/O)",

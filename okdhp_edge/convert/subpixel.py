@@ -64,6 +64,45 @@ class CropBorder(nn.Module):
         return x[:, :, 1:-1, 1:-1]
 
 
+class ChannelLastShuffle(nn.Module):
+    """The shuffle and crop of a sub-pixel layer written for a channel-last runtime: the
+    input's channels in depth-first order (channel (2g + h) C + c is phase (g, h) of channel
+    c, TensorFlow's ``depth_to_space``), moved in NHWC by one transpose of rows of 2C values:
+    [N, 4C, H, W] -> [N, C, 2H - 2, 2W - 2]. LiteRT's converter cancels the NCHW <-> NHWC
+    transposes around it with the convolutions', where ``PixelShuffle``'s NCHW reshapes kept
+    four per layer (mbv2-d32's file: 5 TRANSPOSE operators instead of 14)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c4, h, w = x.shape
+        c = c4 // 4
+        y = x.permute(0, 2, 3, 1).reshape(n * h, w, 2, 2 * c).transpose(1, 2)
+        return y.reshape(n, 2 * h, 2 * w, c)[:, 1:-1, 1:-1, :].permute(0, 3, 1, 2)
+
+
+def channel_last_shuffles(model: nn.Module) -> nn.Module:
+    """A copy of a sub-pixel student (:func:`subpixel_student`) whose every ``[Conv2d, ReLU,
+    PixelShuffle(2), CropBorder]`` run is ``[Conv2d, ReLU, ChannelLastShuffle]`` with the
+    convolution's output channels reordered from ``PixelShuffle``'s order (4c + 2g + h) to
+    depth-first ((2g + h) C + c): the same outputs (a permutation), for LiteRT's NHWC graph.
+    The model itself when it has no such run. Same forward contract as ``model``."""
+    out = copy.deepcopy(model)
+    for seq in [m for m in out.modules() if isinstance(m, nn.Sequential)]:
+        layers, keys = list(seq), list(seq._modules)  # noqa: SLF001 - refilled in place
+        for i in range(len(layers) - 3):
+            conv, _, shuffle, crop = layers[i:i + 4]
+            if not (isinstance(shuffle, nn.PixelShuffle) and isinstance(crop, CropBorder)
+                    and isinstance(conv, nn.Conv2d) and shuffle.upscale_factor == 2):
+                continue
+            c = conv.out_channels // 4
+            order = torch.arange(4 * c).view(c, 4).t().reshape(-1)  # depth-first <- 4c + k
+            conv.weight.data = conv.weight.data[order]
+            if conv.bias is not None:
+                conv.bias.data = conv.bias.data[order]
+            seq._modules[keys[i + 2]] = ChannelLastShuffle()  # noqa: SLF001
+            seq._modules[keys[i + 3]] = nn.Identity()  # noqa: SLF001 - the crop is in it
+    return out
+
+
 def _foldable(run: list[nn.Module]) -> bool:
     """``run`` is a stride-2 4x4 transposed convolution (padding 1, no groups, dilation or
     output padding), its batch norm and a ReLU."""

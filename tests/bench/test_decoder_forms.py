@@ -51,6 +51,19 @@ def test_each_forms_files_live_apart_and_say_their_form(both):
     assert file_metadata(student / "export" / "subpixel" / "model.onnx")["okdhp_decoder"] == \
         "subpixel"
     assert "okdhp_decoder" not in file_metadata(student / "export" / "model.onnx")
+    # LiteRT's sub-pixel file moves its shuffles in NHWC: one TRANSPOSE per decoder layer and
+    # the two at the input and output (PyTorch's NCHW PixelShuffle kept four per layer)
+    import collections
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    from okdhp_edge.backends.litert import DEPTH_TO_SPACE
+
+    litert = sub["formats"]["litert_fp32"]
+    assert litert["parity"]["passed"] and litert["litert"]["depth_to_space"] == DEPTH_TO_SPACE
+    interp = Interpreter(model_path=str(student / "export" / "subpixel" / "model_fp32.tflite"))
+    ops = collections.Counter(o["op_name"] for o in interp._get_ops_details())
+    assert ops["TRANSPOSE"] <= 3 + 2 and "TRANSPOSE_CONV" not in ops, ops
 
 
 def test_a_sub_pixel_file_of_an_earlier_form_is_rebuilt(both):

@@ -36,6 +36,16 @@ def test_subpixel_decoder_computes_the_transposed_one():
         ref, got = model(x).heatmap, sub(x).heatmap
     assert got.shape == ref.shape == (2, 5, 32, 24)
     assert torch.allclose(got, ref, atol=1e-5 * float(ref.abs().max()))
+    # the channel-last form LiteRT converts: the same outputs, the shuffles in NHWC
+    from okdhp_edge.convert.subpixel import channel_last_shuffles
+
+    last = channel_last_shuffles(sub)
+    kinds = [type(m).__name__ for m in last.decoder.deconv]
+    assert kinds == ["Conv2d", "ReLU", "ChannelLastShuffle", "Identity"] * 3
+    with torch.no_grad():
+        assert torch.allclose(last(x).heatmap, ref, atol=1e-5 * float(ref.abs().max()))
+    assert channel_last_shuffles(model).decoder.deconv[0].__class__.__name__ == \
+        "ConvTranspose2d"  # nothing to move in the transposed form
     hourglass = create_model("stacked_hourglass", num_stacks=1, width=8, depth=1, stem_width=8,
                              num_joints=5)
     assert subpixel_student(hourglass) is None  # nothing to rewrite
