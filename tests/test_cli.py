@@ -124,7 +124,7 @@ def test_every_command_is_a_typed_request_with_show(capsys):
         assert out.startswith(f"{request.COMMAND}: keys"), name
         assert all(f"  {k.name} " in out for k in request.keys()), name
     main(["train", "--show"])
-    assert "training keys (100;" in capsys.readouterr().out
+    assert "training keys (101;" in capsys.readouterr().out
 
 
 def test_api_keywords_are_the_command_keys(tmp_path):
