@@ -15,6 +15,19 @@ require("onnxscript", reason="the QDQ ONNX of a QAT program needs okdhp_edge[qat
 from tests.training.test_qat import _float_run  # noqa: E402
 
 
+class _TwoConvs(torch.nn.Module):
+    """Two convolutions as QatNetwork exports a network: under the name "net"."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Module()
+        self.net.body = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1),
+                                            torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.body(x)
+
+
 def test_fau_and_ensemble_stay_float(tiny_zoo):
     """The FAU and the ensemble's weighted sum compute in float (on the students' tensors,
     which are quantized as the students deploy them)."""
@@ -42,7 +55,6 @@ def test_fau_and_ensemble_stay_float(tiny_zoo):
 
 def test_symmetric_activations_have_zero_points_of_zero():
     """qat.activations=symmetric: what TensorRT's explicit quantization reads."""
-    from torch import nn
     from torchao.quantization.pt2e import FakeQuantizeBase
     from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
 
@@ -51,19 +63,9 @@ def test_symmetric_activations_have_zero_points_of_zero():
     from okdhp_edge.records import QatRecord, WeightsRef
     from okdhp_edge.training.qat import quantizer, recipe
 
-    class Net(nn.Module):  # as QatNetwork exports: the network under the name "net"
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = nn.Module()
-            self.net.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
-                                          nn.Conv2d(8, 4, 1))
-
-        def forward(self, x):
-            return self.net.body(x)
-
     qcfg = QatConfig(activations="symmetric")
     x = torch.randn(2, 3, 8, 8)
-    ep = torch.export.export(Net().train(), (x,))
+    ep = torch.export.export(_TwoConvs().train(), (x,))
     net = prepare_qat_pt2e(ep.module(), quantizer(qcfg, ("body",)))
     net(x)
     fqs = [m for m in net.modules() if isinstance(m, FakeQuantizeBase)
@@ -77,27 +79,16 @@ def test_symmetric_activations_have_zero_points_of_zero():
 def test_half_weight_range_keeps_every_weight_within_63():
     """qat.weight_range=half: the converted program's int8 weights stay within +-63, which
     no u8 x s8 kernel of a CPU without VNNI saturates on, and the recipe says so."""
-    from torch import nn
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
 
     from okdhp_edge.config import QatConfig
     from okdhp_edge.training.qat import quantizer, recipe
 
-    class Net(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = nn.Module()
-            self.net.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
-                                          nn.Conv2d(8, 4, 1))
-
-        def forward(self, x):
-            return self.net.body(x)
-
     x = torch.randn(2, 3, 8, 8)
     limits = {}
     for weights in ("full", "half"):
         torch.manual_seed(0)
-        net = prepare_qat_pt2e(torch.export.export(Net().train(), (x,)).module(),
+        net = prepare_qat_pt2e(torch.export.export(_TwoConvs().train(), (x,)).module(),
                                quantizer(QatConfig(weight_range=weights), ("body",)))
         net(x)
         converted = convert_pt2e(net, fold_quantize=True)
