@@ -32,6 +32,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
+from okdhp_edge.convert.qat_program import SATURATION_FREE_WEIGHT
 from okdhp_edge.errors import ConfigError, UsageError
 from okdhp_edge.families import zoo_student_names
 from okdhp_edge.models.student import MultiBranchOutput, StudentOutput
@@ -95,7 +96,7 @@ def check_from_run(cfg: Any) -> None:
 
 
 # the largest int8 weight magnitude of each qat.weight_range (XNNPACK's quantizer: 127)
-WEIGHT_LIMIT = {"full": 127, "half": 63}
+WEIGHT_LIMIT = {"full": 127, "half": SATURATION_FREE_WEIGHT}
 
 
 def recipe(qcfg: Any, branches: list[str]) -> dict[str, Any]:
