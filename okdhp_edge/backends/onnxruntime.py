@@ -265,6 +265,20 @@ BUILD_REVISION = {"onnx_int8": 3}
 QAT_BUILD_REVISION = 4
 
 
+def qat_file_fits_here(spec: ExportFormat, entry: Any, man: Any) -> bool:
+    """Whether a cached QAT file's weight form is what :func:`qat_rewrite` would write on
+    this CPU (a zoo's ``export/`` carried between a VNNI machine and one without): u8 weights
+    where a CPU without an int8 dot product meets full-range weights, s8 elsewhere. The
+    range is the recipe's (``qat.weight_range``; per-channel scales put every full-range
+    channel's largest weight at +-127)."""
+    from okdhp_edge.utils.cpu import cpu_has_int8_dot
+
+    if spec.runs_on != "onnxruntime":  # TensorRT's file is not rewritten
+        return True
+    full = man.qat.recipe.get("weight_range", "full") == "full"
+    return bool(entry.quantization.weights) == (full and not cpu_has_int8_dot())
+
+
 def qat_rewrite(model: Any) -> int:
     """A quantization-aware program's QDQ ONNX as ONNX Runtime runs it fastest on this CPU
     with the program's arithmetic: u8 activations (:func:`_uint8_activations`), and u8

@@ -132,10 +132,22 @@ def _cached(old: dict[str, FormatRecord], fmt: str, out_dir: Path, recipe: Quant
             entry = dataclasses.replace(
                 entry, quantization=dataclasses.replace(entry.quantization, recipe=made))
         if man is not None and man.qat is not None:  # made from its program, not a recipe
-            return entry if entry.quantization.recipe == man.qat.recipe else None
+            return entry if entry.quantization.recipe == man.qat.recipe and \
+                _fits_here(spec, entry, man) else None
         if not recipe.same_as(entry.quantization.recipe, spec.runs_on):
             return None
     return entry
+
+
+def _fits_here(spec: ExportFormat, entry: FormatRecord, man: StudentManifest) -> bool:
+    """Whether a cached QAT file suits this machine (its backend's ``qat_file_fits_here``:
+    ONNX Runtime's weight form depends on the CPU's int8 dot product); True where the
+    backend has no such rule."""
+    fits = getattr(backend_module(spec.builder), "qat_file_fits_here", None)
+    if fits is None or fits(spec, entry, man):
+        return True
+    log.info("%s: made for another CPU's int8 kernels; rebuilding", spec.name)
+    return False
 
 
 # what a model file carries of its student that names it: an export.yaml whose sha256 line

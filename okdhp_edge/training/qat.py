@@ -106,7 +106,7 @@ def recipe(qcfg: Any, branches: list[str]) -> dict[str, Any]:
     limit = WEIGHT_LIMIT[qcfg.weight_range]
     weights = "int8 symmetric per channel" + ("" if qcfg.weight_range == "full" else
                                               f" in [-{limit}, {limit}] (7 bits)")
-    return {"quantizer": QUANTIZER, "weights": weights,
+    return {"quantizer": QUANTIZER, "weights": weights, "weight_range": qcfg.weight_range,
             "activations": f"int8 {acts} per tensor", "kd": bool(qcfg.kd),
             "observer": f"moving-average min-max ({qcfg.averaging_constant:g})",
             "freeze_observers": float(qcfg.freeze_observers), "epochs": int(qcfg.epochs),

@@ -240,3 +240,33 @@ def test_branches_left_float_compute_in_float(tiny_zoo, tmp_path):
                and n.args[0].op == "call_function"]
     assert any(p.startswith("net.branch_stacks.0.") for p in made_by)
     assert not any(p.startswith(("net.branch_stacks.1.", "net.fau")) for p in made_by)
+
+
+def test_a_cached_onnx_runtime_file_of_another_cpus_weight_form_is_rebuilt(monkeypatch):
+    """A QAT zoo's export carried between a VNNI machine and one without: ONNX Runtime's
+    cached INT8 file is kept only in the weight form this CPU needs (u8 where full-range
+    weights would saturate it, s8 elsewhere); TensorRT's file is never rewritten."""
+    from types import SimpleNamespace
+
+    from okdhp_edge.backends.onnxruntime import QAT_U8_WEIGHTS, qat_file_fits_here
+    from okdhp_edge.config import QatConfig
+    from okdhp_edge.targets import FORMATS
+    from okdhp_edge.training.qat import recipe
+    from okdhp_edge.utils import cpu
+
+    def entry(weights):
+        return SimpleNamespace(quantization=SimpleNamespace(weights=weights))
+
+    full, half = (SimpleNamespace(qat=SimpleNamespace(recipe=recipe(QatConfig(weight_range=w),
+                                                                    ["b"])))
+                  for w in ("full", "half"))
+    ort = FORMATS["onnx_int8"]
+    monkeypatch.setattr(cpu, "cpu_has_int8_dot", lambda: False)
+    assert qat_file_fits_here(ort, entry(QAT_U8_WEIGHTS), full)
+    assert not qat_file_fits_here(ort, entry(None), full)
+    assert qat_file_fits_here(ort, entry(None), half)
+    monkeypatch.setattr(cpu, "cpu_has_int8_dot", lambda: True)
+    assert not qat_file_fits_here(ort, entry(QAT_U8_WEIGHTS), full)
+    assert qat_file_fits_here(ort, entry(None), full)
+    trt = next(f for f in FORMATS.values() if f.runs_on == "tensorrt" and f.precision == "int8")
+    assert qat_file_fits_here(trt, entry(None), full)
