@@ -235,16 +235,15 @@ def qdq_ir(onnx_path: Path, xml_path: Path) -> Path:
 
 def _qat_int8(ctx: BuildContext, fmt: ExportFormat) -> dict[str, Any]:
     """A quantization-aware student's IR: its int8 program's QDQ ONNX, as :func:`qdq_ir`."""
-    import onnx
-
     from okdhp_edge.convert.qat_program import program_onnx, qat_fields, saturates_here
 
+    saturates: list[bool] = []  # read off the model before it is written, not read back
     with tempfile.TemporaryDirectory() as tmp:
-        onnx_path = program_onnx(ctx.qat_program(), Path(tmp) / "qat.onnx", ctx.metadata(fmt))
-        saturates = saturates_here(onnx.load(str(onnx_path)))
+        onnx_path = program_onnx(ctx.qat_program(), Path(tmp) / "qat.onnx", ctx.metadata(fmt),
+                                 rewrite=lambda model: saturates.append(saturates_here(model)))
         qdq_ir(onnx_path, ctx.path(fmt.name))
     fields = qat_fields(ctx.man.qat)
-    if saturates:
+    if saturates[0]:
         log.warning("%s: %s", ctx.man.name, SATURATING)
         fields["weights"] = f"{fields['recipe'].get('weights', 'int8')}: {SATURATING}"
     return {"quantization": fields}
