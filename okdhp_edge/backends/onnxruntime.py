@@ -295,14 +295,14 @@ def _uint8_weights(model: Any) -> int:
     program of three MobileNetV2 convolutions on an AVX2 EPYC: U8S8 and S8S8 0.038 off its
     heatmaps, U8U8 0.013, the test's bound 0.018; tests/training/test_qat_quantizer.py).
     Returns how many weights were rewritten."""
-    import onnx
     from onnx import numpy_helper
+
+    from okdhp_edge.convert.qat_program import int8_weights
 
     inits = {i.name: i for i in model.graph.initializer}
     count, done = 0, set()
-    for node in model.graph.node:
-        w = inits.get(node.input[0]) if node.op_type == "DequantizeLinear" else None
-        if w is None or w.data_type != onnx.TensorProto.INT8 or len(node.input) < 3:
+    for node, w in int8_weights(model):
+        if len(node.input) < 3:  # no zero point: int8 by definition, left as it is
             continue
         for init in (w, inits[node.input[2]]):
             if init.name in done:  # a zero point two weights share

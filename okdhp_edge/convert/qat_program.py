@@ -132,18 +132,25 @@ def saturates_here(model: Any) -> bool:
     """Whether the int8 weights of a QDQ ONNX ``model`` (those its DequantizeLinear nodes
     read) can saturate this CPU's u8 x s8 kernels: an x86 CPU without VNNI and a weight
     beyond :data:`SATURATION_FREE_WEIGHT` (OpenVINO's and ONNX Runtime's U8S8 kernels)."""
-    import onnx
     from onnx import numpy_helper
 
     from okdhp_edge.utils.cpu import cpu_has_int8_dot
 
     if cpu_has_int8_dot():
         return False
-    inits = {i.name: i for i in model.graph.initializer}
-    weights = [inits[n.input[0]] for n in model.graph.node
-               if n.op_type == "DequantizeLinear" and n.input[0] in inits]
     return any(int(np.abs(numpy_helper.to_array(w).astype(np.int16)).max(initial=0))
-               > SATURATION_FREE_WEIGHT for w in weights if w.data_type == onnx.TensorProto.INT8)
+               > SATURATION_FREE_WEIGHT for _, w in int8_weights(model))
+
+
+def int8_weights(model: Any) -> list[tuple[Any, Any]]:
+    """The (DequantizeLinear node, int8 initializer) pairs of a QDQ ONNX ``model``: its int8
+    weights, each with the node that reads it (and its scales and zero points)."""
+    import onnx
+
+    inits = {i.name: i for i in model.graph.initializer}
+    return [(n, inits[n.input[0]]) for n in model.graph.node
+            if n.op_type == "DequantizeLinear" and n.input[0] in inits
+            and inits[n.input[0]].data_type == onnx.TensorProto.INT8]
 
 
 def symmetric_activations(qat: Any) -> bool:
